@@ -1,0 +1,3 @@
+from depth_perception.cli import main
+
+raise SystemExit(main())

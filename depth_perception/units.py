@@ -1,0 +1,46 @@
+"""Depth units and encodings, defined once (REP 117 / REP 118).
+
+* ``32FC1``: z-depth in metres. ``NaN`` = invalid, ``+inf`` = no return / beyond range
+  (sky), ``-inf`` = too close.
+* ``16UC1``: z-depth in millimetres, ``0`` = invalid (no way to say "beyond range").
+
+Every conversion between the two goes through this module; nothing else multiplies by
+1000 or 0.001.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+MM_PER_M = 1000.0
+ENCODING_METRES = "32FC1"
+ENCODING_MILLIMETRES = "16UC1"
+UINT16_MAX_MM = np.iinfo(np.uint16).max
+
+
+def mm_to_metres(depth_mm: np.ndarray) -> np.ndarray:
+    """[H,W] uint16 millimetres -> [H,W] float32 metres, 0 -> NaN (invalid)."""
+    depth_mm = np.asarray(depth_mm)
+    out = depth_mm.astype(np.float32) / np.float32(MM_PER_M)
+    out[depth_mm == 0] = np.nan
+    return out
+
+
+def metres_to_mm(depth_m: np.ndarray) -> np.ndarray:
+    """[H,W] float metres -> [H,W] uint16 millimetres.
+
+    Non-finite values and depths that do not fit in uint16 (> 65.535 m) become 0
+    (invalid), as 16UC1 has no encoding for "beyond range".
+    """
+    depth_m = np.asarray(depth_m, dtype=np.float32)
+    mm = np.rint(depth_m * np.float32(MM_PER_M))
+    ok = np.isfinite(mm) & (mm > 0) & (mm <= UINT16_MAX_MM)
+    return np.where(ok, mm, 0).astype(np.uint16)
+
+
+def mark_out_of_range(depth_m: np.ndarray, min_depth: float, max_depth: float) -> np.ndarray:
+    """Apply the REP 117 meanings: ``< min`` -> -inf, ``> max`` -> +inf; NaN stays NaN."""
+    depth_m = np.array(depth_m, dtype=np.float32, copy=True)
+    with np.errstate(invalid="ignore"):
+        depth_m[depth_m < min_depth] = -np.inf
+        depth_m[depth_m > max_depth] = np.inf
+    return depth_m

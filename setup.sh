@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# One setup command: creates ./.venv with the package, its training and test extras,
+# CPU torch (unless told otherwise), the ROS 2 wheels from PyPI when no ROS 2 is sourced,
+# and the package's msg/ interfaces. A second run with nothing changed returns at once.
+#
+#   ./setup.sh                              # CPU machine, pip-only ROS 2
+#   DEPTH_PERCEPTION_TORCH=keep ./setup.sh  # keep the torch already in .venv (CUDA build)
+#   VENV=/path/to/venv ./setup.sh           # another venv location
+set -euo pipefail
+cd "$(dirname "$0")"
+ROOT=$(pwd)
+VENV=${VENV:-$ROOT/.venv}
+TORCH_MODE=${DEPTH_PERCEPTION_TORCH:-cpu}   # cpu | keep
+PY=${PYTHON:-python3}
+
+say() { printf '[setup] %s\n' "$*"; }
+
+# A ROS 2 installation is "sourced" when rclpy imports in the system Python.
+ros_sourced=0
+if [ -n "${ROS_DISTRO:-}" ] && "$PY" -c "import rclpy" >/dev/null 2>&1; then
+  ros_sourced=1
+fi
+
+inputs_hash() {
+  { cat setup.py setup.sh constraints-cpu.txt package.xml CMakeLists.txt msg/*.msg \
+        scripts/build_interfaces.sh 2>/dev/null
+    echo "torch=$TORCH_MODE ros=$ros_sourced ${ROS_DISTRO:-}"; } | sha256sum | cut -d' ' -f1
+}
+STAMP=$VENV/.depth_perception_setup
+want=$(inputs_hash)
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] \
+   && "$VENV/bin/python" -c "import depth_perception, rclpy, torch" >/dev/null 2>&1; then
+  say "up to date ($VENV); nothing to do"
+  exit 0
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  if [ $ros_sourced = 1 ]; then
+    say "ROS 2 $ROS_DISTRO is sourced: venv sees its rclpy and message packages"
+    "$PY" -m venv --system-site-packages "$VENV"
+  else
+    "$PY" -m venv "$VENV"
+  fi
+fi
+PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
+
+constraints=()
+case "$TORCH_MODE" in
+  cpu)
+    say "installing CPU torch (constraints-cpu.txt)"
+    "${PIP[@]}" -c constraints-cpu.txt torch
+    constraints=(-c constraints-cpu.txt) ;;
+  keep)
+    "$VENV/bin/python" -c "import torch" 2>/dev/null \
+      || { say "DEPTH_PERCEPTION_TORCH=keep but no torch in $VENV: install your CUDA torch first"; exit 1; }
+    say "keeping $("$VENV/bin/python" -c 'import torch; print(torch.__version__)')" ;;
+  *) say "DEPTH_PERCEPTION_TORCH must be cpu or keep, not '$TORCH_MODE'"; exit 1 ;;
+esac
+
+if [ $ros_sourced = 0 ]; then
+  say "no ROS 2 sourced: installing the ROS 2 wheels from PyPI"
+  "${PIP[@]}" "${constraints[@]}" "ros-rclpy[fastrtps]" ros-sensor-msgs ros-std-msgs \
+    ros-geometry-msgs ros-nav-msgs ros-diagnostic-msgs ros-rmw-fastrtps-cpp \
+    ros-lifecycle-msgs ros-rosgraph-msgs
+fi
+
+say "installing depth_perception[train,test]"
+"${PIP[@]}" "${constraints[@]}" -e ".[train,test]"
+
+if [ -x scripts/build_interfaces.sh ]; then
+  say "building msg/ interfaces"
+  VENV="$VENV" ROS_SOURCED=$ros_sourced scripts/build_interfaces.sh
+fi
+
+"$VENV/bin/python" -c "import depth_perception, rclpy, torch; print('[setup] ok: torch', torch.__version__)"
+echo "$want" > "$STAMP"
