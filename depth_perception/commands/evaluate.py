@@ -1,0 +1,77 @@
+"""``depth-perception evaluate``: score models (or recorded depth) on rosbags, per condition."""
+from __future__ import annotations
+
+HELP = ("evaluate depth models (through the runtime's DepthEstimator) or a recorded depth "
+        "topic on rosbags against LiDAR or ground truth; writes metrics.json, "
+        "per_frame.csv, report.md and plots")
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--bag", action="append", required=True, metavar="BAG",
+                        help="rosbag2 folder (repeat for several bags/conditions)")
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", metavar="M",
+                     help="model: .onnx, .engine, checkpoint folder or transformers folder")
+    src.add_argument("--prediction-topic", metavar="TOPIC",
+                     help="score depth images recorded in the bag on TOPIC (matched by stamp)")
+    parser.add_argument("--backend", default="auto",
+                        help="runtime backend for --model/--compare: auto|onnxruntime|torch|"
+                             "tensorrt (default auto)")
+    parser.add_argument("--compare", nargs="+", default=[], metavar="M2",
+                        help="more models scored on the same bags in the same report; "
+                             "MODEL@BACKEND picks a backend (e.g. model.onnx@onnxruntime)")
+    parser.add_argument("--short-side", type=int, default=518,
+                        help="dynamic-size models: short side of the model input in pixels "
+                             "(0: the camera's own size), as the depth node's "
+                             "input_short_side (default 518)")
+    parser.add_argument("--max-pixels", type=int, default=0,
+                        help="dynamic-size models: cap on input pixels (0: none), as the "
+                             "node's input_max_pixels")
+    parser.add_argument("--name", default=None,
+                        help="row name of --model / --prediction-topic in the report")
+    parser.add_argument("--out", required=True, help="output folder for the report")
+    parser.add_argument("--gt", default="lidar",
+                        help="reference: 'lidar' (projected through TF, default) or a dense "
+                             "depth topic such as /ground_truth/depth")
+    parser.add_argument("--lidar-topic", default="/lidar/points")
+    parser.add_argument("--image-topic", default="/camera/image_raw")
+    parser.add_argument("--camera-info-topic", default="/camera/camera_info")
+    parser.add_argument("--min-depth", type=float, default=0.1)
+    parser.add_argument("--max-depth", type=float, default=80.0,
+                        help="evaluation cap in metres (default 80: nuScenes protocol)")
+    parser.add_argument("--median-scaling", action="store_true",
+                        help="per-frame median scaling (relative models; '*' in the table)")
+    parser.add_argument("--align", choices=["affine", "affine_disparity"], default=None,
+                        help="least-squares alignment before scoring (affine-invariant models)")
+    parser.add_argument("--condition", default=None,
+                        help="override the bags' recorded condition")
+    parser.add_argument("--max-frames", type=int, default=0,
+                        help="score at most this many frames per bag (0: all)")
+    parser.add_argument("--stride", type=int, default=1, help="score every Nth frame")
+    parser.add_argument("--no-plots", action="store_true", help="skip the png plots")
+
+
+def run(args) -> int:
+    from depth_perception.evaluation.offline import (EvaluateConfig, evaluate,
+                                                     parse_model_spec)
+    from depth_perception.evaluation.report import markdown_table, write_report
+
+    config = EvaluateConfig(
+        min_depth=args.min_depth, max_depth=args.max_depth,
+        median_scaling=args.median_scaling, align=args.align, reference=args.gt,
+        condition=args.condition, max_frames=args.max_frames, stride=args.stride,
+        lidar_topic=args.lidar_topic, image_topic=args.image_topic,
+        camera_info_topic=args.camera_info_topic)
+    options = {"short_side": args.short_side or None, "max_pixels": args.max_pixels or None}
+    models = []
+    if args.model:
+        models.append(parse_model_spec(args.model, args.backend, args.name, options))
+    models += [parse_model_spec(m, args.backend, options=options) for m in args.compare]
+    results = evaluate(args.bag, config, models=models,
+                       prediction_topic=args.prediction_topic,
+                       prediction_name=args.name)
+    paths = write_report(results, args.out, plots=not args.no_plots)
+    print(markdown_table(results))
+    print(f"report: {paths['report']}")
+    print(f"metrics: {paths['metrics']}")
+    return 0

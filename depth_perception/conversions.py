@@ -1,0 +1,532 @@
+"""ROS messages <-> numpy arrays, in one place.
+
+Pure functions, duck-typed on message field names, so they accept both rclpy messages
+(``sensor_msgs.msg.Image``...) and ``rosbags`` typestore messages read from bags.
+Builders take ``msg_type``: ``None`` means the rclpy class (imported lazily), or pass a
+``rosbags`` typestore class (``typestore.types['sensor_msgs/msg/Image']``) to build
+messages for a bag writer. Every field is passed to the constructor as a keyword
+(rosbags dataclasses need all of them).
+
+Layouts: images are ``[H,W,C]`` (``[H,W]`` for single channel) in the encoding's native
+dtype; depth is ``[H,W]`` float32 metres with NaN for invalid and the REP 117 meanings
+of ``+inf`` (no return / beyond range) and ``-inf`` (too close). Millimetre conversions
+go through :mod:`depth_perception.units`.
+
+Point clouds follow depth_image_proc: organized clouds are ``H x W`` with NaN points and
+``is_dense=False``; x, y, z float32 plus an optional ``rgb`` float32 whose bits are the
+uint32 ``0x00RRGGBB``; ``point_step`` 16.
+"""
+from __future__ import annotations
+
+import array
+import logging
+import sys
+
+import numpy as np
+
+from depth_perception import units
+from depth_perception.camera import Intrinsics
+
+log = logging.getLogger(__name__)
+
+#: encoding -> (numpy dtype of one channel, number of channels)
+ENCODINGS: dict[str, tuple[np.dtype, int]] = {
+    "rgb8": (np.dtype(np.uint8), 3),
+    "bgr8": (np.dtype(np.uint8), 3),
+    "rgba8": (np.dtype(np.uint8), 4),
+    "bgra8": (np.dtype(np.uint8), 4),
+    "mono8": (np.dtype(np.uint8), 1),
+    "8UC1": (np.dtype(np.uint8), 1),
+    "8UC3": (np.dtype(np.uint8), 3),
+    "mono16": (np.dtype(np.uint16), 1),
+    "16UC1": (np.dtype(np.uint16), 1),
+    "32FC1": (np.dtype(np.float32), 1),
+}
+COLOUR_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8", "8UC1", "8UC3")
+DEPTH_ENCODINGS = ("32FC1", "16UC1", "mono16")
+
+#: PointField datatype constants (sensor_msgs/PointField) -> numpy dtype
+POINTFIELD_DTYPES = {1: np.int8, 2: np.uint8, 3: np.int16, 4: np.uint16,
+                     5: np.int32, 6: np.uint32, 7: np.float32, 8: np.float64}
+FLOAT32 = 7
+
+#: set to False to force the numpy path even when cv_bridge imports (tests, debugging)
+USE_CV_BRIDGE = True
+
+
+# ---------------------------------------------------------------------------------------
+# helpers: message classes, headers, stamps
+# ---------------------------------------------------------------------------------------
+def stamp_to_ns(stamp) -> int:
+    """builtin_interfaces/Time (rclpy or rosbags) -> integer nanoseconds."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def _is_rosbags_type(msg_type) -> bool:
+    return msg_type is not None and hasattr(msg_type, "__msgtype__")
+
+
+def _rclpy_class(name: str):
+    """'sensor_msgs/msg/Image' -> rclpy class (lazy import)."""
+    package, _, cls = name.split("/")
+    try:
+        module = __import__(f"{package}.msg", fromlist=[cls])
+    except ImportError as err:  # pragma: no cover - depends on the install
+        raise RuntimeError(
+            f"building a {name} message needs the ROS 2 Python package '{package}' "
+            "(pip install ros-" + package.replace("_", "-") + " or source a ROS 2 install), "
+            "or pass msg_type= a rosbags typestore class") from err
+    return getattr(module, cls)
+
+
+def _field_class(msg_type, field: str):
+    """Class of a nested message field of a rosbags message class (e.g. its Header)."""
+    import dataclasses
+
+    for f in dataclasses.fields(msg_type):
+        if f.name == field:
+            type_name = f.type if isinstance(f.type, str) else f.type.__name__
+            type_name = type_name.split("[")[-1].rstrip("]")  # list[Foo] -> Foo
+            module = sys.modules[msg_type.__module__]
+            return getattr(module, type_name)
+    raise ValueError(f"{msg_type.__msgtype__} has no field '{field}'")
+
+
+def _resolve(msg_type, name: str):
+    if msg_type is None:
+        return _rclpy_class(name)
+    return msg_type
+
+
+def _make_header(header, msg_type):
+    """Header of the right flavour (rclpy or rosbags) for ``msg_type``."""
+    if _is_rosbags_type(msg_type):
+        header_cls = _field_class(msg_type, "header")
+        if isinstance(header, header_cls):
+            return header
+        time_cls = _field_class(header_cls, "stamp")
+        if header is None:
+            return header_cls(stamp=time_cls(sec=0, nanosec=0), frame_id="")
+        return header_cls(stamp=time_cls(sec=int(header.stamp.sec),
+                                         nanosec=int(header.stamp.nanosec)),
+                          frame_id=str(header.frame_id))
+    header_cls = _rclpy_class("std_msgs/msg/Header")
+    if isinstance(header, header_cls):
+        return header
+    time_cls = _rclpy_class("builtin_interfaces/msg/Time")
+    if header is None:
+        return header_cls()
+    return header_cls(stamp=time_cls(sec=int(header.stamp.sec),
+                                     nanosec=int(header.stamp.nanosec)),
+                      frame_id=str(header.frame_id))
+
+
+def _byte_field(payload: bytes, msg_type):
+    """uint8[] field value: ndarray for rosbags, array('B') for rclpy (fast path)."""
+    if _is_rosbags_type(msg_type):
+        return np.frombuffer(payload, dtype=np.uint8).copy()
+    return array.array("B", payload)
+
+
+def _buffer(data) -> np.ndarray:
+    """uint8[] field of any flavour (array.array, ndarray, bytes, list) -> 1-D uint8 view."""
+    if isinstance(data, np.ndarray):
+        return data.reshape(-1).view(np.uint8) if data.dtype.itemsize == 1 else data
+    if isinstance(data, (bytes, bytearray, memoryview, array.array)):
+        return np.frombuffer(data, dtype=np.uint8)
+    return np.asarray(data, dtype=np.uint8)
+
+
+def _describe(msg) -> str:
+    header = getattr(msg, "header", None)
+    frame = getattr(header, "frame_id", "") if header is not None else ""
+    return f"frame_id '{frame}'" if frame else "message"
+
+
+# ---------------------------------------------------------------------------------------
+# Image
+# ---------------------------------------------------------------------------------------
+def _is_compressed(msg) -> bool:
+    return hasattr(msg, "format") and not hasattr(msg, "encoding")
+
+
+def _check_layout(msg) -> tuple[np.dtype, int]:
+    encoding = str(msg.encoding)
+    if encoding not in ENCODINGS:
+        raise ValueError(f"image ({_describe(msg)}): unknown encoding '{encoding}', expected "
+                         f"one of {sorted(ENCODINGS)}")
+    dtype, channels = ENCODINGS[encoding]
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    if height <= 0 or width <= 0:
+        raise ValueError(f"image ({_describe(msg)}, {encoding}): empty {width}x{height} image, "
+                         "expected width and height > 0")
+    row_bytes = width * channels * dtype.itemsize
+    if step < row_bytes:
+        raise ValueError(f"image ({_describe(msg)}, {encoding}): step {step} is smaller than "
+                         f"width*bytes_per_pixel = {width}*{channels * dtype.itemsize} = "
+                         f"{row_bytes}")
+    n = len(msg.data)
+    if n != step * height:
+        raise ValueError(f"image ({_describe(msg)}, {encoding} {width}x{height}): data has "
+                         f"{n} bytes, expected step*height = {step}*{height} = {step * height}")
+    return dtype, channels
+
+
+def _cv_bridge_decode(msg):
+    """cv_bridge path for rclpy messages when a ROS install provides it, else None."""
+    if not USE_CV_BRIDGE or hasattr(type(msg), "__msgtype__"):
+        return None
+    try:
+        from cv_bridge import CvBridge
+    except ImportError:
+        return None
+    return np.array(CvBridge().imgmsg_to_cv2(msg, desired_encoding="passthrough"))
+
+
+def image_to_numpy(msg) -> np.ndarray:
+    """sensor_msgs/Image -> array in the encoding's native layout (a copy, native byte order).
+
+    rgb8/bgr8 [H,W,3] uint8, rgba8/bgra8 [H,W,4] uint8, mono8 [H,W] uint8,
+    16UC1 [H,W] uint16, 32FC1 [H,W] float32. Row padding (``step``) and ``is_bigendian``
+    are honoured.
+    """
+    dtype, channels = _check_layout(msg)
+    out = _cv_bridge_decode(msg)
+    if out is not None:
+        return out
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    rows = _buffer(msg.data).reshape(height, step)[:, : width * channels * dtype.itemsize]
+    wire = dtype.newbyteorder(">" if msg.is_bigendian else "<")
+    pixels = np.ascontiguousarray(rows).view(wire).astype(dtype, copy=False)
+    shape = (height, width) if channels == 1 else (height, width, channels)
+    return np.array(pixels.reshape(shape), copy=True)
+
+
+def _decode_compressed(msg, flags) -> np.ndarray:
+    import cv2
+
+    data = _buffer(msg.data)
+    if data.size == 0:
+        raise ValueError(f"compressed image ({_describe(msg)}, format '{msg.format}'): no data")
+    out = cv2.imdecode(data, flags)
+    if out is None:
+        raise ValueError(f"compressed image ({_describe(msg)}, format '{msg.format}'): "
+                         f"{data.size} bytes could not be decoded, expected a JPEG or PNG stream")
+    return out
+
+
+def image_to_rgb(msg) -> np.ndarray:
+    """Image (colour or mono encoding) or CompressedImage (jpeg/png) -> [H,W,3] uint8 RGB."""
+    import cv2
+
+    if _is_compressed(msg):
+        fmt = str(msg.format)
+        if "compresseddepth" in fmt.lower():
+            raise ValueError(f"compressed image ({_describe(msg)}): format '{fmt}' is depth, "
+                             "expected a colour image; use image_to_depth")
+        bgr = _decode_compressed(msg, cv2.IMREAD_COLOR)  # OpenCV decodes to BGR
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    encoding = str(msg.encoding)
+    if encoding in DEPTH_ENCODINGS:
+        raise ValueError(f"image ({_describe(msg)}): encoding '{encoding}' is depth, expected a "
+                         f"colour or mono encoding {COLOUR_ENCODINGS}; use image_to_depth")
+    pixels = image_to_numpy(msg)
+    if encoding == "rgb8":
+        return pixels
+    if encoding in ("bgr8", "8UC3"):
+        return np.ascontiguousarray(pixels[..., ::-1])
+    if encoding == "rgba8":
+        return np.ascontiguousarray(pixels[..., :3])
+    if encoding == "bgra8":
+        return np.ascontiguousarray(pixels[..., 2::-1])
+    return np.repeat(pixels[..., None], 3, axis=2)  # mono8 / 8UC1
+
+
+def _compressed_depth(msg) -> np.ndarray:
+    """compressedDepth (image_transport plugin): 12-byte header + PNG."""
+    import cv2
+
+    fmt = str(msg.format)
+    data = _buffer(msg.data)
+    if data.size <= 12:
+        raise ValueError(f"compressed depth ({_describe(msg)}, format '{fmt}'): "
+                         f"{data.size} bytes, expected a 12-byte header and a PNG")
+    quant_a, quant_b = np.frombuffer(data[4:12].tobytes(), dtype="<f4")
+    png = cv2.imdecode(data[12:], cv2.IMREAD_UNCHANGED)
+    if png is None:
+        raise ValueError(f"compressed depth ({_describe(msg)}, format '{fmt}'): PNG payload "
+                         "could not be decoded")
+    if fmt.split(";")[0].strip() == "32FC1":
+        inv = png.astype(np.float32)
+        with np.errstate(divide="ignore"):
+            depth = np.float32(quant_a) / (inv - np.float32(quant_b))
+        depth[png == 0] = np.nan
+        return depth.astype(np.float32)
+    return units.mm_to_metres(png.astype(np.uint16))
+
+
+def image_to_depth(msg) -> np.ndarray:
+    """32FC1 (metres) or 16UC1 (millimetres) Image -> [H,W] float32 metres.
+
+    Invalid pixels (16UC1 zero, 32FC1 NaN or a non-positive finite value) become NaN;
+    ``+inf``/``-inf`` keep their REP 117 meanings. CompressedImage in the
+    ``compressedDepth`` format is decoded too.
+    """
+    if _is_compressed(msg):
+        if "compresseddepth" not in str(msg.format).lower():
+            raise ValueError(f"compressed image ({_describe(msg)}): format '{msg.format}' is "
+                             "not depth, expected '16UC1; compressedDepth' or "
+                             "'32FC1; compressedDepth'")
+        return _compressed_depth(msg)
+    encoding = str(msg.encoding)
+    if encoding not in DEPTH_ENCODINGS:
+        if encoding in ENCODINGS:
+            raise ValueError(f"image ({_describe(msg)}): encoding '{encoding}' is not depth, "
+                             f"expected one of {DEPTH_ENCODINGS}")
+        _check_layout(msg)  # raises the unknown-encoding error
+    pixels = image_to_numpy(msg)
+    if encoding == "32FC1":
+        depth = pixels.astype(np.float32, copy=True)
+        with np.errstate(invalid="ignore"):
+            depth[np.isfinite(depth) & (depth <= 0)] = np.nan
+        return depth
+    return units.mm_to_metres(pixels)
+
+
+def numpy_to_image(array_: np.ndarray, encoding: str, header, msg_type=None):
+    """Array in the encoding's native layout -> sensor_msgs/Image (rclpy or ``msg_type``).
+
+    ``[H,W,C]`` (or ``[H,W]`` for single channel) with the encoding's dtype; float64 is
+    accepted for 32FC1. The message is little/native endian with no row padding.
+    """
+    if encoding not in ENCODINGS:
+        raise ValueError(f"numpy_to_image: unknown encoding '{encoding}', expected one of "
+                         f"{sorted(ENCODINGS)}")
+    dtype, channels = ENCODINGS[encoding]
+    arr = np.asarray(array_)
+    if channels == 1 and arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    expected_ndim = 2 if channels == 1 else 3
+    if arr.ndim != expected_ndim or (channels > 1 and arr.shape[2] != channels):
+        want = "[H,W]" if channels == 1 else f"[H,W,{channels}]"
+        raise ValueError(f"numpy_to_image: encoding '{encoding}' expects an array {want}, "
+                         f"got shape {arr.shape}")
+    if arr.dtype != dtype:
+        if not (dtype == np.float32 and arr.dtype.kind == "f"):
+            raise ValueError(f"numpy_to_image: encoding '{encoding}' expects dtype {dtype}, "
+                             f"got {arr.dtype}")
+        arr = arr.astype(dtype)
+    height, width = arr.shape[:2]
+    if height == 0 or width == 0:
+        raise ValueError(f"numpy_to_image: empty {width}x{height} array for '{encoding}'")
+    arr = np.ascontiguousarray(arr)
+    cls = _resolve(msg_type, "sensor_msgs/msg/Image")
+    return cls(header=_make_header(header, msg_type), height=int(height), width=int(width),
+               encoding=encoding, is_bigendian=int(sys.byteorder == "big"),
+               step=int(width * channels * dtype.itemsize),
+               data=_byte_field(arr.tobytes(), msg_type))
+
+
+def depth_to_image(depth_m: np.ndarray, header, encoding: str = "32FC1", msg_type=None):
+    """[H,W] metres -> Image: 32FC1 metres (NaN invalid, +inf beyond range) or 16UC1 mm."""
+    depth_m = np.asarray(depth_m)
+    if depth_m.ndim != 2:
+        raise ValueError(f"depth_to_image: expected depth [H,W], got shape {depth_m.shape}")
+    if encoding == units.ENCODING_METRES:
+        return numpy_to_image(depth_m.astype(np.float32), encoding, header, msg_type)
+    if encoding == units.ENCODING_MILLIMETRES:
+        return numpy_to_image(units.metres_to_mm(depth_m), encoding, header, msg_type)
+    raise ValueError(f"depth_to_image: encoding '{encoding}' not supported, expected "
+                     f"'{units.ENCODING_METRES}' or '{units.ENCODING_MILLIMETRES}'")
+
+
+# ---------------------------------------------------------------------------------------
+# CameraInfo
+# ---------------------------------------------------------------------------------------
+def camera_info_to_intrinsics(msg) -> Intrinsics:
+    """sensor_msgs/CameraInfo -> Intrinsics of the published image.
+
+    Binning and a region of interest are applied as image_geometry does. Raises
+    ValueError for an all-zero K (uncalibrated camera) or a zero image size.
+    """
+    width, height = int(msg.width), int(msg.height)
+    K = np.asarray(msg.k, dtype=np.float64).reshape(-1)
+    where = _describe(msg)
+    if width <= 0 or height <= 0:
+        raise ValueError(f"CameraInfo ({where}): image size {width}x{height}, expected "
+                         "width and height > 0")
+    if K.size != 9 or not np.any(K):
+        raise ValueError(f"CameraInfo ({where}): K is {K.tolist()}, expected a calibrated "
+                         "3x3 camera matrix (all zero means the camera is not calibrated)")
+    try:
+        intr = Intrinsics.from_matrix(K, width, height)
+    except ValueError as err:
+        raise ValueError(f"CameraInfo ({where}): {err}") from err
+    roi = getattr(msg, "roi", None)
+    if roi is not None and int(roi.width) > 0 and int(roi.height) > 0 and (
+            int(roi.width) != width or int(roi.height) != height):
+        intr = intr.cropped(int(roi.x_offset), int(roi.y_offset), int(roi.width),
+                            int(roi.height))
+    bx, by = max(int(getattr(msg, "binning_x", 0)), 1), max(int(getattr(msg, "binning_y", 0)), 1)
+    if bx > 1 or by > 1:
+        intr = Intrinsics(intr.fx / bx, intr.fy / by, intr.cx / bx, intr.cy / by,
+                          intr.width // bx, intr.height // by)
+    return intr
+
+
+def intrinsics_to_camera_info(intrinsics: Intrinsics, header, msg_type=None):
+    """Intrinsics -> CameraInfo (plumb_bob, zero distortion, P = [K | 0])."""
+    cls = _resolve(msg_type, "sensor_msgs/msg/CameraInfo")
+    K = intrinsics.K.astype(np.float64)
+    P = np.zeros((3, 4))
+    P[:, :3] = K
+    if _is_rosbags_type(msg_type):
+        roi = _field_class(msg_type, "roi")(x_offset=0, y_offset=0, height=0, width=0,
+                                            do_rectify=False)
+        d = np.zeros(5, dtype=np.float64)
+    else:
+        roi = _rclpy_class("sensor_msgs/msg/RegionOfInterest")()
+        d = [0.0] * 5
+    return cls(header=_make_header(header, msg_type), height=int(intrinsics.height),
+               width=int(intrinsics.width), distortion_model="plumb_bob", d=d,
+               k=K.reshape(-1), r=np.eye(3).reshape(-1), p=P.reshape(-1),
+               binning_x=0, binning_y=0, roi=roi)
+
+
+# ---------------------------------------------------------------------------------------
+# PointCloud2
+# ---------------------------------------------------------------------------------------
+def _cloud_dtype(msg, names) -> np.dtype:
+    available = {str(f.name): f for f in msg.fields}
+    missing = [n for n in names if n not in available]
+    if missing:
+        raise ValueError(f"PointCloud2 ({_describe(msg)}): no field(s) {missing}, the cloud "
+                         f"has {list(available)}")
+    order = ">" if msg.is_bigendian else "<"
+    formats, offsets = [], []
+    for n in names:
+        f = available[n]
+        if int(f.datatype) not in POINTFIELD_DTYPES:
+            raise ValueError(f"PointCloud2 ({_describe(msg)}): field '{n}' has unknown "
+                             f"datatype {f.datatype}, expected 1..8")
+        formats.append(np.dtype(POINTFIELD_DTYPES[int(f.datatype)]).newbyteorder(order))
+        offsets.append(int(f.offset))
+    return np.dtype({"names": list(names), "formats": formats, "offsets": offsets,
+                     "itemsize": int(msg.point_step)})
+
+
+def cloud_to_numpy(msg, fields=("x", "y", "z")) -> np.ndarray:
+    """PointCloud2 -> [N,len(fields)] float32 (N = height*width, NaN points kept).
+
+    Honours ``point_step``, ``row_step``, field offsets/datatypes and ``is_bigendian``.
+    Float32 fields (including packed ``rgb``) keep their exact bits.
+    """
+    fields = tuple(fields)
+    height, width = int(msg.height), int(msg.width)
+    point_step, row_step = int(msg.point_step), int(msg.row_step)
+    dtype = _cloud_dtype(msg, fields)
+    data = _buffer(msg.data)
+    if height * width == 0:
+        return np.zeros((0, len(fields)), dtype=np.float32)
+    if row_step < width * point_step or data.size != row_step * height:
+        raise ValueError(f"PointCloud2 ({_describe(msg)}): data has {data.size} bytes, expected "
+                         f"row_step*height = {row_step}*{height} with row_step >= "
+                         f"width*point_step = {width}*{point_step}")
+    rows = data.reshape(height, row_step)[:, : width * point_step]
+    points = np.ascontiguousarray(rows).view(dtype).reshape(-1)
+    return np.stack([points[n].astype(np.float32) for n in fields], axis=1)
+
+
+def _make_cloud(buffer: np.ndarray, field_names, header, msg_type, is_dense: bool):
+    """[h,w,n] float32 buffer -> PointCloud2 with the first len(field_names) float32 fields."""
+    height, width, n = buffer.shape
+    cls = _resolve(msg_type, "sensor_msgs/msg/PointCloud2")
+    if _is_rosbags_type(msg_type):
+        field_cls = _field_class(msg_type, "fields")
+    else:
+        field_cls = _rclpy_class("sensor_msgs/msg/PointField")
+    fields = [field_cls(name=str(name), offset=4 * i, datatype=FLOAT32, count=1)
+              for i, name in enumerate(field_names)]
+    buffer = np.ascontiguousarray(buffer, dtype="<f4")
+    return cls(header=_make_header(header, msg_type), height=int(height), width=int(width),
+               fields=fields, is_bigendian=False, point_step=4 * n, row_step=4 * n * width,
+               data=_byte_field(buffer.tobytes(), msg_type), is_dense=bool(is_dense))
+
+
+def points_to_cloud(points: np.ndarray, field_names, header, msg_type=None):
+    """[N,k] float32 points -> unorganized PointCloud2 (height 1) with k float32 fields.
+
+    Three fields (x, y, z) are padded to a 16-byte ``point_step``.
+    """
+    points = np.asarray(points, dtype=np.float32)
+    field_names = tuple(field_names)
+    if points.ndim != 2 or points.shape[1] != len(field_names):
+        raise ValueError(f"points_to_cloud: expected points [N,{len(field_names)}] for fields "
+                         f"{field_names}, got shape {points.shape}")
+    n, k = points.shape
+    width = k + 1 if k == 3 else k
+    buffer = np.zeros((1, n, width), dtype=np.float32)
+    buffer[0, :, :k] = points
+    dense = bool(np.isfinite(points[:, :3]).all()) if k >= 3 else True
+    return _make_cloud(buffer, field_names, header, msg_type, is_dense=dense)
+
+
+def pack_rgb(rgb: np.ndarray) -> np.ndarray:
+    """[...,3] uint8 RGB -> [...] float32 whose bits are the uint32 0x00RRGGBB."""
+    rgb = np.asarray(rgb, dtype=np.uint8)
+    packed = ((rgb[..., 0].astype(np.uint32) << 16) | (rgb[..., 1].astype(np.uint32) << 8)
+              | rgb[..., 2].astype(np.uint32))
+    return packed.view(np.float32)
+
+
+def unpack_rgb(packed: np.ndarray) -> np.ndarray:
+    """[...] float32 packed rgb -> [...,3] uint8 RGB."""
+    bits = np.ascontiguousarray(packed, dtype=np.float32).view(np.uint32)
+    return np.stack([(bits >> 16) & 0xFF, (bits >> 8) & 0xFF, bits & 0xFF], axis=-1).astype(
+        np.uint8)
+
+
+def depth_to_cloud(depth: np.ndarray, intrinsics: Intrinsics, header, rgb=None, stride: int = 1,
+                   max_range: float = float("inf"), organized: bool = True, msg_type=None):
+    """[H,W] z-depth metres -> PointCloud2 in the camera optical frame.
+
+    Samples every ``stride``-th pixel (u, v in ORIGINAL pixel coordinates):
+    X = (u - cx) z / fx, Y = (v - cy) z / fy, Z = z. Invalid depth (NaN, inf, <= 0) and
+    depth beyond ``max_range`` (on z) become NaN points in an organized cloud
+    (``ceil(H/stride) x ceil(W/stride)``, ``is_dense=False``) or are skipped
+    (``organized=False``: height 1, ``is_dense=True``). ``rgb`` [H,W,3] uint8 adds a
+    packed ``rgb`` field.
+    """
+    depth = np.asarray(depth)
+    if depth.ndim != 2 or depth.shape != (intrinsics.height, intrinsics.width):
+        raise ValueError(f"depth_to_cloud: depth shape {depth.shape} does not match intrinsics "
+                         f"{intrinsics.width}x{intrinsics.height} (expected [H,W])")
+    if rgb is not None:
+        rgb = np.asarray(rgb)
+        if rgb.shape != depth.shape + (3,) or rgb.dtype != np.uint8:
+            raise ValueError(f"depth_to_cloud: rgb must be [H,W,3] uint8 matching depth "
+                             f"{depth.shape}, got {rgb.shape} {rgb.dtype}")
+    stride = int(stride)
+    if stride < 1:
+        raise ValueError(f"depth_to_cloud: stride must be >= 1, got {stride}")
+    if not max_range > 0:
+        raise ValueError(f"depth_to_cloud: max_range must be > 0, got {max_range}")
+    # 1. strided samples and their original pixel coordinates
+    z = depth[::stride, ::stride].astype(np.float32)               # [h,w]
+    u = np.arange(0, depth.shape[1], stride, dtype=np.float32)     # [w]
+    v = np.arange(0, depth.shape[0], stride, dtype=np.float32)     # [h]
+    with np.errstate(invalid="ignore"):
+        valid = np.isfinite(z) & (z > 0) & (z <= max_range)
+    # 2. back-project into one [h,w,4] float32 buffer (x, y, z, pad|rgb)
+    buffer = np.zeros(z.shape + (4,), dtype=np.float32)
+    buffer[..., 0] = (u[None, :] - np.float32(intrinsics.cx)) * z / np.float32(intrinsics.fx)
+    buffer[..., 1] = (v[:, None] - np.float32(intrinsics.cy)) * z / np.float32(intrinsics.fy)
+    buffer[..., 2] = z
+    buffer[~valid, :3] = np.nan
+    names = ("x", "y", "z")
+    if rgb is not None:
+        buffer[..., 3] = pack_rgb(rgb[::stride, ::stride])
+        names = names + ("rgb",)
+    if organized:
+        return _make_cloud(buffer, names, header, msg_type, is_dense=False)
+    return _make_cloud(buffer[valid][None], names, header, msg_type, is_dense=True)

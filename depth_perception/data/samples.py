@@ -1,0 +1,329 @@
+"""Training samples from a bag: target frame, neighbours, intrinsics, poses, LiDAR depth.
+
+``BagSequence(path, config)`` indexes one bag and gives :class:`Sample` objects:
+
+1. image stamps are read from the camera topic; neighbours sit at ``config.offsets``;
+   a target is dropped when a neighbour is missing, any frame gap on the way to it
+   exceeds ``max_gap_s`` (default 1.5x the median frame period), a pose is unknown,
+   or (``skip_static``) the ego speed is below ``min_speed``;
+2. poses come from the TF tree (``/tf_static`` + ``/tf`` + ``/odom``):
+   ``T_odom_cam(t) = T_odom_base(t) @ T_base_cam`` and
+   ``T_src_tgt = inv(T_odom_cam(src)) @ T_odom_cam(tgt)`` (maps target-camera points
+   into the source camera);
+3. frames are cropped (``crop=(x0, y0, w, h)`` in original pixels) and then resized to
+   ``size=(W, H)``; the intrinsics follow the same two steps;
+4. sparse LiDAR depth: the scan nearest in time is moved into the camera frame (through
+   TF at the scan time, with ego-motion compensation to the image time through odom),
+   projected with the output K, nearest point per pixel.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from depth_perception.camera import Intrinsics
+from depth_perception.data.bag import BagReader, BagTopics
+from depth_perception.data.tf import TransformError, invert_transform
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """How targets and neighbours are chosen and how frames are prepared."""
+
+    offsets: tuple = (-1, 1)
+    max_gap_s: float | None = None         # None: 1.5x the median frame period
+    min_speed: float = 0.5                 # m/s; slower frames are static
+    skip_static: bool = True
+    size: tuple | None = None              # (W, H) output size, after the crop
+    crop: tuple | None = None              # (x0, y0, w, h) in original pixels
+    with_lidar: bool = True
+    with_gt: bool = True
+    condition: str | None = None           # overrides the bag's metadata condition
+    topics: BagTopics = field(default_factory=BagTopics)
+    world_frame: str = "odom"
+    motion_compensation: bool = True       # move LiDAR points to the image time via odom
+    max_lidar_gap_s: float = 0.1           # no LiDAR depth when the nearest scan is older
+    max_gt_gap_s: float = 0.005            # ground truth must share the image stamp
+
+    def __post_init__(self):
+        offsets = tuple(int(o) for o in self.offsets)
+        if any(o == 0 for o in offsets) or len(set(offsets)) != len(offsets):
+            raise ValueError(f"SampleConfig.offsets must be distinct and non-zero, got "
+                             f"{self.offsets}")
+        object.__setattr__(self, "offsets", offsets)
+        if self.size is not None:
+            w, h = (int(v) for v in self.size)
+            if w <= 0 or h <= 0:
+                raise ValueError(f"SampleConfig.size must be (W, H) > 0, got {self.size}")
+            object.__setattr__(self, "size", (w, h))
+        if self.crop is not None:
+            if len(self.crop) != 4:
+                raise ValueError(f"SampleConfig.crop must be (x0, y0, w, h), got {self.crop}")
+            object.__setattr__(self, "crop", tuple(int(v) for v in self.crop))
+        if isinstance(self.topics, dict):
+            object.__setattr__(self, "topics", BagTopics(**self.topics))
+
+    def frame_settings(self) -> dict:
+        """What changes the cached frames (cache key)."""
+        return {"size": self.size, "crop": self.crop, "topics": asdict(self.topics),
+                "world_frame": self.world_frame,
+                "motion_compensation": self.motion_compensation,
+                "max_lidar_gap_s": self.max_lidar_gap_s, "max_gt_gap_s": self.max_gt_gap_s}
+
+
+@dataclass
+class Sample:
+    """One training target with its neighbours (numpy, output resolution)."""
+
+    image: np.ndarray                  # [H,W,3] uint8 RGB
+    context: dict                      # {offset: [H,W,3] uint8}
+    intrinsics: Intrinsics             # of the output image
+    T_src_tgt: dict                    # {offset: [4,4] float64}
+    distance: dict                     # {offset: metres between the camera centres}
+    speed: float                       # m/s at the target
+    lidar_depth: np.ndarray | None     # [H,W] float32, NaN where no return
+    gt_depth: np.ndarray | None        # [H,W] float32, NaN invalid
+    condition: str | None
+    stamp_ns: int
+    bag: str
+    index: int                         # image index in the bag
+
+
+def project_points(points_cam: np.ndarray, intrinsics: Intrinsics) -> np.ndarray:
+    """[N,3] camera-frame points -> [H,W] float32 sparse z-depth, NaN where no point.
+
+    Points with z > 0 whose rounded pixel lies inside the image are kept; when several
+    land on one pixel the nearest wins (z-buffer).
+    """
+    H, W = intrinsics.height, intrinsics.width
+    depth = np.full((H, W), np.nan, dtype=np.float32)
+    pts = np.asarray(points_cam, dtype=np.float64)
+    pts = pts[np.isfinite(pts).all(axis=1) & (pts[:, 2] > 0)]
+    if len(pts) == 0:
+        return depth
+    uv, z = intrinsics.project(pts)
+    u, v = np.rint(uv[:, 0]), np.rint(uv[:, 1])
+    inside = (u >= 0) & (u < W) & (v >= 0) & (v < H)
+    u, v, z = u[inside].astype(np.int64), v[inside].astype(np.int64), z[inside]
+    flat = v * W + u
+    order = np.lexsort((z, flat))                  # by pixel, then nearest first
+    flat, z = flat[order], z[order]
+    first = np.ones(len(flat), dtype=bool)
+    first[1:] = flat[1:] != flat[:-1]
+    depth.reshape(-1)[flat[first]] = z[first].astype(np.float32)
+    return depth
+
+
+class BagSequence:
+    """Indexable targets of one bag (see the module docstring for the steps)."""
+
+    def __init__(self, path: str | Path, config: SampleConfig | None = None, cache=None):
+        self.config = config or SampleConfig()
+        cfg = self.config
+        self.path = Path(path)
+        self.reader = BagReader(self.path, cfg.topics)
+        self.decode_count = 0
+        self._cache = cache.view(self.path, cfg.frame_settings()) if cache is not None else None
+        # 1. camera
+        self.reader.require("image")
+        info_topic = self.reader.require("camera_info")
+        self.source_intrinsics = self.reader.camera_info(0)
+        self.camera_frame = self.reader.frame_id("camera_info")
+        if not self.camera_frame:
+            raise ValueError(f"bag {self.path}: CameraInfo on '{info_topic}' has an empty "
+                             "frame_id; expected the camera optical frame")
+        self.intrinsics = self._output_intrinsics(self.source_intrinsics)
+        self.stamps = self.reader.stamps("image")                     # [N] int64 ns
+        n = len(self.stamps)
+        periods = np.diff(self.stamps)
+        self.period_s = float(np.median(periods)) * 1e-9 if n > 1 else float("nan")
+        self.max_gap_s = cfg.max_gap_s if cfg.max_gap_s is not None else 1.5 * self.period_s
+        self.condition = cfg.condition or self.reader.condition
+        # 2. poses of the camera in the world frame at every image stamp
+        self.tf = self.reader.tf_buffer()
+        self.poses = self._camera_poses()
+        need_poses = bool(cfg.offsets) or cfg.skip_static
+        if need_poses and all(p is None for p in self.poses):
+            raise ValueError(
+                f"bag {self.path}: no camera pose '{cfg.world_frame}' -> '{self.camera_frame}' "
+                f"at any image stamp; expected odometry on '{cfg.topics.odom}' or transforms on "
+                f"'{cfg.topics.tf}'/'{cfg.topics.tf_static}' "
+                f"(known transforms: {self.tf._describe()})")
+        self.speeds = self._speeds()
+        self.lidar_frame = (self.reader.frame_id("lidar")
+                            if cfg.with_lidar and self.reader.has("lidar") else None)
+        # 3. targets
+        self.dropped = {"edge": 0, "gap": 0, "pose": 0, "static": 0}
+        self.targets = [i for i in range(n) if self._keep(i)]
+        log.info("bag %s: %d of %d frames are targets (dropped %s)", self.path,
+                 len(self.targets), n, self.dropped)
+
+    # -- geometry ---------------------------------------------------------------------
+    def _output_intrinsics(self, intr: Intrinsics) -> Intrinsics:
+        cfg = self.config
+        if cfg.crop is not None:
+            intr = intr.cropped(*cfg.crop)
+        if cfg.size is not None:
+            intr = intr.resized(*cfg.size)
+        return intr
+
+    def _camera_poses(self) -> list:
+        poses = []
+        for stamp in self.stamps:
+            try:
+                poses.append(self.tf.lookup(self.config.world_frame, self.camera_frame,
+                                            int(stamp)))
+            except TransformError:
+                poses.append(None)
+        return poses
+
+    def _speeds(self) -> np.ndarray:
+        """[N] m/s: odometry twist nearest in time, else from pose differences."""
+        n = len(self.stamps)
+        speeds = np.full(n, np.nan)
+        if self.reader.has("odom"):
+            odom_stamps = self.reader.stamps("odom")
+            for i, stamp in enumerate(self.stamps):
+                j, dt = self.reader.nearest("odom", int(stamp))
+                if dt * 1e-9 <= max(self.max_gap_s, 0.0) or len(odom_stamps) == 1:
+                    speeds[i] = self.reader.odometry(j).speed
+        for i in np.flatnonzero(np.isnan(speeds)):
+            lo, hi = max(i - 1, 0), min(i + 1, n - 1)
+            if hi == lo or self.poses[lo] is None or self.poses[hi] is None:
+                continue
+            dist = np.linalg.norm(self.poses[hi][:3, 3] - self.poses[lo][:3, 3])
+            speeds[i] = dist / ((self.stamps[hi] - self.stamps[lo]) * 1e-9)
+        return speeds
+
+    def _keep(self, i: int) -> bool:
+        cfg, n = self.config, len(self.stamps)
+        for o in cfg.offsets:
+            j = i + o
+            if not 0 <= j < n:
+                self.dropped["edge"] += 1
+                return False
+            lo, hi = min(i, j), max(i, j)
+            if np.any(np.diff(self.stamps[lo:hi + 1]) * 1e-9 > self.max_gap_s):
+                self.dropped["gap"] += 1
+                return False
+        if cfg.offsets and any(self.poses[k] is None for k in [i] + [i + o for o in cfg.offsets]):
+            self.dropped["pose"] += 1
+            return False
+        if cfg.skip_static and not (self.speeds[i] >= cfg.min_speed):
+            self.dropped["static"] += 1
+            return False
+        return True
+
+    def relative_pose(self, src: int, tgt: int) -> np.ndarray:
+        """[4,4] T_src_tgt between image indices: X_src = T @ X_tgt."""
+        return invert_transform(self.poses[src]) @ self.poses[tgt]
+
+    # -- frames -----------------------------------------------------------------------
+    def _prepare(self, image: np.ndarray, nearest: bool = False) -> np.ndarray:
+        import cv2
+
+        cfg = self.config
+        if cfg.crop is not None:
+            x0, y0, w, h = cfg.crop
+            image = image[y0:y0 + h, x0:x0 + w]
+        if cfg.size is not None and (image.shape[1], image.shape[0]) != cfg.size:
+            if nearest:
+                interp = cv2.INTER_NEAREST_EXACT
+            elif cfg.size[0] < image.shape[1]:
+                interp = cv2.INTER_AREA
+            else:
+                interp = cv2.INTER_LINEAR
+            image = cv2.resize(image, cfg.size, interpolation=interp)
+        return np.ascontiguousarray(image)
+
+    def _cached(self, name: str, compute):
+        if self._cache is None:
+            return compute()
+        return self._cache.get_or_compute(name, compute)
+
+    def _decode_image(self, i: int) -> np.ndarray:
+        self.decode_count += 1
+        rgb = self.reader.image(i)
+        src = self.source_intrinsics
+        if rgb.shape[:2] != (src.height, src.width):
+            raise ValueError(
+                f"bag {self.path}: image {i} on '{self.reader.topic_name('image')}' is "
+                f"{rgb.shape[1]}x{rgb.shape[0]} but the CameraInfo on "
+                f"'{self.config.topics.camera_info}' says {src.width}x{src.height}")
+        return self._prepare(rgb)
+
+    def frame(self, i: int) -> np.ndarray:
+        """[H,W,3] uint8 RGB of image index ``i`` at the output size."""
+        return self._cached(f"image_{i}", lambda: self._decode_image(i))
+
+    def lidar_depth(self, i: int) -> np.ndarray | None:
+        """[H,W] float32 sparse depth at image ``i``, NaN where no return; None without LiDAR."""
+        if self.lidar_frame is None:
+            return None
+        return self._cached(f"lidar_{i}", lambda: self._project_lidar(i))
+
+    def _project_lidar(self, i: int) -> np.ndarray:
+        cfg = self.config
+        stamp = int(self.stamps[i])
+        j, dt = self.reader.nearest("lidar", stamp)
+        if dt * 1e-9 > cfg.max_lidar_gap_s:
+            return np.full((self.intrinsics.height, self.intrinsics.width), np.nan, np.float32)
+        self.decode_count += 1
+        scan_stamp = int(self.reader.stamps("lidar")[j])
+        points = self.reader.cloud(j)[:, :3].astype(np.float64)          # [N,3] lidar frame
+        T_cam_lidar = None
+        if cfg.motion_compensation and self.poses[i] is not None:
+            try:  # lidar at scan time -> world -> camera at image time
+                T_world_lidar = self.tf.lookup(cfg.world_frame, self.lidar_frame, scan_stamp)
+                T_cam_lidar = invert_transform(self.poses[i]) @ T_world_lidar
+            except TransformError:
+                T_cam_lidar = None
+        if T_cam_lidar is None:
+            T_cam_lidar = self.tf.lookup(self.camera_frame, self.lidar_frame, scan_stamp)
+        cam = points @ T_cam_lidar[:3, :3].T + T_cam_lidar[:3, 3]
+        return project_points(cam, self.intrinsics)
+
+    def gt_depth(self, i: int) -> np.ndarray | None:
+        """[H,W] float32 ground-truth depth at image ``i`` (nearest stamp) or None."""
+        cfg = self.config
+        if not cfg.with_gt or not self.reader.has("gt_depth"):
+            return None
+        j, dt = self.reader.nearest("gt_depth", int(self.stamps[i]))
+        if dt * 1e-9 > cfg.max_gt_gap_s:
+            return None
+
+        def compute():
+            self.decode_count += 1
+            return self._prepare(self.reader.gt_depth(j), nearest=True).astype(np.float32)
+
+        return self._cached(f"gt_{i}", compute)
+
+    # -- sequence protocol ------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, k: int) -> Sample:
+        if not -len(self) <= k < len(self):
+            raise IndexError(f"bag {self.path}: sample {k} out of range ({len(self)} samples)")
+        i = self.targets[k]
+        offsets = self.config.offsets
+        T = {o: self.relative_pose(i + o, i) for o in offsets}
+        return Sample(
+            image=self.frame(i),
+            context={o: self.frame(i + o) for o in offsets},
+            intrinsics=self.intrinsics,
+            T_src_tgt=T,
+            distance={o: float(np.linalg.norm(T[o][:3, 3])) for o in offsets},
+            speed=float(self.speeds[i]),
+            lidar_depth=self.lidar_depth(i) if self.config.with_lidar else None,
+            gt_depth=self.gt_depth(i),
+            condition=self.condition,
+            stamp_ns=int(self.stamps[i]),
+            bag=str(self.path),
+            index=i,
+        )

@@ -1,0 +1,292 @@
+"""Offline evaluation: read bags, predict depth with the runtime, score per condition.
+
+Frames come from the data layer (:class:`depth_perception.data.samples.BagSequence`:
+image, intrinsics, LiDAR depth projected through TF, ground-truth depth, condition).
+With a model, every frame goes through :class:`depth_perception.runtime.estimator.DepthEstimator`
+(the depth node's pre-processing, backend and post-processing), so the scores are those
+of the node. With a prediction topic, depth images recorded in the bag are scored
+(matched to the frame by header stamp).
+
+    results = evaluate(["bags/night"], EvaluateConfig(reference="lidar"),
+                       models=[ModelSpec("model.onnx", "onnxruntime")])
+    write_report(results, "out/")
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from depth_perception.evaluation.ground_truth import LIDAR, parse_reference
+from depth_perception.evaluation.report import EvaluationResults
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvaluateConfig:
+    """Protocol and inputs of an evaluation run."""
+
+    min_depth: float = 0.1
+    max_depth: float = 80.0
+    median_scaling: bool = False
+    align: str | None = None
+    #: "lidar" or a dense depth topic (e.g. /ground_truth/depth)
+    reference: str = LIDAR
+    #: override the condition recorded in the bags
+    condition: str | None = None
+    #: frames per bag (0: all) and frame stride
+    max_frames: int = 0
+    stride: int = 1
+    #: a recorded prediction matches a frame when the stamps differ by at most this
+    prediction_tolerance_s: float = 0.001
+    lidar_topic: str = "/lidar/points"
+    image_topic: str = "/camera/image_raw"
+    camera_info_topic: str = "/camera/camera_info"
+    #: index (within each condition) of the frame shown in the sample figure
+    sample_index: int = 0
+
+    def __post_init__(self):
+        if self.stride < 1 or self.max_frames < 0:
+            raise ValueError(f"evaluate: need stride >= 1 and max_frames >= 0, got "
+                             f"{self.stride}, {self.max_frames}")
+        self.spec = parse_reference(self.reference, self.lidar_topic)
+
+    def new_results(self) -> EvaluationResults:
+        return EvaluationResults(self.min_depth, self.max_depth, self.median_scaling,
+                                 self.align, sample_index=self.sample_index,
+                                 reference=self.spec.label)
+
+
+@dataclass
+class ModelSpec:
+    """A model to score: file/folder, runtime backend, row name in the report."""
+
+    model: str
+    backend: str = "auto"
+    name: str | None = None
+    #: DepthEstimator.load options (e.g. short_side, max_pixels): use the depth node's
+    #: values (input_short_side, input_max_pixels) to score exactly what it publishes
+    options: dict = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        stem = Path(self.model.rstrip("/")).name
+        return stem if self.backend == "auto" else f"{stem} [{self.backend}]"
+
+
+def parse_model_spec(text: str, default_backend: str = "auto", name: str | None = None,
+                     options: dict | None = None) -> ModelSpec:
+    """``MODEL`` or ``MODEL@BACKEND`` -> ModelSpec."""
+    model, _, backend = text.partition("@")
+    return ModelSpec(model, backend or default_backend, name, dict(options or {}))
+
+
+def tf_buffer_from_bag(path):
+    """TfBuffer with the bag's /tf_static, /tf and odometry (camera<-lidar for live runs)."""
+    from depth_perception.data.bag import BagReader
+
+    with BagReader(path) as reader:
+        return reader.tf_buffer()
+
+
+def static_tf_from_bag(path, buffer=None):
+    """Only the bag's /tf_static transforms, into ``buffer`` (a new TfBuffer if None).
+
+    For a live evaluator on machines where tf2_msgs is missing (no /tf_static over DDS):
+    the motion still comes live from /odom.
+    """
+    from depth_perception.data.bag import BagReader
+    from depth_perception.data.tf import TfBuffer
+
+    buffer = buffer if buffer is not None else TfBuffer()
+    with BagReader(path) as reader:
+        if not reader.has("tf_static"):
+            raise ValueError(f"bag {reader.path}: no /tf_static messages on "
+                             f"'{reader.topic_name('tf_static')}'; topics in the bag: "
+                             f"{reader.available_topics}")
+        for i in range(reader.count("tf_static")):
+            buffer.add_tf_message(reader.message("tf_static", i), static=True)
+    return buffer
+
+
+def _topics(config: EvaluateConfig, gt_topic: str | None = None):
+    from depth_perception.data.bag import BagTopics
+
+    kw = {"image": config.image_topic, "camera_info": config.camera_info_topic,
+          "lidar": config.lidar_topic}
+    if gt_topic:
+        kw["gt_depth"] = gt_topic
+    return BagTopics(**kw)
+
+
+def open_sequence(bag, config: EvaluateConfig):
+    """BagSequence over every frame of ``bag`` with the configured reference.
+
+    Raises ValueError naming the bag and topic when the reference is not in the bag.
+    """
+    from depth_perception.data.bag import BagReader
+    from depth_perception.data.samples import BagSequence, SampleConfig
+
+    bag = Path(bag)
+    if not bag.exists():
+        raise FileNotFoundError(f"bag {bag} does not exist")
+    lidar = config.spec.kind == LIDAR
+    topics = _topics(config, None if lidar else config.spec.topic)
+    with BagReader(bag, topics) as reader:      # check the reference topic up front
+        reader.require("image")
+        reader.require("camera_info")
+        reader.require("lidar" if lidar else "gt_depth")
+    sample_config = SampleConfig(offsets=(), skip_static=False, with_lidar=lidar,
+                                 with_gt=not lidar, condition=config.condition, topics=topics)
+    return BagSequence(bag, sample_config)
+
+
+def _reference(sample, config: EvaluateConfig, bag) -> np.ndarray:
+    ref = sample.lidar_depth if config.spec.kind == LIDAR else sample.gt_depth
+    if ref is None:
+        raise ValueError(f"bag {bag}: frame {sample.index} has no reference depth from "
+                         f"{config.spec.label}")
+    return ref
+
+
+def _frame_indices(n: int, config: EvaluateConfig) -> list[int]:
+    idx = list(range(0, n, config.stride))
+    return idx[: config.max_frames] if config.max_frames else idx
+
+
+def _score_bag(bag, config: EvaluateConfig, results: EvaluationResults, predictors: dict,
+               timings: dict) -> None:
+    """Score every frame of one bag with every predictor (name -> callable(sample))."""
+    from depth_perception.data.tf import TransformError
+
+    seq = open_sequence(bag, config)
+    scored = {name: 0 for name in predictors}
+    empty = 0
+    for i in _frame_indices(len(seq), config):
+        try:
+            sample = seq[i]
+        except TransformError as exc:
+            raise ValueError(
+                f"bag {bag}: no LiDAR reference for frame {i}: {exc}. Expected a TF chain "
+                f"from the LiDAR frame '{seq.lidar_frame}' to the camera frame "
+                f"'{seq.camera_frame}' on /tf_static, /tf or /odom") from exc
+        ref = _reference(sample, config, bag)
+        with np.errstate(invalid="ignore"):
+            n_ref = int((np.isfinite(ref) & (ref > config.min_depth)
+                         & (ref < config.max_depth)).sum())
+        if n_ref == 0:
+            empty += 1
+            log.warning("bag %s frame %d: no valid reference pixel in %s; frame skipped",
+                        bag, i, config.spec.label)
+            continue
+        for name, predict in predictors.items():
+            t0 = time.perf_counter()
+            pred = predict(sample)
+            timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
+            if pred is None:
+                continue
+            results.add_frame(name, ref, pred, sample.condition or "unknown", Path(bag).name,
+                              sample.index, sample.stamp_ns, sample.image)
+            scored[name] += 1
+    for name, n in scored.items():
+        if n == 0:
+            raise ValueError(
+                f"bag {bag}: no frame could be scored for '{name}' ({len(seq)} frames, "
+                f"{empty} without any valid reference pixel in {config.spec.label} within "
+                f"{config.min_depth}-{config.max_depth} m)")
+    log.info("bag %s: scored %s frames", bag, scored)
+
+
+def _estimator_predictor(spec: ModelSpec):
+    from depth_perception.runtime.estimator import DepthEstimator
+
+    estimator = DepthEstimator.load(spec.model, backend=spec.backend, **spec.options)
+
+    def predict(sample):
+        return estimator.estimate(sample.image, sample.intrinsics).depth
+
+    predict.estimator = estimator
+    return predict
+
+
+def _topic_predictor(bag, topic: str, config: EvaluateConfig):
+    """Depth recorded on ``topic`` matched to each frame by header stamp."""
+    from depth_perception.data.bag import BagReader
+
+    reader = BagReader(bag, _topics(config, topic))
+    stamps = reader.stamps("gt_depth")            # the prediction topic, via the gt slot
+    tol = int(config.prediction_tolerance_s * 1e9)
+    missing = []
+
+    def predict(sample):
+        j, dt = reader.nearest("gt_depth", sample.stamp_ns)
+        if dt > tol:
+            missing.append(sample.stamp_ns)
+            log.warning("bag %s: no depth on %s within %.1f ms of frame %d (stamp %d)",
+                        bag, topic, tol / 1e6, sample.index, sample.stamp_ns)
+            return None
+        pred = reader.gt_depth(j)
+        if pred.shape != sample.image.shape[:2]:
+            raise ValueError(f"bag {bag}: depth on {topic} is {pred.shape[1]}x{pred.shape[0]}"
+                             f" but the camera image is {sample.image.shape[1]}x"
+                             f"{sample.image.shape[0]}")
+        return pred
+
+    predict.n_messages = len(stamps)
+    predict.reader = reader
+    return predict
+
+
+def evaluate(bags, config: EvaluateConfig | None = None, models=(), prediction_topic=None,
+             prediction_name: str | None = None, results: EvaluationResults | None = None,
+             estimators: dict | None = None) -> EvaluationResults:
+    """Score ``models`` (ModelSpec list) and/or ``prediction_topic`` on ``bags``.
+
+    ``estimators`` maps report names to ready DepthEstimator objects (used as given).
+    Returns the EvaluationResults (``write_report`` writes the files). Raises ValueError /
+    FileNotFoundError for missing bags, topics, TF links or models.
+    """
+    config = config or EvaluateConfig()
+    bags = [Path(b) for b in bags]
+    if not bags:
+        raise ValueError("evaluate: no bag given")
+    for bag in bags:
+        if not bag.exists():
+            raise FileNotFoundError(f"bag {bag} does not exist")
+    if not models and not prediction_topic and not estimators:
+        raise ValueError("evaluate: give a model (--model) or a --prediction-topic")
+    results = results or config.new_results()
+
+    # 1. Predictors shared by every bag (models are loaded once).
+    predictors = {}
+    for spec in models:
+        if spec.label in predictors:
+            raise ValueError(f"evaluate: two models are named '{spec.label}'; use --name "
+                             "or MODEL@BACKEND to tell them apart")
+        predictors[spec.label] = _estimator_predictor(spec)
+    for name, estimator in (estimators or {}).items():
+        predictors[name] = (lambda est: lambda s: est.estimate(s.image, s.intrinsics).depth)(
+            estimator)
+    timings: dict = {}
+
+    # 2. Bags in turn; a recorded prediction topic is read per bag.
+    for bag in bags:
+        per_bag = dict(predictors)
+        if prediction_topic:
+            name = prediction_name or prediction_topic
+            per_bag[name] = _topic_predictor(bag, prediction_topic, config)
+        _score_bag(bag, config, results, per_bag, timings)
+
+    for name, seconds in timings.items():
+        res = results.models.get(name)
+        if res is not None and res.frames:
+            res.info["seconds_per_frame"] = seconds / len(res.frames)
+    for spec in models:
+        results.models[spec.label].info.update(model=str(spec.model), backend=spec.backend)
+    return results

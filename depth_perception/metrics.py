@@ -1,0 +1,219 @@
+"""Depth evaluation metrics (numpy only): used by training validation and evaluation.
+
+Protocol (Eigen et al. / monodepth2 family):
+
+* valid pixels: ``gt`` finite and ``min_depth < gt < max_depth``;
+* optional alignment of the prediction to the ground truth over the valid pixels:
+  per-image median scaling (``median(gt) / median(pred)``) for relative models, or a
+  least-squares affine fit in depth (``align="affine"``) or in disparity
+  (``align="affine_disparity"``, where ``pred`` is an affine-invariant disparity);
+* the prediction is then clamped to ``[min_depth, max_depth]``;
+* errors are computed per image; a dataset score is the mean of per-image scores
+  (:class:`MetricAccumulator`), overall and per condition.
+
+Definitions (g = ground truth, p = prediction, both metres, over valid pixels)::
+
+    abs_rel  = mean(|g - p| / g)            sq_rel = mean((g - p)^2 / g)
+    rmse     = sqrt(mean((g - p)^2))         rmse_log = sqrt(mean((ln g - ln p)^2))
+    a_k      = mean(max(g/p, p/g) < 1.25^k)  log10 = mean(|log10 g - log10 p|)
+    silog    = 100 * sqrt(mean(d^2) - mean(d)^2),  d = ln p - ln g  (KITTI benchmark)
+
+``scale_ratio`` is always reported: ``median(g) / median(p)`` of the prediction as it
+was given (before any alignment), so ``|scale_ratio - 1|`` is the metric-scale error
+of a model evaluated *without* median scaling.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+#: Keys of the dictionary returned by :func:`compute_depth_metrics`.
+METRIC_KEYS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3", "silog",
+               "log10", "scale_ratio", "n_valid")
+#: Error metrics for which lower is better (the rest: a1..a3 higher is better).
+LOWER_IS_BETTER = ("abs_rel", "sq_rel", "rmse", "rmse_log", "silog", "log10")
+
+ALIGN_MODES = (None, "affine", "affine_disparity")
+
+
+def valid_mask(gt: np.ndarray, min_depth: float = 1e-3, max_depth: float = 80.0) -> np.ndarray:
+    """Boolean mask [H,W] of pixels with finite ``min_depth < gt < max_depth``."""
+    gt = np.asarray(gt)
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(gt) & (gt > min_depth) & (gt < max_depth)
+
+
+def fit_affine(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Least-squares ``(scale, shift)`` minimising ``sum((scale * x + shift - y)^2)``.
+
+    x, y: [N] float. Raises ValueError when x is constant (the fit is undetermined).
+    """
+    x = np.asarray(x, dtype=np.float64).ravel()
+    y = np.asarray(y, dtype=np.float64).ravel()
+    if x.size < 2 or np.ptp(x) == 0:
+        raise ValueError("affine alignment needs at least two distinct prediction values "
+                         "over the valid pixels (the prediction is constant)")
+    A = np.stack([x, np.ones_like(x)], axis=1)
+    (scale, shift), *_ = np.linalg.lstsq(A, y, rcond=None)
+    return float(scale), float(shift)
+
+
+def compute_depth_metrics(gt: np.ndarray, pred: np.ndarray, min_depth: float = 1e-3,
+                          max_depth: float = 80.0, median_scaling: bool = False,
+                          align: str | None = None, mask: np.ndarray | None = None) -> dict:
+    """Errors of one predicted depth map against ground truth.
+
+    Args:
+        gt: [H,W] ground-truth depth in metres; NaN/inf/0 or out of range = invalid.
+        pred: [H,W] predicted depth in metres (or, with ``align="affine_disparity"``, an
+            affine-invariant disparity map: larger = closer).
+        min_depth, max_depth: valid ground-truth range and prediction clamp (metres).
+        median_scaling: multiply the prediction by ``median(gt) / median(pred)`` first.
+        align: None, ``"affine"`` (least squares ``s * pred + t`` to gt in depth) or
+            ``"affine_disparity"`` (least squares ``s * pred + t`` to ``1 / gt``, then
+            inverted to depth).
+        mask: optional extra [H,W] boolean mask (e.g. a crop) ANDed with the valid mask.
+
+    Returns:
+        dict with :data:`METRIC_KEYS` (floats; ``n_valid`` an int).
+
+    Raises:
+        ValueError: shape mismatch, unknown ``align``, no valid pixel, or a non-finite
+            / non-positive prediction inside the valid region.
+    """
+    gt = np.asarray(gt, dtype=np.float64)
+    pred = np.asarray(pred, dtype=np.float64)
+    if gt.ndim != 2 or gt.shape != pred.shape:
+        raise ValueError(f"depth metrics: expected gt and pred of the same [H,W] shape, got "
+                         f"gt {gt.shape} and pred {pred.shape}")
+    if align not in ALIGN_MODES:
+        raise ValueError(f"depth metrics: align must be one of {ALIGN_MODES}, got {align!r}")
+    if median_scaling and align is not None:
+        raise ValueError("depth metrics: use either median_scaling or align, not both")
+    if not 0 < min_depth < max_depth:
+        raise ValueError(f"depth metrics: need 0 < min_depth < max_depth, got "
+                         f"{min_depth}, {max_depth}")
+
+    # 1. Valid pixels.
+    valid = valid_mask(gt, min_depth, max_depth)
+    if mask is not None:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != gt.shape:
+            raise ValueError(f"depth metrics: mask shape {mask.shape} != depth shape {gt.shape}")
+        valid &= mask
+    n_valid = int(valid.sum())
+    if n_valid == 0:
+        raise ValueError(f"depth metrics: no valid ground-truth pixel (need finite "
+                         f"{min_depth} < gt < {max_depth} m; {gt.size} pixels, "
+                         f"{int(np.isfinite(gt).sum())} finite)")
+    g, p = gt[valid], pred[valid]                                       # [N], [N]
+    bad = ~np.isfinite(p) if align == "affine_disparity" else ~(np.isfinite(p) & (p > 0))
+    if bad.any():
+        raise ValueError(f"depth metrics: prediction has {int(bad.sum())} non-finite or "
+                         f"non-positive values where the ground truth is valid")
+
+    # 2. Scale diagnostic of the prediction as given.
+    if align == "affine_disparity":
+        scale_ratio = float("nan")
+    else:
+        scale_ratio = float(np.median(g) / np.median(p))
+
+    # 3. Alignment.
+    if median_scaling:
+        p = p * scale_ratio
+    elif align == "affine":
+        s, t = fit_affine(p, g)
+        p = s * p + t
+    elif align == "affine_disparity":
+        s, t = fit_affine(p, 1.0 / g)
+        disp = np.clip(s * p + t, 1.0 / max_depth, 1.0 / min_depth)
+        p = 1.0 / disp
+    p = np.clip(p, min_depth, max_depth)
+
+    # 4. Errors.
+    thresh = np.maximum(g / p, p / g)
+    diff = g - p
+    log_diff = np.log(p) - np.log(g)
+    return {
+        "abs_rel": float(np.mean(np.abs(diff) / g)),
+        "sq_rel": float(np.mean(diff ** 2 / g)),
+        "rmse": float(np.sqrt(np.mean(diff ** 2))),
+        "rmse_log": float(np.sqrt(np.mean(log_diff ** 2))),
+        "a1": float(np.mean(thresh < 1.25)),
+        "a2": float(np.mean(thresh < 1.25 ** 2)),
+        "a3": float(np.mean(thresh < 1.25 ** 3)),
+        "silog": float(100.0 * np.sqrt(max(np.mean(log_diff ** 2) - np.mean(log_diff) ** 2,
+                                           0.0))),
+        "log10": float(np.mean(np.abs(np.log10(g) - np.log10(p)))),
+        "scale_ratio": scale_ratio,
+        "n_valid": n_valid,
+    }
+
+
+@dataclass
+class MetricAccumulator:
+    """Mean of per-image metrics, overall and per condition.
+
+    >>> acc = MetricAccumulator()
+    >>> acc.update(gt, pred, condition="night")      # or acc.add(metrics_dict, "night")
+    >>> acc.summary()["all"]["abs_rel"]
+    """
+
+    min_depth: float = 1e-3
+    max_depth: float = 80.0
+    median_scaling: bool = False
+    align: str | None = None
+    _sums: dict = field(default_factory=lambda: defaultdict(lambda: defaultdict(float)))
+    _counts: dict = field(default_factory=lambda: defaultdict(int))
+
+    def update(self, gt: np.ndarray, pred: np.ndarray, condition: str | None = None,
+               mask: np.ndarray | None = None) -> dict:
+        """Compute one image's metrics (gt, pred: [H,W]) and add them; returns them."""
+        m = compute_depth_metrics(gt, pred, self.min_depth, self.max_depth,
+                                  self.median_scaling, self.align, mask)
+        self.add(m, condition)
+        return m
+
+    def add(self, metrics: dict, condition: str | None = None) -> None:
+        """Add one image's metrics (from :func:`compute_depth_metrics`)."""
+        groups = ["all"] if condition in (None, "all") else ["all", str(condition)]
+        for group in groups:
+            self._counts[group] += 1
+            for key, value in metrics.items():
+                self._sums[group][key] += float(value)
+
+    @property
+    def count(self) -> int:
+        """Number of images added."""
+        return self._counts.get("all", 0)
+
+    def summary(self) -> dict:
+        """{group: {metric: mean over images, "n_images": count}}; groups "all" + conditions.
+
+        ``n_valid`` is the total number of valid pixels, not a mean.
+        """
+        out = {}
+        for group, n in self._counts.items():
+            sums = self._sums[group]
+            out[group] = {k: (v if k == "n_valid" else v / n) for k, v in sums.items()}
+            out[group]["n_valid"] = int(sums.get("n_valid", 0))
+            out[group]["n_images"] = n
+        return out
+
+    def reset(self) -> None:
+        self._sums.clear()
+        self._counts.clear()
+
+
+def format_metrics(summary: dict, keys: tuple = ("abs_rel", "sq_rel", "rmse", "rmse_log",
+                                                  "a1", "a2", "a3", "scale_ratio")) -> str:
+    """A fixed-width text table of :meth:`MetricAccumulator.summary` (one row per group)."""
+    header = f"{'group':<12}" + "".join(f"{k:>12}" for k in keys) + f"{'images':>8}"
+    rows = [header]
+    for group in sorted(summary, key=lambda g: (g != "all", g)):
+        vals = summary[group]
+        rows.append(f"{group:<12}" + "".join(f"{vals.get(k, float('nan')):>12.4f}"
+                                              for k in keys) + f"{vals['n_images']:>8d}")
+    return "\n".join(rows)

@@ -1,0 +1,200 @@
+"""Convolutional encoder-decoder + Self Query Layer (SQLdepth / SPIdepth depth network).
+
+1. Encoder: a transformers ResNet / ConvNeXt backbone (random from a preset, or
+   ``from_pretrained`` by hub id or local folder) giving features at 1/4 .. 1/32.
+2. Light U-Net decoder (nearest upsampling + skip connections, ELU) to ``S``:
+   [B,E,H/2,W/2] with E = 32 channels.
+3. Self Query Layer: patch embedding (kernel = stride = ``patch_size``) + learned
+   positional encoding -> transformer encoder (4 layers, 4 heads, FFN 1024); the first
+   Q = 64 output tokens are the coarse queries. Self-cost volume V = Q . S [B,Q,h,w];
+   per-query summaries softmax_pixels(V) . S [B,Q,E]; bins MLP (E*Q -> 16Q -> 256 ->
+   n_bins, LeakyReLU); widths relu + 0.1 normalised to sum 1 and scaled to
+   (max - min); cumulative sum -> bin centres in (min, max). Per pixel: softmax over
+   bins of a 1x1 conv (Q -> n_bins) of V; depth = sum(prob * centre), upsampled
+   (bilinear) to the input size. Depth is a convex combination of centres, so it stays
+   inside [min_depth, max_depth].
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from depth_perception.models.pose import BACKBONES, conv_backbone_config
+
+logger = logging.getLogger(__name__)
+
+STAGES = ["stage1", "stage2", "stage3", "stage4"]
+
+
+@dataclass
+class SQLDepthConfig:
+    """encoder: resnet18 | resnet34 | resnet50 | convnext_tiny | tiny; pretrained: hub id or
+    local folder of a 3-channel ResNet/ConvNeXt. Defaults follow SQLdepth (E=32, Q=64,
+    4 layers x 4 heads, FFN 1024, patch 16, 256 bins)."""
+
+    encoder: str = "resnet18"
+    pretrained: str | None = None
+    min_depth: float = 0.1
+    max_depth: float = 80.0
+    decoder_channels: int = 32        # E
+    num_queries: int = 64             # Q
+    num_bins: int = 256
+    patch_size: int = 16
+    transformer_layers: int = 4
+    transformer_heads: int = 4
+    transformer_ffn: int = 1024
+    transformer_dropout: float = 0.1
+    max_tokens: int = 1024            # size of the learned positional encoding
+    local_files_only: bool = False
+
+    def __post_init__(self):
+        if self.encoder not in BACKBONES:
+            raise ValueError(f"SQLDepthConfig.encoder '{self.encoder}' is not one of {BACKBONES}")
+        if not 0 < self.min_depth < self.max_depth:
+            raise ValueError(f"SQLDepthConfig: need 0 < min_depth < max_depth, got "
+                             f"{self.min_depth}, {self.max_depth}")
+        if self.decoder_channels % self.transformer_heads:
+            raise ValueError(f"SQLDepthConfig: decoder_channels {self.decoder_channels} must be "
+                             f"divisible by transformer_heads {self.transformer_heads}")
+
+
+def _conv(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, padding_mode="replicate"), nn.ELU())
+
+
+class UNetDecoder(nn.Module):
+    """Encoder features (1/4..1/32) + a stride-2 stem on the image -> S [B,E,H/2,W/2]."""
+
+    def __init__(self, enc_channels: list[int], out_channels: int = 32, stem_channels: int = 16):
+        super().__init__()
+        # decoder widths: E at the finest level, half the encoder width (at least E) above
+        dec = [out_channels] + [max(out_channels, c // 2) for c in enc_channels[1:]]
+        self.stem = nn.Sequential(nn.Conv2d(3, stem_channels, 3, stride=2, padding=1), nn.ELU())
+        skips = [stem_channels] + list(enc_channels[:-1])                   # skip at each level
+        self.up_a = nn.ModuleList()
+        self.up_b = nn.ModuleList()
+        cin = enc_channels[-1]
+        for i in reversed(range(len(enc_channels))):
+            self.up_a.append(_conv(cin, dec[i]))
+            self.up_b.append(_conv(dec[i] + skips[i], dec[i]))
+            cin = dec[i]
+
+    def forward(self, image: torch.Tensor, feats: list[torch.Tensor]) -> torch.Tensor:
+        skips = [self.stem(image)] + list(feats[:-1])                       # [B,c,H/2..H/16]
+        x = feats[-1]                                                       # [B,c4,H/32,W/32]
+        for k, i in enumerate(reversed(range(len(feats)))):
+            x = self.up_a[k](x)
+            x = F.interpolate(x, size=skips[i].shape[-2:], mode="nearest")
+            x = self.up_b[k](torch.cat([x, skips[i]], 1))
+        return x                                                            # [B,E,H/2,W/2]
+
+
+class SelfQueryLayer(nn.Module):
+    """S [B,E,h,w] -> (depth [B,1,h,w], bin_centers [B,n_bins]). See module doc."""
+
+    def __init__(self, channels: int, num_queries: int, num_bins: int, patch_size: int,
+                 layers: int, heads: int, ffn: int, max_tokens: int,
+                 min_depth: float, max_depth: float, dropout: float = 0.1):
+        super().__init__()
+        self.num_queries, self.min_depth, self.max_depth = num_queries, min_depth, max_depth
+        self.patch_embed = nn.Conv2d(channels, channels, patch_size, stride=patch_size)
+        self.pos_enc = nn.Parameter(torch.rand(max_tokens, channels))
+        layer = nn.TransformerEncoderLayer(channels, heads, dim_feedforward=ffn, dropout=dropout,
+                                           batch_first=True)
+        self.transformer = nn.TransformerEncoder(layer, num_layers=layers, enable_nested_tensor=False)
+        self.conv3x3 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.bins_mlp = nn.Sequential(
+            nn.Linear(channels * num_queries, 16 * num_queries), nn.LeakyReLU(),
+            nn.Linear(16 * num_queries, 256), nn.LeakyReLU(),
+            nn.Linear(256, num_bins))
+        self.to_logits = nn.Conv2d(num_queries, num_bins, 1)
+
+    def forward(self, S: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        B, E, h, w = S.shape
+        # 1. Patch tokens + positional encoding -> transformer; first Q tokens are queries
+        tokens = self.patch_embed(S).flatten(2).transpose(1, 2)            # [B,N,E]
+        N = tokens.shape[1]
+        if N < self.num_queries or N > self.pos_enc.shape[0]:
+            raise ValueError(
+                f"SelfQueryLayer: {N} patch tokens from a {h}x{w} decoder map; need between "
+                f"num_queries={self.num_queries} and max_tokens={self.pos_enc.shape[0]}: change "
+                "the input size, patch_size, num_queries or max_tokens")
+        tokens = self.transformer(tokens + self.pos_enc[:N].unsqueeze(0))
+        queries = tokens[:, : self.num_queries]                             # [B,Q,E]
+        # 2. Self-cost volume V = Q . S
+        feats = self.conv3x3(S).flatten(2)                                 # [B,E,hw]
+        volume = queries @ feats                                           # [B,Q,hw]
+        # 3. Query summaries -> adaptive bins
+        summary = volume.softmax(-1) @ feats.transpose(1, 2)               # [B,Q,E]
+        widths = torch.relu(self.bins_mlp(summary.flatten(1))) + 0.1        # [B,n_bins]
+        widths = widths / widths.sum(1, keepdim=True) * (self.max_depth - self.min_depth)
+        edges = F.pad(torch.cumsum(widths, 1), (1, 0), value=0.0) + self.min_depth
+        centers = 0.5 * (edges[:, :-1] + edges[:, 1:])                     # [B,n_bins]
+        # 4. Plane-wise probabilities over bins -> depth
+        prob = self.to_logits(volume.view(B, self.num_queries, h, w)).softmax(1)  # [B,n_bins,h,w]
+        depth = (prob * centers[:, :, None, None]).sum(1, keepdim=True)    # [B,1,h,w]
+        return depth, centers
+
+
+class SQLDepthNet(nn.Module):
+    """forward(image [B,3,H,W] normalised) -> dict ``depth``: [[B,1,H,W]] metres in
+    [min_depth, max_depth], ``disp``: [[B,1,H,W]] = 1/depth (also as ``scaled_disp``),
+    ``bin_centers``: [B,n_bins]. One scale (SQL decoders predict at one resolution)."""
+
+    def __init__(self, config: SQLDepthConfig, hf_config: dict | None = None):
+        super().__init__()
+        self.config = config
+        self.encoder = self._build_encoder(config, hf_config)
+        enc_channels = list(self.encoder.channels)
+        self.decoder = UNetDecoder(enc_channels, config.decoder_channels)
+        self.sql = SelfQueryLayer(config.decoder_channels, config.num_queries, config.num_bins,
+                                  config.patch_size, config.transformer_layers,
+                                  config.transformer_heads, config.transformer_ffn,
+                                  config.max_tokens, config.min_depth, config.max_depth,
+                                  config.transformer_dropout)
+
+    @staticmethod
+    def _build_encoder(config: SQLDepthConfig, hf_config: dict | None):
+        from transformers import AutoBackbone, ConvNextBackbone, ConvNextConfig, ResNetBackbone, ResNetConfig
+
+        from depth_perception.models.dpt_depth import hub_offline, load_pretrained_config
+        if hf_config is not None:
+            cfg = (ResNetConfig if hf_config.get("model_type") == "resnet" else ConvNextConfig).from_dict(hf_config)
+        elif config.pretrained:
+            hf = load_pretrained_config(config.pretrained, config.local_files_only)
+            if hf.model_type not in ("resnet", "convnext"):
+                raise ValueError(f"SQL encoder '{config.pretrained}' is a '{hf.model_type}' model; "
+                                 "expected a ResNet or ConvNeXt checkpoint")
+            logger.info("loading SQL encoder from %s", config.pretrained)
+            return AutoBackbone.from_pretrained(config.pretrained, out_features=STAGES,
+                                                local_files_only=hub_offline(config.local_files_only))
+        else:
+            cfg = conv_backbone_config(config.encoder, num_channels=3, out_features=STAGES)
+        return (ResNetBackbone if cfg.model_type == "resnet" else ConvNextBackbone)(cfg)
+
+    def hf_config_dict(self) -> dict:
+        return self.encoder.config.to_dict()
+
+    def forward(self, image: torch.Tensor) -> dict:
+        if image.dim() != 4 or image.shape[1] != 3:
+            raise ValueError(f"SQLDepthNet: image must be [B,3,H,W], got {tuple(image.shape)}")
+        H, W = image.shape[-2:]
+        if H < 32 or W < 32:
+            raise ValueError(f"SQLDepthNet: input {H}x{W} (HxW) is smaller than the encoder's "
+                             "total stride 32")
+        feats = list(self.encoder(image).feature_maps)                     # 1/4 .. 1/32
+        S = self.decoder(image, feats)                                     # [B,E,H/2,W/2]
+        depth, centers = self.sql(S)                                       # [B,1,h,w]
+        depth = F.interpolate(depth, size=(H, W), mode="bilinear", align_corners=False)
+        disp = 1.0 / depth
+        return {"depth": [depth], "disp": [disp], "scaled_disp": [disp], "bin_centers": centers}
+
+    def param_groups(self, lr_encoder: float, lr_decoder: float) -> list[dict]:
+        enc = [p for p in self.encoder.parameters() if p.requires_grad]
+        dec = [p for n, p in self.named_parameters() if not n.startswith("encoder.") and p.requires_grad]
+        return [{"params": enc, "lr": lr_encoder, "name": "encoder"},
+                {"params": dec, "lr": lr_decoder, "name": "decoder"}]

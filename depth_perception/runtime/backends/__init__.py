@@ -1,0 +1,160 @@
+"""Inference backends behind one contract (:class:`~.base.Backend`) and the loader.
+
+:func:`load_backend` opens a model from any of:
+
+* an ``.onnx`` file (metadata in ``metadata_props``) -> onnxruntime
+  (TensorRT/CUDA/CPU execution providers);
+* a TensorRT ``.engine``/``.plan`` file with ``<engine>.json`` metadata beside it, or a
+  torch2trt ``.pth`` module -> TensorRT;
+* a checkpoint folder of this package (``model_config.json`` +
+  ``depth_model.safetensors`` + ``metadata.json``) -> torch;
+* a transformers depth model id or local folder (``config.json``) -> torch.
+
+``backend="auto"`` picks the fastest that can run the model here (TensorRT engine >
+onnxruntime with TensorRT/CUDA EP > torch CUDA > onnxruntime CPU > torch CPU) and logs
+what it chose and why. Backend modules import torch/onnxruntime/tensorrt lazily.
+"""
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import logging
+from pathlib import Path
+
+from depth_perception.metadata import ModelMetadata
+from depth_perception.runtime.backends.base import Backend, TensorSpec
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
+
+__all__ = ["Backend", "TensorSpec", "BACKENDS", "load_backend", "model_format"]
+
+
+def model_format(model: str | Path) -> str:
+    """What ``model`` is: 'onnx', 'engine', 'torch2trt', 'checkpoint', 'transformers'
+    or 'hub' (a transformers id that is not a local path).
+
+    FileNotFoundError when it is neither an existing model file/folder nor an id.
+    """
+    from depth_perception.runtime.backends.tensorrt_backend import ENGINE_SUFFIXES
+    from depth_perception.runtime.backends.torch_backend import (
+        is_checkpoint_folder, is_transformers_folder)
+
+    path = Path(model)
+    suffix = path.suffix.lower()
+    if path.is_file():
+        if suffix == ".onnx":
+            return "onnx"
+        if suffix in ENGINE_SUFFIXES:
+            return "engine"
+        if suffix == ".pth":
+            return "torch2trt"
+        raise ValueError(f"{path}: unknown model file type '{suffix}'; expected .onnx, "
+                         f"{'/'.join(ENGINE_SUFFIXES)} (TensorRT), .pth (torch2trt), a "
+                         "checkpoint folder or a transformers model folder")
+    if path.is_dir():
+        if is_checkpoint_folder(path):
+            return "checkpoint"
+        if is_transformers_folder(path):
+            return "transformers"
+        raise FileNotFoundError(f"{path} is a folder but not a model: expected "
+                                "model_config.json + depth_model.safetensors + metadata.json "
+                                "(checkpoint of this package) or config.json + weights "
+                                "(transformers)")
+    text = str(model)
+    looks_like_path = (suffix in (".onnx", ".engine", ".plan", ".trt", ".pth", ".json")
+                       or text.startswith((".", "/", "~")) or text.count("/") != 1)
+    if looks_like_path:
+        raise FileNotFoundError(f"model {text} not found (no such file or folder)")
+    return "hub"
+
+
+def _cuda_available() -> bool:
+    if importlib.util.find_spec("torch") is None:
+        return False
+    import torch
+    return torch.cuda.is_available()
+
+
+def _ort_accelerated() -> list[str]:
+    if importlib.util.find_spec("onnxruntime") is None:
+        return []
+    from depth_perception.runtime.backends.onnxruntime_backend import available_providers
+    return [p for p in available_providers()
+            if p in ("TensorrtExecutionProvider", "CUDAExecutionProvider")]
+
+
+def choose_backend(fmt: str) -> tuple[str, str]:
+    """(backend, reason) for ``backend='auto'`` given the model format."""
+    if fmt in ("engine", "torch2trt"):
+        return "tensorrt", f"a {fmt} file runs only on TensorRT"
+    if fmt == "onnx":
+        accel = _ort_accelerated()
+        if accel:
+            return "onnxruntime", f"ONNX model, onnxruntime offers {accel}"
+        return "onnxruntime", "ONNX model, onnxruntime CPU (no TensorRT/CUDA provider here)"
+    if _cuda_available():
+        return "torch", f"{fmt} model, torch with CUDA"
+    return "torch", f"{fmt} model, torch on CPU (no CUDA device; export to ONNX/TensorRT " \
+                    "for speed)"
+
+
+def _call(factory, model, options: dict, backend: str):
+    accepted = list(inspect.signature(factory).parameters)[1:]  # first one is the model
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} for the {backend} backend; "
+                         f"it accepts {accepted}")
+    return factory(model, **options)
+
+
+def load_backend(model: str | Path, backend: str = "auto", **options
+                 ) -> tuple[Backend, ModelMetadata]:
+    """Open ``model`` on ``backend``; returns the backend and the model's metadata.
+
+    Options go to the chosen backend (unknown ones are refused):
+    onnxruntime: ``providers``, ``metadata``, ``intra_op_threads``;
+    tensorrt: ``metadata``, ``device`` (CUDA index);
+    torch: ``device`` ('auto', 'cpu', 'cuda[:i]'), ``precision`` ('fp32', 'fp16'),
+    and for transformers models ``local_files_only``.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got '{backend}'")
+    fmt = model_format(model)
+    if backend == "auto":
+        backend, reason = choose_backend(fmt)
+        logger.info("backend auto -> %s for %s: %s", backend, model, reason)
+
+    if backend == "tensorrt":
+        from depth_perception.runtime.backends import tensorrt_backend as trt_mod
+        trt_mod.import_tensorrt()  # RuntimeError naming what to install, whatever the model
+        if fmt == "engine":
+            opened = _call(trt_mod.TensorRTBackend, model, options, backend)
+        elif fmt == "torch2trt":
+            opened = _call(trt_mod.Torch2TRTBackend, model, options, backend)
+        else:
+            raise ValueError(f"backend 'tensorrt' needs a serialized engine (.engine/.plan) or "
+                             f"a torch2trt .pth, got a {fmt} model {model}; build an engine "
+                             "from the .onnx (trtexec --onnx=model.onnx "
+                             "--saveEngine=model.engine) or use backend='onnxruntime' with "
+                             "providers=['TensorrtExecutionProvider']")
+    elif backend == "onnxruntime":
+        if fmt != "onnx":
+            raise ValueError(f"backend 'onnxruntime' needs an .onnx file, got a {fmt} model "
+                             f"{model}; export it with `depth-perception export` or use "
+                             "backend='torch'")
+        from depth_perception.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+        opened = _call(OnnxRuntimeBackend, model, options, backend)
+    else:  # torch
+        from depth_perception.runtime.backends.torch_backend import TorchBackend
+        if fmt == "checkpoint":
+            opened = _call(TorchBackend.from_checkpoint, model, options, backend)
+        elif fmt in ("transformers", "hub"):
+            opened = _call(TorchBackend.from_transformers, str(model), options, backend)
+        else:
+            raise ValueError(f"backend 'torch' loads checkpoint folders and transformers "
+                             f"models, got a {fmt} file {model}; use backend='auto'")
+    logger.info("opened %s: backend %s, precision %s, device %s, output %s", model,
+                opened.name, opened.precision, opened.device, opened.metadata.output_kind)
+    return opened, opened.metadata

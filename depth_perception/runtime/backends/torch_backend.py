@@ -1,0 +1,199 @@
+"""torch backend: this package's checkpoint folders and transformers depth models.
+
+* Checkpoint folders (``model_config.json`` + ``depth_model.safetensors`` +
+  ``metadata.json``) load through :func:`depth_perception.models.load_depth_model`.
+* transformers depth models (Depth Anything, DPT, ... by hub id or local folder) load
+  through ``AutoModelForDepthEstimation.from_pretrained``; their metadata is derived
+  from the config (metric when ``depth_estimation_type == "metric"`` with a
+  ``max_depth``, otherwise relative disparity) and the image processor config.
+
+torch and transformers are imported when a model is opened, never at module import.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from depth_perception.metadata import IMAGENET_MEAN, IMAGENET_STD, ModelMetadata
+from depth_perception.runtime.backends.base import Backend, TensorSpec
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = {"fp32": "float32", "fp16": "float16"}
+TRANSFORMERS_INPUT = "pixel_values"
+TRANSFORMERS_OUTPUT = "predicted_depth"
+
+
+def import_torch():
+    try:
+        import torch
+    except ImportError as exc:
+        raise RuntimeError("the torch backend needs PyTorch: pip install torch "
+                           "(or use backend='onnxruntime' with an exported .onnx model)") from exc
+    return torch
+
+
+def resolve_device(device: str = "auto") -> str:
+    """'auto' -> 'cuda' when a CUDA device is usable, else 'cpu'. An explicit 'cuda[:i]'
+    without CUDA is refused rather than silently moved to the CPU."""
+    torch = import_torch()
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device '{device}' requested but torch sees no CUDA device "
+                           f"(torch {torch.__version__}); use device='cpu' or a CUDA build "
+                           "of torch")
+    if not (device == "cpu" or str(device).startswith("cuda")):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:index]', got '{device}'")
+    return str(device)
+
+
+def transformers_depth_module(model):
+    """Wrap a transformers depth model as ``image [B,3,H,W] -> depth [B,1,H,W]``.
+
+    Used by the torch backend and for ONNX export (input/output names are chosen by the
+    exporter; the module itself only maps tensors).
+    """
+    torch = import_torch()
+
+    class TransformersDepthModule(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.model = inner
+
+        def forward(self, image):
+            return self.model(pixel_values=image).predicted_depth.unsqueeze(1)
+
+    return TransformersDepthModule(model).eval()
+
+
+def is_checkpoint_folder(path: Path) -> bool:
+    return (path / "model_config.json").is_file() and (path / "depth_model.safetensors").is_file()
+
+
+def is_transformers_folder(path: Path) -> bool:
+    return (path / "config.json").is_file()
+
+
+def metadata_from_transformers(config, processor_config: dict | None = None,
+                               source: str = "") -> ModelMetadata:
+    """Derive :class:`ModelMetadata` from a transformers depth model config.
+
+    Metric when ``depth_estimation_type == "metric"`` and ``max_depth`` is set (the
+    head outputs metres, ``sigmoid * max_depth``), else relative disparity. Mean/std and
+    the size multiple come from the image processor config when there is one.
+    """
+    kind = getattr(config, "depth_estimation_type", None)
+    max_depth = getattr(config, "max_depth", None)
+    processor_config = processor_config or {}
+    mean = processor_config.get("image_mean", IMAGENET_MEAN)
+    std = processor_config.get("image_std", IMAGENET_STD)
+    multiple = int(processor_config.get("ensure_multiple_of",
+                                        getattr(config, "patch_size", 14) or 14))
+    common = dict(mean=tuple(mean), std=tuple(std), size_multiple=multiple,
+                  input_name=TRANSFORMERS_INPUT, output_name=TRANSFORMERS_OUTPUT,
+                  provenance={"source": str(source),
+                              "architecture": (getattr(config, "architectures", None) or
+                                               [type(config).__name__])[0]})
+    if kind == "metric" and max_depth:
+        return ModelMetadata(output_kind="metric_depth", min_depth=min(0.1, float(max_depth) / 10),
+                             max_depth=float(max_depth), **common)
+    return ModelMetadata(output_kind="relative_disparity", **common)
+
+
+class TorchBackend(Backend):
+    """A torch module mapping ``metadata.input_name`` [1,3,H,W] to
+    ``metadata.output_name`` [1,1,H,W], run under ``torch.inference_mode``."""
+
+    name = "torch"
+
+    def __init__(self, module, metadata: ModelMetadata, device: str = "auto",
+                 precision: str = "fp32"):
+        torch = import_torch()
+        if precision not in PRECISIONS:
+            raise ValueError(f"torch backend precision must be one of {sorted(PRECISIONS)}, "
+                             f"got '{precision}'")
+        self.device = resolve_device(device)
+        if precision == "fp16" and not self.device.startswith("cuda"):
+            raise ValueError("torch backend: fp16 needs a CUDA device; use precision='fp32' "
+                             "on the CPU")
+        self.precision = precision
+        self.metadata = metadata
+        self._dtype = getattr(torch, PRECISIONS[precision])
+        self._module = module.to(self.device, self._dtype).eval()
+        h, w = metadata.fixed_size or (None, None)
+        self.inputs = {metadata.input_name: TensorSpec((1, 3, h, w), "float32")}
+        self.outputs = {metadata.output_name: TensorSpec((1, 1, h, w), "float32")}
+
+    @classmethod
+    def from_checkpoint(cls, folder, device: str = "auto", precision: str = "fp32"
+                        ) -> "TorchBackend":
+        """This package's checkpoint folder (see :func:`depth_perception.models.load_depth_model`)."""
+        folder = Path(folder)
+        try:
+            from depth_perception.models import load_depth_model
+        except ImportError as exc:
+            raise RuntimeError(f"cannot load checkpoint {folder}: depth_perception.models is "
+                               f"not available ({exc})") from exc
+        dev = resolve_device(device)
+        module, metadata = load_depth_model(folder, device=dev)
+        return cls(module, metadata, dev, precision)
+
+    @classmethod
+    def from_transformers(cls, model_id_or_path: str, device: str = "auto",
+                          precision: str = "fp32", local_files_only: bool | None = None
+                          ) -> "TorchBackend":
+        """A transformers depth model by hub id or local folder.
+
+        ``local_files_only`` defaults to True for local folders and when
+        ``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE`` is set.
+        """
+        import_torch()
+        try:
+            from transformers import AutoModelForDepthEstimation
+        except ImportError as exc:
+            raise RuntimeError("loading a transformers depth model needs 'transformers': "
+                               "pip install transformers") from exc
+        local = Path(model_id_or_path).is_dir()
+        if local_files_only is None:
+            offline = any(os.environ.get(k, "").lower() in ("1", "true", "yes", "on")
+                          for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+            local_files_only = local or offline
+        try:
+            model = AutoModelForDepthEstimation.from_pretrained(
+                str(model_id_or_path), local_files_only=local_files_only)
+        except OSError as exc:
+            hint = ("download it first (huggingface-cli download "
+                    f"{model_id_or_path} --local-dir DIR) and pass the folder"
+                    if not local else "the folder needs config.json and the weights")
+            raise FileNotFoundError(f"cannot load transformers depth model '{model_id_or_path}' "
+                                    f"(local_files_only={local_files_only}): {hint}. "
+                                    f"({exc})") from exc
+        processor_config = None
+        if local and (Path(model_id_or_path) / "preprocessor_config.json").is_file():
+            processor_config = json.loads(
+                (Path(model_id_or_path) / "preprocessor_config.json").read_text())
+        metadata = metadata_from_transformers(model.config, processor_config, model_id_or_path)
+        return cls(transformers_depth_module(model), metadata, device, precision)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        torch = import_torch()
+        if self._module is None:
+            raise RuntimeError("torch backend is closed")
+        self.check_feeds(feeds)
+        x = torch.from_numpy(np.ascontiguousarray(feeds[self.metadata.input_name]))
+        with torch.inference_mode():
+            y = self._module(x.to(self.device, self._dtype))
+        if y.ndim == 3:  # [B,H,W] -> [B,1,H,W]
+            y = y.unsqueeze(1)
+        return {self.metadata.output_name: y.float().cpu().numpy()}
+
+    def close(self) -> None:
+        if getattr(self, "_module", None) is not None:
+            self._module = None
+            if self.device.startswith("cuda"):
+                import_torch().cuda.empty_cache()

@@ -1,0 +1,301 @@
+"""The self-supervised teacher task (monodepth2 family, md4all velocity loss, SSD teacher).
+
+Builds the collaborators and hands them to :class:`~depth_perception.train.trainer.Trainer`:
+
+* depth network (``model.depth``: ``arch: dpt`` DINOv2 + DPT, or ``arch: sql``
+  conv encoder + U-Net + Self Query Layer) on the *augmented* target image;
+* pose network (``model.pose``: ResNet-18 or a strengthened, pretrained backbone) on
+  (context_aug, image_aug) pairs ordered in time (monodepth2 inversion rule);
+* :class:`~depth_perception.losses.SelfSupervisedLoss`: each predicted depth scale is
+  upsampled to full resolution, the *unaugmented* context frames are warped into the
+  *unaugmented* target, min-reprojection + auto-mask + edge-aware smoothness, plus the
+  weak velocity loss (``||t_pred||`` vs the odometry distance) that makes depth metric;
+* data from :class:`~depth_perception.data.dataset.DepthDataset` (static frames are
+  dropped by the dataset); synthetic bags are generated into ``output_dir/data`` when
+  ``data.bags`` is empty and ``data.synth`` is set;
+* validation on bags with ground truth or LiDAR (metric, without median scaling) and the
+  export of the depth network with ``save_depth_model`` to ``output_dir/model``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from depth_perception.metadata import IMAGENET_MEAN, IMAGENET_STD, ModelMetadata
+from depth_perception.train.config import DEPTH_ARCHS, TrainConfig, save_config, to_yaml
+from depth_perception.train.trainer import StepOutput
+
+logger = logging.getLogger(__name__)
+
+#: input size multiple per depth arch (DINOv2 patch 14; conv encoders stride 32)
+DEPTH_MULTIPLE = {"dpt": 14, "sql": 32}
+
+
+# -- the loss callable --------------------------------------------------------------------
+
+class TeacherObjective:
+    """``(models, batch) -> StepOutput``: one forward of each network, then the loss.
+
+    models: ``{"depth": depth net, "pose": pose net}`` (possibly DDP-wrapped: only their
+    ``forward`` is called, once per step each). batch: a DepthDataset batch.
+    depth_is_smoothed: smoothness on the depth (SQL nets) instead of the disparity.
+    """
+
+    def __init__(self, loss, offsets: list[int], smooth_depth: bool = False,
+                 tie_break_noise: bool = True, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+        self.loss = loss
+        self.offsets = [int(o) for o in offsets]
+        if not self.offsets or 0 in self.offsets:
+            raise ValueError(f"teacher: context offsets must be non-zero frame offsets, got {offsets}")
+        self.smooth_depth = smooth_depth
+        self.tie_break_noise = tie_break_noise
+        self.mean = torch.tensor(mean).view(1, 3, 1, 1)
+        self.std = torch.tensor(std).view(1, 3, 1, 1)
+
+    def normalize(self, image: torch.Tensor) -> torch.Tensor:
+        """[B,3,H,W] in [0,1] -> normalised with the model's mean/std."""
+        return (image - self.mean.to(image)) / self.std.to(image)
+
+    def poses(self, pose_net, target: torch.Tensor, context: torch.Tensor):
+        """T_src_tgt [B,n,4,4] and raw translations [B,n,3] from one batched pose forward.
+
+        target: [B,3,H,W]; context: [B,n,3,H,W] (augmented images).
+        """
+        from depth_perception.geometry import ordered_pair, pose_vec_to_matrix
+
+        B, n = context.shape[:2]
+        if n != len(self.offsets):
+            raise ValueError(f"teacher: batch has {n} context frames, config offsets "
+                             f"{self.offsets}")
+        pairs = [ordered_pair(target, context[:, i], o) for i, o in enumerate(self.offsets)]
+        earlier = torch.cat([p[0] for p in pairs], 0)                    # [n*B,3,H,W]
+        later = torch.cat([p[1] for p in pairs], 0)
+        axisangle, translation = pose_net(earlier, later)                # [n*B,1,3] x2
+        T = [pose_vec_to_matrix(axisangle[i * B:(i + 1) * B], translation[i * B:(i + 1) * B],
+                                invert=pairs[i][2]) for i in range(n)]
+        t = translation.reshape(n, B, 3).transpose(0, 1)                 # [B,n,3]
+        return torch.stack(T, 1), t
+
+    def __call__(self, models: dict, batch: dict) -> StepOutput:
+        # 1. Depth of the augmented target: lists of [B,1,h,w] per scale
+        out = models["depth"](self.normalize(batch["image_aug"]))
+        depths = list(out["depth"])
+        smooth = depths if self.smooth_depth else list(out.get("disp", depths))
+        # 2. Poses from augmented (earlier, later) pairs
+        T, t = self.poses(models["pose"], batch["image_aug"], batch["context_aug"])
+        # 3. Photometric + smoothness + velocity on the unaugmented images
+        generator = None
+        if self.tie_break_noise:
+            # seeded from the global RNG, which checkpoints save and restore
+            generator = torch.Generator(device=depths[0].device)
+            generator.manual_seed(int(torch.randint(0, 2 ** 62, (1,))))
+        total, terms = self.loss({"depth": depths, "disp": smooth, "T_src_tgt": T,
+                                  "translation": t}, batch, generator=generator)
+        terms["translation_norm"] = torch.linalg.vector_norm(t.detach(), dim=-1).mean()
+        terms["depth_mean"] = depths[0].detach().mean()
+        return StepOutput(total, terms, {"image": batch["image"], "depth": depths[0]})
+
+
+def predict_depth(models: dict, batch: dict, objective: TeacherObjective) -> torch.Tensor:
+    """Validation prediction: depth [B,1,H,W] metres of the unaugmented image, resized to
+    the ground truth's size."""
+    depth = models["depth"](objective.normalize(batch["image"]))["depth"][0]
+    gt = batch.get("gt_depth", batch.get("lidar_depth"))
+    if gt is not None and gt.shape[-2:] != depth.shape[-2:]:
+        depth = F.interpolate(depth, size=gt.shape[-2:], mode="bilinear", align_corners=False)
+    return depth
+
+
+# -- builders -----------------------------------------------------------------------------
+
+def _config_object(cls, values: dict, where: str):
+    """Instantiate a config dataclass, naming the offending key on error."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; {cls.__name__} has {sorted(known)}")
+    return cls(**values)
+
+
+def depth_arch(cfg: TrainConfig) -> str:
+    arch = dict(cfg.model.depth).get("arch")
+    if arch not in DEPTH_ARCHS:
+        raise ValueError(f"model.depth.arch must be one of {DEPTH_ARCHS}, got {arch!r}")
+    return arch
+
+
+def build_models(cfg: TrainConfig):
+    """(arch, depth net, depth config dataclass, pose net) from ``cfg.model``.
+
+    Pretrained weights named in the configs (hub ids or local folders) are loaded by
+    the model classes; HF_HUB_OFFLINE=1 restricts them to local files.
+    """
+    from depth_perception.models import build_depth_model, build_pose_model, depth_config
+
+    try:
+        arch, depth_cfg = depth_config(dict(cfg.model.depth))
+        depth_net = build_depth_model(depth_cfg)
+        pose_net = build_pose_model(dict(cfg.model.pose))
+    except ValueError as exc:
+        raise ValueError(f"model: {exc}") from exc
+    return arch, depth_net, depth_cfg, pose_net
+
+
+def build_loss(cfg: TrainConfig):
+    from depth_perception.losses import SelfSupervisedLoss
+
+    values = dataclasses.asdict(cfg.loss)
+    values.pop("tie_break_noise")
+    return SelfSupervisedLoss(**values)
+
+
+def _sample_config(cfg: TrainConfig, validation: bool = False):
+    from depth_perception.data.samples import SampleConfig
+
+    d = cfg.data
+    values = {"size": (d.width, d.height), "offsets": tuple(d.context), **dict(d.sample)}
+    if isinstance(values.get("topics"), dict):
+        from depth_perception.data.bag import BagTopics
+
+        values["topics"] = _config_object(BagTopics, values["topics"], "data.sample.topics")
+    if validation:
+        values["skip_static"] = False
+    return _config_object(SampleConfig, values, "data.sample")
+
+
+def _find_bags(folder: Path) -> list[Path]:
+    return sorted(p.parent for p in folder.glob("*/metadata.yaml"))
+
+
+def resolve_bags(cfg: TrainConfig, accelerator) -> tuple[list[Path], list[Path]]:
+    """Training and validation bags; generates synthetic bags when configured."""
+    d = cfg.data
+    train = [Path(b) for b in d.bags]
+    val = [Path(b) for b in d.val_bags]
+    if not train:
+        if d.synth is None:
+            raise ValueError("data.bags is empty: list rosbag2 folders (data.bags=[a,b]) or set "
+                             "data.synth to train on generated synthetic bags")
+        from depth_perception.data.synth import make_synthetic_bags
+
+        s = d.synth
+        root = Path(cfg.output_dir) / "data"
+        if accelerator.is_main_process:
+            if not _find_bags(root / "train"):
+                logger.info("generating synthetic training bags in %s", root / "train")
+                make_synthetic_bags(root / "train", frames=s.frames, size=tuple(s.size),
+                                    conditions=tuple(s.conditions), seed=s.seed,
+                                    storage=s.storage)
+            if not val and s.val_frames > 0 and not _find_bags(root / "val"):
+                make_synthetic_bags(root / "val", frames=s.val_frames, size=tuple(s.size),
+                                    conditions=tuple(s.conditions), seed=s.seed + 1000,
+                                    storage=s.storage)
+        accelerator.wait_for_everyone()
+        train = _find_bags(root / "train")
+        if not val and s.val_frames > 0:
+            val = _find_bags(root / "val")
+    for b in train + val:
+        if not b.exists():
+            raise FileNotFoundError(f"bag {b} not found")
+    return train, val
+
+
+def build_datasets(cfg: TrainConfig, train_bags: list[Path], val_bags: list[Path]):
+    from depth_perception.data.augment import AugmentConfig
+    from depth_perception.data.dataset import DepthDataset
+
+    cache = cfg.data.cache_dir
+    augment = (_config_object(AugmentConfig, dict(cfg.data.augmentation), "data.augmentation")
+               if cfg.data.augment else None)
+    train = DepthDataset([str(b) for b in train_bags], _sample_config(cfg),
+                         augment=augment, cache_dir=cache, seed=cfg.seed)
+    if len(train) == 0:
+        raise ValueError(f"no training sample in {[str(b) for b in train_bags]} (all frames "
+                         "static, or context frames missing?)")
+    val = None
+    if val_bags:
+        val = DepthDataset([str(b) for b in val_bags], _sample_config(cfg, validation=True),
+                           augment=None, cache_dir=cache, seed=cfg.seed)
+    return train, val
+
+
+def make_metadata(cfg: TrainConfig, arch: str, depth_cfg, step: int | None = None) -> ModelMetadata:
+    return ModelMetadata(
+        output_kind="metric_depth", input_height=0, input_width=0,
+        size_multiple=DEPTH_MULTIPLE[arch], mean=IMAGENET_MEAN, std=IMAGENET_STD,
+        min_depth=float(depth_cfg.min_depth), max_depth=float(depth_cfg.max_depth),
+        provenance={"task": "teacher", "arch": arch, "train_size": [cfg.data.width, cfg.data.height],
+                    "bags": list(cfg.data.bags), "step": step,
+                    "velocity_weight": cfg.loss.velocity_weight})
+
+
+def check_config(cfg: TrainConfig) -> None:
+    from depth_perception.models import DEPTH_ARCHS as MODEL_ARCHS
+
+    arch = depth_arch(cfg)
+    mult = MODEL_ARCHS[arch][3]
+    if cfg.data.width % mult or cfg.data.height % mult:
+        raise ValueError(f"data.width/height {cfg.data.width}x{cfg.data.height} must be multiples "
+                         f"of {mult} for arch {arch}")
+    if cfg.task != "teacher":
+        raise ValueError(f"config task is '{cfg.task}', this is the teacher trainer")
+
+
+# -- entry point --------------------------------------------------------------------------
+
+def train_teacher(cfg, overrides_note: str | None = None):
+    """Run the teacher training described by a resolved config (DictConfig or TrainConfig).
+
+    Returns the :class:`~depth_perception.train.trainer.TrainResult`.
+    """
+    from omegaconf import OmegaConf
+
+    from depth_perception.train.config import to_dataclass
+    from depth_perception.train.trainer import (Trainer, build_train_loader, build_val_loader,
+                                                make_accelerator, seed_everything)
+
+    dcfg = cfg if OmegaConf.is_config(cfg) else OmegaConf.structured(cfg)
+    cfg = to_dataclass(dcfg)
+    check_config(cfg)
+    out = Path(cfg.output_dir)
+    accelerator = make_accelerator(cfg.trainer, out)
+
+    # 1. Seeds, then the resolved config beside the checkpoints
+    seed_everything(cfg.seed, cfg.trainer.deterministic)
+    if accelerator.is_main_process:
+        save_config(dcfg, out / "config.yaml")
+
+    # 2. Data
+    train_bags, val_bags = resolve_bags(cfg, accelerator)
+    train_set, val_set = build_datasets(cfg, train_bags, val_bags)
+    logger.info("teacher: %d training samples from %d bags, %s validation samples",
+                len(train_set), len(train_bags), len(val_set) if val_set else 0)
+    train_loader = build_train_loader(train_set, cfg.data.batch_size, seed=cfg.seed,
+                                      num_workers=cfg.data.num_workers)
+    val_loader = (build_val_loader(val_set, cfg.data.val_batch_size, cfg.data.num_workers)
+                  if val_set is not None and len(val_set) else None)
+
+    # 3. Models, parameter groups, loss
+    arch, depth_net, depth_cfg, pose_net = build_models(cfg)
+    o = cfg.optim
+    groups = depth_net.param_groups(o.lr_encoder, o.lr_decoder) + pose_net.param_groups(o.lr_pose)
+    objective = TeacherObjective(build_loss(cfg), cfg.data.context, smooth_depth=(arch == "sql"),
+                                 tie_break_noise=cfg.loss.tie_break_noise)
+
+    # 4. Export: the depth network as a checkpoint folder for node / evaluate / export
+    def export(models: dict, folder: Path) -> None:
+        from depth_perception.models import save_depth_model
+
+        save_depth_model(folder, models["depth"], depth_cfg,
+                         make_metadata(cfg, arch, depth_cfg, trainer.state.step))
+
+    trainer = Trainer(cfg.trainer, o, {"depth": depth_net, "pose": pose_net}, groups,
+                      train_loader, objective, out, val_loader=val_loader,
+                      predict_fn=lambda models, batch: predict_depth(models, batch, objective),
+                      export_fn=export, accelerator=accelerator, config_yaml=to_yaml(dcfg),
+                      min_depth=depth_cfg.min_depth, max_depth=depth_cfg.max_depth)
+    return trainer.fit()
