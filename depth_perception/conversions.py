@@ -131,7 +131,7 @@ def _byte_field(payload: bytes, msg_type):
 def _buffer(data) -> np.ndarray:
     """uint8[] field of any flavour (array.array, ndarray, bytes, list) -> 1-D uint8 view."""
     if isinstance(data, np.ndarray):
-        return data.reshape(-1).view(np.uint8) if data.dtype.itemsize == 1 else data
+        return np.ascontiguousarray(data).reshape(-1).view(np.uint8)
     if isinstance(data, (bytes, bytearray, memoryview, array.array)):
         return np.frombuffer(data, dtype=np.uint8)
     return np.asarray(data, dtype=np.uint8)

@@ -33,7 +33,7 @@ class DemoConfig:
     model: str | None = None
     backend: str = "auto"
     seed: int = 0
-    rate: float = 1.0                       # replay rate
+    rate: float = 0.5                       # replay rate (slow: first frames warm up)
     max_depth: float = 80.0
     online: bool = True
     conditions: tuple = CONDITIONS
@@ -125,10 +125,10 @@ def get_model(cfg: DemoConfig, bags: dict) -> tuple[str, str]:
 def agreement(offline, online) -> dict:
     """Per condition: frames in common (by stamp) and max |abs_rel offline - online|."""
     out = {}
-    on = {f.stamp_ns: f for f in online.frames}
+    on = {(f.condition, f.stamp_ns): f for f in online.frames}
     for cond in online.conditions():
-        common = [(f, on[f.stamp_ns]) for f in offline.frames
-                  if f.condition == cond and f.stamp_ns in on]
+        common = [(f, on[cond, f.stamp_ns]) for f in offline.frames
+                  if f.condition == cond and (cond, f.stamp_ns) in on]
         diffs = [abs(a.metrics["abs_rel"] - b.metrics["abs_rel"]) for a, b in common]
         out[cond] = {"frames": len(common), "max_abs_rel_diff": max(diffs) if diffs else None}
     return out
@@ -142,7 +142,8 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     cfg.out.mkdir(parents=True, exist_ok=True)
     # 1. Synthetic bags, one per condition
     paths = make_synthetic_bags(cfg.out / "bags", frames=cfg.frames, size=tuple(cfg.size),
-                                conditions=tuple(cfg.conditions), seed=cfg.seed)
+                                conditions=tuple(cfg.conditions), seed=cfg.seed,
+                                overwrite=True)
     bags = {Path(p).name: Path(p) for p in paths}
     log.info("demo: synthetic bags %s", [str(p) for p in paths])
 

@@ -37,11 +37,27 @@ class Availability:
     module: object = None
 
 
+def _import_messages():
+    try:
+        return importlib.import_module("depth_perception.msg")
+    except ImportError:
+        # Built after depth_perception was imported (e.g. by a test or a long-running
+        # tool): look for the prefix's directory again (depth_perception.pkg files).
+        import pkgutil
+
+        import depth_perception
+
+        depth_perception.__path__ = pkgutil.extend_path(depth_perception.__path__,
+                                                        "depth_perception")
+        return importlib.import_module("depth_perception.msg")
+
+
 @lru_cache(maxsize=1)
 def availability() -> Availability:
-    """Try once to import the generated messages (cached)."""
+    """Try once to import the generated messages (cached; ``availability.cache_clear()``
+    to look again after a build)."""
     try:
-        module = importlib.import_module("depth_perception.msg")
+        module = _import_messages()
         for name in MESSAGES:
             getattr(module, name)
     except ImportError as exc:

@@ -99,18 +99,27 @@ class RosHarness:
         rclpy.init(args=args, context=self.context)
         self.executor = MultiThreadedExecutor(num_threads=threads, context=self.context)
         self.nodes: list = []
+        self.errors: list[Exception] = []
+        self._closing = threading.Event()
         self.helper = self.add(rclpy.create_node(f"test_helper_{uuid.uuid4().hex[:8]}",
                                                  context=self.context))
         self._thread = threading.Thread(target=self._spin, daemon=True, name="test_executor")
         self._thread.start()
 
     def _spin(self) -> None:
+        """Spin until close(); a callback that raises is recorded (close() fails the
+        test with it) instead of silently stopping the executor."""
         from rclpy.executors import ExternalShutdownException
 
-        try:
-            self.executor.spin()
-        except ExternalShutdownException:
-            pass
+        while self.context.ok() and not self._closing.is_set():
+            try:
+                self.executor.spin_once(timeout_sec=0.1)
+            except ExternalShutdownException:
+                break
+            except Exception as exc:  # noqa: BLE001 - reported by close()
+                if self._closing.is_set() or not self.context.ok():
+                    break
+                self.errors.append(exc)
 
     def add(self, node):
         self.nodes.append(node)
@@ -135,6 +144,8 @@ class RosHarness:
                  f"{n} publisher(s) on {collector.topic}")
 
     def close(self) -> None:
+        self._closing.set()
+        self._thread.join(timeout=10.0)
         self.executor.shutdown(timeout_sec=5.0)
         for node in self.nodes:
             try:
@@ -143,7 +154,8 @@ class RosHarness:
                 pass
         if self.context.ok():
             self.context.try_shutdown()
-        self._thread.join(timeout=10.0)
+        if self.errors:
+            raise AssertionError(f"callbacks raised while spinning: {self.errors!r}")
 
     def __enter__(self) -> "RosHarness":
         return self

@@ -95,9 +95,11 @@ def test_slow_model_keeps_latency_bounded_and_counts_drops():
         out.wait(lambda ms: any((stamp_ns(m) - T0) // FRAME_NS >= last_idx - 1 for m in ms), 10)
 
         stats = node.stats
+        # every frame that came in is accounted for once the worker is idle
+        wait_for(lambda: stats.frames_out + stats.frames_dropped + stats.frames_bad
+                 == stats.frames_in, 10, "in = out + dropped + bad")
         assert stats.frames_dropped > 0, "a 100 ms model at 30 Hz must drop frames"
         assert stats.frames_out < n_frames * 0.7
-        assert stats.frames_out + stats.frames_dropped + stats.frames_bad == stats.frames_in
         assert stats.frames_out >= 10
         # every output is one of the newest inputs (100 ms model = 3 frames; slack for
         # scheduling on a loaded 2-core machine) and the lag does not grow over the run

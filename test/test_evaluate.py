@@ -143,6 +143,13 @@ def test_ground_truth_scored_against_itself_is_perfect_and_scaled_by_1_1(synth_b
     day = m["per_condition"]["day-clear"]
     assert day["abs_rel"] == 0.0 and day["a1"] == 1.0 and day["rmse"] == 0.0
     assert day["frames"] == 6
+    # --condition overrides the bag's recorded condition
+    out = tmp_path / "renamed"
+    assert _run_cli(["--bag", str(bag), "--prediction-topic", "/ground_truth/depth",
+                     "--gt", "/ground_truth/depth", "--out", str(out), "--no-plots",
+                     "--condition", "snow", "--max-frames", "2"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert list(m["per_condition"]) == ["snow"] and m["all"]["frames"] == 2
     # 2. the same depth x 1.1: abs_rel exactly 0.1, still within 1.25 everywhere (a cap
     # far beyond the scene, so the protocol's clamp of the prediction never bites)
     out = tmp_path / "scaled_out"
@@ -254,3 +261,30 @@ def test_models_go_through_the_depth_estimator_and_compare_in_one_report(synth_b
     pngs = sorted(p.name for p in (out / "plots").glob("*.png"))
     assert pngs == ["abs_rel_per_condition.png", "error_vs_distance.png",
                     "samples_a.onnx_onnxruntime.png", "samples_b.onnx_onnxruntime.png"]
+
+
+def test_failed_frames_are_counted_and_all_failed_is_an_error(synth_bag):
+    from depth_perception.evaluation.offline import EvaluateConfig, evaluate
+
+    calls = []
+
+    class NaNOnOddFrames:
+        def estimate(self, rgb, intrinsics):
+            calls.append(1)
+            if len(calls) % 2 == 0:
+                raise RuntimeError("model output contains NaN")
+
+            class R:
+                depth = np.full(rgb.shape[:2], 12.0, np.float32)
+            return R()
+
+    res = evaluate([synth_bag], EvaluateConfig(), estimators={"flaky": NaNOnOddFrames()})
+    assert len(res.models["flaky"].frames) == 3
+    assert res.models["flaky"].info["frames_failed"] == 3
+
+    class AlwaysNaN:
+        def estimate(self, rgb, intrinsics):
+            raise RuntimeError("model output contains NaN")
+
+    with pytest.raises(ValueError, match="no frame could be scored for 'broken'.*6 failed"):
+        evaluate([synth_bag], EvaluateConfig(), estimators={"broken": AlwaysNaN()})

@@ -89,7 +89,7 @@ def test_tiny_checkpoint_export_matches_torch_and_carries_metadata(tiny_ckpt, ti
     ref, got = run_torch(source.module, frames), run_onnxruntime(out, frames)
     for r, g in zip(ref, got):
         assert r.shape == (1, 1, H, W)
-        assert float(r.std()) > 0.01 * float(np.abs(r).max())   # depth varies: errors show
+        assert float(r.max() - r.min()) > 0.01          # depth varies: errors show
         assert max_relative_error(r, g) <= 1e-4
 
     # static graph with the metadata's names, valid per onnx.checker
@@ -119,6 +119,7 @@ def test_tiny_checkpoint_export_matches_torch_and_carries_metadata(tiny_ckpt, ti
     assert _files(out.parent) == ["tiny.onnx"]
 
 
+@pytest.mark.slow
 def test_vit_s_sized_model_exports_and_matches(tmp_path):
     """DINOv2 ViT-S (hidden 384, 12 layers, 6 heads) with a DPT head, random weights."""
     ckpt = _save_checkpoint(tmp_path / "vits", "small", seed=1)
@@ -340,3 +341,21 @@ def test_torch2trt_export_loads_in_runtime(tiny_ckpt, tmp_path):
     backend = Torch2TRTBackend(path)
     out = backend.run({"image": frames[:1]})["depth"]
     assert max_relative_error(run_torch(source.module, frames[:1])[0], out) <= 1e-2
+
+
+def test_parity_on_bag_frames_through_the_node_preprocessing(tiny_ckpt, tmp_path, capsys):
+    from depth_perception.data.synth import make_synthetic_bags
+
+    bag = make_synthetic_bags(tmp_path / "bags", frames=4, size=(168, 112),
+                              conditions=("night",), seed=2)[0]
+    out = tmp_path / "bag.onnx"
+    rc = cli_main(["export", "--checkpoint", str(tiny_ckpt), "--height", "56", "--width",
+                   "84", "--onnx", str(out), "--parity-bag", str(bag), "--parity-frames", "3"])
+    assert rc == 0, capsys.readouterr().err
+    parity = read_onnx_metadata(out).provenance["export"]["parity"]
+    assert parity["frames"] == 3 and parity["source"] == f"bag {bag}"
+    assert parity["max_rel_error"] <= 1e-4
+    missing = tmp_path / "no_bag"
+    rc = cli_main(["export", "--checkpoint", str(tiny_ckpt), "--height", "56", "--width",
+                   "84", "--onnx", str(tmp_path / "x.onnx"), "--parity-bag", str(missing)])
+    assert rc == 2 and str(missing) in capsys.readouterr().err

@@ -229,6 +229,16 @@ def test_live_parameter_changes_apply_to_next_frame(ros):
     assert flat.height == 1 and flat.is_dense
     assert np.isfinite(cloud_to_numpy(flat)).all()
 
+    # output encoding: 16UC1 millimetres, 0 where invalid (beyond max_depth)
+    node.set_parameters([Parameter("output_encoding", value="16UC1")])
+    t4 = send_until(feeder, depth_out, t3 + 1_000_000_000,
+                    predicate=lambda m: stamp_ns(m) > t3)
+    mm_msg = next(m for m in depth_out.messages if stamp_ns(m) == t4)
+    assert mm_msg.encoding == "16UC1"
+    mm = np.frombuffer(bytes(mm_msg.data), np.uint16).reshape(H, W)
+    assert mm[H // 2, 0] == pytest.approx(1000, abs=200)
+    assert (mm[:, W // 2:] == 0).all()
+
 
 def test_missing_model_fails_configure_and_stays_up(ros):
     from depth_perception.runtime.node import DepthNode

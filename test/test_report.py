@@ -164,3 +164,16 @@ def test_rep117_infinities_count_as_range_limits():
     assert m["n_valid"] == 1 and m["coverage"] == 0.5 and m["abs_rel"] == 0.0
     with pytest.raises(ValueError, match="no valid ground-truth pixel"):
         res.add_frame("m", gt, np.full((1, 2), np.nan, np.float32), "night")
+
+
+def test_absorb_append_adds_frames_of_the_same_model():
+    a = EvaluationResults()
+    a.add_frame("m", _gt(), _gt() * 1.1, "day-clear")
+    b = EvaluationResults()
+    b.add_frame("m", _gt(), _gt() * 2.0, "night")
+    b.add_frame("m", _gt(), _gt() * 2.0, "night")
+    a.absorb(b, append=True)
+    d = a.to_dict()["models"]["m"]
+    assert d["all"]["frames"] == 3
+    assert d["all"]["abs_rel"] == pytest.approx((0.1 + 1.0 + 1.0) / 3, rel=1e-5)
+    assert set(d["error_vs_distance"]) == {"day-clear", "night"}

@@ -210,3 +210,140 @@ def test_validation_export_and_checkpoint_pruning(tmp_path):
     assert exported == [tmp_path / "run" / "model"]
     assert (tmp_path / "run" / "tensorboard").is_dir()
     assert any((tmp_path / "run" / "tensorboard").iterdir())
+
+
+# -- the teacher task ------------------------------------------------------------------------
+
+def test_teacher_poses_follow_the_time_ordering_and_inversion_rule():
+    from depth_perception.train.teacher import TeacherObjective
+
+    class FixedPose(nn.Module):
+        """Says 'the later camera sits 1 m behind along z': T_later_earlier = [I | (0,0,-1)]."""
+
+        def forward(self, earlier, later):
+            self.seen = (earlier, later)
+            B = earlier.shape[0]
+            return torch.zeros(B, 1, 3), torch.tensor([0.0, 0.0, -1.0]).expand(B, 1, 3).clone()
+
+    obj = TeacherObjective(loss=None, offsets=[-1, 1])
+    target = torch.zeros(2, 3, 4, 4)
+    context = torch.stack([torch.full((2, 3, 4, 4), -1.0), torch.full((2, 3, 4, 4), 1.0)], 1)
+    net = FixedPose()
+    T, t = obj.poses(net, target, context)
+    assert T.shape == (2, 2, 4, 4) and t.shape == (2, 2, 3)
+    earlier, later = net.seen
+    # offset -1: pair (source, target); offset +1: pair (target, source)
+    assert torch.all(earlier[:2] == -1) and torch.all(later[:2] == 0)
+    assert torch.all(earlier[2:] == 0) and torch.all(later[2:] == 1)
+    # offset +1: T_src_tgt = T_later_earlier as is; offset -1: inverted
+    np.testing.assert_allclose(T[:, 1, :3, 3].numpy(), [[0, 0, -1]] * 2, atol=1e-6)
+    np.testing.assert_allclose(T[:, 0, :3, 3].numpy(), [[0, 0, 1]] * 2, atol=1e-6)
+    np.testing.assert_allclose(torch.linalg.vector_norm(t, dim=-1).numpy(), 1.0)
+    with pytest.raises(ValueError, match="offsets"):
+        TeacherObjective(loss=None, offsets=[0, 1])
+
+
+@pytest.fixture(scope="module")
+def synth_bags(tmp_path_factory):
+    from depth_perception.data.synth import make_synthetic_bags
+
+    root = tmp_path_factory.mktemp("synth")
+    train = make_synthetic_bags(root / "train", frames=12, size=(224, 70),
+                                conditions=("day-clear",), seed=0)
+    val = make_synthetic_bags(root / "val", frames=4, size=(224, 70),
+                              conditions=("day-clear",), seed=5)
+    return train, val
+
+
+def _teacher_cmd(out, bags, val, *extra):
+    return ["train", "teacher", "--config", str(REPO / "config/train/teacher_tiny.yaml"),
+            *[e for e in extra if e.startswith("--")],
+            f"output_dir={out}", f"data.bags=[{','.join(map(str, bags))}]",
+            f"data.val_bags=[{','.join(map(str, val))}]", "trainer.checkpoint_every=0",
+            "trainer.val_every=0", *[e for e in extra if not e.startswith("--")]]
+
+
+def test_teacher_command_trains_resumes_and_exports(tmp_path, synth_bags):
+    from depth_perception.cli import main
+    from depth_perception.models import load_depth_model
+
+    train, val = synth_bags
+    out = tmp_path / "run"
+    assert main(_teacher_cmd(out, train, val, "trainer.max_steps=2")) == 0
+    log = [json.loads(l) for l in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2]
+    assert all(np.isfinite(r["loss"]) and {"photometric", "smoothness", "velocity"} <= set(r["terms"])
+               for r in log)
+    assert [p.name for p in ckpt.list_checkpoints(out)] == ["step_00000002"]
+    assert "max_steps: 2" in (out / "config.yaml").read_text()
+    # the exported model is what node / evaluate / export load
+    model, meta = load_depth_model(out / "model")
+    assert meta.output_kind == "metric_depth" and meta.provenance["step"] == 2
+    with torch.no_grad():
+        depth = model(torch.zeros(1, 3, 70, 224))
+    assert depth.shape == (1, 1, 70, 224)
+    assert float(depth.min()) >= meta.min_depth and float(depth.max()) <= meta.max_depth
+    # --resume continues at step 3 from the checkpoint
+    assert main(_teacher_cmd(out, train, val, "--resume", "trainer.max_steps=3")) == 0
+    log = [json.loads(l) for l in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3]
+    assert [p.name for p in ckpt.list_checkpoints(out)] == ["step_00000002", "step_00000003"]
+
+
+def test_teacher_generates_synthetic_bags_when_none_given(tmp_path):
+    from depth_perception.cli import main
+
+    out = tmp_path / "gen"
+    rc = main(["train", "teacher", "--config", str(REPO / "config/train/teacher_tiny.yaml"),
+               f"output_dir={out}", "data.synth.frames=6", "data.synth.val_frames=3",
+               "trainer.max_steps=1", "trainer.checkpoint_every=0", "data.batch_size=2"])
+    assert rc == 0
+    assert (out / "data" / "train" / "day-clear" / "metadata.yaml").is_file()
+    assert (out / "data" / "val" / "day-clear" / "metadata.yaml").is_file()
+    assert ckpt.latest_checkpoint(out).name == "step_00000001"
+
+
+def test_teacher_bad_input_is_a_clear_error(tmp_path, capsys):
+    from depth_perception.cli import main
+
+    rc = main(["train", "teacher", "--config", str(REPO / "config/train/teacher_tiny.yaml"),
+               f"output_dir={tmp_path}", f"data.bags=[{tmp_path / 'missing_bag'}]"])
+    assert rc == 2
+    assert "missing_bag" in capsys.readouterr().err
+    rc = main(["train", "teacher", "--config", str(REPO / "config/train/teacher_tiny.yaml"),
+               f"output_dir={tmp_path}", "data.width=100"])
+    assert rc == 2
+    assert "multiples of 14" in capsys.readouterr().err
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_two_cpu_processes_write_one_checkpoint(tmp_path, synth_bags):
+    train, val = synth_bags
+    out = tmp_path / "ddp"
+    accelerate = Path(sys.executable).with_name("accelerate")
+    # accelerate's --cpu launcher needs mpirun for several processes; its torchrun launcher
+    # with trainer.cpu=true gives DDP over gloo (training/accelerate/cpu_ddp.yaml)
+    cmd = [str(accelerate), "launch", "--config_file",
+           str(REPO / "training/accelerate/cpu_ddp.yaml"), "--num_processes", "2",
+           "--main_process_port", str(_free_port()), "-m", "depth_perception.cli",
+           *_teacher_cmd(out, train, val, "trainer.max_steps=2", "data.batch_size=2",
+                         "trainer.cpu=true")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=500)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    ck = ckpt.list_checkpoints(out)
+    assert [p.name for p in ck] == ["step_00000002"]
+    # one RNG state per process, one set of weights
+    assert (ck[0] / "random_states_0.pkl").is_file() and (ck[0] / "random_states_1.pkl").is_file()
+    assert (ck[0] / "model.safetensors").is_file()
+    log = [json.loads(l) for l in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2]           # only the main process logs
+    assert "trained 2 steps" in proc.stdout
+    assert "MULTI_CPU" in proc.stderr and "2 processes" in proc.stderr

@@ -45,7 +45,12 @@ def run(args: argparse.Namespace) -> int:
         print(to_yaml(cfg), end="")
         return 0
 
+    import logging
+
     from depth_perception.train.teacher import train_teacher
+
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        logging.getLogger("accelerate").setLevel(logging.WARNING)   # per-file save messages
 
     result = train_teacher(cfg)
 

@@ -5,9 +5,13 @@ bag's ``condition`` from ``metadata.yaml`` ``custom_data``, and decodes messages
 on demand (images, camera infos, clouds, odometry, ground-truth depth). Big messages are
 read again from the storage when asked for, so memory stays flat on long bags.
 
-A damaged bag is reported with its file name. Where the storage allows it (sqlite3 rows
-before the damage, an mcap without its summary) the messages before the damage stay
-usable and :attr:`BagReader.damage` says what went wrong.
+A damaged bag is reported with its file name. Messages stored before the damage stay
+usable where the storage allows it, and :attr:`BagReader.damage` says what went wrong:
+a sqlite3 database truncated or with a damaged page gives the rows before the damage
+(a truncated file is read through an in-memory copy whose header matches the pages
+present); a storage whose reading fails part-way keeps what was indexed. An mcap file
+without its summary section (interrupted recording) cannot be opened by rosbags: the
+error names the file and the repair tools.
 """
 from __future__ import annotations
 
@@ -67,11 +71,6 @@ def _cdr_header_stamp(raw: bytes | memoryview) -> int:
     order = "<" if raw[1] == 1 else ">"  # encapsulation kind: 0x0001 CDR_LE, 0x0000 CDR_BE
     sec, nanosec = np.frombuffer(bytes(raw[4:12]), dtype=f"{order}i4,{order}u4")[0]
     return int(sec) * 1_000_000_000 + int(nanosec)
-
-
-def bag_files(path: Path) -> list[Path]:
-    """The files making up a bag directory (metadata.yaml and storage files), sorted."""
-    return sorted(p for p in Path(path).iterdir() if p.is_file())
 
 
 def read_bag_metadata(path: Path) -> dict:
@@ -323,8 +322,9 @@ class BagReader:
                 self._raw_index[topic].append(row)
         except Exception as err:
             n = sum(len(v) for v in self._bag_times.values())
-            self.damage = (f"bag {self.path}: reading stopped after {n} messages: "
-                           f"{type(err).__name__}: {err}")
+            files = ", ".join(self.metadata.get("relative_file_paths", [])) or "?"
+            self.damage = (f"bag {self.path} (storage file(s) {files}): reading stopped "
+                           f"after {n} messages: {type(err).__name__}: {err}")
             log.warning("%s; the messages before the damage stay usable", self.damage)
             if n == 0:
                 raise ValueError(f"{self.damage}; no message could be read (the file is "
@@ -334,6 +334,7 @@ class BagReader:
             self._raw_index = {t: [] for t in present}
             for k, r in enumerate(self._salvaged):
                 self._raw_index[r[0]].append(k)
+        self._sorted_stamps: dict[str, np.ndarray] = {}
         # stable order by header stamp (bags are ordered by receive time)
         self._order: dict[str, np.ndarray] = {
             topic: np.argsort(np.asarray(stamps, dtype=np.int64), kind="stable")
@@ -368,7 +369,11 @@ class BagReader:
     def stamps(self, key: str) -> np.ndarray:
         """[N] int64 header stamps (ns) of a topic, sorted; index i matches ``*(i)``."""
         topic = self.require(key)
-        return np.asarray(self._stamps[topic], dtype=np.int64)[self._order[topic]]
+        if topic not in self._sorted_stamps:
+            stamps = np.asarray(self._stamps[topic], dtype=np.int64)[self._order[topic]]
+            stamps.flags.writeable = False
+            self._sorted_stamps[topic] = stamps
+        return self._sorted_stamps[topic]
 
     def nearest(self, key: str, stamp_ns: int) -> tuple[int, int]:
         """(index, |dt| ns) of the message of ``key`` nearest in time to ``stamp_ns``."""

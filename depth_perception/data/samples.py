@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -128,6 +129,8 @@ class BagSequence:
         self.path = Path(path)
         self.reader = BagReader(self.path, cfg.topics)
         self.decode_count = 0
+        self._recent: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._recent_size = 2 * max((abs(o) for o in self.config.offsets), default=0) + 2
         self._cache = cache.view(self.path, cfg.frame_settings()) if cache is not None else None
         # 1. camera
         self.reader.require("image")
@@ -258,8 +261,20 @@ class BagSequence:
         return self._prepare(rgb)
 
     def frame(self, i: int) -> np.ndarray:
-        """[H,W,3] uint8 RGB of image index ``i`` at the output size."""
-        return self._cached(f"image_{i}", lambda: self._decode_image(i))
+        """[H,W,3] uint8 RGB of image index ``i`` at the output size (a fresh copy).
+
+        The last few frames stay in memory: in sequential order every frame serves as
+        target and as neighbour but is decoded (or read from the cache) once.
+        """
+        hit = self._recent.get(i)
+        if hit is None:
+            hit = self._cached(f"image_{i}", lambda: self._decode_image(i))
+            self._recent[i] = hit
+            if len(self._recent) > self._recent_size:
+                self._recent.popitem(last=False)
+        else:
+            self._recent.move_to_end(i)
+        return hit.copy()
 
     def lidar_depth(self, i: int) -> np.ndarray | None:
         """[H,W] float32 sparse depth at image ``i``, NaN where no return; None without LiDAR."""

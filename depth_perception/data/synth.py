@@ -204,12 +204,14 @@ def write_synthetic_bags(street: SyntheticStreet, targets: dict[str, Path],
     }
 
     # 1. Writers into hidden temporary folders beside the final ones.
-    temps = {c: p.parent / f".{p.name}.partial-{os.getpid()}" for c, p in targets.items()}
+    #    (bag folders keep their final names, which rosbags gives the storage files)
+    temps = {c: p.parent / f".synth-partial-{os.getpid()}" / p.name for c, p in targets.items()}
     writers, connections = {}, {}
     try:
         for condition, tmp in temps.items():
             if tmp.exists():
                 shutil.rmtree(tmp)
+            tmp.parent.mkdir(parents=True, exist_ok=True)
             writer = Writer(tmp, version=9, storage_plugin=plugin)
             writer.set_custom_data("condition", condition)
             for key, value in custom.items():
@@ -293,6 +295,10 @@ def write_synthetic_bags(street: SyntheticStreet, targets: dict[str, Path],
         for tmp in temps.values():
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
+            try:
+                tmp.parent.rmdir()  # the partial folder, once empty
+            except OSError:
+                pass
     timing["total"] = time.perf_counter() - start
     return timing
 

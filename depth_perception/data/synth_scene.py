@@ -28,8 +28,14 @@ Conditions share geometry and trajectory and differ only in shading:
 * ``snow``: overcast, white ground cover away from the wheel tracks, falling flakes.
 
 The vehicle (``base_link`` on the road under the rear axle) drives along +x at about
-``speed`` m/s in the right lane, weaving gently: y(t) = lane_y + a sin(w t), heading
-along the velocity (yaw = atan(a w cos(w t) / v), a few degrees).
+``speed`` m/s in the right lane, weaving gently: y = lane_y + a sin(2 pi x / L),
+heading along the path (yaw = atan(dy/dx), a couple of degrees). The camera is 1.5 m
+above the road looking forward, the LiDAR 1.8 m up, both on ``base_link``.
+
+Camera appearance: texture patterns are box-filtered over each pixel's footprint, so
+one sample per pixel suffices inside surfaces; pixels on silhouettes (a neighbour sees
+another surface) are supersampled on a sub-pixel grid. Ground-truth depth is the
+z-depth at the pixel centre.
 """
 from __future__ import annotations
 
@@ -76,10 +82,10 @@ class SynthConfig:
     frame_rate: float = 10.0
     speed: float = 10.0
     lane_y: float = -LANE_WIDTH / 2
-    sway_amplitude: float = 0.4
-    sway_period: float = 6.0
+    sway_amplitude: float = 0.4  # lateral weave in the lane (m)
+    sway_wavelength: float = 60.0  # m driven per weave (6 s at 10 m/s)
     focal_factor: float = 0.58
-    supersample: int = 2  # appearance samples per pixel along each axis
+    supersample: int = 2  # sub-pixel samples per axis on silhouette pixels
     camera_xyz: tuple[float, float, float] = (1.5, 0.0, 1.5)  # base_link -> camera
     lidar_xyz: tuple[float, float, float] = (0.8, 0.0, 1.8)  # base_link -> lidar
     lidar_time_offset: float = 0.004  # s, LiDAR clock vs camera clock
@@ -99,6 +105,8 @@ class SynthConfig:
         if self.frame_rate <= 0 or self.speed < 0:
             raise ValueError(f"frame_rate must be > 0 and speed >= 0, got "
                              f"{self.frame_rate} and {self.speed}")
+        if self.sway_wavelength <= 0:
+            raise ValueError(f"sway_wavelength must be > 0, got {self.sway_wavelength}")
         if self.supersample < 1:
             raise ValueError(f"supersample must be >= 1, got {self.supersample}")
         if self.lidar_beams < 1 or self.lidar_azimuth_step <= 0:
@@ -231,21 +239,26 @@ def periodic_coverage(x: np.ndarray, period, lo, hi, footprint: np.ndarray) -> n
 # --------------------------------------------------------------------------------------
 
 class Trajectory:
-    """Closed-form vehicle motion: x = v t, y = lane_y + a sin(w t), heading along velocity."""
+    """Closed-form vehicle motion along +x, weaving gently in its lane.
+
+    x = v t, y = lane_y + a sin(k x) with k = 2 pi / wavelength, heading along the path
+    (yaw = atan(a k cos(k x))). The weave is a function of the distance driven, so a
+    vehicle with speed 0 stands still.
+    """
 
     def __init__(self, config: SynthConfig):
         self.speed = float(config.speed)
         self.lane_y = float(config.lane_y)
         self.amplitude = float(config.sway_amplitude)
-        self.omega = 2.0 * math.pi / float(config.sway_period)
+        self.k = 2.0 * math.pi / float(config.sway_wavelength)
 
     def position(self, t: float) -> np.ndarray:
         """[3] base_link origin in odom at time t (seconds from the first frame)."""
-        return np.array([self.speed * t, self.lane_y + self.amplitude * math.sin(self.omega * t),
-                         0.0])
+        x = self.speed * t
+        return np.array([x, self.lane_y + self.amplitude * math.sin(self.k * x), 0.0])
 
     def yaw(self, t: float) -> float:
-        return math.atan2(self.amplitude * self.omega * math.cos(self.omega * t), self.speed)
+        return math.atan(self.amplitude * self.k * math.cos(self.k * self.speed * t))
 
     def T_odom_base(self, t: float) -> np.ndarray:
         """[4,4] base_link -> odom (X_odom = T @ X_base)."""
@@ -253,11 +266,11 @@ class Trajectory:
 
     def twist(self, t: float) -> tuple[float, float]:
         """(forward speed m/s, yaw rate rad/s) in base_link at time t."""
-        vy = self.amplitude * self.omega * math.cos(self.omega * t)
-        ay = -self.amplitude * self.omega ** 2 * math.sin(self.omega * t)
-        speed = math.hypot(self.speed, vy)
-        # d/dt atan2(vy, vx) with vx constant = vx * ay / (vx^2 + vy^2)
-        yaw_rate = self.speed * ay / (speed * speed) if speed > 0 else 0.0
+        x = self.speed * t
+        slope = self.amplitude * self.k * math.cos(self.k * x)  # dy/dx
+        curvature = -self.amplitude * self.k ** 2 * math.sin(self.k * x)  # d(slope)/dx
+        speed = self.speed * math.sqrt(1.0 + slope * slope)
+        yaw_rate = curvature * self.speed / (1.0 + slope * slope)
         return speed, yaw_rate
 
 
@@ -430,26 +443,28 @@ class Hits:
 
 
 def raycast(origin: np.ndarray, dirs: np.ndarray, lo: np.ndarray, hi: np.ndarray,
-            ground_x: tuple[float, float], t_max: float = np.inf,
-            near: float = 1e-3, windows: np.ndarray | None = None) -> Hits:
+            ground_x: tuple[float, float], t_max: float = np.inf, near: float = 1e-3,
+            pixels: tuple[np.ndarray, np.ndarray] | None = None,
+            windows: np.ndarray | None = None) -> Hits:
     """Intersect rays with the ground plane z = 0 and axis-aligned boxes.
 
-    origin: [3] (outside every box, above the ground); dirs: [R,C,3] grid of ray
-    directions (or [N,3]; any length: t is measured in units of the direction vector);
-    lo, hi: [B,3] box corners (only boxes that can be hit need to be passed); windows:
-    optional [B,4] int (row0, row1, col0, col1) grid window outside which box b cannot
-    be hit (see :func:`box_windows`). Ground hits with x outside ``ground_x`` are
-    dropped (the world ends there). Returns flat (row-major) hit records.
+    origin: [3] (outside every box, above the ground); dirs: [N,3] ray directions (any
+    length: t is measured in units of the direction vector); lo, hi: [B,3] box corners
+    (only boxes that can be hit need to be passed). Ground hits with x outside
+    ``ground_x`` are dropped (the world ends there).
+
+    Culling (optional): ``pixels`` = ([N] row, [N] col) image pixel of each ray, sorted
+    by row, and ``windows`` [B,4] (row0, row1, col0, col1) from :func:`box_windows`:
+    box b is only tested against rays whose pixel lies in its window.
     """
     origin = np.asarray(origin, dtype=np.float64)
     dirs = np.asarray(dirs, dtype=np.float64)
-    grid = dirs if dirs.ndim == 3 else dirs[None]
-    rows, cols = grid.shape[:2]
-    comp = [np.ascontiguousarray(grid[..., k]) for k in range(3)]  # structure of arrays
+    n = len(dirs)
+    comp = [np.ascontiguousarray(dirs[:, k]) for k in range(3)]  # structure of arrays
     with np.errstate(divide="ignore"):
         inv = [1.0 / c for c in comp]
-    best_t = np.full((rows, cols), np.inf)
-    best_obj = np.full((rows, cols), SKY, dtype=np.int64)
+    best_t = np.full(n, np.inf)
+    best_obj = np.full(n, SKY, dtype=np.int64)
 
     # 1. Ground plane z = 0 (hit from above).
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -460,41 +475,49 @@ def raycast(origin: np.ndarray, dirs: np.ndarray, lo: np.ndarray, hi: np.ndarray
     best_t[ground] = tg[ground]
     best_obj[ground] = GROUND
 
-    # 2. Boxes, slab method on the box's window of the grid, keeping the nearest entry.
-    if windows is None:
-        windows = np.tile(np.array([0, rows, 0, cols]), (len(lo), 1))
+    # 2. Boxes, slab method on the rays of the box's window, keeping the nearest entry.
+    rows, cols = pixels if pixels is not None else (None, None)
     for b in range(len(lo)):
-        r0, r1, c0, c1 = (int(w) for w in windows[b])
-        if r1 <= r0 or c1 <= c0:
-            continue
-        win = (slice(r0, r1), slice(c0, c1))
+        if windows is not None and rows is not None:
+            r0, r1, c0, c1 = (int(w) for w in windows[b])
+            if r1 <= r0 or c1 <= c0:
+                continue
+            a, z = np.searchsorted(rows, [r0, r1])
+            cc = cols[a:z]
+            sel = np.nonzero((cc >= c0) & (cc < c1))[0] + a
+            if len(sel) == 0:
+                continue
+            inv_b = [v[sel] for v in inv]
+        else:
+            sel = slice(None)
+            inv_b = inv
         with np.errstate(invalid="ignore"):
-            t_near = np.full((r1 - r0, c1 - c0), -np.inf)
-            t_far = np.full((r1 - r0, c1 - c0), np.inf)
+            t_near = np.full(len(inv_b[0]), -np.inf)
+            t_far = np.full(len(inv_b[0]), np.inf)
             for k in range(3):
-                ta = (lo[b, k] - origin[k]) * inv[k][win]
-                tb = (hi[b, k] - origin[k]) * inv[k][win]
+                ta = (lo[b, k] - origin[k]) * inv_b[k]
+                tb = (hi[b, k] - origin[k]) * inv_b[k]
                 np.maximum(t_near, np.minimum(ta, tb), out=t_near)
                 np.minimum(t_far, np.maximum(ta, tb), out=t_far)
-            bt = best_t[win]
-            hit = (t_near <= t_far) & (t_near > near) & (t_near < bt) & (t_near < t_max)
-        bt[hit] = t_near[hit]
-        best_obj[win][hit] = b
+            hit = (t_near <= t_far) & (t_near > near) & (t_near < best_t[sel]) \
+                & (t_near < t_max)
+        if isinstance(sel, slice):
+            best_t[hit] = t_near[hit]
+            best_obj[hit] = b
+        else:
+            best_t[sel[hit]] = t_near[hit]
+            best_obj[sel[hit]] = b
 
     # 3. Hit records: face normal, local coordinates.
-    best_t = best_t.ravel()
-    best_obj = best_obj.ravel()
-    flat = grid.reshape(-1, 3)
-    n = len(best_t)
     axis = np.full(n, 2, dtype=np.int64)
     sign = np.ones(n)
-    point = origin + np.where(np.isfinite(best_t), best_t, 0.0)[:, None] * flat
+    point = origin + np.where(np.isfinite(best_t), best_t, 0.0)[:, None] * dirs
     local = point.copy()
     on_box = np.nonzero(best_obj >= 0)[0]
     if len(on_box):
         ob = best_obj[on_box]
         b_lo, b_hi = lo[ob], hi[ob]
-        d = flat[on_box]
+        d = dirs[on_box]
         # The entry face is the slab whose entry distance is largest.
         with np.errstate(invalid="ignore", divide="ignore"):
             t_enter = np.minimum((b_lo - origin) / d, (b_hi - origin) / d)
@@ -580,8 +603,9 @@ def texture_footprint(hits: Hits, dirs: np.ndarray, d_u: np.ndarray,
 
 @dataclass
 class Surface:
-    """Per-ray material: albedo [N,3] linear, emission at night [N,3], wetness [N]
-    (how much the surface turns into a mirror in rain), window [N] (glass coverage)."""
+    """Per-ray material: albedo [N,3] linear, emission at night [N,3] (lit windows,
+    lamps, headlights of oncoming cars), wetness [N] (how much the surface darkens and
+    mirrors the sky in rain), snow_cover [N] (fraction under snow)."""
 
     albedo: np.ndarray
     night_emission: np.ndarray
@@ -589,8 +613,8 @@ class Surface:
     snow_cover: np.ndarray
 
 
-def surface_materials(scene: Scene, hits: Hits, fp_s: np.ndarray, fp_q: np.ndarray,
-                      t: float) -> Surface:
+def surface_materials(scene: Scene, hits: Hits, fp_s: np.ndarray,
+                      fp_q: np.ndarray) -> Surface:
     """Evaluate the procedural textures at the hit points (sky rows stay zero)."""
     n = len(hits.t)
     albedo = np.zeros((n, 3))
@@ -746,9 +770,12 @@ def surface_materials(scene: Scene, hits: Hits, fp_s: np.ndarray, fp_q: np.ndarr
 class CameraGeometry:
     """What the camera sees at one frame, shared by every condition.
 
-    depth: [H,W] float32 z-depth (NaN sky); hits: per-pixel hit records (row-major);
-    surface: materials; dirs: [H*W,3] odom ray directions (z-depth units);
-    T_odom_camera: [4,4]; frame, time (s since the first frame).
+    depth: [H,W] float32 z-depth at the pixel centres (NaN sky).
+    Appearance samples (S of them): pixel-centre samples of the pixels away from
+    silhouettes, then ``supersample**2`` sub-pixel samples of each silhouette pixel.
+    hits / surface / dirs ([S,3] odom ray directions, z-depth units) describe them;
+    ``centre_pixels`` [S0] and ``edge_pixels`` [E] are flat pixel indices
+    (S = S0 + E * supersample**2). T_odom_camera, T_odom_base: [4,4].
     """
 
     frame: int
@@ -759,7 +786,30 @@ class CameraGeometry:
     dirs: np.ndarray
     T_odom_camera: np.ndarray
     T_odom_base: np.ndarray
-    supersample: int = 1
+    centre_pixels: np.ndarray
+    edge_pixels: np.ndarray
+    samples_per_edge_pixel: int = 1
+
+    @cached_property
+    def normals(self) -> np.ndarray:
+        """[S,3] unit surface normals (zero for sky)."""
+        return self.hits.normal
+
+    @cached_property
+    def distance(self) -> np.ndarray:
+        """[S] metres from the camera centre to the hit (inf for sky)."""
+        return np.where(self.hits.obj == SKY, np.inf,
+                        self.hits.t * np.linalg.norm(self.dirs, axis=1))
+
+    def assemble(self, radiance: np.ndarray, height: int, width: int) -> np.ndarray:
+        """[S,3] per-sample values -> [H,W,3] pixels (sub-samples averaged)."""
+        img = np.zeros((height * width, radiance.shape[1]), dtype=radiance.dtype)
+        n0 = len(self.centre_pixels)
+        img[self.centre_pixels] = radiance[:n0]
+        if len(self.edge_pixels):
+            img[self.edge_pixels] = radiance[n0:].reshape(
+                len(self.edge_pixels), self.samples_per_edge_pixel, -1).mean(axis=1)
+        return img.reshape(height, width, -1)
 
 
 @dataclass
@@ -826,20 +876,23 @@ class SyntheticStreet:
         idx = np.nonzero(keep)[0]
         return idx, lo[idx], hi[idx]
 
-    def _cast(self, t: float, T: np.ndarray, K: Intrinsics):
-        """Ray-cast one grid of pixel-centre rays with intrinsics K -> (hits, [N,3] dirs)."""
+    def _cast(self, t: float, T: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+              du: np.ndarray | float = 0.0, dv: np.ndarray | float = 0.0):
+        """Ray-cast camera rays through pixels (rows, cols) + sub-pixel offsets (du, dv).
+
+        rows must be sorted. Returns (hits, [N,3] odom directions with unit optical z).
+        """
+        K = self.intrinsics
         R, origin = T[:3, :3], T[:3, 3]
         # Rays with unit z in the optical frame: t along the ray = z-depth.
-        u = (np.arange(K.width, dtype=np.float64) - K.cx) / K.fx
-        v = (np.arange(K.height, dtype=np.float64) - K.cy) / K.fy
-        uu, vv = np.meshgrid(u, v)
-        d_cam = np.stack([uu.ravel(), vv.ravel(), np.ones(uu.size)], axis=1)  # [H*W,3]
+        d_cam = np.stack([(cols + du - K.cx) / K.fx, (rows + dv - K.cy) / K.fy,
+                          np.ones(len(rows))], axis=1)
         dirs = d_cam @ R.T
-        # Boxes ahead of the camera, each tested only inside its image window.
+        # Boxes ahead of the camera, each tested only against rays in its image window.
         x0 = origin[0]
         idx, lo, hi = self._candidate_boxes(t, x0 - 15.0, x0 + self.config.ground_extent)
         windows = box_windows(lo, hi, T, K)
-        hits = raycast(origin, dirs.reshape(K.height, K.width, 3), lo, hi, self._ground_x,
+        hits = raycast(origin, dirs, lo, hi, self._ground_x, pixels=(rows, cols),
                        windows=windows)
         hits.obj = np.where(hits.obj >= 0, idx[np.maximum(hits.obj, 0)], hits.obj)
         return hits, dirs
@@ -847,8 +900,10 @@ class SyntheticStreet:
     def geometry(self, frame: int) -> CameraGeometry:
         """Ray-cast the camera at ``frame`` (cached for the last frame).
 
-        Depth is cast through the pixel centres; appearance through a
-        ``supersample x supersample`` sub-pixel grid (averaged when shading), so object
+        Depth is cast through the pixel centres. Texture patterns are box-filtered
+        analytically, so one appearance sample per pixel suffices except on silhouettes
+        (where the surface changes between neighbouring pixels): those pixels get a
+        ``supersample x supersample`` sub-pixel grid, averaged when shading, so object
         edges are anti-aliased and resample consistently between frames.
         """
         if self._cache is not None and self._cache.frame == frame:
@@ -857,23 +912,49 @@ class SyntheticStreet:
             raise ValueError(f"frame must be >= 0, got {frame}")
         t = self.frame_time(frame)
         K = self.intrinsics
+        H, W = K.height, K.width
         T_odom_base = self.trajectory.T_odom_base(t)
         T = T_odom_base @ self.T_base_camera
-        # 1. Ground-truth z-depth at the pixel centres.
+        # 1. Pixel centres: ground-truth z-depth.
+        rows, cols = np.divmod(np.arange(H * W), W)
+        hits, dirs = self._cast(t, T, rows, cols)
+        depth = np.where(hits.obj == SKY, np.nan, hits.t).reshape(H, W)
+        # 2. Silhouette pixels: a 4-neighbour sees another surface (object or face).
+        key = (hits.obj * 8 + hits.axis * 2 + (hits.sign > 0)).reshape(H, W)
+        edge = np.zeros((H, W), dtype=bool)
+        dx = key[:, 1:] != key[:, :-1]
+        dy = key[1:, :] != key[:-1, :]
+        edge[:, 1:] |= dx
+        edge[:, :-1] |= dx
+        edge[1:, :] |= dy
+        edge[:-1, :] |= dy
         ss = self.config.supersample
-        centre_hits, dirs = self._cast(t, T, K)
-        depth = np.where(centre_hits.obj == SKY, np.nan, centre_hits.t).reshape(K.height,
-                                                                                K.width)
-        # 2. Appearance samples on the sub-pixel grid (same pixel-centre convention).
-        K_ss = K.resized(K.width * ss, K.height * ss) if ss > 1 else K
-        hits, dirs = self._cast(t, T, K_ss) if ss > 1 else (centre_hits, dirs)
-        # 3. Footprints (of one output pixel) and materials.
+        if ss == 1:
+            edge[:] = False
+        edge_pixels = np.flatnonzero(edge)
+        centre_pixels = np.flatnonzero(~edge)
+        # 3. Sub-pixel samples of the silhouette pixels (pixel-centre convention:
+        #    offsets (i + 0.5) / ss - 0.5).
+        if len(edge_pixels):
+            offsets = (np.arange(ss) + 0.5) / ss - 0.5
+            ov, ou = (o.ravel() for o in np.meshgrid(offsets, offsets, indexing="ij"))
+            n_sub = ss * ss
+            e_rows = np.repeat(rows[edge_pixels], n_sub)
+            e_cols = np.repeat(cols[edge_pixels], n_sub)
+            sub_hits, sub_dirs = self._cast(t, T, e_rows, e_cols, np.tile(ou, len(edge_pixels)),
+                                            np.tile(ov, len(edge_pixels)))
+            hits = _concat(_subset(hits, centre_pixels), sub_hits)
+            dirs = np.concatenate([dirs[centre_pixels], sub_dirs])
+        else:
+            n_sub = 1
+        # 4. Footprints (of one output pixel) and materials.
         R = T[:3, :3]
         fp_s, fp_q = texture_footprint(hits, dirs, R[:, 0] / K.fx, R[:, 1] / K.fy)
-        surface = surface_materials(self.scene, hits, fp_s, fp_q, t)
+        surface = surface_materials(self.scene, hits, fp_s, fp_q)
         geom = CameraGeometry(frame=frame, time=t, depth=depth.astype(np.float32),
                               hits=hits, surface=surface, dirs=dirs, T_odom_camera=T,
-                              T_odom_base=T_odom_base, supersample=ss)
+                              T_odom_base=T_odom_base, centre_pixels=centre_pixels,
+                              edge_pixels=edge_pixels, samples_per_edge_pixel=n_sub)
         self._cache = geom
         return geom
 
@@ -919,16 +1000,23 @@ class SyntheticStreet:
         ok = (hits.obj != SKY) & (hits.t >= self.config.lidar_min_range) & (hits.t <= reach)
         sub = _subset(hits, ok)
         footprint = np.full(len(sub.t), 0.05)
-        surface = surface_materials(self.scene, sub, footprint, footprint, t)
+        surface = surface_materials(self.scene, sub, footprint, footprint)
         reflectivity = surface.albedo @ np.array([0.2126, 0.7152, 0.0722])
         points = d_lidar[ok] * sub.t[:, None]
         intensity = np.clip(reflectivity / 0.8, 0.0, 1.0) * 255.0
         return np.concatenate([points, intensity[:, None]], axis=1).astype(np.float32)
 
 
-def _subset(hits: Hits, mask: np.ndarray) -> Hits:
-    return Hits(**{name: getattr(hits, name)[mask] for name in
-                   ("t", "obj", "axis", "sign", "point", "local", "s", "q")})
+_HIT_FIELDS = ("t", "obj", "axis", "sign", "point", "local", "s", "q")
+
+
+def _subset(hits: Hits, index: np.ndarray) -> Hits:
+    return Hits(**{name: getattr(hits, name)[index] for name in _HIT_FIELDS})
+
+
+def _concat(a: Hits, b: Hits) -> Hits:
+    return Hits(**{name: np.concatenate([getattr(a, name), getattr(b, name)])
+                   for name in _HIT_FIELDS})
 
 
 # --------------------------------------------------------------------------------------
@@ -973,9 +1061,8 @@ def shade(street: SyntheticStreet, geom: CameraGeometry, condition: str) -> np.n
     hits, surf, dirs = geom.hits, geom.surface, geom.dirs
     sky = hits.obj == SKY
     solid = ~sky
-    normals = hits.normal
-    albedo = surf.albedo.copy()
-    distance = np.where(solid, hits.t * np.linalg.norm(dirs, axis=1), np.inf)
+    normals = geom.normals
+    albedo = surf.albedo
     rng = _condition_rng(street, geom.frame, condition)
     out = np.zeros_like(albedo)
 
@@ -987,46 +1074,49 @@ def shade(street: SyntheticStreet, geom: CameraGeometry, condition: str) -> np.n
         irradiance = ambient[None, :] + sun[None, :] * lambert[:, None]
         out = albedo * irradiance
         out[sky] = _sky(dirs[sky], np.array([0.18, 0.32, 0.65]), np.array([0.62, 0.70, 0.80]))
-        img = _downsample(out, K, geom.supersample)
+        img = geom.assemble(out, K.height, K.width)
 
     elif condition == "night":
         # 1. Dim moonlight + city glow.
-        ambient = np.array([0.006, 0.007, 0.010])
+        ambient = np.array([0.002, 0.0025, 0.004])
         irradiance = np.repeat(ambient[None, :], len(albedo), axis=0)
         # 2. Headlights: two cones forward from the vehicle front.
+        solid_idx = np.nonzero(solid)[0]
+        points, solid_normals = hits.point[solid_idx], normals[solid_idx]
+        lit = np.zeros((len(solid_idx), 3))
         T_base = geom.T_odom_base
         forward = T_base[:3, :3] @ np.array([1.0, 0.0, -0.04])
         forward /= np.linalg.norm(forward)
         head = np.array([0.95, 0.95, 0.90]) * 14.0
         for y_off in (-0.75, 0.75):
             pos = T_base[:3, :3] @ np.array([3.7, y_off, 0.65]) + T_base[:3, 3]
-            e = _point_light(hits.point[solid], normals[solid], pos, forward,
+            e = _point_light(points, solid_normals, pos, forward,
                              cos_inner=math.cos(math.radians(12.0)),
                              cos_outer=math.cos(math.radians(30.0)))
-            irradiance[solid] += e[:, None] * head[None, :]
+            lit += e[:, None] * head[None, :]
         # 3. Street lights: sodium-like pools under each lamp head.
         lamp_colour = np.array([1.0, 0.78, 0.45]) * 40.0
         down = np.array([0.0, 0.0, -1.0])
         cam = geom.T_odom_camera[:3, 3]
         lamps = street.scene.lamps
         ahead = np.nonzero((lamps[:, 0] > cam[0] - 25.0) & (lamps[:, 0] < cam[0] + 150.0))[0]
-        solid_idx = np.nonzero(solid)[0]
-        px = hits.point[solid_idx, 0]
+        px = points[:, 0]
         # A lamp 6.7 m up with a 70 deg cone lights a pool of radius < 20 m.
         for j in ahead:
-            pool = solid_idx[np.abs(px - lamps[j, 0]) < 20.0]
-            e = _point_light(hits.point[pool], normals[pool], lamps[j], down,
+            pool = np.nonzero(np.abs(px - lamps[j, 0]) < 20.0)[0]
+            e = _point_light(points[pool], solid_normals[pool], lamps[j], down,
                              cos_inner=math.cos(math.radians(35.0)),
                              cos_outer=math.cos(math.radians(70.0)))
-            irradiance[pool] += e[:, None] * lamp_colour[None, :]
+            lit[pool] += e[:, None] * lamp_colour[None, :]
+        irradiance[solid_idx] += lit
         out = albedo * irradiance + surf.night_emission
-        out[sky] = _sky(dirs[sky], np.array([0.004, 0.005, 0.010]),
-                        np.array([0.030, 0.022, 0.018]))
-        img = _downsample(out, K, geom.supersample)
+        out[sky] = _sky(dirs[sky], np.array([0.0015, 0.0018, 0.0035]),
+                        np.array([0.010, 0.008, 0.006]))
+        img = geom.assemble(out, K.height, K.width)
         # 4. Sensor: high gain -> shot + read noise, slight glow around bright lights.
         glow = cv2.GaussianBlur(np.clip(img - 0.8, 0.0, None).astype(np.float32), (0, 0), 3.0)
         img = img + 0.5 * glow
-        gain = 2.0
+        gain = 1.5
         img = img * gain
         noise_sigma = np.sqrt(0.0004 * np.clip(img, 0.0, None) + 0.004 ** 2)
         img = img + noise_sigma * rng.standard_normal(img.shape)
@@ -1051,9 +1141,9 @@ def shade(street: SyntheticStreet, geom: CameraGeometry, condition: str) -> np.n
         out = out * (1.0 - reflect[:, None]) + reflect[:, None] * sky_horizon[None, :]
         out[sky] = _sky(dirs[sky], sky_top, sky_horizon)
         # 3. Fog: contrast falls with distance.
-        transmission = np.exp(-np.where(np.isfinite(distance), distance, 1e6) / 70.0)
+        transmission = np.exp(-np.where(np.isfinite(geom.distance), geom.distance, 1e6) / 70.0)
         out = out * transmission[:, None] + sky_horizon[None, :] * (1.0 - transmission[:, None])
-        img = _downsample(out, K, geom.supersample)
+        img = geom.assemble(out, K.height, K.width)
         # 4. Streaks: sparse drops smeared along the fall direction, then lens blur.
         img = img + 0.35 * _streaks(rng, K.height, K.width, density=1.0 / 120.0,
                                     length=max(5, K.height // 12), angle_deg=75.0)[..., None]
@@ -1070,9 +1160,9 @@ def shade(street: SyntheticStreet, geom: CameraGeometry, condition: str) -> np.n
         out = snowy * (ambient[None, :] + sun[None, :] * lambert[:, None])
         horizon = np.array([0.70, 0.72, 0.75])
         out[sky] = _sky(dirs[sky], np.array([0.55, 0.57, 0.60]), horizon)
-        transmission = np.exp(-np.where(np.isfinite(distance), distance, 1e6) / 90.0)
+        transmission = np.exp(-np.where(np.isfinite(geom.distance), geom.distance, 1e6) / 90.0)
         out = out * transmission[:, None] + horizon[None, :] * (1.0 - transmission[:, None])
-        img = _downsample(out, K, geom.supersample)
+        img = geom.assemble(out, K.height, K.width)
         img = img + 0.6 * _streaks(rng, K.height, K.width, density=1.0 / 300.0,
                                    length=3, angle_deg=80.0)[..., None]
         img = img + 0.006 * rng.standard_normal(img.shape)
@@ -1080,16 +1170,6 @@ def shade(street: SyntheticStreet, geom: CameraGeometry, condition: str) -> np.n
     # Display transform: linear -> sRGB-like gamma, 8 bit.
     img = np.clip(img, 0.0, 1.0) ** (1.0 / 2.2)
     return np.round(img * 255.0).astype(np.uint8)
-
-
-def _downsample(radiance: np.ndarray, K: Intrinsics, ss: int) -> np.ndarray:
-    """[(H*ss)*(W*ss),3] linear radiance -> [H,W,3] pixel averages (box filter)."""
-    import cv2
-
-    img = radiance.reshape(K.height * ss, K.width * ss, 3)
-    if ss == 1:
-        return img
-    return cv2.resize(img, (K.width, K.height), interpolation=cv2.INTER_AREA)
 
 
 def _streaks(rng, height: int, width: int, density: float, length: int,

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from depth_perception.evaluation.ground_truth import (StampMatcher, camera_from_lidar,
-                                                       project_lidar)
+                                                       parse_reference, project_lidar)
 from depth_perception.evaluation.report import EvaluationResults, write_report
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,8 @@ PARAMETERS = (
                              "(LiDAR: nearest scan within it, as the offline samples)"),
     ("dense_tolerance", 0.005, "largest |stamp difference| between depth and a dense "
                                "reference image [s] (same stamps expected)"),
+    ("reliable_inputs", False, "subscribe to the LiDAR/reference reliably (replays and "
+                               "recorded bags) instead of best effort (live sensors)"),
     ("camera_frame", "", "optical frame of the depth images (default: their frame_id)"),
     ("world_frame", "odom", "fixed frame for LiDAR motion compensation"),
     ("motion_compensation", True, "move each scan to the image time through odometry/TF"),
@@ -64,6 +66,7 @@ def _stamp_ns(stamp) -> int:
 
 
 def _make_node_class():
+    from rcl_interfaces.msg import ParameterDescriptor
     from rclpy.node import Node
     from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
                            qos_profile_sensor_data)
@@ -78,8 +81,8 @@ def _make_node_class():
         def __init__(self, **kwargs):
             super().__init__(NODE_NAME, **kwargs)
             for name, default, description in PARAMETERS:
-                from rcl_interfaces.msg import ParameterDescriptor
-                self.declare_parameter(name, default, ParameterDescriptor(description=description))
+                self.declare_parameter(name, default, ParameterDescriptor(
+                    description=description, read_only=True))
             p = {name: self.get_parameter(name).value for name, _, _ in PARAMETERS}
             self.condition = str(p["condition"])
             self.model_name = str(p["model_name"])
@@ -90,11 +93,15 @@ def _make_node_class():
                 raise ValueError(f"{NODE_NAME}: parameter reference must be 'lidar' or "
                                  f"'topic', got '{p['reference']}'")
             self.use_lidar = p["reference"] == "lidar"
+            # the same reference label as the offline tool, so reports merge
+            spec = (parse_reference("lidar", self.resolve_topic_name("lidar")) if self.use_lidar
+                    else parse_reference(self.resolve_topic_name("reference_depth")))
             self.results = EvaluationResults(
                 float(p["min_depth"]), float(p["max_depth"]), bool(p["median_scaling"]),
-                p["align"] or None, reference="lidar" if self.use_lidar else "depth topic")
+                p["align"] or None, reference=spec.label)
             self.lock = threading.RLock()
             self.frames_scored = 0
+            self.frames_received = 0
             self.frames_failed = 0
             self.report_paths = None
             self.scored = threading.Event()          # set after each scored frame
@@ -126,15 +133,14 @@ def _make_node_class():
             self.create_subscription(Image, "depth", self._on_depth, reliable)
             self.create_subscription(CameraInfo, "depth/camera_info", self._on_info, reliable)
             self.create_subscription(Image, "image", self._on_image, qos_profile_sensor_data)
+            ref_qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE
+                                 if p["reliable_inputs"] else ReliabilityPolicy.BEST_EFFORT)
             if self.use_lidar:
-                self.create_subscription(PointCloud2, "lidar", self._on_lidar,
-                                         QoSProfile(depth=20, reliability=ReliabilityPolicy.BEST_EFFORT))
+                self.create_subscription(PointCloud2, "lidar", self._on_lidar, ref_qos)
                 if self.T_cam_lidar is None:
                     self._setup_tf(p, QoSProfile, DurabilityPolicy, ReliabilityPolicy)
             else:
-                self.create_subscription(Image, "reference_depth", self._on_reference,
-                                         QoSProfile(depth=50,
-                                                    reliability=ReliabilityPolicy.BEST_EFFORT))
+                self.create_subscription(Image, "reference_depth", self._on_reference, ref_qos)
             self.create_subscription(Empty, "~/write_report", lambda _: self.write_report(), 1)
             self.get_logger().info(
                 f"scoring 'depth' against {'LiDAR' if self.use_lidar else 'reference_depth'}"
@@ -207,11 +213,15 @@ def _make_node_class():
         # -- callbacks -----------------------------------------------------------------
         def _on_info(self, msg):
             try:
-                self._intrinsics[msg.header.frame_id] = \
-                    conversions.camera_info_to_intrinsics(msg)
+                K = conversions.camera_info_to_intrinsics(msg)
             except ValueError as exc:
                 self.get_logger().warning(f"ignoring depth/camera_info: {exc}",
                                           throttle_duration_sec=5.0)
+                return
+            new = msg.header.frame_id not in self._intrinsics
+            self._intrinsics[msg.header.frame_id] = K
+            if new:
+                self._drain(final=False)
 
         def _on_image(self, msg):
             try:
@@ -222,6 +232,7 @@ def _make_node_class():
                 del self._images[min(self._images)]
 
         def _on_depth(self, msg):
+            self.frames_received += 1
             try:
                 depth = conversions.image_to_depth(msg)
             except ValueError as exc:
@@ -264,9 +275,16 @@ def _make_node_class():
             T = self._camera_from_lidar(camera_frame, lidar_frame, stamp, ref_stamp)
             return project_lidar(data, T, K)
 
-        def _waits_for_motion(self, stamp, ref_stamp) -> bool:
-            """LiDAR motion compensation needs odometry up to both stamps (no extrapolation)."""
-            if not (self.use_lidar and self.motion_compensation and self.T_cam_lidar is None):
+        def _must_wait(self, match) -> bool:
+            """A LiDAR frame waits for its depth/camera_info (a separate topic that may come
+            second) and, with motion compensation, for odometry up to both stamps (TF does
+            not extrapolate)."""
+            stamp, (_, frame_id), ref_stamp, _ = match
+            if not self.use_lidar:
+                return False
+            if frame_id not in self._intrinsics:
+                return True
+            if not self.motion_compensation or self.T_cam_lidar is not None:
                 return False
             return self._dynamic_until is None or self._dynamic_until < max(stamp, ref_stamp)
 
@@ -283,7 +301,7 @@ def _make_node_class():
             ready, self._ready = self._ready, []
             now = []
             for match in ready:
-                if not final and self._waits_for_motion(match[0], match[2]):
+                if not final and self._must_wait(match):
                     self._ready.append(match)
                 else:
                     now.append(match)
@@ -359,6 +377,138 @@ def EvaluatorNode(**kwargs):  # noqa: N802 - a class factory kept lazy (rclpy at
     if _NODE_CLASS is None:
         _NODE_CLASS = _make_node_class()
     return _NODE_CLASS(**kwargs)
+
+
+def _wait(predicate, timeout: float, what: str, raise_on_timeout: bool = True) -> bool:
+    """Wait for a condition of other threads (DDS matching, node counters) up to timeout."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    tick = threading.Event()
+    while not predicate():
+        if time.monotonic() > deadline:
+            if raise_on_timeout:
+                raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
+            return False
+        tick.wait(0.01)
+    return True
+
+
+def evaluate_online(bag, model: str, results: EvaluationResults | None = None,
+                    model_name: str = "online", backend: str = "auto",
+                    input_short_side: int = 518, rate: float = 1.0, reference: str = "lidar",
+                    condition: str | None = None, min_depth: float = 0.1,
+                    max_depth: float = 80.0, timeout: float = 120.0) -> EvaluationResults:
+    """Replay ``bag`` over DDS into an in-process depth node and score it live.
+
+    1. a private rclpy context with the depth node (``model``, ``backend``,
+       ``input_short_side``), the evaluator (camera<-lidar static frames from the bag's
+       /tf_static, motion from the replayed /odom) and a replay node;
+    2. the bag's camera, LiDAR, odometry (and ground-truth) topics played with their
+       recorded timing once every subscriber has matched;
+    3. wait until the depth node has handled every image and the evaluator has received
+       every depth image, then score the frames still waiting for a later scan.
+
+    Frames the depth node drops (one-slot queue, when inference is slower than the
+    replay) are simply not scored. Returns the evaluator's results (merged into
+    ``results`` if given, which must use the same protocol).
+    """
+    import rclpy
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.parameter import Parameter
+
+    from depth_perception.data.bag import BagReader, BagTopics
+    from depth_perception.runtime.node import DepthNode
+    from depth_perception.runtime.replay import BagReplayer
+
+    topics = BagTopics()
+    with BagReader(bag) as reader:
+        condition = condition or reader.condition or "unknown"
+        reader.require("image")
+        reader.require("lidar" if reference == "lidar" else "gt_depth")
+        played = [topics.image, topics.camera_info,
+                  topics.lidar if reference == "lidar" else topics.gt_depth]
+        if reference == "lidar" and reader.has("odom"):
+            played.append(topics.odom)
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    executor = MultiThreadedExecutor(num_threads=4, context=context)
+    nodes = []
+    spin = threading.Thread(target=executor.spin, daemon=True, name="evaluate_online")
+    try:
+        # 1. Nodes
+        depth_node = DepthNode(context=context, parameter_overrides=[
+            Parameter("model", value=str(model)), Parameter("backend", value=backend),
+            Parameter("input_short_side", value=int(input_short_side))],
+            cli_args=["--ros-args", "-r", f"image:={topics.image}",
+                      "-r", f"camera_info:={topics.camera_info}"])
+        nodes.append(depth_node)
+        evaluator = EvaluatorNode(context=context, parameter_overrides=[
+            Parameter("reference", value="lidar" if reference == "lidar" else "topic"),
+            Parameter("condition", value=condition), Parameter("model_name", value=model_name),
+            Parameter("min_depth", value=float(min_depth)),
+            Parameter("max_depth", value=float(max_depth)),
+            Parameter("tf_bag", value=str(bag)), Parameter("reliable_inputs", value=True)],
+            cli_args=["--ros-args", "-r", f"lidar:={topics.lidar}",
+                      "-r", f"reference_depth:={reference if reference != 'lidar' else topics.gt_depth}",
+                      "-r", f"image:={topics.image}"])
+        nodes.append(evaluator)
+        player_node = rclpy.create_node("evaluate_online_replay", context=context)
+        nodes.append(player_node)
+        for node in nodes:
+            executor.add_node(node)
+        spin.start()
+        # the depth node configures (loads the model) and activates from a timer
+        _wait(lambda: depth_node.state == "active" or bool(depth_node.problem), timeout,
+              "the depth node to load the model and activate")
+        if depth_node.state != "active":
+            raise RuntimeError(f"the depth node did not start with model {model}: "
+                               f"{depth_node.problem or depth_node.state}")
+        # 2. Replay once everyone listens (depth node and evaluator on their inputs,
+        #    evaluator on the depth node's output)
+        with BagReplayer(bag, player_node, topics=played, rate=rate) as player:
+            player.wait_for_subscribers(played, timeout=timeout)
+            _wait(lambda: evaluator.count_publishers(evaluator.resolve_topic_name("depth")) > 0
+                  and depth_node.count_subscribers(depth_node.resolve_topic_name("depth")) > 0,
+                  timeout, "the evaluator to match the depth node's output")
+            stats = player.play()
+        n_images = stats.published[topics.image]
+        # 3. Let the last frames through the depth node and the evaluator
+        s = depth_node.stats
+        _wait(lambda: s.frames_in >= n_images, 10.0, "the depth node to receive every image",
+              raise_on_timeout=False)       # best-effort camera input may lose a frame
+        _wait(lambda: s.frames_out + s.frames_dropped + s.frames_bad >= s.frames_in
+              and evaluator.frames_received >= s.frames_out, timeout,
+              "the depth node and the evaluator to finish")
+        evaluator.flush()
+        log.info("online evaluation of %s: %d images played, depth node in/out/dropped/bad "
+                 "%d/%d/%d/%d; evaluator received %d, scored %d, unmatched %d, failed %d",
+                 bag, n_images, s.frames_in, s.frames_out, s.frames_dropped, s.frames_bad,
+                 evaluator.frames_received, evaluator.frames_scored,
+                 evaluator.matcher.unmatched, evaluator.frames_failed)
+        if evaluator.frames_scored == 0:
+            raise RuntimeError(f"online evaluation of {bag}: no frame could be scored "
+                               f"({s.frames_out} depth images, {evaluator.frames_failed} "
+                               "failed; see the log)")
+        online = evaluator.results
+        online.models[model_name].info.update(
+            model=str(model), backend=s.backend, images_played=n_images,
+            frames_dropped=s.frames_dropped, frames_bad=s.frames_bad,
+            frames_unmatched=evaluator.matcher.unmatched, frames_failed=evaluator.frames_failed)
+    finally:
+        executor.shutdown(timeout_sec=5.0)
+        for node in nodes:
+            try:
+                node.destroy_node()
+            except Exception:                # noqa: BLE001 - teardown goes on
+                log.debug("destroy_node failed", exc_info=True)
+        context.try_shutdown()
+        if spin.is_alive():
+            spin.join(timeout=10.0)
+    if results is None:
+        return online
+    results.absorb(online, append=True)
+    return results
 
 
 def main(args=None) -> int:

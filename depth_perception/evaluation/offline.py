@@ -22,6 +22,7 @@ import numpy as np
 
 from depth_perception.evaluation.ground_truth import LIDAR, parse_reference
 from depth_perception.evaluation.report import EvaluationResults
+from depth_perception.metrics import valid_mask
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +168,7 @@ def _score_bag(bag, config: EvaluateConfig, results: EvaluationResults, predicto
 
     seq = open_sequence(bag, config)
     scored = {name: 0 for name in predictors}
+    failed: dict = {}
     empty = 0
     for i in _frame_indices(len(seq), config):
         try:
@@ -177,29 +179,37 @@ def _score_bag(bag, config: EvaluateConfig, results: EvaluationResults, predicto
                 f"from the LiDAR frame '{seq.lidar_frame}' to the camera frame "
                 f"'{seq.camera_frame}' on /tf_static, /tf or /odom") from exc
         ref = _reference(sample, config, bag)
-        with np.errstate(invalid="ignore"):
-            n_ref = int((np.isfinite(ref) & (ref > config.min_depth)
-                         & (ref < config.max_depth)).sum())
-        if n_ref == 0:
+        if not valid_mask(ref, config.min_depth, config.max_depth).any():
             empty += 1
             log.warning("bag %s frame %d: no valid reference pixel in %s; frame skipped",
                         bag, i, config.spec.label)
             continue
         for name, predict in predictors.items():
             t0 = time.perf_counter()
-            pred = predict(sample)
-            timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
-            if pred is None:
+            try:
+                pred = predict(sample)
+                timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
+                if pred is None:
+                    continue
+                results.add_frame(name, ref, pred, sample.condition or "unknown",
+                                  Path(bag).name, sample.index, sample.stamp_ns, sample.image)
+            except (RuntimeError, ValueError) as exc:
+                # as the node: a failed frame (NaN output, no valid prediction) is counted
+                # and the evaluation goes on
+                failed[name] = failed.get(name, 0) + 1
+                log.warning("bag %s frame %d: '%s' not scored: %s", bag, i, name, exc)
                 continue
-            results.add_frame(name, ref, pred, sample.condition or "unknown", Path(bag).name,
-                              sample.index, sample.stamp_ns, sample.image)
             scored[name] += 1
     for name, n in scored.items():
         if n == 0:
             raise ValueError(
                 f"bag {bag}: no frame could be scored for '{name}' ({len(seq)} frames, "
                 f"{empty} without any valid reference pixel in {config.spec.label} within "
-                f"{config.min_depth}-{config.max_depth} m)")
+                f"{config.min_depth}-{config.max_depth} m, {failed.get(name, 0)} failed "
+                f"predictions)")
+        if failed.get(name):
+            info = results.models[name].info
+            info["frames_failed"] = info.get("frames_failed", 0) + failed[name]
     log.info("bag %s: scored %s frames", bag, scored)
 
 

@@ -226,19 +226,35 @@ class EvaluationResults:
             sums, counts = s0 + sums, c0 + counts
         res.bins[condition] = (sums, counts)
 
-    def absorb(self, other: "EvaluationResults", rename=None) -> None:
-        """Add the models of ``other`` (same protocol) under ``rename(name)``."""
+    def absorb(self, other: "EvaluationResults", rename=None, append: bool = False) -> None:
+        """Add the models of ``other`` (same protocol) under ``rename(name)``.
+
+        ``append``: a model already here gets the other's frames added (e.g. the same
+        model evaluated bag by bag); otherwise a name in both is an error.
+        """
         if other.settings() != self.settings() or other.bin_edges != self.bin_edges:
             raise ValueError(f"cannot merge evaluations with different protocols: "
                              f"{self.settings()} vs {other.settings()}")
         for name, res in other.models.items():
             new = rename(name) if rename else name
-            if new in self.models:
-                raise ValueError(f"cannot merge evaluations: model '{new}' is in both")
-            res.name = new
             for f in res.frames:
                 f.model = new
-            self.models[new] = res
+            if new not in self.models:
+                res.name = new
+                self.models[new] = res
+                continue
+            if not append:
+                raise ValueError(f"cannot merge evaluations: model '{new}' is in both")
+            mine = self.models[new]
+            for f in res.frames:
+                mine.frames.append(f)
+                mine.accumulator.add(f.metrics, f.condition)
+            for cond, (sums, counts) in res.bins.items():
+                s0, c0 = mine.bins.get(cond, (0.0, 0))
+                mine.bins[cond] = (s0 + sums, c0 + counts)
+            for cond, sample in res.samples.items():
+                mine.samples.setdefault(cond, sample)
+            mine.info.update({k: v for k, v in res.info.items() if k not in mine.info})
 
     # -- views ---------------------------------------------------------------------------
     def conditions(self) -> list[str]:

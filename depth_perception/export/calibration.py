@@ -17,6 +17,7 @@ without TensorRT:
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -260,6 +261,11 @@ class CalibrationSource:
     ``bags`` may be empty when ``cache_path`` already holds a calibration cache; then
     TensorRT takes the cache and no frame is ever needed. ``frames_loader`` (tests,
     other data): a callable returning [N,3,H,W] float32 frames instead of the bags.
+
+    The cache is only reused for the model and data it was made from: beside it,
+    ``<cache>.json`` records the :meth:`fingerprint` (model weights hash, input size,
+    normalisation and, when bags are given, which bags and how many frames). A cache
+    whose record differs is ignored (and rewritten by the next calibration).
     """
 
     def __init__(self, metadata: ModelMetadata, cache_path: str | Path,
@@ -274,20 +280,54 @@ class CalibrationSource:
         self.reader = reader
         self._frames_loader = frames_loader
         self._frames: np.ndarray | None = None
-        if not self.bags and frames_loader is None and not self.cache_path.is_file():
-            raise ValueError(f"INT8 calibration needs frames: give bags (--calib-bag) or an "
-                             f"existing calibration cache (none at {self.cache_path})")
         if self.bags:
             _check_bags(self.bags)
+        if not self.has_frames and self.read_cache() is None:
+            raise ValueError(f"INT8 calibration needs frames: give bags (--calib-bag) or an "
+                             f"existing calibration cache for this model (none usable at "
+                             f"{self.cache_path})")
 
     @property
     def has_frames(self) -> bool:
         return bool(self.bags) or self._frames_loader is not None
 
     # cache ---------------------------------------------------------------------------
+    @property
+    def record_path(self) -> Path:
+        return Path(str(self.cache_path) + ".json")
+
+    def fingerprint(self) -> dict:
+        """What the calibration depends on (``frames`` only when bags are given)."""
+        meta = self.metadata
+        model = meta.provenance.get("weights_sha256") or meta.provenance.get("onnx_sha256")
+        d = {"model": model, "input_size": [meta.input_height, meta.input_width],
+             "mean": list(meta.mean), "std": list(meta.std)}
+        if self.bags:
+            d["frames"] = {"bags": [str(b.resolve()) for b in self.bags],
+                           "n_frames": self.config.n_frames}
+        return d
+
+    def _record_matches(self) -> bool:
+        if not self.record_path.is_file():
+            logger.warning("calibration cache %s has no record %s: not reused",
+                           self.cache_path, self.record_path.name)
+            return False
+        try:
+            recorded = json.loads(self.record_path.read_text())
+        except ValueError:
+            return False
+        mine = self.fingerprint()
+        keys = [k for k in mine if k != "frames"] + (["frames"] if "frames" in mine else [])
+        differing = [k for k in keys if recorded.get(k) != mine[k]]
+        if differing:
+            logger.warning("calibration cache %s was made for another %s: not reused",
+                           self.cache_path, "/".join(differing))
+        return not differing
+
     def read_cache(self) -> bytes | None:
-        """The calibration cache bytes, None if there is none (never touches the bags)."""
-        if self.cache_path.is_file():
+        """The calibration cache bytes if one exists for this model (and these bags),
+        else None. Never touches the bags."""
+        if self.cache_path.is_file() and self._record_matches():
             data = self.cache_path.read_bytes()
             if data:
                 logger.info("INT8 calibration cache %s reused (%d bytes)", self.cache_path,
@@ -296,11 +336,14 @@ class CalibrationSource:
         return None
 
     def write_cache(self, data: bytes) -> None:
-        """Write the calibration cache atomically."""
+        """Write the calibration cache (atomically) and its record."""
         self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.cache_path.with_name(f".{self.cache_path.name}.tmp-{os.getpid()}")
-        tmp.write_bytes(bytes(data))
-        os.replace(tmp, self.cache_path)
+        for path, payload in ((self.cache_path, bytes(data)),
+                              (self.record_path, (json.dumps(self.fingerprint(), indent=2)
+                                                  + "\n").encode())):
+            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+            tmp.write_bytes(payload)
+            os.replace(tmp, path)
         logger.info("INT8 calibration cache written to %s", self.cache_path)
 
     # frames --------------------------------------------------------------------------

@@ -508,7 +508,8 @@ def verify_engine(engine_path: str | Path, onnx_path: str | Path, frames: np.nda
                   tolerance: float, metadata: ModelMetadata | None = None,
                   run_engine: Callable[[Path, np.ndarray], np.ndarray] | None = None) -> float:
     """Compare an engine with onnxruntime on ``frames`` [N,3,H,W]; return the max
-    relative error, or delete nothing and raise RuntimeError on NaN / error > tolerance.
+    relative error, or raise RuntimeError on NaN / error > tolerance (the caller
+    deletes the engine).
 
     ``run_engine(engine_path, frame[1,3,H,W]) -> output``: defaults to the runtime's
     TensorRT backend.
@@ -516,43 +517,38 @@ def verify_engine(engine_path: str | Path, onnx_path: str | Path, frames: np.nda
     from depth_perception.export.onnx_export import max_relative_error, run_onnxruntime
 
     metadata = metadata or _read_metadata(Path(onnx_path))
-    run_engine = run_engine or _run_engine_with_backend(metadata)
     frames = np.asarray(frames, dtype=np.float32)
     reference = run_onnxruntime(onnx_path, frames, metadata)
+    backend = None
+    if run_engine is None:
+        from depth_perception.runtime.backends.tensorrt_backend import TensorRTBackend
+
+        backend = TensorRTBackend(engine_path, metadata=metadata)
+
+        def run_engine(_path, frame):
+            return backend.run({metadata.input_name: frame})[metadata.output_name]
     worst = 0.0
-    for i in range(frames.shape[0]):
-        out = np.asarray(run_engine(Path(engine_path), frames[i:i + 1]), dtype=np.float32)
-        if out.shape != reference[i].shape:
-            raise RuntimeError(f"engine {engine_path}: output shape {out.shape} differs from "
-                               f"onnxruntime's {reference[i].shape}")
-        if not np.isfinite(out).all():
-            raise RuntimeError(
-                f"engine {engine_path} produced NaN/inf on check frame {i} (onnxruntime did "
-                f"not): refusing it. FP16 overflow in LayerNorm/attention is the usual "
-                f"cause; try --precision fp32 or precision_constraints 'obey'")
-        worst = max(worst, max_relative_error(reference[i], out))
+    try:
+        for i in range(frames.shape[0]):
+            out = np.asarray(run_engine(Path(engine_path), frames[i:i + 1]), dtype=np.float32)
+            if out.shape != reference[i].shape:
+                raise RuntimeError(f"engine {engine_path}: output shape {out.shape} differs "
+                                   f"from onnxruntime's {reference[i].shape}")
+            if not np.isfinite(out).all():
+                raise RuntimeError(
+                    f"engine {engine_path} produced NaN/inf on check frame {i} (onnxruntime "
+                    f"did not): refusing it. FP16 overflow in LayerNorm/attention is the "
+                    f"usual cause; try --precision fp32 or precision_constraints 'obey'")
+            worst = max(worst, max_relative_error(reference[i], out))
+    finally:
+        if backend is not None:
+            backend.close()
     if worst > tolerance:
         raise RuntimeError(f"engine {engine_path}: max relative error vs onnxruntime "
                            f"{worst:.3e} exceeds the tolerance {tolerance:.1e}: refusing it "
                            "(a TensorRT version with known wrong outputs, or precision too "
                            "low for this model)")
     return worst
-
-
-def _run_engine_with_backend(metadata: ModelMetadata):
-    """run_engine callable over the runtime's TensorRT backend (one open per engine)."""
-    opened: dict[Path, object] = {}
-
-    def run(engine_path: Path, frame: np.ndarray) -> np.ndarray:
-        if engine_path not in opened:
-            from depth_perception.runtime.backends.tensorrt_backend import TensorRTBackend
-
-            opened.clear()
-            opened[engine_path] = TensorRTBackend(engine_path, metadata=metadata)
-        backend = opened[engine_path]
-        return backend.run({metadata.input_name: frame})[metadata.output_name]
-
-    return run
 
 
 # -- the engine cache ----------------------------------------------------------------------

@@ -176,6 +176,10 @@ def validate_parameter(spec: ParamSpec, value) -> str:
             return f"{spec.name} must be >= {spec.low}, got {value}"
         if spec.high is not None and value > spec.high:
             return f"{spec.name} must be <= {spec.high}, got {value}"
+    if spec.name == "input_short_side" and 0 < value < 14:
+        return f"input_short_side must be 0 (camera size) or >= 14 (one patch), got {value}"
+    if spec.name == "input_max_pixels" and 0 < value < 14 * 14:
+        return f"input_max_pixels must be 0 (no cap) or >= 196 (one patch), got {value}"
     if spec.name == "lidar_to_camera":
         values = list(value)
         if len(values) != 16 or not all(math.isfinite(v) for v in values):
@@ -347,6 +351,7 @@ class DepthNode(LifecycleNode):
         if resubscribe and self._state == "active":
             self._destroy_subscriptions()
             self._create_subscriptions()
+            self._check_qos()
 
     def _apply_estimator_options(self, est, settings: NodeSettings) -> None:
         """Input size knobs: a new preprocessor for the same (already loaded) backend."""

@@ -264,6 +264,9 @@ def train_teacher(cfg, overrides_note: str | None = None):
     out = Path(cfg.output_dir)
     accelerator = make_accelerator(cfg.trainer, out)
 
+    logger.info("teacher: %s on %s, %d processes", accelerator.distributed_type,
+                accelerator.device, accelerator.num_processes)
+
     # 1. Seeds, then the resolved config beside the checkpoints
     seed_everything(cfg.seed, cfg.trainer.deterministic)
     if accelerator.is_main_process:

@@ -1,0 +1,184 @@
+"""Per-frame cost of the depth node around the model, and end-to-end latency.
+
+    .venv/bin/python bench/bench_runtime.py               # both parts
+    .venv/bin/python bench/bench_runtime.py --skip-model  # only the non-model stages
+
+For 640x480 and 1280x720 frames: decode (sensor_msgs/Image -> RGB), CameraInfo ->
+intrinsics, preprocess, postprocess, depth message, colourised depth, point cloud at
+stride 1 and 2 — everything the node does except the model forward — and a plain copy of
+as many bytes as the stride-1 cloud, for comparison (target: cloud within 3x of the
+copy; whole frame under 10 ms at 1280x720 with a stride-2 cloud). Then end-to-end
+(message in -> depth, info and cloud messages out) with onnxruntime on a ViT-S sized
+Depth Anything (random weights, exported to ONNX at the preprocessor's input size).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from depth_perception import conversions, units  # noqa: E402
+from depth_perception.camera import Intrinsics  # noqa: E402
+from depth_perception.metadata import ModelMetadata  # noqa: E402
+from depth_perception.runtime.processing import Preprocessor, postprocess  # noqa: E402
+from depth_perception.runtime.ros_utils import colorize_depth  # noqa: E402
+
+SIZES = ((640, 480), (1280, 720))
+
+
+def timeit(fn, repeat: int) -> float:
+    """Median wall time of ``fn()`` in ms (one warm-up call)."""
+    fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def frame(width: int, height: int):
+    from builtin_interfaces.msg import Time
+    from std_msgs.msg import Header
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    header = Header(stamp=Time(sec=1, nanosec=0), frame_id="camera_optical_frame")
+    K = Intrinsics(0.8 * width, 0.8 * width, width / 2 - 0.5, height / 2 - 0.5, width, height)
+    image = conversions.numpy_to_image(rgb, "rgb8", header)
+    info = conversions.intrinsics_to_camera_info(K, header)
+    depth = rng.uniform(0.5, 60.0, (height, width)).astype(np.float32)
+    depth[: height // 5] = np.inf  # sky
+    return header, image, info, K, depth
+
+
+def bench_stages(repeat: int, metadata: ModelMetadata) -> None:
+    print(f"\n== per-frame stages without the model (median of {repeat}, ms) ==")
+    print(f"{'size':>10} {'decode':>7} {'K':>6} {'prep':>7} {'post':>7} {'depth':>7} "
+          f"{'color':>7} {'cloud1':>7} {'cloud2':>7} {'copy1':>7} {'c1/copy':>7} "
+          f"{'total2':>7}")
+    for width, height in SIZES:
+        header, image, info, K, depth = frame(width, height)
+        pre = Preprocessor(metadata)
+        prepared = pre.prepare(conversions.image_to_rgb(image), K)
+        h, w = prepared.tensor.shape[2:]
+        output = np.random.default_rng(1).uniform(1, 50, (1, 1, h, w)).astype(np.float32)
+        cloud = conversions.depth_to_cloud(depth, K, header, stride=1)
+        raw = np.frombuffer(bytes(cloud.data), np.uint8)
+        t = {
+            "decode": timeit(lambda: conversions.image_to_rgb(image), repeat),
+            "K": timeit(lambda: conversions.camera_info_to_intrinsics(info), repeat),
+            "prep": timeit(lambda: pre.prepare(conversions.image_to_rgb(image), K), repeat),
+            "post": timeit(lambda: units.mark_out_of_range(
+                postprocess(output, prepared, metadata), 0.1, 80.0), repeat),
+            "depth": timeit(lambda: conversions.depth_to_image(depth, header), repeat),
+            "color": timeit(lambda: conversions.numpy_to_image(
+                colorize_depth(depth, 0.5, 80.0), "bgr8", header), repeat),
+            "cloud1": timeit(lambda: conversions.depth_to_cloud(depth, K, header, stride=1),
+                             repeat),
+            "cloud2": timeit(lambda: conversions.depth_to_cloud(depth, K, header, stride=2),
+                             repeat),
+            "copy1": timeit(lambda: raw.copy(), repeat),
+        }
+        t["prep"] -= t["decode"]
+        total2 = (t["decode"] + t["K"] + t["prep"] + t["post"] + t["depth"] + t["cloud2"])
+        print(f"{width}x{height:<5} {t['decode']:7.2f} {t['K']:6.3f} {t['prep']:7.2f} "
+              f"{t['post']:7.2f} {t['depth']:7.2f} {t['color']:7.2f} {t['cloud1']:7.2f} "
+              f"{t['cloud2']:7.2f} {t['copy1']:7.2f} {t['cloud1'] / t['copy1']:7.1f} "
+              f"{total2:7.2f}")
+    print("total2 = decode + K + prep + post + depth msg + stride-2 cloud (no colorized); "
+          "copy1 = np.copy of the stride-1 cloud's bytes")
+
+
+def vit_s_onnx(folder: Path, height: int, width: int) -> Path:
+    """A ViT-S sized Depth Anything (24.8 M backbone params), random weights, as ONNX."""
+    import torch
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
+
+    from depth_perception.runtime.backends.torch_backend import transformers_depth_module
+    from depth_perception.runtime.onnx_metadata import write_onnx_metadata
+
+    backbone = Dinov2Config(hidden_size=384, num_hidden_layers=12, num_attention_heads=6,
+                            intermediate_size=1536, patch_size=14, image_size=518,
+                            out_features=["stage3", "stage6", "stage9", "stage12"],
+                            reshape_hidden_states=False)
+    config = DepthAnythingConfig(backbone_config=backbone, reassemble_hidden_size=384,
+                                 patch_size=14, neck_hidden_sizes=[48, 96, 192, 384],
+                                 reassemble_factors=[4, 2, 1, 0.5], fusion_hidden_size=64,
+                                 head_hidden_size=32, depth_estimation_type="metric",
+                                 max_depth=80)
+    torch.manual_seed(0)
+    model = DepthAnythingForDepthEstimation(config).eval()
+    for module in model.modules():
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear)):
+            module.reset_parameters()
+    path = folder / f"vit_s_{height}x{width}.onnx"
+    torch.onnx.export(transformers_depth_module(model).eval(),
+                      (torch.rand(1, 3, height, width),), str(path), input_names=["image"],
+                      output_names=["depth"], opset_version=17, dynamo=False)
+    write_onnx_metadata(path, ModelMetadata(output_kind="metric_depth", input_height=height,
+                                            input_width=width, min_depth=0.1, max_depth=80.0,
+                                            provenance={"source": "bench random ViT-S"}))
+    return path
+
+
+def bench_end_to_end(repeat: int, short_side: int) -> None:
+    import torch
+
+    from depth_perception.runtime.estimator import DepthEstimator
+    from depth_perception.runtime.processing import choose_input_size
+
+    torch.set_num_threads(2)
+    print(f"\n== end to end with onnxruntime, ViT-S Depth Anything (median of {repeat}, ms) ==")
+    with tempfile.TemporaryDirectory() as tmp:
+        for width, height in SIZES:
+            w, h = choose_input_size(width, height, 14, short_side=short_side)
+            model = vit_s_onnx(Path(tmp), h, w)
+            est = DepthEstimator.load(str(model), backend="onnxruntime")
+            header, image, info, K, _ = frame(width, height)
+            timings = []
+
+            def one():
+                t0 = time.perf_counter()
+                rgb = conversions.image_to_rgb(image)
+                intr = conversions.camera_info_to_intrinsics(info)
+                result = est.estimate(rgb, intr)
+                conversions.depth_to_image(result.depth, header)
+                conversions.intrinsics_to_camera_info(result.intrinsics, header)
+                conversions.depth_to_cloud(result.depth, result.intrinsics, header, stride=2)
+                timings.append((result.timings, (time.perf_counter() - t0) * 1e3))
+
+            total = timeit(one, repeat)
+            timings = timings[1:]  # drop the warm-up run
+            model_ms = statistics.median(t["inference_ms"] for t, _ in timings)
+            rest_ms = statistics.median(wall - t["inference_ms"] for t, wall in timings)
+            print(f"{width}x{height}: model input {w}x{h}, end-to-end {total:.0f} ms, model "
+                  f"forward {model_ms:.0f} ms, everything else {rest_ms:.1f} ms "
+                  f"({est.backend.name}, {est.backend.precision}, {est.backend.device})")
+            est.close()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeat", type=int, default=20, help="timed runs per stage")
+    parser.add_argument("--model-repeat", type=int, default=3, help="timed end-to-end runs")
+    parser.add_argument("--short-side", type=int, default=364,
+                        help="model input short side for the end-to-end part (default 364)")
+    parser.add_argument("--skip-model", action="store_true", help="skip the end-to-end part")
+    args = parser.parse_args(argv)
+    metadata = ModelMetadata(output_kind="metric_depth", min_depth=0.1, max_depth=80.0)
+    bench_stages(args.repeat, metadata)
+    if not args.skip_model:
+        bench_end_to_end(args.model_repeat, args.short_side)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

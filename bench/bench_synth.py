@@ -1,0 +1,63 @@
+"""Benchmark ``depth-perception synth``: seconds to render and write synthetic bags.
+
+    .venv/bin/python bench/bench_synth.py [--frames 30] [--size 640x192] [--storage mcap]
+
+1. each condition alone (its own bag: geometry, LiDAR, shading and writing);
+2. all conditions in one run, as ``depth-perception synth`` does (geometry, LiDAR and
+   the shared messages computed once per frame), with the time split by stage.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=30)
+    parser.add_argument("--size", default="640x192")
+    parser.add_argument("--conditions", default="day-clear,night,rain")
+    parser.add_argument("--storage", default="mcap", choices=("mcap", "sqlite3"))
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    from depth_perception.data.synth import parse_size, write_synthetic_bags
+    from depth_perception.data.synth_scene import SynthConfig, SyntheticStreet
+
+    size = parse_size(args.size)
+    conditions = [c.strip() for c in args.conditions.split(",") if c.strip()]
+    config = SynthConfig(size=size, seed=args.seed)
+    print(f"synth bench: {args.frames} frames at {size[0]}x{size[1]}, {args.storage}, "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        # 1. One condition per run.
+        alone = {}
+        for condition in conditions:
+            street = SyntheticStreet(config, frames=args.frames)
+            start = time.perf_counter()
+            write_synthetic_bags(street, {condition: tmp / "alone" / condition}, args.storage)
+            alone[condition] = time.perf_counter() - start
+            print(f"  {condition:<10} alone: {alone[condition]:6.1f} s "
+                  f"({alone[condition] / args.frames * 1000:.0f} ms/frame)")
+        print(f"  sum of single-condition runs: {sum(alone.values()):6.1f} s")
+        # 2. All conditions in one run.
+        street = SyntheticStreet(config, frames=args.frames)
+        start = time.perf_counter()
+        timing = write_synthetic_bags(street, {c: tmp / "all" / c for c in conditions},
+                                      args.storage)
+        total = time.perf_counter() - start
+        size_mb = sum(f.stat().st_size for f in (tmp / "all").rglob("*") if f.is_file()) / 1e6
+    print(f"  all {len(conditions)} conditions in one run: {total:6.1f} s "
+          f"({size_mb:.0f} MB written)")
+    print("    geometry {geometry:.1f} s, lidar {lidar:.1f} s, serialize+write {write:.1f} s"
+          .format(**timing))
+    print("    shading: " + ", ".join(f"{c} {timing[c]:.1f} s" for c in conditions))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
