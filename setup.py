@@ -41,6 +41,7 @@ setup(
         "opencv-python-headless>=4.8",
         "pyyaml>=6",
         "rosbags>=0.10",
+        "mcap>=1.6",
         "onnxruntime>=1.17",
     ],
     extras_require={
@@ -50,6 +51,8 @@ setup(
     entry_points={
         "console_scripts": [
             "depth-perception = depth_perception.cli:main",
+            "depth_node = depth_perception.runtime.node:main",
+            "evaluator_node = depth_perception.evaluation.evaluator_node:main",
         ],
     },
 )

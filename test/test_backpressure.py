@@ -146,4 +146,6 @@ def test_memory_flat_over_2000_frames():
         assert node.stats.frames_in - in_before >= 1900
         assert node.stats.frames_out >= 2000
         growth = (after - before) / before
+        print(f"RSS {before / 2**20:.1f} MiB -> {after / 2**20:.1f} MiB ({growth:+.2%}) over "
+              f"{node.stats.frames_in - in_before} frames")
         assert growth < 0.05, f"resident memory grew {growth:.1%} over 2000 frames"

@@ -126,16 +126,124 @@ def test_not_a_bag(tmp_path):
         BagReader(tmp_path / "empty")
 
 
-def test_truncated_mcap_is_explained(bags, tmp_path):
+@pytest.mark.parametrize("keep", [4, 20, 60])
+def test_mcap_cut_before_any_message_is_explained(bags, tmp_path, keep):
+    """Cut inside the magic, the header record, or the first chunk's records: nothing to
+    recover, the error names the file and the repair tools."""
     bag = tmp_path / "cut"
     shutil.copytree(bags["mcap"], bag)
     f = _storage_file(bag)
-    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    f.write_bytes(f.read_bytes()[:keep])
     with pytest.raises(ValueError) as err:
         BagReader(bag)
     text = str(err.value)
     assert str(bag) in text and f.name in text and "mcap" in text
-    assert "reindex" in text
+    assert "reindex" in text and "no complete message" in text
+
+
+MCAP_N = 20
+
+
+@pytest.fixture(scope="module")
+def long_mcap(tmp_path_factory):
+    """MCAP_N 192x256 rgb8 frames (147 kB each: rosbags closes a chunk every ~1 MiB, so
+    the bag has several chunks) and a camera info, uncompressed and zstd chunks."""
+    from rosbags.rosbag2 import CompressionFormat, CompressionMode, Reader
+
+    root = tmp_path_factory.mktemp("long")
+    out = {}
+    for compression in ("none", "zstd"):
+        b = BagBuilder(root / compression, "mcap")
+        b.camera_info(10**9, INTRINSICS)
+        for k in range(MCAP_N):
+            b.image(10**9 + k * 10**8, np.tile(frame_image(k), (2, 2, 1)))
+        if compression == "zstd":  # same messages, chunks compressed by the writer
+            from rosbags.rosbag2 import StoragePlugin, Writer
+
+            w = Writer(root / compression, version=9, storage_plugin=StoragePlugin.MCAP)
+            w.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
+            with w:
+                conns = {}
+                for topic, msgtype, stamp, msg in b._msgs:
+                    if topic not in conns:
+                        conns[topic] = w.add_connection(topic, msgtype, typestore=b.ts)
+                    w.write(conns[topic], stamp, b.ts.serialize_cdr(msg, msgtype))
+        else:
+            b.write()
+        with Reader(root / compression) as r:
+            raws = [bytes(raw) for c, _, raw in r.messages() if c.topic == "/camera/image_raw"]
+        out[compression] = (root / compression, raws)
+    return out
+
+
+@pytest.mark.parametrize("compression", ["none", "zstd"])
+@pytest.mark.parametrize("fraction", [0.6, 0.9])
+def test_truncated_mcap_keeps_messages_before_the_cut(long_mcap, tmp_path, caplog,
+                                                      compression, fraction):
+    good_path, raws = long_mcap[compression]
+    f_good = _storage_file(good_path)
+    assert len(raws) == MCAP_N
+    bag = tmp_path / "cut"
+    shutil.copytree(good_path, bag)
+    f = _storage_file(bag)
+    data = f_good.read_bytes()
+    cut = int(len(data) * fraction)
+    f.write_bytes(data[:cut])
+    with caplog.at_level("WARNING", logger="depth_perception.data.bag"):
+        r = BagReader(bag)
+    n = r.count("image")
+    assert 0 < n < MCAP_N
+    if compression == "none":
+        # every message whose record lies wholly before the cut, also in the cut chunk
+        ends = [data.index(raw) + len(raw) for raw in raws]
+        assert n == sum(end <= cut for end in ends)
+        assert n == int(fraction * MCAP_N) or n == int(fraction * MCAP_N) - 1  # ~147 kB each
+    assert r.damage is not None and f.name in r.damage and f"{n + 1} messages" in r.damage
+    assert any(f.name in rec.getMessage() and f"{n + 1} messages" in rec.getMessage()
+               and "recovered" in rec.getMessage() for rec in caplog.records)
+    good = BagReader(good_path)
+    assert good.damage is None and good.count("image") == MCAP_N
+    np.testing.assert_array_equal(r.stamps("image"), good.stamps("image")[:n])
+    for i in range(n):
+        a, b = r.message("image", i), good.message("image", i)
+        assert bytes(a.data) == bytes(b.data) == raws[i][-len(a.data):]
+        assert (a.header.stamp.sec, a.header.stamp.nanosec) == (b.header.stamp.sec,
+                                                                b.header.stamp.nanosec)
+        np.testing.assert_array_equal(r.image(i), np.tile(frame_image(i), (2, 2, 1)))
+    assert r.camera_info(0) == INTRINSICS
+    with pytest.raises(IndexError, match=f"has {n} messages"):
+        r.message("image", n)
+    # DataLoader workers get a pickled reader: it reads the cut file again
+    r2 = pickle.loads(pickle.dumps(r))
+    np.testing.assert_array_equal(r2.image(n - 1), good.image(n - 1))
+
+
+def test_truncated_mcap_keeps_custom_types(tmp_path):
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import get_types_from_msg
+
+    b = BagBuilder(tmp_path / "unused")
+    ts = b.ts
+    ts.register(get_types_from_msg("std_msgs/Header header\nfloat32 confidence\n",
+                                   "depth_test_msgs/msg/Quality"))
+    Q = ts.types["depth_test_msgs/msg/Quality"]
+    path = tmp_path / "q"
+    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as w:
+        c = w.add_connection("/quality", "depth_test_msgs/msg/Quality", typestore=ts)
+        for k in range(3):
+            w.write(c, 5 + k, ts.serialize_cdr(Q(header=b.header(5 + k, "cam"),
+                                                 confidence=0.25 * k),
+                                               "depth_test_msgs/msg/Quality"))
+    f = _storage_file(path)
+    data = f.read_bytes()
+    last = ts.serialize_cdr(Q(header=b.header(7, "cam"), confidence=0.5),
+                            "depth_test_msgs/msg/Quality")
+    f.write_bytes(data[:data.index(last) + len(last) - 1])  # the third message is cut
+    r = BagReader(path, BagTopics(gt_depth="/quality"))
+    assert r.count("gt_depth") == 2 and "2 messages" in r.damage
+    r = pickle.loads(pickle.dumps(r))
+    assert r.message("gt_depth", 1).confidence == pytest.approx(0.25)
+    np.testing.assert_array_equal(r.stamps("gt_depth"), [5, 6])
 
 
 @pytest.mark.parametrize("fraction", [0.5, 0.9])

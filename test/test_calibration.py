@@ -213,6 +213,12 @@ def test_make_int8_calibrator_without_tensorrt_says_what_to_install(meta, tmp_pa
         pass
     from depth_perception.export.calibration import make_int8_calibrator
 
-    source = CalibrationSource(meta, tmp_path / "c", frames_loader=lambda: synthetic_frames(meta, 2))
+    source = CalibrationSource(meta, tmp_path / "c",
+                               frames_loader=lambda: synthetic_frames(meta, 2))
     with pytest.raises(RuntimeError, match="JetPack"):
         make_int8_calibrator(source)
+
+
+def test_wrong_image_topic_is_named(bags, meta):
+    with pytest.raises(ValueError, match="/front/image"):
+        frames_from_bags(bags, meta, 3, reader=BagFrameReader(image_topic="/front/image"))

@@ -359,3 +359,83 @@ def test_parity_on_bag_frames_through_the_node_preprocessing(tiny_ckpt, tmp_path
     rc = cli_main(["export", "--checkpoint", str(tiny_ckpt), "--height", "56", "--width",
                    "84", "--onnx", str(tmp_path / "x.onnx"), "--parity-bag", str(missing)])
     assert rc == 2 and str(missing) in capsys.readouterr().err
+
+
+@pytest.mark.ros
+def test_depth_node_runs_the_exported_onnx(tiny_onnx):
+    """The node, given only the exported file, configures itself from its metadata."""
+    pytest.importorskip("rclpy")
+    from rclpy.parameter import Parameter
+    from rostools import RosHarness, camera_info_msg, image_msg, node_state, stamp_ns, wait_for
+    from sensor_msgs.msg import CameraInfo, Image
+
+    from depth_perception.conversions import image_to_depth
+    from depth_perception.runtime.estimator import DepthEstimator
+    from depth_perception.runtime.node import DepthNode
+
+    out, _ = tiny_onnx
+    k = Intrinsics(90.0, 90.0, 79.5, 59.5, 160, 120)
+    rgb = np.random.default_rng(4).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    expected = DepthEstimator.load(out, backend="onnxruntime").estimate(rgb, k).depth
+    ros = RosHarness()
+    try:
+        node = DepthNode(context=ros.context, parameter_overrides=[
+            Parameter("model", value=str(out)), Parameter("backend", value="onnxruntime")])
+        ros.add(node)
+        wait_for(lambda: node_state(node) == "active", 60, "the node to become active")
+        depth_out = ros.collect(Image, "/depth")
+        image_pub = ros.publisher(Image, "/image")
+        info_pub = ros.publisher(CameraInfo, "/camera_info")
+        ros.wait_matched(image_pub)
+        ros.wait_matched(info_pub)
+        t = 1_000_000_000
+        for _ in range(100):   # frames may be lost while discovery settles
+            info_pub.publish(camera_info_msg(k, t))
+            image_pub.publish(image_msg(rgb, t))
+            try:
+                depth_out.wait(lambda ms: bool(ms), timeout=0.5)
+                break
+            except AssertionError:
+                t += 50_000_000
+        msg = depth_out.wait(lambda ms: bool(ms))[0]
+        depth = image_to_depth(msg)
+        assert (msg.width, msg.height) == (160, 120)
+        assert stamp_ns(msg) >= 1_000_000_000
+        both = np.isfinite(depth) & np.isfinite(expected)
+        assert both.mean() > 0.9
+        np.testing.assert_allclose(depth[both], expected[both], rtol=1e-5)
+    finally:
+        ros.close()
+
+
+def test_transformers_weights_missing_from_the_file_are_refused(tmp_path):
+    from models_fixtures import save_tiny_depth_anything
+    from safetensors.torch import load_file, save_file
+
+    folder = save_tiny_depth_anything(tmp_path / "da")
+    state = load_file(str(folder / "model.safetensors"))
+    dropped = sorted(k for k in state if k.startswith("head."))[0]
+    del state[dropped]
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="missing") as info:
+        load_export_source(folder)
+    assert dropped in str(info.value)
+
+
+def test_transformers_model_id_from_the_local_cache(tmp_path, monkeypatch):
+    """A hub id resolves offline to the cached snapshot (no download)."""
+    import huggingface_hub.constants as hf_constants
+    from models_fixtures import save_tiny_depth_anything
+
+    repo = tmp_path / "hub" / "models--acme--tiny-depth"
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    save_tiny_depth_anything(repo / "snapshots" / revision, metric=False)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    source = load_export_source("acme/tiny-depth")
+    assert source.provenance["source_checkpoint"] == "acme/tiny-depth"
+    assert source.metadata.output_kind == "relative_disparity"
+    result = export_onnx(source, tmp_path / "id.onnx", 56, 56)
+    assert result.max_rel_error <= 1e-4

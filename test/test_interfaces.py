@@ -140,3 +140,43 @@ def test_node_runs_without_status_when_not_built(monkeypatch):
         assert node._status_pub is None
         assert not any(name.endswith("/status") for name, _ in node.get_topic_names_and_types()
                        if name.startswith("/depth_node"))
+
+
+@pytest.mark.slow
+def test_full_package_install_with_cmake(built, tmp_path):
+    """The colcon path (CMakeLists.txt without INTERFACES_ONLY): messages + Python package
+    in one prefix, where rosidl's generated package must not clobber ours, plus the
+    console executables and share/ files."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("CMakeLists.txt", "msg", "launch", "config", "depth_perception"):
+        path = ROOT / name
+        (shutil.copytree if path.is_dir() else shutil.copy)(
+            path, src / name, **({"ignore": shutil.ignore_patterns("__pycache__")}
+                                 if path.is_dir() else {}))
+    package_xml = ROOT / "package.xml"
+    if not package_xml.exists():  # the staged one written by build_interfaces.sh
+        package_xml = ROOT / "build" / "interfaces" / "src" / "package.xml"
+    shutil.copy(package_xml, src / "package.xml")
+    venv = Path(sys.prefix)
+    env = dict(os.environ, PATH=f"{venv / 'bin'}:{os.environ['PATH']}",
+               AMENT_PREFIX_PATH=str(venv))
+    prefix = tmp_path / "install"
+    for cmd in (["cmake", "-S", str(src), "-B", str(tmp_path / "b"), "-Wno-dev",
+                 f"-DCMAKE_PREFIX_PATH={venv}", f"-DCMAKE_INSTALL_PREFIX={prefix}",
+                 f"-DPython3_EXECUTABLE={sys.executable}", "-DBUILD_TESTING=OFF"],
+                ["cmake", "--build", str(tmp_path / "b"), "-j", "2"],
+                ["cmake", "--install", str(tmp_path / "b")]):
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    site = prefix / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / \
+        "site-packages" / "depth_perception"
+    assert "__version__" in (site / "__init__.py").read_text(), "generated __init__ won"
+    assert (site / "msg" / "_depth_status.py").is_file()
+    assert (site / "runtime" / "node.py").is_file()
+    for exe in ("depth_node", "depth_replay"):
+        assert os.access(prefix / "lib" / "depth_perception" / exe, os.X_OK)
+    share = prefix / "share" / "depth_perception"
+    assert (share / "launch" / "robust_depth.launch.py").is_file()
+    assert (share / "config" / "robust_depth.yaml").is_file()
+    assert (share / "config" / "robust_depth.rviz").is_file()

@@ -281,3 +281,73 @@ def test_empty_model_parameter_fails_with_hint(ros):
     assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
     assert "model" in node.problem and "empty" in node.problem
     assert node_state(node) == "unconfigured"
+
+
+def test_compressed_input(ros):
+    import cv2
+    from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+    node = start_node(ros, image_transport="compressed")
+    depth_out = ros.collect(Image, "/depth")
+    image_pub = ros.publisher(CompressedImage, "/image/compressed")
+    info_pub = ros.publisher(CameraInfo, "/camera_info")
+    ros.wait_matched(image_pub)
+    ros.wait_matched(info_pub)
+    ok, jpeg = cv2.imencode(".png", cv2.cvtColor(ramp_image(), cv2.COLOR_RGB2BGR))
+    assert ok
+    from rostools import header
+
+    for i in range(100):
+        t = 20_000_000_000 + i * 50_000_000
+        info_pub.publish(camera_info_msg(K, t))
+        image_pub.publish(CompressedImage(header=header(t), format="png",
+                                          data=jpeg.tobytes()))
+        try:
+            depth_out.wait_count(1, timeout=0.5)
+            break
+        except AssertionError:
+            continue
+    depth = image_to_depth(depth_out.messages[0])
+    assert depth.shape == (H, W)
+    assert depth[:, 0] == pytest.approx(1.0, abs=0.2) and np.isposinf(depth[:, -1]).all()
+    assert node.stats.bad["encoding"] == 0
+
+
+def test_lidar_depth_image_projects_through_rep103_axes():
+    from depth_perception.runtime.node import LIDAR_TO_OPTICAL
+    from depth_perception.runtime.ros_utils import lidar_depth_image
+
+    T = np.array(LIDAR_TO_OPTICAL).reshape(4, 4)
+    # lidar: x forward, y left, z up. 10 m ahead -> principal point; 1 m to the RIGHT
+    # (y = -1) -> u = cx + fx * 1/10; 1 m UP (z = +1) -> v = cy - fy * 1/10; a nearer
+    # point on the same pixel wins; points behind the camera are ignored.
+    K2 = Intrinsics(fx=50.0, fy=50.0, cx=32.0, cy=24.0, width=W, height=H)
+    pts = np.array([[10.0, 0.0, 0.0], [10.0, -1.0, 0.0], [10.0, 0.0, 1.0],
+                    [5.0, 0.0, 0.0], [-10.0, 0.0, 0.0]])
+    depth = lidar_depth_image(pts, T, K2)
+    assert depth[24, 32] == pytest.approx(5.0)          # nearest of the two on-axis points
+    assert depth[24, 37] == pytest.approx(10.0)         # u = 32 + 50 * 0.1
+    assert depth[19, 32] == pytest.approx(10.0)         # v = 24 - 50 * 0.1
+    assert np.isfinite(depth).sum() == 3
+
+
+def test_lifecycle_cycle_releases_and_reloads_the_backend(ros):
+    from depth_perception.runtime.node import DepthNode
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+
+    loads = []
+    node = ros.add(DepthNode(context=ros.context, estimator_factory=make_factory(META, loads),
+                             parameter_overrides=[Parameter("model", value="fake"),
+                                                  Parameter("autostart", value=False)]))
+    assert node_state(node) == "unconfigured" and not loads
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    backend = node._estimator.backend
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    assert len(node._subs) == 2 and node.state == "active"
+    assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    assert node._subs == [] and node_state(node) == "inactive"
+    assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+    assert backend.closed and node._estimator is None
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert len(loads) == 2 and node._estimator.backend is not backend

@@ -243,6 +243,44 @@ def test_teacher_poses_follow_the_time_ordering_and_inversion_rule():
         TeacherObjective(loss=None, offsets=[0, 1])
 
 
+def test_freeze_unused_parameters_only_freezes_what_gets_no_gradient():
+    from depth_perception.train.teacher import freeze_unused_parameters
+
+    class PartlyUsed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.used = nn.Linear(3, 2)
+            self.unused = nn.Linear(3, 2)
+            self.drop = nn.Dropout(0.5)
+
+        def forward(self, x):
+            return {"out": [self.drop(self.used(x))]}
+
+    m = PartlyUsed().train()
+    state = torch.get_rng_state()
+    names = freeze_unused_parameters(m, torch.ones(4, 3))
+    assert sorted(names) == ["unused.bias", "unused.weight"]
+    assert all(p.requires_grad for p in m.used.parameters())
+    assert m.training and all(p.grad is None for p in m.parameters())
+    assert torch.equal(torch.get_rng_state(), state)     # probed in eval mode: no RNG used
+
+
+def test_reset_random_layers_gives_a_tiny_dpt_a_usable_output_range():
+    from depth_perception.models import build_depth_model, depth_config
+    from depth_perception.train.teacher import reset_random_layers
+
+    torch.manual_seed(0)
+    arch, cfg = depth_config({"arch": "dpt", "size": "tiny"})
+    net = build_depth_model(cfg)
+    x = torch.randn(1, 3, 28, 56)
+    with torch.no_grad():
+        before = net(x)["disp"][0]
+        assert float(before.std()) < 1e-4            # transformers init: flat sigmoid output
+        assert reset_random_layers(arch, net, cfg) > 10
+        after = net(x)["disp"][0]
+    assert float(after.std()) > 1e-3
+
+
 @pytest.fixture(scope="module")
 def synth_bags(tmp_path_factory):
     from depth_perception.data.synth import make_synthetic_bags

@@ -37,14 +37,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--parity-frames", type=int, default=4,
                      help="frames in the parity check (default 4)")
     src.add_argument("--tolerance", type=float, default=1e-3,
-                     help="max relative error onnxruntime vs torch (default 1e-3)")
+                     help="max relative error onnxruntime vs torch, max|diff| / max|torch| "
+                          "over each frame (default 1e-3); above it nothing is written")
     src.add_argument("--image-topic", default=None,
                      help="image topic in the bags (default /camera/image_raw)")
     src.add_argument("--camera-info-topic", default=None,
                      help="CameraInfo topic in the bags (default /camera/camera_info)")
 
     trt = parser.add_argument_group("TensorRT engine (needs TensorRT and a GPU)")
-    trt.add_argument("--engine", type=Path, default=None, help="output TensorRT engine file")
+    out = trt.add_mutually_exclusive_group()
+    out.add_argument("--engine", type=Path, default=None, help="output TensorRT engine file")
+    out.add_argument("--engine-cache", type=Path, default=None,
+                     help="instead of --engine: engine cache folder; the engine is named by "
+                          "its cache key (GPU, TensorRT version, precision, shape, ONNX hash) "
+                          "and only built when missing")
     trt.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp16",
                      help="engine precision (default fp16; LayerNorm/softmax/attention stay "
                           "fp32)")
@@ -78,16 +84,19 @@ def run(args) -> int:
         if not bag.exists():
             raise FileNotFoundError(f"calibration bag {bag} not found")
     calib_cache = None
-    if args.engine is not None:
+    want_engine = args.engine is not None or args.engine_cache is not None
+    if want_engine:
         from depth_perception.export.tensorrt_build import import_tensorrt
 
         import_tensorrt()
-        calib_cache = args.calib_cache or Path(str(args.engine) + ".calib")
+        calib_cache = args.calib_cache or (
+            Path(str(args.engine) + ".calib") if args.engine is not None
+            else args.engine_cache / f"{args.onnx.stem}.{args.height}x{args.width}.calib")
         if args.precision == "int8" and not args.calib_bag and not calib_cache.is_file():
             raise ValueError("--precision int8 needs calibration frames: --calib-bag BAG ... "
                              f"(or an existing calibration cache; none at {calib_cache})")
     elif args.calib_bag or args.calib_cache:
-        raise ValueError("--calib-bag/--calib-cache only apply with --engine")
+        raise ValueError("--calib-bag/--calib-cache only apply with --engine/--engine-cache")
     if args.torch2trt is not None:
         from depth_perception.export.torch2trt_export import import_torch2trt
 
@@ -119,10 +128,10 @@ def run(args) -> int:
           f"max relative error {result.max_rel_error:.2e} on {result.parity_frames} frames")
 
     # 4. TensorRT engine
-    if args.engine is not None:
+    if want_engine:
         from depth_perception.export.calibration import CalibrationConfig, CalibrationSource
         from depth_perception.export.tensorrt_build import (EngineBuildConfig, build_engine,
-                                                            layers_from_onnx,
+                                                            ensure_engine, layers_from_onnx,
                                                             select_fp32_layers,
                                                             trtexec_command)
 
@@ -134,12 +143,19 @@ def run(args) -> int:
         config = EngineBuildConfig(precision=args.precision, workspace_gb=args.workspace_gb,
                                    timing_cache=args.timing_cache,
                                    tolerance=args.engine_tolerance)
-        build_engine(result.path, args.engine, config, calibration=calibration,
-                     metadata=result.metadata)
+        if args.engine is not None:
+            engine = build_engine(result.path, args.engine, config, calibration=calibration,
+                                  metadata=result.metadata)
+            print(f"wrote {engine} ({args.precision}) and {engine}.json")
+        else:
+            done = ensure_engine(result.path, args.precision, args.engine_cache, config=config,
+                                 calibration=calibration, return_result=True)
+            engine = done.engine_path
+            print(f"{'built' if done.built else 'reused cached'} engine {engine} "
+                  f"({args.precision})")
         fp32 = select_fp32_layers(layers_from_onnx(result.path))
-        print(f"wrote {args.engine} ({args.precision}) and {args.engine}.json")
         print("equivalent trtexec command: " + trtexec_command(
-            result.path, args.engine, args.precision, args.workspace_gb, args.timing_cache,
+            result.path, engine, args.precision, args.workspace_gb, args.timing_cache,
             calib_cache if args.precision == "int8" else None, fp32))
 
     # 5. torch2trt

@@ -10,14 +10,18 @@ usable where the storage allows it, and :attr:`BagReader.damage` says what went 
 a sqlite3 database truncated or with a damaged page gives the rows before the damage
 (a truncated file is read through an in-memory copy whose header matches the pages
 present); a storage whose reading fails part-way keeps what was indexed. An mcap file
-without its summary section (interrupted recording) cannot be opened by rosbags: the
-error names the file and the repair tools.
+without its summary section (interrupted recording) cannot be opened by rosbags: its
+records are then walked from the start with the ``mcap`` package and every complete
+message before the cut is kept (also those of a cut chunk, uncompressed or zstd/lz4);
+when none is complete, the error names the file and the repair tools.
 """
 from __future__ import annotations
 
 import logging
 import os
+import struct
 from dataclasses import dataclass, fields
+from io import BytesIO
 from pathlib import Path
 
 import numpy as np
@@ -114,6 +118,126 @@ def _open_damaged_sqlite(db: Path):
     return conn
 
 
+# -- mcap without its summary -------------------------------------------------------------
+#: first (and last) bytes of an mcap file
+_MCAP_MAGIC = b"\x89MCAP0\r\n"
+
+
+def _mcap_inner_records(data: bytes) -> list:
+    """Schema/Channel/Message records of the complete records at the start of ``data``
+    (uncompressed chunk content); a record cut short ends the list."""
+    from mcap.data_stream import ReadDataStream
+    from mcap.opcode import Opcode
+    from mcap.records import Channel, Message, Schema
+
+    out, pos = [], 0
+    while pos + 9 <= len(data):
+        opcode, length = struct.unpack_from("<BQ", data, pos)
+        if pos + 9 + length > len(data):
+            break
+        stream = ReadDataStream(BytesIO(data[pos + 9:pos + 9 + length]))
+        if opcode == Opcode.MESSAGE:
+            out.append(Message.read(stream, length))
+        elif opcode == Opcode.CHANNEL:
+            out.append(Channel.read(stream))
+        elif opcode == Opcode.SCHEMA:
+            out.append(Schema.read(stream))
+        pos += 9 + length
+    return out
+
+
+def _mcap_cut_chunk(body: bytes) -> list:
+    """Records of a Chunk record cut short: the complete records among the bytes present
+    (uncompressed, or the prefix that a zstd/lz4 stream decompresses to)."""
+    if len(body) < 32:
+        return []
+    (n,) = struct.unpack_from("<I", body, 28)
+    compression = body[32:32 + n].decode("utf-8", "replace")
+    data = body[32 + n + 8:]
+    if compression == "zstd":
+        import zstandard
+
+        data = zstandard.ZstdDecompressor().decompressobj().decompress(data)
+    elif compression == "lz4":
+        import lz4.frame
+
+        data = lz4.frame.LZ4FrameDecompressor().decompress(data)
+    elif compression != "":
+        raise ValueError(f"unsupported chunk compression {compression!r}")
+    return _mcap_inner_records(data)
+
+
+def _read_mcap_record(f, offset: int, size: int) -> tuple[int, list, bool]:
+    """(opcode, records, complete) of the top-level record at ``offset`` of an mcap file
+    of ``size`` bytes: a Chunk gives its Schema/Channel/Message records (only the
+    complete ones when the file ends inside it), other records themselves."""
+    from mcap.data_stream import ReadDataStream
+    from mcap.opcode import Opcode
+    from mcap.records import Channel, Chunk, Message, Schema
+    from mcap.stream_reader import breakup_chunk
+
+    f.seek(offset)
+    head = f.read(9)
+    if len(head) < 9:
+        return -1, [], False
+    opcode, length = struct.unpack("<BQ", head)
+    complete = offset + 9 + length <= size
+    body = f.read(length if complete else size - offset - 9)
+    if opcode == Opcode.CHUNK:
+        if not complete:
+            return opcode, _mcap_cut_chunk(body), False
+        chunk = Chunk.read(ReadDataStream(BytesIO(body)))
+        return opcode, breakup_chunk(chunk, validate_crc=True), True
+    if not complete:
+        return opcode, [], False
+    stream = ReadDataStream(BytesIO(body))
+    readers = {Opcode.MESSAGE: lambda: Message.read(stream, length),
+               Opcode.CHANNEL: lambda: Channel.read(stream),
+               Opcode.SCHEMA: lambda: Schema.read(stream)}
+    return opcode, [readers[opcode]()] if opcode in readers else [], True
+
+
+def _scan_mcap(path: Path, on_message) -> tuple[int, str | None]:
+    """Walk the records of an mcap file from its start, without its summary section.
+
+    Calls ``on_message(offset, k, message, channels, schemas)`` for message ``k`` of the
+    top-level record at ``offset`` (a chunk or a lone message); returns (bytes read in
+    full, why the walk stopped before the data end: None when the file is complete).
+    """
+    from mcap.opcode import Opcode
+
+    size = path.stat().st_size
+    channels: dict[int, object] = {}
+    schemas: dict[int, object] = {}
+    with open(path, "rb") as f:
+        if f.read(8) != _MCAP_MAGIC:
+            return 0, "no mcap magic at the start of the file"
+        offset = 8
+        while True:
+            try:
+                opcode, records, complete = _read_mcap_record(f, offset, size)
+            except Exception as err:  # a damaged record ends the walk
+                return offset, f"unreadable record at byte {offset}: {type(err).__name__}: {err}"
+            if opcode in (Opcode.DATA_END, Opcode.FOOTER):
+                return offset, None
+            k = 0
+            for rec in records:
+                kind = type(rec).__name__
+                if kind == "Schema":
+                    schemas[rec.id] = rec
+                elif kind == "Channel":
+                    channels[rec.id] = rec
+                elif kind == "Message":
+                    on_message(offset, k, rec, channels, schemas)
+                    k += 1
+            if opcode == -1:
+                return offset, f"the file ends at byte {size} without a data end or footer"
+            if not complete:
+                return offset, (f"the file ends at byte {size} inside a record "
+                                f"(opcode {opcode:#04x}) starting at byte {offset}")
+            offset = f.tell()
+
+
 class BagReader:
     """Random access to the topics of one rosbag2 recording.
 
@@ -138,7 +262,10 @@ class BagReader:
         self._pid = None
         self._typestore = None
         self._types_registered = False
-        self._salvaged: list | None = None  # [(topic, msgtype, bag_time, raw)] when damaged
+        # when damaged: [(topic, msgtype, bag_time, raw bytes | (file, offset, k) in an mcap)]
+        self._salvaged: list | None = None
+        self._salvaged_types: list[tuple[str, str, bool, str]] = []  # custom types, mcap
+        self._mcap_cache: dict[tuple[int, int], list[bytes]] = {}
         self._open()
         self._index()
 
@@ -160,8 +287,11 @@ class BagReader:
             if storage == "sqlite3" and self._pid is None:
                 self._salvage_sqlite3(err)
                 return
-            hint = ("an mcap file whose summary/footer is missing (recording interrupted); "
-                    "`ros2 bag reindex` or `mcap recover` rebuilds it"
+            if storage == "mcap" and self._pid is None and self._salvage_mcap(err):
+                return
+            hint = ("an mcap file whose summary/footer is missing (recording interrupted) "
+                    "and that holds no complete message; `ros2 bag reindex` or "
+                    "`mcap recover` rebuilds it"
                     if storage == "mcap" else
                     "damaged storage (the file may be truncated or not a bag)")
             raise ValueError(f"bag {self.path}: cannot open storage file(s) {files} "
@@ -209,23 +339,85 @@ class BagReader:
                        f"{len(rows)} messages before the damage were salvaged")
         log.warning("%s", self.damage)
 
+    def _salvage_mcap(self, open_error: Exception) -> bool:
+        """Index the complete messages of mcap files rosbags cannot open (no summary).
+
+        Records are walked from the start of each file (chunks are self-contained: their
+        schemas and channels precede their messages); the messages are kept as (file,
+        record offset, rank) and read again from the file when asked for. False when no
+        message could be recovered.
+        """
+        files = [self.path / f for f in self.metadata.get("relative_file_paths", [])]
+        rows: list[tuple[str, str, int, tuple[int, int, int]]] = []
+        types: dict[str, tuple[str, str, bool, str]] = {}
+        stops: list[str] = []
+        for fi, path in enumerate(files):
+            def keep(offset, k, msg, channels, schemas, fi=fi):
+                channel = channels.get(msg.channel_id)
+                schema = schemas.get(channel.schema_id) if channel is not None else None
+                if schema is None:
+                    return  # a message whose channel was lost: its type is unknown
+                rows.append((channel.topic, schema.name, int(msg.log_time), (fi, offset, k)))
+                types.setdefault(schema.name, (channel.topic, schema.name,
+                                               schema.encoding == "ros2idl",
+                                               schema.data.decode("utf-8", "replace")))
+            try:
+                _, why = _scan_mcap(path, keep)
+            except OSError as err:
+                why = f"{type(err).__name__}: {err}"
+            if why is not None:
+                stops.append(f"{path.name}: {why}")
+                break  # the files after a damaged one are not part of a consistent record
+        if not rows:
+            return False
+        rows.sort(key=lambda r: r[2])
+        self._salvaged = rows
+        self._salvaged_types = list(types.values())
+        self._register_types(self._salvaged_types)
+        self._pid = os.getpid()
+        self.damage = (f"bag {self.path}: mcap storage {', '.join(f.name for f in files)} "
+                       f"could not be opened ({type(open_error).__name__}: "
+                       f"{str(open_error).rstrip('.')}); {len(rows)} messages before the "
+                       f"damage were recovered ({'; '.join(stops) or 'read to the data end'})")
+        log.warning("%s", self.damage)
+        return True
+
+    def _row_raw(self, row) -> bytes | memoryview:
+        """Serialized message of a salvaged row (read again from an mcap file)."""
+        where = row[3]
+        if not isinstance(where, tuple):
+            return where
+        fi, offset, k = where
+        if (fi, offset) not in self._mcap_cache:
+            path = self.path / self.metadata["relative_file_paths"][fi]
+            with open(path, "rb") as f:
+                _, records, _ = _read_mcap_record(f, offset, path.stat().st_size)
+            self._mcap_cache.clear()  # one chunk at a time: memory stays flat
+            self._mcap_cache[(fi, offset)] = [r.data for r in records
+                                              if type(r).__name__ == "Message"]
+        return self._mcap_cache[(fi, offset)][k]
+
     def _register_custom_types(self, connections) -> None:
         from rosbags.interfaces import MessageDefinitionFormat
+
+        self._register_types([(c.topic, c.msgtype, c.msgdef.format == MessageDefinitionFormat.IDL,
+                               c.msgdef.data) for c in connections])
+
+    def _register_types(self, defs) -> None:
+        """Register the (topic, msgtype, is_idl, definition) types the typestore lacks."""
         from rosbags.typesys import get_types_from_idl, get_types_from_msg
 
-        for conn in connections:
-            if conn.msgtype in self._typestore.types or not conn.msgdef.data:
+        for topic, msgtype, is_idl, text in defs:
+            if msgtype in self._typestore.types or not text:
                 continue
             try:
-                if conn.msgdef.format == MessageDefinitionFormat.IDL:
-                    types = get_types_from_idl(conn.msgdef.data)
-                else:
-                    types = get_types_from_msg(conn.msgdef.data, conn.msgtype)
+                types = (get_types_from_idl(text) if is_idl
+                         else get_types_from_msg(text, msgtype))
                 self._typestore.register(types)
-                log.info("bag %s: registered custom type %s", self.path, conn.msgtype)
+                log.info("bag %s: registered custom type %s", self.path, msgtype)
             except Exception as err:  # an unreadable custom type only hides its topic
                 log.warning("bag %s: cannot register type %s of %s: %s", self.path,
-                            conn.msgtype, conn.topic, err)
+                            msgtype, topic, err)
 
     @property
     def reader(self):
@@ -256,6 +448,7 @@ class BagReader:
         state = dict(self.__dict__)
         state["_reader"], state["_pid"] = None, None
         state["_typestore"], state["_types_registered"] = None, False  # rebuilt on use
+        state["_mcap_cache"] = {}
         return state
 
     def __setstate__(self, state):
@@ -264,6 +457,7 @@ class BagReader:
             from rosbags.typesys import Stores, get_typestore
 
             self._typestore = get_typestore(Stores.ROS2_KILTED)
+            self._register_types(self._salvaged_types)
             self._pid = os.getpid()
 
     # -- index ------------------------------------------------------------------------
@@ -278,7 +472,7 @@ class BagReader:
         if self._salvaged is not None:
             for row in self._salvaged:
                 if row[0] in topics:
-                    yield row
+                    yield row[0], row[1], row[2], self._row_raw(row)
             return
         conns = [c for c in self._reader.connections if c.topic in topics]
         for conn, bag_time, raw in self._reader.messages(connections=conns):
@@ -396,7 +590,7 @@ class BagReader:
             return self._small[topic][raw_index]
         if self._salvaged is not None:
             row = self._salvaged[self._raw_index[topic][raw_index]]
-            return self.typestore.deserialize_cdr(row[3], row[1])
+            return self.typestore.deserialize_cdr(self._row_raw(row), row[1])
         bag_time = self._bag_times[topic][raw_index]
         same = self._dup_rank[topic][raw_index]  # earlier messages with this receive time
         conns = [c for c in self.reader.connections if c.topic == topic]

@@ -577,6 +577,53 @@ def box_windows(lo: np.ndarray, hi: np.ndarray, T_odom_camera: np.ndarray,
     return out
 
 
+def lidar_windows(lo: np.ndarray, hi: np.ndarray, origin: np.ndarray, yaw: float,
+                  elevations: np.ndarray, azimuth_step: float,
+                  n_azimuths: int) -> tuple[np.ndarray, np.ndarray]:
+    """Conservative (beam, azimuth) windows of a spinning LiDAR that can hit each box.
+
+    lo, hi: [B,3] boxes in odom; origin: [3] sensor in odom; yaw: sensor heading
+    (level sensor); elevations: [R] sorted beam elevations (rad); azimuths are
+    ``k * azimuth_step`` (rad), k < n_azimuths, counter-clockwise from the sensor x axis.
+    A box seen across azimuth 0 gets two windows. Returns ([W] box index, [W,4]
+    windows (row0, row1, col0, col1)).
+    """
+    b = len(lo)
+    rel_lo, rel_hi = lo - origin, hi - origin
+    # Elevation bounds from the nearest and farthest horizontal distances.
+    dx = np.maximum(np.maximum(rel_lo[:, 0], -rel_hi[:, 0]), 0.0)
+    dy = np.maximum(np.maximum(rel_lo[:, 1], -rel_hi[:, 1]), 0.0)
+    r_min = np.hypot(dx, dy)
+    r_max = np.hypot(np.maximum(np.abs(rel_lo[:, 0]), np.abs(rel_hi[:, 0])),
+                     np.maximum(np.abs(rel_lo[:, 1]), np.abs(rel_hi[:, 1])))
+    z_top, z_bot = rel_hi[:, 2], rel_lo[:, 2]
+    el_max = np.arctan2(z_top, np.where(z_top > 0, r_min, r_max))
+    el_min = np.arctan2(z_bot, np.where(z_bot < 0, r_min, r_max))
+    eps = 1e-9
+    row0 = np.searchsorted(elevations, el_min - eps, side="left")
+    row1 = np.searchsorted(elevations, el_max + eps, side="right")
+    # Azimuth range: spanned by the footprint corners (origin outside the footprint).
+    cx = np.stack([rel_lo[:, 0], rel_hi[:, 0], rel_lo[:, 0], rel_hi[:, 0]], axis=1)
+    cy = np.stack([rel_lo[:, 1], rel_lo[:, 1], rel_hi[:, 1], rel_hi[:, 1]], axis=1)
+    az = np.mod(np.arctan2(cy, cx) - yaw, 2.0 * np.pi)  # [B,4] in [0, 2 pi)
+    a_min, a_max = az.min(axis=1), az.max(axis=1)
+    wraps = a_max - a_min > np.pi  # seen across azimuth 0: [a_max_low.., 2pi) + [0, ..]
+    low = np.where(az < np.pi, az, -np.inf).max(axis=1)   # last corner before 2 pi wrap
+    high = np.where(az >= np.pi, az, np.inf).min(axis=1)  # first corner after it
+    inside = r_min <= 0.0  # sensor above the footprint: every azimuth
+    windows, owner = [], []
+    for lo_az, hi_az, use in ((a_min, a_max, ~wraps & ~inside),
+                              (np.zeros(b), low, wraps & ~inside),
+                              (high, np.full(b, 2.0 * np.pi), wraps & ~inside),
+                              (np.zeros(b), np.full(b, 2.0 * np.pi), inside)):
+        idx = np.nonzero(use)[0]
+        c0 = np.clip(np.floor(lo_az[idx] / azimuth_step) - 1, 0, n_azimuths)
+        c1 = np.clip(np.ceil(hi_az[idx] / azimuth_step) + 2, 0, n_azimuths)
+        windows.append(np.stack([row0[idx], row1[idx], c0, c1], axis=1))
+        owner.append(idx)
+    return np.concatenate(owner), np.concatenate(windows).astype(np.int64)
+
+
 def texture_footprint(hits: Hits, dirs: np.ndarray, d_u: np.ndarray,
                       d_v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Extent of one pixel along the face's s and q axes (metres), for planar faces.
@@ -770,7 +817,8 @@ def surface_materials(scene: Scene, hits: Hits, fp_s: np.ndarray,
 class CameraGeometry:
     """What the camera sees at one frame, shared by every condition.
 
-    depth: [H,W] float32 z-depth at the pixel centres (NaN sky).
+    depth: [H,W] float32 z-depth at the pixel centres (NaN sky); objects: [H,W] int64
+    what each pixel centre sees (box index into the scene arrays, GROUND or SKY).
     Appearance samples (S of them): pixel-centre samples of the pixels away from
     silhouettes, then ``supersample**2`` sub-pixel samples of each silhouette pixel.
     hits / surface / dirs ([S,3] odom ray directions, z-depth units) describe them;
@@ -781,6 +829,7 @@ class CameraGeometry:
     frame: int
     time: float
     depth: np.ndarray
+    objects: np.ndarray
     hits: Hits
     surface: Surface
     dirs: np.ndarray
@@ -891,7 +940,7 @@ class SyntheticStreet:
         # Boxes ahead of the camera, each tested only against rays in its image window.
         x0 = origin[0]
         idx, lo, hi = self._candidate_boxes(t, x0 - 15.0, x0 + self.config.ground_extent)
-        windows = box_windows(lo, hi, T, K)
+        windows = box_windows(lo, hi, T, K) if self.cull else None
         hits = raycast(origin, dirs, lo, hi, self._ground_x, pixels=(rows, cols),
                        windows=windows)
         hits.obj = np.where(hits.obj >= 0, idx[np.maximum(hits.obj, 0)], hits.obj)
@@ -919,6 +968,7 @@ class SyntheticStreet:
         rows, cols = np.divmod(np.arange(H * W), W)
         hits, dirs = self._cast(t, T, rows, cols)
         depth = np.where(hits.obj == SKY, np.nan, hits.t).reshape(H, W)
+        objects = hits.obj.reshape(H, W).copy()
         # 2. Silhouette pixels: a 4-neighbour sees another surface (object or face).
         key = (hits.obj * 8 + hits.axis * 2 + (hits.sign > 0)).reshape(H, W)
         edge = np.zeros((H, W), dtype=bool)
@@ -952,9 +1002,12 @@ class SyntheticStreet:
         fp_s, fp_q = texture_footprint(hits, dirs, R[:, 0] / K.fx, R[:, 1] / K.fy)
         surface = surface_materials(self.scene, hits, fp_s, fp_q)
         geom = CameraGeometry(frame=frame, time=t, depth=depth.astype(np.float32),
-                              hits=hits, surface=surface, dirs=dirs, T_odom_camera=T,
-                              T_odom_base=T_odom_base, centre_pixels=centre_pixels,
-                              edge_pixels=edge_pixels, samples_per_edge_pixel=n_sub)
+                              objects=objects, hits=hits, surface=surface, dirs=dirs,
+                              T_odom_camera=T, T_odom_base=T_odom_base,
+                              centre_pixels=centre_pixels, edge_pixels=edge_pixels,
+                              samples_per_edge_pixel=n_sub)
+        logger.debug("frame %d: %d pixels, %d on silhouettes (%d samples each)", frame,
+                     H * W, len(edge_pixels), n_sub)
         self._cache = geom
         return geom
 
@@ -971,11 +1024,21 @@ class SyntheticStreet:
         return shade(self, geom, condition), geom.depth.copy()
 
     # -- LiDAR ------------------------------------------------------------------------
+    #: test each box only against the rays of its image / angular window (same result,
+    #: faster); False ray-casts every candidate box against every ray (for checks)
+    cull = True
+
+    @cached_property
+    def _lidar_elevations(self) -> np.ndarray:
+        c = self.config
+        return np.deg2rad(np.linspace(c.lidar_elevation[0], c.lidar_elevation[1],
+                                      c.lidar_beams))
+
     @cached_property
     def lidar_directions(self) -> np.ndarray:
         """[beams*azimuths, 3] unit ray directions in the lidar frame (beam-major)."""
         c = self.config
-        el = np.deg2rad(np.linspace(c.lidar_elevation[0], c.lidar_elevation[1], c.lidar_beams))
+        el = self._lidar_elevations
         az = np.deg2rad(np.arange(0.0, 360.0, c.lidar_azimuth_step))
         ee, aa = np.meshgrid(el, az, indexing="ij")
         return np.stack([np.cos(ee) * np.cos(aa), np.cos(ee) * np.sin(aa), np.sin(ee)],
@@ -990,13 +1053,21 @@ class SyntheticStreet:
         t = self.lidar_time(frame)
         T = self.trajectory.T_odom_base(t) @ self.T_base_lidar
         R, origin = T[:3, :3], T[:3, 3]
+        c = self.config
         d_lidar = self.lidar_directions
         dirs = d_lidar @ R.T
-        reach = self.config.lidar_max_range
+        reach = c.lidar_max_range
         idx, lo, hi = self._candidate_boxes(t, origin[0] - reach, origin[0] + reach,
                                             y_abs=reach)
-        hits = raycast(origin, dirs, lo, hi, self._ground_x, t_max=reach)
-        hits.obj = np.where(hits.obj >= 0, idx[np.maximum(hits.obj, 0)], hits.obj)
+        # Rays form a (beam, azimuth) grid: test each box only in its angular window.
+        n_az = len(d_lidar) // c.lidar_beams
+        owner, windows = lidar_windows(lo, hi, origin, self.trajectory.yaw(t),
+                                       self._lidar_elevations, np.deg2rad(c.lidar_azimuth_step),
+                                       n_az)
+        rows, cols = np.divmod(np.arange(len(d_lidar)), n_az)
+        hits = raycast(origin, dirs, lo[owner], hi[owner], self._ground_x, t_max=reach,
+                       pixels=(rows, cols), windows=windows if self.cull else None)
+        hits.obj = np.where(hits.obj >= 0, idx[owner[np.maximum(hits.obj, 0)]], hits.obj)
         ok = (hits.obj != SKY) & (hits.t >= self.config.lidar_min_range) & (hits.t <= reach)
         sub = _subset(hits, ok)
         footprint = np.full(len(sub.t), 0.05)
@@ -1053,123 +1124,134 @@ def _point_light(points, normals, light, direction=None, cos_inner=1.0, cos_oute
 
 def shade(street: SyntheticStreet, geom: CameraGeometry, condition: str) -> np.ndarray:
     """Shade precomputed camera geometry for one condition -> [H,W,3] uint8 RGB."""
-    import cv2
-
     if condition not in CONDITIONS:
         raise ValueError(f"unknown condition {condition!r}; expected one of {CONDITIONS}")
-    K = street.intrinsics
-    hits, surf, dirs = geom.hits, geom.surface, geom.dirs
-    sky = hits.obj == SKY
-    solid = ~sky
-    normals = geom.normals
-    albedo = surf.albedo
     rng = _condition_rng(street, geom.frame, condition)
-    out = np.zeros_like(albedo)
-
-    if condition == "day-clear":
-        # 1. Lambertian: sky ambient + sun.
-        ambient = np.array([0.33, 0.36, 0.42])
-        sun = np.array([1.0, 0.95, 0.85])
-        lambert = np.clip(normals @ _SUN, 0.0, None)
-        irradiance = ambient[None, :] + sun[None, :] * lambert[:, None]
-        out = albedo * irradiance
-        out[sky] = _sky(dirs[sky], np.array([0.18, 0.32, 0.65]), np.array([0.62, 0.70, 0.80]))
-        img = geom.assemble(out, K.height, K.width)
-
-    elif condition == "night":
-        # 1. Dim moonlight + city glow.
-        ambient = np.array([0.002, 0.0025, 0.004])
-        irradiance = np.repeat(ambient[None, :], len(albedo), axis=0)
-        # 2. Headlights: two cones forward from the vehicle front.
-        solid_idx = np.nonzero(solid)[0]
-        points, solid_normals = hits.point[solid_idx], normals[solid_idx]
-        lit = np.zeros((len(solid_idx), 3))
-        T_base = geom.T_odom_base
-        forward = T_base[:3, :3] @ np.array([1.0, 0.0, -0.04])
-        forward /= np.linalg.norm(forward)
-        head = np.array([0.95, 0.95, 0.90]) * 14.0
-        for y_off in (-0.75, 0.75):
-            pos = T_base[:3, :3] @ np.array([3.7, y_off, 0.65]) + T_base[:3, 3]
-            e = _point_light(points, solid_normals, pos, forward,
-                             cos_inner=math.cos(math.radians(12.0)),
-                             cos_outer=math.cos(math.radians(30.0)))
-            lit += e[:, None] * head[None, :]
-        # 3. Street lights: sodium-like pools under each lamp head.
-        lamp_colour = np.array([1.0, 0.78, 0.45]) * 40.0
-        down = np.array([0.0, 0.0, -1.0])
-        cam = geom.T_odom_camera[:3, 3]
-        lamps = street.scene.lamps
-        ahead = np.nonzero((lamps[:, 0] > cam[0] - 25.0) & (lamps[:, 0] < cam[0] + 150.0))[0]
-        px = points[:, 0]
-        # A lamp 6.7 m up with a 70 deg cone lights a pool of radius < 20 m.
-        for j in ahead:
-            pool = np.nonzero(np.abs(px - lamps[j, 0]) < 20.0)[0]
-            e = _point_light(points[pool], solid_normals[pool], lamps[j], down,
-                             cos_inner=math.cos(math.radians(35.0)),
-                             cos_outer=math.cos(math.radians(70.0)))
-            lit[pool] += e[:, None] * lamp_colour[None, :]
-        irradiance[solid_idx] += lit
-        out = albedo * irradiance + surf.night_emission
-        out[sky] = _sky(dirs[sky], np.array([0.0015, 0.0018, 0.0035]),
-                        np.array([0.010, 0.008, 0.006]))
-        img = geom.assemble(out, K.height, K.width)
-        # 4. Sensor: high gain -> shot + read noise, slight glow around bright lights.
-        glow = cv2.GaussianBlur(np.clip(img - 0.8, 0.0, None).astype(np.float32), (0, 0), 3.0)
-        img = img + 0.5 * glow
-        gain = 1.5
-        img = img * gain
-        noise_sigma = np.sqrt(0.0004 * np.clip(img, 0.0, None) + 0.004 ** 2)
-        img = img + noise_sigma * rng.standard_normal(img.shape)
-
-    elif condition == "rain":
-        # 1. Overcast light; wet surfaces are darker.
-        ambient = np.array([0.55, 0.57, 0.60])
-        sun = np.array([0.15, 0.15, 0.15])
-        lambert = np.clip(normals @ _SUN, 0.0, None)
-        wet_albedo = albedo * (1.0 - 0.45 * surf.wetness)[:, None]
-        out = wet_albedo * (ambient[None, :] + sun[None, :] * lambert[:, None])
-        sky_top, sky_horizon = np.array([0.35, 0.37, 0.40]), np.array([0.50, 0.52, 0.55])
-        # 2. Puddles and wet asphalt reflect the overcast sky (Schlick Fresnel).
-        cos_i = np.abs(np.einsum("ij,ij->i", normals, dirs)) / np.linalg.norm(dirs, axis=1)
-        fresnel = 0.04 + 0.96 * (1.0 - cos_i) ** 5
-        ground = np.nonzero(hits.obj == GROUND)[0]
-        puddle = _smoothstep(0.55, 0.7, value_noise(hits.point[ground, 0],
-                                                    hits.point[ground, 1], 2.5,
-                                                    street.scene.seed * 31 + 9))
-        reflect = np.zeros(len(albedo))
-        reflect[ground] = surf.wetness[ground] * (0.3 + 0.7 * puddle) * fresnel[ground]
-        out = out * (1.0 - reflect[:, None]) + reflect[:, None] * sky_horizon[None, :]
-        out[sky] = _sky(dirs[sky], sky_top, sky_horizon)
-        # 3. Fog: contrast falls with distance.
-        transmission = np.exp(-np.where(np.isfinite(geom.distance), geom.distance, 1e6) / 70.0)
-        out = out * transmission[:, None] + sky_horizon[None, :] * (1.0 - transmission[:, None])
-        img = geom.assemble(out, K.height, K.width)
-        # 4. Streaks: sparse drops smeared along the fall direction, then lens blur.
-        img = img + 0.35 * _streaks(rng, K.height, K.width, density=1.0 / 120.0,
-                                    length=max(5, K.height // 12), angle_deg=75.0)[..., None]
-        img = cv2.GaussianBlur(img.astype(np.float32), (0, 0), 0.8).astype(np.float64)
-        img = 0.85 * img + 0.15 * img.mean()
-        img = img + 0.006 * rng.standard_normal(img.shape)
-
-    else:  # snow
-        ambient = np.array([0.60, 0.62, 0.66])
-        sun = np.array([0.2, 0.2, 0.2])
-        lambert = np.clip(normals @ _SUN, 0.0, None)
-        snow = surf.snow_cover[:, None]
-        snowy = albedo * (1.0 - snow) + 0.85 * snow
-        out = snowy * (ambient[None, :] + sun[None, :] * lambert[:, None])
-        horizon = np.array([0.70, 0.72, 0.75])
-        out[sky] = _sky(dirs[sky], np.array([0.55, 0.57, 0.60]), horizon)
-        transmission = np.exp(-np.where(np.isfinite(geom.distance), geom.distance, 1e6) / 90.0)
-        out = out * transmission[:, None] + horizon[None, :] * (1.0 - transmission[:, None])
-        img = geom.assemble(out, K.height, K.width)
-        img = img + 0.6 * _streaks(rng, K.height, K.width, density=1.0 / 300.0,
-                                   length=3, angle_deg=80.0)[..., None]
-        img = img + 0.006 * rng.standard_normal(img.shape)
-
+    shader = {"day-clear": _shade_day, "night": _shade_night, "rain": _shade_rain,
+              "snow": _shade_snow}[condition]
+    img = shader(street, geom, rng)  # [H,W,3] linear radiance
     # Display transform: linear -> sRGB-like gamma, 8 bit.
     img = np.clip(img, 0.0, 1.0) ** (1.0 / 2.2)
     return np.round(img * 255.0).astype(np.uint8)
+
+
+def _lambert(geom: CameraGeometry, ambient, sun, albedo=None) -> np.ndarray:
+    """[S,3] albedo * (ambient + sun * max(n.l, 0))."""
+    albedo = geom.surface.albedo if albedo is None else albedo
+    cos_sun = np.clip(geom.normals @ _SUN, 0.0, None)
+    return albedo * (np.asarray(ambient)[None, :] + np.asarray(sun)[None, :] * cos_sun[:, None])
+
+
+def _fog(geom: CameraGeometry, radiance: np.ndarray, airlight, visibility: float):
+    """Blend towards the airlight colour with distance: exp(-d / visibility)."""
+    d = np.where(np.isfinite(geom.distance), geom.distance, 1e6)
+    transmission = np.exp(-d / visibility)[:, None]
+    return radiance * transmission + np.asarray(airlight)[None, :] * (1.0 - transmission)
+
+
+def _shade_day(street: SyntheticStreet, geom: CameraGeometry, rng) -> np.ndarray:
+    """Lambertian under sky ambient + sun; no noise (photometrically consistent)."""
+    K = street.intrinsics
+    sky = geom.hits.obj == SKY
+    out = _lambert(geom, (0.33, 0.36, 0.42), (1.0, 0.95, 0.85))
+    out[sky] = _sky(geom.dirs[sky], np.array([0.18, 0.32, 0.65]), np.array([0.62, 0.70, 0.80]))
+    return geom.assemble(out, K.height, K.width)
+
+
+def _shade_night(street: SyntheticStreet, geom: CameraGeometry, rng) -> np.ndarray:
+    import cv2
+
+    K = street.intrinsics
+    hits, surf = geom.hits, geom.surface
+    sky = hits.obj == SKY
+    solid_idx = np.nonzero(~sky)[0]
+    points, normals = hits.point[solid_idx], geom.normals[solid_idx]
+    # 1. Dim moonlight.
+    irradiance = np.repeat(np.array([[0.002, 0.0025, 0.004]]), len(hits.t), axis=0)
+    lit = np.zeros((len(solid_idx), 3))
+    # 2. Headlights: two cones forward from the vehicle front.
+    T_base = geom.T_odom_base
+    forward = T_base[:3, :3] @ np.array([1.0, 0.0, -0.04])
+    forward /= np.linalg.norm(forward)
+    head = np.array([0.95, 0.95, 0.90]) * 14.0
+    for y_off in (-0.75, 0.75):
+        pos = T_base[:3, :3] @ np.array([3.7, y_off, 0.65]) + T_base[:3, 3]
+        e = _point_light(points, normals, pos, forward,
+                         cos_inner=math.cos(math.radians(12.0)),
+                         cos_outer=math.cos(math.radians(30.0)))
+        lit += e[:, None] * head[None, :]
+    # 3. Street lights: sodium-like pools under each lamp head (a lamp 6.7 m up with
+    #    a 70 deg cone lights a pool of radius < 20 m).
+    lamp_colour = np.array([1.0, 0.78, 0.45]) * 40.0
+    down = np.array([0.0, 0.0, -1.0])
+    cam_x = geom.T_odom_camera[0, 3]
+    lamps = street.scene.lamps
+    ahead = np.nonzero((lamps[:, 0] > cam_x - 25.0) & (lamps[:, 0] < cam_x + 150.0))[0]
+    for j in ahead:
+        pool = np.nonzero(np.abs(points[:, 0] - lamps[j, 0]) < 20.0)[0]
+        e = _point_light(points[pool], normals[pool], lamps[j], down,
+                         cos_inner=math.cos(math.radians(35.0)),
+                         cos_outer=math.cos(math.radians(70.0)))
+        lit[pool] += e[:, None] * lamp_colour[None, :]
+    irradiance[solid_idx] += lit
+    # 4. Emitters (lit windows, lamp heads, oncoming headlights) and a dark sky.
+    out = surf.albedo * irradiance + surf.night_emission
+    out[sky] = _sky(geom.dirs[sky], np.array([0.0015, 0.0018, 0.0035]),
+                    np.array([0.010, 0.008, 0.006]))
+    img = geom.assemble(out, K.height, K.width)
+    # 5. Sensor: glow around bright lights, high gain -> shot + read noise.
+    glow = cv2.GaussianBlur(np.clip(img - 0.8, 0.0, None).astype(np.float32), (0, 0), 3.0)
+    img = (img + 0.5 * glow) * 1.5
+    noise_sigma = np.sqrt(0.0004 * np.clip(img, 0.0, None) + 0.004 ** 2)
+    return img + noise_sigma * rng.standard_normal(img.shape)
+
+
+def _shade_rain(street: SyntheticStreet, geom: CameraGeometry, rng) -> np.ndarray:
+    import cv2
+
+    K = street.intrinsics
+    hits, surf = geom.hits, geom.surface
+    sky = hits.obj == SKY
+    sky_top, sky_horizon = np.array([0.35, 0.37, 0.40]), np.array([0.50, 0.52, 0.55])
+    # 1. Overcast light; wet surfaces are darker.
+    wet_albedo = surf.albedo * (1.0 - 0.45 * surf.wetness)[:, None]
+    out = _lambert(geom, (0.55, 0.57, 0.60), (0.15, 0.15, 0.15), wet_albedo)
+    # 2. Puddles and wet asphalt mirror the overcast sky (Schlick Fresnel).
+    ground = np.nonzero(hits.obj == GROUND)[0]
+    d = geom.dirs[ground]
+    cos_i = np.abs(d[:, 2]) / np.linalg.norm(d, axis=1)  # ground normal is +z
+    fresnel = 0.04 + 0.96 * (1.0 - cos_i) ** 5
+    puddle = _smoothstep(0.55, 0.7, value_noise(hits.point[ground, 0], hits.point[ground, 1],
+                                                2.5, street.scene.seed * 31 + 9))
+    reflect = (surf.wetness[ground] * (0.3 + 0.7 * puddle) * fresnel)[:, None]
+    out[ground] = out[ground] * (1.0 - reflect) + reflect * sky_horizon[None, :]
+    out[sky] = _sky(geom.dirs[sky], sky_top, sky_horizon)
+    # 3. Fog: contrast falls with distance.
+    out = _fog(geom, out, sky_horizon, visibility=70.0)
+    img = geom.assemble(out, K.height, K.width)
+    # 4. Streaks: sparse drops smeared along the fall direction; lens blur, flare, noise.
+    img = img + 0.35 * _streaks(rng, K.height, K.width, density=1.0 / 120.0,
+                                length=max(5, K.height // 12), angle_deg=75.0)[..., None]
+    img = cv2.GaussianBlur(img.astype(np.float32), (0, 0), 0.8).astype(np.float64)
+    img = 0.85 * img + 0.15 * img.mean()
+    return img + 0.006 * rng.standard_normal(img.shape)
+
+
+def _shade_snow(street: SyntheticStreet, geom: CameraGeometry, rng) -> np.ndarray:
+    K = street.intrinsics
+    sky = geom.hits.obj == SKY
+    horizon = np.array([0.70, 0.72, 0.75])
+    # 1. Snow cover on the ground (not in the wheel tracks) and on tops; overcast light.
+    snow = geom.surface.snow_cover[:, None]
+    snowy = geom.surface.albedo * (1.0 - snow) + 0.85 * snow
+    out = _lambert(geom, (0.60, 0.62, 0.66), (0.2, 0.2, 0.2), snowy)
+    out[sky] = _sky(geom.dirs[sky], np.array([0.55, 0.57, 0.60]), horizon)
+    # 2. Haze and falling flakes.
+    out = _fog(geom, out, horizon, visibility=90.0)
+    img = geom.assemble(out, K.height, K.width)
+    img = img + 0.6 * _streaks(rng, K.height, K.width, density=1.0 / 300.0, length=3,
+                               angle_deg=80.0)[..., None]
+    return img + 0.006 * rng.standard_normal(img.shape)
 
 
 def _streaks(rng, height: int, width: int, density: float, length: int,

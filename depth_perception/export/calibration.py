@@ -176,9 +176,14 @@ def frames_from_bags(bags: Sequence[str | Path], metadata: ModelMetadata, n_fram
     reader = reader or default_frame_reader()
     preprocessor = preprocessor or Preprocessor(metadata)
     lengths = [reader.count(p) for p in paths]
+    topic = getattr(reader, "image_topic", None) or "/camera/image_raw"
+    if sum(lengths) == 0:
+        raise ValueError(f"none of the bags {[str(p) for p in paths]} has frames on the image "
+                         f"topic {topic} (or its /compressed variant); pass the right topic "
+                         "(--image-topic)")
     for p, length in zip(paths, lengths):
         if length == 0:
-            logger.warning("bag %s has no frames on the image topic: skipped", p)
+            logger.warning("bag %s has no frames on %s: skipped", p, topic)
     pairs = spread_indices(lengths, n_frames)
     tensors = []
     for b, path in enumerate(paths):

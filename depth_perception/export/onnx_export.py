@@ -169,12 +169,14 @@ def _resolve_transformers_folder(model_id: str) -> Path:
                            "(pip install transformers)") from exc
     offline = _hf_offline()
     try:
-        return Path(snapshot_download(model_id, local_files_only=offline))
+        # config, image processor config and torch weights: not ONNX/TF/Flax variants
+        return Path(snapshot_download(model_id, local_files_only=offline,
+                                      allow_patterns=["*.json", "*.safetensors", "*.bin"]))
     except Exception as exc:  # LocalEntryNotFoundError, RepositoryNotFoundError, ...
         hint = (" (HF_HUB_OFFLINE is set: only models already in the local cache load; copy "
                 "the model folder here and pass its path)" if offline else "")
-        raise FileNotFoundError(f"transformers model '{model_id}' is not available{hint}: "
-                                f"{exc}") from exc
+        raise FileNotFoundError(f"'{model_id}' is no folder here, and as a transformers "
+                                f"model id it is not available{hint}: {exc}") from exc
 
 
 def _load_transformers(folder: Path | None, name: str, device: str) -> ExportSource:
@@ -187,13 +189,25 @@ def _load_transformers(folder: Path | None, name: str, device: str) -> ExportSou
     folder = folder or _resolve_transformers_folder(name)
     config = AutoConfig.from_pretrained(folder, local_files_only=True)
     try:
-        model = AutoModelForDepthEstimation.from_pretrained(folder, local_files_only=True)
+        model, info = AutoModelForDepthEstimation.from_pretrained(
+            folder, local_files_only=True, output_loading_info=True)
     except ValueError as exc:
         raise ValueError(f"{name}: not a transformers depth-estimation model "
                          f"({type(config).__name__}): {exc}") from exc
     except (RuntimeError, OSError) as exc:
         raise ValueError(f"{name}: the transformers weights do not load into its config: "
                          f"{exc}") from exc
+    # transformers fills missing weights with random values and only warns: refuse
+    missing = sorted(info.get("missing_keys") or [])
+    mismatched = [str(m) for m in (info.get("mismatched_keys") or [])]
+    if missing or mismatched:
+        raise ValueError(f"{name}: the weights do not fit its config.json: "
+                         f"{len(missing)} missing (e.g. {missing[:5]}), {len(mismatched)} "
+                         f"of another shape (e.g. {mismatched[:3]}); exporting would bake "
+                         "random weights into the model")
+    if info.get("unexpected_keys"):
+        logger.warning("%s: %d weights not used by the model (e.g. %s)", name,
+                       len(info["unexpected_keys"]), sorted(info["unexpected_keys"])[:5])
     pre_path = folder / "preprocessor_config.json"
     pre = json.loads(pre_path.read_text()) if pre_path.is_file() else None
     # the runtime's derivation (metric if depth_estimation_type == "metric", else

@@ -377,7 +377,8 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path,
                  config: EngineBuildConfig | None = None, calibration=None,
                  verify_frames: np.ndarray | None = None,
                  metadata: ModelMetadata | None = None,
-                 key: EngineCacheKey | None = None) -> Path:
+                 key: EngineCacheKey | None = None,
+                 run_engine: Callable[[Path, np.ndarray], np.ndarray] | None = None) -> Path:
     """Build a TensorRT engine from a static-shape ONNX, check it, save it.
 
     ``calibration``: a :class:`~depth_perception.export.calibration.CalibrationSource`
@@ -385,6 +386,8 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path,
     engine is compared on against onnxruntime (default: the calibration frames when
     given, else deterministic synthetic frames). An engine giving NaN or an error above
     the tolerance is deleted and RuntimeError raised. Writes ``<engine>.json``.
+    ``run_engine``: how the check runs the engine (default: the runtime's TensorRT
+    backend), see :func:`verify_engine`.
     """
     trt = import_tensorrt()
     config = config or EngineBuildConfig()
@@ -443,7 +446,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path,
         if verify_frames is None:
             verify_frames = _default_verify_frames(metadata, calibration, config.verify_frames)
         error = verify_engine(partial, onnx_path, verify_frames, config.effective_tolerance,
-                              metadata)
+                              metadata, run_engine=run_engine)
         os.replace(partial, engine_path)
     finally:
         partial.unlink(missing_ok=True)
@@ -571,7 +574,10 @@ def detect_gpu_name(device: int = 0) -> str:
     except ImportError:
         pass
     try:
-        from cuda import cudart  # cuda-python
+        try:
+            from cuda.bindings import runtime as cudart   # cuda-python >= 12.6
+        except ImportError:
+            from cuda import cudart                       # older cuda-python
 
         err, props = cudart.cudaGetDeviceProperties(device)
         if int(err) == 0:
@@ -588,6 +594,16 @@ def detect_environment() -> TensorRTEnvironment:
     return TensorRTEnvironment(detect_gpu_name(), str(trt.__version__))
 
 
+def default_engine_cache_dir() -> Path:
+    """Where engines are cached unless told otherwise: ``$DEPTH_PERCEPTION_ENGINE_CACHE``,
+    else ``$XDG_CACHE_HOME/depth_perception/engines`` (``~/.cache/...``)."""
+    explicit = os.environ.get("DEPTH_PERCEPTION_ENGINE_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "depth_perception" / "engines"
+
+
 @dataclass
 class EnsureResult:
     """What :func:`ensure_engine` did."""
@@ -598,13 +614,15 @@ class EnsureResult:
     stale: list = field(default_factory=list)
 
 
-def ensure_engine(onnx_path: str | Path, precision: str, cache_dir: str | Path, *,
+def ensure_engine(onnx_path: str | Path, precision: str,
+                  cache_dir: str | Path | None = None, *,
                   config: EngineBuildConfig | None = None, calibration=None,
                   environment: TensorRTEnvironment | None = None,
                   builder: Callable[..., Path] | None = None,
                   return_result: bool = False):
-    """Path of a TensorRT engine for ``onnx_path`` at ``precision`` in ``cache_dir``,
-    building it only when no engine with the same cache key is there.
+    """Path of a TensorRT engine for ``onnx_path`` at ``precision`` in ``cache_dir``
+    (default :func:`default_engine_cache_dir`), building it only when no engine with the
+    same cache key is there: meant for TensorRT start-up from an .onnx model.
 
     The key (:func:`engine_cache_key`) covers the ONNX bytes, GPU name, TensorRT
     version, precision and input shape; it is part of the file name and recorded in
@@ -616,7 +634,8 @@ def ensure_engine(onnx_path: str | Path, precision: str, cache_dir: str | Path, 
     :func:`build_engine` (called as ``builder(onnx_path, engine_path, config=...,
     calibration=..., key=...)``).
     """
-    onnx_path, cache_dir = Path(onnx_path), Path(cache_dir)
+    onnx_path = Path(onnx_path)
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_engine_cache_dir()
     if not onnx_path.is_file():
         raise FileNotFoundError(f"ONNX file {onnx_path} not found")
     check_precision(precision)

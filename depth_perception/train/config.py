@@ -72,6 +72,9 @@ class ModelConfig:
 
     depth: Dict[str, Any] = field(default_factory=dict)
     pose: Dict[str, Any] = field(default_factory=dict)
+    #: re-initialise random DPT layers with PyTorch's default init (see
+    #: depth_perception.train.teacher.reset_random_layers)
+    reset_random_init: bool = True
 
 
 @dataclass

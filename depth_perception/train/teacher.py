@@ -145,6 +145,77 @@ def build_models(cfg: TrainConfig):
     return arch, depth_net, depth_cfg, pose_net
 
 
+def reset_random_layers(arch: str, depth_net, depth_cfg) -> int:
+    """Re-initialise randomly initialised DPT layers with PyTorch's default Conv/Linear init.
+
+    transformers initialises DINOv2 + DPT weights with N(0, 0.02); a deep DPT neck and
+    head started that way outputs ~1e-6 and learns extremely slowly (its disparity
+    stays at the sigmoid midpoint for hundreds of steps). Layers loaded from pretrained
+    weights are left alone: everything is reset without ``pretrained``, only the neck
+    and head when ``pretrained`` is a bare DINOv2 backbone, nothing for a Depth Anything
+    checkpoint. SQL and pose networks use PyTorch / Kaiming inits already. Returns the
+    number of layers reset.
+    """
+    if arch != "dpt":
+        return 0
+    net = depth_net.net
+    if not depth_cfg.pretrained:
+        modules = [net]
+    else:
+        from depth_perception.models.dpt_depth import load_pretrained_config
+
+        kind = load_pretrained_config(depth_cfg.pretrained, depth_cfg.local_files_only).model_type
+        modules = [net.neck, net.head] if kind == "dinov2" else []
+    count = 0
+    for root in modules:
+        for m in root.modules():
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear)):
+                m.reset_parameters()
+                count += 1
+    return count
+
+
+def freeze_unused_parameters(module, *example_inputs) -> list[str]:
+    """Freeze parameters that take no part in ``module``'s outputs; returns their names.
+
+    Some architectures carry parameters their forward never uses (DINOv2's mask token
+    for masked-image modelling, the residual unit of the first DPT fusion block, which
+    has no skip input). DDP requires every trainable parameter to receive a gradient
+    each step; freezing these lets it run without ``find_unused_parameters`` (whose
+    extra graph traversal costs time every step). Probed once, in eval mode (no
+    dropout, no RNG use), with a backward of the sum of every output tensor.
+    """
+    was_training = module.training
+    module.eval()
+    for p in module.parameters():
+        p.grad = None
+    out = module(*example_inputs)
+    tensors = [t for t in _tensors(out) if t.requires_grad]
+    torch.stack([t.float().sum() for t in tensors]).sum().backward()
+    unused = []
+    for name, p in module.named_parameters():
+        if p.requires_grad and p.grad is None:
+            p.requires_grad_(False)
+            unused.append(name)
+        p.grad = None
+    module.train(was_training)
+    if unused:
+        logger.info("frozen %d parameters that receive no gradient: %s", len(unused),
+                    unused[:6] + (["..."] if len(unused) > 6 else []))
+    return unused
+
+
+def _tensors(x):
+    if isinstance(x, torch.Tensor):
+        yield x
+    elif isinstance(x, dict):
+        for v in x.values():
+            yield from _tensors(v)
+    elif isinstance(x, (list, tuple)):
+        for v in x:
+            yield from _tensors(v)
+
+
 def build_loss(cfg: TrainConfig):
     from depth_perception.losses import SelfSupervisedLoss
 
@@ -247,11 +318,9 @@ def check_config(cfg: TrainConfig) -> None:
 
 # -- entry point --------------------------------------------------------------------------
 
-def train_teacher(cfg, overrides_note: str | None = None):
-    """Run the teacher training described by a resolved config (DictConfig or TrainConfig).
-
-    Returns the :class:`~depth_perception.train.trainer.TrainResult`.
-    """
+def build_teacher_trainer(cfg):
+    """The :class:`~depth_perception.train.trainer.Trainer` of the teacher task, ready to
+    ``fit()``, from a resolved config (DictConfig or TrainConfig)."""
     from omegaconf import OmegaConf
 
     from depth_perception.train.config import to_dataclass
@@ -272,7 +341,19 @@ def train_teacher(cfg, overrides_note: str | None = None):
     if accelerator.is_main_process:
         save_config(dcfg, out / "config.yaml")
 
-    # 2. Data
+    # 2. Models (right after seeding: the init depends on the seed only), groups, loss
+    arch, depth_net, depth_cfg, pose_net = build_models(cfg)
+    if cfg.model.reset_random_init:
+        reset_random_layers(arch, depth_net, depth_cfg)
+    probe = torch.zeros(1, 3, cfg.data.height, cfg.data.width)
+    freeze_unused_parameters(depth_net, probe)
+    freeze_unused_parameters(pose_net, probe, probe)
+    o = cfg.optim
+    groups = depth_net.param_groups(o.lr_encoder, o.lr_decoder) + pose_net.param_groups(o.lr_pose)
+    objective = TeacherObjective(build_loss(cfg), cfg.data.context, smooth_depth=(arch == "sql"),
+                                 tie_break_noise=cfg.loss.tie_break_noise)
+
+    # 3. Data
     train_bags, val_bags = resolve_bags(cfg, accelerator)
     train_set, val_set = build_datasets(cfg, train_bags, val_bags)
     logger.info("teacher: %d training samples from %d bags, %s validation samples",
@@ -281,13 +362,6 @@ def train_teacher(cfg, overrides_note: str | None = None):
                                       num_workers=cfg.data.num_workers)
     val_loader = (build_val_loader(val_set, cfg.data.val_batch_size, cfg.data.num_workers)
                   if val_set is not None and len(val_set) else None)
-
-    # 3. Models, parameter groups, loss
-    arch, depth_net, depth_cfg, pose_net = build_models(cfg)
-    o = cfg.optim
-    groups = depth_net.param_groups(o.lr_encoder, o.lr_decoder) + pose_net.param_groups(o.lr_pose)
-    objective = TeacherObjective(build_loss(cfg), cfg.data.context, smooth_depth=(arch == "sql"),
-                                 tie_break_noise=cfg.loss.tie_break_noise)
 
     # 4. Export: the depth network as a checkpoint folder for node / evaluate / export
     def export(models: dict, folder: Path) -> None:
@@ -301,4 +375,12 @@ def train_teacher(cfg, overrides_note: str | None = None):
                       predict_fn=lambda models, batch: predict_depth(models, batch, objective),
                       export_fn=export, accelerator=accelerator, config_yaml=to_yaml(dcfg),
                       min_depth=depth_cfg.min_depth, max_depth=depth_cfg.max_depth)
-    return trainer.fit()
+    return trainer
+
+
+def train_teacher(cfg):
+    """Run the teacher training described by a resolved config (DictConfig or TrainConfig).
+
+    Returns the :class:`~depth_perception.train.trainer.TrainResult`.
+    """
+    return build_teacher_trainer(cfg).fit()
