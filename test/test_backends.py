@@ -1,6 +1,7 @@
 """Backends: metadata in ONNX, checks against graphs/engines, torch vs onnxruntime parity."""
 import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -322,3 +323,42 @@ def test_package_checkpoint_folder_runs_on_torch(tmp_path):
     from depth_perception.runtime.processing import postprocess
     np.testing.assert_allclose(res.depth, postprocess(ref, res.prepared, est.metadata),
                                rtol=1e-5)
+
+
+def test_tensorrt_from_onnx_builds_engine_through_the_cache(tiny_models, tmp_path, monkeypatch):
+    """backend='tensorrt' on an .onnx asks the engine cache (build once) and opens its engine.
+
+    TensorRT itself is absent here: the import check and the engine class are replaced,
+    the cache logic (ensure_engine with a stand-in builder) is the real one.
+    """
+    from depth_perception.export import tensorrt_build
+    from depth_perception.runtime.backends import tensorrt_backend as trt_mod
+
+    _, onnx_path = tiny_models
+    builds, opened = [], []
+
+    def fake_builder(onnx, engine_path, *, config, calibration=None, key=None):
+        builds.append((Path(onnx), config.precision))
+        Path(engine_path).write_bytes(b"engine")
+        tensorrt_build.write_engine_metadata(engine_path, read_onnx_metadata(onnx), key,
+                                             {"precision": config.precision})
+        return Path(engine_path)
+
+    env = tensorrt_build.TensorRTEnvironment(gpu_name="Test GPU", tensorrt_version="10.9.0")
+    real_ensure = tensorrt_build.ensure_engine
+    monkeypatch.setattr(tensorrt_build, "ensure_engine",
+                        lambda onnx, precision, cache_dir=None: real_ensure(
+                            onnx, precision, cache_dir, environment=env, builder=fake_builder))
+    monkeypatch.setattr(trt_mod, "import_tensorrt", lambda: None)
+
+    class FakeEngineBackend:
+        def __init__(self, model, **options):
+            opened.append(Path(model))
+            self.name, self.precision, self.device = "tensorrt", "fp16", "cuda:0"
+            self.metadata = read_onnx_metadata(onnx_path)
+
+    monkeypatch.setattr(trt_mod, "TensorRTBackend", FakeEngineBackend)
+    for _ in range(2):  # second start reuses the cached engine
+        load_backend(onnx_path, "tensorrt", precision="fp16", engine_cache_dir=tmp_path)
+    assert builds == [(Path(onnx_path), "fp16")]
+    assert len(opened) == 2 and opened[0] == opened[1] and opened[0].parent == tmp_path

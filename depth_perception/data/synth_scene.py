@@ -682,7 +682,7 @@ def surface_materials(scene: Scene, hits: Hits, fp_s: np.ndarray,
         # Tyre-polished streaks along the driving direction: fine across, long along x.
         noise += fractal_noise(x, y, fx, (0.15, 0.05, 0.02), (0.25, 0.30, 0.30),
                                seed * 31 + 4, aspect=8.0, footprint_q=fy)
-        grey = 0.09 * (1.0 + noise)
+        grey = 0.09 * np.clip(1.0 + noise, 0.2, None)  # albedo stays positive
         colour = grey[:, None] * np.array([1.0, 1.0, 1.04])[None, :]
         # Parking strip: slightly lighter asphalt, bay lines every 6 m.
         strip = (ay >= CARRIAGEWAY_HALF) & (ay < PARKING_OUTER)
@@ -733,7 +733,7 @@ def surface_materials(scene: Scene, hits: Hits, fp_s: np.ndarray,
         # Weathering streaks: long horizontally, fine vertically.
         noise += fractal_noise(s, q, fs, (0.12, 0.04), (0.25, 0.25), tex_seed + 5,
                                aspect=6.0, footprint_q=fq)
-        shade = 1.0 + noise
+        shade = np.clip(1.0 + noise, 0.2, None)
         # Bricks: 0.25 m x 0.6 m, offset every other row, light mortar joints.
         row = np.floor(q / 0.25)
         s_brick = s + 0.3 * (row % 2)

@@ -355,7 +355,7 @@ class Trainer:
                 conditions = batch.get("condition", [None] * len(depth))
                 for b in range(depth.shape[0]):
                     try:
-                        metrics.update(gt[b, 0], depth[b, 0], condition=conditions[b])
+                        metrics.update(gt[b, 0], depth[b, 0], condition=conditions[b] or None)
                     except ValueError:
                         skipped += 1       # an image without any valid ground-truth pixel
             if skipped:

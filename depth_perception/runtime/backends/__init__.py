@@ -90,6 +90,9 @@ def choose_backend(fmt: str) -> tuple[str, str]:
     if fmt in ("engine", "torch2trt"):
         return "tensorrt", f"a {fmt} file runs only on TensorRT"
     if fmt == "onnx":
+        if importlib.util.find_spec("tensorrt") is not None and _cuda_available():
+            return "tensorrt", ("ONNX model, TensorRT and a CUDA device present: the engine "
+                                "is built once from the ONNX and cached")
         accel = _ort_accelerated()
         if accel:
             return "onnxruntime", f"ONNX model, onnxruntime offers {accel}"
@@ -115,7 +118,8 @@ def load_backend(model: str | Path, backend: str = "auto", **options
 
     Options go to the chosen backend (unknown ones are refused):
     onnxruntime: ``providers``, ``metadata``, ``intra_op_threads``;
-    tensorrt: ``metadata``, ``device`` (CUDA index);
+    tensorrt: ``metadata``, ``device`` (CUDA index); for an .onnx model also
+    ``precision`` ('fp32', 'fp16' (default), 'int8') and ``engine_cache_dir``;
     torch: ``device`` ('auto', 'cpu', 'cuda[:i]'), ``precision`` ('fp32', 'fp16'),
     and for transformers models ``local_files_only``.
     """
@@ -129,16 +133,25 @@ def load_backend(model: str | Path, backend: str = "auto", **options
     if backend == "tensorrt":
         from depth_perception.runtime.backends import tensorrt_backend as trt_mod
         trt_mod.import_tensorrt()  # RuntimeError naming what to install, whatever the model
+        if fmt == "onnx":
+            # Build the engine once from the ONNX and cache it under a key of GPU,
+            # TensorRT version, precision and shape; later starts reuse it.
+            from depth_perception.export.tensorrt_build import ensure_engine
+            options = dict(options)
+            precision = options.pop("precision", "fp16")
+            cache_dir = options.pop("engine_cache_dir", None)
+            engine = ensure_engine(model, precision, cache_dir)
+            logger.info("TensorRT engine for %s (%s): %s", model, precision, engine)
+            model, fmt = engine, "engine"
         if fmt == "engine":
             opened = _call(trt_mod.TensorRTBackend, model, options, backend)
         elif fmt == "torch2trt":
             opened = _call(trt_mod.Torch2TRTBackend, model, options, backend)
         else:
-            raise ValueError(f"backend 'tensorrt' needs a serialized engine (.engine/.plan) or "
-                             f"a torch2trt .pth, got a {fmt} model {model}; build an engine "
-                             "from the .onnx (trtexec --onnx=model.onnx "
-                             "--saveEngine=model.engine) or use backend='onnxruntime' with "
-                             "providers=['TensorrtExecutionProvider']")
+            raise ValueError(f"backend 'tensorrt' needs an .onnx file (an engine is built "
+                             f"from it and cached), a serialized engine (.engine/.plan) or "
+                             f"a torch2trt .pth, got a {fmt} model {model}; export it with "
+                             "`depth-perception export` or use backend='torch'")
     elif backend == "onnxruntime":
         if fmt != "onnx":
             raise ValueError(f"backend 'onnxruntime' needs an .onnx file, got a {fmt} model "
