@@ -144,11 +144,13 @@ def test_online_replay_agrees_with_offline(night_bag_and_model, tmp_path):
     offline = evaluate([bag], EvaluateConfig(), models=[ModelSpec(str(model), "onnxruntime",
                                                                   "tiny")])
     online = evaluate_online(bag, str(model), model_name="tiny", backend="onnxruntime",
-                             rate=1.0)
+                             rate=0.5)
     off = {f.stamp_ns: f for f in offline.models["tiny"].frames}
     on = {f.stamp_ns: f for f in online.models["tiny"].frames}
     assert len(off) == 8
-    assert len(on) >= 6, f"only {len(on)} of 8 frames scored online"
+    # the depth node may reject the first image (its CameraInfo comes second) and drop
+    # frames when inference is slower than the replay: those are simply not scored
+    assert len(on) >= 5, f"only {len(on)} of 8 frames scored online"
     assert set(on) <= set(off)
     for stamp, f in on.items():
         assert f.condition == "night"
@@ -158,3 +160,21 @@ def test_online_replay_agrees_with_offline(night_bag_and_model, tmp_path):
     mean_off = np.mean([off[s].metrics["abs_rel"] for s in on])
     assert mean_on == pytest.approx(mean_off, abs=1e-3)
     assert online.models["tiny"].info["images_played"] == 8
+
+
+def test_online_dense_reference_agrees_with_offline(night_bag_and_model):
+    from depth_perception.evaluation.evaluator_node import evaluate_online
+    from depth_perception.evaluation.offline import EvaluateConfig, ModelSpec, evaluate
+
+    bag, model = night_bag_and_model
+    config = EvaluateConfig(reference="/ground_truth/depth")
+    offline = evaluate([bag], config, models=[ModelSpec(str(model), "onnxruntime", "tiny")])
+    online = evaluate_online(bag, str(model), model_name="tiny", backend="onnxruntime",
+                             rate=0.5, reference="/ground_truth/depth")
+    assert online.settings() == offline.settings()          # same protocol, mergeable
+    off = {f.stamp_ns: f.metrics for f in offline.models["tiny"].frames}
+    on = {f.stamp_ns: f.metrics for f in online.models["tiny"].frames}
+    assert len(on) >= 5 and set(on) <= set(off)
+    for stamp, m in on.items():
+        assert m["abs_rel"] == pytest.approx(off[stamp]["abs_rel"], abs=1e-3)
+        assert m["n_valid"] == off[stamp]["n_valid"]

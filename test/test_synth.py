@@ -326,6 +326,29 @@ def test_bag_messages_match_renderer(bags, street):
                                       street.lidar_scan(k))
 
 
+@pytest.mark.parametrize("image_format, condition", [("png", "night"), ("jpeg", "day-clear")])
+def test_compressed_camera_images(image_format, condition, tmp_path):
+    from depth_perception.data.samples import BagSequence, SampleConfig
+
+    bag, = make_synthetic_bags(tmp_path, frames=3, size=(96, 32), conditions=(condition,),
+                               seed=4, image_format=image_format)
+    msgs = _read_all(bag)
+    assert "/camera/image_raw" not in msgs
+    images = msgs["/camera/image_raw/compressed"]
+    assert len(images) == 3 and image_format in images[0][1].format
+    street = SyntheticStreet(SynthConfig(size=(96, 32), seed=4), frames=3)
+    seq = BagSequence(bag, SampleConfig(offsets=(), skip_static=False))
+    for k in range(3):
+        decoded = seq.frame(k).astype(np.int16)
+        rendered = street.render(k, condition)[0].astype(np.int16)
+        if image_format == "png":  # lossless, sensor noise included
+            np.testing.assert_array_equal(decoded, rendered)
+        else:  # JPEG at quality 90: close to its own frame, far from the next one
+            other = street.render((k + 1) % 3, condition)[0].astype(np.int16)
+            error = np.abs(decoded - rendered).mean()
+            assert error < 8.0 and error < 0.3 * np.abs(decoded - other).mean()
+
+
 def test_static_tf_and_odometry(bags):
     from depth_perception.data.tf import transform_from_msg
 
@@ -445,6 +468,8 @@ def test_bad_input_is_refused_and_nothing_is_lost(tmp_path):
         make_synthetic_bags(tmp_path, frames=0, size=(64, 32))
     with pytest.raises(ValueError, match="WIDTHxHEIGHT"):
         parse_size("640by192")
+    with pytest.raises(ValueError, match="image format"):
+        make_synthetic_bags(tmp_path, frames=1, size=(64, 32), image_format="bmp")
     assert list(tmp_path.iterdir()) == []
     # An existing folder of the same name is kept unless asked to overwrite, and a
     # folder that is not a bag is never overwritten.
@@ -490,9 +515,13 @@ def test_cli_writes_bags(tmp_path):
 
     out = tmp_path / "out"
     assert main(["synth", str(out), "--frames", "2", "--size", "96x32", "--conditions",
-                 "day-clear,snow", "--seed", "7", "--storage", "sqlite3"]) == 0
+                 "day-clear,snow", "--seed", "7", "--storage", "sqlite3",
+                 "--image-format", "jpeg", "--speed", "8"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["day-clear", "snow"]
     assert _custom_data(out / "snow")["condition"] == "snow"
+    msgs = _read_all(out / "snow")
+    assert len(msgs["/camera/image_raw/compressed"]) == 2
+    assert msgs["/odom"][0][1].twist.twist.linear.x == pytest.approx(8.0, rel=1e-3)
     assert main(["synth", str(out), "--frames", "1", "--size", "96x32",
                  "--conditions", "fog"]) == 2
     # As an installed executable, in its own process.

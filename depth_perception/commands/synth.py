@@ -17,6 +17,9 @@ def add_arguments(parser) -> None:
                         help="scene seed: same seed, same bags (default: 0)")
     parser.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap",
                         help="rosbag2 storage plugin (default: mcap)")
+    parser.add_argument("--image-format", choices=("raw", "jpeg", "png"), default="raw",
+                        help="camera images as raw rgb8 Image on /camera/image_raw, or "
+                             "CompressedImage on /camera/image_raw/compressed (default: raw)")
     parser.add_argument("--speed", type=float, default=None,
                         help="vehicle speed in m/s (default: 10)")
     parser.add_argument("--overwrite", action="store_true",
@@ -39,7 +42,7 @@ def run(args) -> int:
     paths = make_synthetic_bags(args.out, frames=args.frames, size=size,
                                 conditions=conditions, seed=args.seed,
                                 storage=args.storage, overwrite=args.overwrite,
-                                config=config)
+                                config=config, image_format=args.image_format)
     elapsed = time.perf_counter() - start
     for path in paths:
         print(path)

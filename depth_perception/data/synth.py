@@ -14,7 +14,8 @@ topic                         type                        content
 ``/odom``                     nav_msgs/Odometry           odom -> base_link, twist in
                                                           base_link (linear.x = speed)
 ``/camera/camera_info``       sensor_msgs/CameraInfo      plumb_bob, zero distortion
-``/camera/image_raw``         sensor_msgs/Image           rgb8
+``/camera/image_raw``         sensor_msgs/Image           rgb8 (or CompressedImage jpeg /
+                                                          png on ``.../compressed``)
 ``/ground_truth/depth``       sensor_msgs/Image           32FC1 z-depth metres, NaN sky
 ``/lidar/points``             sensor_msgs/PointCloud2     x, y, z, intensity float32 in
                                                           ``lidar``, own clock (+4 ms)
@@ -44,6 +45,11 @@ from depth_perception.data.synth_scene import CONDITIONS, SynthConfig, Synthetic
 logger = logging.getLogger(__name__)
 
 STORAGES = ("mcap", "sqlite3")
+#: camera image transport: raw sensor_msgs/Image rgb8, or CompressedImage on
+#: ``<image topic>/compressed`` (image_transport's format string)
+IMAGE_FORMATS = {"raw": None, "jpeg": "rgb8; jpeg compressed bgr8",
+                 "png": "rgb8; png compressed bgr8"}
+JPEG_QUALITY = 90
 CAMERA_FRAME = "camera_optical_frame"
 LIDAR_FRAME = "lidar"
 BASE_FRAME = "base_link"
@@ -151,6 +157,29 @@ class _Messages:
                                                twist=twist)
 
 
+def _check_image_format(image_format: str) -> str:
+    if image_format not in IMAGE_FORMATS:
+        raise ValueError(f"image format {image_format!r}: expected one of "
+                         f"{', '.join(IMAGE_FORMATS)}")
+    return image_format
+
+
+def _compressed_image(msgs: _Messages, rgb: np.ndarray, header, image_format: str):
+    """[H,W,3] uint8 RGB -> sensor_msgs/CompressedImage (OpenCV encoders, deterministic)."""
+    import cv2
+
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    if image_format == "jpeg":
+        ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    else:
+        ok, data = cv2.imencode(".png", bgr)
+    if not ok:
+        raise RuntimeError(f"OpenCV could not encode a {rgb.shape} image as {image_format}")
+    return msgs.T["sensor_msgs/msg/CompressedImage"](header=header,
+                                                     format=IMAGE_FORMATS[image_format],
+                                                     data=data.reshape(-1))
+
+
 def _transient_local_qos():
     """QoS a latched /tf_static is offered with (reliable, transient local, depth 1)."""
     from rosbags.interfaces import (Qos, QosDurability, QosHistory, QosLiveliness,
@@ -166,8 +195,11 @@ def _transient_local_qos():
 def write_synthetic_bags(street: SyntheticStreet, targets: dict[str, Path],
                          storage: str = "mcap",
                          progress: Callable[[int, int], None] | None = None,
-                         overwrite: bool = False) -> dict:
+                         overwrite: bool = False, image_format: str = "raw") -> dict:
     """Render ``street.frames`` frames and write one bag per condition.
+
+    image_format: ``raw`` (sensor_msgs/Image rgb8 on /camera/image_raw), ``jpeg`` or
+    ``png`` (sensor_msgs/CompressedImage on /camera/image_raw/compressed).
 
     targets: {condition: final bag folder}. An existing folder is an error unless
     ``overwrite`` (and it is a rosbag2 folder); it is replaced only once the new bag is
@@ -181,6 +213,7 @@ def write_synthetic_bags(street: SyntheticStreet, targets: dict[str, Path],
     if storage not in STORAGES:
         raise ValueError(f"storage {storage!r}: expected one of {STORAGES}")
     _check_conditions(list(targets))
+    _check_image_format(image_format)
     targets = {c: Path(p) for c, p in targets.items()}
     for path in targets.values():
         if not path.exists():
@@ -197,6 +230,10 @@ def write_synthetic_bags(street: SyntheticStreet, targets: dict[str, Path],
     K = street.intrinsics
     timing = {"geometry": 0.0, "lidar": 0.0, "write": 0.0, **{c: 0.0 for c in targets}}
     start = time.perf_counter()
+    topics, types = dict(TOPICS), dict(MSG_TYPES)
+    if image_format != "raw":
+        topics["image"] = TOPICS["image"] + "/compressed"
+        types["image"] = "sensor_msgs/msg/CompressedImage"
     custom = {
         "generator": f"depth_perception {__version__} synth",
         "synth_config": json.dumps({**asdict(street.config), "frames": street.frames},
@@ -220,9 +257,9 @@ def write_synthetic_bags(street: SyntheticStreet, targets: dict[str, Path],
             writers[condition] = writer
             connections[condition] = {
                 key: writer.add_connection(
-                    topic, MSG_TYPES[key], typestore=msgs.typestore,
+                    topic, types[key], typestore=msgs.typestore,
                     offered_qos_profiles=[_transient_local_qos()] if key == "tf_static" else ())
-                for key, topic in TOPICS.items()}
+                for key, topic in topics.items()}
 
         def write_all(key: str, stamp_ns: int, data: bytes) -> None:
             for condition, writer in writers.items():
@@ -260,10 +297,13 @@ def write_synthetic_bags(street: SyntheticStreet, targets: dict[str, Path],
                 rgb, _ = street.render(frame, condition)
                 timing[condition] += time.perf_counter() - tic
                 tic = time.perf_counter()
-                image = conv.numpy_to_image(rgb, "rgb8", msgs.header(stamp, CAMERA_FRAME),
-                                            T["sensor_msgs/msg/Image"])
+                header = msgs.header(stamp, CAMERA_FRAME)
+                if image_format == "raw":
+                    image = conv.numpy_to_image(rgb, "rgb8", header, T["sensor_msgs/msg/Image"])
+                else:
+                    image = _compressed_image(msgs, rgb, header, image_format)
                 writer.write(connections[condition]["image"], stamp,
-                             msgs.serialize(image, "image"))
+                             bytes(msgs.typestore.serialize_cdr(image, types["image"])))
                 timing["write"] += time.perf_counter() - tic
             # LiDAR on its own clock, computed for the pose at its stamp.
             tic = time.perf_counter()
@@ -308,7 +348,8 @@ def make_synthetic_bags(out_dir: str | Path, frames: int = 30,
                         conditions: Sequence[str] = ("day-clear", "night", "rain"),
                         seed: int = 0, storage: str = "mcap", overwrite: bool = False,
                         config: SynthConfig | None = None,
-                        progress: Callable[[int, int], None] | None = None) -> list[Path]:
+                        progress: Callable[[int, int], None] | None = None,
+                        image_format: str = "raw") -> list[Path]:
     """Write ``out_dir/<condition>`` rosbag2 folders of one synthetic drive.
 
     Args:
@@ -322,12 +363,16 @@ def make_synthetic_bags(out_dir: str | Path, frames: int = 30,
             hold a rosbag2 ``metadata.yaml``; anything else is refused).
         config: further settings (trajectory, rig, LiDAR); ``size`` and ``seed`` given
             here override its fields.
+        progress: called with (frames done, frames) after each frame.
+        image_format: ``raw`` rgb8 Image, or ``jpeg`` / ``png`` CompressedImage on
+            ``/camera/image_raw/compressed``.
     Returns:
         bag folders in the order of ``conditions``.
     """
     conditions = _check_conditions(conditions)
     if storage not in STORAGES:
         raise ValueError(f"storage {storage!r}: expected one of {STORAGES}")
+    _check_image_format(image_format)
     if int(frames) < 1:
         raise ValueError(f"frames must be >= 1, got {frames}")
     size = (int(size[0]), int(size[1]))
@@ -343,7 +388,8 @@ def make_synthetic_bags(out_dir: str | Path, frames: int = 30,
     street = SyntheticStreet(config, frames=int(frames))
     out_dir.mkdir(parents=True, exist_ok=True)
     # Existing bags are replaced only when the new ones are complete.
-    timing = write_synthetic_bags(street, targets, storage, progress, overwrite=overwrite)
+    timing = write_synthetic_bags(street, targets, storage, progress, overwrite=overwrite,
+                                  image_format=image_format)
     logger.info("wrote %d bags of %d frames at %dx%d in %.1f s (%s)", len(targets), frames,
                 size[0], size[1], timing["total"],
                 ", ".join(f"{k} {v:.1f} s" for k, v in timing.items() if k != "total"))

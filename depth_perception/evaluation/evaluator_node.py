@@ -409,6 +409,7 @@ def evaluate_online(bag, model: str, results: EvaluationResults | None = None,
     3. wait until the depth node has handled every image and the evaluator has received
        every depth image, then score the frames still waiting for a later scan.
 
+    ``reference``: "lidar" or a dense depth topic of the bag (e.g. /ground_truth/depth).
     Frames the depth node drops (one-slot queue, when inference is slower than the
     replay) are simply not scored. Returns the evaluator's results (merged into
     ``results`` if given, which must use the same protocol).
@@ -421,14 +422,15 @@ def evaluate_online(bag, model: str, results: EvaluationResults | None = None,
     from depth_perception.runtime.node import DepthNode
     from depth_perception.runtime.replay import BagReplayer
 
-    topics = BagTopics()
-    with BagReader(bag) as reader:
+    lidar = parse_reference(reference).kind == "lidar"
+    topics = BagTopics() if lidar else BagTopics(gt_depth=reference)
+    ref_topic = topics.lidar if lidar else topics.gt_depth
+    with BagReader(bag, topics) as reader:
         condition = condition or reader.condition or "unknown"
         reader.require("image")
-        reader.require("lidar" if reference == "lidar" else "gt_depth")
-        played = [topics.image, topics.camera_info,
-                  topics.lidar if reference == "lidar" else topics.gt_depth]
-        if reference == "lidar" and reader.has("odom"):
+        reader.require("lidar" if lidar else "gt_depth")
+        played = [topics.image, topics.camera_info, ref_topic]
+        if lidar and reader.has("odom"):
             played.append(topics.odom)
     context = rclpy.Context()
     rclpy.init(context=context)
@@ -444,13 +446,13 @@ def evaluate_online(bag, model: str, results: EvaluationResults | None = None,
                       "-r", f"camera_info:={topics.camera_info}"])
         nodes.append(depth_node)
         evaluator = EvaluatorNode(context=context, parameter_overrides=[
-            Parameter("reference", value="lidar" if reference == "lidar" else "topic"),
+            Parameter("reference", value="lidar" if lidar else "topic"),
             Parameter("condition", value=condition), Parameter("model_name", value=model_name),
             Parameter("min_depth", value=float(min_depth)),
             Parameter("max_depth", value=float(max_depth)),
             Parameter("tf_bag", value=str(bag)), Parameter("reliable_inputs", value=True)],
             cli_args=["--ros-args", "-r", f"lidar:={topics.lidar}",
-                      "-r", f"reference_depth:={reference if reference != 'lidar' else topics.gt_depth}",
+                      "-r", f"reference_depth:={topics.gt_depth}",
                       "-r", f"image:={topics.image}"])
         nodes.append(evaluator)
         player_node = rclpy.create_node("evaluate_online_replay", context=context)

@@ -298,5 +298,7 @@ def evaluate(bags, config: EvaluateConfig | None = None, models=(), prediction_t
         if res is not None and res.frames:
             res.info["seconds_per_frame"] = seconds / len(res.frames)
     for spec in models:
-        results.models[spec.label].info.update(model=str(spec.model), backend=spec.backend)
+        est = predictors[spec.label].estimator
+        results.models[spec.label].info.update(model=str(spec.model), backend=est.backend.name,
+                                               precision=est.backend.precision)
     return results

@@ -109,7 +109,7 @@ class ModelResults:
         return order_conditions(g for g in self.accumulator.summary() if g != "all")
 
     def error_vs_distance(self) -> dict:
-        """{condition: {"bin_edges": [...], "abs_rel": [... NaN for empty bins], "pixels": [...]}}."""
+        """{condition: {"bin_edges", "abs_rel" (None for empty bins), "pixels"}}."""
         out = {}
         for cond, (sums, counts) in self.bins.items():
             with np.errstate(invalid="ignore", divide="ignore"):
@@ -409,19 +409,19 @@ def plot_samples(results: EvaluationResults, name: str, path: Path) -> Path:
     conditions = [c for c in res.conditions() if c in res.samples]
     fig, axes = plt.subplots(len(conditions), 4, figsize=(14, 1.0 + 1.6 * len(conditions)),
                              squeeze=False)
-    vmax = results.max_depth
     for row, cond in zip(axes, conditions):
         s = res.samples[cond]
         h, w = s.depth.shape
         image = s.image if s.image is not None else np.zeros((h, w, 3), np.uint8)
+        ref = s.reference
+        valid = valid_mask(ref, results.min_depth, results.max_depth)
+        # one colour scale for prediction and reference: up to the far reference depths
+        vmax = float(np.percentile(ref[valid], 99)) if valid.any() else results.max_depth
         row[0].imshow(image)
         row[0].set_ylabel(CONDITION_LABELS.get(cond, cond))
-        row[1].imshow(s.depth, cmap="magma_r", vmin=0, vmax=min(vmax, np.nanmax(
-            np.where(np.isfinite(s.depth), s.depth, np.nan)) if np.isfinite(s.depth).any() else vmax))
+        shown = np.clip(np.where(np.isfinite(s.depth), s.depth, np.nan), 0, results.max_depth)
+        row[1].imshow(shown, cmap="magma_r", vmin=0, vmax=vmax)
         row[2].imshow(image)
-        ref = s.reference
-        with np.errstate(invalid="ignore"):
-            valid = np.isfinite(ref) & (ref > results.min_depth) & (ref < results.max_depth)
         vv, uu = np.nonzero(valid)
         if valid.sum() > 0.3 * valid.size:                    # dense reference: show as image
             row[2].imshow(np.where(valid, ref, np.nan), cmap="magma_r", alpha=0.7)
@@ -478,6 +478,14 @@ def write_report(results: EvaluationResults, out_dir: str | Path, title: str = "
     if notes:
         lines += [notes, ""]
     lines += [markdown_table(results), ""]
+    infos = [(name, res.info) for name, res in results.models.items() if res.info]
+    if infos:
+        lines += ["## Models", ""]
+        for name, info in infos:
+            text = ", ".join(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}"
+                             for k, v in info.items())
+            lines.append(f"- **{name}**: {text}")
+        lines.append("")
     lines += ["## Error against distance (absRel per ground-truth depth bin)", ""]
     edges = results.bin_edges
     bin_names = [f"{edges[i]:g}-{edges[i + 1]:g} m" for i in range(len(edges) - 1)]

@@ -75,6 +75,9 @@ class ModelConfig:
     #: re-initialise random DPT layers with PyTorch's default init (see
     #: depth_perception.train.teacher.reset_random_layers)
     reset_random_init: bool = True
+    #: start a random DPT head at about this depth in metres (None: sigmoid midpoint;
+    #: see depth_perception.train.teacher.set_initial_depth)
+    init_depth: Optional[float] = None
 
 
 @dataclass

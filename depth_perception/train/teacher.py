@@ -175,6 +175,30 @@ def reset_random_layers(arch: str, depth_net, depth_cfg) -> int:
     return count
 
 
+def set_initial_depth(arch: str, depth_net, depth_cfg, depth: float) -> float:
+    """Start a randomly initialised sigmoid DPT head at about ``depth`` metres.
+
+    The bias of the head's last convolution is set to the logit of the sigmoid
+    disparity that ``disp_to_depth(min_depth, max_depth)`` maps to ``depth``. At the
+    sigmoid midpoint an untrained head predicts ``~2 / (1/min_depth)`` (0.2 m for
+    0.1..80 m), far below any scene; with the velocity loss the pose net reaches metric
+    translations within a few steps, and warps of such small depths leave the image,
+    so the photometric loss gives the depth too little gradient to catch up. Returns
+    the bias set. Only for ``arch: dpt`` (SQL nets predict depth through bins).
+    """
+    if arch != "dpt":
+        raise ValueError("model.init_depth applies to the DPT head (arch: dpt) only")
+    lo, hi = float(depth_cfg.min_depth), float(depth_cfg.max_depth)
+    if not lo < depth < hi:
+        raise ValueError(f"model.init_depth {depth} must lie inside ({lo}, {hi})")
+    s = (1.0 / depth - 1.0 / hi) / (1.0 / lo - 1.0 / hi)       # sigmoid value
+    bias = float(torch.logit(torch.tensor(s, dtype=torch.float64)))
+    conv = depth_net.net.head.conv3
+    with torch.no_grad():
+        conv.bias.fill_(bias)
+    return bias
+
+
 def freeze_unused_parameters(module, *example_inputs) -> list[str]:
     """Freeze parameters that take no part in ``module``'s outputs; returns their names.
 
@@ -345,6 +369,8 @@ def build_teacher_trainer(cfg):
     arch, depth_net, depth_cfg, pose_net = build_models(cfg)
     if cfg.model.reset_random_init:
         reset_random_layers(arch, depth_net, depth_cfg)
+    if cfg.model.init_depth is not None:
+        set_initial_depth(arch, depth_net, depth_cfg, cfg.model.init_depth)
     probe = torch.zeros(1, 3, cfg.data.height, cfg.data.width)
     freeze_unused_parameters(depth_net, probe)
     freeze_unused_parameters(pose_net, probe, probe)
