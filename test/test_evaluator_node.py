@@ -32,7 +32,7 @@ def test_dense_reference_scored_published_and_reported(tmp_path):
     with RosHarness() as ros:
         node = ros.add(EvaluatorNode(context=ros.context, parameter_overrides=_params(
             reference="topic", condition="night", output_dir=str(tmp_path / "online"),
-            model_name="scaled")))
+            model_name="scaled", max_frames=4)))
         FrameMetrics = interfaces.message_type("FrameMetrics")
         metrics = ros.collect(FrameMetrics, "/depth_evaluator/frame_metrics") \
             if FrameMetrics is not None else None
@@ -69,8 +69,13 @@ def test_dense_reference_scored_published_and_reported(tmp_path):
                                                                     3 * 10**8]
         from rostools import wait_for
         wait_for(lambda: node.frames_scored == 4, what="4 scored frames")
+        # max_frames=4: the report is written after the 4th frame ...
+        report = tmp_path / "online" / "metrics.json"
+        wait_for(report.exists, what="the report after max_frames")
+        report.unlink()
+        # ... and again on ~/write_report
         pub_report.publish(Empty())
-        wait_for(lambda: (tmp_path / "online" / "metrics.json").exists(), what="report")
+        wait_for(report.exists, what="the report on ~/write_report")
     m = json.loads((tmp_path / "online" / "metrics.json").read_text())
     assert m["per_condition"]["night"]["abs_rel"] == pytest.approx(0.1, abs=1e-5)
     assert m["per_condition"]["night"]["frames"] == 4

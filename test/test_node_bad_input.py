@@ -214,3 +214,25 @@ def test_reliable_subscription_warns_about_best_effort_camera(setup):
     # back to best effort: the problem clears and frames flow again
     node.set_parameters([Parameter("input_reliability", value="best_effort")])
     wait_for(lambda: not node._qos_problems, 20, "the QoS problem to clear")
+
+
+def test_image_before_its_first_camera_info_is_not_lost(setup):
+    """A camera's first CameraInfo may arrive just after its first image (same stamp):
+    that image waits for it and is published, instead of being rejected."""
+    ros, node, depth, diags, image_pub, info_pub = setup
+    for k in range(20):  # a fresh frame_id per try, in case DDS loses a first message
+        frame_id, t = f"late_info_camera_{k}", 300_000_000_000 + k * 10_000_000
+        rejected = node.stats.bad["no_camera_info"]
+        image_pub.publish(image_msg(rgb(), t, frame_id=frame_id))
+        try:
+            wait_for(lambda: frame_id in node._pending_images, 2.0, "image waiting for info")
+            info_pub.publish(camera_info_msg(K, t, frame_id=frame_id))
+            wait_for(lambda: any(m.header.frame_id == frame_id for m in depth.messages), 2.0,
+                     "depth for the early image")
+        except AssertionError:
+            continue
+        out = next(m for m in depth.messages if m.header.frame_id == frame_id)
+        assert stamp_ns(out) == t
+        assert node.stats.bad["no_camera_info"] == rejected
+        return
+    pytest.fail("an image sent before its CameraInfo never produced depth")

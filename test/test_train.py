@@ -3,6 +3,7 @@ command end to end (single process and 2-process DDP over gloo)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -279,6 +280,23 @@ def test_reset_random_layers_gives_a_tiny_dpt_a_usable_output_range():
         assert reset_random_layers(arch, net, cfg) > 10
         after = net(x)["disp"][0]
     assert float(after.std()) > 1e-3
+
+
+def test_set_initial_depth_makes_an_untrained_head_predict_that_depth():
+    from depth_perception.models import build_depth_model, depth_config
+    from depth_perception.train.teacher import set_initial_depth
+
+    arch, cfg = depth_config({"arch": "dpt", "size": "tiny", "min_depth": 0.1, "max_depth": 80.0})
+    net = build_depth_model(cfg)
+    bias = set_initial_depth(arch, net, cfg, 10.0)
+    # sigmoid value s with 1 / (1/80 + (1/0.1 - 1/80) s) = 10  ->  s = 0.0875 / 9.9875
+    assert bias == pytest.approx(math.log(0.0875 / (9.9875 - 0.0875)), rel=1e-9)
+    with torch.no_grad():
+        net.net.head.conv3.weight.zero_()           # output = sigmoid(bias) everywhere
+        depth = net(torch.randn(1, 3, 28, 56))["depth"][0]
+    np.testing.assert_allclose(depth.numpy(), 10.0, rtol=1e-4)
+    with pytest.raises(ValueError, match="inside"):
+        set_initial_depth(arch, net, cfg, 100.0)
 
 
 @pytest.fixture(scope="module")

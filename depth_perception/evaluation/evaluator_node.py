@@ -102,6 +102,8 @@ def _make_node_class():
             self.lock = threading.RLock()
             self.frames_scored = 0
             self.frames_received = 0
+            self.references_received = 0             # LiDAR scans or reference images
+            self.odometry_received = 0
             self.frames_failed = 0
             self.report_paths = None
             self.scored = threading.Event()          # set after each scored frame
@@ -185,24 +187,28 @@ def _make_node_class():
             self.create_subscription(Odometry, "/odom", self._on_odom, 100)
 
         def _on_tf_static(self, msg):
-            self._tf.add_tf_message(msg, static=True)
+            with self.lock:
+                self._tf.add_tf_message(msg, static=True)
 
         def _on_tf(self, msg):
-            for tr in msg.transforms:
-                self._tf_children.add(tr.child_frame_id.lstrip("/"))
-            self._tf.add_tf_message(msg, static=False)
-            self._moved(max(_stamp_ns(tr.header.stamp) for tr in msg.transforms)
-                        if msg.transforms else None)
+            with self.lock:
+                for tr in msg.transforms:
+                    self._tf_children.add(tr.child_frame_id.lstrip("/"))
+                self._tf.add_tf_message(msg, static=False)
+                self._moved(max(_stamp_ns(tr.header.stamp) for tr in msg.transforms)
+                            if msg.transforms else None)
 
         def _on_odom(self, msg):
-            if msg.child_frame_id.lstrip("/") not in self._tf_children:
-                self._tf.add_odometry(msg)
-            self._moved(_stamp_ns(msg.header.stamp))
+            with self.lock:
+                self.odometry_received += 1
+                if msg.child_frame_id.lstrip("/") not in self._tf_children:
+                    self._tf.add_odometry(msg)
+                self._moved(_stamp_ns(msg.header.stamp))
 
         def _moved(self, stamp):
             if stamp is not None and (self._dynamic_until is None or stamp > self._dynamic_until):
                 self._dynamic_until = stamp
-            self._drain(final=False)
+            self._drain_locked(final=False)
 
         def _camera_from_lidar(self, camera_frame, lidar_frame, stamp_ns, scan_stamp_ns):
             if self.T_cam_lidar is not None:
@@ -218,10 +224,11 @@ def _make_node_class():
                 self.get_logger().warning(f"ignoring depth/camera_info: {exc}",
                                           throttle_duration_sec=5.0)
                 return
-            new = msg.header.frame_id not in self._intrinsics
-            self._intrinsics[msg.header.frame_id] = K
-            if new:
-                self._drain(final=False)
+            with self.lock:
+                new = msg.header.frame_id not in self._intrinsics
+                self._intrinsics[msg.header.frame_id] = K
+                if new:
+                    self._drain_locked(final=False)
 
         def _on_image(self, msg):
             try:
@@ -244,12 +251,14 @@ def _make_node_class():
                 self._score(self.matcher.add_prediction(_stamp_ns(msg.header.stamp), item))
 
         def _on_lidar(self, msg):
+            self.references_received += 1
             points = conversions.cloud_to_numpy(msg, ("x", "y", "z"))
             item = (points, msg.header.frame_id)
             with self.lock:
                 self._score(self.matcher.add_reference(_stamp_ns(msg.header.stamp), item))
 
         def _on_reference(self, msg):
+            self.references_received += 1
             try:
                 ref = conversions.image_to_depth(msg)
             except ValueError as exc:
@@ -293,11 +302,8 @@ def _make_node_class():
                 self._ready.extend(matches)
                 self._drain_locked(final=False)
 
-        def _drain(self, final):
-            with self.lock:
-                self._drain_locked(final)
-
         def _drain_locked(self, final):
+            """Score the matched frames that need nothing more (caller holds self.lock)."""
             ready, self._ready = self._ready, []
             now = []
             for match in ready:
@@ -342,19 +348,28 @@ def _make_node_class():
                 self._ready.extend(self.matcher.flush())
                 self._drain_locked(final=True)
 
+        def _say(self, level: int, text: str) -> None:
+            """Node logger while the context lives; Python logging after shutdown (Ctrl-C)."""
+            if self.context.ok():
+                {logging.INFO: self.get_logger().info,
+                 logging.WARNING: self.get_logger().warning,
+                 logging.ERROR: self.get_logger().error}[level](text)
+            else:
+                log.log(level, "%s: %s", NODE_NAME, text)
+
         def write_report(self):
             """Write the report into output_dir (if set); returns the paths dict or None."""
             self.flush()
             with self.lock:
                 if not self.results.models:
-                    self.get_logger().warning("no frame scored yet: no report written")
+                    self._say(logging.WARNING, "no frame scored yet: no report written")
                     return None
                 if not self.output_dir:
                     return None
                 self.report_paths = write_report(
                     self.results, self.output_dir, title="Online depth evaluation",
                     notes=f"Live scoring by the {NODE_NAME} node.")
-            self.get_logger().info(f"report written to {self.report_paths['report']}")
+            self._say(logging.INFO, f"report written to {self.report_paths['report']}")
             return self.report_paths
 
         def destroy_node(self):
@@ -362,7 +377,7 @@ def _make_node_class():
                 try:
                     self.write_report()
                 except Exception as exc:                # noqa: BLE001 - shutting down
-                    self.get_logger().error(f"could not write the report: {exc}")
+                    self._say(logging.ERROR, f"could not write the report: {exc}")
             return super().destroy_node()
 
     return EvaluatorNode
@@ -482,6 +497,12 @@ def evaluate_online(bag, model: str, results: EvaluationResults | None = None,
         _wait(lambda: s.frames_out + s.frames_dropped + s.frames_bad >= s.frames_in
               and evaluator.frames_received >= s.frames_out, timeout,
               "the depth node and the evaluator to finish")
+        # every scan / reference image and odometry message delivered before the frames
+        # still waiting for a later scan are decided (reliable, so nothing is lost)
+        n_odom = stats.published[topics.odom] if topics.odom in played else 0
+        _wait(lambda: evaluator.references_received >= stats.published[ref_topic]
+              and evaluator.odometry_received >= n_odom, timeout,
+              "the evaluator to receive every reference and odometry message")
         evaluator.flush()
         log.info("online evaluation of %s: %d images played, depth node in/out/dropped/bad "
                  "%d/%d/%d/%d; evaluator received %d, scored %d, unmatched %d, failed %d",
@@ -517,6 +538,7 @@ def main(args=None) -> int:
     import rclpy
     from rclpy.executors import ExternalShutdownException
 
+    logging.basicConfig(level=logging.INFO, format="[%(levelname)s] %(name)s: %(message)s")
     rclpy.init(args=args)
     node = None
     try:

@@ -286,19 +286,31 @@ def evaluate(bags, config: EvaluateConfig | None = None, models=(), prediction_t
     timings: dict = {}
 
     # 2. Bags in turn; a recorded prediction topic is read per bag.
-    for bag in bags:
-        per_bag = dict(predictors)
-        if prediction_topic:
-            name = prediction_name or prediction_topic
-            per_bag[name] = _topic_predictor(bag, prediction_topic, config)
-        _score_bag(bag, config, results, per_bag, timings)
+    try:
+        for bag in bags:
+            per_bag = dict(predictors)
+            recorded = None
+            if prediction_topic:
+                name = prediction_name or prediction_topic
+                recorded = per_bag[name] = _topic_predictor(bag, prediction_topic, config)
+            try:
+                _score_bag(bag, config, results, per_bag, timings)
+            finally:
+                if recorded is not None:
+                    recorded.reader.close()
+        for spec in models:
+            est = predictors[spec.label].estimator
+            results.models[spec.label].info.update(
+                model=str(spec.model), backend=est.backend.name,
+                precision=est.backend.precision)
+    finally:
+        for spec in models:                     # estimators this call opened
+            if spec.label in predictors:
+                predictors[spec.label].estimator.close()
 
+    # 3. Throughput of each predictor (pre/post-processing and model included)
     for name, seconds in timings.items():
         res = results.models.get(name)
         if res is not None and res.frames:
             res.info["seconds_per_frame"] = seconds / len(res.frames)
-    for spec in models:
-        est = predictors[spec.label].estimator
-        results.models[spec.label].info.update(model=str(spec.model), backend=est.backend.name,
-                                               precision=est.backend.precision)
     return results

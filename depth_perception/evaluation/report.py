@@ -25,6 +25,7 @@ import csv
 import json
 import logging
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -332,9 +333,16 @@ def markdown_table(results: EvaluationResults) -> str:
     return "\n".join(lines)
 
 
-def write_metrics_json(results: EvaluationResults, path: Path) -> Path:
-    path.write_text(json.dumps(results.to_dict(), indent=2, sort_keys=False) + "\n")
+def _write_atomic(path: Path, text: str) -> Path:
+    """Write via a temporary file and rename: readers never see a half-written file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
     return path
+
+
+def write_metrics_json(results: EvaluationResults, path: Path) -> Path:
+    return _write_atomic(path, json.dumps(results.to_dict(), indent=2) + "\n")
 
 
 def write_per_frame_csv(results: EvaluationResults, path: Path) -> Path:
@@ -452,14 +460,14 @@ def plot_samples(results: EvaluationResults, name: str, path: Path) -> Path:
 
 def write_report(results: EvaluationResults, out_dir: str | Path, title: str = "Depth evaluation",
                  notes: str = "", plots: bool = True) -> dict:
-    """Write metrics.json, per_frame.csv, report.md and the plots into ``out_dir``.
+    """Write per_frame.csv, the plots, report.md and (last) metrics.json into ``out_dir``.
 
     Returns {"metrics": path, "per_frame": path, "report": path, "plots": [paths]}.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"metrics": write_metrics_json(results, out / "metrics.json"),
-             "per_frame": write_per_frame_csv(results, out / "per_frame.csv"), "plots": []}
+    results.to_dict()                                   # fails early on an empty result
+    paths = {"per_frame": write_per_frame_csv(results, out / "per_frame.csv"), "plots": []}
     if plots:
         plot_dir = out / "plots"
         plot_dir.mkdir(exist_ok=True)
@@ -501,8 +509,9 @@ def write_report(results: EvaluationResults, out_dir: str | Path, title: str = "
         lines += ["## Plots", ""]
         lines += [f"![{p.stem}](plots/{p.name})" for p in paths["plots"]]
         lines.append("")
-    report = out / "report.md"
-    report.write_text("\n".join(lines))
+    report = _write_atomic(out / "report.md", "\n".join(lines))
     paths["report"] = report
+    # metrics.json last: when it appears, the whole report is there
+    paths["metrics"] = write_metrics_json(results, out / "metrics.json")
     log.info("evaluation report written to %s", report)
     return paths

@@ -255,6 +255,8 @@ class DepthNode(LifecycleNode):
         self._subs: list = []
         self._sync = None
         self._info_cache = ros_utils.CameraInfoCache()
+        self._pending_images: dict[str, object] = {}  # newest image waiting for its info
+        self._pending_lock = threading.Lock()
         self._lidar_points = None  # latest [N,3] float32 in the lidar frame
         self._last_stamp_ns: int | None = None
         self._pubs: dict = {}
@@ -493,17 +495,31 @@ class DepthNode(LifecycleNode):
         self._subs = []
         self._sync = None
         self._info_cache.clear()
+        with self._pending_lock:
+            self._pending_images.clear()
 
     def _on_camera_info(self, msg) -> None:
         self._info_cache.put(msg)
+        with self._pending_lock:
+            pending = self._pending_images.pop(msg.header.frame_id, None)
+        if pending is not None:
+            self._on_pair(pending, msg)
 
     def _on_image(self, msg) -> None:
-        info = self._info_cache.get(msg.header.frame_id)
+        frame_id = msg.header.frame_id
+        info = self._info_cache.get(frame_id)
         if info is None:
-            self.stats.frames_in += 1
-            self._reject("no_camera_info", "no CameraInfo received yet for frame_id "
-                         f"'{msg.header.frame_id}' on {self.resolve_topic_name('camera_info')} "
-                         f"(have: {self._info_cache.frames()})")
+            # A camera's first CameraInfo often arrives just after its first image: keep
+            # the newest image of this frame_id until one comes (an older waiting image is
+            # rejected, never queued, so nothing lags).
+            with self._pending_lock:
+                older = self._pending_images.get(frame_id)
+                self._pending_images[frame_id] = msg
+            if older is not None:
+                self.stats.frames_in += 1
+                self._reject("no_camera_info", "no CameraInfo received yet for frame_id "
+                             f"'{frame_id}' on {self.resolve_topic_name('camera_info')} "
+                             f"(have: {self._info_cache.frames()})")
             return
         self._on_pair(msg, info)
 
