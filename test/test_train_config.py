@@ -99,7 +99,9 @@ def test_shipped_configs_load_and_fit_the_model_and_data_schemas(path):
     assert arch in ("dpt", "sql") and 0 < depth_cfg.min_depth < depth_cfg.max_depth
     PoseNetConfig(**cfg.model.pose)
     assert isinstance(_sample_config(cfg), SampleConfig)
-    assert cfg.loss.velocity_weight == pytest.approx(0.02)
+    assert cfg.loss.velocity_weight > 0                     # metric depth from odometry
+    if path.name != "teacher_tiny.yaml":
+        assert cfg.loss.velocity_weight == pytest.approx(0.02)   # md4all weight
 
 
 def test_non_tiny_configs_name_pretrained_weights():

@@ -19,6 +19,13 @@ Topics (relative, remappable): ``image`` (sensor_msgs/Image; ``image/compressed`
 ``depth/colorized`` (bgr8, only while subscribed), ``/diagnostics`` and ``~/status``
 (depth_perception/msg/DepthStatus, when the package's messages are built).
 
+Transforms (``use_tf``, default true): the scale policies ``lidar_median`` (camera <- the
+cloud's frame) and ``ground_plane`` (camera height and pitch in ``base_frame``) read TF
+through :class:`depth_perception.runtime.tf_source.TfSource` (tf2_ros, or ``/tf`` +
+``/tf_static`` with the package's own buffer); the parameters ``lidar_to_camera``,
+``camera_height`` and ``camera_pitch_deg`` are the fallback while TF lacks a transform,
+and the explicit override with ``use_tf:=false``. The source used is logged.
+
 Run: ``python -m depth_perception.runtime.node --ros-args -p model:=model.onnx
 -r image:=/camera/image_raw -r camera_info:=/camera/camera_info``.
 """
@@ -80,13 +87,26 @@ PARAMETERS = (
               "(camera_height)", choices=SCALE_POLICIES),
     ParamSpec("scale_factor", 1.0, "Factor for scale_policy 'fixed'", low=1e-6, high=1e6),
     ParamSpec("camera_height", 1.5, "Camera height above the ground plane [m] "
-              "(scale_policy 'ground_plane')", low=0.01, high=100.0),
+              "(scale_policy 'ground_plane'). With use_tf, TF's height of the image frame "
+              "above base_frame takes precedence; this value is the fallback while TF has "
+              "no such transform (and the value used when use_tf is false)",
+              low=0.01, high=100.0),
     ParamSpec("camera_pitch_deg", 0.0, "Camera pitch, positive down [deg] "
-              "(scale_policy 'ground_plane')", low=-85.0, high=85.0),
+              "(scale_policy 'ground_plane'). With use_tf, the pitch of the image frame in "
+              "base_frame from TF takes precedence; this is the fallback",
+              low=-85.0, high=85.0),
     ParamSpec("lidar_topic", "lidar/points", "PointCloud2 topic for scale_policy "
               "'lidar_median'", resubscribe=True),
     ParamSpec("lidar_to_camera", list(LIDAR_TO_OPTICAL), "4x4 row-major transform from the "
-              "LiDAR frame to the camera optical frame (scale_policy 'lidar_median')"),
+              "LiDAR frame to the camera optical frame (scale_policy 'lidar_median'). With "
+              "use_tf, TF's transform from the cloud's frame_id to the image's frame_id "
+              "takes precedence; this is the fallback while TF has none (and the value "
+              "used when use_tf is false)"),
+    ParamSpec("use_tf", True, "Take camera<-LiDAR (lidar_median) and the camera height and "
+              "pitch (ground_plane) from TF (/tf, /tf_static) when TF has them; false: always "
+              "use the parameters lidar_to_camera / camera_height / camera_pitch_deg"),
+    ParamSpec("base_frame", "base_link", "TF frame on the road plane, z up (REP 105 "
+              "base_link), for the camera height and pitch of scale_policy 'ground_plane'"),
     ParamSpec("min_depth", 0.0, "Depth below this is published as -inf (too close) [m]; "
               "0 = the model's min_depth", low=0.0, high=1000.0),
     ParamSpec("max_depth", 0.0, "Depth beyond this is published as +inf (out of range) [m]; "
@@ -136,6 +156,8 @@ class NodeSettings:
     camera_pitch_deg: float = 0.0
     lidar_topic: str = "lidar/points"
     lidar_to_camera: tuple = LIDAR_TO_OPTICAL
+    use_tf: bool = True
+    base_frame: str = "base_link"
     min_depth: float = 0.0
     max_depth: float = 0.0
     point_stride: int = 1
@@ -180,6 +202,8 @@ def validate_parameter(spec: ParamSpec, value) -> str:
         return f"input_short_side must be 0 (camera size) or >= 14 (one patch), got {value}"
     if spec.name == "input_max_pixels" and 0 < value < 14 * 14:
         return f"input_max_pixels must be 0 (no cap) or >= 196 (one patch), got {value}"
+    if spec.name == "base_frame" and not str(value).strip("/ "):
+        return "base_frame must name a TF frame, got an empty string"
     if spec.name == "lidar_to_camera":
         values = list(value)
         if len(values) != 16 or not all(math.isfinite(v) for v in values):
@@ -258,6 +282,9 @@ class DepthNode(LifecycleNode):
         self._pending_images: dict[str, object] = {}  # newest image waiting for its info
         self._pending_lock = threading.Lock()
         self._lidar_points = None  # latest [N,3] float32 in the lidar frame
+        self._lidar_cloud = None   # (points [N,3], frame_id, stamp ns) of the latest cloud
+        self._tf = None            # TfSource, made when a scale policy needs TF
+        self._transform_sources: dict[str, str] = {}  # what -> source last logged
         self._last_stamp_ns: int | None = None
         self._pubs: dict = {}
         self._qos_problems: list[str] = []
@@ -354,6 +381,8 @@ class DepthNode(LifecycleNode):
             self._destroy_subscriptions()
             self._create_subscriptions()
             self._check_qos()
+        if self._state == "active":
+            self._ensure_tf()
 
     def _apply_estimator_options(self, est, settings: NodeSettings) -> None:
         """Input size knobs: a new preprocessor for the same (already loaded) backend."""
@@ -406,6 +435,7 @@ class DepthNode(LifecycleNode):
         self._last_stamp_ns = None
         self._start_worker()
         self._create_subscriptions()
+        self._ensure_tf()
         self._state = "active"
         self._check_qos()
         self.get_logger().info("active: waiting for images on "
@@ -427,6 +457,9 @@ class DepthNode(LifecycleNode):
         self._destroy_subscriptions()
         self._stop_worker()
         self._release()
+        if self._tf is not None:
+            self._tf.close()
+            self._tf = None
         self._state = "finalized"
         return TransitionCallbackReturn.SUCCESS
 
@@ -534,10 +567,84 @@ class DepthNode(LifecycleNode):
 
     def _on_lidar(self, msg) -> None:
         try:
-            self._lidar_points = conversions.cloud_to_numpy(msg, ("x", "y", "z"))
+            points = conversions.cloud_to_numpy(msg, ("x", "y", "z"))
+            self._lidar_cloud = (points, str(msg.header.frame_id),
+                                 stamp_to_ns(msg.header.stamp))
+            self._lidar_points = points
         except ValueError as exc:
             if self._throttle.ready("lidar"):
                 self.get_logger().warning(f"LiDAR cloud ignored: {exc}")
+
+    # -- transforms: TF first (use_tf), the parameters as fallback -----------------------
+    def _ensure_tf(self) -> None:
+        """Create the TF source when a scale policy needs a transform (kept afterwards)."""
+        settings = self._settings
+        if (self._tf is None and settings.use_tf
+                and settings.scale_policy in ("lidar_median", "ground_plane")):
+            from depth_perception.runtime.tf_source import TfSource
+
+            self._tf = TfSource(self, callback_group=self._io_group)
+            self.get_logger().info(f"TF source: {self._tf.describe()}")
+
+    def _note_source(self, what: str, source: str) -> None:
+        """Log which source a transform comes from, once (and again when it changes)."""
+        if self._transform_sources.get(what) != source:
+            self._transform_sources[what] = source
+            self.get_logger().info(f"{what}: {source}")
+
+    def _tf_lookup(self, target: str, source: str, stamp_ns, settings: NodeSettings):
+        """(T [4,4], '') from TF, or (None, why not)."""
+        if not settings.use_tf:
+            return None, "use_tf is false"
+        tf = self._tf
+        if tf is None:
+            return None, "no TF source"
+        from depth_perception.data.tf import TransformError
+        try:
+            return tf.lookup(target, source, stamp_ns), ""
+        except TransformError as exc:
+            return None, str(exc)
+
+    def _camera_from_lidar(self, camera_frame: str, lidar_frame: str, stamp_ns: int,
+                           settings: NodeSettings) -> np.ndarray:
+        """[4,4] lidar cloud frame -> image frame: TF at the cloud stamp (or its latest),
+        else the ``lidar_to_camera`` parameter."""
+        T, why = self._tf_lookup(camera_frame, lidar_frame, stamp_ns, settings)
+        if T is not None:
+            self._note_source("camera<-lidar transform",
+                              f"from TF ('{lidar_frame}' -> '{camera_frame}')")
+            return T
+        self._note_source("camera<-lidar transform",
+                          f"from parameter lidar_to_camera (TF: {why})")
+        return np.asarray(settings.lidar_to_camera, dtype=np.float64).reshape(4, 4)
+
+    def _apply_camera_pose(self, est, header, settings: NodeSettings) -> None:
+        """Camera height and pitch of the ground_plane policy: TF (image frame in
+        base_frame) when it has them, else camera_height / camera_pitch_deg."""
+        from depth_perception.runtime.tf_source import camera_height_and_pitch
+
+        policy = getattr(est, "scale_policy", None)
+        if policy is None or not hasattr(policy, "camera_height"):
+            return
+        height, pitch = settings.camera_height, settings.camera_pitch_deg
+        T, why = self._tf_lookup(settings.base_frame, header.frame_id,
+                                 stamp_to_ns(header.stamp), settings)
+        if T is not None:
+            tf_height, tf_pitch = camera_height_and_pitch(T)
+            if tf_height > 0:
+                height, pitch = tf_height, tf_pitch
+                self._note_source("camera height", f"from TF ('{header.frame_id}' in "
+                                  f"'{settings.base_frame}': {height:.3f} m, pitch "
+                                  f"{pitch:.1f} deg)")
+            else:
+                T, why = None, (f"'{header.frame_id}' is {tf_height:.3f} m above "
+                                f"'{settings.base_frame}', not above it")
+        if T is None:
+            self._note_source("camera height", f"from parameters camera_height "
+                              f"({height} m) / camera_pitch_deg (TF: {why})")
+        policy.camera_height = float(height)
+        if hasattr(policy, "pitch_deg"):
+            policy.pitch_deg = float(pitch)
 
     # -- inference worker ---------------------------------------------------------------
     def _start_worker(self) -> None:
@@ -612,9 +719,14 @@ class DepthNode(LifecycleNode):
                          f"(frame_id '{header.frame_id}')")
             return False
         reference = None
-        if settings.scale_policy == "lidar_median" and self._lidar_points is not None:
-            T = np.asarray(settings.lidar_to_camera, dtype=np.float64).reshape(4, 4)
-            reference = ros_utils.lidar_depth_image(self._lidar_points, T, intrinsics)
+        cloud = self._lidar_cloud
+        if settings.scale_policy == "lidar_median" and cloud is not None:
+            points, lidar_frame, lidar_stamp_ns = cloud
+            T = self._camera_from_lidar(header.frame_id, lidar_frame, lidar_stamp_ns,
+                                        settings)
+            reference = ros_utils.lidar_depth_image(points, T, intrinsics)
+        elif settings.scale_policy == "ground_plane":
+            self._apply_camera_pose(est, header, settings)
         # 3. depth
         try:
             result = est.estimate(rgb, intrinsics, reference_depth=reference)

@@ -5,8 +5,11 @@ Messages keep their recorded timing (relative to the first message, divided by
 with ``rclpy.serialization.deserialize_message`` (rosbags and rclpy CDR are
 identical), so nothing is re-encoded. Message classes are resolved from the bag's type
 names through their Python modules ('sensor_msgs/msg/Image' -> ``sensor_msgs.msg.Image``);
-topics whose message package is not installed are skipped with a warning. ``/tf_static``
-is published transient-local (late joiners get it); ``--clock`` publishes
+topics whose message package is not installed are skipped with a warning. ``/tf`` and
+``/tf_static`` need ``tf2_msgs``, which is not on PyPI: on pip-only machines
+``scripts/build_interfaces.sh`` builds ``tf2_msgs/msg/TFMessage`` into the venv.
+``/tf_static`` is published transient-local (late joiners get it, as from a ROS 2
+static broadcaster); ``--clock`` publishes
 ``rosgraph_msgs/Clock`` with the bag time for nodes running with ``use_sim_time``.
 
     node = rclpy.create_node("replay", context=ctx)
@@ -25,6 +28,8 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 LATCHED_TOPICS = ("/tf_static",)
+#: Message packages missing from PyPI that scripts/build_interfaces.sh builds.
+VENDORED_PACKAGES = ("tf2_msgs",)
 
 
 def resolve_message_type(type_name: str):
@@ -38,9 +43,12 @@ def resolve_message_type(type_name: str):
     try:
         module = importlib.import_module(f"{package}.{kind}")
     except ImportError as exc:
+        how = (f"pip: ros-{package.replace('_', '-')}, or source a ROS 2 installation"
+               if package not in VENDORED_PACKAGES else
+               "it is not on PyPI: run scripts/build_interfaces.sh to build it into the "
+               "venv, or source a ROS 2 installation")
         raise ValueError(f"message type '{type_name}': Python package '{package}' is not "
-                         f"installed ({exc}); install it (pip: ros-{package.replace('_', '-')}"
-                         ", or source a ROS 2 installation)") from exc
+                         f"installed ({exc}); install it ({how})") from exc
     try:
         return getattr(module, name)
     except AttributeError as exc:

@@ -1,0 +1,203 @@
+"""Transforms from TF for the depth node: ``tf2_ros`` when importable, else ``/tf`` and
+``/tf_static`` subscriptions feeding the package's pure-python buffer.
+
+On a ROS 2 installation :class:`TfSource` wraps ``tf2_ros.Buffer`` +
+``TransformListener``. On pip-only machines (no ``tf2_ros``) it subscribes ``/tf_static``
+(reliable, transient-local, depth 100: late joiners still get the static transforms, as
+tf2 does) and ``/tf`` (reliable, volatile) with ``tf2_msgs/msg/TFMessage`` (built by
+``scripts/build_interfaces.sh`` when not installed) and fills a
+:class:`depth_perception.data.tf.TfBuffer`. Without ``tf2_msgs`` there is no TF at all:
+``available`` is False and ``reason`` says why.
+
+    tf = TfSource(node)
+    T_camera_lidar = tf.lookup("camera_optical_frame", "lidar", stamp_ns)   # [4,4]
+
+``lookup(target, source, stamp_ns)`` returns ``T_target_source`` (``X_target = T @
+X_source``) at ``stamp_ns``, or at the latest time the transform is known when that
+stamp cannot be served (e.g. a dynamic link not yet received for it); it raises
+:class:`depth_perception.data.tf.TransformError` saying why when no transform exists.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import threading
+
+import numpy as np
+
+from depth_perception.data.tf import TfBuffer, TransformError, transform_from_msg
+
+log = logging.getLogger(__name__)
+
+TF_TOPIC, TF_STATIC_TOPIC = "/tf", "/tf_static"
+
+
+def tf_qos(static: bool):
+    """QoS of tf2's listeners: reliable, depth 100; transient-local for ``/tf_static``."""
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+    return QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST,
+                      reliability=ReliabilityPolicy.RELIABLE,
+                      durability=(DurabilityPolicy.TRANSIENT_LOCAL if static
+                                  else DurabilityPolicy.VOLATILE))
+
+
+def camera_height_and_pitch(T_base_camera) -> tuple[float, float]:
+    """Height [m] and pitch below the horizon [deg] of a camera optical frame.
+
+    ``T_base_camera``: [4,4] camera optical frame -> base frame (REP 105 ``base_link``,
+    taken to lie on the road plane, z up). Height = z of the camera origin; pitch from the
+    optical axis (z) in the base frame, positive when it looks down.
+    """
+    T = np.asarray(T_base_camera, dtype=np.float64)
+    if T.shape != (4, 4) or not np.isfinite(T).all():
+        raise ValueError(f"T_base_camera must be a finite 4x4 transform, got shape {T.shape}")
+    forward = T[:3, :3] @ np.array([0.0, 0.0, 1.0])
+    pitch = math.degrees(math.asin(float(np.clip(-forward[2], -1.0, 1.0))))
+    return float(T[2, 3]), pitch
+
+
+def _import_tf2_ros():
+    try:
+        import tf2_ros
+        return tf2_ros
+    except ImportError:
+        return None
+
+
+def _import_tf_message():
+    try:
+        from tf2_msgs.msg import TFMessage
+        return TFMessage, ""
+    except ImportError as exc:
+        return None, (f"tf2_msgs is not importable ({exc}): /tf and /tf_static cannot be "
+                      "received; run scripts/build_interfaces.sh (pip-only machines) or "
+                      "source a ROS 2 installation")
+
+
+class TfSource:
+    """TF for one rclpy node; see the module docstring.
+
+    ``backend``: 'tf2_ros' | 'tf_messages' (own subscriptions, pure-python buffer) |
+    'none' (no tf2_msgs: ``reason`` says why). ``prefer_tf2_ros=False`` forces the own
+    subscriptions even where tf2_ros imports.
+    """
+
+    def __init__(self, node, callback_group=None, prefer_tf2_ros: bool = True):
+        self.node = node
+        self.backend = "none"
+        self.reason = ""
+        self.received = {"static": 0, "dynamic": 0, "rejected": 0}
+        self._lock = threading.Lock()
+        self._subs: list = []
+        self._tf2_buffer = self._listener = None
+        self._buffer = TfBuffer()
+        self._parent: dict[str, str] = {}      # child -> parent (own subscriptions)
+        self._latest: dict[str, int] = {}      # dynamic child -> newest stamp [ns]
+        tf2_ros = _import_tf2_ros() if prefer_tf2_ros else None
+        if tf2_ros is not None:
+            self._tf2_buffer = tf2_ros.Buffer()
+            self._listener = tf2_ros.TransformListener(self._tf2_buffer, node,
+                                                       spin_thread=False)
+            self.backend = "tf2_ros"
+            return
+        msg_type, self.reason = _import_tf_message()
+        if msg_type is None:
+            return
+        for topic, static in ((TF_STATIC_TOPIC, True), (TF_TOPIC, False)):
+            self._subs.append(node.create_subscription(
+                msg_type, topic, lambda msg, s=static: self._on_tf(msg, s), tf_qos(static),
+                callback_group=callback_group))
+        self.backend = "tf_messages"
+
+    @property
+    def available(self) -> bool:
+        return self.backend != "none"
+
+    def describe(self) -> str:
+        return {"tf2_ros": "tf2_ros Buffer/TransformListener",
+                "tf_messages": f"{TF_STATIC_TOPIC} + {TF_TOPIC} (tf2_msgs, own buffer)",
+                }.get(self.backend, f"no TF: {self.reason}")
+
+    # -- own subscriptions --------------------------------------------------------------
+    def _on_tf(self, msg, static: bool) -> None:
+        with self._lock:
+            for tr in msg.transforms:
+                parent = str(tr.header.frame_id).lstrip("/")
+                child = str(tr.child_frame_id).lstrip("/")
+                try:
+                    T = transform_from_msg(tr.transform)
+                    if static:
+                        self._buffer.add_static(parent, child, T)
+                        self._latest.pop(child, None)
+                    else:
+                        stamp = (int(tr.header.stamp.sec) * 1_000_000_000
+                                 + int(tr.header.stamp.nanosec))
+                        self._buffer.add_dynamic(parent, child, stamp, T)
+                        self._latest[child] = max(stamp, self._latest.get(child, stamp))
+                    self._parent[child] = parent
+                    self.received["static" if static else "dynamic"] += 1
+                except ValueError as exc:  # zero quaternion, frame with two parents...
+                    self.received["rejected"] += 1
+                    log.warning("%s: transform %s -> %s ignored: %s",
+                                TF_STATIC_TOPIC if static else TF_TOPIC, parent, child, exc)
+
+    def _latest_common(self, target: str, source: str) -> int | None:
+        """Newest stamp at which every dynamic link between the frames is known (the
+        oldest of their newest stamps, as tf2 does for time 0); None if all static."""
+        stamps = []
+        for frame in (target, source):
+            seen = 0
+            while frame in self._parent and seen < 1000:
+                if frame in self._latest:
+                    stamps.append(self._latest[frame])
+                frame, seen = self._parent[frame], seen + 1
+        return min(stamps) if stamps else None
+
+    # -- queries ------------------------------------------------------------------------
+    def lookup(self, target: str, source: str, stamp_ns: int | None = None) -> np.ndarray:
+        """[4,4] ``T_target_source`` at ``stamp_ns`` (None or unservable: the latest)."""
+        target, source = str(target).lstrip("/"), str(source).lstrip("/")
+        if not target or not source:
+            raise TransformError(f"cannot look up a transform with an empty frame id "
+                                 f"(target '{target}', source '{source}')")
+        if self.backend == "tf2_ros":
+            return self._lookup_tf2(target, source, stamp_ns)
+        if self.backend == "none":
+            raise TransformError(f"cannot transform '{source}' -> '{target}': {self.reason}")
+        with self._lock:
+            first_error = None
+            if stamp_ns is not None:
+                try:
+                    return self._buffer.lookup(target, source, int(stamp_ns))
+                except TransformError as exc:
+                    first_error = exc
+            latest = self._latest_common(target, source)
+            try:
+                return self._buffer.lookup(target, source, latest if latest is not None else 0)
+            except TransformError as exc:
+                raise (first_error or exc) from None
+
+    def _lookup_tf2(self, target: str, source: str, stamp_ns: int | None) -> np.ndarray:
+        import tf2_ros
+        from rclpy.time import Time
+
+        errors = (tf2_ros.TransformException,)  # lookup, connectivity, extrapolation...
+        first_error = None
+        for when in ([Time(nanoseconds=int(stamp_ns))] if stamp_ns is not None else []) + [Time()]:
+            try:
+                msg = self._tf2_buffer.lookup_transform(target, source, when)
+                return transform_from_msg(msg.transform)
+            except errors as exc:
+                first_error = first_error or exc
+        raise TransformError(f"cannot transform '{source}' -> '{target}': {first_error}")
+
+    def close(self) -> None:
+        for sub in self._subs:
+            self.node.destroy_subscription(sub)
+        self._subs = []
+        if self._listener is not None:
+            unregister = getattr(self._listener, "unregister", None)
+            if unregister is not None:
+                unregister()
+            self._listener = None
