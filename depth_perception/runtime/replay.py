@@ -69,6 +69,19 @@ class ReplayStats:
         return sum(self.published.values())
 
 
+
+def _NO_EVENT_HANDLERS():
+    """Publisher event callbacks without rclpy's default handlers.
+
+    The replayer may run on a node another thread is spinning (tests, the demo). Default
+    QoS-event handlers are waitables of that node; destroying them in ``close()`` while the
+    executor holds them raises InvalidHandle in the executor thread. The subscribers'
+    side still reports incompatible QoS.
+    """
+    from rclpy.event_handler import PublisherEventCallbacks
+
+    return PublisherEventCallbacks(use_default_callbacks=False)
+
 class BagReplayer:
     """Publishers for a bag's topics on ``node``; :meth:`play` streams the messages.
 
@@ -112,12 +125,14 @@ class BagReplayer:
                 continue
             qos = (ros_utils.latched_qos(1) if topic in latched
                    else ros_utils.output_qos(10))
-            self.publishers[topic] = (node.create_publisher(msg_type, topic, qos), msg_type)
+            self.publishers[topic] = (node.create_publisher(
+                msg_type, topic, qos, event_callbacks=_NO_EVENT_HANDLERS()), msg_type)
         self._connections = [c for c in self._reader.connections if c.topic in self.publishers]
         self._clock_pub = None
         if clock:
             from rosgraph_msgs.msg import Clock
-            self._clock_pub = node.create_publisher(Clock, "/clock", ros_utils.output_qos(10))
+            self._clock_pub = node.create_publisher(Clock, "/clock", ros_utils.output_qos(10),
+                                                    event_callbacks=_NO_EVENT_HANDLERS())
 
     def wait_for_subscribers(self, topics=None, timeout: float = 30.0,
                              stop: threading.Event | None = None) -> None:
