@@ -113,7 +113,8 @@ def learning_check(work: Path, steps: int, overrides: list[str] = ()) -> dict:
             "abs_rel_drop": 1.0 - after["abs_rel"] / before["abs_rel"],
             "scale_ratio_before": before["scale_ratio"], "scale_ratio_after": after["scale_ratio"],
             "median_scale_error": abs(after["scale_ratio"] - 1.0),
-            "rmse_after": after["rmse"], "a1_after": after["a1"], "n_images": after["n_images"],
+            "rmse_before": before["rmse"], "rmse_after": after["rmse"],
+            "a1_before": before["a1"], "a1_after": after["a1"], "n_images": after["n_images"],
             "nan_skips": result.nan_skips}
 
 
@@ -162,11 +163,12 @@ def main(argv=None) -> int:
         print(f"learning check ({r['steps']} steps, {time.perf_counter() - t0:.0f} s, "
               f"{r['n_images']} held-out images, no median scaling):")
         print(f"  abs_rel {r['abs_rel_before']:.4f} -> {r['abs_rel_after']:.4f} "
-              f"({100 * r['abs_rel_drop']:.1f}% lower; target >= 30%)")
+              f"({-100 * r['abs_rel_drop']:+.1f}% change; target <= -30%)")
         print(f"  scale ratio median(gt)/median(pred) {r['scale_ratio_before']:.3f} -> "
               f"{r['scale_ratio_after']:.3f}: median scale error "
               f"{100 * r['median_scale_error']:.1f}% (target < 10%)")
-        print(f"  rmse {r['rmse_after']:.3f} m, a1 {r['a1_after']:.3f}, "
+        print(f"  rmse {r['rmse_before']:.3f} -> {r['rmse_after']:.3f} m, a1 {r['a1_before']:.3f} "
+              f"-> {r['a1_after']:.3f}, "
               f"{r['nan_skips']} non-finite steps skipped")
     return 0
 

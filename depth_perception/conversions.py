@@ -137,7 +137,7 @@ def _construct_with_data(cls, payload: bytes, msg_type, **fields):
     if _is_rosbags_type(msg_type):
         return cls(**fields, data=_byte_field(payload, msg_type))
     msg = cls(**fields)
-    msg.data = _byte_field(payload, msg_type)
+    _hand_over_data(msg, _byte_field(payload, msg_type))
     return msg
 
 
@@ -450,9 +450,22 @@ def cloud_to_numpy(msg, fields=("x", "y", "z")) -> np.ndarray:
     return np.stack([points[n].astype(np.float32) for n in fields], axis=1)
 
 
-def _make_cloud(buffer: np.ndarray, field_names, header, msg_type, is_dense: bool):
-    """[h,w,n] float32 buffer -> PointCloud2 with the first len(field_names) float32 fields."""
-    height, width, n = buffer.shape
+def _alloc_byte_field(nbytes: int, msg_type):
+    """A message ``uint8[]`` field of ``nbytes`` and a writable numpy view of it.
+
+    Lets large payloads (clouds) be computed straight into the message's own memory:
+    no intermediate buffer, no ``tobytes`` copy.
+    """
+    if _is_rosbags_type(msg_type):
+        field = np.zeros(nbytes, dtype=np.uint8)
+        return field, field
+    field = array.array("B", [0]) * nbytes
+    return field, np.frombuffer(field, dtype=np.uint8)
+
+
+def _cloud_message(data_field, height: int, width: int, field_names, header, msg_type,
+                   is_dense: bool, point_step: int):
+    """PointCloud2 around an already filled ``data`` field of float32 fields."""
     cls = _resolve(msg_type, "sensor_msgs/msg/PointCloud2")
     if _is_rosbags_type(msg_type):
         field_cls = _field_class(msg_type, "fields")
@@ -460,11 +473,36 @@ def _make_cloud(buffer: np.ndarray, field_names, header, msg_type, is_dense: boo
         field_cls = _rclpy_class("sensor_msgs/msg/PointField")
     fields = [field_cls(name=str(name), offset=4 * i, datatype=FLOAT32, count=1)
               for i, name in enumerate(field_names)]
-    buffer = np.ascontiguousarray(buffer, dtype="<f4")
-    return _construct_with_data(
-        cls, buffer.tobytes(), msg_type, header=_make_header(header, msg_type),
-        height=int(height), width=int(width), fields=fields, is_bigendian=False,
-        point_step=4 * n, row_step=4 * n * width, is_dense=bool(is_dense))
+    fixed = dict(header=_make_header(header, msg_type), height=int(height), width=int(width),
+                 fields=fields, is_bigendian=False, point_step=int(point_step),
+                 row_step=int(point_step) * int(width), is_dense=bool(is_dense))
+    if _is_rosbags_type(msg_type):
+        return cls(**fixed, data=data_field)
+    msg = cls(**fixed)
+    _hand_over_data(msg, data_field)
+    return msg
+
+
+def _hand_over_data(msg, data_field) -> None:
+    """Give an rclpy message its ``array('B')`` data without copying it.
+
+    The generated setter keeps an ``array('B')`` as is only when field checks are on;
+    otherwise it rebuilds it with ``array('B', value)`` (a full copy of a multi-MB cloud).
+    The array is exactly what that copy would produce, so it is stored directly.
+    """
+    if getattr(msg, "_check_fields", True) or not hasattr(type(msg), "_data"):
+        msg.data = data_field
+    else:
+        msg._data = data_field
+
+
+def _make_cloud(buffer: np.ndarray, field_names, header, msg_type, is_dense: bool):
+    """[h,w,n] float32 buffer -> PointCloud2 with the first len(field_names) float32 fields."""
+    height, width, n = buffer.shape
+    field, raw = _alloc_byte_field(buffer.size * 4, msg_type)
+    raw.view("<f4").reshape(buffer.shape)[...] = buffer
+    return _cloud_message(field, height, width, field_names, header, msg_type, is_dense,
+                          point_step=4 * n)
 
 
 def points_to_cloud(points: np.ndarray, field_names, header, msg_type=None):
@@ -532,16 +570,24 @@ def depth_to_cloud(depth: np.ndarray, intrinsics: Intrinsics, header, rgb=None, 
     with np.errstate(invalid="ignore"):
         valid = np.isfinite(z) & (z > 0) & (z <= max_range)
     z = np.where(valid, z, np.float32(np.nan))                     # invalid -> NaN point
-    # 2. back-project into one [h,w,4] float32 buffer (x, y, z, pad|rgb)
-    buffer = np.empty(z.shape + (4,), dtype=np.float32)
-    buffer[..., 0] = (u[None, :] - np.float32(intrinsics.cx)) * z / np.float32(intrinsics.fx)
-    buffer[..., 1] = (v[:, None] - np.float32(intrinsics.cy)) * z / np.float32(intrinsics.fy)
+    names = ("x", "y", "z") + (("rgb",) if rgb is not None else ())
+    x_per_z = (u - np.float32(intrinsics.cx)) / np.float32(intrinsics.fx)   # [w]
+    y_per_z = (v - np.float32(intrinsics.cy)) / np.float32(intrinsics.fy)   # [h]
+    # 2. back-project into [h,w,4] float32 (x, y, z, pad|rgb): for an organized cloud
+    #    straight into the message's data field (one pass, no extra copies)
+    if organized:
+        field, raw = _alloc_byte_field(z.size * 16, msg_type)
+        buffer = raw.view("<f4").reshape(z.shape + (4,))
+    else:
+        buffer = np.empty(z.shape + (4,), dtype=np.float32)
+    np.multiply(x_per_z[None, :], z, out=buffer[..., 0])
+    np.multiply(y_per_z[:, None], z, out=buffer[..., 1])
     buffer[..., 2] = z
-    buffer[..., 3] = 0.0
-    names = ("x", "y", "z")
     if rgb is not None:
         buffer[..., 3] = pack_rgb(rgb[::stride, ::stride])
-        names = names + ("rgb",)
+    elif not organized:
+        buffer[..., 3] = 0.0
     if organized:
-        return _make_cloud(buffer, names, header, msg_type, is_dense=False)
+        return _cloud_message(field, z.shape[0], z.shape[1], names, header, msg_type,
+                              is_dense=False, point_step=16)
     return _make_cloud(buffer[valid][None], names, header, msg_type, is_dense=True)

@@ -151,12 +151,18 @@ class Preprocessor:
         check_rgb(rgb, intrinsics)
         (x0, y0, cw, ch), (mw, mh) = self.geometry(intrinsics)
         image = rgb[y0:y0 + ch, x0:x0 + cw]
-        shrink = mw * mh < cw * ch
-        interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+        # Area averaging only where it matters (shrinking by more than 2x: aliasing);
+        # bilinear otherwise, 4x cheaper at 1280x720 -> 924x518.
+        strong_shrink = mw * 2 < cw or mh * 2 < ch
+        interp = cv2.INTER_AREA if strong_shrink else cv2.INTER_LINEAR
         if (mw, mh) != (cw, ch):
             image = cv2.resize(np.ascontiguousarray(image), (mw, mh), interpolation=interp)
-        x = image.astype(np.float32) * self._scale + self._offset        # [h,w,3]
-        tensor = np.ascontiguousarray(x.transpose(2, 0, 1)[None])          # [1,3,h,w]
+        # normalise channel by channel straight into the planar [1,3,h,w] tensor (one pass
+        # per channel; no [h,w,3] float temporaries, no transpose copy)
+        tensor = np.empty((1, 3, mh, mw), dtype=np.float32)
+        for c in range(3):
+            np.multiply(image[..., c], self._scale[c], out=tensor[0, c], casting="unsafe")
+            tensor[0, c] += self._offset[c]
         k_model = intrinsics.cropped(x0, y0, cw, ch).resized(mw, mh)
         return Prepared(tensor, intrinsics, k_model, (x0, y0, cw, ch))
 
