@@ -197,6 +197,9 @@ def test_validation_export_and_checkpoint_pruning(tmp_path):
 
     t = make_trainer(tmp_path / "run", 7, val=True, export_fn=export, checkpoint_every=2)
     t.config.val_every = 3
+    state = torch.get_rng_state()
+    assert t.validate()["all"]["n_images"] == 6
+    assert torch.equal(torch.get_rng_state(), state)    # validation leaves the RNG alone
     result = t.fit()
     # gt 2, 3, 4 (by index % 3) vs prediction 2: abs_rel per image 0, 1/3, 1/2
     val = result.validation["all"]

@@ -331,9 +331,23 @@ class Trainer:
         return record
 
     # -- validation -----------------------------------------------------------------------
-    @torch.no_grad()
     def validate(self) -> dict | None:
-        """Metrics of ``predict_fn`` on the validation loader (main process; others wait)."""
+        """Metrics of ``predict_fn`` on the validation loader (main process; others wait).
+
+        RNG-neutral: python, numpy and torch RNG states are restored afterwards (creating
+        a DataLoader iterator draws a seed from the torch RNG), so validating or not
+        never changes the training that follows, and resumed runs stay exact.
+        """
+        py_state, np_state = random.getstate(), np.random.get_state()
+        with torch.random.fork_rng(devices=[]):
+            try:
+                return self._validate()
+            finally:
+                random.setstate(py_state)
+                np.random.set_state(np_state)
+
+    @torch.no_grad()
+    def _validate(self) -> dict | None:
         acc = self.accelerator
         if self.val_loader is None:
             return None
