@@ -302,6 +302,33 @@ def test_set_initial_depth_makes_an_untrained_head_predict_that_depth():
         set_initial_depth(arch, net, cfg, 100.0)
 
 
+def test_set_initial_motion_points_an_untrained_pose_net_along_the_drive():
+    """Started at forward motion, the untrained pose net's T_src_tgt for frames t-1 and
+    t+1 points the way the synthetic vehicle really moved (a sign slip would flip it)."""
+    from depth_perception.data.synth_scene import SynthConfig, SyntheticStreet
+    from depth_perception.models import build_pose_model
+    from depth_perception.train.teacher import TeacherObjective, set_initial_motion
+
+    torch.manual_seed(0)
+    pose = build_pose_model({"backbone": "tiny"})
+    assert set_initial_motion(pose, 0.5) == pytest.approx(-50.0)
+    with torch.no_grad():
+        pose.decoder.out.weight.zero_()             # output = bias for any input
+        objective = TeacherObjective(loss=None, offsets=[-1, 1])
+        T, t = objective.poses(pose, torch.rand(1, 3, 64, 64), torch.rand(1, 2, 3, 64, 64))
+    street = SyntheticStreet(SynthConfig(size=(64, 32), seed=0), frames=4)
+    for i, offset in enumerate((-1, 1)):
+        truth = street.T_src_tgt(1 + offset, 1)[:3, 3]
+        predicted = T[0, i, :3, 3].numpy()
+        np.testing.assert_allclose(predicted, [0.0, 0.0, -0.5 * offset], atol=1e-6)
+        cos = predicted @ truth / (np.linalg.norm(predicted) * np.linalg.norm(truth))
+        assert cos > 0.95, (offset, predicted, truth)
+    np.testing.assert_allclose(T[0, :, :3, :3].numpy(), np.broadcast_to(np.eye(3), (2, 3, 3)),
+                               atol=1e-6)
+    with pytest.raises(ValueError, match="> 0"):
+        set_initial_motion(pose, 0.0)
+
+
 @pytest.fixture(scope="module")
 def synth_bags(tmp_path_factory):
     from depth_perception.data.synth import make_synthetic_bags

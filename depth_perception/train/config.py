@@ -78,6 +78,9 @@ class ModelConfig:
     #: start a random DPT head at about this depth in metres (None: sigmoid midpoint;
     #: see depth_perception.train.teacher.set_initial_depth)
     init_depth: Optional[float] = None
+    #: start a randomly initialised pose decoder at this forward motion per frame in
+    #: metres (None: no motion; see depth_perception.train.teacher.set_initial_motion)
+    init_forward_motion: Optional[float] = None
 
 
 @dataclass

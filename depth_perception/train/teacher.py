@@ -199,6 +199,31 @@ def set_initial_depth(arch: str, depth_net, depth_cfg, depth: float) -> float:
     return bias
 
 
+def set_initial_motion(pose_net, forward: float) -> float:
+    """Start a pose decoder at straight forward motion of ``forward`` metres per frame.
+
+    The pose net predicts T_later_earlier of (earlier, later) pairs; a camera moving
+    forward by d along its optical axis gives the translation (0, 0, -d). The bias of
+    the decoder's last convolution is set so that an untrained network predicts that,
+    with zero rotation. A random pose net otherwise starts at no motion and must find
+    the direction of travel from the photometric loss alone, while the velocity loss
+    drives its translation norm to the odometry distance within a few steps: a wrong
+    direction at that point gets auto-masked everywhere and training stalls (seen on
+    the tiny CPU configuration). The scale still comes from the velocity loss: ``d`` is
+    only a start and need not be right. Pretrained pose backbones do not need this.
+    Returns the bias set.
+    """
+    if not forward > 0:
+        raise ValueError(f"model.init_forward_motion must be > 0 metres, got {forward}")
+    decoder = pose_net.decoder
+    bias = -float(forward) / float(decoder.scale)
+    with torch.no_grad():
+        decoder.out.bias[:3].zero_()            # axis-angle: no rotation
+        decoder.out.bias[3:].zero_()
+        decoder.out.bias[5] = bias              # translation z: forward along the optical axis
+    return bias
+
+
 def freeze_unused_parameters(module, *example_inputs) -> list[str]:
     """Freeze parameters that take no part in ``module``'s outputs; returns their names.
 
@@ -371,6 +396,8 @@ def build_teacher_trainer(cfg):
         reset_random_layers(arch, depth_net, depth_cfg)
     if cfg.model.init_depth is not None:
         set_initial_depth(arch, depth_net, depth_cfg, cfg.model.init_depth)
+    if cfg.model.init_forward_motion is not None:
+        set_initial_motion(pose_net, cfg.model.init_forward_motion)
     probe = torch.zeros(1, 3, cfg.data.height, cfg.data.width)
     freeze_unused_parameters(depth_net, probe)
     freeze_unused_parameters(pose_net, probe, probe)
