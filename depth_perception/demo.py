@@ -29,7 +29,7 @@ class DemoConfig:
     frames: int = 20
     size: tuple = (320, 96)                 # (W, H) of the synthetic camera
     train_size: tuple = (224, 70)           # (W, H) network input (multiples of 14)
-    train_steps: int = 150
+    train_steps: int = 400
     model: str | None = None
     backend: str = "auto"
     seed: int = 0

@@ -98,17 +98,23 @@ def outputs(ros):
 
 def send_until(feeder, collector, t0_ns: int, predicate=None, period_ns=50_000_000,
                max_frames=200):
-    """Publish frames until ``collector`` has a message satisfying ``predicate`` (frames
-    can be lost while DDS discovery settles; each retry is a new, newer frame)."""
+    """Publish frames from ``t0_ns`` on until ``collector`` has an output of one of them
+    satisfying ``predicate`` (frames can be lost while DDS discovery settles; each retry
+    is a new, newer frame). Returns the stamp of the newest such output: outputs of
+    frames sent before this call (still in flight, e.g. across a parameter change) and
+    retries still on their way are never mistaken for it."""
     predicate = predicate or (lambda m: True)
     from rostools import wait_for as _wait
+
+    def ours(m):
+        return stamp_ns(m) >= t0_ns and predicate(m)
 
     t = t0_ns
     for _ in range(max_frames):
         feeder.send(t)
         try:
-            collector.wait(lambda msgs: any(predicate(m) for m in msgs), timeout=0.5)
-            return t
+            msgs = collector.wait(lambda msgs: any(ours(m) for m in msgs), timeout=0.5)
+            return max(stamp_ns(m) for m in msgs if ours(m))
         except AssertionError:
             t += period_ns
     _wait(lambda: False, 0.01, f"an output on {collector.topic}")
@@ -351,3 +357,39 @@ def test_lifecycle_cycle_releases_and_reloads_the_backend(ros):
     assert backend.closed and node._estimator is None
     assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
     assert len(loads) == 2 and node._estimator.backend is not backend
+
+
+def test_warm_up_runs_one_blank_inference_at_the_configured_size():
+    """warmup_size: one inference at configure on a blank frame of that size (so the first
+    camera frames do not pay for lazy initialisation); bad sizes are refused."""
+    from depth_perception.runtime.node import DepthNode, parse_size, validate_parameter, \
+        PARAMETERS
+    from rclpy.parameter import Parameter
+
+    assert parse_size("1280x720") == (1280, 720) and parse_size("12x") is None
+    spec = next(p for p in PARAMETERS if p.name == "warmup_size")
+    assert validate_parameter(spec, "640x480") == "" and validate_parameter(spec, "") == ""
+    assert "WIDTHxHEIGHT" in validate_parameter(spec, "640-480")
+
+    seen = []
+
+    def model(x):
+        seen.append(x.shape)
+        return np.full((1, 1, *x.shape[2:]), 3.0, np.float32)
+
+    def factory(settings):
+        return DepthEstimator(FunctionBackend(model, META), META, settings.scale_policy,
+                              **settings.estimator_options())
+
+    ros = RosHarness()
+    try:
+        node = ros.add(DepthNode(context=ros.context, estimator_factory=factory,
+                                 parameter_overrides=[Parameter("model", value="fake"),
+                                                      Parameter("warmup_size", value="64x48"),
+                                                      Parameter("input_short_side", value=28)]))
+        wait_for(lambda: node_state(node) == "active", 30, "node active")
+        # one blank 64x48 frame went through the model (short side 28 -> 28x42 input)
+        assert seen == [(1, 3, 28, 42)]
+        assert node.stats.frames_in == 0 and node.stats.frames_out == 0
+    finally:
+        ros.close()

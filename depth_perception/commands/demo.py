@@ -20,8 +20,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--size", default="320x96", help="camera size WxH (default 320x96)")
     parser.add_argument("--train-size", default="224x70",
                         help="network input WxH, multiples of 14 (default 224x70)")
-    parser.add_argument("--train-steps", type=int, default=150,
-                        help="tiny teacher training steps (default 150; a few minutes on 2 "
+    parser.add_argument("--train-steps", type=int, default=400,
+                        help="tiny teacher training steps (default 400; about a minute on 2 "
                              "CPU cores)")
     parser.add_argument("--model", default=None,
                         help="evaluate this model instead of training the tiny teacher")

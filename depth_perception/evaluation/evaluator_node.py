@@ -444,6 +444,7 @@ def evaluate_online(bag, model: str, results: EvaluationResults | None = None,
         condition = condition or reader.condition or "unknown"
         reader.require("image")
         reader.require("lidar" if lidar else "gt_depth")
+        camera = reader.camera_info(0)           # warm the node up at the camera's size
         played = [topics.image, topics.camera_info, ref_topic]
         if lidar and reader.has("odom"):
             played.append(topics.odom)
@@ -456,7 +457,8 @@ def evaluate_online(bag, model: str, results: EvaluationResults | None = None,
         # 1. Nodes
         depth_node = DepthNode(context=context, parameter_overrides=[
             Parameter("model", value=str(model)), Parameter("backend", value=backend),
-            Parameter("input_short_side", value=int(input_short_side))],
+            Parameter("input_short_side", value=int(input_short_side)),
+            Parameter("warmup_size", value=f"{camera.width}x{camera.height}")],
             cli_args=["--ros-args", "-r", f"image:={topics.image}",
                       "-r", f"camera_info:={topics.camera_info}"])
         nodes.append(depth_node)

@@ -45,6 +45,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallb
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from depth_perception import conversions, interfaces, units
+from depth_perception.camera import Intrinsics
 from depth_perception.runtime import ros_utils
 from depth_perception.runtime.ros_utils import FrameStats, stamp_to_ns
 
@@ -133,6 +134,11 @@ PARAMETERS = (
               "[px] (multiple of 14; 0 = camera size rounded)", low=0, high=4096),
     ParamSpec("input_max_pixels", 0, "Dynamic-size models: cap on model input pixels "
               "(0 = no cap)", low=0, high=16_777_216),
+    ParamSpec("warmup_size", "", "Run one inference on a blank WxH frame (e.g. '1280x720', "
+              "the camera's size) at configure, so the first camera frames do not wait for "
+              "lazy initialisation (CUDA context, kernels, allocator); '' = the model's "
+              "input size for fixed-size models, no warm-up for dynamic-size ones",
+              read_only=True),
     ParamSpec("sync_slop", 0.05, "image/CameraInfo ApproximateTime slop [s]", low=0.0,
               high=10.0),
     ParamSpec("qos_check_period", 5.0, "Period of the QoS compatibility check [s]",
@@ -170,6 +176,7 @@ class NodeSettings:
     input_reliability: str = "best_effort"
     input_short_side: int = 518
     input_max_pixels: int = 0
+    warmup_size: str = ""
     sync_slop: float = 0.05
     qos_check_period: float = 5.0
     diagnostics_period: float = 1.0
@@ -202,6 +209,8 @@ def validate_parameter(spec: ParamSpec, value) -> str:
         return f"input_short_side must be 0 (camera size) or >= 14 (one patch), got {value}"
     if spec.name == "input_max_pixels" and 0 < value < 14 * 14:
         return f"input_max_pixels must be 0 (no cap) or >= 196 (one patch), got {value}"
+    if spec.name == "warmup_size" and value and parse_size(value) is None:
+        return f"warmup_size must be '' or WIDTHxHEIGHT (e.g. 1280x720), got {value!r}"
     if spec.name == "base_frame" and not str(value).strip("/ "):
         return "base_frame must name a TF frame, got an empty string"
     if spec.name == "lidar_to_camera":
@@ -209,6 +218,15 @@ def validate_parameter(spec: ParamSpec, value) -> str:
         if len(values) != 16 or not all(math.isfinite(v) for v in values):
             return f"lidar_to_camera must be 16 finite numbers (4x4 row-major), got {values}"
     return ""
+
+
+def parse_size(text: str) -> tuple[int, int] | None:
+    """'1280x720' -> (1280, 720); None if it is not WIDTHxHEIGHT with positive sizes."""
+    try:
+        w, h = (int(v) for v in str(text).lower().split("x"))
+    except ValueError:
+        return None
+    return (w, h) if w > 0 and h > 0 else None
 
 
 def default_estimator_factory(settings: NodeSettings):
@@ -414,6 +432,7 @@ class DepthNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         self._problem = ""
         est = self._estimator
+        self.warm_up()
         self.stats.backend = str(getattr(getattr(est, "backend", None), "name", ""))
         self.stats.precision = str(getattr(getattr(est, "backend", None), "precision", ""))
         from sensor_msgs.msg import CameraInfo, Image, PointCloud2
@@ -429,6 +448,37 @@ class DepthNode(LifecycleNode):
         self.get_logger().info(f"configured: model '{settings.model}' on {self.stats.backend} "
                                f"({self.stats.precision})")
         return TransitionCallbackReturn.SUCCESS
+
+    def warm_up(self, size: tuple[int, int] | None = None) -> float | None:
+        """One inference on a blank frame of ``size`` (width, height): default the
+        ``warmup_size`` parameter, else a fixed-size model's input size. Returns its time
+        in ms (None when there is nothing to warm up). Never fails configure: a warm-up
+        error is logged and the first real frame reports it."""
+        est = self._estimator
+        if est is None:
+            return None
+        if size is None:
+            size = parse_size(self._settings.warmup_size) if self._settings.warmup_size else None
+        if size is None:
+            fixed = getattr(getattr(est, "metadata", None), "fixed_size", None)
+            size = (fixed[1], fixed[0]) if fixed else None
+        if size is None:
+            return None
+        w, h = size
+        f = float(max(w, h))
+        start = time.monotonic()
+        try:
+            est.estimate(np.zeros((h, w, 3), np.uint8),
+                         Intrinsics(f, f, (w - 1) / 2, (h - 1) / 2, w, h))
+        except Exception as exc:  # noqa: BLE001 - blank frames may fail (e.g. NaN check)
+            self.get_logger().warning(f"warm-up inference at {w}x{h} failed: {exc}")
+        finally:
+            reset = getattr(getattr(est, "scale_policy", None), "reset", None)
+            if reset is not None:
+                reset()                  # the blank frame must not seed scale smoothing
+        ms = (time.monotonic() - start) * 1e3
+        self.get_logger().info(f"warm-up inference at {w}x{h}: {ms:.0f} ms")
+        return ms
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.stats.reset()
