@@ -33,7 +33,7 @@ class DemoConfig:
     model: str | None = None
     backend: str = "auto"
     seed: int = 0
-    rate: float = 0.5                       # replay rate (slow: first frames warm up)
+    rate: float = 0.25                      # replay rate: the node drops frames it cannot keep up with
     max_depth: float = 80.0
     online: bool = True
     conditions: tuple = CONDITIONS
