@@ -111,12 +111,8 @@ def copy_bag_with_scaled_depth(src: Path, dst: Path, factor: float,
 
 
 def _synthetic_bags(tmp_path, frames=6, size=(160, 48), conditions=("day-clear",)):
-    try:
-        from depth_perception.data.synth import make_synthetic_bags
-    except ImportError:
-        make_synthetic_bags = None
-    if make_synthetic_bags is None:
-        pytest.skip("depth_perception.data.synth is not available")
+    from depth_perception.data.synth import make_synthetic_bags
+
     return make_synthetic_bags(tmp_path / "bags", frames=frames, size=size,
                                conditions=conditions, seed=0)
 

@@ -187,8 +187,11 @@ def gt_third_model(bag):
 def test_replayed_bag_scale_from_tf_static(tf2_msgs_built, synth_bag, policy, use_tf):
     """(b) depth = truth / 3; the scale (3) is recovered with the transforms from
     /tf_static alone: no lidar_to_camera given, camera_height deliberately wrong.
-    Control (use_tf false): the parameters (lidar_to_camera without the 0.7 m
-    lidar/camera offset, camera_height 0.7 m) give a scale off by more than 5%."""
+    Control (use_tf false): deliberately wrong parameters (lidar_to_camera 5 m off
+    along the optical axis, camera_height 0.7 m) give a scale off by more than 5%, so
+    the transforms from TF are what made the difference (the default lidar_to_camera,
+    a pure rotation, is only ~5-10% off on this rig: too close to tell apart)."""
+    from depth_perception.runtime.node import LIDAR_TO_OPTICAL
     from depth_perception.conversions import image_to_depth
     from depth_perception.data.tf import TfBuffer
     import rclpy
@@ -201,7 +204,10 @@ def test_replayed_bag_scale_from_tf_static(tf2_msgs_built, synth_bag, policy, us
     bag_height = tf.lookup("base_link", "camera_optical_frame", 0)[2, 3]
     assert bag_height == pytest.approx(1.5)
     with RosHarness() as ros:
-        node = make_node(ros, policy, fn, camera_height=0.7, use_tf=use_tf)
+        wrong = list(LIDAR_TO_OPTICAL)
+        wrong[11] = 5.0                          # row 2, column 3: z translation [m]
+        node = make_node(ros, policy, fn, camera_height=0.7, use_tf=use_tf,
+                         lidar_to_camera=wrong)
         wait_for(lambda: node_state(node) == "active", 30, "node active")
         depth_out = ros.collect(Image, "/depth")
         topics = [TF_STATIC, IMAGE, INFO] + ([LIDAR] if policy == "lidar_median" else [])

@@ -86,7 +86,7 @@ class ScalePolicy:
 
     def update(self, depth: np.ndarray, intrinsics: Intrinsics,
                reference: np.ndarray | None = None) -> ScaleEstimate:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement update()")
 
     def reset(self) -> None:
         """Forget all smoothing state."""
