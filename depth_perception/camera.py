@@ -12,6 +12,17 @@ from dataclasses import dataclass
 import numpy as np
 
 
+def parse_size(text: str) -> tuple[int, int]:
+    """'640x192' -> (width, height); ValueError unless WIDTHxHEIGHT with positive sizes."""
+    try:
+        w, h = (int(v) for v in str(text).lower().split("x"))
+    except ValueError:
+        raise ValueError(f"image size {text!r}: expected WIDTHxHEIGHT, e.g. 640x192") from None
+    if w <= 0 or h <= 0:
+        raise ValueError(f"image size {text!r}: width and height must be positive")
+    return w, h
+
+
 @dataclass(frozen=True)
 class Intrinsics:
     """Pinhole camera: focal lengths and principal point in pixels, image size."""

@@ -366,7 +366,9 @@ def test_warm_up_runs_one_blank_inference_at_the_configured_size():
         PARAMETERS
     from rclpy.parameter import Parameter
 
-    assert parse_size("1280x720") == (1280, 720) and parse_size("12x") is None
+    assert parse_size("1280x720") == (1280, 720)
+    with pytest.raises(ValueError, match="WIDTHxHEIGHT"):
+        parse_size("12x")
     spec = next(p for p in PARAMETERS if p.name == "warmup_size")
     assert validate_parameter(spec, "640x480") == "" and validate_parameter(spec, "") == ""
     assert "WIDTHxHEIGHT" in validate_parameter(spec, "640-480")

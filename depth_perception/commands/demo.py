@@ -1,17 +1,11 @@
 """``depth-perception demo``: synthetic bags -> tiny teacher -> depth node over DDS -> report."""
 from __future__ import annotations
 
+from depth_perception.camera import parse_size
+
 HELP = ("run the whole pipeline on synthetic day-clear, night and rain bags: train a tiny "
         "teacher (or use --model), replay the bags through the depth node over DDS, "
         "evaluate online and offline, write the report (no camera, GPU or download)")
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError as exc:
-        raise ValueError(f"size '{text}': expected WxH, e.g. 320x96") from exc
-    return w, h
 
 
 def add_arguments(parser) -> None:
@@ -38,8 +32,8 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from depth_perception.demo import DemoConfig, run_demo
 
-    cfg = DemoConfig(out=args.out, frames=args.frames, size=_size(args.size),
-                     train_size=_size(args.train_size), train_steps=args.train_steps,
+    cfg = DemoConfig(out=args.out, frames=args.frames, size=parse_size(args.size),
+                     train_size=parse_size(args.train_size), train_steps=args.train_steps,
                      model=args.model, backend=args.backend, seed=args.seed, rate=args.rate,
                      online=not args.offline_only)
     result = run_demo(cfg)

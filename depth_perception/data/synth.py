@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from depth_perception import __version__
+from depth_perception.camera import parse_size
 from depth_perception.data.synth_scene import CONDITIONS, SynthConfig, SyntheticStreet
 
 logger = logging.getLogger(__name__)
@@ -72,17 +73,6 @@ MSG_TYPES = {
     "gt_depth": "sensor_msgs/msg/Image",
     "lidar": "sensor_msgs/msg/PointCloud2",
 }
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'640x192' -> (640, 192)."""
-    try:
-        w, h = (int(v) for v in str(text).lower().split("x"))
-    except ValueError:
-        raise ValueError(f"image size {text!r}: expected WIDTHxHEIGHT, e.g. 640x192") from None
-    if w <= 0 or h <= 0:
-        raise ValueError(f"image size {text!r}: width and height must be positive")
-    return w, h
 
 
 def _check_conditions(conditions: Sequence[str]) -> tuple[str, ...]:

@@ -50,7 +50,8 @@ def _arch_classes(arch: str):
     return getattr(module, cfg_name), getattr(module, net_name)
 
 
-def _dataclass_from_dict(cls, d: dict, what: str):
+def dataclass_from_dict(cls, d: dict, what: str):
+    """Instantiate config dataclass ``cls`` from ``d``; ValueError naming unknown keys."""
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - known)
     if unknown:
@@ -79,7 +80,7 @@ def depth_config(cfg):
     if arch is None:
         raise ValueError(f"depth model config needs 'arch' (one of {sorted(DEPTH_ARCHS)})")
     cfg_cls, _ = _arch_classes(arch)
-    return arch, _dataclass_from_dict(cfg_cls, d, f"depth model config (arch '{arch}')")
+    return arch, dataclass_from_dict(cfg_cls, d, f"depth model config (arch '{arch}')")
 
 
 def build_depth_model(cfg, hf_config: dict | None = None):
@@ -101,7 +102,7 @@ def build_pose_model(cfg, hf_config: dict | None = None):
         d = {k: v for k, v in cfg.items()}
         if d.pop("arch", "pose") != "pose":
             raise ValueError("pose model config: arch must be 'pose' when given")
-        cfg = _dataclass_from_dict(PoseNetConfig, d, "pose model config")
+        cfg = dataclass_from_dict(PoseNetConfig, d, "pose model config")
     return PoseNet(cfg, hf_config=hf_config)
 
 

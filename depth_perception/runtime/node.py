@@ -45,7 +45,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallb
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from depth_perception import conversions, interfaces, units
-from depth_perception.camera import Intrinsics
+from depth_perception.camera import Intrinsics, parse_size
 from depth_perception.runtime import ros_utils
 from depth_perception.runtime.ros_utils import FrameStats, stamp_to_ns
 
@@ -209,8 +209,11 @@ def validate_parameter(spec: ParamSpec, value) -> str:
         return f"input_short_side must be 0 (camera size) or >= 14 (one patch), got {value}"
     if spec.name == "input_max_pixels" and 0 < value < 14 * 14:
         return f"input_max_pixels must be 0 (no cap) or >= 196 (one patch), got {value}"
-    if spec.name == "warmup_size" and value and parse_size(value) is None:
-        return f"warmup_size must be '' or WIDTHxHEIGHT (e.g. 1280x720), got {value!r}"
+    if spec.name == "warmup_size" and value:
+        try:
+            parse_size(value)
+        except ValueError:
+            return f"warmup_size must be '' or WIDTHxHEIGHT (e.g. 1280x720), got {value!r}"
     if spec.name == "base_frame" and not str(value).strip("/ "):
         return "base_frame must name a TF frame, got an empty string"
     if spec.name == "lidar_to_camera":
@@ -218,15 +221,6 @@ def validate_parameter(spec: ParamSpec, value) -> str:
         if len(values) != 16 or not all(math.isfinite(v) for v in values):
             return f"lidar_to_camera must be 16 finite numbers (4x4 row-major), got {values}"
     return ""
-
-
-def parse_size(text: str) -> tuple[int, int] | None:
-    """'1280x720' -> (1280, 720); None if it is not WIDTHxHEIGHT with positive sizes."""
-    try:
-        w, h = (int(v) for v in str(text).lower().split("x"))
-    except ValueError:
-        return None
-    return (w, h) if w > 0 and h > 0 else None
 
 
 def default_estimator_factory(settings: NodeSettings):

@@ -114,11 +114,9 @@ def predict_depth(models: dict, batch: dict, objective: TeacherObjective) -> tor
 
 def _config_object(cls, values: dict, where: str):
     """Instantiate a config dataclass, naming the offending key on error."""
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; {cls.__name__} has {sorted(known)}")
-    return cls(**values)
+    from depth_perception.models import dataclass_from_dict
+
+    return dataclass_from_dict(cls, values, where)
 
 
 def depth_arch(cfg: TrainConfig) -> str:
