@@ -5,18 +5,19 @@ from setuptools import find_packages, setup
 
 PACKAGE = "depth_perception"
 
-TRAIN = [
-    "torch>=2.3",
-    "transformers>=4.45",
-    "diffusers>=0.30",
-    "accelerate>=0.34",
-    "safetensors>=0.4",
-    "onnx>=1.16",
-    "onnxscript>=0.1",
-    "omegaconf>=2.3",
-    "tensorboard>=2.16",
-    "tqdm>=4.66",
-    "matplotlib>=3.8",
+# The torch backend (checkpoint folders, transformers models) on a vehicle that has torch:
+# ``pip install .[torch]``. Training, translation, distillation and export live in the
+# training subtree (training/, package depth_perception_training) and are installed on
+# their own; an onboard install pulls none of them.
+TORCH = ["torch>=2.3", "transformers>=4.45", "safetensors>=0.4"]
+
+# One list of console executables: setup.py reads it and CMakeLists.txt carries the same
+# list for colcon (test/onboard/test_packaging.py compares them).
+CONSOLE_SCRIPTS = [
+    "depth-perception = depth_perception.cli:main",
+    "depth_node = depth_perception.ros.depth_node:main",
+    "depth_replay = depth_perception.ros.replay:main",
+    "evaluator_node = depth_perception.ros.evaluator_node:main",
 ]
 
 setup(
@@ -33,7 +34,6 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz")),
-        (f"share/{PACKAGE}/config/train", glob("config/train/*.yaml")),
         (f"share/{PACKAGE}/msg", glob("msg/*.msg")),
     ],
     install_requires=[
@@ -45,14 +45,8 @@ setup(
         "onnxruntime>=1.17",
     ],
     extras_require={
-        "train": TRAIN,
+        "torch": TORCH,
         "test": ["pytest>=8", "pytest-timeout>=2.3"],
     },
-    entry_points={
-        "console_scripts": [
-            "depth-perception = depth_perception.cli:main",
-            "depth_node = depth_perception.runtime.node:main",
-            "evaluator_node = depth_perception.evaluation.evaluator_node:main",
-        ],
-    },
+    entry_points={"console_scripts": CONSOLE_SCRIPTS},
 )

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One setup command: creates ./.venv with the package, its training and test extras,
+# One setup command: creates ./.venv with the onboard package (with its torch and test
+# extras), the training subtree (training/, depth_perception_training),
 # CPU torch (unless told otherwise), the ROS 2 wheels from PyPI when no ROS 2 is sourced,
 # and the package's msg/ interfaces. A second run with nothing changed returns at once.
 #
@@ -22,14 +23,14 @@ if [ -n "${ROS_DISTRO:-}" ] && "$PY" -c "import rclpy" >/dev/null 2>&1; then
 fi
 
 inputs_hash() {
-  { cat setup.py setup.sh constraints-cpu.txt package.xml CMakeLists.txt msg/*.msg \
+  { cat setup.py training/setup.py setup.sh constraints-cpu.txt package.xml CMakeLists.txt msg/*.msg \
         scripts/build_interfaces.sh 2>/dev/null
     echo "torch=$TORCH_MODE ros=$ros_sourced ${ROS_DISTRO:-}"; } | sha256sum | cut -d' ' -f1
 }
 STAMP=$VENV/.depth_perception_setup
 want=$(inputs_hash)
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] \
-   && "$VENV/bin/python" -c "import depth_perception, rclpy, torch" >/dev/null 2>&1; then
+   && "$VENV/bin/python" -c "import depth_perception, depth_perception_training, rclpy, torch" >/dev/null 2>&1; then
   say "up to date ($VENV); nothing to do"
   exit 0
 fi
@@ -67,13 +68,14 @@ if [ $ros_sourced = 0 ]; then
     ros-ament-cmake-include-directories ros-ament-cmake-ros-core
 fi
 
-say "installing depth_perception[train,test]"
-"${PIP[@]}" "${constraints[@]}" -e ".[train,test]"
+say "installing depth_perception[torch,test] (onboard) and depth_perception_training (training/)"
+"${PIP[@]}" "${constraints[@]}" -e ".[torch,test]"
+"${PIP[@]}" "${constraints[@]}" -e ./training
 
 if [ -x scripts/build_interfaces.sh ]; then
   say "building msg/ interfaces"
   VENV="$VENV" ROS_SOURCED=$ros_sourced scripts/build_interfaces.sh
 fi
 
-"$VENV/bin/python" -c "import depth_perception, rclpy, torch; print('[setup] ok: torch', torch.__version__)"
+"$VENV/bin/python" -c "import depth_perception, depth_perception_training, rclpy, torch; print('[setup] ok: torch', torch.__version__)"
 echo "$want" > "$STAMP"

@@ -2,7 +2,7 @@
 
 Reads every sample of a synthetic bag three ways: without cache, cold cache (decode and
 write) and warm cache (second epoch), and prints the figures. Uses
-``depth_perception.data.synth.make_synthetic_bags`` when available, else a hand-made
+``depth_perception.synth.make_synthetic_bags`` when available, else a hand-made
 bag (1280x384 frames, 20k-point LiDAR scans) from test/bagtools.py.
 
     .venv/bin/python bench/bench_data.py [--frames 40] [--storage mcap]
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def make_bag(out: Path, frames: int, storage: str) -> tuple[Path, str]:
     try:
-        from depth_perception.data.synth import make_synthetic_bags
+        from depth_perception.synth import make_synthetic_bags
     except ImportError:
         make_synthetic_bags = None
     if make_synthetic_bags is not None:
@@ -30,7 +30,7 @@ def make_bag(out: Path, frames: int, storage: str) -> tuple[Path, str]:
                                    conditions=("day-clear",), seed=0, storage=storage)
         return Path(bags[0]), "make_synthetic_bags"
     sys.path.insert(0, str(ROOT / "test"))
-    from bagtools import make_drive_bag
+    from support.bagtools import make_drive_bag
 
     from depth_perception.camera import Intrinsics
 

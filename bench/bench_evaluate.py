@@ -31,7 +31,7 @@ def main() -> int:
 
     import onnxruntime
 
-    from depth_perception.data.synth import make_synthetic_bags
+    from depth_perception.synth import make_synthetic_bags
     from depth_perception.evaluation.offline import EvaluateConfig, ModelSpec, evaluate
     from depth_perception.evaluation.report import write_report
 
@@ -44,7 +44,7 @@ def main() -> int:
               f"{time.perf_counter() - t0:.1f} s")
         model = args.model
         if model is None:
-            from models_fixtures import tiny_depth_anything_onnx
+            from support.models_fixtures import tiny_depth_anything_onnx
             h14 = max(14, round(height / 14) * 14)
             w14 = max(14, round(width / 14) * 14)
             model = str(tiny_depth_anything_onnx(tmp / "tiny.onnx", h14, w14))

@@ -46,8 +46,8 @@ def bench_model(size: str, height: int, width: int, repeats: int, threads: int,
                 workdir: Path) -> dict:
     import torch
 
-    from depth_perception.export.calibration import synthetic_frames
-    from depth_perception.export.onnx_export import export_onnx, load_export_source
+    from depth_perception.runtime.calibration import synthetic_frames
+    from depth_perception_training.export.onnx_export import export_onnx, load_export_source
     from depth_perception.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 
     torch.set_num_threads(threads)
@@ -73,8 +73,8 @@ def bench_model(size: str, height: int, width: int, repeats: int, threads: int,
 
 
 def bench_tensorrt(row: dict, repeats: int, workdir: Path) -> list[dict]:
-    from depth_perception.export.calibration import CalibrationSource, synthetic_frames
-    from depth_perception.export.tensorrt_build import EngineBuildConfig, build_engine
+    from depth_perception.runtime.calibration import CalibrationSource, synthetic_frames
+    from depth_perception.runtime.engine import EngineBuildConfig, build_engine
     from depth_perception.runtime.backends.tensorrt_backend import TensorRTBackend
 
     meta = row["metadata"]
@@ -112,7 +112,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
 
-    from depth_perception.export.tensorrt_build import tensorrt_available
+    from depth_perception.runtime.engine import tensorrt_available
 
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)

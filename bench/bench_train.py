@@ -21,13 +21,13 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = REPO / "config" / "train" / "teacher_tiny.yaml"
-TEACHER = REPO / "config" / "train" / "teacher.yaml"
+TINY = REPO / "training/depth_perception_training/config/train/teacher_tiny.yaml"
+TEACHER = REPO / "training/depth_perception_training/config/train/teacher.yaml"
 
 
 def tiny_trainer(work: Path, overrides: list[str]):
-    from depth_perception.train.config import load_config
-    from depth_perception.train.teacher import build_teacher_trainer
+    from depth_perception_training.train.config import load_config
+    from depth_perception_training.train.teacher import build_teacher_trainer
 
     cfg = load_config(TINY, [f"output_dir={work}", "trainer.progress=false", *overrides])
     return build_teacher_trainer(cfg)
@@ -61,8 +61,8 @@ def bench_steps(work: Path, steps: int, warmup: int = 2) -> dict:
 
 _MEMORY_CHILD = r"""
 import json, resource, sys, torch
-from depth_perception.train.config import load_config, to_dataclass
-from depth_perception.train.teacher import build_models, TeacherObjective, build_loss
+from depth_perception_training.train.config import load_config, to_dataclass
+from depth_perception_training.train.teacher import build_models, TeacherObjective, build_loss
 torch.set_num_threads(2)
 cfg = to_dataclass(load_config(sys.argv[1], sys.argv[3:]))
 arch, depth, depth_cfg, pose = build_models(cfg)

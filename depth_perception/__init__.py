@@ -1,7 +1,7 @@
 """depth_perception: metric monocular depth for robots and vehicles, day and night.
 
 The runtime half (``depth_perception.runtime``) turns camera frames into metric depth
-images and point clouds; the training half (``depth_perception.train``) learns the
+images and point clouds; the training half (``depth_perception_training.train``) learns the
 models from recorded rosbags. Importing this package has no side effects: no network,
 no ROS initialisation, no heavy imports.
 """

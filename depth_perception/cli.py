@@ -1,7 +1,9 @@
 """``depth-perception <verb>``: one command line tool for the whole package.
 
-Verbs are discovered from :mod:`depth_perception.commands`; each module there defines
-``HELP``, ``add_arguments(parser)`` and ``run(args)``.
+Verbs are the modules of :mod:`depth_perception.commands` (the onboard verbs) plus the
+modules that installed packages declare in the entry point group
+``depth_perception.commands`` (the training subtree adds ``train``, ``export``, ``demo``,
+...). Each verb module defines ``HELP``, ``add_arguments(parser)`` and ``run(args)``.
 """
 from __future__ import annotations
 
@@ -10,8 +12,12 @@ import importlib
 import logging
 import pkgutil
 import sys
+from importlib.metadata import entry_points
 
 from depth_perception import __version__, commands
+
+#: Entry point group through which other installed packages add verbs.
+PLUGIN_GROUP = "depth_perception.commands"
 
 
 def _verbs() -> dict:
@@ -21,7 +27,30 @@ def _verbs() -> dict:
             continue
         module = importlib.import_module(f"{commands.__name__}.{info.name}")
         found[info.name.replace("_", "-")] = module
+    for ep in entry_points(group=PLUGIN_GROUP):
+        if ep.name in found:
+            continue                     # an onboard verb is never shadowed by a plugin
+        try:
+            found[ep.name] = ep.load()
+        except ImportError as exc:      # a plugin whose dependencies are missing
+            logging.getLogger(__name__).debug("verb %s unavailable: %s", ep.name, exc)
+            found[ep.name] = _unavailable(ep, exc)
     return dict(sorted(found.items()))
+
+
+class _unavailable:
+    """Stand-in verb for a plugin that failed to import: says why when run."""
+
+    def __init__(self, ep, exc: Exception):
+        self.HELP = f"(unavailable: {exc})"
+        self._message = (f"verb '{ep.name}' ({ep.value}) cannot be loaded: {exc}. Install the "
+                         "training subtree and its dependencies: pip install ./training")
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("rest", nargs="*")
+
+    def run(self, args) -> int:
+        raise RuntimeError(self._message)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 PACKAGE = "depth_perception"
 EXECUTABLE = "depth_node"          # installed by CMakeLists.txt into lib/depth_perception
-NODE_MODULE = "depth_perception.runtime.node"
+NODE_MODULE = "depth_perception.ros.depth_node"
 NODE_NAME = "depth_node"
 PARAMS_FILE = "config/robust_depth.yaml"
 RVIZ_FILE = "config/robust_depth.rviz"

@@ -22,41 +22,11 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    import threading
-
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-
-    from depth_perception.runtime.replay import replay_bag
+    from depth_perception.ros.replay import play
 
     if not args.rate > 0:
         raise ValueError(f"--rate must be > 0, got {args.rate}")
-    rclpy.init()
-    node = rclpy.create_node("bag_replay")
-    stop = threading.Event()
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
-    try:
-        stats = replay_bag(args.bag, node, rate=args.rate, topics=args.topics,
-                           clock=args.clock, loop=args.loop, wait_for=args.wait_for,
-                           wait_timeout=args.wait_timeout, stop=stop)
-    except KeyboardInterrupt:
-        stop.set()
-        return 130
-    except TimeoutError as exc:
-        raise RuntimeError(str(exc)) from exc
-    finally:
-        executor.shutdown(timeout_sec=2.0)
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    for topic, n in sorted(stats.published.items()):
-        print(f"{topic}: {n} messages")
-    for topic, reason in sorted(stats.skipped.items()):
-        print(f"{topic}: skipped ({reason})")
-    return 0
+    return play(args)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,8 +30,8 @@ def run(args) -> int:
     import time
     from dataclasses import replace
 
-    from depth_perception.data.synth import make_synthetic_bags, parse_size
-    from depth_perception.data.synth_scene import SynthConfig
+    from depth_perception.synth import make_synthetic_bags, parse_size
+    from depth_perception.synth.scene import SynthConfig
 
     size = parse_size(args.size)
     conditions = [c.strip() for c in args.conditions.split(",") if c.strip()]

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from depth_perception.geometry import disp_to_depth
+from depth_perception.models.conventions import disp_to_depth
 
 logger = logging.getLogger(__name__)
 

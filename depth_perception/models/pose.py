@@ -3,7 +3,7 @@
 A transformers ResNet / ConvNeXt backbone sees the 6-channel concatenation of two frames
 ordered in time, ``(earlier, later)``; a monodepth2 pose decoder (1x1 squeeze to 256,
 two 3x3 convs + ReLU, 1x1 to 6, spatial mean, x 0.01) gives axis-angle and translation.
-See :mod:`depth_perception.geometry` for the ordering / inversion rule
+See :mod:`depth_perception_training.geometry` for the ordering / inversion rule
 (:meth:`PoseNet.relative_pose` applies it).
 
 Pretrained weights (hub id or local folder saved with ``save_pretrained``; a ResNet /
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from depth_perception.geometry import ordered_pair, pose_vec_to_matrix
+from depth_perception.models.conventions import ordered_pair, pose_vec_to_matrix
 from depth_perception.metadata import IMAGENET_MEAN, IMAGENET_STD
 
 logger = logging.getLogger(__name__)

@@ -136,7 +136,7 @@ def load_backend(model: str | Path, backend: str = "auto", **options
         if fmt == "onnx":
             # Build the engine once from the ONNX and cache it under a key of GPU,
             # TensorRT version, precision and shape; later starts reuse it.
-            from depth_perception.export.tensorrt_build import ensure_engine
+            from depth_perception.runtime.engine import ensure_engine
             options = dict(options)
             precision = options.pop("precision", "fp16")
             cache_dir = options.pop("engine_cache_dir", None)

@@ -1,0 +1,110 @@
+"""The launch file, parameter file, rviz config and CMake install rules name only things
+that exist; the launch description loads where launch_ros is installed."""
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+LAUNCH = ROOT / "launch" / "robust_depth.launch.py"
+
+
+def load_launch_module():
+    spec = importlib.util.spec_from_file_location("robust_depth_launch", LAUNCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # module level imports nothing from launch
+    return module
+
+
+def cmake_executables() -> dict[str, str]:
+    """name -> 'module:function' of the console executables CMakeLists.txt installs."""
+    text = (ROOT / "CMakeLists.txt").read_text()
+    block = re.search(r"set\(_executables(.*?)\)", text, re.S).group(1)
+    return dict(entry.split("=", 1) for entry in re.findall(r'"([^"]+)"', block))
+
+
+def test_launch_module_imports_nothing_heavy_at_module_level():
+    tree = ast.parse(LAUNCH.read_text())
+    top_imports = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    names = {a.name for n in top_imports for a in n.names} | {
+        getattr(n, "module", None) for n in top_imports}
+    assert not {"launch", "launch_ros", "rclpy"} & names
+    assert any(isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description"
+               for n in tree.body)
+
+
+def test_every_named_executable_file_and_parameter_exists():
+    from depth_perception.ros import depth_node as node_module
+
+    launch = load_launch_module()
+    # executables: installed by CMakeLists.txt, and their entry points import
+    executables = cmake_executables()
+    assert launch.EXECUTABLE in executables
+    module_name, function = executables[launch.EXECUTABLE].split(":")
+    assert module_name == launch.NODE_MODULE
+    for target in executables.values():
+        mod, func = target.split(":")
+        assert callable(getattr(importlib.import_module(mod), func)), target
+    # files: exist in the source tree and are installed (setup.py data_files / CMake)
+    for relative in (launch.PARAMS_FILE, launch.RVIZ_FILE):
+        assert (ROOT / relative).is_file(), relative
+        assert launch.share_file(relative).endswith(relative)
+    cmake = (ROOT / "CMakeLists.txt").read_text()
+    assert "install(DIRECTORY launch config DESTINATION share/${PROJECT_NAME})" in cmake
+    setup = (ROOT / "setup.py").read_text()
+    assert 'glob("launch/*.py")' in setup and 'glob("config/*.rviz")' in setup
+    # parameters the launch file sets are declared by the node
+    declared = set(node_module.PARAMETER_NAMES) | {"use_sim_time"}
+    assert set(launch.PARAMETER_ARGUMENTS) <= declared
+    assert {"autostart", "use_sim_time"} <= declared
+    names = [name for name, _, _ in launch.ARGUMENTS]
+    for required in ("params_file", "model", "backend", "image", "camera_info", "namespace",
+                     "use_sim_time", "rviz", "log_level"):
+        assert required in names
+    assert all(text for _, _, text in launch.ARGUMENTS), "every argument has a description"
+    # remapped topics are the node's own relative input names
+    node_source = Path(node_module.__file__).read_text()
+    for topic in launch.REMAPPED_TOPICS:
+        assert f'"{topic}"' in node_source
+
+
+def test_params_yaml_matches_node_parameters():
+    from depth_perception.ros import depth_node as node_module
+
+    data = yaml.safe_load((ROOT / "config" / "robust_depth.yaml").read_text())
+    params = data["/**"]["ros__parameters"]
+    specs = {s.name: s for s in node_module.PARAMETERS}
+    assert set(params) == set(specs), (set(params) ^ set(specs))
+    for name, value in params.items():
+        spec = specs[name]
+        assert type(value) is type(spec.default), (name, value, spec.default)
+        assert node_module.validate_parameter(spec, value) == "", name
+
+
+def test_rviz_config_shows_camera_depth_and_cloud_in_optical_frame():
+    launch = load_launch_module()
+    rviz = yaml.safe_load((ROOT / launch.RVIZ_FILE).read_text())
+    manager = rviz["Visualization Manager"]
+    assert manager["Global Options"]["Fixed Frame"] == "camera_optical_frame"
+    displays = {d["Name"]: d for d in manager["Displays"]}
+    topics = {(d["Class"], d.get("Topic", {}).get("Value")) for d in displays.values()}
+    assert ("rviz_default_plugins/Image", "/camera/image_raw") in topics
+    assert ("rviz_default_plugins/Image", "/depth/colorized") in topics
+    assert ("rviz_default_plugins/PointCloud2", "/points") in topics
+
+
+def test_generate_launch_description_loads():
+    pytest.importorskip("launch_ros", reason="launch_ros is not on PyPI (needs a ROS 2 "
+                                             "installation)")
+    from launch import LaunchDescription
+
+    description = load_launch_module().generate_launch_description()
+    assert isinstance(description, LaunchDescription)
+    declared = {a.name for a in description.get_launch_arguments()}
+    assert {name for name, _, _ in load_launch_module().ARGUMENTS} <= declared

@@ -1,0 +1,1 @@
+"""Helpers shared by the test folders (bags, ROS harness, tiny models)."""

@@ -1,0 +1,64 @@
+"""The demo end to end at a reduced size: synthetic bags, tiny teacher training, replay
+through the depth node over DDS, online + offline evaluation, report."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytestmark = pytest.mark.ros
+
+
+def test_demo_end_to_end_small(tmp_path, capsys):
+    from depth_perception import cli
+
+    out = tmp_path / "demo"
+    rc = cli.main(["demo", "--out", str(out), "--frames", "6", "--size", "160x48",
+                   "--train-size", "112x42", "--train-steps", "3", "--rate", "1.0"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "trained by this package's self-supervised trainer" in printed
+    assert "night absRel" in printed and "day-rain absRel" in printed
+    assert f"report:  {out / 'report' / 'report.md'}" in printed
+
+    m = json.loads((out / "report" / "metrics.json").read_text())
+    assert set(m["per_condition"]) == {"day-clear", "night", "rain"}
+    assert list(m["models"]) == ["tiny-teacher (offline)", "tiny-teacher (online)"]
+    for cond in ("day-clear", "night", "rain"):
+        offline = m["models"]["tiny-teacher (offline)"]["per_condition"][cond]
+        online = m["models"]["tiny-teacher (online)"]["per_condition"][cond]
+        assert offline["frames"] == 6
+        assert 1 <= online["frames"] <= 6
+        assert 0 < offline["abs_rel"] < 10 and 0 <= offline["a1"] <= 1
+    # the trained model really is the trainer's export, and it is what was evaluated
+    assert (out / "train" / "model" / "depth_model.safetensors").is_file()
+    info = m["models"]["tiny-teacher (offline)"]["info"]
+    assert info["model"] == str(out / "train" / "model")
+    # online and offline agree frame by frame on the common frames
+    for line in printed.splitlines():
+        if line.startswith("online vs offline"):
+            diff = line.rsplit("=", 1)[1].strip()
+            assert diff != "n/a" and float(diff) < 1e-3, line
+    md = (out / "report" / "report.md").read_text()
+    assert "tiny-teacher (online)" in md and "common frames" in md
+    pngs = list((out / "report" / "plots").glob("*.png"))
+    assert len(pngs) == 4 and all(p.stat().st_size > 5000 for p in pngs)
+
+
+def test_untrained_fallback_names_itself(tmp_path):
+    from depth_perception_training.demo import DemoConfig, untrained_model
+    from depth_perception.metadata import ModelMetadata
+
+    folder, note = untrained_model(DemoConfig(out=tmp_path), "no trainer in this test")
+    assert "UNTRAINED" in note and "no trainer in this test" in note
+    meta = ModelMetadata.load(f"{folder}/metadata.json")
+    assert meta.provenance["trained"] is False
+
+
+def test_bad_demo_settings():
+    from depth_perception_training.demo import DemoConfig
+
+    with pytest.raises(ValueError, match="at least 3 frames"):
+        DemoConfig(frames=1)
+    with pytest.raises(ValueError, match="multiples of 14"):
+        DemoConfig(train_size=(100, 40))

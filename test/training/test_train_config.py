@@ -1,0 +1,127 @@
+"""Layered training configuration: defaults <- YAML chain <- dotlist; schema checks."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from depth_perception_training.train.config import (TrainConfig, config_chain, load_config, save_config,
+                                           to_dataclass, to_yaml)
+
+from depth_perception_training import CONFIG_DIR
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = sorted((CONFIG_DIR / "train").glob("*.yaml"))
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_layers_merge_in_order(tmp_path):
+    write(tmp_path / "base.yaml", "seed: 3\noutput_dir: runs/base\n"
+          "data: {width: 320, batch_size: 6}\noptim: {lr_pose: 0.5}\n")
+    exp = write(tmp_path / "exp.yaml", "base_config: base.yaml\noutput_dir: runs/exp\n"
+                "data: {batch_size: 2}\n")
+    cfg = load_config(exp, ["data.bags=[a.mcap,b.mcap]", "trainer.max_steps=200",
+                            "output_dir=runs/x"])
+    assert cfg.seed == 3                               # from the base file
+    assert cfg.data.width == 320                       # base, not overridden
+    assert cfg.data.batch_size == 2                    # experiment beats base
+    assert cfg.output_dir == "runs/x"                  # command line beats both
+    assert list(cfg.data.bags) == ["a.mcap", "b.mcap"]
+    assert cfg.trainer.max_steps == 200
+    assert cfg.data.height == TrainConfig().data.height   # schema default
+    typed = to_dataclass(cfg)
+    assert isinstance(typed, TrainConfig) and typed.optim.lr_pose == 0.5
+    assert [p.name for p, _ in config_chain(exp)] == ["base.yaml", "exp.yaml"]
+
+
+@pytest.mark.parametrize("text, key", [
+    ("data: {bagz: [a]}\n", "data.bagz"),
+    ("trainer: {max_step: 3}\n", "trainer.max_step"),
+    ("optimizer: {lr: 1}\n", "optimizer"),
+])
+def test_unknown_key_in_yaml_is_rejected_with_its_name(tmp_path, text, key):
+    f = write(tmp_path / "bad.yaml", text)
+    with pytest.raises(ValueError) as exc:
+        load_config(f)
+    assert key in str(exc.value) and "bad.yaml" in str(exc.value)
+
+
+def test_unknown_key_or_bad_value_on_command_line(tmp_path):
+    with pytest.raises(ValueError, match=r"command line: unknown configuration key 'loss.velocity_wieght'"):
+        load_config(None, ["loss.velocity_wieght=0.1"])
+    with pytest.raises(ValueError, match=r"trainer.max_steps"):
+        load_config(None, ["trainer.max_steps=many"])
+    with pytest.raises(ValueError, match="key=value"):
+        load_config(None, ["trainer.max_steps"])
+
+
+def test_missing_file_and_cycles(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        load_config(tmp_path / "nope.yaml")
+    write(tmp_path / "a.yaml", "base_config: b.yaml\n")
+    write(tmp_path / "b.yaml", "base_config: a.yaml\n")
+    with pytest.raises(ValueError, match="cycle"):
+        load_config(tmp_path / "a.yaml")
+    write(tmp_path / "list.yaml", "- 1\n- 2\n")
+    with pytest.raises(ValueError, match="mapping"):
+        load_config(tmp_path / "list.yaml")
+
+
+def test_resolved_config_is_saved_and_reloads_identically(tmp_path):
+    cfg = load_config(REPO / "training/depth_perception_training/config/train/teacher_tiny.yaml",
+                      ["trainer.max_steps=7", f"output_dir={tmp_path / 'run'}"])
+    path = save_config(cfg, tmp_path / "run" / "config.yaml")
+    text = path.read_text()
+    assert "max_steps: 7" in text and "base_config: null" in text
+    assert "# resolved configuration (base_config was defaults.yaml)" in text
+    again = load_config(path)            # base_config is followed again: same values
+    assert to_yaml(again) == text.split("\n", 1)[1]
+    again.base_config = cfg.base_config
+    assert to_dataclass(again) == to_dataclass(cfg)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_shipped_configs_load_and_fit_the_model_and_data_schemas(path):
+    cfg = to_dataclass(load_config(path))
+    if path.name == "defaults.yaml":
+        return
+    from depth_perception.data.samples import SampleConfig
+    from depth_perception.models import depth_config
+    from depth_perception.models.pose import PoseNetConfig
+    from depth_perception_training.train.teacher import _sample_config, check_config
+
+    check_config(cfg)                                # size multiple of the arch, task
+    arch, depth_cfg = depth_config(dict(cfg.model.depth))
+    assert arch in ("dpt", "sql") and 0 < depth_cfg.min_depth < depth_cfg.max_depth
+    PoseNetConfig(**cfg.model.pose)
+    assert isinstance(_sample_config(cfg), SampleConfig)
+    assert cfg.loss.velocity_weight > 0                     # metric depth from odometry
+    if path.name != "teacher_tiny.yaml":
+        assert cfg.loss.velocity_weight == pytest.approx(0.02)   # md4all weight
+
+
+def test_non_tiny_configs_name_pretrained_weights():
+    for name in ("teacher.yaml", "spidepth.yaml", "monodepth2.yaml"):
+        cfg = to_dataclass(load_config(CONFIG_DIR / "train" / name))
+        assert cfg.model.depth["pretrained"] and cfg.model.pose["pretrained"], name
+    tiny = to_dataclass(load_config(REPO / "training/depth_perception_training/config/train/teacher_tiny.yaml"))
+    assert tiny.model.depth.get("pretrained") is None and tiny.data.synth is not None
+
+
+def test_cli_print_config_and_errors(tmp_path):
+    cfg = REPO / "training/depth_perception_training/config/train/teacher_tiny.yaml"
+    run = [sys.executable, "-m", "depth_perception", "train", "teacher", "--config", str(cfg)]
+    out = subprocess.run(run + ["--print-config", "--resume", "trainer.max_steps=11"],
+                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "max_steps: 11" in out.stdout and "resume: auto" in out.stdout
+    bad = subprocess.run(run + ["--print-config", "data.bogus=1"], capture_output=True,
+                         text=True, cwd=REPO, timeout=120)
+    assert bad.returncode == 2
+    assert "unknown configuration key 'data.bogus'" in bad.stderr

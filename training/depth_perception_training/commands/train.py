@@ -1,0 +1,71 @@
+"""``depth-perception train TASK --config FILE [options] [key=value ...]``."""
+from __future__ import annotations
+
+import argparse
+
+HELP = "train a depth model (teacher: self-supervised monodepth2-family training from rosbags)"
+
+#: task -> one-line description
+TASKS = {
+    "teacher": "self-supervised day-clear teacher (photometric + smoothness + velocity loss)",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="task", metavar="TASK")
+    sub.required = True
+    for task, help_text in TASKS.items():
+        p = sub.add_parser(task, help=help_text, description=help_text,
+                           epilog="Overrides go after the options, e.g. "
+                                  "train teacher --config config/train/teacher_tiny.yaml "
+                                  "trainer.max_steps=200 output_dir=runs/x")
+        p.add_argument("--config", required=True,
+                       help="experiment YAML (e.g. config/train/teacher.yaml); it may name a "
+                            "base_config it extends")
+        p.add_argument("--resume", action="store_true",
+                       help="continue from the newest checkpoint of output_dir (same as "
+                            "trainer.resume=auto; trainer.resume=PATH picks a checkpoint)")
+        p.add_argument("--print-config", action="store_true",
+                       help="print the resolved configuration and exit")
+        p.add_argument("overrides", nargs="*", metavar="key=value",
+                       help="OmegaConf dotlist overrides, e.g. data.bags=[a,b] "
+                            "trainer.max_steps=200 output_dir=runs/x")
+
+
+def run(args: argparse.Namespace) -> int:
+    from depth_perception_training.train.config import load_config, to_yaml
+
+    overrides = list(args.overrides)
+    if args.resume:
+        overrides.append("trainer.resume=auto")
+    cfg = load_config(args.config, overrides)
+    if cfg.task != args.task:
+        raise ValueError(f"{args.config} configures task '{cfg.task}', not '{args.task}'")
+    if args.print_config:
+        print(to_yaml(cfg), end="")
+        return 0
+
+    import logging
+
+    from depth_perception_training.train.teacher import train_teacher
+
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        logging.getLogger("accelerate").setLevel(logging.WARNING)   # per-file save messages
+
+    result = train_teacher(cfg)
+
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        print(f"trained {result.step} steps ({result.epoch} epochs), "
+              f"{result.nan_skips} non-finite steps skipped")
+        if result.validation:
+            v = result.validation["all"]
+            print(f"validation: abs_rel {v['abs_rel']:.4f} rmse {v['rmse']:.3f} "
+                  f"a1 {v['a1']:.3f} scale_ratio {v['scale_ratio']:.3f} "
+                  f"({v['n_images']} images)")
+        if result.last_checkpoint:
+            print(f"checkpoint: {result.last_checkpoint}")
+        if result.export_dir:
+            print(f"model: {result.export_dir}")
+    return 0

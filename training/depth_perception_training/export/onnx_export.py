@@ -1,0 +1,345 @@
+"""Checkpoint -> static-shape ONNX with its metadata, checked against torch.
+
+Sources (:func:`load_export_source`):
+
+* a checkpoint folder of this package (``model_config.json``,
+  ``depth_model.safetensors``, ``metadata.json``) via
+  :func:`depth_perception.models.load_depth_model`;
+* a transformers depth model (``AutoModelForDepthEstimation``: Depth Anything V1/V2,
+  DPT, ...) as a local folder or a model id already in the local cache (no download
+  while ``HF_HUB_OFFLINE`` is set), wrapped so the graph maps ``image`` [1,3,H,W] to
+  ``depth`` [1,1,H,W]. Its metadata comes from its config: ``metric_depth`` (with the
+  config's ``max_depth``) if ``depth_estimation_type == "metric"``, else
+  ``relative_disparity``.
+
+:func:`export_onnx` writes one file per input resolution (H and W multiples of the
+patch size, 14): opset 17 through the TorchScript exporter, fixed input/output names
+from the metadata, the metadata (now with the fixed input size and provenance:
+source, weights sha256, exporter versions, parity) in ``metadata_props``,
+``onnx.checker`` passed, and onnxruntime compared with torch on real (bag) or
+synthetic frames. The file appears at its path only once all of this passed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from depth_perception import __version__
+from depth_perception.metadata import ModelMetadata
+from depth_perception.runtime.parity import max_relative_error, run_onnxruntime  # noqa: F401
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_OPSET = 17
+DEFAULT_TOLERANCE = 1e-3
+PACKAGE_CHECKPOINT_FILES = ("model_config.json", "depth_model.safetensors", "metadata.json")
+
+
+def check_export_size(height: int, width: int, multiple: int = 14) -> tuple[int, int]:
+    """(height, width) if both are positive multiples of ``multiple``, else ValueError."""
+    bad = [f"{name} {v}" for name, v in (("height", height), ("width", width))
+           if int(v) <= 0 or int(v) % multiple]
+    if bad:
+        def near(v):
+            return max(multiple, int(round(v / multiple)) * multiple)
+        raise ValueError(f"export size {height}x{width} (HxW): {', '.join(bad)} is not a "
+                         f"positive multiple of {multiple} (the model's size multiple, e.g. "
+                         f"the ViT patch size 14); nearest valid size "
+                         f"{near(height)}x{near(width)}")
+    return int(height), int(width)
+
+
+def sha256_files(paths: Sequence[Path]) -> str:
+    """sha256 over the bytes of ``paths`` in sorted order (one file: its own sha256)."""
+    paths = sorted(Path(p) for p in paths)
+    if len(paths) == 1:
+        from depth_perception.runtime.engine import sha256_file
+
+        return sha256_file(paths[0])
+    digest = hashlib.sha256()
+    for p in paths:
+        digest.update(p.name.encode())
+        with p.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+# -- sources ----------------------------------------------------------------------------
+
+@dataclass
+class ExportSource:
+    """A torch module mapping a normalised image [B,3,H,W] to [B,1,H,W], its metadata
+    (dynamic or fixed size) and where it came from (``provenance``)."""
+
+    module: object
+    metadata: ModelMetadata
+    provenance: dict = field(default_factory=dict)
+
+
+def load_export_source(checkpoint: str | Path, device: str = "cpu") -> ExportSource:
+    """Open a package checkpoint folder or a transformers depth model (folder or id).
+
+    FileNotFoundError for a path that does not exist or an id not in the local cache;
+    ValueError for a checkpoint whose weights do not fit its config (with the reason).
+    """
+    text = str(checkpoint)
+    path = Path(text).expanduser()
+    if path.is_dir() and (path / "model_config.json").is_file():
+        return _load_package_checkpoint(path, device)
+    if path.is_dir() and (path / "config.json").is_file():
+        return _load_transformers(path, text, device)
+    if path.is_dir():
+        raise FileNotFoundError(
+            f"{path} is neither a checkpoint folder of this package (expected "
+            f"{', '.join(PACKAGE_CHECKPOINT_FILES)}) nor a transformers model folder "
+            f"(config.json + weights); it holds {sorted(p.name for p in path.iterdir())[:10]}")
+    looks_like_path = path.is_absolute() or text.startswith((".", "~")) or path.exists() \
+        or text.count("/") != 1
+    if looks_like_path:
+        raise FileNotFoundError(f"checkpoint {text} not found (expected a checkpoint folder or "
+                                "a transformers model id such as "
+                                "depth-anything/Depth-Anything-V2-Small-hf)")
+    return _load_transformers(None, text, device)
+
+
+def _load_package_checkpoint(folder: Path, device: str) -> ExportSource:
+    from depth_perception.models import load_depth_model
+
+    missing = [n for n in PACKAGE_CHECKPOINT_FILES if not (folder / n).is_file()]
+    if missing:
+        raise FileNotFoundError(f"checkpoint folder {folder} lacks {missing} (a checkpoint has "
+                                f"{', '.join(PACKAGE_CHECKPOINT_FILES)})")
+    try:
+        module, metadata = load_depth_model(folder, device=device)
+    except (FileNotFoundError, ValueError):
+        raise
+    except RuntimeError as exc:  # load_state_dict: missing/unexpected keys, size mismatch
+        raise ValueError(f"checkpoint {folder}: the weights in depth_model.safetensors do not "
+                         f"fit model_config.json: {exc}") from exc
+    weights = folder / "depth_model.safetensors"
+    provenance = {"source_checkpoint": str(folder.resolve()), "source_format": "depth_perception",
+                  "weights_file": weights.name, "weights_sha256": sha256_files([weights])}
+    try:
+        provenance["architecture"] = json.loads(
+            (folder / "model_config.json").read_text()).get("arch")
+    except (ValueError, AttributeError):
+        pass
+    return ExportSource(module.eval(), metadata, provenance)
+
+
+def _hf_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _resolve_transformers_folder(model_id: str) -> Path:
+    """Local snapshot folder of a model id (downloads only when not offline)."""
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as exc:
+        raise RuntimeError("loading a transformers model id needs huggingface_hub "
+                           "(pip install transformers)") from exc
+    offline = _hf_offline()
+    try:
+        # config, image processor config and torch weights: not ONNX/TF/Flax variants
+        return Path(snapshot_download(model_id, local_files_only=offline,
+                                      allow_patterns=["*.json", "*.safetensors", "*.bin"]))
+    except Exception as exc:  # LocalEntryNotFoundError, RepositoryNotFoundError, ...
+        hint = (" (HF_HUB_OFFLINE is set: only models already in the local cache load; copy "
+                "the model folder here and pass its path)" if offline else "")
+        raise FileNotFoundError(f"'{model_id}' is no folder here, and as a transformers "
+                                f"model id it is not available{hint}: {exc}") from exc
+
+
+def _load_transformers(folder: Path | None, name: str, device: str) -> ExportSource:
+    import torch
+    from transformers import AutoConfig, AutoModelForDepthEstimation
+
+    from depth_perception.runtime.backends.torch_backend import (metadata_from_transformers,
+                                                                 transformers_depth_module)
+
+    folder = folder or _resolve_transformers_folder(name)
+    config = AutoConfig.from_pretrained(folder, local_files_only=True)
+    try:
+        model, info = AutoModelForDepthEstimation.from_pretrained(
+            folder, local_files_only=True, output_loading_info=True)
+    except ValueError as exc:
+        raise ValueError(f"{name}: not a transformers depth-estimation model "
+                         f"({type(config).__name__}): {exc}") from exc
+    except (RuntimeError, OSError) as exc:
+        raise ValueError(f"{name}: the transformers weights do not load into its config: "
+                         f"{exc}") from exc
+    # transformers fills missing weights with random values and only warns: refuse
+    missing = sorted(info.get("missing_keys") or [])
+    mismatched = [str(m) for m in (info.get("mismatched_keys") or [])]
+    if missing or mismatched:
+        raise ValueError(f"{name}: the weights do not fit its config.json: "
+                         f"{len(missing)} missing (e.g. {missing[:5]}), {len(mismatched)} "
+                         f"of another shape (e.g. {mismatched[:3]}); exporting would bake "
+                         "random weights into the model")
+    if info.get("unexpected_keys"):
+        logger.warning("%s: %d weights not used by the model (e.g. %s)", name,
+                       len(info["unexpected_keys"]), sorted(info["unexpected_keys"])[:5])
+    pre_path = folder / "preprocessor_config.json"
+    pre = json.loads(pre_path.read_text()) if pre_path.is_file() else None
+    # the runtime's derivation (metric if depth_estimation_type == "metric", else
+    # relative disparity), with the graph names of exported models
+    metadata = dataclasses.replace(metadata_from_transformers(config, pre, name),
+                                   input_name="image", output_name="depth")
+    weights = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
+    provenance = {"source_checkpoint": str(Path(name).resolve()) if Path(name).exists()
+                  else name, "source_format": "transformers",
+                  "architecture": type(model).__name__,
+                  "depth_estimation_type": getattr(config, "depth_estimation_type", None),
+                  "weights_file": [w.name for w in weights],
+                  "weights_sha256": sha256_files(weights) if weights else None}
+    module = transformers_depth_module(model).to(torch.device(device)).eval()
+    return ExportSource(module, metadata, provenance)
+
+
+# -- running ------------------------------------------------------------------------------
+
+def run_torch(module, frames: np.ndarray) -> list[np.ndarray]:
+    """Torch outputs per frame: ``frames`` [N,3,H,W] -> N arrays [1,1,H,W] float32."""
+    import torch
+
+    device = next((p.device for p in module.parameters()), torch.device("cpu"))
+    outputs = []
+    with torch.inference_mode():
+        for i in range(frames.shape[0]):
+            x = torch.from_numpy(np.ascontiguousarray(frames[i:i + 1])).to(device)
+            outputs.append(module(x).float().cpu().numpy())
+    return outputs
+
+
+# -- export -------------------------------------------------------------------------------
+
+@dataclass
+class ExportResult:
+    """What :func:`export_onnx` produced."""
+
+    path: Path
+    metadata: ModelMetadata
+    max_rel_error: float
+    parity_frames: int
+    seconds: float
+
+
+def _torch_export(module, dummy, path: Path, metadata: ModelMetadata, opset: int) -> None:
+    """The TorchScript-based exporter (static shapes: no dynamic axes)."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        # shape checks in transformers code become constants: intended, the graph is static
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        # the TorchScript exporter is the one whose graphs TensorRT parses best here
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(module, (dummy,), str(path), dynamo=False, opset_version=opset,
+                          input_names=[metadata.input_name],
+                          output_names=[metadata.output_name], do_constant_folding=True)
+
+
+def export_onnx(source: ExportSource, out_path: str | Path, height: int, width: int, *,
+                opset: int = DEFAULT_OPSET, parity_frames: np.ndarray | None = None,
+                parity_source: str = "synthetic", tolerance: float = DEFAULT_TOLERANCE
+                ) -> ExportResult:
+    """Export ``source`` at ``height x width`` to ``out_path`` and check it.
+
+    ``parity_frames``: [N,3,H,W] normalised frames (default: 4 deterministic synthetic
+    frames through the node's Preprocessor). On any failure (bad output shape, checker,
+    parity error > ``tolerance`` or NaN) no file is left at ``out_path`` from this run
+    and ValueError/RuntimeError says why.
+    """
+    import time
+
+    import onnx
+    import torch
+
+    from depth_perception.runtime.calibration import synthetic_frames
+    from depth_perception.runtime.onnx_metadata import write_onnx_metadata
+
+    started = time.monotonic()
+    height, width = check_export_size(height, width, source.metadata.size_multiple)
+    if opset < 17:
+        raise ValueError(f"opset {opset} < 17: LayerNormalization needs opset 17+")
+    if not tolerance > 0:
+        raise ValueError(f"tolerance must be > 0, got {tolerance}")
+    out_path = Path(out_path)
+    if out_path.suffix != ".onnx":
+        raise ValueError(f"output {out_path} should end in .onnx")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    module = source.module.eval()
+    # 1. the fixed-size metadata (before export: the Preprocessor needs the size)
+    meta = dataclasses.replace(source.metadata, input_height=height, input_width=width,
+                               package_version=__version__)
+    if parity_frames is None:
+        parity_frames = synthetic_frames(meta, 4)
+        parity_source = "synthetic"
+    parity_frames = np.asarray(parity_frames, dtype=np.float32)
+    if parity_frames.ndim != 4 or parity_frames.shape[1:] != (3, height, width):
+        raise ValueError(f"parity frames have shape {parity_frames.shape}; expected "
+                         f"[N,3,{height},{width}]")
+
+    # 2. torch reference, which also checks the module's output contract
+    reference = run_torch(module, parity_frames)
+    if reference[0].shape != (1, 1, height, width):
+        raise ValueError(f"the model maps [1,3,{height},{width}] to {reference[0].shape}; "
+                         f"exported models must output depth [1,1,{height},{width}]")
+    if not all(np.isfinite(r).all() for r in reference):
+        raise RuntimeError("the torch model itself outputs NaN/inf on the parity frames")
+
+    partial = out_path.with_name(f".{out_path.name}.partial-{os.getpid()}")
+    try:
+        # 3. export to a temporary name
+        dummy = torch.from_numpy(parity_frames[:1].copy()).to(
+            next((p.device for p in module.parameters()), torch.device("cpu")))
+        with torch.inference_mode():
+            _torch_export(module, dummy, partial, meta, opset)
+        model = onnx.load(str(partial), load_external_data=False)
+        out_shape = [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim]
+        if out_shape and out_shape != [1, 1, height, width]:
+            raise ValueError(f"exported graph output shape {out_shape} != "
+                             f"[1, 1, {height}, {width}]")
+
+        # 4. parity onnxruntime vs torch
+        outputs = run_onnxruntime(partial, parity_frames, meta)
+        errors = [max_relative_error(r, o) for r, o in zip(reference, outputs)]
+        worst = max(errors)
+        if not worst <= tolerance:
+            raise RuntimeError(
+                f"ONNX parity check failed: onnxruntime differs from torch by max relative "
+                f"error {worst:.3e} (> tolerance {tolerance:.1e}) on {len(errors)} "
+                f"{parity_source} frames (per frame {[f'{e:.2e}' for e in errors]}); "
+                f"{out_path} was not written")
+
+        # 5. metadata with provenance, then the checker on the final bytes
+        provenance = dict(source.metadata.provenance)
+        provenance.update(source.provenance)
+        provenance["export"] = {
+            "exported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "opset": int(opset), "torch": torch.__version__, "onnx": onnx.__version__,
+            "input_shape": [1, 3, height, width],
+            "parity": {"frames": len(errors), "source": parity_source,
+                       "max_rel_error": worst, "tolerance": tolerance}}
+        meta = dataclasses.replace(meta, provenance=provenance)
+        write_onnx_metadata(partial, meta)
+        onnx.checker.check_model(str(partial))
+        os.replace(partial, out_path)
+    finally:
+        partial.unlink(missing_ok=True)
+    seconds = time.monotonic() - started
+    logger.info("exported %s (%dx%d, opset %d) in %.1f s; onnxruntime vs torch max relative "
+                "error %.2e on %d %s frames", out_path, height, width, opset, seconds, worst,
+                len(errors), parity_source)
+    return ExportResult(out_path, meta, worst, len(errors), seconds)

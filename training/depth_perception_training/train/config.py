@@ -1,0 +1,261 @@
+"""Layered training configuration.
+
+Layers, later wins:
+
+1. the schema defaults of :class:`TrainConfig` (dataclasses below);
+2. the experiment YAML and, first, the chain of files it names with ``base_config:``
+   (a path relative to the file naming it, e.g. ``base_config: defaults.yaml``);
+3. command-line overrides in OmegaConf dotlist style:
+   ``data.bags=[a.mcap,b.mcap] trainer.max_steps=200 output_dir=runs/x``.
+
+Every layer is checked against the schema: an unknown key or a value of the wrong type
+raises ``ValueError`` naming the key and the file (or ``command line``) it came from.
+The resolved configuration is written as ``config.yaml`` in the run folder and in every
+checkpoint (:func:`save_config`), and reloads to the same values.
+
+This module is light (omegaconf + yaml only): the CLI and tests load configs without torch.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+logger = logging.getLogger(__name__)
+
+DEPTH_ARCHS = ("dpt", "sql")
+
+
+@dataclass
+class SynthConfig:
+    """Synthetic bags generated into ``output_dir/data`` when ``data.bags`` is empty."""
+
+    frames: int = 30
+    size: List[int] = field(default_factory=lambda: [640, 192])   # width, height
+    seed: int = 0
+    conditions: List[str] = field(default_factory=lambda: ["day-clear"])
+    storage: str = "mcap"
+    val_frames: int = 12          # a held-out validation bag (seed + 1000); 0: none
+
+
+@dataclass
+class DataConfig:
+    """What to train on and how samples are cut (see ``depth_perception_training.dataset``)."""
+
+    bags: List[str] = field(default_factory=list)
+    val_bags: List[str] = field(default_factory=list)   # bags with LiDAR or ground truth
+    synth: Optional[SynthConfig] = None
+    width: int = 640              # network input size (multiples of 14 for DPT)
+    height: int = 192
+    context: List[int] = field(default_factory=lambda: [-1, 1])   # frame offsets
+    batch_size: int = 12
+    val_batch_size: int = 4
+    num_workers: int = 4
+    augment: bool = True
+    #: fields of the dataset's AugmentConfig (colour jitter, noise, flip probabilities)
+    augmentation: Dict[str, Any] = field(default_factory=dict)
+    cache_dir: Optional[str] = None
+    #: further fields of the dataset's SampleConfig (checked against it when building)
+    sample: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ModelConfig:
+    """Depth and pose networks.
+
+    ``depth`` / ``pose`` hold the fields of the model config dataclasses of
+    :mod:`depth_perception.models` (checked against them when the task builds the
+    models: an unknown field is an error there too). Pretrained weights are named inside
+    them by hub id or local folder.
+    """
+
+    depth: Dict[str, Any] = field(default_factory=dict)
+    pose: Dict[str, Any] = field(default_factory=dict)
+    #: re-initialise random DPT layers with PyTorch's default init (see
+    #: depth_perception_training.train.teacher.reset_random_layers)
+    reset_random_init: bool = True
+    #: start a random DPT head at about this depth in metres (None: sigmoid midpoint;
+    #: see depth_perception_training.train.teacher.set_initial_depth)
+    init_depth: Optional[float] = None
+    #: start a randomly initialised pose decoder at this forward motion per frame in
+    #: metres (None: no motion; see depth_perception_training.train.teacher.set_initial_motion)
+    init_forward_motion: Optional[float] = None
+
+
+@dataclass
+class LossConfig:
+    """Weights of :class:`depth_perception_training.losses.SelfSupervisedLoss`."""
+
+    photometric_weight: float = 1.0
+    smoothness_weight: float = 1e-3
+    velocity_weight: float = 0.02
+    automask: bool = True
+    ssim_window: int = 3
+    ssim_alpha: float = 0.85
+    upsample_mode: str = "bilinear"
+    padding_mode: str = "border"
+    tie_break_noise: bool = True   # monodepth2's 1e-5 noise on identity errors
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer with three parameter groups and a StepLR schedule (DINO-SD defaults)."""
+
+    name: str = "adamw"                # adam | adamw
+    lr_pose: float = 1e-4
+    lr_encoder: float = 5e-6
+    lr_decoder: float = 5e-5
+    weight_decay: float = 0.01
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    grad_clip: float = 1.0             # max global grad norm; 0 = no clipping
+    scheduler: str = "step"            # step | none
+    step_size: int = 15                # StepLR period, in units of ``interval``
+    gamma: float = 0.1
+    interval: str = "epoch"            # epoch | step
+
+
+@dataclass
+class TrainerConfig:
+    """Loop, logging, validation and checkpoint cadence (steps = batches)."""
+
+    max_steps: int = 0                 # > 0: stop after this many steps (wins over epochs)
+    max_epochs: int = 20
+    log_every: int = 50
+    image_every: int = 500             # TensorBoard depth images; 0 = never
+    val_every: int = 1000              # 0 = only at the end; < 0 = never
+    val_max_batches: int = 0           # 0 = the whole validation set
+    checkpoint_every: int = 1000       # 0 = only at the end
+    keep_checkpoints: int = 3
+    export_every_checkpoint: bool = False
+    resume: Optional[str] = None       # auto | PATH | None
+    mixed_precision: Optional[str] = None   # no | fp16 | bf16; None: what `accelerate launch` says
+    cpu: bool = False                  # force CPU even with a GPU
+    gradient_accumulation_steps: int = 1
+    find_unused_parameters: bool = False
+    progress: bool = True              # tqdm bar on the main process
+    deterministic: bool = False        # torch.use_deterministic_algorithms
+
+
+@dataclass
+class TrainConfig:
+    task: str = "teacher"
+    base_config: Optional[str] = None
+    output_dir: str = "runs/teacher"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+# -- loading ------------------------------------------------------------------------------
+
+def _read_yaml(path: Path) -> dict:
+    import yaml
+
+    if not path.is_file():
+        raise FileNotFoundError(f"training config {path} not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"training config {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"training config {path}: expected a mapping at the top level, got "
+                         f"{type(data).__name__}")
+    return data
+
+
+def config_chain(path: str | Path) -> list[tuple[Path, dict]]:
+    """The YAML files to merge, base first: follows ``base_config:`` links."""
+    chain: list[tuple[Path, dict]] = []
+    seen: set[Path] = set()
+    current: Path | None = Path(path).resolve()
+    while current is not None:
+        if current in seen:
+            raise ValueError(f"training config: base_config cycle through {current}")
+        seen.add(current)
+        data = _read_yaml(current)
+        chain.append((current, data))
+        base = data.get("base_config")
+        current = (current.parent / base).resolve() if base else None
+    return chain[::-1]
+
+
+def _merge_layer(cfg, layer: dict | Any, source: str):
+    from omegaconf import OmegaConf
+    from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+    try:
+        return OmegaConf.merge(cfg, layer)
+    except ConfigKeyError as exc:
+        key = getattr(exc, "full_key", None) or str(exc)
+        raise ValueError(f"{source}: unknown configuration key '{key}' "
+                         f"({str(exc).splitlines()[0]})") from None
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", "")
+        raise ValueError(f"{source}: invalid value for '{key}': "
+                         f"{str(exc).splitlines()[0]}") from None
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = (),
+                schema: type = TrainConfig):
+    """Resolve schema defaults <- YAML chain <- dotlist overrides into a DictConfig.
+
+    Raises FileNotFoundError for a missing file and ValueError (naming key and source)
+    for unknown keys, wrong types or malformed overrides.
+    """
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.structured(schema)
+    if path is not None:
+        from depth_perception_training import resolve_config
+
+        for file, data in config_chain(resolve_config(path, "train")):
+            cfg = _merge_layer(cfg, data, str(file))
+    overrides = list(overrides)
+    if overrides:
+        malformed = [o for o in overrides if "=" not in o or o.startswith("=")]
+        if malformed:
+            raise ValueError(f"command line: overrides must look like key=value, got {malformed}")
+        try:
+            dot = OmegaConf.from_dotlist(overrides)
+        except Exception as exc:  # omegaconf grammar errors
+            raise ValueError(f"command line: cannot parse overrides {overrides}: {exc}") from None
+        cfg = _merge_layer(cfg, dot, "command line")
+    return cfg
+
+
+def to_dataclass(cfg) -> TrainConfig:
+    """Typed view (:class:`TrainConfig` instance) of a resolved DictConfig."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_object(cfg)
+
+
+def to_yaml(cfg) -> str:
+    """The resolved configuration as self-contained YAML.
+
+    Every key is explicit, so ``base_config`` is cleared (recorded in a comment): the
+    text reloads to the same values wherever it is stored.
+    """
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    base = cfg.get("base_config")
+    header = f"# resolved configuration (base_config was {base})\n" if base else ""
+    if "base_config" in cfg:
+        cfg.base_config = None
+    return header + OmegaConf.to_yaml(cfg)
+
+
+def save_config(cfg, path: str | Path) -> Path:
+    """Write the resolved configuration (reloadable with :func:`load_config`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = to_yaml(cfg)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return path

@@ -1,0 +1,437 @@
+"""The self-supervised teacher task (monodepth2 family, md4all velocity loss, SSD teacher).
+
+Builds the collaborators and hands them to :class:`~depth_perception_training.train.trainer.Trainer`:
+
+* depth network (``model.depth``: ``arch: dpt`` DINOv2 + DPT, or ``arch: sql``
+  conv encoder + U-Net + Self Query Layer) on the *augmented* target image;
+* pose network (``model.pose``: ResNet-18 or a strengthened, pretrained backbone) on
+  (context_aug, image_aug) pairs ordered in time (monodepth2 inversion rule);
+* :class:`~depth_perception_training.losses.SelfSupervisedLoss`: each predicted depth scale is
+  upsampled to full resolution, the *unaugmented* context frames are warped into the
+  *unaugmented* target, min-reprojection + auto-mask + edge-aware smoothness, plus the
+  weak velocity loss (``||t_pred||`` vs the odometry distance) that makes depth metric;
+* data from :class:`~depth_perception_training.dataset.DepthDataset` (static frames are
+  dropped by the dataset); synthetic bags are generated into ``output_dir/data`` when
+  ``data.bags`` is empty and ``data.synth`` is set;
+* validation on bags with ground truth or LiDAR (metric, without median scaling) and the
+  export of the depth network with ``save_depth_model`` to ``output_dir/model``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from depth_perception.metadata import IMAGENET_MEAN, IMAGENET_STD, ModelMetadata
+from depth_perception_training.train.config import DEPTH_ARCHS, TrainConfig, save_config, to_yaml
+from depth_perception_training.train.trainer import StepOutput
+
+logger = logging.getLogger(__name__)
+
+#: input size multiple per depth arch (DINOv2 patch 14; conv encoders stride 32)
+DEPTH_MULTIPLE = {"dpt": 14, "sql": 32}
+
+
+# -- the loss callable --------------------------------------------------------------------
+
+class TeacherObjective:
+    """``(models, batch) -> StepOutput``: one forward of each network, then the loss.
+
+    models: ``{"depth": depth net, "pose": pose net}`` (possibly DDP-wrapped: only their
+    ``forward`` is called, once per step each). batch: a DepthDataset batch.
+    depth_is_smoothed: smoothness on the depth (SQL nets) instead of the disparity.
+    """
+
+    def __init__(self, loss, offsets: list[int], smooth_depth: bool = False,
+                 tie_break_noise: bool = True, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+        self.loss = loss
+        self.offsets = [int(o) for o in offsets]
+        if not self.offsets or 0 in self.offsets:
+            raise ValueError(f"teacher: context offsets must be non-zero frame offsets, got {offsets}")
+        self.smooth_depth = smooth_depth
+        self.tie_break_noise = tie_break_noise
+        self.mean = torch.tensor(mean).view(1, 3, 1, 1)
+        self.std = torch.tensor(std).view(1, 3, 1, 1)
+
+    def normalize(self, image: torch.Tensor) -> torch.Tensor:
+        """[B,3,H,W] in [0,1] -> normalised with the model's mean/std."""
+        return (image - self.mean.to(image)) / self.std.to(image)
+
+    def poses(self, pose_net, target: torch.Tensor, context: torch.Tensor):
+        """T_src_tgt [B,n,4,4] and raw translations [B,n,3] from one batched pose forward.
+
+        target: [B,3,H,W]; context: [B,n,3,H,W] (augmented images).
+        """
+        from depth_perception_training.geometry import ordered_pair, pose_vec_to_matrix
+
+        B, n = context.shape[:2]
+        if n != len(self.offsets):
+            raise ValueError(f"teacher: batch has {n} context frames, config offsets "
+                             f"{self.offsets}")
+        pairs = [ordered_pair(target, context[:, i], o) for i, o in enumerate(self.offsets)]
+        earlier = torch.cat([p[0] for p in pairs], 0)                    # [n*B,3,H,W]
+        later = torch.cat([p[1] for p in pairs], 0)
+        axisangle, translation = pose_net(earlier, later)                # [n*B,1,3] x2
+        T = [pose_vec_to_matrix(axisangle[i * B:(i + 1) * B], translation[i * B:(i + 1) * B],
+                                invert=pairs[i][2]) for i in range(n)]
+        t = translation.reshape(n, B, 3).transpose(0, 1)                 # [B,n,3]
+        return torch.stack(T, 1), t
+
+    def __call__(self, models: dict, batch: dict) -> StepOutput:
+        # 1. Depth of the augmented target: lists of [B,1,h,w] per scale
+        out = models["depth"](self.normalize(batch["image_aug"]))
+        depths = list(out["depth"])
+        smooth = depths if self.smooth_depth else list(out.get("disp", depths))
+        # 2. Poses from augmented (earlier, later) pairs
+        T, t = self.poses(models["pose"], batch["image_aug"], batch["context_aug"])
+        # 3. Photometric + smoothness + velocity on the unaugmented images
+        generator = None
+        if self.tie_break_noise:
+            # seeded from the global RNG, which checkpoints save and restore
+            generator = torch.Generator(device=depths[0].device)
+            generator.manual_seed(int(torch.randint(0, 2 ** 62, (1,))))
+        total, terms = self.loss({"depth": depths, "disp": smooth, "T_src_tgt": T,
+                                  "translation": t}, batch, generator=generator)
+        terms["translation_norm"] = torch.linalg.vector_norm(t.detach(), dim=-1).mean()
+        terms["depth_mean"] = depths[0].detach().mean()
+        return StepOutput(total, terms, {"image": batch["image"], "depth": depths[0]})
+
+
+def predict_depth(models: dict, batch: dict, objective: TeacherObjective) -> torch.Tensor:
+    """Validation prediction: depth [B,1,H,W] metres of the unaugmented image, resized to
+    the ground truth's size."""
+    depth = models["depth"](objective.normalize(batch["image"]))["depth"][0]
+    gt = batch.get("gt_depth", batch.get("lidar_depth"))
+    if gt is not None and gt.shape[-2:] != depth.shape[-2:]:
+        depth = F.interpolate(depth, size=gt.shape[-2:], mode="bilinear", align_corners=False)
+    return depth
+
+
+# -- builders -----------------------------------------------------------------------------
+
+def _config_object(cls, values: dict, where: str):
+    """Instantiate a config dataclass, naming the offending key on error."""
+    from depth_perception.models import dataclass_from_dict
+
+    return dataclass_from_dict(cls, values, where)
+
+
+def depth_arch(cfg: TrainConfig) -> str:
+    arch = dict(cfg.model.depth).get("arch")
+    if arch not in DEPTH_ARCHS:
+        raise ValueError(f"model.depth.arch must be one of {DEPTH_ARCHS}, got {arch!r}")
+    return arch
+
+
+def build_models(cfg: TrainConfig):
+    """(arch, depth net, depth config dataclass, pose net) from ``cfg.model``.
+
+    Pretrained weights named in the configs (hub ids or local folders) are loaded by
+    the model classes; HF_HUB_OFFLINE=1 restricts them to local files.
+    """
+    from depth_perception.models import build_depth_model, build_pose_model, depth_config
+
+    try:
+        arch, depth_cfg = depth_config(dict(cfg.model.depth))
+        depth_net = build_depth_model(depth_cfg)
+        pose_net = build_pose_model(dict(cfg.model.pose))
+    except ValueError as exc:
+        raise ValueError(f"model: {exc}") from exc
+    return arch, depth_net, depth_cfg, pose_net
+
+
+def reset_random_layers(arch: str, depth_net, depth_cfg) -> int:
+    """Re-initialise randomly initialised DPT layers with PyTorch's default Conv/Linear init.
+
+    transformers initialises DINOv2 + DPT weights with N(0, 0.02); a deep DPT neck and
+    head started that way outputs ~1e-6 and learns extremely slowly (its disparity
+    stays at the sigmoid midpoint for hundreds of steps). Layers loaded from pretrained
+    weights are left alone: everything is reset without ``pretrained``, only the neck
+    and head when ``pretrained`` is a bare DINOv2 backbone, nothing for a Depth Anything
+    checkpoint. SQL and pose networks use PyTorch / Kaiming inits already. Returns the
+    number of layers reset.
+    """
+    if arch != "dpt":
+        return 0
+    net = depth_net.net
+    if not depth_cfg.pretrained:
+        modules = [net]
+    else:
+        from depth_perception.models.dpt_depth import load_pretrained_config
+
+        kind = load_pretrained_config(depth_cfg.pretrained, depth_cfg.local_files_only).model_type
+        modules = [net.neck, net.head] if kind == "dinov2" else []
+    count = 0
+    for root in modules:
+        for m in root.modules():
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear)):
+                m.reset_parameters()
+                count += 1
+    return count
+
+
+def set_initial_depth(arch: str, depth_net, depth_cfg, depth: float) -> float:
+    """Start a randomly initialised sigmoid DPT head at about ``depth`` metres.
+
+    The bias of the head's last convolution is set to the logit of the sigmoid
+    disparity that ``disp_to_depth(min_depth, max_depth)`` maps to ``depth``. At the
+    sigmoid midpoint an untrained head predicts ``~2 / (1/min_depth)`` (0.2 m for
+    0.1..80 m), far below any scene; with the velocity loss the pose net reaches metric
+    translations within a few steps, and warps of such small depths leave the image,
+    so the photometric loss gives the depth too little gradient to catch up. Returns
+    the bias set. Only for ``arch: dpt`` (SQL nets predict depth through bins).
+    """
+    if arch != "dpt":
+        raise ValueError("model.init_depth applies to the DPT head (arch: dpt) only")
+    lo, hi = float(depth_cfg.min_depth), float(depth_cfg.max_depth)
+    if not lo < depth < hi:
+        raise ValueError(f"model.init_depth {depth} must lie inside ({lo}, {hi})")
+    s = (1.0 / depth - 1.0 / hi) / (1.0 / lo - 1.0 / hi)       # sigmoid value
+    bias = float(torch.logit(torch.tensor(s, dtype=torch.float64)))
+    conv = depth_net.net.head.conv3
+    with torch.no_grad():
+        conv.bias.fill_(bias)
+    return bias
+
+
+def set_initial_motion(pose_net, forward: float) -> float:
+    """Start a pose decoder at straight forward motion of ``forward`` metres per frame.
+
+    The pose net predicts T_later_earlier of (earlier, later) pairs; a camera moving
+    forward by d along its optical axis gives the translation (0, 0, -d). The bias of
+    the decoder's last convolution is set so that an untrained network predicts that,
+    with zero rotation. A random pose net otherwise starts at no motion and must find
+    the direction of travel from the photometric loss alone, while the velocity loss
+    drives its translation norm to the odometry distance within a few steps: a wrong
+    direction at that point gets auto-masked everywhere and training stalls (seen on
+    the tiny CPU configuration). The scale still comes from the velocity loss: ``d`` is
+    only a start and need not be right. Pretrained pose backbones do not need this.
+    Returns the bias set.
+    """
+    if not forward > 0:
+        raise ValueError(f"model.init_forward_motion must be > 0 metres, got {forward}")
+    decoder = pose_net.decoder
+    bias = -float(forward) / float(decoder.scale)
+    with torch.no_grad():
+        decoder.out.bias[:3].zero_()            # axis-angle: no rotation
+        decoder.out.bias[3:].zero_()
+        decoder.out.bias[5] = bias              # translation z: forward along the optical axis
+    return bias
+
+
+def freeze_unused_parameters(module, *example_inputs) -> list[str]:
+    """Freeze parameters that take no part in ``module``'s outputs; returns their names.
+
+    Some architectures carry parameters their forward never uses (DINOv2's mask token
+    for masked-image modelling, the residual unit of the first DPT fusion block, which
+    has no skip input). DDP requires every trainable parameter to receive a gradient
+    each step; freezing these lets it run without ``find_unused_parameters`` (whose
+    extra graph traversal costs time every step). Probed once, in eval mode (no
+    dropout, no RNG use), with a backward of the sum of every output tensor.
+    """
+    was_training = module.training
+    module.eval()
+    for p in module.parameters():
+        p.grad = None
+    out = module(*example_inputs)
+    tensors = [t for t in _tensors(out) if t.requires_grad]
+    torch.stack([t.float().sum() for t in tensors]).sum().backward()
+    unused = []
+    for name, p in module.named_parameters():
+        if p.requires_grad and p.grad is None:
+            p.requires_grad_(False)
+            unused.append(name)
+        p.grad = None
+    module.train(was_training)
+    if unused:
+        logger.info("frozen %d parameters that receive no gradient: %s", len(unused),
+                    unused[:6] + (["..."] if len(unused) > 6 else []))
+    return unused
+
+
+def _tensors(x):
+    if isinstance(x, torch.Tensor):
+        yield x
+    elif isinstance(x, dict):
+        for v in x.values():
+            yield from _tensors(v)
+    elif isinstance(x, (list, tuple)):
+        for v in x:
+            yield from _tensors(v)
+
+
+def build_loss(cfg: TrainConfig):
+    from depth_perception_training.losses import SelfSupervisedLoss
+
+    values = dataclasses.asdict(cfg.loss)
+    values.pop("tie_break_noise")
+    return SelfSupervisedLoss(**values)
+
+
+def _sample_config(cfg: TrainConfig, validation: bool = False):
+    from depth_perception.data.samples import SampleConfig
+
+    d = cfg.data
+    values = {"size": (d.width, d.height), "offsets": tuple(d.context), **dict(d.sample)}
+    if isinstance(values.get("topics"), dict):
+        from depth_perception.data.bag import BagTopics
+
+        values["topics"] = _config_object(BagTopics, values["topics"], "data.sample.topics")
+    if validation:
+        values["skip_static"] = False
+    return _config_object(SampleConfig, values, "data.sample")
+
+
+def _find_bags(folder: Path) -> list[Path]:
+    return sorted(p.parent for p in folder.glob("*/metadata.yaml"))
+
+
+def resolve_bags(cfg: TrainConfig, accelerator) -> tuple[list[Path], list[Path]]:
+    """Training and validation bags; generates synthetic bags when configured."""
+    d = cfg.data
+    train = [Path(b) for b in d.bags]
+    val = [Path(b) for b in d.val_bags]
+    if not train:
+        if d.synth is None:
+            raise ValueError("data.bags is empty: list rosbag2 folders (data.bags=[a,b]) or set "
+                             "data.synth to train on generated synthetic bags")
+        from depth_perception.synth import make_synthetic_bags
+
+        s = d.synth
+        root = Path(cfg.output_dir) / "data"
+        if accelerator.is_main_process:
+            if not _find_bags(root / "train"):
+                logger.info("generating synthetic training bags in %s", root / "train")
+                make_synthetic_bags(root / "train", frames=s.frames, size=tuple(s.size),
+                                    conditions=tuple(s.conditions), seed=s.seed,
+                                    storage=s.storage)
+            if not val and s.val_frames > 0 and not _find_bags(root / "val"):
+                make_synthetic_bags(root / "val", frames=s.val_frames, size=tuple(s.size),
+                                    conditions=tuple(s.conditions), seed=s.seed + 1000,
+                                    storage=s.storage)
+        accelerator.wait_for_everyone()
+        train = _find_bags(root / "train")
+        if not val and s.val_frames > 0:
+            val = _find_bags(root / "val")
+    for b in train + val:
+        if not b.exists():
+            raise FileNotFoundError(f"bag {b} not found")
+    return train, val
+
+
+def build_datasets(cfg: TrainConfig, train_bags: list[Path], val_bags: list[Path]):
+    from depth_perception_training.augment import AugmentConfig
+    from depth_perception_training.dataset import DepthDataset
+
+    cache = cfg.data.cache_dir
+    augment = (_config_object(AugmentConfig, dict(cfg.data.augmentation), "data.augmentation")
+               if cfg.data.augment else None)
+    train = DepthDataset([str(b) for b in train_bags], _sample_config(cfg),
+                         augment=augment, cache_dir=cache, seed=cfg.seed)
+    if len(train) == 0:
+        raise ValueError(f"no training sample in {[str(b) for b in train_bags]} (all frames "
+                         "static, or context frames missing?)")
+    val = None
+    if val_bags:
+        val = DepthDataset([str(b) for b in val_bags], _sample_config(cfg, validation=True),
+                           augment=None, cache_dir=cache, seed=cfg.seed)
+    return train, val
+
+
+def make_metadata(cfg: TrainConfig, arch: str, depth_cfg, step: int | None = None) -> ModelMetadata:
+    return ModelMetadata(
+        output_kind="metric_depth", input_height=0, input_width=0,
+        size_multiple=DEPTH_MULTIPLE[arch], mean=IMAGENET_MEAN, std=IMAGENET_STD,
+        min_depth=float(depth_cfg.min_depth), max_depth=float(depth_cfg.max_depth),
+        provenance={"task": "teacher", "arch": arch, "train_size": [cfg.data.width, cfg.data.height],
+                    "bags": list(cfg.data.bags), "step": step,
+                    "velocity_weight": cfg.loss.velocity_weight})
+
+
+def check_config(cfg: TrainConfig) -> None:
+    from depth_perception.models import DEPTH_ARCHS as MODEL_ARCHS
+
+    arch = depth_arch(cfg)
+    mult = MODEL_ARCHS[arch][3]
+    if cfg.data.width % mult or cfg.data.height % mult:
+        raise ValueError(f"data.width/height {cfg.data.width}x{cfg.data.height} must be multiples "
+                         f"of {mult} for arch {arch}")
+    if cfg.task != "teacher":
+        raise ValueError(f"config task is '{cfg.task}', this is the teacher trainer")
+
+
+# -- entry point --------------------------------------------------------------------------
+
+def build_teacher_trainer(cfg):
+    """The :class:`~depth_perception_training.train.trainer.Trainer` of the teacher task, ready to
+    ``fit()``, from a resolved config (DictConfig or TrainConfig)."""
+    from omegaconf import OmegaConf
+
+    from depth_perception_training.train.config import to_dataclass
+    from depth_perception_training.train.trainer import (Trainer, build_train_loader, build_val_loader,
+                                                make_accelerator, seed_everything)
+
+    dcfg = cfg if OmegaConf.is_config(cfg) else OmegaConf.structured(cfg)
+    cfg = to_dataclass(dcfg)
+    check_config(cfg)
+    out = Path(cfg.output_dir)
+    accelerator = make_accelerator(cfg.trainer, out)
+
+    logger.info("teacher: %s on %s, %d processes", accelerator.distributed_type,
+                accelerator.device, accelerator.num_processes)
+
+    # 1. Seeds, then the resolved config beside the checkpoints
+    seed_everything(cfg.seed, cfg.trainer.deterministic)
+    if accelerator.is_main_process:
+        save_config(dcfg, out / "config.yaml")
+
+    # 2. Models (right after seeding: the init depends on the seed only), groups, loss
+    arch, depth_net, depth_cfg, pose_net = build_models(cfg)
+    if cfg.model.reset_random_init:
+        reset_random_layers(arch, depth_net, depth_cfg)
+    if cfg.model.init_depth is not None:
+        set_initial_depth(arch, depth_net, depth_cfg, cfg.model.init_depth)
+    if cfg.model.init_forward_motion is not None:
+        set_initial_motion(pose_net, cfg.model.init_forward_motion)
+    probe = torch.zeros(1, 3, cfg.data.height, cfg.data.width)
+    freeze_unused_parameters(depth_net, probe)
+    freeze_unused_parameters(pose_net, probe, probe)
+    o = cfg.optim
+    groups = depth_net.param_groups(o.lr_encoder, o.lr_decoder) + pose_net.param_groups(o.lr_pose)
+    objective = TeacherObjective(build_loss(cfg), cfg.data.context, smooth_depth=(arch == "sql"),
+                                 tie_break_noise=cfg.loss.tie_break_noise)
+
+    # 3. Data
+    train_bags, val_bags = resolve_bags(cfg, accelerator)
+    train_set, val_set = build_datasets(cfg, train_bags, val_bags)
+    logger.info("teacher: %d training samples from %d bags, %s validation samples",
+                len(train_set), len(train_bags), len(val_set) if val_set else 0)
+    train_loader = build_train_loader(train_set, cfg.data.batch_size, seed=cfg.seed,
+                                      num_workers=cfg.data.num_workers)
+    val_loader = (build_val_loader(val_set, cfg.data.val_batch_size, cfg.data.num_workers)
+                  if val_set is not None and len(val_set) else None)
+
+    # 4. Export: the depth network as a checkpoint folder for node / evaluate / export
+    def export(models: dict, folder: Path) -> None:
+        from depth_perception.models import save_depth_model
+
+        save_depth_model(folder, models["depth"], depth_cfg,
+                         make_metadata(cfg, arch, depth_cfg, trainer.state.step))
+
+    trainer = Trainer(cfg.trainer, o, {"depth": depth_net, "pose": pose_net}, groups,
+                      train_loader, objective, out, val_loader=val_loader,
+                      predict_fn=lambda models, batch: predict_depth(models, batch, objective),
+                      export_fn=export, accelerator=accelerator, config_yaml=to_yaml(dcfg),
+                      min_depth=depth_cfg.min_depth, max_depth=depth_cfg.max_depth)
+    return trainer
+
+
+def train_teacher(cfg):
+    """Run the teacher training described by a resolved config (DictConfig or TrainConfig).
+
+    Returns the :class:`~depth_perception_training.train.trainer.TrainResult`.
+    """
+    return build_teacher_trainer(cfg).fit()
