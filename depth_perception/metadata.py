@@ -14,7 +14,7 @@ from pathlib import Path
 from depth_perception import __version__
 
 METADATA_KEY = "depth_perception"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: What the network's output means.
 #: ``metric_depth``: z-depth in metres. ``disparity``: inverse depth mapped through
@@ -33,6 +33,11 @@ class ModelMetadata:
     ``input_height``/``input_width`` of 0 mean "any size that is a multiple of
     ``size_multiple``" (dynamic models such as torch checkpoints); exported ONNX and
     TensorRT files always have a fixed size.
+
+    ``train_height``/``train_width``: the input size the model was trained at, and
+    ``train_focal_px`` the focal length in pixels at that size (0 = not recorded, e.g.
+    transformers models). A metric model's scale is tied to that focal length: see
+    :mod:`depth_perception.runtime.geometry`.
     """
 
     output_kind: str = "metric_depth"
@@ -45,6 +50,9 @@ class ModelMetadata:
     max_depth: float = 80.0
     input_name: str = "image"
     output_name: str = "depth"
+    train_height: int = 0
+    train_width: int = 0
+    train_focal_px: float = 0.0
     provenance: dict = field(default_factory=dict)
     package_version: str = __version__
     schema_version: int = SCHEMA_VERSION
@@ -68,6 +76,16 @@ class ModelMetadata:
         if (self.input_height == 0) != (self.input_width == 0):
             raise ValueError("model metadata: input_height and input_width must both be set "
                              "or both be 0 (dynamic)")
+        if (self.train_height == 0) != (self.train_width == 0) or min(
+                self.train_height, self.train_width) < 0:
+            raise ValueError("model metadata: train_height and train_width must both be "
+                             f"positive or both 0, got {self.train_height}, {self.train_width}")
+        if not (self.train_focal_px >= 0 and self.train_focal_px < float("inf")):
+            raise ValueError(f"model metadata: train_focal_px must be >= 0 and finite, got "
+                             f"{self.train_focal_px}")
+        if self.train_focal_px > 0 and self.train_height == 0:
+            raise ValueError("model metadata: train_focal_px needs train_height/train_width "
+                             "(the size the focal length refers to)")
         if self.input_height < 0 or self.input_width < 0 or self.size_multiple < 1:
             raise ValueError("model metadata: negative input size or size_multiple < 1")
         if self.schema_version > SCHEMA_VERSION:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from depth_perception.conversions import stamp_to_ns
+
 log = logging.getLogger(__name__)
 
 
@@ -107,10 +109,6 @@ def _strip(frame: str) -> str:
     return str(frame).lstrip("/")
 
 
-def _stamp_ns(header) -> int:
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
-
-
 # ---------------------------------------------------------------------------------------
 # buffer
 # ---------------------------------------------------------------------------------------
@@ -187,11 +185,11 @@ class TfBuffer:
                 self.add_static(tr.header.frame_id, tr.child_frame_id, T)
             else:
                 self.add_dynamic(tr.header.frame_id, tr.child_frame_id,
-                                 _stamp_ns(tr.header), T)
+                                 stamp_to_ns(tr.header.stamp), T)
 
     def add_odometry(self, msg) -> None:
         """nav_msgs/Odometry: header.frame_id (odom) -> child_frame_id (base_link)."""
-        self.add_dynamic(msg.header.frame_id, msg.child_frame_id, _stamp_ns(msg.header),
+        self.add_dynamic(msg.header.frame_id, msg.child_frame_id, stamp_to_ns(msg.header.stamp),
                          pose_from_msg(msg.pose.pose))
 
     # -- queries ----------------------------------------------------------------------

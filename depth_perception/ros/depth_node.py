@@ -9,6 +9,11 @@ A thin ROS 2 adapter over :class:`depth_perception.runtime.estimator.DepthEstima
   start the inference worker; warn about publishers whose QoS cannot match,
 * deactivate: unsubscribe, stop the worker; cleanup: release the backend.
 
+Image and CameraInfo are paired by equal stamps
+(:class:`depth_perception.runtime.pairing.StampPairer`): an image waits up to
+``camera_info_wait`` for its CameraInfo, then takes the newest valid CameraInfo of its
+frame (said once); a rejected CameraInfo never pairs with any image.
+
 Inference runs in its own thread behind a ONE-SLOT queue: only the newest frame is
 processed, older ones are dropped and counted, so a slow model never turns into lag.
 Outputs carry the input's stamp and frame_id (never now()).
@@ -21,10 +26,10 @@ Topics (relative, remappable): ``image`` (sensor_msgs/Image; ``image/compressed`
 
 Transforms (``use_tf``, default true): the scale policies ``lidar_median`` (camera <- the
 cloud's frame) and ``ground_plane`` (camera height and pitch in ``base_frame``) read TF
-through :class:`depth_perception.ros.tf_listener.TfSource` (tf2_ros, or ``/tf`` +
-``/tf_static`` with the package's own buffer); the parameters ``lidar_to_camera``,
-``camera_height`` and ``camera_pitch_deg`` are the fallback while TF lacks a transform,
-and the explicit override with ``use_tf:=false``. The source used is logged.
+through :class:`depth_perception.ros.tf_listener.NodeTransforms`; the parameters
+``lidar_to_camera``, ``camera_height`` and ``camera_pitch_deg`` are the fallback while
+TF lacks a transform, and the explicit override with ``use_tf:=false``. The source used
+is logged. Parameters: :mod:`depth_perception.ros.params`.
 
 Run: ``python -m depth_perception.ros.depth_node --ros-args -p model:=model.onnx
 -r image:=/camera/image_raw -r camera_info:=/camera/camera_info``.
@@ -34,231 +39,28 @@ from __future__ import annotations
 import math
 import threading
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import rclpy
-from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
-                                ParameterType, SetParametersResult)
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from depth_perception import conversions, units
-from depth_perception.ros import interfaces
 from depth_perception.camera import Intrinsics, parse_size
+from depth_perception.conversions import stamp_to_ns
+from depth_perception.ros import qos as ros_qos
 from depth_perception.ros import util as ros_utils
-from depth_perception.ros.util import FrameStats, stamp_to_ns
+from depth_perception.ros.diagnostics import FrameStats, StatusReporter, Throttle, image_problem
+from depth_perception.ros.params import (PARAMETER_NAMES, PARAMETERS, SPECS, NodeSettings,
+                                         declare_parameters, default_estimator_factory,
+                                         settings_from_values, validate_parameter)
+from depth_perception.ros.tf_listener import NodeTransforms
+from depth_perception.runtime.pairing import StampPairer
 
 NODE_NAME = "depth_node"
-BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
-SCALE_POLICIES = ("model", "fixed", "lidar_median", "ground_plane")
-OUTPUT_ENCODINGS = (units.ENCODING_METRES, units.ENCODING_MILLIMETRES)
-IMAGE_TRANSPORTS = ("raw", "compressed")
-COLORMAPS = ("turbo", "inferno", "magma", "plasma", "viridis", "jet", "bone", "gray")
-#: REP 103: lidar (x forward, y left, z up) -> camera optical (x right, y down, z forward).
-LIDAR_TO_OPTICAL = (0.0, -1.0, 0.0, 0.0,
-                    0.0, 0.0, -1.0, 0.0,
-                    1.0, 0.0, 0.0, 0.0,
-                    0.0, 0.0, 0.0, 1.0)
-
-
-@dataclass(frozen=True)
-class ParamSpec:
-    """One node parameter: default, description, and what values are valid."""
-
-    name: str
-    default: object
-    description: str
-    read_only: bool = False
-    choices: tuple = ()
-    low: float | None = None
-    high: float | None = None
-    resubscribe: bool = False  # applying a change needs new subscriptions
-
-
-PARAMETERS = (
-    ParamSpec("model", "", "Model to load: .onnx file, TensorRT .engine/.plan file, this "
-              "package's checkpoint folder, or a transformers model id/folder", read_only=True),
-    ParamSpec("backend", "auto", "Inference backend: auto picks the fastest available",
-              read_only=True, choices=BACKENDS),
-    ParamSpec("autostart", True, "Configure and activate at start-up (set false when a "
-              "lifecycle manager drives the node)"),
-    ParamSpec("scale_policy", "model", "Metric scale: model (metric models), fixed "
-              "(scale_factor), lidar_median (LiDAR on lidar_topic), ground_plane "
-              "(camera_height)", choices=SCALE_POLICIES),
-    ParamSpec("scale_factor", 1.0, "Factor for scale_policy 'fixed'", low=1e-6, high=1e6),
-    ParamSpec("camera_height", 1.5, "Camera height above the ground plane [m] "
-              "(scale_policy 'ground_plane'). With use_tf, TF's height of the image frame "
-              "above base_frame takes precedence; this value is the fallback while TF has "
-              "no such transform (and the value used when use_tf is false)",
-              low=0.01, high=100.0),
-    ParamSpec("camera_pitch_deg", 0.0, "Camera pitch, positive down [deg] "
-              "(scale_policy 'ground_plane'). With use_tf, the pitch of the image frame in "
-              "base_frame from TF takes precedence; this is the fallback",
-              low=-85.0, high=85.0),
-    ParamSpec("lidar_topic", "lidar/points", "PointCloud2 topic for scale_policy "
-              "'lidar_median'", resubscribe=True),
-    ParamSpec("lidar_to_camera", list(LIDAR_TO_OPTICAL), "4x4 row-major transform from the "
-              "LiDAR frame to the camera optical frame (scale_policy 'lidar_median'). With "
-              "use_tf, TF's transform from the cloud's frame_id to the image's frame_id "
-              "takes precedence; this is the fallback while TF has none (and the value "
-              "used when use_tf is false)"),
-    ParamSpec("use_tf", True, "Take camera<-LiDAR (lidar_median) and the camera height and "
-              "pitch (ground_plane) from TF (/tf, /tf_static) when TF has them; false: always "
-              "use the parameters lidar_to_camera / camera_height / camera_pitch_deg"),
-    ParamSpec("base_frame", "base_link", "TF frame on the road plane, z up (REP 105 "
-              "base_link), for the camera height and pitch of scale_policy 'ground_plane'"),
-    ParamSpec("min_depth", 0.0, "Depth below this is published as -inf (too close) [m]; "
-              "0 = the model's min_depth", low=0.0, high=1000.0),
-    ParamSpec("max_depth", 0.0, "Depth beyond this is published as +inf (out of range) [m]; "
-              "0 = the model's max_depth", low=0.0, high=1000.0),
-    ParamSpec("point_stride", 1, "Point cloud decimation: every n-th pixel in u and v",
-              low=1, high=64),
-    ParamSpec("point_max_range", 0.0, "Points beyond this depth are NaN/skipped [m]; "
-              "0 = no limit", low=0.0, high=1000.0),
-    ParamSpec("publish_organized_cloud", True, "Organized (H x W, NaN for invalid) cloud; "
-              "false: only valid points (height 1)"),
-    ParamSpec("point_rgb", False, "Add the packed rgb field to the point cloud"),
-    ParamSpec("colormap", "turbo", "OpenCV colormap of depth/colorized", choices=COLORMAPS),
-    ParamSpec("output_encoding", units.ENCODING_METRES, "depth encoding: 32FC1 metres "
-              "(NaN invalid, +inf beyond range) or 16UC1 millimetres (0 invalid)",
-              choices=OUTPUT_ENCODINGS),
-    ParamSpec("image_transport", "raw", "raw: sensor_msgs/Image on 'image'; compressed: "
-              "sensor_msgs/CompressedImage on 'image/compressed'", choices=IMAGE_TRANSPORTS,
-              resubscribe=True),
-    ParamSpec("input_reliability", "best_effort", "QoS reliability of the image and "
-              "camera_info subscriptions: best_effort (sensor data; matches every camera) or "
-              "reliable (never matches a best-effort camera: the node warns)",
-              choices=("best_effort", "reliable"), resubscribe=True),
-    ParamSpec("input_short_side", 518, "Dynamic-size models: short side of the model input "
-              "[px] (multiple of 14; 0 = camera size rounded)", low=0, high=4096),
-    ParamSpec("input_max_pixels", 0, "Dynamic-size models: cap on model input pixels "
-              "(0 = no cap)", low=0, high=16_777_216),
-    ParamSpec("warmup_size", "", "Run one inference on a blank WxH frame (e.g. '1280x720', "
-              "the camera's size) at configure, so the first camera frames do not wait for "
-              "lazy initialisation (CUDA context, kernels, allocator); '' = the model's "
-              "input size for fixed-size models, no warm-up for dynamic-size ones",
-              read_only=True),
-    ParamSpec("sync_slop", 0.05, "image/CameraInfo ApproximateTime slop [s]", low=0.0,
-              high=10.0),
-    ParamSpec("qos_check_period", 5.0, "Period of the QoS compatibility check [s]",
-              low=0.5, high=3600.0),
-    ParamSpec("diagnostics_period", 1.0, "Period of /diagnostics and ~/status [s]",
-              low=0.05, high=60.0),
-)
-PARAMETER_NAMES = tuple(p.name for p in PARAMETERS)
-
-
-@dataclass(frozen=True)
-class NodeSettings:
-    """The node's parameters as one immutable value, swapped atomically on a change."""
-
-    model: str = ""
-    backend: str = "auto"
-    autostart: bool = True
-    scale_policy: str = "model"
-    scale_factor: float = 1.0
-    camera_height: float = 1.5
-    camera_pitch_deg: float = 0.0
-    lidar_topic: str = "lidar/points"
-    lidar_to_camera: tuple = LIDAR_TO_OPTICAL
-    use_tf: bool = True
-    base_frame: str = "base_link"
-    min_depth: float = 0.0
-    max_depth: float = 0.0
-    point_stride: int = 1
-    point_max_range: float = 0.0
-    publish_organized_cloud: bool = True
-    point_rgb: bool = False
-    colormap: str = "turbo"
-    output_encoding: str = units.ENCODING_METRES
-    image_transport: str = "raw"
-    input_reliability: str = "best_effort"
-    input_short_side: int = 518
-    input_max_pixels: int = 0
-    warmup_size: str = ""
-    sync_slop: float = 0.05
-    qos_check_period: float = 5.0
-    diagnostics_period: float = 1.0
-
-    def estimator_options(self) -> dict:
-        """Preprocessing options of DepthEstimator.load (input size knobs)."""
-        return {"short_side": self.input_short_side or None,
-                "max_pixels": self.input_max_pixels or None}
-
-    def scale_params(self) -> dict:
-        """Keyword arguments of make_scale_policy for ``scale_policy``."""
-        return {"model": {}, "fixed": {"factor": self.scale_factor},
-                "lidar_median": {},
-                "ground_plane": {"camera_height": self.camera_height,
-                                 "pitch_deg": self.camera_pitch_deg}}[self.scale_policy]
-
-
-def validate_parameter(spec: ParamSpec, value) -> str:
-    """'' if ``value`` is valid for ``spec``, else the reason (no side effects)."""
-    if spec.choices and value not in spec.choices:
-        return f"{spec.name} must be one of {list(spec.choices)}, got {value!r}"
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if not math.isfinite(float(value)):
-            return f"{spec.name} must be finite, got {value}"
-        if spec.low is not None and value < spec.low:
-            return f"{spec.name} must be >= {spec.low}, got {value}"
-        if spec.high is not None and value > spec.high:
-            return f"{spec.name} must be <= {spec.high}, got {value}"
-    if spec.name == "input_short_side" and 0 < value < 14:
-        return f"input_short_side must be 0 (camera size) or >= 14 (one patch), got {value}"
-    if spec.name == "input_max_pixels" and 0 < value < 14 * 14:
-        return f"input_max_pixels must be 0 (no cap) or >= 196 (one patch), got {value}"
-    if spec.name == "warmup_size" and value:
-        try:
-            parse_size(value)
-        except ValueError:
-            return f"warmup_size must be '' or WIDTHxHEIGHT (e.g. 1280x720), got {value!r}"
-    if spec.name == "base_frame" and not str(value).strip("/ "):
-        return "base_frame must name a TF frame, got an empty string"
-    if spec.name == "lidar_to_camera":
-        values = list(value)
-        if len(values) != 16 or not all(math.isfinite(v) for v in values):
-            return f"lidar_to_camera must be 16 finite numbers (4x4 row-major), got {values}"
-    return ""
-
-
-def default_estimator_factory(settings: NodeSettings):
-    """Load the estimator the node runs: DepthEstimator.load(model, backend, policy)."""
-    from depth_perception.runtime.estimator import DepthEstimator
-    from depth_perception.runtime.scale import make_scale_policy
-
-    if not settings.model:
-        raise ValueError("parameter 'model' is empty: set it to an .onnx/.engine file, a "
-                         "checkpoint folder or a transformers model id/folder "
-                         "(--ros-args -p model:=/path/to/model.onnx)")
-    policy = make_scale_policy(settings.scale_policy, **settings.scale_params())
-    return DepthEstimator.load(settings.model, backend=settings.backend, scale_policy=policy,
-                               **settings.estimator_options())
-
-
-def image_problem(msg) -> tuple[str, str] | None:
-    """(reason, text) when an Image cannot be a colour input, None if it looks usable.
-
-    Classifies the failure for the diagnostics counters; the decoding itself (and its own
-    checks) stays in :mod:`depth_perception.conversions`.
-    """
-    if not hasattr(msg, "encoding"):  # CompressedImage
-        return ("empty", "compressed image with no data") if len(msg.data) == 0 else None
-    width, height, encoding = int(msg.width), int(msg.height), str(msg.encoding)
-    if width <= 0 or height <= 0:
-        return "empty", f"empty {width}x{height} image (frame_id '{msg.header.frame_id}')"
-    if encoding not in conversions.COLOUR_ENCODINGS:
-        return "encoding", (f"image encoding '{encoding}' is not a colour encoding; expected "
-                            f"one of {list(conversions.COLOUR_ENCODINGS)}")
-    dtype, channels = conversions.ENCODINGS[encoding]
-    row = width * channels * dtype.itemsize
-    if int(msg.step) < row or len(msg.data) != int(msg.step) * height:
-        return "size", (f"image {width}x{height} {encoding}: step {msg.step} and "
-                        f"{len(msg.data)} data bytes do not fit (expected step >= {row} and "
-                        f"step*height bytes)")
-    return None
 
 
 @dataclass
@@ -279,28 +81,23 @@ class DepthNode(LifecycleNode):
                  estimator_factory: Callable | None = None, **kwargs):
         super().__init__(node_name, **kwargs)
         self._factory = estimator_factory or default_estimator_factory
-        self._declare_parameters()
+        declare_parameters(self)
         self._settings = self._read_settings()
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
 
         self.stats = FrameStats()
-        self._throttle = ros_utils.Throttle(5.0)
+        self._throttle = Throttle(5.0)
         self._state = "unconfigured"
         self._problem = ""
         self._estimator = None
         self._subs: list = []
-        self._sync = None
-        self._info_cache = ros_utils.CameraInfoCache()
-        self._pending_images: dict[str, object] = {}  # newest image waiting for its info
-        self._pending_lock = threading.Lock()
-        self._lidar_points = None  # latest [N,3] float32 in the lidar frame
+        self._pairer = StampPairer(self._settings.camera_info_wait)
+        self._pair_timer = None
         self._lidar_cloud = None   # (points [N,3], frame_id, stamp ns) of the latest cloud
-        self._tf = None            # TfSource, made when a scale policy needs TF
-        self._transform_sources: dict[str, str] = {}  # what -> source last logged
         self._last_stamp_ns: int | None = None
         self._pubs: dict = {}
-        self._qos_problems: list[str] = []
+        self.qos_problems: list[str] = []
 
         # one-slot queue + inference worker
         self._slot: _Frame | None = None
@@ -311,18 +108,12 @@ class DepthNode(LifecycleNode):
 
         self._io_group = ReentrantCallbackGroup()
         self._diag_group = MutuallyExclusiveCallbackGroup()
-        self._message_filters = ros_utils.import_message_filters()
+        self._transforms = NodeTransforms(self, callback_group=self._io_group)
 
         # /diagnostics and ~/status are ordinary publishers: they report in every state,
         # including "unconfigured because the model failed to load".
-        self._status_type = interfaces.message_type("DepthStatus")
-        self._status_pub = None
-        if self._status_type is not None:
-            self._status_pub = self.create_publisher(self._status_type, "~/status",
-                                                     ros_utils.output_qos(10))
-        else:
-            self.get_logger().info(f"~/status disabled: {interfaces.availability().reason}")
-        self._setup_diagnostics()
+        self._reporter = StatusReporter(self, self._settings.diagnostics_period,
+                                        self._diag_group, ros_utils.import_diagnostic_updater())
         self._qos_timer = self.create_timer(self._settings.qos_check_period,
                                             self._check_qos, callback_group=self._diag_group)
         self._autostart_timer = None
@@ -331,34 +122,20 @@ class DepthNode(LifecycleNode):
                                                       callback_group=self._diag_group)
 
     # -- parameters ---------------------------------------------------------------------
-    def _declare_parameters(self) -> None:
-        for spec in PARAMETERS:
-            descriptor = ParameterDescriptor(description=spec.description,
-                                             read_only=spec.read_only)
-            if spec.choices:
-                descriptor.additional_constraints = f"one of {list(spec.choices)}"
-            if spec.low is not None and isinstance(spec.default, float):
-                descriptor.floating_point_range = [FloatingPointRange(
-                    from_value=float(spec.low), to_value=float(spec.high), step=0.0)]
-            elif spec.low is not None and isinstance(spec.default, int):
-                descriptor.integer_range = [IntegerRange(
-                    from_value=int(spec.low), to_value=int(spec.high), step=1)]
-            if isinstance(spec.default, list):
-                descriptor.type = ParameterType.PARAMETER_DOUBLE_ARRAY
-            self.declare_parameter(spec.name, spec.default, descriptor)
+    @property
+    def settings(self) -> NodeSettings:
+        """The parameters in force (one immutable value)."""
+        return self._settings
 
     def _read_settings(self, overrides: dict | None = None) -> NodeSettings:
         values = {name: self.get_parameter(name).value for name in PARAMETER_NAMES}
         values.update(overrides or {})
-        values["lidar_to_camera"] = tuple(float(v) for v in values["lidar_to_camera"])
-        known = {f.name for f in fields(NodeSettings)}
-        return NodeSettings(**{k: v for k, v in values.items() if k in known})
+        return settings_from_values(values)
 
     def _validate_parameters(self, params) -> SetParametersResult:
         """Check every value; no side effects (rclpy already refuses read-only ones)."""
-        specs = {s.name: s for s in PARAMETERS}
         for param in params:
-            spec = specs.get(param.name)
+            spec = SPECS.get(param.name)
             if spec is None:
                 continue
             reason = validate_parameter(spec, param.value)
@@ -380,12 +157,12 @@ class DepthNode(LifecycleNode):
             est.scale_policy = make_scale_policy(new.scale_policy, **new.scale_params())
         if est is not None and new.estimator_options() != old.estimator_options():
             self._apply_estimator_options(est, new)
-        if self._sync is not None and new.sync_slop != old.sync_slop:
-            self._sync.slop = new.sync_slop
+        if new.camera_info_wait != old.camera_info_wait:
+            self._pairer.wait_s = new.camera_info_wait
         if new.qos_check_period != old.qos_check_period:
             self._qos_timer.timer_period_ns = int(new.qos_check_period * 1e9)
-        if new.diagnostics_period != old.diagnostics_period and self._diag_timer is not None:
-            self._diag_timer.timer_period_ns = int(new.diagnostics_period * 1e9)
+        if new.diagnostics_period != old.diagnostics_period:
+            self._reporter.timer.timer_period_ns = int(new.diagnostics_period * 1e9)
         resubscribe = any(s.resubscribe and getattr(new, s.name) != getattr(old, s.name)
                           for s in PARAMETERS)
         if (new.scale_policy == "lidar_median") != (old.scale_policy == "lidar_median"):
@@ -395,15 +172,12 @@ class DepthNode(LifecycleNode):
             self._create_subscriptions()
             self._check_qos()
         if self._state == "active":
-            self._ensure_tf()
+            self._transforms.ensure(new)
 
     def _apply_estimator_options(self, est, settings: NodeSettings) -> None:
-        """Input size knobs: a new preprocessor for the same (already loaded) backend."""
+        """Input size knobs and focal policy for the same (already loaded) backend."""
         try:
-            from depth_perception.runtime.processing import Preprocessor
-            opts = settings.estimator_options()
-            est.preprocessor = Preprocessor(est.metadata, short_side=opts["short_side"],
-                                            max_pixels=opts["max_pixels"])
+            est.set_input_options(**settings.estimator_options())
         except (AttributeError, TypeError, ValueError) as exc:
             self.get_logger().warning(f"input size change not applied: {exc}")
 
@@ -423,7 +197,7 @@ class DepthNode(LifecycleNode):
             self._problem = f"cannot load model '{settings.model}': {exc}"
             self.get_logger().error(f"configure failed: {self._problem}")
             self._estimator = None
-            self._publish_diagnostics()
+            self._reporter.publish()
             return TransitionCallbackReturn.FAILURE
         self._problem = ""
         est = self._estimator
@@ -432,7 +206,7 @@ class DepthNode(LifecycleNode):
         self.stats.precision = str(getattr(getattr(est, "backend", None), "precision", ""))
         from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
-        qos = ros_utils.output_qos(2)
+        qos = ros_qos.output_qos(2)
         self._pubs = {
             "depth": self.create_lifecycle_publisher(Image, "depth", qos),
             "info": self.create_lifecycle_publisher(CameraInfo, "depth/camera_info", qos),
@@ -480,7 +254,7 @@ class DepthNode(LifecycleNode):
         self._last_stamp_ns = None
         self._start_worker()
         self._create_subscriptions()
-        self._ensure_tf()
+        self._transforms.ensure(self._settings)
         self._state = "active"
         self._check_qos()
         self.get_logger().info("active: waiting for images on "
@@ -502,9 +276,7 @@ class DepthNode(LifecycleNode):
         self._destroy_subscriptions()
         self._stop_worker()
         self._release()
-        if self._tf is not None:
-            self._tf.close()
-            self._tf = None
+        self._transforms.close()
         self._state = "finalized"
         return TransitionCallbackReturn.SUCCESS
 
@@ -538,68 +310,74 @@ class DepthNode(LifecycleNode):
         return CompressedImage if self._settings.image_transport == "compressed" else Image
 
     def _input_qos(self):
-        return ros_utils.sensor_qos(reliable=self._settings.input_reliability == "reliable")
+        return ros_qos.sensor_qos(reliable=self._settings.input_reliability == "reliable")
 
     def _create_subscriptions(self) -> None:
         from sensor_msgs.msg import CameraInfo, PointCloud2
 
         qos = self._input_qos()
         settings = self._settings
-        mf = self._message_filters
-        if mf is not None:
-            image_sub = mf.Subscriber(self, self._image_type(), self._image_topic(),
-                                      qos_profile=qos, callback_group=self._io_group)
-            info_sub = mf.Subscriber(self, CameraInfo, "camera_info", qos_profile=qos,
-                                     callback_group=self._io_group)
-            self._sync = mf.ApproximateTimeSynchronizer([image_sub, info_sub], queue_size=5,
-                                                        slop=settings.sync_slop)
-            self._sync.registerCallback(self._on_pair)
-            self._subs = [image_sub.sub, info_sub.sub]
-        else:
-            self._subs = [
-                self.create_subscription(self._image_type(), self._image_topic(),
-                                         self._on_image, qos, callback_group=self._io_group),
-                self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos,
-                                         callback_group=self._io_group),
-            ]
+        self._subs = [
+            self.create_subscription(self._image_type(), self._image_topic(), self._on_image,
+                                     qos, callback_group=self._io_group),
+            self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos,
+                                     callback_group=self._io_group),
+        ]
         if settings.scale_policy == "lidar_median":
             self._subs.append(self.create_subscription(
                 PointCloud2, settings.lidar_topic, self._on_lidar, qos,
                 callback_group=self._io_group))
+        self._pair_timer = self.create_timer(0.01, self._expire_pairs,
+                                             callback_group=self._io_group)
 
     def _destroy_subscriptions(self) -> None:
         for sub in self._subs:
             self.destroy_subscription(sub)
         self._subs = []
-        self._sync = None
-        self._info_cache.clear()
-        with self._pending_lock:
-            self._pending_images.clear()
+        if self._pair_timer is not None:
+            self.destroy_timer(self._pair_timer)
+            self._pair_timer = None
+        self._pairer.clear()
 
+    # -- pairing by stamp ---------------------------------------------------------------
     def _on_camera_info(self, msg) -> None:
-        self._info_cache.put(msg)
-        with self._pending_lock:
-            pending = self._pending_images.pop(msg.header.frame_id, None)
-        if pending is not None:
-            self._on_pair(pending, msg)
+        why = ""
+        try:
+            conversions.camera_info_to_intrinsics(msg)
+        except ValueError as exc:
+            why = str(exc)
+        if why and self._throttle.ready("camera_info_msg"):
+            self.get_logger().warning(f"CameraInfo rejected (frame_id '{msg.header.frame_id}', "
+                                      f"stamp {stamp_to_ns(msg.header.stamp) * 1e-9:.6f} s): "
+                                      f"{why}")
+        self._decide(self._pairer.add_info(msg.header.frame_id, stamp_to_ns(msg.header.stamp),
+                                           msg, why))
 
     def _on_image(self, msg) -> None:
-        frame_id = msg.header.frame_id
-        info = self._info_cache.get(frame_id)
-        if info is None:
-            # A camera's first CameraInfo often arrives just after its first image: keep
-            # the newest image of this frame_id until one comes (an older waiting image is
-            # rejected, never queued, so nothing lags).
-            with self._pending_lock:
-                older = self._pending_images.get(frame_id)
-                self._pending_images[frame_id] = msg
-            if older is not None:
+        self._decide(self._pairer.add_image(msg.header.frame_id,
+                                            stamp_to_ns(msg.header.stamp), msg))
+
+    def _expire_pairs(self) -> None:
+        if self._pairer.waiting:
+            self._decide(self._pairer.expire())
+
+    def _decide(self, pairings) -> None:
+        for p in pairings:
+            if p.kind == "fallback":
+                with self.stats.lock:
+                    self.stats.camera_info_fallbacks += 1
+                if p.first_fallback:
+                    self.get_logger().warning(p.why + " (said once per frame; counted in "
+                                              "diagnostics as camera_info_fallbacks)")
+            if p.ok:
+                self._on_pair(p.image, p.info)
+                continue
+            with self.stats.lock:
                 self.stats.frames_in += 1
-                self._reject("no_camera_info", "no CameraInfo received yet for frame_id "
-                             f"'{frame_id}' on {self.resolve_topic_name('camera_info')} "
-                             f"(have: {self._info_cache.frames()})")
-            return
-        self._on_pair(msg, info)
+                self.stats.input_rate.tick()
+            self._reject("camera_info" if p.kind == "rejected_info" else "no_camera_info",
+                         f"image at {stamp_to_ns(p.image.header.stamp) * 1e-9:.6f} s not "
+                         f"processed: {p.why}")
 
     def _on_pair(self, image, info) -> None:
         with self._cond:
@@ -615,81 +393,9 @@ class DepthNode(LifecycleNode):
             points = conversions.cloud_to_numpy(msg, ("x", "y", "z"))
             self._lidar_cloud = (points, str(msg.header.frame_id),
                                  stamp_to_ns(msg.header.stamp))
-            self._lidar_points = points
         except ValueError as exc:
             if self._throttle.ready("lidar"):
                 self.get_logger().warning(f"LiDAR cloud ignored: {exc}")
-
-    # -- transforms: TF first (use_tf), the parameters as fallback -----------------------
-    def _ensure_tf(self) -> None:
-        """Create the TF source when a scale policy needs a transform (kept afterwards)."""
-        settings = self._settings
-        if (self._tf is None and settings.use_tf
-                and settings.scale_policy in ("lidar_median", "ground_plane")):
-            from depth_perception.ros.tf_listener import TfSource
-
-            self._tf = TfSource(self, callback_group=self._io_group)
-            self.get_logger().info(f"TF source: {self._tf.describe()}")
-
-    def _note_source(self, what: str, source: str) -> None:
-        """Log which source a transform comes from, once (and again when it changes)."""
-        if self._transform_sources.get(what) != source:
-            self._transform_sources[what] = source
-            self.get_logger().info(f"{what}: {source}")
-
-    def _tf_lookup(self, target: str, source: str, stamp_ns, settings: NodeSettings):
-        """(T [4,4], '') from TF, or (None, why not)."""
-        if not settings.use_tf:
-            return None, "use_tf is false"
-        tf = self._tf
-        if tf is None:
-            return None, "no TF source"
-        from depth_perception.data.tf import TransformError
-        try:
-            return tf.lookup(target, source, stamp_ns), ""
-        except TransformError as exc:
-            return None, str(exc)
-
-    def _camera_from_lidar(self, camera_frame: str, lidar_frame: str, stamp_ns: int,
-                           settings: NodeSettings) -> np.ndarray:
-        """[4,4] lidar cloud frame -> image frame: TF at the cloud stamp (or its latest),
-        else the ``lidar_to_camera`` parameter."""
-        T, why = self._tf_lookup(camera_frame, lidar_frame, stamp_ns, settings)
-        if T is not None:
-            self._note_source("camera<-lidar transform",
-                              f"from TF ('{lidar_frame}' -> '{camera_frame}')")
-            return T
-        self._note_source("camera<-lidar transform",
-                          f"from parameter lidar_to_camera (TF: {why})")
-        return np.asarray(settings.lidar_to_camera, dtype=np.float64).reshape(4, 4)
-
-    def _apply_camera_pose(self, est, header, settings: NodeSettings) -> None:
-        """Camera height and pitch of the ground_plane policy: TF (image frame in
-        base_frame) when it has them, else camera_height / camera_pitch_deg."""
-        from depth_perception.ros.tf_listener import camera_height_and_pitch
-
-        policy = getattr(est, "scale_policy", None)
-        if policy is None or not hasattr(policy, "camera_height"):
-            return
-        height, pitch = settings.camera_height, settings.camera_pitch_deg
-        T, why = self._tf_lookup(settings.base_frame, header.frame_id,
-                                 stamp_to_ns(header.stamp), settings)
-        if T is not None:
-            tf_height, tf_pitch = camera_height_and_pitch(T)
-            if tf_height > 0:
-                height, pitch = tf_height, tf_pitch
-                self._note_source("camera height", f"from TF ('{header.frame_id}' in "
-                                  f"'{settings.base_frame}': {height:.3f} m, pitch "
-                                  f"{pitch:.1f} deg)")
-            else:
-                T, why = None, (f"'{header.frame_id}' is {tf_height:.3f} m above "
-                                f"'{settings.base_frame}', not above it")
-        if T is None:
-            self._note_source("camera height", f"from parameters camera_height "
-                              f"({height} m) / camera_pitch_deg (TF: {why})")
-        policy.camera_height = float(height)
-        if hasattr(policy, "pitch_deg"):
-            policy.pitch_deg = float(pitch)
 
     # -- inference worker ---------------------------------------------------------------
     def _start_worker(self) -> None:
@@ -759,19 +465,20 @@ class DepthNode(LifecycleNode):
             self._reject("image", str(exc))
             return False
         if (intrinsics.width, intrinsics.height) != (rgb.shape[1], rgb.shape[0]):
-            self._reject("camera_info", f"CameraInfo is {intrinsics.width}x{intrinsics.height} "
-                         f"but the image is {rgb.shape[1]}x{rgb.shape[0]} "
-                         f"(frame_id '{header.frame_id}')")
+            why = (f"CameraInfo is {intrinsics.width}x{intrinsics.height} but the image is "
+                   f"{rgb.shape[1]}x{rgb.shape[0]} (frame_id '{header.frame_id}')")
+            self._pairer.reject_info(info.header.frame_id, stamp_to_ns(info.header.stamp), why)
+            self._reject("camera_info", why)
             return False
         reference = None
         cloud = self._lidar_cloud
         if settings.scale_policy == "lidar_median" and cloud is not None:
             points, lidar_frame, lidar_stamp_ns = cloud
-            T = self._camera_from_lidar(header.frame_id, lidar_frame, lidar_stamp_ns,
-                                        settings)
+            T = self._transforms.camera_from_lidar(header.frame_id, lidar_frame,
+                                                   lidar_stamp_ns, settings)
             reference = ros_utils.lidar_depth_image(points, T, intrinsics)
         elif settings.scale_policy == "ground_plane":
-            self._apply_camera_pose(est, header, settings)
+            self._transforms.apply_camera_pose(est, header.frame_id, stamp_ns, settings)
         # 3. depth
         try:
             result = est.estimate(rgb, intrinsics, reference_depth=reference)
@@ -805,7 +512,11 @@ class DepthNode(LifecycleNode):
             self.stats.last_scale_source = str(result.scale_source)
             self.stats.backend = str(result.backend)
             self.stats.precision = str(result.precision)
-        self._publish_status(header)
+            plan = getattr(est, "input_plan", None)
+            self.stats.input_plan = plan.reason if plan is not None else ""
+            if result.prepared is not None:
+                self.stats.input_size = "{}x{}".format(*result.prepared.model_size)
+        self._reporter.publish_status(header)
         return True
 
     def _publish(self, header, depth, intrinsics, rgb, lo, hi, settings: NodeSettings) -> None:
@@ -826,75 +537,7 @@ class DepthNode(LifecycleNode):
                 bgr = ros_utils.colorize_depth(depth, lo, hi, settings.colormap)
                 pubs["colorized"].publish(conversions.numpy_to_image(bgr, "bgr8", header))
 
-    # -- diagnostics, status, QoS -------------------------------------------------------
-    def _setup_diagnostics(self) -> None:
-        self._diag_timer = None
-        self._updater = None
-        du = ros_utils.import_diagnostic_updater()
-        if du is not None:
-            self._updater = du.Updater(self, period=self._settings.diagnostics_period)
-            self._updater.setHardwareID(self.get_fully_qualified_name())
-            self._updater.add(f"{self.get_name()}: depth", self._diagnostic_task)
-            self._diag_timer = self.create_timer(self._settings.diagnostics_period,
-                                                 self._publish_status_tick,
-                                                 callback_group=self._diag_group)
-            return
-        from diagnostic_msgs.msg import DiagnosticArray
-
-        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics",
-                                               ros_utils.output_qos(10))
-        self._diag_timer = self.create_timer(self._settings.diagnostics_period,
-                                             self._publish_diagnostics,
-                                             callback_group=self._diag_group)
-
-    def _diagnostic_task(self, stat):
-        level, message, values = ros_utils.diagnostic_values(self.stats, self._state,
-                                                             self._problem)
-        stat.summary(level, message)
-        for key, value in values + [("qos_problems", "; ".join(self._qos_problems))]:
-            stat.add(key, value)
-        return stat
-
-    def _publish_status_tick(self) -> None:
-        self._publish_status(None)
-
-    def _publish_diagnostics(self) -> None:
-        if self._updater is not None:
-            self._updater.force_update()
-            return
-        level, message, values = ros_utils.diagnostic_values(self.stats, self._state,
-                                                             self._problem)
-        values.append(("qos_problems", "; ".join(self._qos_problems)))
-        self._diag_pub.publish(ros_utils.diagnostic_array(
-            self.get_clock().now().to_msg(), f"{self.get_name()}: depth",
-            self.get_fully_qualified_name(), level, message, values))
-        self._publish_status(None)
-
-    def _publish_status(self, header) -> None:
-        if self._status_pub is None:
-            return
-        s = self.stats
-        msg = self._status_type()
-        if header is not None:
-            msg.header.stamp = header.stamp
-            msg.header.frame_id = header.frame_id
-        else:
-            msg.header.stamp = self.get_clock().now().to_msg()
-        with s.lock:
-            msg.state = self._state
-            msg.message = self._problem
-            msg.backend, msg.precision = s.backend, s.precision
-            msg.model = self._settings.model
-            msg.scale_source = s.last_scale_source
-            msg.scale = float(s.last_scale)
-            msg.inference_ms = float(s.last_inference_ms)
-            msg.latency_ms = float(s.last_latency_ms)
-            msg.input_hz = float(s.input_rate.rate())
-            msg.output_hz = float(s.output_rate.rate())
-            msg.frames_in, msg.frames_out = s.frames_in, s.frames_out
-            msg.frames_dropped, msg.frames_bad = s.frames_dropped, sum(s.bad.values())
-        self._status_pub.publish(msg)
-
+    # -- QoS ----------------------------------------------------------------------------
     def _check_qos(self) -> None:
         """Warn when a topic has publishers whose QoS can never match our subscription."""
         if self._state != "active":
@@ -902,9 +545,9 @@ class DepthNode(LifecycleNode):
         qos = self._input_qos()
         problems = []
         for topic in (self._image_topic(), "camera_info"):
-            problems += ros_utils.incompatible_publishers(
+            problems += ros_qos.incompatible_publishers(
                 self, self.resolve_topic_name(topic), qos)
-        self._qos_problems = problems
+        self.qos_problems = problems
         for line in problems:
             self.get_logger().warning(f"QoS mismatch, no data will arrive: {line}")
 

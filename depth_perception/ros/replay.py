@@ -94,7 +94,7 @@ class BagReplayer:
                  clock: bool = False, loop: bool = False, latched=LATCHED_TOPICS):
         from rosbags.rosbag2 import Reader
 
-        from depth_perception.ros import util as ros_utils
+        from depth_perception.ros import qos as ros_qos
 
         self.path = Path(path)
         if not self.path.exists():
@@ -123,15 +123,15 @@ class BagReplayer:
                 self.stats.skipped[topic] = str(exc)
                 log.warning("skipping %s: %s", topic, exc)
                 continue
-            qos = (ros_utils.latched_qos(1) if topic in latched
-                   else ros_utils.output_qos(10))
+            qos = (ros_qos.latched_qos(1) if topic in latched
+                   else ros_qos.output_qos(10))
             self.publishers[topic] = (node.create_publisher(
                 msg_type, topic, qos, event_callbacks=_NO_EVENT_HANDLERS()), msg_type)
         self._connections = [c for c in self._reader.connections if c.topic in self.publishers]
         self._clock_pub = None
         if clock:
             from rosgraph_msgs.msg import Clock
-            self._clock_pub = node.create_publisher(Clock, "/clock", ros_utils.output_qos(10),
+            self._clock_pub = node.create_publisher(Clock, "/clock", ros_qos.output_qos(10),
                                                     event_callbacks=_NO_EVENT_HANDLERS())
 
     def wait_for_subscribers(self, topics=None, timeout: float = 30.0,

@@ -25,6 +25,7 @@ import threading
 
 import numpy as np
 
+from depth_perception.conversions import stamp_to_ns
 from depth_perception.data.tf import TfBuffer, TransformError, transform_from_msg
 
 log = logging.getLogger(__name__)
@@ -131,8 +132,7 @@ class TfSource:
                         self._buffer.add_static(parent, child, T)
                         self._latest.pop(child, None)
                     else:
-                        stamp = (int(tr.header.stamp.sec) * 1_000_000_000
-                                 + int(tr.header.stamp.nanosec))
+                        stamp = stamp_to_ns(tr.header.stamp)
                         self._buffer.add_dynamic(parent, child, stamp, T)
                         self._latest[child] = max(stamp, self._latest.get(child, stamp))
                     self._parent[child] = parent
@@ -201,3 +201,81 @@ class TfSource:
             if unregister is not None:
                 unregister()
             self._listener = None
+
+
+class NodeTransforms:
+    """The depth node's transforms: TF first (``use_tf``), the parameters as fallback.
+
+    ``node``: the rclpy node (for the logger and the TF subscriptions); the source used
+    for each transform is logged once, and again when it changes.
+    """
+
+    def __init__(self, node, callback_group=None):
+        self._node = node
+        self._group = callback_group
+        self._tf: TfSource | None = None
+        self._sources: dict[str, str] = {}
+
+    def ensure(self, settings) -> None:
+        """Create the TF source when a scale policy needs a transform (kept afterwards)."""
+        if (self._tf is None and settings.use_tf
+                and settings.scale_policy in ("lidar_median", "ground_plane")):
+            self._tf = TfSource(self._node, callback_group=self._group)
+            self._node.get_logger().info(f"TF source: {self._tf.describe()}")
+
+    def close(self) -> None:
+        if self._tf is not None:
+            self._tf.close()
+            self._tf = None
+
+    def _note(self, what: str, source: str) -> None:
+        if self._sources.get(what) != source:
+            self._sources[what] = source
+            self._node.get_logger().info(f"{what}: {source}")
+
+    def _lookup(self, target: str, source: str, stamp_ns, settings):
+        """(T [4,4], '') from TF, or (None, why not)."""
+        if not settings.use_tf:
+            return None, "use_tf is false"
+        if self._tf is None:
+            return None, "no TF source"
+        try:
+            return self._tf.lookup(target, source, stamp_ns), ""
+        except TransformError as exc:
+            return None, str(exc)
+
+    def camera_from_lidar(self, camera_frame: str, lidar_frame: str, stamp_ns: int,
+                          settings) -> np.ndarray:
+        """[4,4] lidar cloud frame -> image frame: TF at the cloud stamp (or its latest),
+        else the ``lidar_to_camera`` parameter."""
+        T, why = self._lookup(camera_frame, lidar_frame, stamp_ns, settings)
+        if T is not None:
+            self._note("camera<-lidar transform",
+                       f"from TF ('{lidar_frame}' -> '{camera_frame}')")
+            return T
+        self._note("camera<-lidar transform", f"from parameter lidar_to_camera (TF: {why})")
+        return np.asarray(settings.lidar_to_camera, dtype=np.float64).reshape(4, 4)
+
+    def apply_camera_pose(self, est, frame_id: str, stamp_ns: int, settings) -> None:
+        """Camera height and pitch of the ground_plane policy: TF (image frame in
+        base_frame) when it has them, else camera_height / camera_pitch_deg."""
+        policy = getattr(est, "scale_policy", None)
+        if policy is None or not hasattr(policy, "camera_height"):
+            return
+        height, pitch = settings.camera_height, settings.camera_pitch_deg
+        T, why = self._lookup(settings.base_frame, frame_id, stamp_ns, settings)
+        if T is not None:
+            tf_height, tf_pitch = camera_height_and_pitch(T)
+            if tf_height > 0:
+                height, pitch = tf_height, tf_pitch
+                self._note("camera height", f"from TF ('{frame_id}' in "
+                           f"'{settings.base_frame}': {height:.3f} m, pitch {pitch:.1f} deg)")
+            else:
+                T, why = None, (f"'{frame_id}' is {tf_height:.3f} m above "
+                                f"'{settings.base_frame}', not above it")
+        if T is None:
+            self._note("camera height", f"from parameters camera_height ({height} m) / "
+                       f"camera_pitch_deg (TF: {why})")
+        policy.camera_height = float(height)
+        if hasattr(policy, "pitch_deg"):
+            policy.pitch_deg = float(pitch)

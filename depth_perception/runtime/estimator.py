@@ -25,14 +25,15 @@ import numpy as np
 from depth_perception.camera import Intrinsics
 from depth_perception.metadata import ModelMetadata
 from depth_perception.runtime.backends.base import Backend
-from depth_perception.runtime.processing import (DEFAULT_SHORT_SIDE, UPSAMPLE_MODES, Prepared,
-                                                 Preprocessor, check_rgb, postprocess)
+from depth_perception.runtime.geometry import InputPlan, check_focal_policy, plan_input
+from depth_perception.runtime.processing import (UPSAMPLE_MODES, Prepared, Preprocessor,
+                                                 check_rgb, postprocess)
 from depth_perception.runtime.scale import ScalePolicy, make_scale_policy
 from depth_perception.units import mark_out_of_range
 
 logger = logging.getLogger(__name__)
 
-PREPROCESSOR_OPTIONS = ("short_side", "max_pixels", "keep_aspect", "upsample")
+PREPROCESSOR_OPTIONS = ("short_side", "max_pixels", "keep_aspect", "upsample", "focal_policy")
 
 
 @dataclass
@@ -59,16 +60,20 @@ class DepthEstimator:
 
     ``scale_policy``: a :class:`ScalePolicy`, a policy name (parameters in
     ``scale_params``) or None ('model' for metric models; relative models must be given
-    a policy that can scale them). Preprocessing options: ``short_side``, ``max_pixels``
-    (dynamic models), ``keep_aspect`` (fixed-size models), ``upsample`` ('bilinear' or
-    'nearest', see :mod:`depth_perception.runtime.processing`).
+    a policy that can scale them). Preprocessing options: ``short_side`` (dynamic
+    models; None = as the model was trained, see :mod:`depth_perception.runtime.geometry`),
+    ``focal_policy`` ('as_trained' or 'canonical'), ``max_pixels`` (dynamic models),
+    ``keep_aspect`` (fixed-size models), ``upsample`` ('bilinear' or 'nearest', see
+    :mod:`depth_perception.runtime.processing`). ``input_plan`` is the geometry chosen for
+    the last camera seen (logged once per camera geometry).
     """
 
     def __init__(self, backend: Backend, metadata: ModelMetadata,
                  scale_policy: ScalePolicy | str | None = None, *,
                  scale_params: dict | None = None,
-                 short_side: int | None = DEFAULT_SHORT_SIDE, max_pixels: int | None = None,
-                 keep_aspect: bool = False, upsample: str = "bilinear"):
+                 short_side: int | None = None, max_pixels: int | None = None,
+                 keep_aspect: bool = False, upsample: str = "bilinear",
+                 focal_policy: str = "as_trained"):
         metadata.validate()
         if metadata.input_name not in backend.inputs:
             raise ValueError(f"backend inputs {sorted(backend.inputs)} lack the metadata input "
@@ -90,7 +95,8 @@ class DepthEstimator:
         self.metadata = metadata
         self.scale_policy = scale_policy          # validated by the property setter
         self.set_input_options(short_side=short_side, max_pixels=max_pixels,
-                               keep_aspect=keep_aspect, upsample=upsample)
+                               keep_aspect=keep_aspect, upsample=upsample,
+                               focal_policy=focal_policy)
         self._input_dtype = backend.inputs[metadata.input_name].dtype
 
     @property
@@ -108,16 +114,31 @@ class DepthEstimator:
                              "'ground_plane', 'lidar_median' or 'fixed'")
         self._scale_policy = policy
 
-    def set_input_options(self, short_side: int | None = DEFAULT_SHORT_SIDE,
+    def set_input_options(self, short_side: int | None = None,
                           max_pixels: int | None = None, keep_aspect: bool = False,
-                          upsample: str = "bilinear") -> None:
+                          upsample: str = "bilinear", focal_policy: str = "as_trained") -> None:
         """Change the preprocessing/upsampling options; the next frame uses them."""
         if upsample not in UPSAMPLE_MODES:
             raise ValueError(f"upsample must be one of {sorted(UPSAMPLE_MODES)}, got "
                              f"'{upsample}'")
+        check_focal_policy(focal_policy, self.metadata)
         self.preprocessor = Preprocessor(self.metadata, short_side=short_side,
                                          max_pixels=max_pixels, keep_aspect=keep_aspect)
         self.upsample = upsample
+        self.short_side, self.focal_policy = short_side, focal_policy
+        self._plans: dict[tuple, InputPlan] = {}
+        self.input_plan: InputPlan | None = None
+
+    def plan(self, intrinsics: Intrinsics) -> InputPlan:
+        """The input geometry for this camera (decided once per geometry, logged)."""
+        key = (intrinsics.width, intrinsics.height, intrinsics.fx, intrinsics.fy)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = plan_input(self.metadata, intrinsics, self.short_side, self.focal_policy)
+            self._plans[key] = plan
+            logger.info("camera %dx%d: %s", intrinsics.width, intrinsics.height, plan.reason)
+        self.input_plan = plan
+        return plan
 
     @classmethod
     def load(cls, model, backend: str = "auto", scale_policy: ScalePolicy | str | None = None,
@@ -147,6 +168,8 @@ class DepthEstimator:
                              f"match the image {rgb.shape[:2]}")
         # 1. preprocess                                                  [1,3,h,w]
         t0 = time.perf_counter()
+        plan = self.plan(intrinsics)
+        self.preprocessor.short_side = plan.short_side
         prepared = self.preprocessor.prepare(rgb, intrinsics)
         feed = prepared.tensor.astype(self._input_dtype, copy=False)
         # 2. inference                                                   [1,1,h,w]
@@ -162,6 +185,8 @@ class DepthEstimator:
         # 3. back to camera resolution                                   [H,W]
         depth = postprocess(output, prepared, self.metadata, upsample=self.upsample,
                             apply_range=False)
+        if plan.canonical:                       # canonical camera: depth x f_in / f_train
+            depth *= np.float32(plan.depth_factor(prepared.intrinsics_model))
         # 4. metric scale and REP 117 meanings
         est = self._scale_policy.update(depth, intrinsics, reference_depth)
         if math.isfinite(est.scale) and est.scale > 0:

@@ -143,7 +143,7 @@ def night_bag_and_model(tmp_path_factory):
 def test_online_replay_agrees_with_offline(night_bag_and_model, tmp_path):
     """The bag replayed over DDS through the depth node and scored live by the evaluator
     gives the same per-frame abs_rel as the offline tool (same model, same LiDAR)."""
-    from depth_perception.ros.evaluator_node import evaluate_online
+    from depth_perception.ros.online_evaluation import evaluate_online
     from depth_perception.evaluation.offline import EvaluateConfig, ModelSpec, evaluate
 
     bag, model = night_bag_and_model
@@ -169,7 +169,7 @@ def test_online_replay_agrees_with_offline(night_bag_and_model, tmp_path):
 
 
 def test_online_dense_reference_agrees_with_offline(night_bag_and_model):
-    from depth_perception.ros.evaluator_node import evaluate_online
+    from depth_perception.ros.online_evaluation import evaluate_online
     from depth_perception.evaluation.offline import EvaluateConfig, ModelSpec, evaluate
 
     bag, model = night_bag_and_model

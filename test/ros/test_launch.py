@@ -41,6 +41,7 @@ def test_launch_module_imports_nothing_heavy_at_module_level():
 
 def test_every_named_executable_file_and_parameter_exists():
     from depth_perception.ros import depth_node as node_module
+    from depth_perception.ros import params
 
     launch = load_launch_module()
     # executables: installed by CMakeLists.txt, and their entry points import
@@ -60,7 +61,7 @@ def test_every_named_executable_file_and_parameter_exists():
     setup = (ROOT / "setup.py").read_text()
     assert 'glob("launch/*.py")' in setup and 'glob("config/*.rviz")' in setup
     # parameters the launch file sets are declared by the node
-    declared = set(node_module.PARAMETER_NAMES) | {"use_sim_time"}
+    declared = set(params.PARAMETER_NAMES) | {"use_sim_time"}
     assert set(launch.PARAMETER_ARGUMENTS) <= declared
     assert {"autostart", "use_sim_time"} <= declared
     names = [name for name, _, _ in launch.ARGUMENTS]
@@ -74,17 +75,40 @@ def test_every_named_executable_file_and_parameter_exists():
         assert f'"{topic}"' in node_source
 
 
-def test_params_yaml_matches_node_parameters():
-    from depth_perception.ros import depth_node as node_module
+def test_params_yaml_repeats_the_parameter_table():
+    """config/robust_depth.yaml names every parameter of the table with its default (one
+    source of truth: the table), and NodeSettings() holds the same defaults."""
+    from depth_perception.ros import params as table
 
     data = yaml.safe_load((ROOT / "config" / "robust_depth.yaml").read_text())
     params = data["/**"]["ros__parameters"]
-    specs = {s.name: s for s in node_module.PARAMETERS}
+    specs = table.SPECS
     assert set(params) == set(specs), (set(params) ^ set(specs))
+    defaults = table.NodeSettings()
     for name, value in params.items():
         spec = specs[name]
-        assert type(value) is type(spec.default), (name, value, spec.default)
-        assert node_module.validate_parameter(spec, value) == "", name
+        assert table.validate_parameter(spec, value) == "", name
+        assert value == spec.ros_default, f"{name}: yaml {value!r}, table {spec.default!r}"
+        assert type(value) is type(spec.ros_default), (name, value, spec.default)
+        assert getattr(defaults, name) == spec.default, name
+    # the settings object is built from the table, row for row
+    assert [f for f in table.NodeSettings.__dataclass_fields__] == list(table.PARAMETER_NAMES)
+    assert table.settings_from_values(params) == defaults
+    with pytest.raises(ValueError, match="unknown depth node parameters"):
+        table.settings_from_values({"sync_slop": 0.05})
+
+
+def test_declared_descriptors_carry_ranges_and_read_only():
+    pytest.importorskip("rcl_interfaces")
+    from depth_perception.ros import params as table
+
+    d = table.descriptor(table.SPECS["point_stride"])
+    assert (d.integer_range[0].from_value, d.integer_range[0].to_value) == (1, 64)
+    d = table.descriptor(table.SPECS["camera_info_wait"])
+    assert (d.floating_point_range[0].from_value, d.floating_point_range[0].to_value) == (0.0, 10.0)
+    assert table.descriptor(table.SPECS["model"]).read_only
+    assert "as_trained" in table.descriptor(table.SPECS["focal_policy"]).additional_constraints
+    assert not table.descriptor(table.SPECS["focal_policy"]).read_only
 
 
 def test_rviz_config_shows_camera_depth_and_cloud_in_optical_frame():

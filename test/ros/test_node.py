@@ -189,7 +189,7 @@ def test_fixed_size_model_keeps_camera_resolution_and_K(ros):
 def test_live_parameter_changes_apply_to_next_frame(ros):
     from rclpy.parameter import Parameter
 
-    node = start_node(ros)
+    node = start_node(ros, point_stride=1)
     depth_out, _, points_out, _ = outputs(ros)
     ros.wait_subscribed(points_out)
     feeder = Feeder(ros, node)
@@ -251,7 +251,7 @@ def test_missing_model_fails_configure_and_stays_up(ros):
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.parameter import Parameter
 
-    from depth_perception.ros.util import diagnostic_dict
+    from depth_perception.ros.diagnostics import diagnostic_dict
 
     diags = ros.collect(DiagnosticArray, "/diagnostics")
     node = DepthNode(context=ros.context,
@@ -320,7 +320,7 @@ def test_compressed_input(ros):
 
 
 def test_lidar_depth_image_projects_through_rep103_axes():
-    from depth_perception.ros.depth_node import LIDAR_TO_OPTICAL
+    from depth_perception.ros.params import LIDAR_TO_OPTICAL
     from depth_perception.ros.util import lidar_depth_image
 
     T = np.array(LIDAR_TO_OPTICAL).reshape(4, 4)
@@ -362,8 +362,9 @@ def test_lifecycle_cycle_releases_and_reloads_the_backend(ros):
 def test_warm_up_runs_one_blank_inference_at_the_configured_size():
     """warmup_size: one inference at configure on a blank frame of that size (so the first
     camera frames do not pay for lazy initialisation); bad sizes are refused."""
-    from depth_perception.ros.depth_node import DepthNode, parse_size, validate_parameter, \
-        PARAMETERS
+    from depth_perception.camera import parse_size
+    from depth_perception.ros.depth_node import DepthNode
+    from depth_perception.ros.params import PARAMETERS, validate_parameter
     from rclpy.parameter import Parameter
 
     assert parse_size("1280x720") == (1280, 720)

@@ -10,7 +10,7 @@ pytest.importorskip("rclpy")
 from depth_perception.camera import Intrinsics  # noqa: E402
 from depth_perception.metadata import ModelMetadata  # noqa: E402
 from depth_perception.runtime.estimator import DepthEstimator  # noqa: E402
-from depth_perception.ros.util import diagnostic_dict  # noqa: E402
+from depth_perception.ros.diagnostics import diagnostic_dict  # noqa: E402
 from support.models_fixtures import FunctionBackend  # noqa: E402
 from support.rostools import (RosHarness, camera_info_msg, header, image_msg, node_state,  # noqa: E402
                       stamp_ns, wait_for)

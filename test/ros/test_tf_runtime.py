@@ -191,7 +191,7 @@ def test_replayed_bag_scale_from_tf_static(tf2_msgs_built, synth_bag, policy, us
     along the optical axis, camera_height 0.7 m) give a scale off by more than 5%, so
     the transforms from TF are what made the difference (the default lidar_to_camera,
     a pure rotation, is only ~5-10% off on this rig: too close to tell apart)."""
-    from depth_perception.ros.depth_node import LIDAR_TO_OPTICAL
+    from depth_perception.ros.params import LIDAR_TO_OPTICAL
     from depth_perception.conversions import image_to_depth
     from depth_perception.data.tf import TfBuffer
     import rclpy

@@ -155,7 +155,7 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     # 4. Online evaluation: replay over DDS -> depth node -> evaluator node
     agree = {}
     if cfg.online:
-        from depth_perception.ros.evaluator_node import evaluate_online
+        from depth_perception.ros.online_evaluation import evaluate_online
 
         online = econf.new_results()
         for cond, bag in bags.items():

@@ -1,0 +1,148 @@
+"""Online scoring of a live depth stream, without rclpy.
+
+:class:`OnlineScorer` is what the evaluator node (:mod:`depth_perception.ros.evaluator_node`)
+delegates to: it pairs depth images with references by stamp
+(:class:`~depth_perception.evaluation.ground_truth.StampMatcher`), holds a LiDAR frame
+back until its depth/camera_info and (with motion compensation) the odometry up to both
+stamps have arrived, projects the scan through the camera<-lidar transform and adds the
+frame to :class:`~depth_perception.evaluation.report.EvaluationResults` - the same
+reference and metrics as the offline tool. The node feeds it messages already turned
+into numpy and reports what it returns.
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from depth_perception.camera import Intrinsics
+from depth_perception.data.projection import camera_from_lidar, project_lidar
+from depth_perception.evaluation.ground_truth import StampMatcher
+from depth_perception.evaluation.report import EvaluationResults
+
+
+class OnlineScorer:
+    """Scores depth frames against LiDAR scans (``use_lidar``) or dense references.
+
+    ``T_cam_lidar``: fixed [4,4] camera<-lidar (None: from ``tf``, a
+    :class:`depth_perception.data.tf.TfBuffer` fed by the caller, with motion
+    compensation through ``world_frame`` when ``motion_compensation``).
+    ``camera_frame``: optical frame of the depth images ('' = their frame_id).
+    ``on_scored(stamp_ns, frame_id, metrics)`` and ``on_failed(stamp_ns, reason)`` are
+    called for every decided frame.
+    """
+
+    def __init__(self, results: EvaluationResults, model_name: str, condition: str,
+                 use_lidar: bool, tolerance_ns: int, T_cam_lidar: np.ndarray | None = None,
+                 tf=None, world_frame: str = "odom", motion_compensation: bool = True,
+                 camera_frame: str = "", on_scored=None, on_failed=None):
+        self.results = results
+        self.model_name = model_name
+        self.condition = condition
+        self.use_lidar = use_lidar
+        self.matcher = StampMatcher(tolerance_ns, nearest=use_lidar)
+        self.T_cam_lidar = T_cam_lidar
+        self.tf = tf
+        self.world_frame = world_frame
+        self.motion_compensation = motion_compensation
+        self.camera_frame = camera_frame
+        self.on_scored = on_scored or (lambda stamp, frame_id, metrics: None)
+        self.on_failed = on_failed or (lambda stamp, reason: None)
+        self.lock = threading.RLock()
+        self.frames_scored = 0
+        self.frames_failed = 0
+        self.intrinsics: dict[str, Intrinsics] = {}   # frame_id -> K of the depth images
+        self.images: dict[int, np.ndarray] = {}       # stamp_ns -> rgb (sample figure only)
+        self.dynamic_until: int | None = None         # newest odometry / dynamic TF stamp
+        self._ready: list = []                        # matched, waiting for info/odometry
+
+    # -- inputs --------------------------------------------------------------------
+    def add_intrinsics(self, frame_id: str, K: Intrinsics) -> None:
+        with self.lock:
+            new = frame_id not in self.intrinsics
+            self.intrinsics[frame_id] = K
+            if new:
+                self._drain(final=False)
+
+    def add_image(self, stamp_ns: int, rgb: np.ndarray, keep: int = 30) -> None:
+        with self.lock:
+            self.images[stamp_ns] = rgb
+            while len(self.images) > keep:
+                del self.images[min(self.images)]
+
+    def add_depth(self, stamp_ns: int, frame_id: str, depth: np.ndarray) -> None:
+        with self.lock:
+            self._ready.extend(self.matcher.add_prediction(stamp_ns, (depth, frame_id)))
+            self._drain(final=False)
+
+    def add_reference(self, stamp_ns: int, data, lidar_frame: str | None = None) -> None:
+        """A LiDAR scan ([N,3] in ``lidar_frame``) or a dense reference depth [H,W]."""
+        with self.lock:
+            self._ready.extend(self.matcher.add_reference(stamp_ns, (data, lidar_frame)))
+            self._drain(final=False)
+
+    def moved(self, stamp_ns: int | None) -> None:
+        """Odometry or dynamic TF is known up to ``stamp_ns``."""
+        with self.lock:
+            if stamp_ns is not None and (self.dynamic_until is None
+                                         or stamp_ns > self.dynamic_until):
+                self.dynamic_until = stamp_ns
+            self._drain(final=False)
+
+    def flush(self) -> None:
+        """Score the frames still waiting for a later reference with what arrived."""
+        with self.lock:
+            self._ready.extend(self.matcher.flush())
+            self._drain(final=True)
+
+    # -- scoring -------------------------------------------------------------------
+    def _reference_depth(self, depth, frame_id, stamp, ref_stamp, ref) -> np.ndarray:
+        data, lidar_frame = ref
+        if not self.use_lidar:
+            return data
+        K = self.intrinsics.get(frame_id)
+        if K is None:
+            raise ValueError(f"no depth/camera_info received for frame '{frame_id}'")
+        if (K.height, K.width) != depth.shape:
+            raise ValueError(f"depth/camera_info is {K.width}x{K.height} but the depth "
+                             f"image is {depth.shape[1]}x{depth.shape[0]}")
+        T = self.T_cam_lidar
+        if T is None:
+            T = camera_from_lidar(self.tf, self.camera_frame or frame_id, lidar_frame, stamp,
+                                  ref_stamp, self.world_frame, self.motion_compensation)
+        return project_lidar(data, T, K)
+
+    def _must_wait(self, match) -> bool:
+        """A LiDAR frame waits for its depth/camera_info (a separate topic that may come
+        second) and, with motion compensation, for odometry up to both stamps (TF does
+        not extrapolate)."""
+        stamp, (_, frame_id), ref_stamp, _ = match
+        if not self.use_lidar:
+            return False
+        if frame_id not in self.intrinsics:
+            return True
+        if not self.motion_compensation or self.T_cam_lidar is not None:
+            return False
+        return self.dynamic_until is None or self.dynamic_until < max(stamp, ref_stamp)
+
+    def _drain(self, final: bool) -> None:
+        """Score the matched frames that need nothing more (caller holds the lock)."""
+        ready, self._ready = self._ready, []
+        now = []
+        for match in ready:
+            if not final and self._must_wait(match):
+                self._ready.append(match)
+            else:
+                now.append(match)
+        for stamp, (depth, frame_id), ref_stamp, ref in now:
+            try:
+                gt = self._reference_depth(depth, frame_id, stamp, ref_stamp, ref)
+                m = self.results.add_frame(self.model_name, gt, depth, self.condition,
+                                           "online", self.frames_scored, stamp,
+                                           self.images.get(stamp))
+                self.frames_scored += 1
+            except ValueError as exc:
+                self.frames_failed += 1
+                self.on_failed(stamp, str(exc))
+                continue
+            self.on_scored(stamp, frame_id, m)

@@ -1,0 +1,278 @@
+"""Counters, rates and the diagnostics status of the depth node.
+
+:class:`FrameStats` and :func:`diagnostic_values` are plain Python (key/value strings);
+:func:`diagnostic_array` turns them into ``diagnostic_msgs/DiagnosticArray``.
+"""
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from dataclasses import dataclass, field
+
+from depth_perception import conversions
+
+
+# -- throttling, rates, counters ----------------------------------------------------------
+class Throttle:
+    """``ready(key)`` is True at most once per ``period_s`` per key (monotonic clock)."""
+
+    def __init__(self, period_s: float = 5.0):
+        self.period_s = period_s
+        self._last: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def ready(self, key: str) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < self.period_s:
+                return False
+            self._last[key] = now
+            return True
+
+
+class RateMeter:
+    """Events per second over a sliding window of the last ``window_s`` seconds."""
+
+    def __init__(self, window_s: float = 2.0, maxlen: int = 1000):
+        self.window_s = window_s
+        self._times: collections.deque = collections.deque(maxlen=maxlen)
+
+    def tick(self, now: float | None = None) -> None:
+        self._times.append(time.monotonic() if now is None else now)
+
+    def rate(self, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        times = [t for t in list(self._times) if now - t <= self.window_s]
+        if len(times) < 2:
+            return 0.0
+        span = times[-1] - times[0]
+        return (len(times) - 1) / span if span > 0 else 0.0
+
+
+#: Reasons a frame is rejected, as counted in diagnostics (``bad_<reason>``).
+BAD_REASONS = ("encoding", "size", "empty", "image", "camera_info", "no_camera_info",
+               "stamp_backwards", "model_nan", "backend_error")
+
+
+@dataclass
+class FrameStats:
+    """Counters and last values of the node, updated from several threads."""
+
+    frames_in: int = 0
+    frames_out: int = 0
+    frames_dropped: int = 0
+    bad: dict = field(default_factory=lambda: {r: 0 for r in BAD_REASONS})
+    last_inference_ms: float = float("nan")
+    last_latency_ms: float = float("nan")
+    max_latency_ms: float = float("nan")
+    last_scale: float = float("nan")
+    last_scale_source: str = ""
+    input_plan: str = ""            # model input geometry and focal policy (why)
+    input_size: str = ""            # model input WxH of the last frame
+    camera_info_fallbacks: int = 0  # images paired with an older CameraInfo after the wait
+    backend: str = ""
+    precision: str = ""
+    input_rate: RateMeter = field(default_factory=RateMeter)
+    output_rate: RateMeter = field(default_factory=RateMeter)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def frames_bad(self) -> int:
+        return sum(self.bad.values())
+
+    def count_bad(self, reason: str) -> None:
+        if reason not in self.bad:
+            raise ValueError(f"unknown bad-input reason '{reason}'; known: {BAD_REASONS}")
+        with self.lock:
+            self.bad[reason] += 1
+
+    def reset(self) -> None:
+        with self.lock:
+            self.frames_in = self.frames_out = self.frames_dropped = 0
+            self.camera_info_fallbacks = 0
+            self.bad = {r: 0 for r in BAD_REASONS}
+            self.max_latency_ms = float("nan")
+            self.input_rate = RateMeter()
+            self.output_rate = RateMeter()
+
+
+# -- diagnostics ------------------------------------------------------------------------
+OK, WARN, ERROR = 0, 1, 2  # diagnostic_msgs/DiagnosticStatus levels (bytes 0, 1, 2)
+
+
+def diagnostic_values(stats: FrameStats, state: str, problem: str = "") -> tuple[int, str, list]:
+    """(level, message, [(key, value-string)]) describing the node, numpy-free.
+
+    ERROR when the node is not producing depth because of ``problem`` (e.g. the model
+    failed to load), WARN while bad input is being rejected or frames are dropped in the
+    last window, OK otherwise.
+    """
+    with stats.lock:
+        values = [
+            ("state", state),
+            ("backend", stats.backend),
+            ("precision", stats.precision),
+            ("input_rate_hz", f"{stats.input_rate.rate():.2f}"),
+            ("output_rate_hz", f"{stats.output_rate.rate():.2f}"),
+            ("latency_ms", f"{stats.last_latency_ms:.1f}"),
+            ("max_latency_ms", f"{stats.max_latency_ms:.1f}"),
+            ("inference_ms", f"{stats.last_inference_ms:.1f}"),
+            ("frames_in", str(stats.frames_in)),
+            ("frames_out", str(stats.frames_out)),
+            ("frames_dropped", str(stats.frames_dropped)),
+            ("frames_bad", str(sum(stats.bad.values()))),
+            ("scale_source", stats.last_scale_source),
+            ("scale", f"{stats.last_scale:.4f}"),
+            ("input_size", stats.input_size),
+            ("input_geometry", stats.input_plan),
+            ("camera_info_fallbacks", str(stats.camera_info_fallbacks)),
+        ]
+        values += [(f"bad_{reason}", str(n)) for reason, n in stats.bad.items()]
+        bad = sum(stats.bad.values())
+    if problem:
+        return ERROR, problem, values
+    if state != "active":
+        return WARN, f"node is {state}", values
+    if bad:
+        return WARN, f"{bad} bad input frame(s) rejected", values
+    return OK, "producing depth", values
+
+
+def diagnostic_array(stamp, name: str, hardware_id: str, level: int, message: str,
+                     values: list):
+    """Build a diagnostic_msgs/DiagnosticArray with one status."""
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+    status = DiagnosticStatus(level=bytes([level]), name=name, message=message,
+                              hardware_id=hardware_id,
+                              values=[KeyValue(key=k, value=v) for k, v in values])
+    array = DiagnosticArray(status=[status])
+    array.header.stamp = stamp
+    return array
+
+
+def diagnostic_dict(array) -> dict[str, dict]:
+    """DiagnosticArray -> {status name: {'level', 'message', key: value...}} (for tests/tools)."""
+    out = {}
+    for status in array.status:
+        level = status.level
+        entry = {"level": level[0] if isinstance(level, (bytes, bytearray)) else int(level),
+                 "message": status.message}
+        entry.update({kv.key: kv.value for kv in status.values})
+        out[status.name] = entry
+    return out
+
+
+
+
+def image_problem(msg) -> tuple[str, str] | None:
+    """(reason, text) when an Image cannot be a colour input, None if it looks usable.
+
+    Classifies the failure for the diagnostics counters; the decoding itself (and its own
+    checks) stays in :mod:`depth_perception.conversions`.
+    """
+    if not hasattr(msg, "encoding"):  # CompressedImage
+        return ("empty", "compressed image with no data") if len(msg.data) == 0 else None
+    width, height, encoding = int(msg.width), int(msg.height), str(msg.encoding)
+    if width <= 0 or height <= 0:
+        return "empty", f"empty {width}x{height} image (frame_id '{msg.header.frame_id}')"
+    if encoding not in conversions.COLOUR_ENCODINGS:
+        return "encoding", (f"image encoding '{encoding}' is not a colour encoding; expected "
+                            f"one of {list(conversions.COLOUR_ENCODINGS)}")
+    dtype, channels = conversions.ENCODINGS[encoding]
+    row = width * channels * dtype.itemsize
+    if int(msg.step) < row or len(msg.data) != int(msg.step) * height:
+        return "size", (f"image {width}x{height} {encoding}: step {msg.step} and "
+                        f"{len(msg.data)} data bytes do not fit (expected step >= {row} and "
+                        f"step*height bytes)")
+    return None
+
+
+class StatusReporter:
+    """``/diagnostics`` (diagnostic_updater where it imports, else a plain publisher) and
+    ``~/status`` (depth_perception/msg/DepthStatus when the interfaces are built) of a
+    depth node. Reads ``node.stats``, ``node.state``, ``node.problem``,
+    ``node.qos_problems`` and ``node.settings``; publishes in every lifecycle state."""
+
+    def __init__(self, node, period: float, callback_group, updater_module=None):
+        from depth_perception.ros import interfaces
+        from depth_perception.ros.qos import output_qos
+
+        self._node = node
+        self._status_type = interfaces.message_type("DepthStatus")
+        self._status_pub = None
+        if self._status_type is not None:
+            self._status_pub = node.create_publisher(self._status_type, "~/status",
+                                                     output_qos(10))
+        else:
+            node.get_logger().info(f"~/status disabled: {interfaces.availability().reason}")
+        self._updater = None
+        if updater_module is not None:
+            self._updater = updater_module.Updater(node, period=period)
+            self._updater.setHardwareID(node.get_fully_qualified_name())
+            self._updater.add(f"{node.get_name()}: depth", self._task)
+            self.timer = node.create_timer(period, lambda: self.publish_status(None),
+                                           callback_group=callback_group)
+            return
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        self._diag_pub = node.create_publisher(DiagnosticArray, "/diagnostics", output_qos(10))
+        self.timer = node.create_timer(period, self.publish, callback_group=callback_group)
+
+    def _values(self):
+        node = self._node
+        level, message, values = diagnostic_values(node.stats, node.state, node.problem)
+        values.append(("focal_policy", node.settings.focal_policy))
+        values.append(("qos_problems", "; ".join(node.qos_problems)))
+        return level, message, values
+
+    def _task(self, stat):
+        level, message, values = self._values()
+        stat.summary(level, message)
+        for key, value in values:
+            stat.add(key, value)
+        return stat
+
+    def publish(self) -> None:
+        """/diagnostics now, then ~/status."""
+        node = self._node
+        if self._updater is not None:
+            self._updater.force_update()
+        else:
+            level, message, values = self._values()
+            self._diag_pub.publish(diagnostic_array(
+                node.get_clock().now().to_msg(), f"{node.get_name()}: depth",
+                node.get_fully_qualified_name(), level, message, values))
+        self.publish_status(None)
+
+    def publish_status(self, header) -> None:
+        """~/status stamped with ``header`` (the frame's), or now when None."""
+        if self._status_pub is None:
+            return
+        node, s = self._node, self._node.stats
+        msg = self._status_type()
+        if header is not None:
+            msg.header.stamp = header.stamp
+            msg.header.frame_id = header.frame_id
+        else:
+            msg.header.stamp = node.get_clock().now().to_msg()
+        with s.lock:
+            msg.state = node.state
+            msg.message = node.problem
+            msg.backend, msg.precision = s.backend, s.precision
+            msg.model = node.settings.model
+            msg.scale_source = s.last_scale_source
+            msg.scale = float(s.last_scale)
+            msg.focal_policy = node.settings.focal_policy
+            msg.input_geometry = s.input_plan
+            msg.input_size = s.input_size
+            msg.inference_ms = float(s.last_inference_ms)
+            msg.latency_ms = float(s.last_latency_ms)
+            msg.input_hz = float(s.input_rate.rate())
+            msg.output_hz = float(s.output_rate.rate())
+            msg.frames_in, msg.frames_out = s.frames_in, s.frames_out
+            msg.frames_dropped, msg.frames_bad = s.frames_dropped, sum(s.bad.values())
+            msg.camera_info_fallbacks = s.camera_info_fallbacks
+        self._status_pub.publish(msg)

@@ -1,0 +1,230 @@
+"""The depth node's parameters: ONE table that yields the declared ROS parameters
+(``ParameterDescriptor`` with description, ranges, read_only) and the settings object.
+
+Every default is written once, in :data:`PARAMETERS`; :class:`NodeSettings` is built
+from the table, and ``config/robust_depth.yaml`` repeats the same values (a test checks
+it key by key).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, make_dataclass
+
+from depth_perception import units
+from depth_perception.camera import parse_size
+from depth_perception.runtime.geometry import FOCAL_POLICIES
+
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
+SCALE_POLICIES = ("model", "fixed", "lidar_median", "ground_plane")
+OUTPUT_ENCODINGS = (units.ENCODING_METRES, units.ENCODING_MILLIMETRES)
+IMAGE_TRANSPORTS = ("raw", "compressed")
+COLORMAPS = ("turbo", "inferno", "magma", "plasma", "viridis", "jet", "bone", "gray")
+#: REP 103: lidar (x forward, y left, z up) -> camera optical (x right, y down, z forward).
+LIDAR_TO_OPTICAL = (0.0, -1.0, 0.0, 0.0,
+                    0.0, 0.0, -1.0, 0.0,
+                    1.0, 0.0, 0.0, 0.0,
+                    0.0, 0.0, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One node parameter: default, description, and what values are valid."""
+
+    name: str
+    default: object
+    description: str
+    read_only: bool = False
+    choices: tuple = ()
+    low: float | None = None
+    high: float | None = None
+    resubscribe: bool = False  # applying a change needs new subscriptions
+
+    @property
+    def ros_default(self):
+        """The value given to ``declare_parameter`` (tuples become lists)."""
+        return list(self.default) if isinstance(self.default, tuple) else self.default
+
+
+PARAMETERS = (
+    ParamSpec("model", "", "Model to load: .onnx file, TensorRT .engine/.plan file, this "
+              "package's checkpoint folder, or a transformers model id/folder", read_only=True),
+    ParamSpec("backend", "auto", "Inference backend: auto picks the fastest available",
+              read_only=True, choices=BACKENDS),
+    ParamSpec("autostart", True, "Configure and activate at start-up (set false when a "
+              "lifecycle manager drives the node)"),
+    ParamSpec("scale_policy", "model", "Metric scale: model (metric models), fixed "
+              "(scale_factor), lidar_median (LiDAR on lidar_topic), ground_plane "
+              "(camera_height)", choices=SCALE_POLICIES),
+    ParamSpec("scale_factor", 1.0, "Factor for scale_policy 'fixed'", low=1e-6, high=1e6),
+    ParamSpec("camera_height", 1.5, "Camera height above the ground plane [m] "
+              "(scale_policy 'ground_plane'). With use_tf, TF's height of the image frame "
+              "above base_frame takes precedence; this value is the fallback while TF has "
+              "no such transform (and the value used when use_tf is false)",
+              low=0.01, high=100.0),
+    ParamSpec("camera_pitch_deg", 0.0, "Camera pitch, positive down [deg] "
+              "(scale_policy 'ground_plane'). With use_tf, the pitch of the image frame in "
+              "base_frame from TF takes precedence; this is the fallback",
+              low=-85.0, high=85.0),
+    ParamSpec("lidar_topic", "lidar/points", "PointCloud2 topic for scale_policy "
+              "'lidar_median'", resubscribe=True),
+    ParamSpec("lidar_to_camera", LIDAR_TO_OPTICAL, "4x4 row-major transform from the "
+              "LiDAR frame to the camera optical frame (scale_policy 'lidar_median'). With "
+              "use_tf, TF's transform from the cloud's frame_id to the image's frame_id "
+              "takes precedence; this is the fallback while TF has none (and the value "
+              "used when use_tf is false)"),
+    ParamSpec("use_tf", True, "Take camera<-LiDAR (lidar_median) and the camera height and "
+              "pitch (ground_plane) from TF (/tf, /tf_static) when TF has them; false: always "
+              "use the parameters lidar_to_camera / camera_height / camera_pitch_deg"),
+    ParamSpec("base_frame", "base_link", "TF frame on the road plane, z up (REP 105 "
+              "base_link), for the camera height and pitch of scale_policy 'ground_plane'"),
+    ParamSpec("min_depth", 0.0, "Depth below this is published as -inf (too close) [m]; "
+              "0 = the model's min_depth", low=0.0, high=1000.0),
+    ParamSpec("max_depth", 0.0, "Depth beyond this is published as +inf (out of range) [m]; "
+              "0 = the model's max_depth", low=0.0, high=1000.0),
+    ParamSpec("point_stride", 2, "Point cloud decimation: every n-th pixel in u and v",
+              low=1, high=64),
+    ParamSpec("point_max_range", 0.0, "Points beyond this depth are NaN/skipped [m]; "
+              "0 = no limit", low=0.0, high=1000.0),
+    ParamSpec("publish_organized_cloud", True, "Organized (H x W, NaN for invalid) cloud; "
+              "false: only valid points (height 1)"),
+    ParamSpec("point_rgb", False, "Add the packed rgb field to the point cloud"),
+    ParamSpec("colormap", "turbo", "OpenCV colormap of depth/colorized", choices=COLORMAPS),
+    ParamSpec("output_encoding", units.ENCODING_METRES, "depth encoding: 32FC1 metres "
+              "(NaN invalid, +inf beyond range) or 16UC1 millimetres (0 invalid)",
+              choices=OUTPUT_ENCODINGS),
+    ParamSpec("image_transport", "raw", "raw: sensor_msgs/Image on 'image'; compressed: "
+              "sensor_msgs/CompressedImage on 'image/compressed'", choices=IMAGE_TRANSPORTS,
+              resubscribe=True),
+    ParamSpec("input_reliability", "best_effort", "QoS reliability of the image and "
+              "camera_info subscriptions: best_effort (sensor data; matches every camera) or "
+              "reliable (never matches a best-effort camera: the node warns)",
+              choices=("best_effort", "reliable"), resubscribe=True),
+    ParamSpec("focal_policy", "as_trained", "Camera geometry of a metric model: as_trained "
+              "(resize so the input's focal length in pixels equals the training one) or "
+              "canonical (run at the input size and rescale depth by f_input / f_train, "
+              "Metric3D's canonical camera)", choices=FOCAL_POLICIES),
+    ParamSpec("input_short_side", 0, "Dynamic-size models: short side of the model input "
+              "[px] (multiple of 14); 0 = as the model was trained (its metadata; 518 for "
+              "models that do not record it)", low=0, high=4096),
+    ParamSpec("input_max_pixels", 0, "Dynamic-size models: cap on model input pixels "
+              "(0 = no cap)", low=0, high=16_777_216),
+    ParamSpec("warmup_size", "", "Run one inference on a blank WxH frame (e.g. '1280x720', "
+              "the camera's size) at configure, so the first camera frames do not wait for "
+              "lazy initialisation (CUDA context, kernels, allocator); '' = the model's "
+              "input size for fixed-size models, no warm-up for dynamic-size ones",
+              read_only=True),
+    ParamSpec("camera_info_wait", 0.1, "How long an image waits for the CameraInfo with its "
+              "stamp [s]; then it is paired with the newest valid CameraInfo of its frame "
+              "(said once)", low=0.0, high=10.0),
+    ParamSpec("qos_check_period", 5.0, "Period of the QoS compatibility check [s]",
+              low=0.5, high=3600.0),
+    ParamSpec("diagnostics_period", 1.0, "Period of /diagnostics and ~/status [s]",
+              low=0.05, high=60.0),
+)
+PARAMETER_NAMES = tuple(p.name for p in PARAMETERS)
+SPECS = {p.name: p for p in PARAMETERS}
+
+
+def _estimator_options(self) -> dict:
+    """Preprocessing options of DepthEstimator.load (input size knobs)."""
+    return {"short_side": self.input_short_side or None,
+            "max_pixels": self.input_max_pixels or None,
+            "focal_policy": self.focal_policy}
+
+
+def _scale_params(self) -> dict:
+    """Keyword arguments of make_scale_policy for ``scale_policy``."""
+    return {"model": {}, "fixed": {"factor": self.scale_factor},
+            "lidar_median": {},
+            "ground_plane": {"camera_height": self.camera_height,
+                             "pitch_deg": self.camera_pitch_deg}}[self.scale_policy]
+
+
+#: The node's parameters as one immutable value, swapped atomically on a change; one
+#: field per row of :data:`PARAMETERS`, with its default.
+NodeSettings = make_dataclass(
+    "NodeSettings",
+    [(p.name, type(p.default), field(default=p.default)) for p in PARAMETERS],
+    frozen=True,
+    namespace={"estimator_options": _estimator_options, "scale_params": _scale_params,
+               "__doc__": "The depth node's parameters (see PARAMETERS).",
+               "__module__": __name__})
+
+
+def settings_from_values(values: dict) -> NodeSettings:
+    """NodeSettings from parameter values (lists become tuples; unknown names refused)."""
+    unknown = sorted(set(values) - set(PARAMETER_NAMES))
+    if unknown:
+        raise ValueError(f"unknown depth node parameters {unknown}")
+    values = {k: tuple(float(x) for x in v) if isinstance(SPECS[k].default, tuple) else v
+              for k, v in values.items()}
+    return NodeSettings(**values)
+
+
+def validate_parameter(spec: ParamSpec, value) -> str:
+    """'' if ``value`` is valid for ``spec``, else the reason (no side effects)."""
+    if spec.choices and value not in spec.choices:
+        return f"{spec.name} must be one of {list(spec.choices)}, got {value!r}"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(float(value)):
+            return f"{spec.name} must be finite, got {value}"
+        if spec.low is not None and value < spec.low:
+            return f"{spec.name} must be >= {spec.low}, got {value}"
+        if spec.high is not None and value > spec.high:
+            return f"{spec.name} must be <= {spec.high}, got {value}"
+    if spec.name == "input_short_side" and 0 < value < 14:
+        return f"input_short_side must be 0 (as trained) or >= 14 (one patch), got {value}"
+    if spec.name == "input_max_pixels" and 0 < value < 14 * 14:
+        return f"input_max_pixels must be 0 (no cap) or >= 196 (one patch), got {value}"
+    if spec.name == "warmup_size" and value:
+        try:
+            parse_size(value)
+        except ValueError:
+            return f"warmup_size must be '' or WIDTHxHEIGHT (e.g. 1280x720), got {value!r}"
+    if spec.name == "base_frame" and not str(value).strip("/ "):
+        return "base_frame must name a TF frame, got an empty string"
+    if spec.name == "lidar_to_camera":
+        values = list(value)
+        if len(values) != 16 or not all(math.isfinite(v) for v in values):
+            return f"lidar_to_camera must be 16 finite numbers (4x4 row-major), got {values}"
+    return ""
+
+
+def descriptor(spec: ParamSpec):
+    """The ``rcl_interfaces/ParameterDescriptor`` of one table row."""
+    from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                    ParameterType)
+
+    d = ParameterDescriptor(name=spec.name, description=spec.description,
+                            read_only=spec.read_only)
+    if spec.choices:
+        d.additional_constraints = f"one of {list(spec.choices)}"
+    if spec.low is not None and isinstance(spec.default, float):
+        d.floating_point_range = [FloatingPointRange(
+            from_value=float(spec.low), to_value=float(spec.high), step=0.0)]
+    elif spec.low is not None and isinstance(spec.default, int):
+        d.integer_range = [IntegerRange(from_value=int(spec.low), to_value=int(spec.high),
+                                        step=1)]
+    if isinstance(spec.default, tuple):
+        d.type = ParameterType.PARAMETER_DOUBLE_ARRAY
+    return d
+
+
+def declare_parameters(node) -> None:
+    """Declare every row of the table on ``node``."""
+    for spec in PARAMETERS:
+        node.declare_parameter(spec.name, spec.ros_default, descriptor(spec))
+
+
+def default_estimator_factory(settings: NodeSettings):
+    """Load the estimator the node runs: DepthEstimator.load(model, backend, policy)."""
+    from depth_perception.runtime.estimator import DepthEstimator
+    from depth_perception.runtime.scale import make_scale_policy
+
+    if not settings.model:
+        raise ValueError("parameter 'model' is empty: set it to an .onnx/.engine file, a "
+                         "checkpoint folder or a transformers model id/folder "
+                         "(--ros-args -p model:=/path/to/model.onnx)")
+    policy = make_scale_policy(settings.scale_policy, **settings.scale_params())
+    return DepthEstimator.load(settings.model, backend=settings.backend, scale_policy=policy,
+                               **settings.estimator_options())
