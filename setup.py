@@ -43,6 +43,8 @@ setup(
         "rosbags>=0.10",
         "mcap>=1.6",
         "onnxruntime>=1.17",
+        # ONNX metadata (every model carries its own) and engine building on the vehicle
+        "onnx>=1.16",
     ],
     extras_require={
         "torch": TORCH,
