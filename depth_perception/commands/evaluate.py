@@ -7,6 +7,8 @@ HELP = ("evaluate depth models (through the runtime's DepthEstimator) or a recor
 
 
 def add_arguments(parser) -> None:
+    from depth_perception.runtime.geometry import FOCAL_POLICIES
+
     parser.add_argument("--bag", action="append", required=True, metavar="BAG",
                         help="rosbag2 folder (repeat for several bags/conditions)")
     src = parser.add_mutually_exclusive_group(required=True)
@@ -20,10 +22,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("--compare", nargs="+", default=[], metavar="M2",
                         help="more models scored on the same bags in the same report; "
                              "MODEL@BACKEND picks a backend (e.g. model.onnx@onnxruntime)")
-    parser.add_argument("--short-side", type=int, default=518,
-                        help="dynamic-size models: short side of the model input in pixels "
-                             "(0: the camera's own size), as the depth node's "
-                             "input_short_side (default 518)")
+    parser.add_argument("--short-side", type=int, default=0,
+                        help="dynamic-size models: short side of the model input in pixels, "
+                             "as the depth node's input_short_side (default 0: as the model "
+                             "was trained, see --focal-policy; 518 for models that do not "
+                             "record it)")
+    parser.add_argument("--focal-policy", choices=FOCAL_POLICIES, default="as_trained",
+                        help="as_trained (default): resize so the input focal length in "
+                             "pixels equals the training one; canonical: depth x "
+                             "f_input / f_train (as the node's focal_policy)")
     parser.add_argument("--max-pixels", type=int, default=0,
                         help="dynamic-size models: cap on input pixels (0: none), as the "
                              "node's input_max_pixels")
@@ -62,7 +69,8 @@ def run(args) -> int:
         condition=args.condition, max_frames=args.max_frames, stride=args.stride,
         lidar_topic=args.lidar_topic, image_topic=args.image_topic,
         camera_info_topic=args.camera_info_topic)
-    options = {"short_side": args.short_side or None, "max_pixels": args.max_pixels or None}
+    options = {"short_side": args.short_side or None, "max_pixels": args.max_pixels or None,
+               "focal_policy": args.focal_policy}
     models = []
     if args.model:
         models.append(parse_model_spec(args.model, args.backend, args.name, options))

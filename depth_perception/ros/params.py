@@ -81,7 +81,7 @@ PARAMETERS = (
               "0 = the model's min_depth", low=0.0, high=1000.0),
     ParamSpec("max_depth", 0.0, "Depth beyond this is published as +inf (out of range) [m]; "
               "0 = the model's max_depth", low=0.0, high=1000.0),
-    ParamSpec("point_stride", 2, "Point cloud decimation: every n-th pixel in u and v",
+    ParamSpec("point_stride", 1, "Point cloud decimation: every n-th pixel in u and v",
               low=1, high=64),
     ParamSpec("point_max_range", 0.0, "Points beyond this depth are NaN/skipped [m]; "
               "0 = no limit", low=0.0, high=1000.0),

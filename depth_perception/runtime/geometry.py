@@ -24,9 +24,10 @@ from dataclasses import dataclass
 
 from depth_perception.camera import Intrinsics
 from depth_perception.metadata import ModelMetadata
-from depth_perception.runtime.processing import DEFAULT_SHORT_SIDE
 
 FOCAL_POLICIES = ("as_trained", "canonical")
+#: Short side of dynamic models that record no training geometry (Depth Anything's 518).
+DEFAULT_SHORT_SIDE = 518
 
 
 def focal_px(intrinsics: Intrinsics) -> float:

@@ -32,12 +32,12 @@ import numpy as np
 
 from depth_perception.camera import Intrinsics
 from depth_perception.metadata import ModelMetadata
+from depth_perception.runtime.geometry import DEFAULT_SHORT_SIDE
 from depth_perception.units import mark_out_of_range
 
 logger = logging.getLogger(__name__)
 
 UPSAMPLE_MODES = {"bilinear": cv2.INTER_LINEAR, "nearest": cv2.INTER_NEAREST}
-DEFAULT_SHORT_SIDE = 518
 
 
 def disp_to_depth(disp: np.ndarray, min_depth: float, max_depth: float) -> np.ndarray:

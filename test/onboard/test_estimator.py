@@ -37,7 +37,7 @@ def test_range_meanings_after_scaling():
         out[..., :, :50] = 0.1        # x2 = 0.2 m: too close -> -inf
         out[..., :, -50:] = 40.0      # x2 = 80 m: beyond range -> +inf
         return out
-    est = DepthEstimator(FunctionBackend(fn, meta), meta, FixedScale(2.0), short_side=None,
+    est = DepthEstimator(FunctionBackend(fn, meta), meta, FixedScale(2.0), short_side=168,
                          upsample="nearest")
     depth = est.estimate(RGB, CAM).depth
     assert np.all(depth[:, 100:200] == 20.0)
@@ -102,7 +102,7 @@ def test_relative_model_made_metric_by_the_ground_plane():
     backend = FunctionBackend(lambda x: sky_zero[None, None], rel_meta)
     est = DepthEstimator(backend, rel_meta, "ground_plane",
                          scale_params={"camera_height": height, "pitch_deg": 2.0},
-                         short_side=None)          # camera size: no resampling
+                         short_side=168)           # camera size: no resampling
     for _ in range(3):
         res = est.estimate(RGB, CAM)
     assert res.scale_source == "ground_plane" and res.scale_valid
@@ -115,7 +115,7 @@ def test_relative_model_made_metric_by_the_ground_plane():
 def test_no_scale_yet_gives_no_metric_depth():
     rel_meta = ModelMetadata(output_kind="relative_depth")
     blank = FunctionBackend(lambda x: np.full((1, 1, *x.shape[2:]), 1.0, np.float32), rel_meta)
-    est = DepthEstimator(blank, rel_meta, GroundPlaneScale(camera_height=1.5), short_side=None)
+    est = DepthEstimator(blank, rel_meta, GroundPlaneScale(camera_height=1.5), short_side=168)
     res = est.estimate(RGB, CAM)              # a wall facing the camera: no road
     assert not res.scale_valid and math.isnan(res.scale)
     assert np.isnan(res.depth).all()

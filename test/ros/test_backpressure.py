@@ -49,7 +49,7 @@ def start(ros, factory):
 
     node = ros.add(DepthNode(context=ros.context, estimator_factory=factory,
                              parameter_overrides=[Parameter("model", value="slow"),
-                                                  Parameter("input_short_side", value=0)]))
+                                                  Parameter("input_short_side", value=H)]))
     wait_for(lambda: node_state(node) == "active", 30, "node active")
     image_pub = ros.publisher(Image, "/image")
     info_pub = ros.publisher(CameraInfo, "/camera_info")

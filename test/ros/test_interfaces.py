@@ -94,7 +94,7 @@ def test_status_published_over_dds(built):
     K = Intrinsics(30.0, 30.0, 15.5, 11.5, 32, 24)
 
     def factory(settings):
-        return DepthEstimator(constant_backend(4.0, meta), meta, "model", short_side=None)
+        return DepthEstimator(constant_backend(4.0, meta), meta, "model", short_side=24)
 
     with RosHarness() as ros:
         status = ros.collect(DepthStatus, "/depth_node/status")
@@ -137,7 +137,7 @@ def test_node_runs_without_status_when_not_built(monkeypatch):
     with RosHarness(threads=2) as ros:
         node = ros.add(DepthNode(context=ros.context,
                                  parameter_overrides=[Parameter("autostart", value=False)]))
-        assert node._status_pub is None
+        assert node._reporter._status_pub is None
         assert not any(name.endswith("/status") for name, _ in node.get_topic_names_and_types()
                        if name.startswith("/depth_node"))
 
@@ -173,7 +173,7 @@ def test_full_package_install_with_cmake(built, tmp_path):
         "site-packages" / "depth_perception"
     assert "__version__" in (site / "__init__.py").read_text(), "generated __init__ won"
     assert (site / "msg" / "_depth_status.py").is_file()
-    assert (site / "runtime" / "node.py").is_file()
+    assert (site / "ros" / "depth_node.py").is_file()
     for exe in ("depth_node", "depth_replay"):
         assert os.access(prefix / "lib" / "depth_perception" / exe, os.X_OK)
     share = prefix / "share" / "depth_perception"

@@ -62,7 +62,7 @@ def start_node(ros, meta=META, **overrides):
     from depth_perception.ros.depth_node import DepthNode
     from rclpy.parameter import Parameter
 
-    params = {"model": "fake-model", "input_short_side": 0, **overrides}
+    params = {"model": "fake-model", "input_short_side": H, **overrides}  # H: the camera size
     node = DepthNode(context=ros.context, estimator_factory=make_factory(meta),
                      parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
     ros.add(node)
@@ -189,7 +189,7 @@ def test_fixed_size_model_keeps_camera_resolution_and_K(ros):
 def test_live_parameter_changes_apply_to_next_frame(ros):
     from rclpy.parameter import Parameter
 
-    node = start_node(ros, point_stride=1)
+    node = start_node(ros)
     depth_out, _, points_out, _ = outputs(ros)
     ros.wait_subscribed(points_out)
     feeder = Feeder(ros, node)

@@ -53,7 +53,7 @@ def setup():
     from sensor_msgs.msg import CameraInfo, Image
 
     ros = RosHarness()
-    params = {"model": "fake", "input_short_side": 0, "diagnostics_period": 0.1}
+    params = {"model": "fake", "input_short_side": H, "diagnostics_period": 0.1}
     node = ros.add(DepthNode(context=ros.context, estimator_factory=factory,
                              parameter_overrides=[Parameter(k, value=v)
                                                   for k, v in params.items()]))
@@ -209,7 +209,7 @@ def test_reliable_subscription_warns_about_best_effort_camera(setup):
     result = node.set_parameters([Parameter("input_reliability", value="reliable"),
                                   Parameter("qos_check_period", value=0.5)])
     assert all(r.successful for r in result)
-    wait_for(lambda: any("BEST_EFFORT" in p and "/image" in p for p in node._qos_problems),
+    wait_for(lambda: any("BEST_EFFORT" in p and "/image" in p for p in node.qos_problems),
              20, "a QoS mismatch warning for /image")
 
     def diag_mentions(msgs):
@@ -219,7 +219,7 @@ def test_reliable_subscription_warns_about_best_effort_camera(setup):
     diags.wait(diag_mentions, 10, "diagnostics naming the QoS problem")
     # back to best effort: the problem clears and frames flow again
     node.set_parameters([Parameter("input_reliability", value="best_effort")])
-    wait_for(lambda: not node._qos_problems, 20, "the QoS problem to clear")
+    wait_for(lambda: not node.qos_problems, 20, "the QoS problem to clear")
 
 
 def test_image_before_its_first_camera_info_is_not_lost(setup):
@@ -231,7 +231,7 @@ def test_image_before_its_first_camera_info_is_not_lost(setup):
         rejected = node.stats.bad["no_camera_info"]
         image_pub.publish(image_msg(rgb(), t, frame_id=frame_id))
         try:
-            wait_for(lambda: frame_id in node._pending_images, 2.0, "image waiting for info")
+            wait_for(lambda: node._pairer.waiting > 0, 2.0, "image waiting for info")
             info_pub.publish(camera_info_msg(K, t, frame_id=frame_id))
             wait_for(lambda: any(m.header.frame_id == frame_id for m in depth.messages), 2.0,
                      "depth for the early image")

@@ -100,7 +100,7 @@ def make_node(ros, policy: str, fn, **params):
     from depth_perception.ros.depth_node import DepthNode
     from rclpy.parameter import Parameter
 
-    params = {"model": "fake", "scale_policy": policy, "input_short_side": 0,
+    params = {"model": "fake", "scale_policy": policy, "input_short_side": H,  # the camera size
               "lidar_topic": LIDAR, **params}
     return ros.add(DepthNode(
         context=ros.context, estimator_factory=estimator_factory(fn),
@@ -139,10 +139,11 @@ def test_tf_static_before_node_start_reaches_node_tf_source(tf2_msgs_built):
             transform_stamped("base_link", "lidar", (0.5, 0.2, 1.9))]))
         node = make_node(ros, "lidar_median", lambda x: np.ones((1, 1, *x.shape[2:])))
         wait_for(lambda: node_state(node) == "active", 30, "node active")
-        wait_for(lambda: node._tf is not None and node._tf.received["static"] >= 2, 30,
+        tf = node._transforms
+        wait_for(lambda: tf._tf is not None and tf._tf.received["static"] >= 2, 30,
                  "the node's TF source to receive the latched /tf_static")
-        assert node._tf.backend in ("tf_messages", "tf2_ros")
-        T = node._tf.lookup("camera_optical_frame", "lidar", None)
+        assert tf._tf.backend in ("tf_messages", "tf2_ros")
+        T = tf._tf.lookup("camera_optical_frame", "lidar", None)
         # hand-worked: R = optical<-base rotation, t = R (t_lidar - t_camera)
         want = np.array([[0, -1, 0, -0.2],
                          [0, 0, -1, -0.5],
@@ -154,13 +155,13 @@ def test_tf_static_before_node_start_reaches_node_tf_source(tf2_msgs_built):
         # the node's own lookup (cloud frame -> image frame) uses TF, not the parameter
         settings = node._settings
         np.testing.assert_allclose(
-            node._camera_from_lidar("camera_optical_frame", "lidar", 123, settings), want,
+            tf.camera_from_lidar("camera_optical_frame", "lidar", 123, settings), want,
             atol=1e-9)
-        assert node._transform_sources["camera<-lidar transform"].startswith("from TF")
+        assert tf._sources["camera<-lidar transform"].startswith("from TF")
         # an unknown frame falls back to the lidar_to_camera parameter (and says so)
-        fallback = node._camera_from_lidar("camera_optical_frame", "velodyne", 0, settings)
+        fallback = tf.camera_from_lidar("camera_optical_frame", "velodyne", 0, settings)
         np.testing.assert_allclose(fallback.ravel(), settings.lidar_to_camera)
-        assert "lidar_to_camera" in node._transform_sources["camera<-lidar transform"]
+        assert "lidar_to_camera" in tf._sources["camera<-lidar transform"]
 
 
 def gt_third_model(bag):
@@ -225,7 +226,7 @@ def test_replayed_bag_scale_from_tf_static(tf2_msgs_built, synth_bag, policy, us
         assert node.stats.last_scale_source == policy
         if not use_tf:
             assert node.stats.last_scale != pytest.approx(3.0, rel=0.05)
-            assert "use_tf is false" in node._transform_sources[
+            assert "use_tf is false" in node._transforms._sources[
                 "camera<-lidar transform" if policy == "lidar_median" else "camera height"]
             return
         assert node.stats.last_scale == pytest.approx(3.0, rel=0.05)
@@ -235,9 +236,9 @@ def test_replayed_bag_scale_from_tf_static(tf2_msgs_built, synth_bag, policy, us
         assert ok.sum() > 0.3 * depth.size
         assert float(np.median(depth[ok] / gt[ok])) == pytest.approx(1.0, rel=0.05)
         if policy == "lidar_median":
-            assert node._transform_sources["camera<-lidar transform"].startswith("from TF")
+            assert tf._sources["camera<-lidar transform"].startswith("from TF")
         else:
-            assert node._transform_sources["camera height"].startswith("from TF")
+            assert node._transforms._sources["camera height"].startswith("from TF")
             assert node._estimator.scale_policy.camera_height == pytest.approx(1.5)
             assert node._estimator.scale_policy.pitch_deg == pytest.approx(0.0, abs=1e-6)
 

@@ -17,16 +17,41 @@ from pathlib import Path
 HELP = "export a depth model to ONNX (static size, checked) and TensorRT / torch2trt"
 
 
+def default_export_size(metadata, parity_bag, reader) -> tuple[int, int]:
+    """(width, height) the runtime would run ``metadata``'s model at: for the parity bag's
+    camera (focal policy as_trained, :func:`depth_perception.runtime.geometry.plan_input`),
+    else the training size; printed with the reason."""
+    from depth_perception.runtime.geometry import plan_input
+    from depth_perception.runtime.processing import choose_input_size
+
+    if parity_bag is not None:
+        camera = reader.read(parity_bag, [0])[0][1]
+        plan = plan_input(metadata, camera)
+        size = choose_input_size(camera.width, camera.height, metadata.size_multiple,
+                                 plan.short_side)
+        print(f"export size {size[0]}x{size[1]} for the {camera.width}x{camera.height} camera "
+              f"of {parity_bag}: {plan.reason}")
+        return size
+    if metadata.train_height:
+        print(f"export size {metadata.train_width}x{metadata.train_height}: the training size")
+        return metadata.train_width, metadata.train_height
+    raise ValueError("this model records no training size: give --height and --width (or "
+                     "--parity-bag, whose camera sets the size)")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_argument_group("source and ONNX")
     src.add_argument("--checkpoint", required=True,
                      help="checkpoint folder of this package (model_config.json, "
                           "depth_model.safetensors, metadata.json) or a transformers depth "
                           "model folder / model id in the local cache")
-    src.add_argument("--height", type=int, required=True,
-                     help="input height in pixels (multiple of 14); one ONNX per resolution")
-    src.add_argument("--width", type=int, required=True,
-                     help="input width in pixels (multiple of 14)")
+    src.add_argument("--height", type=int, default=None,
+                     help="input height in pixels (multiple of 14); one ONNX per resolution. "
+                          "Default (with --width unset too): what the runtime runs this model "
+                          "at for the --parity-bag camera (focal length as trained), else the "
+                          "checkpoint's training size")
+    src.add_argument("--width", type=int, default=None,
+                     help="input width in pixels (multiple of 14); see --height")
     src.add_argument("--onnx", type=Path, required=True, help="output .onnx file")
     src.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17, default 17)")
     src.add_argument("--device", default="cpu",
@@ -77,7 +102,13 @@ def run(args) -> int:
     from depth_perception_training.export.onnx_export import check_export_size
 
     # 1. everything that can be checked before any heavy work
-    check_export_size(args.height, args.width)
+    if (args.height is None) != (args.width is None):
+        raise ValueError("give both --height and --width, or neither (the runtime's default "
+                         "size for this model)")
+    if args.height is not None:
+        check_export_size(args.height, args.width)
+    elif args.engine_cache is not None:
+        raise ValueError("--engine-cache names its files by size: give --height and --width")
     if args.parity_bag is not None and not args.parity_bag.exists():
         raise FileNotFoundError(f"parity bag {args.parity_bag} not found")
     for bag in args.calib_bag:
@@ -110,6 +141,8 @@ def run(args) -> int:
 
     # 2. source model
     source = load_export_source(args.checkpoint, device=args.device)
+    if args.height is None:
+        args.width, args.height = default_export_size(source.metadata, args.parity_bag, reader)
     fixed = dataclasses.replace(source.metadata, input_height=args.height,
                                 input_width=args.width)
 

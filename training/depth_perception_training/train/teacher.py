@@ -22,6 +22,7 @@ import dataclasses
 import logging
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -341,11 +342,33 @@ def build_datasets(cfg: TrainConfig, train_bags: list[Path], val_bags: list[Path
     return train, val
 
 
-def make_metadata(cfg: TrainConfig, arch: str, depth_cfg, step: int | None = None) -> ModelMetadata:
+def training_focal(dataset) -> float:
+    """Focal length in pixels of the training frames (at the training size): the median
+    over the dataset's bags, with a warning when their cameras disagree by over 2%."""
+    from depth_perception.runtime.geometry import focal_px
+
+    focals = [focal_px(seq.intrinsics) for seq in dataset.sequences]
+    if not focals:
+        raise ValueError("the training set has no bag: cannot record the training focal length")
+    f = float(np.median(focals))
+    if max(focals) > 1.02 * min(focals):
+        logger.warning("teacher: the training bags' focal lengths at %dx%d differ (%.1f-%.1f "
+                       "px); the model records the median %.1f px", dataset.sequences[0]
+                       .intrinsics.width, dataset.sequences[0].intrinsics.height,
+                       min(focals), max(focals), f)
+    return f
+
+
+def make_metadata(cfg: TrainConfig, arch: str, depth_cfg, step: int | None = None,
+                  train_focal_px: float = 0.0) -> ModelMetadata:
+    """Metadata of the exported depth network: dynamic size, the training size and
+    focal length (what the runtime resizes to by default, see runtime/geometry.py)."""
     return ModelMetadata(
         output_kind="metric_depth", input_height=0, input_width=0,
         size_multiple=DEPTH_MULTIPLE[arch], mean=IMAGENET_MEAN, std=IMAGENET_STD,
         min_depth=float(depth_cfg.min_depth), max_depth=float(depth_cfg.max_depth),
+        train_height=int(cfg.data.height), train_width=int(cfg.data.width),
+        train_focal_px=float(train_focal_px),
         provenance={"task": "teacher", "arch": arch, "train_size": [cfg.data.width, cfg.data.height],
                     "bags": list(cfg.data.bags), "step": step,
                     "velocity_weight": cfg.loss.velocity_weight})
@@ -407,8 +430,10 @@ def build_teacher_trainer(cfg):
     # 3. Data
     train_bags, val_bags = resolve_bags(cfg, accelerator)
     train_set, val_set = build_datasets(cfg, train_bags, val_bags)
-    logger.info("teacher: %d training samples from %d bags, %s validation samples",
-                len(train_set), len(train_bags), len(val_set) if val_set else 0)
+    focal = training_focal(train_set)
+    logger.info("teacher: %d training samples from %d bags, %s validation samples; "
+                "%dx%d frames, focal length %.1f px", len(train_set), len(train_bags),
+                len(val_set) if val_set else 0, cfg.data.width, cfg.data.height, focal)
     train_loader = build_train_loader(train_set, cfg.data.batch_size, seed=cfg.seed,
                                       num_workers=cfg.data.num_workers)
     val_loader = (build_val_loader(val_set, cfg.data.val_batch_size, cfg.data.num_workers)
@@ -419,7 +444,7 @@ def build_teacher_trainer(cfg):
         from depth_perception.models import save_depth_model
 
         save_depth_model(folder, models["depth"], depth_cfg,
-                         make_metadata(cfg, arch, depth_cfg, trainer.state.step))
+                         make_metadata(cfg, arch, depth_cfg, trainer.state.step, focal))
 
     trainer = Trainer(cfg.trainer, o, {"depth": depth_net, "pose": pose_net}, groups,
                       train_loader, objective, out, val_loader=val_loader,
