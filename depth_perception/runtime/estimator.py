@@ -170,10 +170,32 @@ class DepthEstimator:
         if reference_depth is not None and np.shape(reference_depth) != rgb.shape[:2]:
             raise ValueError(f"reference depth shape {np.shape(reference_depth)} does not "
                              f"match the image {rgb.shape[:2]}")
-        # 1. preprocess                                                  [1,3,h,w]
         t0 = time.perf_counter()
         plan = self.plan(intrinsics)
         self.preprocessor.short_side = plan.short_side
+        if getattr(self.backend, "runs_frames_on_device", False):
+            depth, prepared, t1, t2 = self._estimate_on_device(rgb, intrinsics)
+        else:
+            depth, prepared, t1, t2 = self._estimate_on_host(rgb, intrinsics)
+        if plan.canonical:                       # canonical camera: depth x f_in / f_train
+            depth *= np.float32(plan.depth_factor(prepared.intrinsics_model))
+        # 4. metric scale and REP 117 meanings
+        est = self._scale_policy.update(depth, intrinsics, reference_depth)
+        if math.isfinite(est.scale) and est.scale > 0:
+            depth = depth * np.float32(est.scale)
+        else:  # no scale known yet: nothing metric to report
+            depth = np.full_like(depth, np.nan)
+        depth = mark_out_of_range(depth, self.metadata.min_depth, self.metadata.max_depth)
+        t3 = time.perf_counter()
+        timings = {"preprocess_ms": (t1 - t0) * 1e3, "inference_ms": (t2 - t1) * 1e3,
+                   "postprocess_ms": (t3 - t2) * 1e3}
+        return DepthResult(depth, intrinsics, float(est.scale), est.source, timings,
+                           self.backend.name, self.backend.precision, bool(est.valid), prepared)
+
+    def _estimate_on_host(self, rgb, intrinsics):
+        """numpy/cv2 pre- and post-processing around ``backend.run`` (CPU backends,
+        onnxruntime, TensorRT)."""
+        # 1. preprocess                                                  [1,3,h,w]
         prepared = self.preprocessor.prepare(rgb, intrinsics)
         feed = prepared.tensor.astype(self._input_dtype, copy=False)
         # 2. inference                                                   [1,1,h,w]
@@ -189,20 +211,24 @@ class DepthEstimator:
         # 3. back to camera resolution                                   [H,W]
         depth = postprocess(output, prepared, self.metadata, upsample=self.upsample,
                             apply_range=False)
-        if plan.canonical:                       # canonical camera: depth x f_in / f_train
-            depth *= np.float32(plan.depth_factor(prepared.intrinsics_model))
-        # 4. metric scale and REP 117 meanings
-        est = self._scale_policy.update(depth, intrinsics, reference_depth)
-        if math.isfinite(est.scale) and est.scale > 0:
-            depth = depth * np.float32(est.scale)
-        else:  # no scale known yet: nothing metric to report
-            depth = np.full_like(depth, np.nan)
-        depth = mark_out_of_range(depth, self.metadata.min_depth, self.metadata.max_depth)
-        t3 = time.perf_counter()
-        timings = {"preprocess_ms": (t1 - t0) * 1e3, "inference_ms": (t2 - t1) * 1e3,
-                   "postprocess_ms": (t3 - t2) * 1e3}
-        return DepthResult(depth, intrinsics, float(est.scale), est.source, timings,
-                           self.backend.name, self.backend.precision, bool(est.valid), prepared)
+        return depth, prepared, t1, t2
+
+    def _estimate_on_device(self, rgb, intrinsics):
+        """The backend pre-processes, runs and post-processes on its device (CUDA); the
+        depth leaves the device once. Same geometry as the host path."""
+        (x0, y0, cw, ch), (mw, mh) = self.preprocessor.geometry(intrinsics)
+        t1 = time.perf_counter()
+        crop_depth = self.backend.run_frame(rgb, (x0, y0, cw, ch), (mw, mh), self.upsample)
+        t2 = time.perf_counter()
+        W, H = intrinsics.width, intrinsics.height
+        depth = crop_depth
+        if (x0, y0, cw, ch) != (0, 0, W, H):
+            depth = np.full((H, W), np.nan, np.float32)
+            depth[y0:y0 + ch, x0:x0 + cw] = crop_depth
+        # the input tensor never exists on the host: a zero-stride view carries its shape
+        placeholder = np.broadcast_to(np.float32(0.0), (1, 3, mh, mw))
+        k_model = intrinsics.cropped(x0, y0, cw, ch).resized(mw, mh)
+        return depth, Prepared(placeholder, intrinsics, k_model, (x0, y0, cw, ch)), t1, t2
 
     def reset(self) -> None:
         """Forget the scale policy's smoothing (e.g. after a bag jump)."""

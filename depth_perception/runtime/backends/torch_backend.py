@@ -167,6 +167,73 @@ class TorchBackend(Backend):
             y = y.unsqueeze(1)
         return {self.metadata.output_name: y.float().cpu().numpy()}
 
+    # -- whole frame on the device (CUDA): one upload, one download ----------------------
+    @property
+    def runs_frames_on_device(self) -> bool:
+        """True on CUDA: the estimator hands whole frames to :meth:`run_frame`."""
+        return self.device.startswith("cuda")
+
+    def run_frame(self, rgb: np.ndarray, crop: tuple[int, int, int, int],
+                  model_size: tuple[int, int], upsample: str = "bilinear") -> np.ndarray:
+        """Pre-process, run and post-process one frame on the backend's device.
+
+        rgb: [H,W,3] uint8 (uploaded once, as bytes); crop: (x0, y0, w, h) of the
+        camera image the model sees; model_size: (w, h) of the model input. Resizing
+        (area-like antialiased shrink, bilinear otherwise), normalisation and layout
+        change run on the device, then the output decoding of
+        :func:`depth_perception.runtime.processing.output_to_depth` and the resize back
+        to the crop. Returns [h_crop, w_crop] float32 depth (NaN invalid), the only
+        download. The CPU path (numpy/cv2 preprocessing + :meth:`run`) stays the same;
+        on a CPU device this method computes the same thing with torch (tests).
+        """
+        torch = import_torch()
+        F = torch.nn.functional
+        if self._module is None:
+            raise RuntimeError("torch backend is closed")
+        meta = self.metadata
+        x0, y0, cw, ch = crop
+        mw, mh = model_size
+        with torch.inference_mode():
+            # 1. upload the uint8 frame                                     [H,W,3] u8
+            frame = torch.from_numpy(np.ascontiguousarray(rgb)).to(self.device,
+                                                                   non_blocking=True)
+            x = frame[y0:y0 + ch, x0:x0 + cw].permute(2, 0, 1)[None].float()  # [1,3,h,w]
+            # 2. resize (antialiased when shrinking by more than 2x) and normalise
+            if (mw, mh) != (cw, ch):
+                shrink = mw * 2 < cw or mh * 2 < ch
+                x = F.interpolate(x, size=(mh, mw), mode="bilinear", align_corners=False,
+                                  antialias=shrink)
+            mean = torch.tensor(meta.mean, device=self.device).view(1, 3, 1, 1) * 255.0
+            std = torch.tensor(meta.std, device=self.device).view(1, 3, 1, 1) * 255.0
+            x = ((x - mean) / std).to(self._dtype)
+            # 3. forward                                                    [1,1,h,w]
+            y = self._module(x)
+            if y.ndim == 3:
+                y = y.unsqueeze(1)
+            y = y.float()
+            bad = int((~torch.isfinite(y)).sum())
+            if bad:
+                raise RuntimeError(f"model output contains NaN or inf ({bad} of {y.numel()} "
+                                   f"values) from the torch backend ({self.precision}) on "
+                                   f"{self.device}; frame skipped (FP16 overflow in "
+                                   "LayerNorm/attention is a common cause: keep those in FP32)")
+            # 4. decode the output kind; non-finite or non-positive -> NaN
+            kind = meta.output_kind
+            if kind == "disparity":
+                valid = (y >= 0) & (y <= 1)
+                min_disp, max_disp = 1.0 / meta.max_depth, 1.0 / meta.min_depth
+                y = 1.0 / (min_disp + (max_disp - min_disp) * y.double())
+                y = torch.where(valid, y, torch.nan).float()
+            elif kind == "relative_disparity":
+                y = torch.where(y > 0, 1.0 / y, torch.nan)
+            y = torch.where(torch.isfinite(y) & (y > 0), y, torch.nan)
+            # 5. back to the crop size, then the one download              [h,w]
+            if y.shape[-2:] != (ch, cw):
+                y = F.interpolate(y, size=(ch, cw), mode=upsample,
+                                  **({"align_corners": False} if upsample == "bilinear"
+                                     else {}))
+            return y[0, 0].cpu().numpy()
+
     def close(self) -> None:
         if getattr(self, "_module", None) is not None:
             self._module = None
