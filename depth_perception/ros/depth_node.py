@@ -96,6 +96,7 @@ class DepthNode(LifecycleNode):
         self._pair_timer = None
         self._lidar_cloud = None   # (points [N,3], frame_id, stamp ns) of the latest cloud
         self._last_stamp_ns: int | None = None
+        self._plan_said = ""        # input geometry last logged
         self._pubs: dict = {}
         self.qos_problems: list[str] = []
 
@@ -234,7 +235,12 @@ class DepthNode(LifecycleNode):
         if size is None:
             return None
         w, h = size
+        # a focal length that gives the model's own input geometry (as trained), so the
+        # warm-up runs the input size the camera frames will run
+        meta = getattr(est, "metadata", None)
         f = float(max(w, h))
+        if meta is not None and getattr(meta, "train_focal_px", 0) > 0:
+            f = meta.train_focal_px * min(w, h) / min(meta.train_height, meta.train_width)
         start = time.monotonic()
         try:
             est.estimate(np.zeros((h, w, 3), np.uint8),
@@ -514,8 +520,13 @@ class DepthNode(LifecycleNode):
             self.stats.precision = str(result.precision)
             plan = getattr(est, "input_plan", None)
             self.stats.input_plan = plan.reason if plan is not None else ""
-            if result.prepared is not None:
-                self.stats.input_size = "{}x{}".format(*result.prepared.model_size)
+            size = ("{}x{}".format(*result.prepared.model_size)
+                    if result.prepared is not None else "")
+            said, self.stats.input_size = self.stats.input_size, size
+        if size and (size, self.stats.input_plan) != (said, self._plan_said):
+            self._plan_said = self.stats.input_plan
+            self.get_logger().info(f"model input {size} for the {rgb.shape[1]}x{rgb.shape[0]} "
+                                   f"camera '{header.frame_id}': {self.stats.input_plan}")
         self._reporter.publish_status(header)
         return True
 

@@ -200,10 +200,10 @@ class EvaluatorNode(Node):
 
     def _on_odom(self, msg):
         with self.scorer.lock:
-            self.odometry_received += 1
             if msg.child_frame_id.lstrip("/") not in self._tf_children:
                 self.scorer.tf.add_odometry(msg)
             self.scorer.moved(stamp_to_ns(msg.header.stamp))
+            self.odometry_received += 1
 
     # -- callbacks -----------------------------------------------------------------
     def _on_info(self, msg):
@@ -221,30 +221,32 @@ class EvaluatorNode(Node):
         except ValueError:
             return
 
+    # The counters below go up once the message is in the scorer: a caller that waits for
+    # them (evaluate_online) and then flushes never races a message still being added.
     def _on_depth(self, msg):
-        self.frames_received += 1
         try:
             depth = conversions.image_to_depth(msg)
         except ValueError as exc:
             with self.scorer.lock:
                 self.scorer.frames_failed += 1
             self.get_logger().warning(f"bad depth image: {exc}", throttle_duration_sec=5.0)
-            return
-        self.scorer.add_depth(stamp_to_ns(msg.header.stamp), msg.header.frame_id, depth)
+        else:
+            self.scorer.add_depth(stamp_to_ns(msg.header.stamp), msg.header.frame_id, depth)
+        self.frames_received += 1
 
     def _on_lidar(self, msg):
-        self.references_received += 1
         points = conversions.cloud_to_numpy(msg, ("x", "y", "z"))
         self.scorer.add_reference(stamp_to_ns(msg.header.stamp), points, msg.header.frame_id)
+        self.references_received += 1
 
     def _on_reference(self, msg):
-        self.references_received += 1
         try:
             ref = conversions.image_to_depth(msg)
         except ValueError as exc:
             self.get_logger().warning(f"bad reference depth: {exc}", throttle_duration_sec=5.0)
-            return
-        self.scorer.add_reference(stamp_to_ns(msg.header.stamp), ref)
+        else:
+            self.scorer.add_reference(stamp_to_ns(msg.header.stamp), ref)
+        self.references_received += 1
 
     # -- scored frames -------------------------------------------------------------
     def _on_failed(self, stamp: int, reason: str) -> None:

@@ -123,6 +123,10 @@ def test_status_published_over_dds(built):
         assert msg.state == "active" and msg.message == ""
         assert msg.backend == "function" and msg.precision == "fp32"
         assert msg.model == "const" and msg.scale_source == "model"
+        # camera geometry: policy, model input size and why (explicit short side 24)
+        assert msg.focal_policy == "as_trained" and msg.input_size == "42x28"
+        assert "explicit short side 24" in msg.input_geometry
+        assert msg.camera_info_fallbacks == 0
         assert msg.scale == pytest.approx(1.0)
         assert stamp_ns(msg) in sent and msg.header.frame_id == "camera_optical_frame"
         assert msg.frames_in >= msg.frames_out >= 1

@@ -20,6 +20,8 @@ def test_demo_end_to_end_small(tmp_path, capsys):
     assert "trained by this package's self-supervised trainer" in printed
     assert "night absRel" in printed and "day-rain absRel" in printed
     assert f"report:  {out / 'report' / 'report.md'}" in printed
+    for cond in ("day-clear", "night", "rain"):
+        assert f"online at 1.0x, {cond}: 6 of 6 replayed frames scored" in printed
 
     m = json.loads((out / "report" / "metrics.json").read_text())
     assert set(m["per_condition"]) == {"day-clear", "night", "rain"}
@@ -28,7 +30,7 @@ def test_demo_end_to_end_small(tmp_path, capsys):
         offline = m["models"]["tiny-teacher (offline)"]["per_condition"][cond]
         online = m["models"]["tiny-teacher (online)"]["per_condition"][cond]
         assert offline["frames"] == 6
-        assert 1 <= online["frames"] <= 6
+        assert online["frames"] == 6                  # every replayed frame scored at 1x
         assert 0 < offline["abs_rel"] < 10 and 0 <= offline["a1"] <= 1
     # the trained model really is the trainer's export, and it is what was evaluated
     assert (out / "train" / "model" / "depth_model.safetensors").is_file()
@@ -53,6 +55,8 @@ def test_untrained_fallback_names_itself(tmp_path):
     assert "UNTRAINED" in note and "no trainer in this test" in note
     meta = ModelMetadata.load(f"{folder}/metadata.json")
     assert meta.provenance["trained"] is False
+    # no training focal length, but the size it would train at: the runtime's default
+    assert (meta.train_width, meta.train_height, meta.train_focal_px) == (224, 70, 0.0)
 
 
 def test_bad_demo_settings():

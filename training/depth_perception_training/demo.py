@@ -32,7 +32,7 @@ class DemoConfig:
     model: str | None = None
     backend: str = "auto"
     seed: int = 0
-    rate: float = 0.25                      # replay rate: the node drops frames it cannot keep up with
+    rate: float = 1.0                       # replay rate: recorded timing
     max_depth: float = 80.0
     online: bool = True
     conditions: tuple = CONDITIONS
@@ -56,6 +56,8 @@ class DemoResult:
     model_note: str
     table: str
     agreement: dict = field(default_factory=dict)
+    #: condition -> (frames scored online, images replayed, frames dropped by the node)
+    replay: dict = field(default_factory=dict)
 
 
 def find_config(name: str) -> Path:
@@ -95,7 +97,8 @@ def untrained_model(cfg: DemoConfig, reason: str) -> tuple[str, str]:
                                  "max_depth": cfg.max_depth})
     net = build_depth_model(depth_cfg)
     meta = ModelMetadata(output_kind="metric_depth", size_multiple=14, min_depth=0.1,
-                         max_depth=cfg.max_depth,
+                         max_depth=cfg.max_depth, train_width=cfg.train_size[0],
+                         train_height=cfg.train_size[1],
                          provenance={"task": "demo", "trained": False, "reason": reason})
     folder = save_depth_model(cfg.out / "untrained_model", net, depth_cfg, meta)
     note = (f"Model: UNTRAINED tiny DINOv2+DPT with random weights ({folder}): the trainer "
@@ -143,30 +146,37 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     # 2. A model
     model, note = get_model(cfg, bags)
     log.info("demo: %s", note)
-    w, h = cfg.train_size
-    options = {"short_side": h}           # the node and offline use the same input size
+    # defaults only: node, evaluate and the online evaluator all run the model at the
+    # geometry it was trained with (its metadata), so their scores agree
     name = Path(model.rstrip("/")).name if cfg.model else "tiny-teacher"
 
     # 3. Offline evaluation (DepthEstimator on every frame)
     econf = EvaluateConfig(max_depth=cfg.max_depth)
     results = evaluate(list(bags.values()), econf,
-                       models=[ModelSpec(model, cfg.backend, f"{name} (offline)", options)])
+                       models=[ModelSpec(model, cfg.backend, f"{name} (offline)")])
 
     # 4. Online evaluation: replay over DDS -> depth node -> evaluator node
-    agree = {}
+    agree, replay = {}, {}
     if cfg.online:
         from depth_perception.ros.online_evaluation import evaluate_online
 
         online = econf.new_results()
         for cond, bag in bags.items():
-            evaluate_online(bag, model, results=online, model_name=f"{name} (online)",
-                            backend=cfg.backend, input_short_side=h, rate=cfg.rate,
-                            max_depth=cfg.max_depth)
+            run = evaluate_online(bag, model, model_name=f"{name} (online)",
+                                  backend=cfg.backend, rate=cfg.rate, max_depth=cfg.max_depth)
+            info = run.models[f"{name} (online)"].info
+            replay[cond] = (len(run.models[f"{name} (online)"].frames),
+                            info["images_played"], info["frames_dropped"])
+            online.absorb(run, append=True)
         agree = agreement(results.models[f"{name} (offline)"], online.models[f"{name} (online)"])
         results.absorb(online)
 
     # 5. Report
     lines = [note, ""]
+    if replay:
+        lines.append(f"Online at replay rate {cfg.rate}x: " + "; ".join(
+            f"{c}: {scored} of {played} frames scored ({dropped} dropped by the node)"
+            for c, (scored, played, dropped) in replay.items()) + ".")
     if agree:
         lines.append("Online (replayed over DDS through the depth node, scored live) vs "
                      "offline (same model, same bags): " + "; ".join(
@@ -176,4 +186,4 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     report = write_report(results, cfg.out / "report", title="depth_perception demo",
                           notes="\n".join(lines))
     return DemoResult(report["report"], report["metrics"], model, note,
-                      markdown_table(results), agree)
+                      markdown_table(results), agree, replay)

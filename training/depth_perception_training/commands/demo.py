@@ -9,6 +9,8 @@ HELP = ("run the whole pipeline on synthetic day-clear, night and rain bags: tra
 
 
 def add_arguments(parser) -> None:
+    from depth_perception_training.demo import DemoConfig
+
     parser.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
     parser.add_argument("--frames", type=int, default=20, help="frames per bag (default 20)")
     parser.add_argument("--size", default="320x96", help="camera size WxH (default 320x96)")
@@ -20,10 +22,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--model", default=None,
                         help="evaluate this model instead of training the tiny teacher")
     parser.add_argument("--backend", default="auto")
-    parser.add_argument("--rate", type=float, default=0.25,
-                        help="replay rate (default 0.25: on a busy 2-core machine the node, "
-                             "the evaluator and the replay share the CPU, and the node drops "
-                             "frames it cannot keep up with, which are then not scored online)")
+    parser.add_argument("--rate", type=float, default=DemoConfig.rate,
+                        help=f"replay rate (default {DemoConfig.rate}: the recorded timing; "
+                             "frames the node drops are not scored online, and the report "
+                             "says how many)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--offline-only", action="store_true",
                         help="skip the replay over DDS (no rclpy needed)")
@@ -41,6 +43,9 @@ def run(args) -> int:
     print()
     print(result.table)
     print()
+    for cond, (scored, played, dropped) in result.replay.items():
+        print(f"online at {cfg.rate}x, {cond}: {scored} of {played} replayed frames scored "
+              f"({dropped} dropped by the depth node)")
     for cond, a in result.agreement.items():
         diff = a["max_abs_rel_diff"]
         print(f"online vs offline, {cond}: {a['frames']} common frames, max |d absRel| = "
