@@ -14,8 +14,10 @@ Image and CameraInfo are paired by equal stamps
 ``camera_info_wait`` for its CameraInfo, then takes the newest valid CameraInfo of its
 frame (said once); a rejected CameraInfo never pairs with any image.
 
-Inference runs in its own thread behind a ONE-SLOT queue: only the newest frame is
-processed, older ones are dropped and counted, so a slow model never turns into lag.
+Inference runs in its own thread behind a bounded queue (``queue_size``, default one
+slot: only the newest frame waits, older ones are dropped and counted, so a slow model
+never turns into lag; a bag replay for evaluation uses a deeper queue so that bursts of
+frames, which a loaded machine delivers, are all scored).
 Outputs carry the input's stamp and frame_id (never now()).
 
 Topics (relative, remappable): ``image`` (sensor_msgs/Image; ``image/compressed`` with
@@ -36,6 +38,7 @@ Run: ``python -m depth_perception.ros.depth_node --ros-args -p model:=model.onnx
 """
 from __future__ import annotations
 
+import collections
 import math
 import threading
 import time
@@ -100,8 +103,8 @@ class DepthNode(LifecycleNode):
         self._pubs: dict = {}
         self.qos_problems: list[str] = []
 
-        # one-slot queue + inference worker
-        self._slot: _Frame | None = None
+        # bounded queue (queue_size, default one slot) + inference worker
+        self._queue: collections.deque[_Frame] = collections.deque()
         self._cond = threading.Condition()
         self._stop = False
         self._worker: threading.Thread | None = None
@@ -389,9 +392,10 @@ class DepthNode(LifecycleNode):
         with self._cond:
             self.stats.frames_in += 1
             self.stats.input_rate.tick()
-            if self._slot is not None:
+            self._queue.append(_Frame(image, info, time.monotonic()))
+            while len(self._queue) > self._settings.queue_size:
+                self._queue.popleft()                      # the oldest waiting frame
                 self.stats.frames_dropped += 1
-            self._slot = _Frame(image, info, time.monotonic())
             self._cond.notify()
 
     def _on_lidar(self, msg) -> None:
@@ -407,7 +411,7 @@ class DepthNode(LifecycleNode):
     def _start_worker(self) -> None:
         with self._cond:
             self._stop = False
-            self._slot = None
+            self._queue.clear()
         self._worker = threading.Thread(target=self._work, name="depth_inference", daemon=True)
         self._worker.start()
 
@@ -422,10 +426,10 @@ class DepthNode(LifecycleNode):
     def _work(self) -> None:
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._stop or self._slot is not None)
+                self._cond.wait_for(lambda: self._stop or bool(self._queue))
                 if self._stop:
                     return
-                frame, self._slot = self._slot, None
+                frame = self._queue.popleft()
             try:
                 self.process(frame.image, frame.info)
             except Exception as exc:  # never let one frame kill the worker

@@ -36,7 +36,7 @@ def _wait(predicate, timeout: float, what: str, raise_on_timeout: bool = True) -
 def evaluate_online(bag, model: str, results: EvaluationResults | None = None,
                     model_name: str = "online", backend: str = "auto",
                     input_short_side: int = 0, focal_policy: str = "as_trained",
-                    rate: float = 1.0, reference: str = "lidar",
+                    rate: float = 1.0, queue_size: int = 0, reference: str = "lidar",
                     condition: str | None = None, min_depth: float = 0.1,
                     max_depth: float = 80.0, timeout: float = 120.0) -> EvaluationResults:
     """Replay ``bag`` over DDS into an in-process depth node and score it live.
@@ -50,8 +50,11 @@ def evaluate_online(bag, model: str, results: EvaluationResults | None = None,
        every depth image, then score the frames still waiting for a later scan.
 
     ``reference``: "lidar" or a dense depth topic of the bag (e.g. /ground_truth/depth).
-    Frames the depth node drops (one-slot queue, when inference is slower than the
-    replay) are simply not scored. Returns the evaluator's results (merged into
+    ``queue_size``: the depth node's input queue; 0 (default) holds every image of the
+    bag, so that the bursts a loaded machine delivers (a starved replayer catching up
+    publishes several frames within milliseconds) are all scored - evaluation wants every
+    frame, the latency is reported apart; 1 is the live node's newest-frame-only queue.
+    Frames the depth node drops are not scored. Returns the evaluator's results (merged into
     ``results`` if given, which must use the same protocol).
     """
     import rclpy
@@ -71,6 +74,7 @@ def evaluate_online(bag, model: str, results: EvaluationResults | None = None,
         reader.require("image")
         reader.require("lidar" if lidar else "gt_depth")
         camera = reader.camera_info(0)           # warm the node up at the camera's size
+        bag_images = reader.count("image")
         played = [topics.image, topics.camera_info, ref_topic]
         if lidar and reader.has("odom"):
             played.append(topics.odom)
@@ -85,6 +89,7 @@ def evaluate_online(bag, model: str, results: EvaluationResults | None = None,
             Parameter("model", value=str(model)), Parameter("backend", value=backend),
             Parameter("input_short_side", value=int(input_short_side)),
             Parameter("focal_policy", value=str(focal_policy)),
+            Parameter("queue_size", value=int(queue_size or max(1, bag_images))),
             Parameter("warmup_size", value=f"{camera.width}x{camera.height}")],
             cli_args=["--ros-args", "-r", f"image:={topics.image}",
                       "-r", f"camera_info:={topics.camera_info}"])

@@ -113,6 +113,10 @@ PARAMETERS = (
               "lazy initialisation (CUDA context, kernels, allocator); '' = the model's "
               "input size for fixed-size models, no warm-up for dynamic-size ones",
               read_only=True),
+    ParamSpec("queue_size", 1, "Frames waiting for inference: 1 = only the newest (live "
+              "cameras: no lag builds up); more absorbs bursts of frames (bag replay, "
+              "evaluation) at the cost of up to that many frames of lag; the oldest waiting "
+              "frames beyond it are dropped and counted", low=1, high=10_000),
     ParamSpec("camera_info_wait", 0.1, "How long an image waits for the CameraInfo with its "
               "stamp [s]; then it is paired with the newest valid CameraInfo of its frame "
               "(said once)", low=0.0, high=10.0),

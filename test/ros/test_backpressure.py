@@ -42,17 +42,18 @@ def slow_factory(seconds: float):
     return factory
 
 
-def start(ros, factory):
+def start(ros, factory, qos=None, **params):
     from depth_perception.ros.depth_node import DepthNode
     from rclpy.parameter import Parameter
     from sensor_msgs.msg import CameraInfo, Image
 
+    params = {"model": "slow", "input_short_side": H, **params}
     node = ros.add(DepthNode(context=ros.context, estimator_factory=factory,
-                             parameter_overrides=[Parameter("model", value="slow"),
-                                                  Parameter("input_short_side", value=H)]))
+                             parameter_overrides=[Parameter(k, value=v)
+                                                  for k, v in params.items()]))
     wait_for(lambda: node_state(node) == "active", 30, "node active")
-    image_pub = ros.publisher(Image, "/image")
-    info_pub = ros.publisher(CameraInfo, "/camera_info")
+    image_pub = ros.publisher(Image, "/image", qos)
+    info_pub = ros.publisher(CameraInfo, "/camera_info", qos)
     ros.wait_matched(image_pub)
     ros.wait_matched(info_pub)
     return node, image_pub, info_pub
@@ -110,6 +111,47 @@ def test_slow_model_keeps_latency_bounded_and_counts_drops():
         # outputs are in stamp order, no frame processed twice
         idx = [i for i, _ in lags]
         assert idx == sorted(set(idx))
+
+
+def test_burst_is_absorbed_by_a_deeper_queue_and_dropped_by_one_slot():
+    """A starved sender (a bag replay catching up) delivers 4 frames at once to a 50 ms
+    model: queue_size 4 processes all of them in stamp order; the live default (1) keeps
+    only the newest of the burst and counts the others as dropped."""
+    from rclpy.parameter import Parameter
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    with RosHarness(threads=4) as ros:
+        # reliable camera topics: the burst must arrive whole (this is about the queue)
+        reliable = QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE)
+        node, image_pub, info_pub = start(ros, slow_factory(0.05), reliable, queue_size=4,
+                                          input_reliability="reliable")
+        out = ros.collect(Image, "/depth")
+        ros.wait_subscribed(out)
+        rgb = np.full((H, W, 3), 90, np.uint8)
+
+        def burst(first: int) -> list[int]:
+            stamps = [T0 + (first + k) * FRAME_NS for k in range(4)]
+            for t in stamps:
+                info_pub.publish(camera_info_msg(K, t))
+            for t in stamps:
+                image_pub.publish(image_msg(rgb, t))
+            return stamps
+
+        stamps = burst(0)
+        out.wait(lambda ms: any(stamp_ns(m) == stamps[-1] for m in ms), 10)
+        wait_for(lambda: node.stats.frames_in == 4, 5, "four frames in")
+        assert [stamp_ns(m) for m in out.messages] == stamps
+        assert node.stats.frames_dropped == 0
+        # the live default: one slot
+        assert node.set_parameters([Parameter("queue_size", value=1)])[0].successful
+        out.clear()
+        stamps = burst(10)
+        out.wait(lambda ms: any(stamp_ns(m) == stamps[-1] for m in ms), 10)
+        wait_for(lambda: node.stats.frames_out + node.stats.frames_dropped
+                 == node.stats.frames_in == 8, 5, "in = out + dropped")
+        assert node.stats.frames_dropped >= 2       # the worker holds one, the slot one
+        assert stamp_ns(out.messages[-1]) == stamps[-1]
 
 
 def rss_bytes() -> int:
