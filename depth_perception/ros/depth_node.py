@@ -52,7 +52,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallb
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from depth_perception import conversions, units
-from depth_perception.camera import Intrinsics, parse_size
+from depth_perception.camera import parse_size
 from depth_perception.conversions import stamp_to_ns
 from depth_perception.ros import qos as ros_qos
 from depth_perception.ros import util as ros_utils
@@ -61,6 +61,7 @@ from depth_perception.ros.params import (PARAMETER_NAMES, PARAMETERS, SPECS, Nod
                                          declare_parameters, default_estimator_factory,
                                          settings_from_values, validate_parameter)
 from depth_perception.ros.tf_listener import NodeTransforms
+from depth_perception.runtime.geometry import warmup_intrinsics
 from depth_perception.runtime.pairing import StampPairer
 
 NODE_NAME = "depth_node"
@@ -238,16 +239,10 @@ class DepthNode(LifecycleNode):
         if size is None:
             return None
         w, h = size
-        # a focal length that gives the model's own input geometry (as trained), so the
-        # warm-up runs the input size the camera frames will run
-        meta = getattr(est, "metadata", None)
-        f = float(max(w, h))
-        if meta is not None and getattr(meta, "train_focal_px", 0) > 0:
-            f = meta.train_focal_px * min(w, h) / min(meta.train_height, meta.train_width)
         start = time.monotonic()
         try:
             est.estimate(np.zeros((h, w, 3), np.uint8),
-                         Intrinsics(f, f, (w - 1) / 2, (h - 1) / 2, w, h))
+                         warmup_intrinsics(getattr(est, "metadata", None), w, h))
         except Exception as exc:  # noqa: BLE001 - blank frames may fail (e.g. NaN check)
             self.get_logger().warning(f"warm-up inference at {w}x{h} failed: {exc}")
         finally:

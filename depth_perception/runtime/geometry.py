@@ -123,3 +123,13 @@ def plan_input(metadata: ModelMetadata, intrinsics: Intrinsics,
                 f"by {100 * (f_in / f_train - 1):+.0f}%: metric depth scales with it "
                 "(focal_policy canonical corrects it)")
     return InputPlan(short, focal_policy, False, f_train, f"as_trained: {why}{note}")
+
+
+def warmup_intrinsics(metadata: ModelMetadata | None, width: int, height: int) -> Intrinsics:
+    """Intrinsics of a blank ``width`` x ``height`` warm-up frame whose focal length gives
+    the model's trained input geometry (so a warm-up runs the size real frames will)."""
+    f = float(max(width, height))
+    if metadata is not None and metadata.train_focal_px > 0:
+        f = metadata.train_focal_px * min(width, height) / min(metadata.train_height,
+                                                                metadata.train_width)
+    return Intrinsics(f, f, (width - 1) / 2, (height - 1) / 2, width, height)
