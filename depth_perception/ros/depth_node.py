@@ -20,11 +20,9 @@ never turns into lag; a bag replay for evaluation uses a deeper queue so that bu
 frames, which a loaded machine delivers, are all scored).
 Outputs carry the input's stamp and frame_id (never now()).
 
-Topics (relative, remappable): ``image`` (sensor_msgs/Image; ``image/compressed`` with
-``image_transport:=compressed``), ``camera_info``; publishes ``depth`` (32FC1 metres or
-16UC1 mm), ``depth/camera_info``, ``points`` (only while subscribed),
-``depth/colorized`` (bgr8, only while subscribed), ``/diagnostics`` and ``~/status``
-(depth_perception/msg/DepthStatus, when the package's messages are built).
+Topics (relative, remappable): ``image`` (or ``image/compressed``), ``camera_info``;
+publishes ``depth`` (32FC1 metres or 16UC1 mm), ``depth/camera_info``, ``points`` and
+``depth/colorized`` (only while subscribed), ``/diagnostics`` and ``~/status``.
 
 Transforms (``use_tf``, default true): the scale policies ``lidar_median`` (camera <- the
 cloud's frame) and ``ground_plane`` (camera height and pitch in ``base_frame``) read TF
@@ -98,6 +96,7 @@ class DepthNode(LifecycleNode):
         self._subs: list = []
         self._pairer = StampPairer(self._settings.camera_info_wait)
         self._pair_timer = None
+        self._pair_lock = threading.Lock()
         self._lidar_cloud = None   # (points [N,3], frame_id, stamp ns) of the latest cloud
         self._last_stamp_ns: int | None = None
         self._plan_said = ""        # input geometry last logged
@@ -331,8 +330,10 @@ class DepthNode(LifecycleNode):
             self._subs.append(self.create_subscription(
                 PointCloud2, settings.lidar_topic, self._on_lidar, qos,
                 callback_group=self._io_group))
+        # ticks only while an image waits for its CameraInfo (reset in _on_image)
         self._pair_timer = self.create_timer(0.01, self._expire_pairs,
                                              callback_group=self._io_group)
+        self._pair_timer.cancel()
 
     def _destroy_subscriptions(self) -> None:
         for sub in self._subs:
@@ -360,10 +361,17 @@ class DepthNode(LifecycleNode):
     def _on_image(self, msg) -> None:
         self._decide(self._pairer.add_image(msg.header.frame_id,
                                             stamp_to_ns(msg.header.stamp), msg))
+        with self._pair_lock:       # never cancel the timer while an image waits
+            timer = self._pair_timer
+            if self._pairer.waiting and timer is not None and timer.is_canceled():
+                timer.reset()
 
     def _expire_pairs(self) -> None:
-        if self._pairer.waiting:
-            self._decide(self._pairer.expire())
+        self._decide(self._pairer.expire())
+        with self._pair_lock:
+            timer = self._pair_timer
+            if not self._pairer.waiting and timer is not None:
+                timer.cancel()
 
     def _decide(self, pairings) -> None:
         for p in pairings:
