@@ -236,7 +236,7 @@ def test_replayed_bag_scale_from_tf_static(tf2_msgs_built, synth_bag, policy, us
         assert ok.sum() > 0.3 * depth.size
         assert float(np.median(depth[ok] / gt[ok])) == pytest.approx(1.0, rel=0.05)
         if policy == "lidar_median":
-            assert tf._sources["camera<-lidar transform"].startswith("from TF")
+            assert node._transforms._sources["camera<-lidar transform"].startswith("from TF")
         else:
             assert node._transforms._sources["camera height"].startswith("from TF")
             assert node._estimator.scale_policy.camera_height == pytest.approx(1.5)
