@@ -201,9 +201,14 @@ def save_tiny_ip_adapter(root: Path, unet_folder: Path) -> Path:
     return root
 
 
-def save_tiny_models(root: str | Path) -> dict:
-    """Write every tiny model under ``root``; returns the ``models`` config section."""
+def save_tiny_models(root: str | Path, seed: int = 0) -> dict:
+    """Write every tiny model under ``root``; returns the ``models`` config section.
+
+    The weights are a function of ``seed`` (same seed, same files' weights)."""
+    import torch
+
     root = Path(root)
+    torch.manual_seed(seed)
     save_tiny_blip2(root / "blip2")
     save_tiny_dpt(root / "dpt")
     save_tiny_stable_diffusion(root / "sd")
