@@ -179,7 +179,7 @@ def _part_lines(out: Path) -> list[dict]:
 @pytest.mark.slow
 def test_killed_run_resumes_without_losing_or_repeating_a_sample(tiny, tmp_path):
     out = tmp_path / "killed"
-    extra = ("source.max_frames=3", "diffusion.steps=4")     # 6 samples, ~1 s each
+    extra = ("diffusion.steps=20",)                 # 6 samples of about a second each
     proc = subprocess.Popen(_cli(tiny, out, *extra), cwd=REPO, env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     part = out / "manifest" / "part-00000.jsonl"
