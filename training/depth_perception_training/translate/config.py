@@ -116,8 +116,8 @@ class PairedConfig:
 class PhotometricConfig:
     """Classical night / rain / snow synthesis (see :mod:`.photometric`)."""
 
-    night_exposure: float = 0.25        # gain on linear intensity
-    night_gamma: float = 1.3            # extra gamma on top of sRGB (crushes shadows)
+    night_exposure: float = 0.2         # gain on linear intensity
+    night_gamma: float = 1.2            # extra gamma on top of sRGB (crushes shadows)
     night_tint: List[float] = field(default_factory=lambda: [0.9, 0.95, 1.15])   # RGB
     read_noise: float = 0.01            # std on [0, 1] values
     shot_noise: float = 0.02            # std of the signal-dependent part at full scale
