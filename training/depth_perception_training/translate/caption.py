@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from depth_perception_training.translate.models import load_pretrained
+from depth_perception_training.translate.models import load_model_and_processor
 
 
 class Captioner:
@@ -19,11 +19,9 @@ class Captioner:
         from transformers import AutoProcessor, Blip2ForConditionalGeneration
 
         self.model_id = model_id
-        self.processor = load_pretrained(AutoProcessor.from_pretrained, model_id,
-                                         "BLIP-2 processor", local_files_only)
-        self.model = load_pretrained(Blip2ForConditionalGeneration.from_pretrained, model_id,
-                                     "BLIP-2 captioning model", local_files_only,
-                                     dtype=dtype).to(device).eval()
+        self.model, self.processor = load_model_and_processor(
+            Blip2ForConditionalGeneration, AutoProcessor, model_id, "BLIP-2 captioning model",
+            device, dtype, local_files_only)
         self.device, self.dtype = device, dtype
         self.max_new_tokens, self.min_new_tokens = max_new_tokens, min_new_tokens
 

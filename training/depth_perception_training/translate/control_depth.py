@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from depth_perception_training.translate.models import load_pretrained
+from depth_perception_training.translate.models import load_model_and_processor
 
 
 def tile_boxes(height: int, width: int, rows: int, cols: int,
@@ -120,11 +120,9 @@ class DepthEstimator:
         from transformers import AutoImageProcessor, AutoModelForDepthEstimation
 
         self.model_id = model_id
-        self.processor = load_pretrained(AutoImageProcessor.from_pretrained, model_id,
-                                         "depth model processor", local_files_only)
-        self.model = load_pretrained(AutoModelForDepthEstimation.from_pretrained, model_id,
-                                     "control depth model", local_files_only,
-                                     dtype=dtype).to(device).eval()
+        self.model, self.processor = load_model_and_processor(
+            AutoModelForDepthEstimation, AutoImageProcessor, model_id, "control depth model",
+            device, dtype, local_files_only)
         self.device, self.dtype = device, dtype
 
     def __call__(self, crops: list[np.ndarray]) -> list[np.ndarray]:

@@ -38,6 +38,16 @@ def load_pretrained(loader, model_id: str, what: str, local_files_only: bool = F
                                 f"Cause: {str(exc).splitlines()[0]}") from exc
 
 
+def load_model_and_processor(model_cls, processor_cls, model_id: str, what: str, device,
+                             dtype, local_files_only: bool = False):
+    """(model in eval mode on ``device``, its processor) of a transformers checkpoint."""
+    processor = load_pretrained(processor_cls.from_pretrained, model_id, f"{what} processor",
+                                local_files_only)
+    model = load_pretrained(model_cls.from_pretrained, model_id, what, local_files_only,
+                            dtype=dtype)
+    return model.to(device).eval(), processor
+
+
 def select_device(cpu: bool = False):
     """The process's device: its Accelerate device (one GPU per process), else CPU."""
     import torch

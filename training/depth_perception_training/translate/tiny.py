@@ -26,48 +26,35 @@ IMAGE_EMBED_DIM = 16
 IP_ADAPTER_WEIGHT = "ip-adapter_sd15.safetensors"
 
 
-def _byte_vocab(word_end: str = "") -> dict[str, int]:
+def _byte_level_tokenizer(cls, word_end: str, specials: tuple[str, ...], **kwargs):
+    """A byte-level BPE tokenizer of class ``cls`` with no merges: one token per byte
+    (and per byte + ``word_end`` when given), plus ``specials``."""
+    import json
+    import tempfile
+
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
     chars = list(bytes_to_unicode().values())
-    vocab = {c: i for i, c in enumerate(chars)}
-    if word_end:
-        for c in chars:
-            vocab[c + word_end] = len(vocab)
-    return vocab
+    tokens = chars + ([c + word_end for c in chars] if word_end else []) + list(specials)
+    with tempfile.TemporaryDirectory() as tmp:
+        vocab, merges = Path(tmp) / "vocab.json", Path(tmp) / "merges.txt"
+        vocab.write_text(json.dumps({t: i for i, t in enumerate(tokens)}))
+        merges.write_text("#version: 0.2\n")
+        return cls(str(vocab), str(merges), **kwargs)
 
 
 def _clip_tokenizer():
     from transformers import CLIPTokenizer
 
-    vocab = _byte_vocab("</w>")
-    for special in ("<|startoftext|>", "<|endoftext|>"):
-        vocab[special] = len(vocab)
-    import json
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "vocab.json").write_text(json.dumps(vocab))
-        (Path(tmp) / "merges.txt").write_text("#version: 0.2\n")
-        return CLIPTokenizer(str(Path(tmp) / "vocab.json"), str(Path(tmp) / "merges.txt"),
-                             model_max_length=32)
+    return _byte_level_tokenizer(CLIPTokenizer, "</w>", ("<|startoftext|>", "<|endoftext|>"),
+                                 model_max_length=32)
 
 
 def _gpt2_tokenizer():
-    import json
-    import tempfile
-
     from transformers import GPT2Tokenizer
 
-    vocab = _byte_vocab()
-    for special in ("</s>", "<pad>"):
-        vocab[special] = len(vocab)
-    with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "vocab.json").write_text(json.dumps(vocab))
-        (Path(tmp) / "merges.txt").write_text("#version: 0.2\n")
-        return GPT2Tokenizer(str(Path(tmp) / "vocab.json"), str(Path(tmp) / "merges.txt"),
-                             bos_token="</s>", eos_token="</s>", unk_token="</s>",
-                             pad_token="<pad>")
+    return _byte_level_tokenizer(GPT2Tokenizer, "", ("</s>", "<pad>"), bos_token="</s>",
+                                 eos_token="</s>", unk_token="</s>", pad_token="<pad>")
 
 
 def save_tiny_blip2(folder: Path) -> Path:
