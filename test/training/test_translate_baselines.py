@@ -44,6 +44,10 @@ def test_paired_returns_the_night_and_rain_renderings_of_the_same_frames(bags, c
     assert main(["translate", "--config", "paired", f"source.bags=[{bags['day']}]",
                  f"output_dir={out}"]) == 0
     assert "translated 0, skipped 8" in capsys.readouterr().out
+    # other settings into the same folder would mix two recipes in one manifest
+    assert main(["translate", "--config", "paired", f"source.bags=[{bags['day']}]",
+                 f"output_dir={out}", "paired.max_stamp_diff_ms=5"]) == 2
+    assert "paired.max_stamp_diff_ms: 0.0 -> 5.0" in capsys.readouterr().err
 
 
 def test_paired_without_a_partner_bag_is_a_clear_error(bags, tmp_path, capsys):

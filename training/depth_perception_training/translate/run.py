@@ -38,6 +38,40 @@ class RunResult:
     bags: dict | None = None
 
 
+#: configuration keys that change what a sample looks like: a rerun into an output folder
+#: must keep them (conditions and source bags may grow; their samples get their own keys)
+RECIPE_KEYS = ("translator", "seed", "prefixes", "prompt_template", "brightness",
+               "image_format", "style", "models", "caption", "control_depth", "diffusion",
+               "consistency", "paired", "photometric")
+
+
+def check_same_recipe(saved: Path, cfg) -> None:
+    """ValueError naming the keys in which ``cfg`` differs from the run saved in
+    ``saved`` (its config.yaml), so one manifest never mixes two recipes."""
+    from omegaconf import OmegaConf
+
+    if not saved.is_file():
+        return
+    old = OmegaConf.to_container(OmegaConf.load(saved), resolve=True)
+    new = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+
+    def flat(d, prefix=""):
+        for k, v in d.items():
+            if isinstance(v, dict) and v:
+                yield from flat(v, f"{prefix}{k}.")
+            else:
+                yield f"{prefix}{k}", v
+
+    a = dict(kv for k in RECIPE_KEYS for kv in flat({k: old.get(k)}))
+    b = dict(kv for k in RECIPE_KEYS for kv in flat({k: new.get(k)}))
+    changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    if changed:
+        raise ValueError(f"{saved.parent} holds a run made with other settings "
+                         f"({', '.join(f'{k}: {a.get(k)!r} -> {b.get(k)!r}' for k in changed[:5])}"
+                         f"{' ...' if len(changed) > 5 else ''}); continue it with the same "
+                         "settings or choose another output_dir")
+
+
 def _prepare_inputs(cfg, out: Path) -> None:
     """Main process: synthetic bags and tiny models the config asks for."""
     if not cfg.source.bags and cfg.source.synth is not None:
@@ -111,6 +145,8 @@ def run_translate(cfg) -> RunResult:
     out = Path(cfg.output_dir)
     timings: dict[str, float] = defaultdict(float)
     # 1. inputs and the resolved configuration
+    check_same_recipe(out / "config.yaml", cfg)
+    state.wait_for_everyone()
     if state.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         _prepare_inputs(cfg, out)
