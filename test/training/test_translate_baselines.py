@@ -117,3 +117,20 @@ def test_bad_sources_name_what_was_expected(tmp_path, bags):
         from depth_perception_training.translate.sources import StylePool
 
         StylePool("rain", StyleSource())
+
+
+def test_compressed_source_images_give_compressed_translated_bags(tmp_path):
+    from depth_perception.synth import make_synthetic_bags
+
+    (day,) = make_synthetic_bags(tmp_path / "synth", frames=2, size=(64, 32),
+                                 conditions=("day-clear",), image_format="png")
+    out = tmp_path / "out"
+    run_translate(load_translate_config("photometric", [
+        f"source.bags=[{day}]", f"output_dir={out}", "write_bags=true", "conditions=[rain]"]))
+    pairs = TranslationPairs(out)
+    assert pairs[0].topic == "/camera/image_raw/compressed"
+    np.testing.assert_array_equal(pairs.day_image(1), BagReader(day).image(1))
+    rain = BagReader(out / "bags" / "rain" / "day-clear")
+    assert rain.topic_name("image") == "/camera/image_raw/compressed"
+    assert rain.message("image", 0).format == BagReader(day).message("image", 0).format
+    np.testing.assert_array_equal(rain.image(1), pairs[1].translations["rain"].image())
