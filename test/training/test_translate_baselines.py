@@ -89,7 +89,7 @@ def test_rejected_translations_are_recorded_and_excluded(bags, tmp_path):
     cfg = load_translate_config("photometric", [
         f"source.bags=[{bags['day']}]", f"output_dir={out}", "conditions=[night]",
         "source.max_frames=2", "consistency.enabled=true", "consistency.threshold=1e-6",
-        f"models.depth={dpt}", "control_depth.grid=[2,2]"])
+        f"models.depth={dpt}", "control_depth.grid=[2,2]", "consistency.tiled=false"])
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

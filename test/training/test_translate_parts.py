@@ -140,6 +140,12 @@ def test_consistency_check_rejects_a_moved_object_and_accepts_kept_structure(str
     kept, moved = check(disp, night), check(disp, moved_img)
     assert kept.accepted and kept.score < 1e-6
     assert not moved.accepted and moved.score > 0.1
+    # the same with the source's FusedDepth, and comparing global predictions only
+    assert check(FusedDepth(disp, disp, []), moved_img).score == moved.score
+    glob = ConsistencyCheck(ControlDepth(lambda crops: [model(c).fused for c in crops]), 0.1,
+                            tiled=False)
+    assert glob(FusedDepth(disp * 0, disp, []), night).accepted
+    assert not glob(FusedDepth(disp * 0, disp, []), moved_img).accepted
     # unrelated maps score about 1, identical maps 0
     rng = np.random.default_rng(0)
     assert 0.7 < consistency_score(rng.random((64, 64)), rng.random((64, 64))) < 1.5

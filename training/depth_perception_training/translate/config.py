@@ -99,6 +99,9 @@ class ConsistencyConfig:
 
     enabled: bool = True
     threshold: float = 0.3
+    #: compare the tiled control depth (true) or only the global predictions (false:
+    #: one forward pass per output instead of rows x cols + 1)
+    tiled: bool = True
 
 
 @dataclass

@@ -42,18 +42,30 @@ class ConsistencyCheck:
     """``check(source_depth, output_rgb) -> Verdict``.
 
     Args:
-        control_depth: callable RGB -> object with ``.fused`` [H,W] (a ControlDepth).
+        control_depth: a :class:`~.control_depth.ControlDepth` (callable RGB -> FusedDepth).
         threshold: largest accepted score.
+        tiled: compare the tiled, fused maps (the control depth itself); False compares
+            the global predictions only (one forward pass instead of rows x cols + 1).
     """
 
-    def __init__(self, control_depth, threshold: float):
+    def __init__(self, control_depth, threshold: float, tiled: bool = True):
         if threshold <= 0:
             raise ValueError(f"consistency threshold must be > 0, got {threshold}")
         self.control_depth, self.threshold = control_depth, float(threshold)
+        self.tiled = bool(tiled)
 
-    def __call__(self, source_depth: np.ndarray, output_rgb: np.ndarray) -> Verdict:
+    def depth(self, rgb: np.ndarray) -> np.ndarray:
+        """[H,W] the map this check compares, of one image."""
+        if self.tiled:
+            return self.control_depth(rgb).fused
+        return self.control_depth.estimator([rgb])[0]
+
+    def __call__(self, source_depth, output_rgb: np.ndarray) -> Verdict:
+        """source_depth: the source's FusedDepth (or the [H,W] map :meth:`depth` gives)."""
+        if not isinstance(source_depth, np.ndarray):
+            source_depth = source_depth.fused if self.tiled else source_depth.global_pred
         if output_rgb.shape[:2] != source_depth.shape:
             raise ValueError(f"output image {output_rgb.shape[:2]} and source depth "
                              f"{source_depth.shape} differ in size")
-        score = consistency_score(source_depth, self.control_depth(output_rgb).fused)
+        score = consistency_score(source_depth, self.depth(output_rgb))
         return Verdict(score, score <= self.threshold)

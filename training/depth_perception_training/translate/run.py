@@ -183,7 +183,8 @@ def run_translate(cfg) -> RunResult:
         if check_on:
             from depth_perception_training.translate.consistency import ConsistencyCheck
 
-            check = ConsistencyCheck(control, cfg.consistency.threshold)
+            check = ConsistencyCheck(control, cfg.consistency.threshold,
+                                     cfg.consistency.tiled)
         models = dict(translator.model_ids())
         if check_on:
             models.setdefault("depth", cfg.models.depth)
@@ -205,7 +206,7 @@ def run_translate(cfg) -> RunResult:
                     if check is not None:
                         tic = time.perf_counter()
                         if t.source_depth is None and source_depth is None:
-                            source_depth = control(frame.rgb).fused
+                            source_depth = check.depth(frame.rgb)
                         verdict = check(t.source_depth if t.source_depth is not None
                                         else source_depth, t.image)
                         score, accepted = verdict.score, verdict.accepted

@@ -33,7 +33,7 @@ class Translation:
     prompt: str | None = None
     caption: str | None = None
     style: str | None = None               # which image prompt was used
-    source_depth: np.ndarray | None = None  # control depth of the source, when computed
+    source_depth: object | None = None     # the source's FusedDepth, when computed
 
 
 @dataclass
@@ -170,8 +170,8 @@ class GDTTranslator(Translator):
         caption = (self._timed("caption", self.captioner, frame.rgb)
                    if self.captioner is not None else "") or self.cfg.caption.fallback
         # 2. geometry: high-resolution control depth [H,W]
-        depth = self._timed("control_depth", self.control_depth, frame.rgb).fused
-        control = control_image(depth)                                    # [H,W,3] uint8
+        depth = self._timed("control_depth", self.control_depth, frame.rgb)  # FusedDepth
+        control = control_image(depth.fused)                             # [H,W,3] uint8
         out = {}
         for c in conditions:
             # 3. style: a real frame of the target condition; 4. generation
