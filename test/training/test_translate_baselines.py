@@ -134,3 +134,19 @@ def test_compressed_source_images_give_compressed_translated_bags(tmp_path):
     assert rain.topic_name("image") == "/camera/image_raw/compressed"
     assert rain.message("image", 0).format == BagReader(day).message("image", 0).format
     np.testing.assert_array_equal(rain.image(1), pairs[1].translations["rain"].image())
+
+
+def test_every_nth_frame_and_frame_limit(bags, tmp_path):
+    cfg = load_translate_config("photometric", [
+        f"source.bags=[{bags['day']}]", f"output_dir={tmp_path}", "conditions=[night]",
+        "source.every=2"])
+    result = run_translate(cfg)
+    assert result.frames == 2
+    assert [f.index for f in TranslationPairs(tmp_path)] == [0, 2]
+    cfg = load_translate_config("photometric", [
+        f"source.bags=[{bags['day'].parent}]", f"output_dir={tmp_path / 'all'}",
+        "conditions=[snow]", "source.max_frames=1"])
+    result = run_translate(cfg)               # a folder of bags: each bag in it is a source
+    assert result.frames == 3                 # one frame of each
+    assert sorted(f.bag_id for f in TranslationPairs(tmp_path / "all")) == [
+        "day-clear", "night", "rain"]
