@@ -232,10 +232,12 @@ def run_translate(cfg) -> RunResult:
     if state.is_main_process:
         tic = time.perf_counter()
         records = manifest.merge(out)
+        timings["merge"] += time.perf_counter() - tic
         if cfg.write_bags:
             from depth_perception_training.translate.bags import write_translated_bags
 
+            tic = time.perf_counter()
             bags = write_translated_bags(records, out, cfg.translator, cfg.bag_storage)
-        timings["merge"] += time.perf_counter() - tic
+            timings["bags"] += time.perf_counter() - tic
     return RunResult(state.process_index, state.num_processes, len(mine), translated,
                      skipped, rejected, dict(timings), records, bags)
