@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from depth_perception.camera import parse_size
     from depth_perception.synth import make_synthetic_bags
-    from depth_perception_training.translate.tiny import save_tiny_models
+    from depth_perception_training.tiny import save_tiny_translation_models
 
     logging.disable(logging.WARNING)
     torch.set_num_threads(args.threads)
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp)
         day, night, rain = make_synthetic_bags(tmp / "bags", frames=args.frames,
                                                size=(width, height), seed=0)
-        models = save_tiny_models(tmp / "models")
+        models = save_tiny_translation_models(tmp / "models")
         common = [f"source.bags=[{day}]", "conditions=[night,rain]"]
         gdt = [*common, "source.synth=null", "models.tiny=false",
                *[f"models.{k}={v}" for k, v in models.items()],

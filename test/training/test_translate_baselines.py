@@ -82,7 +82,7 @@ def test_photometric_keeps_size_and_intrinsics_and_feeds_the_pairing_api(bags):
 def test_rejected_translations_are_recorded_and_excluded(bags, tmp_path):
     import torch
 
-    from depth_perception_training.translate.tiny import save_tiny_dpt
+    from depth_perception_training.tiny import save_tiny_dpt
 
     dpt = save_tiny_dpt(tmp_path / "dpt")
     out = tmp_path / "checked"

@@ -23,7 +23,7 @@ from depth_perception_training.translate.manifest import FIELDS, read_image
 from depth_perception_training.translate.models import load_pretrained
 from depth_perception_training.translate.pairs import TranslationPairs
 from depth_perception_training.translate.run import run_translate
-from depth_perception_training.translate.tiny import save_tiny_models
+from depth_perception_training.tiny import save_tiny_translation_models
 
 CPU = torch.device("cpu")
 
@@ -33,7 +33,7 @@ def tiny(tmp_path_factory):
     from depth_perception.synth import make_synthetic_bags
 
     root = tmp_path_factory.mktemp("gdt")
-    models = save_tiny_models(root / "models")
+    models = save_tiny_translation_models(root / "models")
     bags = make_synthetic_bags(root / "bags", frames=3, size=(128, 64),
                                conditions=("day-clear", "night", "rain"), seed=0)
     return {"root": root, "models": models, "bags": dict(zip(("day", "night", "rain"), bags))}

@@ -18,7 +18,7 @@ Modules (each a step of the pipeline, usable alone):
 - :mod:`.bags` — optional rosbag2 per (source bag, condition);
 - :mod:`.run` — the run: shard, skip what is done, translate, check, write, merge;
 - :mod:`.pairs` — **the pairing API** the student consumes;
-- :mod:`.tiny` — tiny random models in the hub's layout (CPU checks, tests, bench).
+- tiny random models of the whole set: :mod:`depth_perception_training.tiny` (CPU checks, tests, bench).
 
 Pairing API (:class:`.pairs.TranslationPairs`)::
 

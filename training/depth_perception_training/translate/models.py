@@ -5,13 +5,15 @@ and goes through :func:`load_pretrained`: a local folder in the hub's layout is 
 as is; a hub id is read from the local cache when ``HF_HUB_OFFLINE=1`` (or
 ``models.local_files_only``) and downloaded otherwise. A model that cannot be loaded
 raises ``FileNotFoundError`` naming the id and the command that fetches it in advance.
+transformers models go through the package's strict weight check (weights that do not
+fit their config are an error, not silently random).
 """
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-from depth_perception.models.dpt_depth import hub_offline
+from depth_perception.hub import check_loading_info, hub_offline
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +45,9 @@ def load_model_and_processor(model_cls, processor_cls, model_id: str, what: str,
     """(model in eval mode on ``device``, its processor) of a transformers checkpoint."""
     processor = load_pretrained(processor_cls.from_pretrained, model_id, f"{what} processor",
                                 local_files_only)
-    model = load_pretrained(model_cls.from_pretrained, model_id, what, local_files_only,
-                            dtype=dtype)
+    model, info = load_pretrained(model_cls.from_pretrained, model_id, what, local_files_only,
+                                  dtype=dtype, output_loading_info=True)
+    check_loading_info(f"{what} '{model_id}'", info)
     return model.to(device).eval(), processor
 
 

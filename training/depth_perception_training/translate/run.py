@@ -84,9 +84,9 @@ def _prepare_inputs(cfg, out: Path) -> None:
             make_synthetic_bags(data, frames=s.frames, size=tuple(s.size), seed=s.seed,
                                 conditions=conditions, overwrite=True)
     if cfg.models.tiny and not (out / "tiny_models" / "sd" / "model_index.json").is_file():
-        from depth_perception_training.translate.tiny import save_tiny_models
+        from depth_perception_training.tiny import save_tiny_translation_models
 
-        save_tiny_models(out / "tiny_models")
+        save_tiny_translation_models(out / "tiny_models")
 
 
 def resolve_inputs(cfg, out: Path):
@@ -105,7 +105,7 @@ def resolve_inputs(cfg, out: Path):
         raise ValueError("source.bags is empty; expected day-clear bag folders "
                          "(source.bags=[/data/day1,/data/day2]) or source.synth")
     if cfg.models.tiny:
-        from depth_perception_training.translate.tiny import IP_ADAPTER_WEIGHT
+        from depth_perception_training.tiny import IP_ADAPTER_WEIGHT
 
         root = out / "tiny_models"
         cfg.models = replace(cfg.models, captioner=str(root / "blip2"), depth=str(root / "dpt"),
