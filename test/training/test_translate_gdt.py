@@ -245,3 +245,19 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_precision_and_offload_follow_the_device(tiny):
+    from dataclasses import replace
+
+    from depth_perception_training.translate.gdt import GDTGenerator, generation_size
+    from depth_perception_training.translate.models import select_dtype
+
+    assert select_dtype("auto", torch.device("cuda", 0)) == torch.float16    # fp16 on CUDA
+    assert select_dtype("auto", CPU) == torch.float32
+    assert select_dtype("bf16", CPU) == torch.bfloat16
+    cfg = gdt_config(tiny, tiny["root"] / "unused")
+    with pytest.raises(ValueError, match="cpu_offload needs a CUDA device"):
+        GDTGenerator(cfg.models, replace(cfg.diffusion, cpu_offload=True), CPU, torch.float32)
+    assert generation_size(1600, 900, 512) == (896, 512)      # short side 512, /64, aspect kept
+    assert generation_size(128, 64, 64) == (128, 64)

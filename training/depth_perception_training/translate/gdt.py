@@ -62,6 +62,9 @@ class GDTGenerator:
         import torch
         from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
 
+        if diffusion.cpu_offload and device.type != "cuda":
+            raise ValueError("diffusion.cpu_offload needs a CUDA device (it moves models "
+                             "between the GPU and the CPU); set it to false on the CPU")
         self.cfg = diffusion
         lfo = models.local_files_only
         controlnet = load_pretrained(ControlNetModel.from_pretrained, models.controlnet,
@@ -80,9 +83,6 @@ class GDTGenerator:
         pipe.set_ip_adapter_scale(diffusion.ip_adapter_scale)
         pipe.set_progress_bar_config(disable=True)
         if diffusion.cpu_offload:
-            if device.type != "cuda":
-                raise ValueError("diffusion.cpu_offload needs a CUDA device (it moves models "
-                                 "between the GPU and the CPU); set it to false on the CPU")
             pipe.enable_model_cpu_offload(gpu_id=device.index or 0)
         else:
             pipe.to(device)
