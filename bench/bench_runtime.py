@@ -28,7 +28,7 @@ from depth_perception import conversions, units  # noqa: E402
 from depth_perception.camera import Intrinsics  # noqa: E402
 from depth_perception.metadata import ModelMetadata  # noqa: E402
 from depth_perception.runtime.processing import Preprocessor, postprocess  # noqa: E402
-from depth_perception.ros.util import colorize_depth  # noqa: E402
+from depth_perception.colorize import colorize_depth  # noqa: E402
 
 SIZES = ((640, 480), (1280, 720))
 
