@@ -181,7 +181,7 @@ def quantize_onnx(fp32_path: str | Path, int8_path: str | Path, calibration: np.
     """
     import onnx
 
-    from depth_perception.runtime.engine import sha256_file
+    from depth_perception.files import sha256_file
     from depth_perception.runtime.onnx_metadata import read_onnx_metadata, write_onnx_metadata
     from depth_perception.runtime.parity import run_onnxruntime
 
