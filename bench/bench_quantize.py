@@ -38,7 +38,7 @@ VIT_SIZE = (196, 644)
 
 
 def unet_module(seed: int = 0):
-    """Encoder-decoder with skips (16-32-64-128 channels), sigmoid disparity out."""
+    """Encoder-decoder with skips (32-64-128-256 channels), sigmoid disparity out."""
     import torch
     from torch import nn
 
@@ -50,7 +50,7 @@ def unet_module(seed: int = 0):
                              nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
     class UNet(nn.Module):
-        def __init__(self, widths=(16, 32, 64, 128)):
+        def __init__(self, widths=(32, 64, 128, 256)):
             super().__init__()
             self.down = nn.ModuleList()
             cin = 3
@@ -81,12 +81,13 @@ def unet_metadata() -> ModelMetadata:
 
 
 def train_unet(module, bags, steps: int, metadata: ModelMetadata) -> None:
-    """A few hundred supervised steps on the bags' ground truth (scale-aware L1 on
-    disparity), so the FP32 model predicts structured depth."""
+    """A few supervised steps on the bags' ground truth (L1 on log depth, random
+    96x320 crops of the 192x640 frames: the net is fully convolutional and a crop keeps
+    the focal length), so the FP32 model predicts structured depth."""
     import torch
 
     from depth_perception.data.bag import BagReader
-    from depth_perception.models.conventions import depth_to_disp
+    from depth_perception.models.conventions import disp_to_depth
     from depth_perception.runtime.processing import Preprocessor
 
     pre = Preprocessor(metadata)
@@ -104,22 +105,25 @@ def train_unet(module, bags, steps: int, metadata: ModelMetadata) -> None:
                 targets.append(np.where(np.isfinite(gt), gt, metadata.max_depth))
         finally:
             reader.close()
-    x = torch.from_numpy(np.stack(images))
+    x = torch.from_numpy(np.stack(images))                                  # [N,3,H,W]
     depth = torch.from_numpy(np.stack(targets)).float().clamp(metadata.min_depth,
                                                             metadata.max_depth)[:, None]
-    target = depth_to_disp(depth, metadata.min_depth, metadata.max_depth)
     optimiser = torch.optim.Adam(module.parameters(), lr=2e-3)
     module.train()
     rng = np.random.default_rng(0)
+    h, w = x.shape[2] // 2, x.shape[3] // 2
     t0 = time.perf_counter()
     for step in range(steps):
-        idx = torch.from_numpy(rng.choice(len(x), size=4, replace=False))
-        loss = (module(x[idx]) - target[idx]).abs().mean()
+        idx = torch.from_numpy(rng.choice(len(x), size=2, replace=False))
+        y0, x0 = int(rng.integers(0, h + 1)), int(rng.integers(0, w + 1))
+        crop = (slice(None), slice(None), slice(y0, y0 + h), slice(x0, x0 + w))
+        _, pred = disp_to_depth(module(x[idx][crop]), metadata.min_depth, metadata.max_depth)
+        loss = (pred.log() - depth[idx][crop].log()).abs().mean()
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-        if step % 100 == 0 or step == steps - 1:
-            print(f"  U-Net step {step}: L1 disparity {loss.item():.4f} "
+        if step % 20 == 0 or step == steps - 1:
+            print(f"  U-Net step {step}: L1 log depth {loss.item():.4f} "
                   f"({time.perf_counter() - t0:.0f} s)")
     module.eval()
 
@@ -179,7 +183,7 @@ def main(argv=None) -> int:
                         help="comma-separated op-type configurations (see the docstring)")
     parser.add_argument("--frames", type=int, default=12, help="frames per synthetic bag")
     parser.add_argument("--calib-frames", type=int, default=24)
-    parser.add_argument("--train-steps", type=int, default=200)
+    parser.add_argument("--train-steps", type=int, default=60)
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)

@@ -543,6 +543,11 @@ def depth_to_cloud(depth: np.ndarray, intrinsics: Intrinsics, header, rgb=None, 
     (``ceil(H/stride) x ceil(W/stride)``, ``is_dense=False``) or are skipped
     (``organized=False``: height 1, ``is_dense=True``). ``rgb`` [H,W,3] uint8 adds a
     packed ``rgb`` field.
+
+    The rays ``(u - cx) / fx``, ``(v - cy) / fy`` are computed once per (K, size,
+    stride) (:func:`~depth_perception.camera.pixel_rays`). An organized rclpy cloud is
+    written straight into its message's data field, a buffer reused from an earlier
+    cloud that nothing refers to any more (:mod:`depth_perception.buffers`).
     """
     depth = np.asarray(depth)
     if depth.ndim != 2 or depth.shape != (intrinsics.height, intrinsics.width):

@@ -29,6 +29,9 @@ def add_options(group) -> None:
                        help="comma-separated op types not to quantise")
     group.add_argument("--calibrate-method", choices=CALIBRATION_METHODS, default="minmax",
                        help="activation ranges from (default) min/max, entropy or percentile")
+    group.add_argument("--quantize-output-layer", action="store_true",
+                       help="also quantise the layer that produces the output (default: it "
+                            "stays FP32; its int8 steps would be depth errors)")
     group.add_argument("--quantize-tolerance", type=float, default=0.05,
                        help="largest accepted abs_rel of INT8 depth against FP32 depth on "
                             "the calibration frames (default 0.05); above it nothing is "
@@ -44,7 +47,8 @@ def config_from_args(args):
     return QuantizeConfig(op_types=split(args.quantize_op_types) or None,
                           exclude_op_types=split(args.quantize_exclude),
                           calibrate_method=args.calibrate_method,
-                          tolerance=args.quantize_tolerance)
+                          tolerance=args.quantize_tolerance,
+                          keep_output_layer=not args.quantize_output_layer)
 
 
 def default_int8_path(onnx_path: Path) -> Path:

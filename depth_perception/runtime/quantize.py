@@ -58,6 +58,8 @@ class QuantizeConfig:
     ``calibrate_method``: activation ranges from min/max, entropy or percentile.
     ``tolerance``: largest accepted mean relative depth error of INT8 against FP32
     on the check frames (``abs_rel`` with FP32 as the reference).
+    ``keep_output_layer``: leave the layer that produces the output in FP32 (see
+    :func:`output_layers`): int8 steps in the last logits are directly depth errors.
     """
 
     op_types: tuple[str, ...] | None = None
@@ -65,6 +67,7 @@ class QuantizeConfig:
     per_channel: bool = True
     calibrate_method: str = "minmax"
     tolerance: float = 0.05
+    keep_output_layer: bool = True
 
     def __post_init__(self):
         if self.calibrate_method not in CALIBRATION_METHODS:
@@ -144,6 +147,31 @@ def quantized_op_counts(model, op_types: Iterable[str]) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+#: Ops that pass a value on to the output without mixing pixels or channels.
+_PASS_THROUGH = {"Relu", "Sigmoid", "Clip", "Mul", "Add", "Sub", "Div", "Squeeze",
+                 "Unsqueeze", "Reshape", "Identity", "Cast", "Softplus", "Exp", "Resize"}
+
+
+def output_layers(model, op_types: Iterable[str]) -> list[str]:
+    """Names of the ``op_types`` nodes that produce the graph outputs, walking back from
+    each output through element-wise ops, reshapes and resizes (e.g. a depth head's
+    last Conv before ReLU/Sigmoid and the upsampling to full resolution)."""
+    op_types = set(op_types)
+    producer = {out: node for node in model.graph.node for out in node.output}
+    initializers = {init.name for init in model.graph.initializer}
+    found, stack, seen = [], [o.name for o in model.graph.output], set()
+    while stack:
+        node = producer.get(stack.pop())
+        if node is None or node.name in seen:
+            continue
+        seen.add(node.name)
+        if node.op_type in op_types:
+            found.append(node.name)
+        elif node.op_type in _PASS_THROUGH:
+            stack += [name for name in node.input if name and name not in initializers]
+    return sorted(found)
+
+
 def depth_agreement(reference: Iterable[np.ndarray], candidate: Iterable[np.ndarray],
                     metadata: ModelMetadata) -> tuple[float, float]:
     """(abs_rel, max relative error) of candidate against reference model outputs.
@@ -209,12 +237,15 @@ def quantize_onnx(fp32_path: str | Path, int8_path: str | Path, calibration: np.
         prepared = Path(tmp) / "prepared.onnx"
         quantization.quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
         staged = Path(tmp) / "int8.onnx"
+        kept = (output_layers(onnx.load(str(prepared)), op_types)
+                if config.keep_output_layer else [])
         method = {"minmax": quantization.CalibrationMethod.MinMax,
                   "entropy": quantization.CalibrationMethod.Entropy,
                   "percentile": quantization.CalibrationMethod.Percentile}
         quantization.quantize_static(
             str(prepared), str(staged), calibration_reader(calibration, metadata.input_name),
             quant_format=quantization.QuantFormat.QDQ, op_types_to_quantize=op_types,
+            nodes_to_exclude=kept,
             per_channel=config.per_channel, activation_type=quantization.QuantType.QInt8,
             weight_type=quantization.QuantType.QInt8,
             calibrate_method=method[config.calibrate_method],
@@ -241,7 +272,7 @@ def quantize_onnx(fp32_path: str | Path, int8_path: str | Path, calibration: np.
                                                else "per tensor"),
             "calibration": {"method": config.calibrate_method, "frames": int(len(calibration)),
                             **(calibration_source or {})},
-            "op_types": op_types, "quantized_ops": counts,
+            "op_types": op_types, "quantized_ops": counts, "kept_fp32": kept,
             "parity": {"reference": f"fp32 {fp32_path.name}", "frames": int(len(check)),
                        "abs_rel": abs_rel, "max_rel_error": max_rel},
             "fp32_onnx_sha256": sha256_file(fp32_path),

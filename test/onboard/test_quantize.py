@@ -109,16 +109,21 @@ def test_int8_model_is_qdq_with_metadata_and_parity(fp32_model, int8_model, cali
     graph = onnx.load(str(result.path)).graph
     ops = [n.op_type for n in graph.node]
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
-    n_conv = sum(n.op_type == "Conv" for n in onnx.load(str(fp32_model)).graph.node)
-    assert result.quantized_ops == {"Conv": n_conv}          # every Conv, nothing else
+    convs = [n.name for n in onnx.load(str(fp32_model)).graph.node if n.op_type == "Conv"]
+    n_conv = len(convs)
+    # every Conv but the head (the last one, feeding Sigmoid -> output), nothing else
+    assert result.quantized_ops == {"Conv": n_conv - 1}
+    head = [n for n in graph.node if n.name == convs[-1]][0]
+    assert head.op_type == "Conv" and not any(
+        p.op_type == "DequantizeLinear" and p.output[0] in head.input for p in graph.node)
     int8_weights = [i for i in graph.initializer if i.data_type == onnx.TensorProto.INT8]
-    assert len(int8_weights) >= n_conv                        # weights stored as int8
+    assert len(int8_weights) >= n_conv - 1                    # weights stored as int8
     q = read_onnx_metadata(result.path).provenance["quantization"]
     assert q["precision"] == "int8" and q["format"] == "QDQ"
     assert q["calibration"]["frames"] == len(calib_frames) == 6
     assert q["calibration"]["bags"] == ["day-clear", "night"]
     assert q["op_types"] == ["Conv", "ConvTranspose", "Gemm"]
-    assert q["quantized_ops"] == {"Conv": n_conv}
+    assert q["quantized_ops"] == {"Conv": n_conv - 1} and q["kept_fp32"] == [convs[-1]]
     assert q["parity"]["frames"] == 6 and q["parity"]["abs_rel"] == result.abs_rel
     assert 0 < result.abs_rel < 0.05                          # int8 is not bit-exact
     assert read_onnx_metadata(result.path).provenance["source"] == "test conv net"
