@@ -82,7 +82,7 @@ def unet_metadata() -> ModelMetadata:
 
 def train_unet(module, bags, steps: int, metadata: ModelMetadata) -> None:
     """A few supervised steps on the bags' ground truth (L1 on log depth, random
-    96x320 crops of the 192x640 frames: the net is fully convolutional and a crop keeps
+    64x160 crops of the 192x640 frames: the net is fully convolutional and a crop keeps
     the focal length), so the FP32 model predicts structured depth."""
     import torch
 
@@ -108,21 +108,22 @@ def train_unet(module, bags, steps: int, metadata: ModelMetadata) -> None:
     x = torch.from_numpy(np.stack(images))                                  # [N,3,H,W]
     depth = torch.from_numpy(np.stack(targets)).float().clamp(metadata.min_depth,
                                                             metadata.max_depth)[:, None]
-    optimiser = torch.optim.Adam(module.parameters(), lr=2e-3)
+    optimiser = torch.optim.Adam(module.parameters(), lr=1e-3)
     module.train()
     rng = np.random.default_rng(0)
-    h, w = x.shape[2] // 2, x.shape[3] // 2
+    h, w = 64, 160
     t0 = time.perf_counter()
     for step in range(steps):
-        idx = torch.from_numpy(rng.choice(len(x), size=2, replace=False))
-        y0, x0 = int(rng.integers(0, h + 1)), int(rng.integers(0, w + 1))
+        idx = torch.from_numpy(rng.choice(len(x), size=4, replace=False))
+        y0 = int(rng.integers(0, x.shape[2] - h + 1))
+        x0 = int(rng.integers(0, x.shape[3] - w + 1))
         crop = (slice(None), slice(None), slice(y0, y0 + h), slice(x0, x0 + w))
         _, pred = disp_to_depth(module(x[idx][crop]), metadata.min_depth, metadata.max_depth)
         loss = (pred.log() - depth[idx][crop].log()).abs().mean()
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-        if step % 20 == 0 or step == steps - 1:
+        if step % 50 == 0 or step == steps - 1:
             print(f"  U-Net step {step}: L1 log depth {loss.item():.4f} "
                   f"({time.perf_counter() - t0:.0f} s)")
     module.eval()
@@ -183,7 +184,7 @@ def main(argv=None) -> int:
                         help="comma-separated op-type configurations (see the docstring)")
     parser.add_argument("--frames", type=int, default=12, help="frames per synthetic bag")
     parser.add_argument("--calib-frames", type=int, default=24)
-    parser.add_argument("--train-steps", type=int, default=60)
+    parser.add_argument("--train-steps", type=int, default=300)
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)

@@ -135,15 +135,18 @@ class QuantizeResult:
     seconds: float = 0.0
 
 
-def quantized_op_counts(model, op_types: Iterable[str]) -> dict[str, int]:
+def quantized_op_counts(model, op_types: Iterable[str],
+                        exclude: Iterable[str] = ()) -> dict[str, int]:
     """{op type: number of nodes} of ``op_types`` that run on int8 data in a QDQ model,
-    i.e. that take an input from a DequantizeLinear node."""
-    op_types = set(op_types)
+    i.e. that take an input from a DequantizeLinear node (nodes named in ``exclude``
+    were left in FP32 and are not counted)."""
+    op_types, exclude = set(op_types), set(exclude)
     dequantized = {out for node in model.graph.node if node.op_type == "DequantizeLinear"
                    for out in node.output}
     counts = collections.Counter(
         node.op_type for node in model.graph.node
-        if node.op_type in op_types and any(name in dequantized for name in node.input))
+        if node.op_type in op_types and node.name not in exclude
+        and any(name in dequantized for name in node.input))
     return dict(sorted(counts.items()))
 
 
@@ -250,7 +253,7 @@ def quantize_onnx(fp32_path: str | Path, int8_path: str | Path, calibration: np.
             weight_type=quantization.QuantType.QInt8,
             calibrate_method=method[config.calibrate_method],
             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
-        counts = quantized_op_counts(onnx.load(str(staged)), op_types)
+        counts = quantized_op_counts(onnx.load(str(staged)), op_types, kept)
         if not counts:
             raise ValueError(f"nothing in {fp32_path.name} was quantised: it has no "
                              f"{op_types} nodes onnxruntime could quantise")
