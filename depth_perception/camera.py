@@ -7,6 +7,7 @@ centres as ``u' = sx * (u + 0.5) - 0.5``, hence ``cx' = sx * (cx + 0.5) - 0.5``.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,3 +93,43 @@ class Intrinsics:
         u = (np.arange(self.width, dtype=np.float32) - np.float32(self.cx)) / np.float32(self.fx)
         v = (np.arange(self.height, dtype=np.float32) - np.float32(self.cy)) / np.float32(self.fy)
         return np.stack([depth * u[None, :], depth * v[:, None], depth], axis=-1)
+
+
+@dataclass(frozen=True)
+class PixelRays:
+    """Viewing rays of the pixels a strided sampling visits, for one camera geometry.
+
+    ``x_per_z[i, j] = (u_j - cx) / fx`` and ``y_per_z[i, j] = (v_i - cy) / fy`` with
+    ``u_j = j * stride`` (column) and ``v_i = i * stride`` (row) in original pixel
+    coordinates: the point at z-depth ``z`` seen by that pixel is
+    ``(x_per_z * z, y_per_z * z, z)``. ``zeros``: a zero plane of the same shape.
+    All ``[ceil(H/stride), ceil(W/stride)]`` float32, read-only.
+    """
+
+    x_per_z: np.ndarray
+    y_per_z: np.ndarray
+    zeros: np.ndarray
+
+
+def pixel_rays(intrinsics: Intrinsics, stride: int = 1) -> PixelRays:
+    """:class:`PixelRays` of ``intrinsics`` sampled every ``stride`` pixels, computed once
+    per (K, image size, stride) and cached: a change of any of them gives new rays."""
+    if int(stride) < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    i = intrinsics
+    return _pixel_rays(float(i.fx), float(i.fy), float(i.cx), float(i.cy), int(i.width),
+                       int(i.height), int(stride))
+
+
+@functools.lru_cache(maxsize=8)
+def _pixel_rays(fx: float, fy: float, cx: float, cy: float, width: int, height: int,
+                stride: int) -> PixelRays:
+    u = np.arange(0, width, stride, dtype=np.float32)                      # [w]
+    v = np.arange(0, height, stride, dtype=np.float32)                     # [h]
+    shape = (v.size, u.size)
+    x = np.broadcast_to((u - np.float32(cx)) / np.float32(fx), shape).copy()          # [h,w]
+    y = np.broadcast_to(((v - np.float32(cy)) / np.float32(fy))[:, None], shape).copy()
+    planes = (x, y, np.zeros(shape, np.float32))
+    for plane in planes:
+        plane.setflags(write=False)
+    return PixelRays(*planes)

@@ -22,10 +22,11 @@ import array
 import logging
 import sys
 
+import cv2
 import numpy as np
 
-from depth_perception import units
-from depth_perception.camera import Intrinsics
+from depth_perception import buffers, units
+from depth_perception.camera import Intrinsics, pixel_rays
 
 log = logging.getLogger(__name__)
 
@@ -216,8 +217,6 @@ def image_to_numpy(msg) -> np.ndarray:
 
 
 def _decode_compressed(msg, flags) -> np.ndarray:
-    import cv2
-
     data = _buffer(msg.data)
     if data.size == 0:
         raise ValueError(f"compressed image ({_describe(msg)}, format '{msg.format}'): no data")
@@ -230,8 +229,6 @@ def _decode_compressed(msg, flags) -> np.ndarray:
 
 def image_to_rgb(msg) -> np.ndarray:
     """Image (colour or mono encoding) or CompressedImage (jpeg/png) -> [H,W,3] uint8 RGB."""
-    import cv2
-
     if _is_compressed(msg):
         fmt = str(msg.format)
         if "compresseddepth" in fmt.lower():
@@ -257,8 +254,6 @@ def image_to_rgb(msg) -> np.ndarray:
 
 def _compressed_depth(msg) -> np.ndarray:
     """compressedDepth (image_transport plugin): 12-byte header + PNG."""
-    import cv2
-
     fmt = str(msg.format)
     data = _buffer(msg.data)
     if data.size <= 12:
@@ -548,6 +543,11 @@ def depth_to_cloud(depth: np.ndarray, intrinsics: Intrinsics, header, rgb=None, 
     (``ceil(H/stride) x ceil(W/stride)``, ``is_dense=False``) or are skipped
     (``organized=False``: height 1, ``is_dense=True``). ``rgb`` [H,W,3] uint8 adds a
     packed ``rgb`` field.
+
+    The rays ``(u - cx) / fx``, ``(v - cy) / fy`` are computed once per (K, size,
+    stride) (:func:`~depth_perception.camera.pixel_rays`). An organized rclpy cloud is
+    written straight into its message's data field, a buffer reused from an earlier
+    cloud that nothing refers to any more (:mod:`depth_perception.buffers`).
     """
     depth = np.asarray(depth)
     if depth.ndim != 2 or depth.shape != (intrinsics.height, intrinsics.width):
@@ -563,31 +563,26 @@ def depth_to_cloud(depth: np.ndarray, intrinsics: Intrinsics, header, rgb=None, 
         raise ValueError(f"depth_to_cloud: stride must be >= 1, got {stride}")
     if not max_range > 0:
         raise ValueError(f"depth_to_cloud: max_range must be > 0, got {max_range}")
-    # 1. strided samples and their original pixel coordinates
-    z = depth[::stride, ::stride].astype(np.float32)               # [h,w]
-    u = np.arange(0, depth.shape[1], stride, dtype=np.float32)     # [w]
-    v = np.arange(0, depth.shape[0], stride, dtype=np.float32)     # [h]
-    with np.errstate(invalid="ignore"):
-        valid = np.isfinite(z) & (z > 0) & (z <= max_range)
-    z = np.where(valid, z, np.float32(np.nan))                     # invalid -> NaN point
+    # 1. strided samples, NaN where invalid; rays of those pixels (cached per geometry)
+    z = units.nan_outside(depth[::stride, ::stride], max_range)      # [h,w]
+    rays = pixel_rays(intrinsics, stride)
     names = ("x", "y", "z") + (("rgb",) if rgb is not None else ())
-    x_per_z = (u - np.float32(intrinsics.cx)) / np.float32(intrinsics.fx)   # [w]
-    y_per_z = (v - np.float32(intrinsics.cy)) / np.float32(intrinsics.fy)   # [h]
-    # 2. back-project into [h,w,4] float32 (x, y, z, pad|rgb): for an organized cloud
-    #    straight into the message's data field (one pass, no extra copies)
+    fourth = pack_rgb(rgb[::stride, ::stride]) if rgb is not None else rays.zeros
+    # 2. x = z * x/z, y = z * y/z, then (x, y, z, pad|rgb) interleaved in one pass:
+    #    for an organized cloud straight into a (reused) message data field
+    planes = (cv2.multiply(rays.x_per_z, z), cv2.multiply(rays.y_per_z, z), z, fourth)
     if organized:
-        field, raw = _alloc_byte_field(z.size * 16, msg_type)
-        buffer = raw.view("<f4").reshape(z.shape + (4,))
-    else:
-        buffer = np.empty(z.shape + (4,), dtype=np.float32)
-    np.multiply(x_per_z[None, :], z, out=buffer[..., 0])
-    np.multiply(y_per_z[:, None], z, out=buffer[..., 1])
-    buffer[..., 2] = z
-    if rgb is not None:
-        buffer[..., 3] = pack_rgb(rgb[::stride, ::stride])
-    elif not organized:
-        buffer[..., 3] = 0.0
-    if organized:
+        if _is_rosbags_type(msg_type):
+            field, raw = _alloc_byte_field(z.size * 16, msg_type)
+        else:
+            field = buffers.reusable_bytes(z.size * 16)
+            raw = np.frombuffer(field, dtype=np.uint8)
+        target = raw.view("<f4").reshape(z.shape + (4,))                # [h,w,4]
+        if cv2.merge(planes, dst=target).ctypes.data != target.ctypes.data:
+            raise RuntimeError("cv2.merge did not write into the message buffer")
+        del raw, target
         return _cloud_message(field, z.shape[0], z.shape[1], names, header, msg_type,
                               is_dense=False, point_step=16)
+    buffer = cv2.merge(planes)                                        # [h,w,4]
+    valid = ~np.isnan(z)
     return _make_cloud(buffer[valid][None], names, header, msg_type, is_dense=True)

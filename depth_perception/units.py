@@ -44,3 +44,15 @@ def mark_out_of_range(depth_m: np.ndarray, min_depth: float, max_depth: float) -
         depth_m[depth_m < min_depth] = -np.inf
         depth_m[depth_m > max_depth] = np.inf
     return depth_m
+
+
+def nan_outside(depth_m: np.ndarray, max_range: float = float("inf")) -> np.ndarray:
+    """Contiguous float32 copy of ``depth_m`` with NaN wherever it is not a usable
+    distance: NaN, +-inf, ``<= 0`` and ``> max_range`` all become NaN."""
+    out = np.empty(np.shape(depth_m), np.float32)
+    np.copyto(out, depth_m, casting="same_kind")
+    with np.errstate(invalid="ignore"):
+        bad = ~(out > 0)                                        # NaN, -inf, <= 0
+        bad |= (out > max_range) if np.isfinite(max_range) else (out == np.inf)
+    np.copyto(out, np.float32(np.nan), where=bad)
+    return out

@@ -51,6 +51,7 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 
 from depth_perception import conversions, units
 from depth_perception.camera import parse_size
+from depth_perception.colorize import colorize_depth
 from depth_perception.conversions import stamp_to_ns
 from depth_perception.ros import qos as ros_qos
 from depth_perception.ros import util as ros_utils
@@ -552,7 +553,7 @@ class DepthNode(LifecycleNode):
                     max_range=settings.point_max_range or math.inf,
                     organized=settings.publish_organized_cloud))
             if pubs["colorized"].get_subscription_count() > 0:
-                bgr = ros_utils.colorize_depth(depth, lo, hi, settings.colormap)
+                bgr = colorize_depth(depth, lo, hi, settings.colormap)
                 pubs["colorized"].publish(conversions.numpy_to_image(bgr, "bgr8", header))
 
     # -- QoS ----------------------------------------------------------------------------

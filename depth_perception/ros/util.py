@@ -49,26 +49,3 @@ def lidar_depth_image(points, T_camera_lidar, intrinsics):
     depth = np.full((intrinsics.height, intrinsics.width), np.nan, dtype=np.float32)
     depth[v[order], u[order]] = z[order]
     return depth
-
-
-def colorize_depth(depth, min_depth: float, max_depth: float, colormap: str = "turbo"):
-    """[H,W] metres -> [H,W,3] uint8 BGR: inverse depth through an OpenCV colormap.
-
-    Near is bright; NaN/invalid and -inf are black; +inf (beyond range, sky) takes the
-    colour of max_depth.
-    """
-    import cv2
-    import numpy as np
-
-    name = f"COLORMAP_{colormap.upper()}"
-    if not hasattr(cv2, name):
-        raise ValueError(f"unknown colormap '{colormap}' (cv2.{name} does not exist)")
-    depth = np.asarray(depth, dtype=np.float32)
-    lo, hi = 1.0 / max_depth, 1.0 / min_depth
-    with np.errstate(divide="ignore", invalid="ignore"):
-        inv = 1.0 / depth
-        t = np.clip((inv - lo) / (hi - lo), 0.0, 1.0)
-    gray = np.nan_to_num(t * 255.0, nan=0.0).astype(np.uint8)
-    bgr = cv2.applyColorMap(gray, getattr(cv2, name))
-    bgr[~(np.isfinite(depth) | (depth == np.inf))] = 0
-    return bgr

@@ -125,9 +125,9 @@ class Preprocessor:
         self.max_pixels = max_pixels
         self.keep_aspect = bool(keep_aspect)
         # normalisation folded into one multiply-add on uint8 values
-        self._scale = (1.0 / (255.0 * np.asarray(metadata.std, np.float32))).astype(np.float32)
-        self._offset = (-np.asarray(metadata.mean, np.float32)
-                        / np.asarray(metadata.std, np.float32)).astype(np.float32)
+        std = np.asarray(metadata.std, np.float64)
+        self._scale = [float(v) for v in 1.0 / (255.0 * std)]
+        self._offset = [float(v) for v in -np.asarray(metadata.mean, np.float64) / std]
 
     def geometry(self, intrinsics: Intrinsics) -> tuple[tuple[int, int, int, int], tuple[int, int]]:
         """Crop ``(x0, y0, w, h)`` in the camera image and model size ``(w, h)``."""
@@ -157,12 +157,13 @@ class Preprocessor:
         interp = cv2.INTER_AREA if strong_shrink else cv2.INTER_LINEAR
         if (mw, mh) != (cw, ch):
             image = cv2.resize(np.ascontiguousarray(image), (mw, mh), interpolation=interp)
-        # normalise channel by channel straight into the planar [1,3,h,w] tensor (one pass
-        # per channel; no [h,w,3] float temporaries, no transpose copy)
+        # layout change and normalisation fused: split into uint8 planes, then one
+        # uint8 -> float32 multiply-add per plane written straight into the planar
+        # [1,3,h,w] tensor (no [h,w,3] float temporaries, no transpose copy)
         tensor = np.empty((1, 3, mh, mw), dtype=np.float32)
-        for c in range(3):
-            np.multiply(image[..., c], self._scale[c], out=tensor[0, c], casting="unsafe")
-            tensor[0, c] += self._offset[c]
+        for c, plane in enumerate(cv2.split(np.ascontiguousarray(image))):   # [h,w] uint8
+            cv2.addWeighted(plane, self._scale[c], plane, 0.0, self._offset[c],
+                            dst=tensor[0, c], dtype=cv2.CV_32F)
         k_model = intrinsics.cropped(x0, y0, cw, ch).resized(mw, mh)
         return Prepared(tensor, intrinsics, k_model, (x0, y0, cw, ch))
 

@@ -439,3 +439,33 @@ def test_transformers_model_id_from_the_local_cache(tmp_path, monkeypatch):
     assert source.metadata.output_kind == "relative_disparity"
     result = export_onnx(source, tmp_path / "id.onnx", 56, 56)
     assert result.max_rel_error <= 1e-4
+
+
+def test_export_quantize_int8_on_bag_frames(tiny_ckpt, tmp_path, capsys):
+    from depth_perception.runtime.estimator import DepthEstimator
+    from depth_perception.synth import make_synthetic_bags
+
+    bag = make_synthetic_bags(tmp_path / "bags", frames=4, size=(168, 112),
+                              conditions=("day-clear",), seed=1)[0]
+    out = tmp_path / "m.onnx"
+    rc = cli_main(["export", "--checkpoint", str(tiny_ckpt), "--height", "56", "--width",
+                   "84", "--onnx", str(out), "--quantize", "int8", "--calib-bag", str(bag),
+                   "--calib-frames", "3"])
+    assert rc == 0, capsys.readouterr().err
+    int8 = tmp_path / "m.int8.onnx"
+    assert "wrote " + str(int8) in capsys.readouterr().out
+    meta = read_onnx_metadata(int8)
+    q = meta.provenance["quantization"]
+    assert q["precision"] == "int8" and q["calibration"]["frames"] == 3
+    assert q["quantized_ops"].get("Conv", 0) > 0 and q["parity"]["frames"] == 3
+    assert q["parity"]["abs_rel"] < 0.05
+    # the FP32 export is untouched and the INT8 copy keeps its provenance
+    assert "quantization" not in read_onnx_metadata(out).provenance
+    assert meta.provenance["export"] == read_onnx_metadata(out).provenance["export"]
+    est = DepthEstimator.load(str(int8), backend="onnxruntime")
+    assert est.backend.precision == "int8"
+    est.close()
+    rc = cli_main(["export", "--checkpoint", str(tiny_ckpt), "--height", "56", "--width",
+                   "84", "--onnx", str(tmp_path / "x.onnx"), "--quantize", "int8"])
+    assert rc == 2 and "--calib-bag" in capsys.readouterr().err
+    assert not (tmp_path / "x.onnx").exists()

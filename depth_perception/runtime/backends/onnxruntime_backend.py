@@ -96,6 +96,9 @@ class OnnxRuntimeBackend(Backend):
         check_metadata_against_io(self.metadata, self.inputs, self.outputs, str(path))
         in_dtype = self.inputs[self.metadata.input_name].dtype
         self.precision = "fp16" if in_dtype == "float16" else "fp32"
+        quantized = self.metadata.provenance.get("quantization")
+        if isinstance(quantized, dict) and quantized.get("precision"):
+            self.precision = str(quantized["precision"])      # e.g. int8 (QDQ)
         self.path = path
         logger.info("onnxruntime: %s on %s (%s, input %s %s)", path.name, self.providers,
                     self.precision, self.metadata.input_name,

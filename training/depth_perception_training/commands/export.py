@@ -8,13 +8,17 @@ Examples::
         --onnx models/depth_364x644.onnx --engine models/depth_364x644_int8.engine \\
         --precision int8 --calib-bag bags/day_01 bags/night_01 --calib-frames 300 \\
         --timing-cache models/timing.cache
+    depth-perception export --checkpoint runs/tiny/final --height 192 --width 640 \\
+        --onnx models/depth_192x640.onnx --quantize int8 --calib-bag bags/day_01 bags/night_01
+        # also writes models/depth_192x640.int8.onnx (CPU INT8, onnxruntime QDQ)
 """
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-HELP = "export a depth model to ONNX (static size, checked) and TensorRT / torch2trt"
+HELP = ("export a depth model to ONNX (static size, checked), CPU INT8 ONNX, TensorRT / "
+        "torch2trt")
 
 
 def default_export_size(metadata, parity_bag, reader) -> tuple[int, int]:
@@ -69,6 +73,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--camera-info-topic", default=None,
                      help="CameraInfo topic in the bags (default /camera/camera_info)")
 
+    from depth_perception.commands.quantize import add_options
+
+    cpu = parser.add_argument_group("CPU INT8 ONNX (onnxruntime static QDQ, calibrated on "
+                                    "--calib-bag)")
+    cpu.add_argument("--quantize", choices=("int8",), default=None,
+                     help="also write an INT8 copy of the ONNX model for CPU inference")
+    cpu.add_argument("--quantized-onnx", type=Path, default=None,
+                     help="INT8 output (default <onnx stem>.int8.onnx)")
+    add_options(cpu)
+
     trt = parser.add_argument_group("TensorRT engine (needs TensorRT and a GPU)")
     out = trt.add_mutually_exclusive_group()
     out.add_argument("--engine", type=Path, default=None, help="output TensorRT engine file")
@@ -80,7 +94,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="engine precision (default fp16; LayerNorm/softmax/attention stay "
                           "fp32)")
     trt.add_argument("--calib-bag", type=Path, nargs="+", action="extend", default=[],
-                     help="bags to sample INT8 calibration (and engine check) frames from")
+                     help="bags to sample INT8 calibration (and check) frames from "
+                          "(TensorRT --precision int8 and --quantize int8)")
     trt.add_argument("--calib-frames", type=int, default=200,
                      help="calibration frames spread over the bags (default 200)")
     trt.add_argument("--calib-cache", type=Path, default=None,
@@ -126,8 +141,11 @@ def run(args) -> int:
         if args.precision == "int8" and not args.calib_bag and not calib_cache.is_file():
             raise ValueError("--precision int8 needs calibration frames: --calib-bag BAG ... "
                              f"(or an existing calibration cache; none at {calib_cache})")
-    elif args.calib_bag or args.calib_cache:
-        raise ValueError("--calib-bag/--calib-cache only apply with --engine/--engine-cache")
+    elif args.calib_cache or (args.calib_bag and not args.quantize):
+        raise ValueError("--calib-bag/--calib-cache only apply with --engine/--engine-cache "
+                         "(--calib-bag also with --quantize int8)")
+    if args.quantize and not args.calib_bag:
+        raise ValueError("--quantize int8 is calibrated on your data: give --calib-bag BAG ...")
     if args.torch2trt is not None:
         from depth_perception_training.export.torch2trt_export import import_torch2trt
 
@@ -160,7 +178,16 @@ def run(args) -> int:
           f"{result.metadata.output_kind}) in {result.seconds:.1f} s; onnxruntime vs torch "
           f"max relative error {result.max_rel_error:.2e} on {result.parity_frames} frames")
 
-    # 4. TensorRT engine
+    # 4. CPU INT8 copy, checked against the FP32 model on the calibration frames
+    if args.quantize:
+        from depth_perception.commands.quantize import (config_from_args, default_int8_path,
+                                                        quantize_from_bags)
+
+        quantize_from_bags(result.path, args.quantized_onnx or default_int8_path(result.path),
+                           args.calib_bag, args.calib_frames, config_from_args(args),
+                           args.image_topic, args.camera_info_topic)
+
+    # 5. TensorRT engine
     if want_engine:
         from depth_perception.runtime.calibration import CalibrationConfig, CalibrationSource
         from depth_perception.runtime.engine import (EngineBuildConfig, build_engine,
@@ -191,7 +218,7 @@ def run(args) -> int:
             result.path, engine, args.precision, args.workspace_gb, args.timing_cache,
             calib_cache if args.precision == "int8" else None, fp32))
 
-    # 5. torch2trt
+    # 6. torch2trt
     if args.torch2trt is not None:
         from depth_perception.runtime.calibration import synthetic_frames
         from depth_perception_training.export.torch2trt_export import export_torch2trt

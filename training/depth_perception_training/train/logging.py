@@ -10,35 +10,36 @@ from pathlib import Path
 
 import numpy as np
 
+from depth_perception.colorize import colorize_depth as onboard_colorize
+
 logger = logging.getLogger(__name__)
 
 
 def colorize_depth(depth: np.ndarray, vmin: float | None = None, vmax: float | None = None,
                    cmap: str = "magma", inverse: bool = True) -> np.ndarray:
-    """Colour-map a depth map for display.
+    """Colour-map a depth map for display with the package's one colouring
+    (:func:`depth_perception.colorize.colorize_depth`), over a range chosen per image.
 
-    depth: [H,W] metres (NaN/inf/<=0 invalid, drawn black). With ``inverse`` the map is
-    drawn in disparity (1/depth, near = bright), which shows structure at all ranges.
+    depth: [H,W] metres (NaN invalid, drawn black). With ``inverse`` the map is drawn in
+    disparity (1/depth, near = bright), which shows structure at all ranges.
     vmin/vmax: value range (of depth, or of disparity when ``inverse``); default the
     2nd/98th percentiles of the valid pixels. Returns [H,W,3] uint8 RGB.
     """
-    import matplotlib
-
-    depth = np.asarray(depth, dtype=np.float64)
+    depth = np.asarray(depth, dtype=np.float32)
     if depth.ndim != 2:
         raise ValueError(f"colorize_depth expects [H,W], got {depth.shape}")
     valid = np.isfinite(depth) & (depth > 0)
-    values = np.zeros_like(depth)
-    values[valid] = 1.0 / depth[valid] if inverse else depth[valid]
-    out = np.zeros(depth.shape + (3,), dtype=np.uint8)
     if not valid.any():
-        return out
-    lo = np.percentile(values[valid], 2) if vmin is None else vmin
-    hi = np.percentile(values[valid], 98) if vmax is None else vmax
-    scaled = np.clip((values - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
-    rgb = matplotlib.colormaps[cmap](scaled)[..., :3]                   # [H,W,3] float
-    out[valid] = (rgb[valid] * 255.0 + 0.5).astype(np.uint8)
-    return out
+        return np.zeros(depth.shape + (3,), dtype=np.uint8)
+    values = 1.0 / depth[valid] if inverse else depth[valid]
+    lo = float(np.percentile(values, 2) if vmin is None else vmin)
+    hi = float(np.percentile(values, 98) if vmax is None else vmax)
+    hi = max(hi, lo * (1.0 + 1e-6), lo + 1e-12)
+    if inverse:   # disparity range -> depth range
+        near, far = 1.0 / hi, (1.0 / lo if lo > 0 else np.inf)
+    else:
+        near, far = max(lo, 1e-12), hi
+    return onboard_colorize(depth, near, far, cmap, inverse=inverse, bgr=False)
 
 
 class TensorBoardLogger:
