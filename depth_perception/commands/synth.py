@@ -30,8 +30,7 @@ def run(args) -> int:
     import time
     from dataclasses import replace
 
-    from depth_perception.synth import make_synthetic_bags, parse_size
-    from depth_perception.synth.scene import SynthConfig
+    from depth_perception.synth import SynthConfig, make_synthetic_bags, parse_size
 
     size = parse_size(args.size)
     conditions = [c.strip() for c in args.conditions.split(",") if c.strip()]

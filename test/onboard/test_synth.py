@@ -12,10 +12,9 @@ import pytest
 import yaml
 
 from depth_perception import conversions as conv
-from depth_perception.synth import TOPICS, make_synthetic_bags, parse_size
-from depth_perception.synth.scene import (GROUND, MOVING_CAR, SynthConfig,
-                                               SyntheticStreet, band_coverage,
-                                               periodic_coverage)
+from depth_perception.synth import (GROUND, MOVING_CAR, TOPICS, SynthConfig, SyntheticStreet,
+                                    make_synthetic_bags, parse_size)
+from depth_perception.synth.materials import band_coverage, periodic_coverage
 
 SIZE = (640, 192)
 FRAMES = 6

@@ -305,7 +305,7 @@ def test_set_initial_depth_makes_an_untrained_head_predict_that_depth():
 def test_set_initial_motion_points_an_untrained_pose_net_along_the_drive():
     """Started at forward motion, the untrained pose net's T_src_tgt for frames t-1 and
     t+1 points the way the synthetic vehicle really moved (a sign slip would flip it)."""
-    from depth_perception.synth.scene import SynthConfig, SyntheticStreet
+    from depth_perception.synth import SynthConfig, SyntheticStreet
     from depth_perception.models import build_pose_model
     from depth_perception_training.train.teacher import TeacherObjective, set_initial_motion
 
