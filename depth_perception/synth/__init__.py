@@ -16,9 +16,11 @@ from depth_perception.synth.layout import (BUILDING, CAR, GROUND, LAMP, MOVING_C
                                            SKY, Scene, SynthConfig, Trajectory)
 from depth_perception.synth.street import CameraGeometry, SyntheticStreet
 from depth_perception.synth.writer import (IMAGE_FORMATS, MSG_TYPES, STORAGES, TOPICS,
-                                           make_synthetic_bags, write_synthetic_bags)
+                                           make_synthetic_bags, make_varied_drives,
+                                           write_synthetic_bags)
 
 __all__ = ["BUILDING", "CAR", "CONDITIONS", "GROUND", "IMAGE_FORMATS", "LAMP", "MOVING_CAR",
            "MSG_TYPES", "POLE", "SKY", "STORAGES", "TOPICS", "CameraGeometry", "Scene",
            "SynthConfig", "SyntheticStreet", "Trajectory", "make_synthetic_bags",
+           "make_varied_drives",
            "parse_size", "write_synthetic_bags"]

@@ -64,7 +64,13 @@ class SynthConfig:
     lidar_min_range: float = 0.5
     lidar_max_range: float = 80.0
     ground_extent: float = 300.0  # ground ends this far beyond the drive (sky behind)
-    moving_car_probability: float = 0.25  # per 24 m segment
+    moving_car_probability: float = 0.25  # oncoming car per 24 m segment
+    parked_car_probability: float = 0.55  # per 6 m parking bay
+    #: per 24 m segment: a cross street (no buildings, parked cars or lamps on either
+    #: side over 12-16 m; a distant building down the cross street on each side)
+    intersection_probability: float = 0.0
+    lead_vehicles: int = 0  # cars ahead in the ego lane, same direction, 8-45 m away
+    camera_pitch: float = 0.0  # degrees, positive tilts the camera down
     start_time_ns: int = 1_700_000_000 * 1_000_000_000
 
     def __post_init__(self):
@@ -80,6 +86,31 @@ class SynthConfig:
             raise ValueError(f"supersample must be >= 1, got {self.supersample}")
         if self.lidar_beams < 1 or self.lidar_azimuth_step <= 0:
             raise ValueError("lidar_beams must be >= 1 and lidar_azimuth_step > 0")
+        for name in ("moving_car_probability", "parked_car_probability",
+                     "intersection_probability"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.lead_vehicles < 0 or abs(self.camera_pitch) > 30.0:
+            raise ValueError(f"lead_vehicles must be >= 0 and |camera_pitch| <= 30 deg, got "
+                             f"{self.lead_vehicles} and {self.camera_pitch}")
+
+    @classmethod
+    def varied(cls, seed: int, **fields) -> "SynthConfig":
+        """A drive whose rig and street differ from seed to seed: camera height 1.2-2.0 m
+        and pitch -2..+5 deg, speed 7-13 m/s, weaving of 0.2-1.4 m (lane changes), 0-2
+        lead cars at varied distances, 0.2-0.6 oncoming cars and 0.1-0.35 cross streets
+        per segment, 30-90 % of the parking bays taken. ``fields`` override the draw."""
+        rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 7])
+        height = rng.uniform(1.2, 2.0)
+        drawn = dict(
+            seed=int(seed), camera_xyz=(1.5, 0.0, height), lidar_xyz=(0.8, 0.0, height + 0.3),
+            camera_pitch=rng.uniform(-2.0, 5.0), speed=rng.uniform(7.0, 13.0),
+            sway_amplitude=rng.uniform(0.2, 1.4), sway_wavelength=rng.uniform(40.0, 90.0),
+            moving_car_probability=rng.uniform(0.2, 0.6),
+            parked_car_probability=rng.uniform(0.3, 0.9),
+            intersection_probability=rng.uniform(0.1, 0.35),
+            lead_vehicles=int(rng.integers(0, 3)))
+        return cls(**{**drawn, **fields})
 
     @property
     def intrinsics(self) -> Intrinsics:
@@ -96,6 +127,14 @@ def yaw_matrix(yaw: float) -> np.ndarray:
     """[3,3] rotation about z."""
     c, s = math.cos(yaw), math.sin(yaw)
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def pitch_matrix(pitch_down_deg: float) -> np.ndarray:
+    """[3,3] rotation of an optical frame (x right, y down, z forward) tilted down by
+    ``pitch_down_deg``: its z axis turns towards +y (down). Columns = new axes."""
+    a = math.radians(pitch_down_deg)
+    c, s = math.cos(a), math.sin(a)
+    return np.array([[1.0, 0.0, 0.0], [0.0, c, s], [0.0, -s, c]])
 
 
 def make_transform(rotation: np.ndarray, translation) -> np.ndarray:
@@ -187,8 +226,12 @@ class Scene:
 
     @classmethod
     def generate(cls, seed: int, x_start: float, x_end: float,
-                 moving_car_probability: float = 0.25) -> "Scene":
-        """Street from x_start to x_end. Segment i of 24 m draws from RNG (seed, i)."""
+                 moving_car_probability: float = 0.25, parked_car_probability: float = 0.55,
+                 intersection_probability: float = 0.0, lead_cars=()) -> "Scene":
+        """Street from x_start to x_end. Segment i of 24 m draws from RNG (seed, i);
+        cross streets from their own RNG (seed, i + 2e6), so a probability of 0 leaves
+        the street as it was. lead_cars: [(x_rear at t = 0, y centre, speed m/s)] of
+        cars driving along +x."""
         boxes: list[tuple] = []  # (lo, hi, velocity, kind, colour, params)
         lamps: list[tuple] = []
         first = int(math.floor(x_start / SEGMENT_LENGTH))
@@ -196,10 +239,15 @@ class Scene:
         for segment in range(first, last):
             rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, segment + 1_000_000])
             x0 = segment * SEGMENT_LENGTH
+            start = len(boxes), len(lamps)
             for side in (1.0, -1.0):
                 cls._buildings(rng, boxes, x0, side)
-                cls._parked_cars(rng, boxes, x0, side)
+                cls._parked_cars(rng, boxes, x0, side, parked_car_probability)
                 cls._lamp_post(rng, boxes, lamps, x0, side)
+            if intersection_probability > 0:
+                irng = np.random.default_rng([int(seed) & 0xFFFFFFFF, segment + 2_000_000])
+                if irng.random() < intersection_probability:
+                    cls._cross_street(irng, boxes, lamps, start, x0)
             if rng.random() < moving_car_probability:
                 length, width, height = rng.uniform(4.0, 4.8), 1.8, rng.uniform(1.4, 1.6)
                 xc = x0 + rng.uniform(0.0, SEGMENT_LENGTH)
@@ -209,6 +257,13 @@ class Scene:
                               -rng.uniform(7.0, 11.0), MOVING_CAR,
                               _CAR_COLOURS[rng.integers(len(_CAR_COLOURS))],
                               (0.0, 0.0, 0.0, rng.integers(1 << 30))))
+        lrng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 3_000_000])
+        for x_rear, yc, speed in lead_cars:
+            length, width, height = lrng.uniform(3.9, 4.8), 1.8, lrng.uniform(1.4, 1.7)
+            boxes.append(((x_rear, yc - width / 2, 0.2), (x_rear + length, yc + width / 2,
+                                                          0.2 + height),
+                          float(speed), CAR, _CAR_COLOURS[lrng.integers(len(_CAR_COLOURS))],
+                          (0.0, 0.0, 0.0, lrng.integers(1 << 30))))
         lo = np.array([b[0] for b in boxes], dtype=np.float64).reshape(-1, 3)
         hi = np.array([b[1] for b in boxes], dtype=np.float64).reshape(-1, 3)
         return cls(lo=lo, hi=hi,
@@ -243,9 +298,30 @@ class Scene:
             x += length + (rng.uniform(0.5, 3.0) if rng.random() < 0.4 else 0.0)
 
     @staticmethod
-    def _parked_cars(rng, boxes, x0, side):
+    def _cross_street(rng, boxes, lamps, start, x0):
+        """Clear a 12-16 m cross street out of the segment's roadside boxes (those added
+        since ``start`` = (box count, lamp count)); put a distant building down it on
+        each side."""
+        width = rng.uniform(12.0, 16.0)
+        xa = x0 + rng.uniform(2.0, SEGMENT_LENGTH - 2.0 - width)
+        xb = xa + width
+        b0, l0 = start
+        keep = [b for b in boxes[b0:] if b[1][0] <= xa or b[0][0] >= xb]
+        del boxes[b0:]
+        boxes.extend(keep)
+        lamps[l0:] = [lp for lp in lamps[l0:] if not xa - 0.5 < lp[0] < xb + 0.5]
+        for side in (1.0, -1.0):
+            near = rng.uniform(35.0, 70.0)
+            y_lo, y_hi = (near, near + 12.0) if side > 0 else (-near - 12.0, -near)
+            colour = _BUILDING_COLOURS[rng.integers(len(_BUILDING_COLOURS))]
+            boxes.append(((xa - 4.0, y_lo, 0.0), (xb + 4.0, y_hi, rng.uniform(8.0, 25.0)), 0.0,
+                          BUILDING, colour, (rng.uniform(3.0, 3.6), rng.uniform(2.4, 3.8), 0.0,
+                                             rng.integers(1 << 30))))
+
+    @staticmethod
+    def _parked_cars(rng, boxes, x0, side, probability: float = 0.55):
         for slot in range(4):
-            if rng.random() > 0.45:
+            if rng.random() > 1.0 - probability:
                 continue
             length, width, height = rng.uniform(3.9, 4.8), rng.uniform(1.7, 1.9), \
                 rng.uniform(1.35, 1.65)

@@ -16,7 +16,7 @@ import numpy as np
 from depth_perception.camera import Intrinsics
 from depth_perception.synth.conditions import shade
 from depth_perception.synth.layout import (R_BASE_OPTICAL, SKY, Scene, SynthConfig,
-                                           Trajectory, make_transform)
+                                           Trajectory, make_transform, pitch_matrix)
 from depth_perception.synth.materials import Surface, surface_materials
 from depth_perception.synth.raycast import (Hits, box_windows, concat_hits, lidar_windows,
                                             raycast, subset_hits, texture_footprint)
@@ -90,8 +90,26 @@ class SyntheticStreet:
         duration = (self.frames + 1) / self.config.frame_rate
         x_end = self.config.speed * duration + self.config.ground_extent
         self.scene = Scene.generate(self.config.seed, -120.0, x_end,
-                                    self.config.moving_car_probability)
+                                    self.config.moving_car_probability,
+                                    self.config.parked_car_probability,
+                                    self.config.intersection_probability,
+                                    self.lead_cars(duration))
         self._cache: CameraGeometry | None = None
+
+    def lead_cars(self, duration: float) -> list[tuple[float, float, float]]:
+        """[(x_rear at t = 0, y, speed)] of ``config.lead_vehicles`` cars ahead in the ego
+        lane: first gaps of 8-45 m, speeds within -1.5..+2.5 m/s of the ego's, kept at
+        least 7 m ahead of the camera for the whole drive."""
+        c = self.config
+        rng = np.random.default_rng([c.seed & 0xFFFFFFFF, 4_000_000])
+        cars = []
+        for _ in range(c.lead_vehicles):
+            gap = rng.uniform(8.0, 45.0)
+            speed = c.speed + rng.uniform(-1.5, 2.5)
+            if gap + (speed - c.speed) * duration < 7.0:
+                speed = c.speed + (7.0 - gap) / duration
+            cars.append((c.camera_xyz[0] + gap, c.lane_y + rng.uniform(-0.2, 0.2), speed))
+        return cars
 
     # -- frames and clocks ------------------------------------------------------------
     @property
@@ -112,7 +130,8 @@ class SyntheticStreet:
     @cached_property
     def T_base_camera(self) -> np.ndarray:
         """[4,4] camera_optical_frame -> base_link."""
-        return make_transform(R_BASE_OPTICAL, self.config.camera_xyz)
+        return make_transform(R_BASE_OPTICAL @ pitch_matrix(self.config.camera_pitch),
+                              self.config.camera_xyz)
 
     @cached_property
     def T_base_lidar(self) -> np.ndarray:

@@ -385,3 +385,23 @@ def make_synthetic_bags(out_dir: str | Path, frames: int = 30,
                 size[0], size[1], timing["total"],
                 ", ".join(f"{k} {v:.1f} s" for k, v in timing.items() if k != "total"))
     return [targets[c] for c in conditions]
+
+
+def make_varied_drives(root: str | Path, seeds: Sequence[int], frames: int = 60,
+                       size: tuple[int, int] = (320, 96),
+                       conditions: Sequence[str] = ("day-clear",),
+                       storage: str = "mcap") -> list[Path]:
+    """One drive per seed with its rig and street drawn from the seed
+    (:meth:`SynthConfig.varied`): ``root/seed<NNN>_<frames>f/<condition>`` bags, reused
+    when complete ones are already there. Returns the bag folders, seed-major."""
+    root = Path(root)
+    bags = []
+    for seed in seeds:
+        folder = root / f"seed{int(seed):03d}_{int(frames)}f"
+        targets = [folder / c for c in conditions]
+        if not all((t / "metadata.yaml").is_file() for t in targets):
+            make_synthetic_bags(folder, frames=frames, size=size, conditions=conditions,
+                                seed=int(seed), storage=storage, overwrite=True,
+                                config=SynthConfig.varied(int(seed)))
+        bags += targets
+    return bags
