@@ -84,10 +84,17 @@ def main(argv=None) -> int:
     p.add_argument("--pose-steps", type=int, default=200)
     p.add_argument("--steps", type=int, default=200, help="steps of each SPIdepth arm")
     p.add_argument("--work", type=Path, default=None)
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                   help="torch threads (1 on a machine busy with other jobs: spinning "
+                        "threads waste CPU there)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    import torch
+
+    torch.set_num_threads(args.threads)
     work = args.work or Path(tempfile.mkdtemp(prefix="bench_spidepth_"))
-    print(f"# SPIdepth at small scale (work dir {work}, load {os.getloadavg()[0]:.2f})")
+    print(f"# SPIdepth at small scale (work dir {work}, {args.threads} threads, load "
+          f"{os.getloadavg()[0]:.2f})")
 
     pose = pretrain_pose(work, args.pose_steps)
     v = pose["validation"]

@@ -132,10 +132,11 @@ def learning_check(work: Path, steps: int | None = None, overrides: list[str] = 
     extra = [f"trainer.max_steps={steps}"] if steps else []
     trainer = tiny_trainer(work / "run", ["trainer.checkpoint_every=0", "trainer.val_every=0",
                                           *extra, *overrides], train, test)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     result = trainer.fit()
     v = result.validation
     return {"steps": result.step, "train_s": time.perf_counter() - t0, "synth_s": synth_s,
+            "train_cpu_s": time.process_time() - c0,
             "teacher": v["all"], "prior": v["prior"], "nan_skips": result.nan_skips,
             "train_bags": len(train), "test_bags": len(test), "frames": frames,
             "history": result.history}
@@ -143,8 +144,9 @@ def learning_check(work: Path, steps: int | None = None, overrides: list[str] = 
 
 def print_learning(r: dict) -> None:
     t, p = r["teacher"], r["prior"]
-    print(f"learning run: {r['steps']} steps in {r['train_s']:.0f} s (+{r['synth_s']:.0f} s "
-          f"synth), {r['train_bags']} training scenes x {r['frames']} frames, "
+    print(f"learning run: {r['steps']} steps in {r['train_s']:.0f} s wall, "
+          f"{r['train_cpu_s']:.0f} s CPU (+{r['synth_s']:.0f} s synth), "
+          f"{r['train_bags']} training scenes x {r['frames']} frames, "
           f"{t['n_images']} held-out images from {r['test_bags']} other scenes, metric "
           f"(no median scaling), load {os.getloadavg()[0]:.2f}")
     print("| held-out scenes | abs_rel | structure abs_rel | scale ratio | a1 |")
@@ -171,13 +173,16 @@ def main(argv=None) -> int:
     p.add_argument("--memory-batch", type=int, default=1, help="batch of the S/B memory probe")
     p.add_argument("--skip-memory", action="store_true")
     p.add_argument("--work", type=Path, default=None, help="working folder (kept)")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                   help="torch threads (1 on a machine busy with other jobs: spinning "
+                        "threads waste CPU there)")
     args = p.parse_args(argv)
     import logging
 
     logging.basicConfig(level=logging.WARNING)
     import torch
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(args.threads)
     work = args.work or Path(tempfile.mkdtemp(prefix="bench_train_"))
     print(f"# depth_perception training bench  (torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, work dir {work})")
