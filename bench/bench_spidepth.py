@@ -42,17 +42,12 @@ def _bags(bags) -> str:
     return "[" + ",".join(str(b) for b in bags) + "]"
 
 
-def pretrain_pose(work: Path, steps: int) -> dict:
-    from depth_perception_training.train.config import load_config
-    from depth_perception_training.train.pose import train_pose
+def pretrain_pose(work: Path, steps: int | None) -> dict:
+    from depth_perception_training.train.pose import pretrain_pose as run
 
-    pose_bags = make_bags(work / "bags", POSE_SEEDS)
-    val = make_bags(work / "bags", TEST_SEEDS)
-    cfg = load_config(CONFIGS / "pose_tiny.yaml",
-                      [f"output_dir={work / 'pose'}", f"data.bags={_bags(pose_bags)}",
-                       f"data.val_bags={_bags(val)}", f"trainer.max_steps={steps}"])
     t0 = time.perf_counter()
-    out = train_pose(cfg)
+    out = run(make_bags(work / "bags", POSE_SEEDS), make_bags(work / "bags", TEST_SEEDS),
+              work / "pose", [f"trainer.max_steps={steps}"] if steps else [])
     return {**out, "seconds": time.perf_counter() - t0}
 
 
@@ -81,7 +76,10 @@ def train_spidepth(work: Path, name: str, steps: int, pose_overrides: list[str])
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--pose-steps", type=int, default=200)
+    p.add_argument("--pose-steps", type=int, default=None,
+                   help="train pose steps (default: pose_tiny.yaml's)")
+    p.add_argument("--pose-folder", type=Path, default=None,
+                   help="reuse a `train pose` folder instead of pretraining one")
     p.add_argument("--steps", type=int, default=200, help="steps of each SPIdepth arm")
     p.add_argument("--work", type=Path, default=None)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
@@ -96,15 +94,20 @@ def main(argv=None) -> int:
     print(f"# SPIdepth at small scale (work dir {work}, {args.threads} threads, load "
           f"{os.getloadavg()[0]:.2f})")
 
-    pose = pretrain_pose(work, args.pose_steps)
-    v = pose["validation"]
-    print(f"train pose: {pose['result'].step} steps in {pose['seconds']:.0f} s -> "
-          f"{pose['backbone']}; held-out translation error {v['translation_error_m']:.3f} m "
-          f"(standing still: {v['still_translation_m']:.3f} m), rotation error "
-          f"{v['rotation_error_deg']:.3f} deg, {v['pairs']} pairs")
+    if args.pose_folder is not None:
+        pose = {"backbone": args.pose_folder}
+        print(f"train pose: reusing {args.pose_folder}")
+    else:
+        pose = pretrain_pose(work, args.pose_steps)
+        v = pose["validation"]
+        print(f"train pose: {pose['result'].step} steps in {pose['seconds']:.0f} s -> "
+              f"{pose['backbone']}; held-out translation error {v['translation_error_m']:.3f} "
+              f"m (standing still: {v['still_translation_m']:.3f} m), rotation error "
+              f"{v['rotation_error_deg']:.3f} deg, {v['pairs']} pairs")
 
     arms = [train_spidepth(work, "random_pose", args.steps,
-                           ["model.pose.strengthened=false", "model.pose.pretrained=null"]),
+                           ["model.pose.strengthened=false", "model.pose.pretrained=null",
+                            "model.init_forward_motion=1.0"]),
             train_spidepth(work, "pretrained_pose", args.steps,
                            [f"model.pose.pretrained={pose['backbone']}"])]
     prior = arms[0]["validation"]["prior"]

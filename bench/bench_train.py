@@ -31,6 +31,7 @@ TEACHER = REPO / "training/depth_perception_training/config/train/teacher.yaml"
 #: learning run: training scenes (seeds) and held-out scenes, frames per bag
 TRAIN_SEEDS = tuple(range(1, 9))
 TEST_SEEDS = (101, 102)
+POSE_SEEDS = (201, 202, 203, 204)     # the pose net is pretrained on drives of its own
 FRAMES = 60
 SIZE = (320, 96)
 
@@ -40,6 +41,20 @@ def make_bags(root: Path, seeds, frames: int = FRAMES, size=SIZE) -> list[Path]:
     from depth_perception.synth import make_varied_drives
 
     return make_varied_drives(root, seeds, frames, size)
+
+
+def pose_folder(work: Path, frames: int = FRAMES, steps: int | None = None) -> tuple[Path, dict]:
+    """The strengthened pose net of teacher_tiny.yaml: `train pose` on POSE_SEEDS drives
+    (reused when already there). Returns (folder, validation or {})."""
+    from depth_perception_training.train.pose import BACKBONE_DIR, pretrain_pose
+
+    folder = work / "pose" / BACKBONE_DIR
+    if (folder / "config.json").is_file():
+        return folder, {}
+    out = pretrain_pose(make_bags(work / "bags", POSE_SEEDS, frames),
+                        make_bags(work / "bags", TEST_SEEDS, frames), work / "pose",
+                        [f"trainer.max_steps={steps}"] if steps else [])
+    return out["backbone"], out["validation"] or {}
 
 
 def tiny_trainer(work: Path, overrides: list[str], train_bags, val_bags=()):
@@ -55,7 +70,8 @@ def tiny_trainer(work: Path, overrides: list[str], train_bags, val_bags=()):
 
 def bench_steps(work: Path, steps: int, warmup: int = 2) -> dict:
     """Training steps per second of the tiny teacher (data loading included)."""
-    trainer = tiny_trainer(work / "run", [], make_bags(work / "bags", TRAIN_SEEDS[:1], 12))
+    trainer = tiny_trainer(work / "run", ["model.pose.strengthened=false", "model.pose.pretrained=null"],
+                           make_bags(work / "bags", TRAIN_SEEDS[:1], 12))
     trainer.resume(None)
     trainer.train_loader.set_epoch(0)
     it = iter(trainer.train_loader)
@@ -129,14 +145,19 @@ def learning_check(work: Path, steps: int | None = None, overrides: list[str] = 
     train = make_bags(work / "bags", train_seeds, frames)
     test = make_bags(work / "bags", test_seeds, frames)
     synth_s = time.perf_counter() - t0
+    t0, c0 = time.perf_counter(), time.process_time()
+    pose, pose_val = pose_folder(work, frames)
+    pose_s, pose_cpu_s = time.perf_counter() - t0, time.process_time() - c0
     extra = [f"trainer.max_steps={steps}"] if steps else []
     trainer = tiny_trainer(work / "run", ["trainer.checkpoint_every=0", "trainer.val_every=0",
-                                          *extra, *overrides], train, test)
+                                          f"model.pose.pretrained={pose}", *extra, *overrides],
+                           train, test)
     t0, c0 = time.perf_counter(), time.process_time()
     result = trainer.fit()
     v = result.validation
     return {"steps": result.step, "train_s": time.perf_counter() - t0, "synth_s": synth_s,
-            "train_cpu_s": time.process_time() - c0,
+            "train_cpu_s": time.process_time() - c0, "pose_s": pose_s,
+            "pose_cpu_s": pose_cpu_s, "pose_validation": pose_val,
             "teacher": v["all"], "prior": v["prior"], "nan_skips": result.nan_skips,
             "train_bags": len(train), "test_bags": len(test), "frames": frames,
             "history": result.history}
@@ -144,6 +165,12 @@ def learning_check(work: Path, steps: int | None = None, overrides: list[str] = 
 
 def print_learning(r: dict) -> None:
     t, p = r["teacher"], r["prior"]
+    pv = r["pose_validation"]
+    if pv:
+        print(f"pose pretraining (train pose, {len(POSE_SEEDS)} other drives): "
+              f"{r['pose_s']:.0f} s wall, {r['pose_cpu_s']:.0f} s CPU; held-out translation "
+              f"error {pv['translation_error_m']:.3f} m/frame (standing still "
+              f"{pv['still_translation_m']:.3f}), rotation {pv['rotation_error_deg']:.2f} deg")
     print(f"learning run: {r['steps']} steps in {r['train_s']:.0f} s wall, "
           f"{r['train_cpu_s']:.0f} s CPU (+{r['synth_s']:.0f} s synth), "
           f"{r['train_bags']} training scenes x {r['frames']} frames, "

@@ -10,7 +10,8 @@ Pretrained weights (hub id or local folder saved with ``save_pretrained``; a Res
 ConvNeXt model or image classifier): the 3-channel first convolution is adapted to 6
 channels by duplicating its weights along the input-channel axis and halving them, so
 a pair of identical frames gives the pretrained response. A 6-channel backbone (the
-folder ``depth-perception train pose`` writes) is used as it is. ``strengthened=True`` (SPIdepth)
+folder ``depth-perception train pose`` writes) is used as it is, and the pose decoder
+saved beside it (``pose_decoder.safetensors``) is loaded too. ``strengthened=True`` (SPIdepth)
 requires such pretrained weights: without them self-supervised training can collapse.
 Images go in as [B,3,H,W] in [0,1]; the network normalises them with ImageNet statistics.
 """
@@ -29,6 +30,8 @@ logger = logging.getLogger(__name__)
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "convnext_tiny", "tiny", "slim18")
 POSE_SCALE = 0.01
+#: the pose decoder's weights inside a pretrained pose folder (written by ``train pose``)
+POSE_DECODER_FILE = "pose_decoder.safetensors"
 
 
 def conv_backbone_config(name: str, num_channels: int = 3, out_features: list[str] | None = None):
@@ -163,8 +166,43 @@ class PoseNet(nn.Module):
             cfg = conv_backbone_config(config.backbone, num_channels=6)
             self.encoder = (ResNetModel if cfg.model_type == "resnet" else ConvNextModel)(cfg)
         self.decoder = PoseDecoder(self.encoder.config.hidden_sizes[-1])
+        if config.pretrained and hf_config is None:
+            self._load_decoder(config.pretrained)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def _load_decoder(self, folder: str) -> bool:
+        """Load ``POSE_DECODER_FILE`` when the pretrained folder carries one (the folders
+        ``depth-perception train pose`` writes); a plain backbone folder leaves the
+        decoder random. Returns whether a decoder was loaded."""
+        from pathlib import Path
+
+        path = Path(folder) / POSE_DECODER_FILE
+        if not path.is_file():
+            return False
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+        expected = self.decoder.state_dict()
+        bad = sorted(k for k in set(state) | set(expected)
+                     if k not in state or k not in expected or state[k].shape != expected[k].shape)
+        if bad:
+            raise ValueError(f"{path}: pose decoder weights do not fit a decoder on this "
+                             f"backbone ({bad[:4]})")
+        self.decoder.load_state_dict(state)
+        logger.info("pose decoder from %s", path)
+        return True
+
+    def save_pretrained(self, folder) -> None:
+        """Write the backbone as a transformers folder and the decoder beside it
+        (``POSE_DECODER_FILE``): ``PoseNetConfig(pretrained=folder)`` loads both."""
+        from pathlib import Path
+
+        from safetensors.torch import save_file
+
+        self.encoder.save_pretrained(folder)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.decoder.state_dict().items()}
+        save_file(state, str(Path(folder) / POSE_DECODER_FILE))
 
     def hf_config_dict(self) -> dict:
         return self.encoder.config.to_dict()

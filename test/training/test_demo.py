@@ -15,7 +15,7 @@ def test_demo_end_to_end_small(tmp_path, capsys):
     out = tmp_path / "demo"
     rc = cli.main(["demo", "--out", str(out), "--frames", "6", "--size", "160x48",
                    "--train-size", "128x64", "--train-steps", "3", "--train-scenes", "2",
-                   "--train-frames", "6", "--rate", "1.0"])
+                   "--train-frames", "6", "--pose-steps", "2", "--rate", "1.0"])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "trained by this package's self-supervised trainer" in printed

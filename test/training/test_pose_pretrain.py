@@ -53,13 +53,17 @@ def test_train_pose_writes_a_folder_the_strengthened_pose_net_loads(tmp_path, po
     assert "translation error" in printed and "pose backbone:" in printed
     folder = out / "pose_backbone"
     assert (folder / "config.json").is_file()
-    saved = load_file(str(next(folder.glob("*.safetensors"))))
+    saved = load_file(str(folder / "model.safetensors"))
     net = build_pose_model({"backbone": "tiny", "pretrained": str(folder), "strengthened": True,
                             "local_files_only": True})
     assert net.encoder.config.num_channels == 6
     state = net.encoder.state_dict()
     for key, value in saved.items():
         torch.testing.assert_close(state[key], value)
+    # the pose decoder travels beside the backbone and is loaded with it
+    decoder = load_file(str(folder / "pose_decoder.safetensors"))
+    for key, value in decoder.items():
+        torch.testing.assert_close(net.decoder.state_dict()[key], value)
     # it runs on frame pairs as in teacher training
     aa, t = net(torch.rand(2, 3, 64, 160), torch.rand(2, 3, 64, 160))
     assert aa.shape == t.shape == (2, 1, 3)

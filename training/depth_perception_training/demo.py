@@ -33,6 +33,8 @@ class DemoConfig:
     train_steps: int | None = None          # None: teacher_tiny.yaml's trainer.max_steps
     train_scenes: int = 6                   # day-clear training drives (seeds seed+1..)
     train_frames: int = 60
+    pose_scenes: int = 3                    # drives the pose net is pretrained on (seed+201..)
+    pose_steps: int | None = None           # None: pose_tiny.yaml's trainer.max_steps
     model: str | None = None
     backend: str = "auto"
     seed: int = 0
@@ -83,13 +85,23 @@ def training_bags(cfg: DemoConfig) -> list[Path]:
 
 
 def train_tiny_teacher(cfg: DemoConfig, bags: list[Path]) -> tuple[str, str]:
-    """Train the tiny teacher on ``bags``; returns (model folder, note for the report)."""
+    """Pretrain the pose net (``train pose`` on drives of its own), then train the tiny
+    teacher on ``bags``; returns (model folder, note for the report)."""
+    from depth_perception.synth import make_varied_drives
     from depth_perception_training.train.config import load_config
+    from depth_perception_training.train.pose import pretrain_pose
     from depth_perception_training.train.teacher import train_teacher
 
     w, h = cfg.train_size
+    seeds = range(cfg.seed + 201, cfg.seed + 201 + cfg.pose_scenes)
+    pose_bags = make_varied_drives(cfg.out / "bags" / "pose", seeds, cfg.train_frames,
+                                   tuple(cfg.size))
+    pose = pretrain_pose(pose_bags, [], cfg.out / "pose",
+                         [f"data.width={w}", f"data.height={h}", "data.num_workers=0"]
+                         + ([f"trainer.max_steps={cfg.pose_steps}"] if cfg.pose_steps else []))
     out = cfg.out / "train"
     overrides = [f"output_dir={out}", f"data.bags=[{','.join(str(b) for b in bags)}]",
+                 f"model.pose.pretrained={pose['backbone']}",
                  "data.val_bags=[]", f"data.width={w}", f"data.height={h}",
                  "trainer.checkpoint_every=0", "trainer.val_every=-1", "trainer.progress=false",
                  "trainer.image_every=0", "data.num_workers=0", f"seed={cfg.seed}"]
@@ -101,9 +113,10 @@ def train_tiny_teacher(cfg: DemoConfig, bags: list[Path]) -> tuple[str, str]:
         raise RuntimeError(f"the trainer finished without exporting a model into {out}")
     arch = dict(conf.model.depth)
     note = (f"Model: tiny teacher ({arch.get('encoder')} ResNet + monodepth2 disparity "
-            f"decoder, random init) trained by this package's self-supervised trainer on "
-            f"{len(bags)} synthetic day-clear drives of other streets for {result.step} "
-            f"steps at {w}x{h}.")
+            f"decoder, random init; pose net pretrained on {len(pose_bags)} other drives "
+            f"with odometry as supervision) trained by this package's self-supervised "
+            f"trainer on {len(bags)} synthetic day-clear drives of other streets for "
+            f"{result.step} steps at {w}x{h}.")
     return str(result.export_dir), note
 
 

@@ -20,6 +20,8 @@ def add_arguments(parser) -> None:
                         help="synthetic day-clear training drives of other streets (default 6)")
     parser.add_argument("--train-frames", type=int, default=60,
                         help="frames per training drive (default 60)")
+    parser.add_argument("--pose-steps", type=int, default=None,
+                        help="pose pretraining steps (default: pose_tiny.yaml's)")
     parser.add_argument("--model", default=None,
                         help="evaluate this model instead of training the tiny teacher")
     parser.add_argument("--backend", default="auto")
@@ -38,6 +40,7 @@ def run(args) -> int:
     cfg = DemoConfig(out=args.out, frames=args.frames, size=parse_size(args.size),
                      train_size=parse_size(args.train_size), train_steps=args.train_steps,
                      train_scenes=args.train_scenes, train_frames=args.train_frames,
+                     pose_steps=args.pose_steps,
                      model=args.model, backend=args.backend, seed=args.seed, rate=args.rate,
                      online=not args.offline_only)
     result = run_demo(cfg)

@@ -10,8 +10,9 @@ camera pose of the pair from odometry / TF (the dataset's ``T_src_tgt``):
 
 Train it on bags *other* than the depth training bags. At the end the backbone is
 saved with ``save_pretrained`` to ``output_dir/pose_backbone`` (a transformers folder
-with 6 input channels), which ``model.pose: {strengthened: true, pretrained: FOLDER}``
-loads like any pretrained backbone; held-out bags (``data.val_bags``) give the mean
+with 6 input channels) with the pose decoder beside it (``pose_decoder.safetensors``);
+``model.pose: {strengthened: true, pretrained: FOLDER}`` loads it like any pretrained
+backbone (and the decoder with it); held-out bags (``data.val_bags``) give the mean
 translation (m) and rotation (deg) errors of the pretrained net.
 """
 from __future__ import annotations
@@ -136,13 +137,23 @@ def build_pose_trainer(cfg):
 
     # 3. Export: the backbone as a transformers folder
     def export(models: dict, folder: Path) -> None:
-        backbone = models["pose"].encoder
-        backbone.save_pretrained(folder.parent / BACKBONE_DIR)
+        models["pose"].save_pretrained(folder.parent / BACKBONE_DIR)
 
     trainer = Trainer(cfg.trainer, cfg.optim, {"pose": pose_net},
                       pose_net.param_groups(cfg.optim.lr_pose), train_loader, objective, out,
                       export_fn=export, accelerator=accelerator, config_yaml=to_yaml(dcfg))
     return trainer, objective, val_loader
+
+
+def pretrain_pose(bags, val_bags, output_dir, overrides=()) -> dict:
+    """``config/train/pose_tiny.yaml`` on ``bags`` into ``output_dir`` (see :func:`train_pose`)."""
+    from depth_perception_training import resolve_config
+    from depth_perception_training.train.config import load_config
+
+    cfg = load_config(resolve_config("pose_tiny.yaml", "train"),
+                      [f"output_dir={output_dir}", f"data.bags=[{','.join(map(str, bags))}]",
+                       f"data.val_bags=[{','.join(map(str, val_bags))}]", *overrides])
+    return train_pose(cfg)
 
 
 def train_pose(cfg) -> dict:
