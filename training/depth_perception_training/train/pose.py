@@ -112,6 +112,7 @@ def build_pose_trainer(cfg):
     cfg: TrainConfig = to_dataclass(dcfg)
     if cfg.task != "pose":
         raise ValueError(f"config task is '{cfg.task}', this is the pose trainer")
+    train_bags, val_bags = resolve_bags(cfg)        # the data first: no bags, no work
     out = Path(cfg.output_dir)
     accelerator = make_accelerator(cfg.trainer, out)
     # 1. Seed, config, model
@@ -128,7 +129,6 @@ def build_pose_trainer(cfg):
     freeze_unused_parameters(pose_net, probe, probe)
     objective = PoseObjective(cfg.data.context)
     # 2. Data (the ego-motion comes with every sample)
-    train_bags, val_bags = resolve_bags(cfg)
     train_set, val_set = build_datasets(cfg, train_bags, val_bags)
     train_loader = build_train_loader(train_set, cfg.data.batch_size, seed=cfg.seed,
                                       num_workers=cfg.data.num_workers)

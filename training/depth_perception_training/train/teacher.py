@@ -363,6 +363,7 @@ def build_teacher_trainer(cfg):
     dcfg = cfg if OmegaConf.is_config(cfg) else OmegaConf.structured(cfg)
     cfg = to_dataclass(dcfg)
     check_config(cfg)
+    train_bags, val_bags = resolve_bags(cfg)        # the data first: no bags, no work
     out = Path(cfg.output_dir)
     accelerator = make_accelerator(cfg.trainer, out)
 
@@ -391,7 +392,6 @@ def build_teacher_trainer(cfg):
                                  tie_break_noise=cfg.loss.tie_break_noise)
 
     # 3. Data
-    train_bags, val_bags = resolve_bags(cfg)
     train_set, val_set = build_datasets(cfg, train_bags, val_bags)
     logger.info("teacher: %d training samples from %d bags, %s validation samples",
                 len(train_set), len(train_bags), len(val_set) if val_set else 0)
