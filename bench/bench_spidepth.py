@@ -29,7 +29,7 @@ CONFIGS = REPO / "training/depth_perception_training/config/train"
 #: same drives as bench/bench_train.py --learn; the pose net learns on drives of its own
 TRAIN_SEEDS = tuple(range(1, 9))
 TEST_SEEDS = (101, 102)
-POSE_SEEDS = (201, 202, 203, 204)
+POSE_SEEDS = tuple(range(201, 209))
 
 
 def make_bags(root: Path, seeds) -> list[Path]:

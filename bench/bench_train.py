@@ -31,7 +31,7 @@ TEACHER = REPO / "training/depth_perception_training/config/train/teacher.yaml"
 #: learning run: training scenes (seeds) and held-out scenes, frames per bag
 TRAIN_SEEDS = tuple(range(1, 9))
 TEST_SEEDS = (101, 102)
-POSE_SEEDS = (201, 202, 203, 204)     # the pose net is pretrained on drives of its own
+POSE_SEEDS = tuple(range(201, 209))  # the pose net is pretrained on drives of its own
 FRAMES = 60
 SIZE = (320, 96)
 

@@ -33,7 +33,7 @@ class DemoConfig:
     train_steps: int | None = None          # None: teacher_tiny.yaml's trainer.max_steps
     train_scenes: int = 6                   # day-clear training drives (seeds seed+1..)
     train_frames: int = 60
-    pose_scenes: int = 3                    # drives the pose net is pretrained on (seed+201..)
+    pose_scenes: int = 6                    # drives the pose net is pretrained on (seed+201..)
     pose_steps: int | None = None           # None: pose_tiny.yaml's trainer.max_steps
     model: str | None = None
     backend: str = "auto"
