@@ -70,8 +70,7 @@ def tiny_trainer(work: Path, overrides: list[str], train_bags, val_bags=()):
 
 def bench_steps(work: Path, steps: int, warmup: int = 2) -> dict:
     """Training steps per second of the tiny teacher (data loading included)."""
-    trainer = tiny_trainer(work / "run", ["model.pose.strengthened=false", "model.pose.pretrained=null"],
-                           make_bags(work / "bags", TRAIN_SEEDS[:1], 12))
+    trainer = tiny_trainer(work / "run", [], make_bags(work / "bags", TRAIN_SEEDS[:1], 12))
     trainer.resume(None)
     trainer.train_loader.set_epoch(0)
     it = iter(trainer.train_loader)
@@ -146,12 +145,14 @@ def learning_check(work: Path, steps: int | None = None, overrides: list[str] = 
     test = make_bags(work / "bags", test_seeds, frames)
     synth_s = time.perf_counter() - t0
     t0, c0 = time.perf_counter(), time.process_time()
-    pose, pose_val = pose_folder(work, frames)
+    pose_val, pose_args = {}, []
+    if "model.pose.strengthened=true" in overrides:      # the strengthened-pose variant
+        pose, pose_val = pose_folder(work, frames)
+        pose_args = [f"model.pose.pretrained={pose}"]
     pose_s, pose_cpu_s = time.perf_counter() - t0, time.process_time() - c0
     extra = [f"trainer.max_steps={steps}"] if steps else []
     trainer = tiny_trainer(work / "run", ["trainer.checkpoint_every=0", "trainer.val_every=0",
-                                          f"model.pose.pretrained={pose}", *extra, *overrides],
-                           train, test)
+                                          *extra, *overrides, *pose_args], train, test)
     t0, c0 = time.perf_counter(), time.process_time()
     result = trainer.fit()
     v = result.validation
@@ -195,6 +196,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--steps", type=int, default=10, help="timed steps of the tiny teacher")
     p.add_argument("--learn", action="store_true", help="run the learning check")
+    p.add_argument("--strengthened-pose", action="store_true",
+                   help="learning run with the pose net pretrained by `train pose` on other "
+                        "drives (slim18 backbone, velocity weight 0.3)")
     p.add_argument("--learn-steps", type=int, default=None,
                    help="steps of the learning run (default: the config's)")
     p.add_argument("--memory-batch", type=int, default=1, help="batch of the S/B memory probe")
@@ -233,7 +237,10 @@ def main(argv=None) -> int:
                   f"{_mib(m['peak_rss_fwd_bwd'])} after one forward/backward")
 
     if args.learn:
-        print_learning(learning_check(work / "learn", args.learn_steps))
+        variant = (["model.pose.backbone=slim18", "model.pose.strengthened=true",
+                    "model.init_forward_motion=null", "optim.lr_pose=1e-4",
+                    "loss.velocity_weight=0.3"] if args.strengthened_pose else [])
+        print_learning(learning_check(work / "learn", args.learn_steps, variant))
     return 0
 
 

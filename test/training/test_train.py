@@ -369,9 +369,7 @@ def _teacher_cmd(out, bags, val, *extra):
             f"output_dir={out}", f"data.bags=[{','.join(map(str, bags))}]",
             f"data.val_bags=[{','.join(map(str, val))}]", "trainer.checkpoint_every=0",
             "trainer.val_every=0", "data.width=160", "data.height=64", "data.batch_size=2",
-            "model.depth.encoder=tiny", "model.pose.backbone=tiny", "model.pose.strengthened=false",
-            "model.pose.pretrained=null", "model.init_forward_motion=1.0",
-            *[e for e in extra if not e.startswith("--")]]
+            "model.depth.encoder=tiny", *[e for e in extra if not e.startswith("--")]]
 
 
 def test_teacher_command_trains_resumes_and_exports(tmp_path, synth_bags):

@@ -1,8 +1,8 @@
 """The CPU teacher sees the scene: it beats an image-blind prior on held-out streets
 (slow: a few minutes on 2 idle cores).
 
-``config/train/teacher_tiny.yaml`` (slim ResNet-18 + monodepth2 disparity decoder, random
-init; its pose net pretrained first by ``train pose`` on other drives) trains on varied
+``config/train/teacher_tiny.yaml`` (slim ResNet-18 + monodepth2 disparity decoder, tiny
+pose net, random init) trains on varied
 synthetic drives made first with the generator (training never makes data), for fewer
 steps than the bench (``bench/bench_train.py --learn``), and is scored on drives of
 other seeds against the per-pixel median ground truth of the training drives, metric
@@ -24,28 +24,23 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 TRAIN_SEEDS = (1, 2, 3, 4, 5, 6)
 TEST_SEEDS = (101,)
-POSE_SEEDS = (201, 202, 203)
-STEPS = 250
-POSE_STEPS = 100
+STEPS = 200
 
 
 @pytest.fixture(scope="module")
 def learned(tmp_path_factory):
     from depth_perception.synth import make_varied_drives
     from depth_perception_training.train.config import load_config
-    from depth_perception_training.train.pose import pretrain_pose
     from depth_perception_training.train.teacher import build_teacher_trainer
 
     root = tmp_path_factory.mktemp("learn")
     train = make_varied_drives(root / "bags", TRAIN_SEEDS, frames=40)
     test = make_varied_drives(root / "bags", TEST_SEEDS, frames=40)
-    pose = pretrain_pose(make_varied_drives(root / "bags", POSE_SEEDS, frames=40), [],
-                         root / "pose", [f"trainer.max_steps={POSE_STEPS}"])["backbone"]
+
     cfg = load_config(REPO / "training/depth_perception_training/config/train/teacher_tiny.yaml",
                       [f"output_dir={root / 'run'}", f"trainer.max_steps={STEPS}",
                        f"data.bags=[{','.join(map(str, train))}]",
                        f"data.val_bags=[{','.join(map(str, test))}]",
-                       f"model.pose.pretrained={pose}",
                        "trainer.checkpoint_every=0", "trainer.val_every=0"])
     result = build_teacher_trainer(cfg).fit()
     v = result.validation

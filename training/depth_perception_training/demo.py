@@ -93,28 +93,31 @@ def train_tiny_teacher(cfg: DemoConfig, bags: list[Path]) -> tuple[str, str]:
     from depth_perception_training.train.teacher import train_teacher
 
     w, h = cfg.train_size
-    seeds = range(cfg.seed + 201, cfg.seed + 201 + cfg.pose_scenes)
-    pose_bags = make_varied_drives(cfg.out / "bags" / "pose", seeds, cfg.train_frames,
-                                   tuple(cfg.size))
-    pose = pretrain_pose(pose_bags, [], cfg.out / "pose",
-                         [f"data.width={w}", f"data.height={h}", "data.num_workers=0"]
-                         + ([f"trainer.max_steps={cfg.pose_steps}"] if cfg.pose_steps else []))
     out = cfg.out / "train"
     overrides = [f"output_dir={out}", f"data.bags=[{','.join(str(b) for b in bags)}]",
-                 f"model.pose.pretrained={pose['backbone']}",
                  "data.val_bags=[]", f"data.width={w}", f"data.height={h}",
                  "trainer.checkpoint_every=0", "trainer.val_every=-1", "trainer.progress=false",
                  "trainer.image_every=0", "data.num_workers=0", f"seed={cfg.seed}"]
     if cfg.train_steps is not None:
         overrides.append(f"trainer.max_steps={cfg.train_steps}")
     conf = load_config(find_config("teacher_tiny.yaml"), overrides)
+    pose_note = "random-init pose net"
+    if dict(conf.model.pose).get("strengthened"):   # pretrain it on drives of its own
+        seeds = range(cfg.seed + 201, cfg.seed + 201 + cfg.pose_scenes)
+        pose_bags = make_varied_drives(cfg.out / "bags" / "pose", seeds, cfg.train_frames,
+                                       tuple(cfg.size))
+        pose = pretrain_pose(pose_bags, [], cfg.out / "pose",
+                             [f"data.width={w}", f"data.height={h}", "data.num_workers=0"]
+                             + ([f"trainer.max_steps={cfg.pose_steps}"] if cfg.pose_steps else []))
+        conf = load_config(find_config("teacher_tiny.yaml"),
+                           overrides + [f"model.pose.pretrained={pose['backbone']}"])
+        pose_note = f"pose net pretrained on {len(pose_bags)} other drives by train pose"
     result = train_teacher(conf)
     if not result.export_dir:
         raise RuntimeError(f"the trainer finished without exporting a model into {out}")
     arch = dict(conf.model.depth)
     note = (f"Model: tiny teacher ({arch.get('encoder')} ResNet + monodepth2 disparity "
-            f"decoder, random init; pose net pretrained on {len(pose_bags)} other drives "
-            f"with odometry as supervision) trained by this package's self-supervised "
+            f"decoder, random init; {pose_note}) trained by this package's self-supervised "
             f"trainer on {len(bags)} synthetic day-clear drives of other streets for "
             f"{result.step} steps at {w}x{h}.")
     return str(result.export_dir), note
