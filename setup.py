@@ -16,7 +16,7 @@ TORCH = ["torch>=2.3", "transformers>=4.45", "safetensors>=0.4"]
 CONSOLE_SCRIPTS = [
     "depth-perception = depth_perception.cli:main",
     "depth_node = depth_perception.ros.depth_node:main",
-    "depth_replay = depth_perception.ros.replay:main",
+    "depth_replay = depth_perception.commands.replay:main",
     "evaluator_node = depth_perception.ros.evaluator_node:main",
 ]
 
@@ -43,6 +43,8 @@ setup(
         "rosbags>=0.10",
         "mcap>=1.6",
         "onnxruntime>=1.17",
+        # ONNX metadata (every model carries its own) and engine building on the vehicle
+        "onnx>=1.16",
     ],
     extras_require={
         "torch": TORCH,

@@ -1,9 +1,8 @@
 """Frames per second of reading training samples (640x192, with LiDAR projection).
 
 Reads every sample of a synthetic bag three ways: without cache, cold cache (decode and
-write) and warm cache (second epoch), and prints the figures. Uses
-``depth_perception.synth.make_synthetic_bags`` when available, else a hand-made
-bag (1280x384 frames, 20k-point LiDAR scans) from test/bagtools.py.
+write) and warm cache (second epoch), and prints the figures, on a synthetic bag
+(``depth_perception.synth.make_synthetic_bags``, 1280x384 frames with LiDAR).
 
     .venv/bin/python bench/bench_data.py [--frames 40] [--storage mcap]
 """
@@ -15,32 +14,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def make_bag(out: Path, frames: int, storage: str) -> tuple[Path, str]:
-    try:
-        from depth_perception.synth import make_synthetic_bags
-    except ImportError:
-        make_synthetic_bags = None
-    if make_synthetic_bags is not None:
-        bags = make_synthetic_bags(out, frames=frames, size=(1280, 384),
-                                   conditions=("day-clear",), seed=0, storage=storage)
-        return Path(bags[0]), "make_synthetic_bags"
-    sys.path.insert(0, str(ROOT / "test"))
-    from support.bagtools import make_drive_bag
+    from depth_perception.synth import make_synthetic_bags
 
-    from depth_perception.camera import Intrinsics
-
-    rng = np.random.default_rng(0)
-    n = 20000
-    lidar = np.stack([rng.uniform(2, 60, n), rng.uniform(-15, 15, n), rng.uniform(-2, 1, n)],
-                     axis=1)
-    intr = Intrinsics(fx=700.0, fy=700.0, cx=639.5, cy=191.5, width=1280, height=384)
-    return make_drive_bag(out / "drive", storage, n=frames, lidar_points=lidar,
-                          intrinsics=intr), "hand-made (test/bagtools.py)"
+    bags = make_synthetic_bags(out, frames=frames, size=(1280, 384),
+                               conditions=("day-clear",), seed=0, storage=storage)
+    return Path(bags[0]), "make_synthetic_bags"
 
 
 def read_all(seq) -> tuple[int, float]:

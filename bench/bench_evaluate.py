@@ -10,14 +10,10 @@ report writing. Prints figures; no asserts.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "test"))
 
 
 def main() -> int:
@@ -44,7 +40,7 @@ def main() -> int:
               f"{time.perf_counter() - t0:.1f} s")
         model = args.model
         if model is None:
-            from support.models_fixtures import tiny_depth_anything_onnx
+            from depth_perception_training.tiny import tiny_depth_anything_onnx
             h14 = max(14, round(height / 14) * 14)
             w14 = max(14, round(width / 14) * 14)
             model = str(tiny_depth_anything_onnx(tmp / "tiny.onnx", h14, w14))

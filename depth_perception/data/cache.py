@@ -21,6 +21,8 @@ from typing import Callable
 
 import numpy as np
 
+from depth_perception.files import sha256_file
+
 log = logging.getLogger(__name__)
 
 CACHE_ENV = "DEPTH_PERCEPTION_CACHE"
@@ -40,7 +42,7 @@ def bag_fingerprint(bag_path: str | Path) -> dict:
         st = p.stat()
         files.append([p.name, st.st_size, st.st_mtime_ns])
     meta = bag_path / "metadata.yaml"
-    meta_hash = hashlib.sha256(meta.read_bytes()).hexdigest() if meta.is_file() else ""
+    meta_hash = sha256_file(meta) if meta.is_file() else ""
     return {"bag": str(bag_path), "files": files, "metadata_sha256": meta_hash}
 
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from depth_perception.camera import Intrinsics
 from depth_perception.data.bag import BagReader, BagTopics
+from depth_perception.data.projection import camera_from_lidar, project_lidar
 from depth_perception.data.tf import TransformError, invert_transform
 
 log = logging.getLogger(__name__)
@@ -93,31 +94,6 @@ class Sample:
     stamp_ns: int
     bag: str
     index: int                         # image index in the bag
-
-
-def project_points(points_cam: np.ndarray, intrinsics: Intrinsics) -> np.ndarray:
-    """[N,3] camera-frame points -> [H,W] float32 sparse z-depth, NaN where no point.
-
-    Points with z > 0 whose rounded pixel lies inside the image are kept; when several
-    land on one pixel the nearest wins (z-buffer).
-    """
-    H, W = intrinsics.height, intrinsics.width
-    depth = np.full((H, W), np.nan, dtype=np.float32)
-    pts = np.asarray(points_cam, dtype=np.float64)
-    pts = pts[np.isfinite(pts).all(axis=1) & (pts[:, 2] > 0)]
-    if len(pts) == 0:
-        return depth
-    uv, z = intrinsics.project(pts)
-    u, v = np.rint(uv[:, 0]), np.rint(uv[:, 1])
-    inside = (u >= 0) & (u < W) & (v >= 0) & (v < H)
-    u, v, z = u[inside].astype(np.int64), v[inside].astype(np.int64), z[inside]
-    flat = v * W + u
-    order = np.lexsort((z, flat))                  # by pixel, then nearest first
-    flat, z = flat[order], z[order]
-    first = np.ones(len(flat), dtype=bool)
-    first[1:] = flat[1:] != flat[:-1]
-    depth.reshape(-1)[flat[first]] = z[first].astype(np.float32)
-    return depth
 
 
 class BagSequence:
@@ -291,17 +267,9 @@ class BagSequence:
         self.decode_count += 1
         scan_stamp = int(self.reader.stamps("lidar")[j])
         points = self.reader.cloud(j)[:, :3].astype(np.float64)          # [N,3] lidar frame
-        T_cam_lidar = None
-        if cfg.motion_compensation and self.poses[i] is not None:
-            try:  # lidar at scan time -> world -> camera at image time
-                T_world_lidar = self.tf.lookup(cfg.world_frame, self.lidar_frame, scan_stamp)
-                T_cam_lidar = invert_transform(self.poses[i]) @ T_world_lidar
-            except TransformError:
-                T_cam_lidar = None
-        if T_cam_lidar is None:
-            T_cam_lidar = self.tf.lookup(self.camera_frame, self.lidar_frame, scan_stamp)
-        cam = points @ T_cam_lidar[:3, :3].T + T_cam_lidar[:3, 3]
-        return project_points(cam, self.intrinsics)
+        T_cam_lidar = camera_from_lidar(self.tf, self.camera_frame, self.lidar_frame, stamp,
+                                        scan_stamp, cfg.world_frame, cfg.motion_compensation)
+        return project_lidar(points, T_cam_lidar, self.intrinsics)
 
     def gt_depth(self, i: int) -> np.ndarray | None:
         """[H,W] float32 ground-truth depth at image ``i`` (nearest stamp) or None."""

@@ -4,7 +4,8 @@ Pure numpy (no rclpy): used by the offline evaluation (bags) and by the online
 evaluator node (live topics) so both score frames against exactly the same reference.
 
 * ``parse_reference("lidar")`` -> LiDAR scans projected into the camera
-  (the data layer's projection: nearest scan in time, camera<-lidar from TF, z-buffer);
+  (:mod:`depth_perception.data.projection`: nearest scan in time, camera<-lidar from TF
+  with ego-motion compensation, z-buffer);
 * ``parse_reference("/ground_truth/depth")`` -> a dense 32FC1/16UC1 depth topic with
   the image's stamps (e.g. the synthetic bags' ground truth).
 
@@ -16,10 +17,6 @@ from __future__ import annotations
 import bisect
 import logging
 from dataclasses import dataclass
-
-import numpy as np
-
-from depth_perception.camera import Intrinsics
 
 log = logging.getLogger(__name__)
 
@@ -48,58 +45,6 @@ def parse_reference(spec: str, lidar_topic: str = DEFAULT_LIDAR_TOPIC) -> Refere
         return ReferenceSpec("topic", spec)
     raise ValueError(f"reference '{spec}': expected 'lidar' or an absolute depth image topic "
                      f"such as /ground_truth/depth")
-
-
-def project_lidar(points_lidar: np.ndarray, T_cam_lidar: np.ndarray,
-                  intrinsics: Intrinsics) -> np.ndarray:
-    """Sparse depth image from LiDAR points.
-
-    points_lidar: [N,3] in the LiDAR frame; T_cam_lidar: [4,4] maps LiDAR points into the
-    camera optical frame. Returns [H,W] float32 z-depth, NaN where no point lands; the
-    nearest point wins a pixel (z-buffer); pixel (u, v) is the one whose centre is nearest.
-    Delegates to the data layer's projection when it offers one, so offline (bag samples)
-    and online (evaluator node) references are identical.
-    """
-    points_lidar = np.asarray(points_lidar, dtype=np.float64).reshape(-1, 3)
-    T = np.asarray(T_cam_lidar, dtype=np.float64)
-    if T.shape != (4, 4):
-        raise ValueError(f"T_cam_lidar must be a 4x4 matrix, got shape {T.shape}")
-    shared = _data_layer_projection()
-    if shared is not None:
-        return shared(points_lidar, T, intrinsics)
-    pts = points_lidar @ T[:3, :3].T + T[:3, 3]                          # [N,3] camera frame
-    return points_to_depth(pts, intrinsics)
-
-
-def points_to_depth(points_cam: np.ndarray, intrinsics: Intrinsics) -> np.ndarray:
-    """[N,3] camera-frame points -> [H,W] float32 z-buffered depth (NaN = no point)."""
-    h, w = intrinsics.height, intrinsics.width
-    depth = np.full((h, w), np.nan, np.float32)
-    pts = np.asarray(points_cam, dtype=np.float64)
-    pts = pts[np.isfinite(pts).all(axis=1) & (pts[:, 2] > 0)]
-    if not len(pts):
-        return depth
-    uv, z = intrinsics.project(pts)
-    u = np.rint(uv[:, 0]).astype(np.int64)
-    v = np.rint(uv[:, 1]).astype(np.int64)
-    inside = (u >= 0) & (u < w) & (v >= 0) & (v < h)
-    u, v, z = u[inside], v[inside], z[inside]
-    order = np.argsort(-z)                      # far first: the nearest is written last
-    depth[v[order], u[order]] = z[order].astype(np.float32)
-    return depth
-
-
-def _data_layer_projection():
-    """The data layer's ``project_points(points_cam, intrinsics)`` as a lidar projector."""
-    try:
-        from depth_perception.data.samples import project_points
-    except ImportError:
-        return None
-
-    def project(points_lidar, T, intrinsics):
-        return project_points(points_lidar @ T[:3, :3].T + T[:3, 3], intrinsics)
-
-    return project
 
 
 class StampMatcher:
@@ -186,27 +131,3 @@ class StampMatcher:
         if close:
             return min(close, key=lambda k: abs(stamps[k] - stamp))
         return -1
-
-
-def camera_from_lidar(tf, camera_frame: str, lidar_frame: str, image_stamp_ns: int,
-                      scan_stamp_ns: int, world_frame: str = "odom",
-                      motion_compensation: bool = True) -> np.ndarray:
-    """[4,4] T_camera_lidar for a scan taken at ``scan_stamp_ns`` seen at the image time.
-
-    With ``motion_compensation`` (and the world->camera chain known at both stamps) the
-    scan goes LiDAR(scan time) -> world -> camera(image time), so the vehicle's motion
-    between the scan and the image is removed; otherwise the static chain at the scan
-    time is used. ``tf``: a :class:`depth_perception.data.tf.TfBuffer`. This is the same
-    rule as the data layer's bag samples, so online and offline references agree.
-    Raises TransformError (a ValueError) naming the frames when no chain exists.
-    """
-    from depth_perception.data.tf import TransformError, invert_transform
-
-    if motion_compensation:
-        try:
-            T_world_cam = tf.lookup(world_frame, camera_frame, int(image_stamp_ns))
-            T_world_lidar = tf.lookup(world_frame, lidar_frame, int(scan_stamp_ns))
-            return invert_transform(T_world_cam) @ T_world_lidar
-        except TransformError:
-            pass
-    return tf.lookup(camera_frame, lidar_frame, int(scan_stamp_ns))

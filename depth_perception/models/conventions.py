@@ -16,7 +16,10 @@ optical frame into the source camera optical frame.
 """
 from __future__ import annotations
 
-import torch
+from depth_perception.models._deps import require_torch
+
+require_torch(__name__)
+import torch  # noqa: E402
 
 __all__ = [
     "axis_angle_to_matrix",

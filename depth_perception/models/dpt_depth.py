@@ -14,12 +14,15 @@ conv weights load unchanged). The sigmoid disparity goes through
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 
-import torch
-import torch.nn as nn
+from depth_perception.models._deps import require_torch
 
+require_torch(__name__)
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+
+from depth_perception.hub import hub_offline
 from depth_perception.models.conventions import disp_to_depth
 
 logger = logging.getLogger(__name__)
@@ -41,13 +44,6 @@ SIZES: dict[str, dict] = {
                   out_indices=[5, 12, 18, 24], neck_hidden_sizes=[256, 512, 1024, 1024],
                   fusion_hidden_size=256, head_hidden_size=32, image_size=518),
 }
-
-
-def hub_offline(local_files_only: bool = False) -> bool:
-    """True when weights must come from local files (flag or HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE)."""
-    env = any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
-              for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-    return bool(local_files_only or env)
 
 
 def load_pretrained_config(name_or_path: str, local_files_only: bool = False):

@@ -63,7 +63,8 @@ def build_resnet(name: str, pretrained: str | None = None, hf_config: dict | Non
     """A transformers ``ResNetModel``: from a saved config, pretrained weights or a preset."""
     from transformers import AutoModel, ResNetConfig, ResNetModel
 
-    from depth_perception.models.dpt_depth import hub_offline, load_pretrained_config
+    from depth_perception.hub import hub_offline
+    from depth_perception.models.dpt_depth import load_pretrained_config
     if hf_config is not None:
         return ResNetModel(ResNetConfig.from_dict(hf_config))
     if pretrained:

@@ -20,8 +20,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-import torch
-import torch.nn as nn
+from depth_perception.models._deps import require_torch
+
+require_torch(__name__)
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
 
 from depth_perception.models.conventions import ordered_pair, pose_vec_to_matrix
 from depth_perception.metadata import IMAGENET_MEAN, IMAGENET_STD
@@ -102,7 +105,8 @@ def _load_backbone(config: PoseNetConfig, num_frames: int = 2) -> nn.Module:
     """6-channel backbone from pretrained 3-channel weights (see module doc)."""
     from transformers import AutoModel, ConvNextModel, ResNetModel
 
-    from depth_perception.models.dpt_depth import hub_offline, load_pretrained_config
+    from depth_perception.hub import hub_offline
+    from depth_perception.models.dpt_depth import load_pretrained_config
     hf = load_pretrained_config(config.pretrained, config.local_files_only)
     if hf.model_type not in ("resnet", "convnext"):
         raise ValueError(f"pose backbone '{config.pretrained}' is a '{hf.model_type}' model; "

@@ -22,9 +22,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
+from depth_perception.models._deps import require_torch
+
+require_torch(__name__)
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 from depth_perception.models.mono_depth import build_resnet, resnet_channels, resnet_features
 from depth_perception.models.pose import BACKBONES, conv_backbone_config
@@ -169,7 +172,8 @@ class SQLDepthNet(nn.Module):
     def _build_encoder(config: SQLDepthConfig, hf_config: dict | None):
         from transformers import AutoBackbone, ConvNextBackbone, ConvNextConfig
 
-        from depth_perception.models.dpt_depth import hub_offline, load_pretrained_config
+        from depth_perception.hub import hub_offline
+        from depth_perception.models.dpt_depth import load_pretrained_config
         if hf_config is not None and hf_config.get("model_type") == "resnet":
             return build_resnet(config.encoder, hf_config=hf_config)
         if hf_config is not None:

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from depth_perception.evaluation.ground_truth import (StampMatcher, camera_from_lidar,
-                                                       parse_reference, project_lidar)
+from depth_perception.data.projection import camera_from_lidar, project_lidar
+from depth_perception.evaluation.ground_truth import StampMatcher, parse_reference
 from depth_perception.evaluation.report import EvaluationResults, write_report
 
 log = logging.getLogger(__name__)

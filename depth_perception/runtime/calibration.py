@@ -420,8 +420,8 @@ class CalibratorCore:
 
 def make_int8_calibrator(source: CalibrationSource, device: int = 0):
     """A TensorRT ``IInt8EntropyCalibrator2`` over ``source`` (TensorRT imported here)."""
-    from depth_perception.runtime.engine import import_tensorrt
-    from depth_perception.runtime.backends.tensorrt_backend import Binding, _cuda_memory
+    from depth_perception.runtime.backends.tensorrt_backend import (Binding, _cuda_memory,
+                                                                    import_tensorrt)
 
     trt = import_tensorrt()
     core = CalibratorCore(source)

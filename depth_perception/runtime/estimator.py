@@ -128,6 +128,10 @@ class DepthEstimator:
 
         mine = {k: options.pop(k) for k in (*PREPROCESSOR_OPTIONS, "scale_params")
                 if k in options}
+        if "engine_builder" not in options:
+            from depth_perception.runtime.engine import ensure_engine
+
+            options["engine_builder"] = ensure_engine   # .onnx on TensorRT: build once, cache
         opened, metadata = load_backend(model, backend, **options)
         try:
             return cls(opened, metadata, scale_policy, **mine)

@@ -8,7 +8,8 @@ import pytest
 
 from depth_perception.camera import Intrinsics
 from depth_perception.metadata import ModelMetadata
-from depth_perception.runtime.backends import load_backend, model_format
+from depth_perception.runtime.backends import load_backend
+from depth_perception.runtime.model_source import resolve_model
 from depth_perception.runtime.backends.onnxruntime_backend import select_providers
 from depth_perception.runtime.backends.tensorrt_backend import (
     EngineTensor, check_engine_metadata, engine_io, engine_metadata_path, load_engine_metadata,
@@ -107,8 +108,8 @@ def test_missing_files_name_the_file(tmp_path):
 
 def test_hub_id_offline_says_how_to_get_it():
     # conftest sets HF_HUB_OFFLINE=1: an id that is not cached cannot load
-    assert model_format("depth-anything/Depth-Anything-V2-Metric-Outdoor-Small-hf") == "hub"
-    with pytest.raises(FileNotFoundError, match="download it first"):
+    assert resolve_model("depth-anything/Depth-Anything-V2-Metric-Outdoor-Small-hf").kind == "hub"
+    with pytest.raises(FileNotFoundError, match="fetch it in advance.*huggingface-cli download"):
         load_backend("depth-anything/Depth-Anything-V2-Metric-Outdoor-Small-hf", "torch")
 
 
@@ -311,7 +312,7 @@ def test_package_checkpoint_folder_runs_on_torch(tmp_path):
     torch.manual_seed(0)
     net = DPTDepthNet(DPTDepthConfig(size="tiny", min_depth=0.5, max_depth=40.0))
     folder = save_depth_model(tmp_path / "ckpt", net)
-    assert model_format(folder) == "checkpoint"
+    assert resolve_model(folder).kind == "checkpoint"
     with DepthEstimator.load(folder, device="cpu", short_side=H) as est:
         assert est.backend.name == "torch" and est.metadata.output_kind == "metric_depth"
         res = est.estimate(_frame(5), CAM)
@@ -345,10 +346,10 @@ def test_tensorrt_from_onnx_builds_engine_through_the_cache(tiny_models, tmp_pat
         return Path(engine_path)
 
     env = tensorrt_build.TensorRTEnvironment(gpu_name="Test GPU", tensorrt_version="10.9.0")
-    real_ensure = tensorrt_build.ensure_engine
-    monkeypatch.setattr(tensorrt_build, "ensure_engine",
-                        lambda onnx, precision, cache_dir=None: real_ensure(
-                            onnx, precision, cache_dir, environment=env, builder=fake_builder))
+
+    def engine_builder(onnx, precision, cache_dir=None):    # the real cache, a stand-in build
+        return tensorrt_build.ensure_engine(onnx, precision, cache_dir, environment=env,
+                                            builder=fake_builder)
     monkeypatch.setattr(trt_mod, "import_tensorrt", lambda: None)
 
     class FakeEngineBackend:
@@ -359,6 +360,34 @@ def test_tensorrt_from_onnx_builds_engine_through_the_cache(tiny_models, tmp_pat
 
     monkeypatch.setattr(trt_mod, "TensorRTBackend", FakeEngineBackend)
     for _ in range(2):  # second start reuses the cached engine
-        load_backend(onnx_path, "tensorrt", precision="fp16", engine_cache_dir=tmp_path)
+        load_backend(onnx_path, "tensorrt", precision="fp16", engine_cache_dir=tmp_path,
+                     engine_builder=engine_builder)
     assert builds == [(Path(onnx_path), "fp16")]
     assert len(opened) == 2 and opened[0] == opened[1] and opened[0].parent == tmp_path
+
+
+def test_transformers_folder_whose_weights_do_not_fit_is_refused_like_export(tmp_path):
+    """The runtime refuses what export refuses (one resolver, one weight check); an
+    explicit option lets it through."""
+    from safetensors.torch import load_file, save_file
+    from support.models_fixtures import save_tiny_depth_anything
+
+    folder = save_tiny_depth_anything(tmp_path / "da")
+    state = load_file(str(folder / "model.safetensors"))
+    dropped = sorted(k for k in state if k.startswith("head."))[0]
+    del state[dropped]
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    assert resolve_model(folder).kind == "transformers"
+    with pytest.raises(ValueError, match="1 missing") as info:
+        load_backend(folder, "torch", device="cpu")
+    assert dropped in str(info.value) and "allow_weight_mismatch" in str(info.value)
+    opened, _ = load_backend(folder, "torch", device="cpu", allow_weight_mismatch=True)
+    opened.close()
+
+
+def test_tensorrt_on_onnx_without_an_engine_builder_says_so(tiny_models, monkeypatch):
+    from depth_perception.runtime.backends import tensorrt_backend as trt_mod
+
+    monkeypatch.setattr(trt_mod, "import_tensorrt", lambda: None)
+    with pytest.raises(ValueError, match="engine builder"):
+        load_backend(tiny_models[1], "tensorrt")

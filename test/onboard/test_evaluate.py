@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from depth_perception.camera import Intrinsics
-from depth_perception.evaluation.ground_truth import (StampMatcher, parse_reference,
-                                                       points_to_depth, project_lidar)
+from depth_perception.data.projection import points_to_depth, project_lidar
+from depth_perception.evaluation.ground_truth import StampMatcher, parse_reference
 
 # ----------------------------------------------------------------------------------------
 # pure parts

@@ -15,7 +15,8 @@ import pytest
 from support.bagtools import INTRINSICS, frame_image, make_drive_bag
 from depth_perception.camera import Intrinsics
 from depth_perception.data.cache import FrameCache
-from depth_perception.data.samples import BagSequence, SampleConfig, project_points
+from depth_perception.data.projection import points_to_depth as project_points
+from depth_perception.data.samples import BagSequence, SampleConfig
 
 # LiDAR-frame points and where they must land (worked by hand in the comments)
 LIDAR_POINTS = np.array([

@@ -194,7 +194,7 @@ def test_unknown_checkpoint_is_refused(tmp_path):
     with pytest.raises(FileNotFoundError, match="not found"):
         load_export_source(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="neither a checkpoint folder"):
+    with pytest.raises(FileNotFoundError, match="is a folder but not a model"):
         load_export_source(tmp_path / "empty")
     # a model id not in the (offline) cache: clear error, no download attempt succeeds
     with pytest.raises(FileNotFoundError, match="not available"):

@@ -14,14 +14,8 @@ Conventions (shared with the rest of the package):
   frame to the source camera optical frame (``X_src = T_src_tgt @ X_tgt``). To
   synthesise the target view from a source image: back-project target pixels with the
   target depth, transform with ``T_src_tgt``, project with ``K``, sample the source.
-* Pose network ordering (monodepth2-style): the pose network always sees a frame pair
-  ordered in time ``(earlier, later)``; its output ``(axisangle, translation)`` read as
-  ``pose_vec_to_matrix(..., invert=False)`` maps points of the earlier camera into the
-  later camera (``T_later_earlier``). When the source frame is *after* the target
-  (offset +1) the pair is ``(target, source)`` and the matrix is used as is
-  (``T_src_tgt``); when the source is *before* the target (offset -1) the pair is
-  ``(source, target)`` and the matrix is inverted (``invert=True``) to get ``T_src_tgt``.
-  :func:`ordered_pair` returns the pair and the flag.
+* Pose network ordering and pose vectors: :mod:`depth_perception.models.conventions`
+  (re-exported here: ``ordered_pair``, ``pose_vec_to_matrix``, ``disp_to_depth``, ...).
 
 No function bakes in a batch size or an image size.
 """

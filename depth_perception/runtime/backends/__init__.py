@@ -20,54 +20,17 @@ import importlib.util
 import inspect
 import logging
 from pathlib import Path
+from typing import Callable
 
 from depth_perception.metadata import ModelMetadata
 from depth_perception.runtime.backends.base import Backend, TensorSpec
+from depth_perception.runtime.model_source import resolve_model
 
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
 
-__all__ = ["Backend", "TensorSpec", "BACKENDS", "load_backend", "model_format"]
-
-
-def model_format(model: str | Path) -> str:
-    """What ``model`` is: 'onnx', 'engine', 'torch2trt', 'checkpoint', 'transformers'
-    or 'hub' (a transformers id that is not a local path).
-
-    FileNotFoundError when it is neither an existing model file/folder nor an id.
-    """
-    from depth_perception.runtime.backends.tensorrt_backend import ENGINE_SUFFIXES
-    from depth_perception.runtime.backends.torch_backend import (
-        is_checkpoint_folder, is_transformers_folder)
-
-    path = Path(model)
-    suffix = path.suffix.lower()
-    if path.is_file():
-        if suffix == ".onnx":
-            return "onnx"
-        if suffix in ENGINE_SUFFIXES:
-            return "engine"
-        if suffix == ".pth":
-            return "torch2trt"
-        raise ValueError(f"{path}: unknown model file type '{suffix}'; expected .onnx, "
-                         f"{'/'.join(ENGINE_SUFFIXES)} (TensorRT), .pth (torch2trt), a "
-                         "checkpoint folder or a transformers model folder")
-    if path.is_dir():
-        if is_checkpoint_folder(path):
-            return "checkpoint"
-        if is_transformers_folder(path):
-            return "transformers"
-        raise FileNotFoundError(f"{path} is a folder but not a model: expected "
-                                "model_config.json + depth_model.safetensors + metadata.json "
-                                "(checkpoint of this package) or config.json + weights "
-                                "(transformers)")
-    text = str(model)
-    looks_like_path = (suffix in (".onnx", ".engine", ".plan", ".trt", ".pth", ".json")
-                       or text.startswith((".", "/", "~")) or text.count("/") != 1)
-    if looks_like_path:
-        raise FileNotFoundError(f"model {text} not found (no such file or folder)")
-    return "hub"
+__all__ = ["Backend", "TensorSpec", "BACKENDS", "load_backend"]
 
 
 def _cuda_available() -> bool:
@@ -112,9 +75,16 @@ def _call(factory, model, options: dict, backend: str):
     return factory(model, **options)
 
 
-def load_backend(model: str | Path, backend: str = "auto", **options
+def load_backend(model: str | Path, backend: str = "auto", *,
+                 engine_builder: Callable | None = None, **options
                  ) -> tuple[Backend, ModelMetadata]:
     """Open ``model`` on ``backend``; returns the backend and the model's metadata.
+
+    ``engine_builder(onnx_path, precision, cache_dir) -> engine path`` turns an .onnx
+    into a TensorRT engine when ``backend`` is (or ``auto`` picks) TensorRT; the layer
+    above passes it (:meth:`DepthEstimator.load` passes
+    :func:`depth_perception.runtime.engine.ensure_engine`, which builds once and caches),
+    so the backends never import the engine builder.
 
     Options go to the chosen backend (unknown ones are refused):
     onnxruntime: ``providers``, ``metadata``, ``intra_op_threads``;
@@ -125,7 +95,8 @@ def load_backend(model: str | Path, backend: str = "auto", **options
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got '{backend}'")
-    fmt = model_format(model)
+    source = resolve_model(model)
+    fmt = source.kind
     if backend == "auto":
         backend, reason = choose_backend(fmt)
         logger.info("backend auto -> %s for %s: %s", backend, model, reason)
@@ -136,11 +107,14 @@ def load_backend(model: str | Path, backend: str = "auto", **options
         if fmt == "onnx":
             # Build the engine once from the ONNX and cache it under a key of GPU,
             # TensorRT version, precision and shape; later starts reuse it.
-            from depth_perception.runtime.engine import ensure_engine
+            if engine_builder is None:
+                raise ValueError(f"backend 'tensorrt' on the ONNX model {model} needs an "
+                                 "engine builder (DepthEstimator.load passes the engine "
+                                 "cache); or pass a built .engine")
             options = dict(options)
             precision = options.pop("precision", "fp16")
             cache_dir = options.pop("engine_cache_dir", None)
-            engine = ensure_engine(model, precision, cache_dir)
+            engine = engine_builder(model, precision, cache_dir)
             logger.info("TensorRT engine for %s (%s): %s", model, precision, engine)
             model, fmt = engine, "engine"
         if fmt == "engine":
@@ -164,7 +138,7 @@ def load_backend(model: str | Path, backend: str = "auto", **options
         if fmt == "checkpoint":
             opened = _call(TorchBackend.from_checkpoint, model, options, backend)
         elif fmt in ("transformers", "hub"):
-            opened = _call(TorchBackend.from_transformers, str(model), options, backend)
+            opened = _call(TorchBackend.from_transformers, source, options, backend)
         else:
             raise ValueError(f"backend 'torch' loads checkpoint folders and transformers "
                              f"models, got a {fmt} file {model}; use backend='auto'")

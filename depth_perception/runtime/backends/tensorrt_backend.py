@@ -23,15 +23,17 @@ import numpy as np
 
 from depth_perception.metadata import ModelMetadata
 from depth_perception.runtime.backends.base import Backend, TensorSpec, check_metadata_against_io
+from depth_perception.runtime.model_source import ENGINE_SUFFIXES  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
 
-ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
-INSTALL_HINT = ("TensorRT is not installed: on Jetson it comes with JetPack "
-                "(apt install nvidia-tensorrt / python3-libnvinfer); on an x86 CUDA machine "
-                "`pip install tensorrt` (NVIDIA's index, pulls CUDA libraries) plus "
-                "`pip install cuda-python`. Without a GPU use backend='onnxruntime' with the "
-                ".onnx model (or backend='torch')")
+INSTALL_HINT = (
+    "TensorRT is not installed: it needs an NVIDIA GPU. On a Jetson install JetPack (it "
+    "ships TensorRT and its Python bindings: apt install nvidia-tensorrt / "
+    "python3-libnvinfer); on an x86 CUDA machine `pip install tensorrt` (NVIDIA's wheel "
+    "matching your CUDA version) plus `pip install cuda-python`. Meanwhile the .onnx model "
+    "runs as it is with onnxruntime (backend:=onnxruntime) or the checkpoint with "
+    "backend='torch'; `depth-perception export` writes the ONNX alone without --engine")
 
 #: TensorRT DataType names -> numpy dtype names.
 TRT_DTYPES = {"FLOAT": "float32", "HALF": "float16", "INT8": "int8", "INT32": "int32",

@@ -11,9 +11,7 @@ torch and transformers are imported when a model is opened, never at module impo
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -69,14 +67,6 @@ def transformers_depth_module(model):
             return self.model(pixel_values=image).predicted_depth.unsqueeze(1)
 
     return TransformersDepthModule(model).eval()
-
-
-def is_checkpoint_folder(path: Path) -> bool:
-    return (path / "model_config.json").is_file() and (path / "depth_model.safetensors").is_file()
-
-
-def is_transformers_folder(path: Path) -> bool:
-    return (path / "config.json").is_file()
 
 
 def metadata_from_transformers(config, processor_config: dict | None = None,
@@ -144,40 +134,25 @@ class TorchBackend(Backend):
         return cls(module, metadata, dev, precision)
 
     @classmethod
-    def from_transformers(cls, model_id_or_path: str, device: str = "auto",
-                          precision: str = "fp32", local_files_only: bool | None = None
-                          ) -> "TorchBackend":
-        """A transformers depth model by hub id or local folder.
+    def from_transformers(cls, source, device: str = "auto", precision: str = "fp32",
+                          local_files_only: bool | None = None,
+                          allow_weight_mismatch: bool = False) -> "TorchBackend":
+        """A transformers depth model by hub id or local folder (``source``: a
+        :class:`~depth_perception.runtime.model_source.ModelSource` or its string).
 
-        ``local_files_only`` defaults to True for local folders and when
-        ``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE`` is set.
+        Weights that do not fit the config are refused, as export refuses them, unless
+        ``allow_weight_mismatch``. Hub ids load from the local cache when the hub is
+        offline (``HF_HUB_OFFLINE``) or ``local_files_only``.
         """
         import_torch()
-        try:
-            from transformers import AutoModelForDepthEstimation
-        except ImportError as exc:
-            raise RuntimeError("loading a transformers depth model needs 'transformers': "
-                               "pip install transformers") from exc
-        local = Path(model_id_or_path).is_dir()
-        if local_files_only is None:
-            offline = any(os.environ.get(k, "").lower() in ("1", "true", "yes", "on")
-                          for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-            local_files_only = local or offline
-        try:
-            model = AutoModelForDepthEstimation.from_pretrained(
-                str(model_id_or_path), local_files_only=local_files_only)
-        except OSError as exc:
-            hint = ("download it first (huggingface-cli download "
-                    f"{model_id_or_path} --local-dir DIR) and pass the folder"
-                    if not local else "the folder needs config.json and the weights")
-            raise FileNotFoundError(f"cannot load transformers depth model '{model_id_or_path}' "
-                                    f"(local_files_only={local_files_only}): {hint}. "
-                                    f"({exc})") from exc
-        processor_config = None
-        if local and (Path(model_id_or_path) / "preprocessor_config.json").is_file():
-            processor_config = json.loads(
-                (Path(model_id_or_path) / "preprocessor_config.json").read_text())
-        metadata = metadata_from_transformers(model.config, processor_config, model_id_or_path)
+        from depth_perception.runtime.model_source import (load_transformers_depth_model,
+                                                           resolve_model)
+
+        source = resolve_model(source) if isinstance(source, (str, Path)) else source
+        model, processor_config, _ = load_transformers_depth_model(
+            source, local_files_only=local_files_only,
+            allow_weight_mismatch=allow_weight_mismatch)
+        metadata = metadata_from_transformers(model.config, processor_config, source.spec)
         return cls(transformers_depth_module(model), metadata, device, precision)
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -86,7 +86,7 @@ def run(args) -> int:
     calib_cache = None
     want_engine = args.engine is not None or args.engine_cache is not None
     if want_engine:
-        from depth_perception.runtime.engine import import_tensorrt
+        from depth_perception.runtime.backends.tensorrt_backend import import_tensorrt
 
         import_tensorrt()
         calib_cache = args.calib_cache or (

@@ -23,25 +23,25 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import hashlib
 import json
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from depth_perception import __version__
+from depth_perception.files import sha256_files
 from depth_perception.metadata import ModelMetadata
+from depth_perception.runtime.model_source import CHECKPOINT_FILES, resolve_model
 from depth_perception.runtime.parity import max_relative_error, run_onnxruntime  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 17
 DEFAULT_TOLERANCE = 1e-3
-PACKAGE_CHECKPOINT_FILES = ("model_config.json", "depth_model.safetensors", "metadata.json")
+PACKAGE_CHECKPOINT_FILES = CHECKPOINT_FILES
 
 
 def check_export_size(height: int, width: int, multiple: int = 14) -> tuple[int, int]:
@@ -58,22 +58,6 @@ def check_export_size(height: int, width: int, multiple: int = 14) -> tuple[int,
     return int(height), int(width)
 
 
-def sha256_files(paths: Sequence[Path]) -> str:
-    """sha256 over the bytes of ``paths`` in sorted order (one file: its own sha256)."""
-    paths = sorted(Path(p) for p in paths)
-    if len(paths) == 1:
-        from depth_perception.runtime.engine import sha256_file
-
-        return sha256_file(paths[0])
-    digest = hashlib.sha256()
-    for p in paths:
-        digest.update(p.name.encode())
-        with p.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
 # -- sources ----------------------------------------------------------------------------
 
 @dataclass
@@ -87,29 +71,20 @@ class ExportSource:
 
 
 def load_export_source(checkpoint: str | Path, device: str = "cpu") -> ExportSource:
-    """Open a package checkpoint folder or a transformers depth model (folder or id).
+    """Open a package checkpoint folder or a transformers depth model (folder or id),
+    as resolved by :func:`depth_perception.runtime.model_source.resolve_model` (the
+    runtime's resolver).
 
     FileNotFoundError for a path that does not exist or an id not in the local cache;
-    ValueError for a checkpoint whose weights do not fit its config (with the reason).
+    ValueError for weights that do not fit their config (with the reason).
     """
-    text = str(checkpoint)
-    path = Path(text).expanduser()
-    if path.is_dir() and (path / "model_config.json").is_file():
-        return _load_package_checkpoint(path, device)
-    if path.is_dir() and (path / "config.json").is_file():
-        return _load_transformers(path, text, device)
-    if path.is_dir():
-        raise FileNotFoundError(
-            f"{path} is neither a checkpoint folder of this package (expected "
-            f"{', '.join(PACKAGE_CHECKPOINT_FILES)}) nor a transformers model folder "
-            f"(config.json + weights); it holds {sorted(p.name for p in path.iterdir())[:10]}")
-    looks_like_path = path.is_absolute() or text.startswith((".", "~")) or path.exists() \
-        or text.count("/") != 1
-    if looks_like_path:
-        raise FileNotFoundError(f"checkpoint {text} not found (expected a checkpoint folder or "
-                                "a transformers model id such as "
-                                "depth-anything/Depth-Anything-V2-Small-hf)")
-    return _load_transformers(None, text, device)
+    source = resolve_model(checkpoint)
+    if source.kind == "checkpoint":
+        return _load_package_checkpoint(source.path, device)
+    if source.kind in ("transformers", "hub"):
+        return _load_transformers(source, device)
+    raise ValueError(f"{checkpoint} is a {source.kind} model: export starts from a checkpoint "
+                     "folder of this package or a transformers depth model")
 
 
 def _load_package_checkpoint(folder: Path, device: str) -> ExportSource:
@@ -137,62 +112,16 @@ def _load_package_checkpoint(folder: Path, device: str) -> ExportSource:
     return ExportSource(module.eval(), metadata, provenance)
 
 
-def _hf_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _resolve_transformers_folder(model_id: str) -> Path:
-    """Local snapshot folder of a model id (downloads only when not offline)."""
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError as exc:
-        raise RuntimeError("loading a transformers model id needs huggingface_hub "
-                           "(pip install transformers)") from exc
-    offline = _hf_offline()
-    try:
-        # config, image processor config and torch weights: not ONNX/TF/Flax variants
-        return Path(snapshot_download(model_id, local_files_only=offline,
-                                      allow_patterns=["*.json", "*.safetensors", "*.bin"]))
-    except Exception as exc:  # LocalEntryNotFoundError, RepositoryNotFoundError, ...
-        hint = (" (HF_HUB_OFFLINE is set: only models already in the local cache load; copy "
-                "the model folder here and pass its path)" if offline else "")
-        raise FileNotFoundError(f"'{model_id}' is no folder here, and as a transformers "
-                                f"model id it is not available{hint}: {exc}") from exc
-
-
-def _load_transformers(folder: Path | None, name: str, device: str) -> ExportSource:
+def _load_transformers(source, device: str) -> ExportSource:
     import torch
-    from transformers import AutoConfig, AutoModelForDepthEstimation
 
     from depth_perception.runtime.backends.torch_backend import (metadata_from_transformers,
                                                                  transformers_depth_module)
+    from depth_perception.runtime.model_source import load_transformers_depth_model
 
-    folder = folder or _resolve_transformers_folder(name)
-    config = AutoConfig.from_pretrained(folder, local_files_only=True)
-    try:
-        model, info = AutoModelForDepthEstimation.from_pretrained(
-            folder, local_files_only=True, output_loading_info=True)
-    except ValueError as exc:
-        raise ValueError(f"{name}: not a transformers depth-estimation model "
-                         f"({type(config).__name__}): {exc}") from exc
-    except (RuntimeError, OSError) as exc:
-        raise ValueError(f"{name}: the transformers weights do not load into its config: "
-                         f"{exc}") from exc
-    # transformers fills missing weights with random values and only warns: refuse
-    missing = sorted(info.get("missing_keys") or [])
-    mismatched = [str(m) for m in (info.get("mismatched_keys") or [])]
-    if missing or mismatched:
-        raise ValueError(f"{name}: the weights do not fit its config.json: "
-                         f"{len(missing)} missing (e.g. {missing[:5]}), {len(mismatched)} "
-                         f"of another shape (e.g. {mismatched[:3]}); exporting would bake "
-                         "random weights into the model")
-    if info.get("unexpected_keys"):
-        logger.warning("%s: %d weights not used by the model (e.g. %s)", name,
-                       len(info["unexpected_keys"]), sorted(info["unexpected_keys"])[:5])
-    pre_path = folder / "preprocessor_config.json"
-    pre = json.loads(pre_path.read_text()) if pre_path.is_file() else None
-    # the runtime's derivation (metric if depth_estimation_type == "metric", else
-    # relative disparity), with the graph names of exported models
+    name = source.spec
+    model, pre, folder = load_transformers_depth_model(source)
+    config = model.config
     metadata = dataclasses.replace(metadata_from_transformers(config, pre, name),
                                    input_name="image", output_name="depth")
     weights = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))

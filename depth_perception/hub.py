@@ -1,0 +1,69 @@
+"""Model hub access, offline first.
+
+One answer to "may weights come from the network?" for every loader in the package
+(:func:`hub_offline`), one way to find a hub id's files on disk
+(:func:`snapshot_folder`), and one strict check that loaded weights fit their config
+(:func:`check_loading_info`). Nothing here touches the network at import; a download
+happens only when a caller asks for a hub id while the hub is not declared offline.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+def hub_offline(local_files_only: bool = False) -> bool:
+    """True when weights must come from local files: the flag, or ``HF_HUB_OFFLINE`` /
+    ``TRANSFORMERS_OFFLINE`` set to 1/true/yes/on."""
+    env = any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
+              for k in OFFLINE_VARIABLES)
+    return bool(local_files_only or env)
+
+
+def snapshot_folder(model_id: str, local_files_only: bool = False) -> Path:
+    """Local folder with a hub model's config and torch weights (the hub cache's snapshot;
+    downloaded only when the hub is not offline). FileNotFoundError saying how to get it
+    in advance otherwise."""
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as exc:
+        raise RuntimeError("loading a model by hub id needs huggingface_hub "
+                           "(pip install transformers)") from exc
+    offline = hub_offline(local_files_only)
+    try:
+        # config, image processor config and torch weights: not ONNX/TF/Flax variants
+        return Path(snapshot_download(model_id, local_files_only=offline,
+                                      allow_patterns=["*.json", "*.safetensors", "*.bin"]))
+    except Exception as exc:  # LocalEntryNotFoundError, RepositoryNotFoundError, ...
+        hint = (" (the hub is offline here: fetch it in advance on a machine with access, "
+                f"`huggingface-cli download {model_id} --local-dir DIR`, and pass DIR)"
+                if offline else "")
+        raise FileNotFoundError(f"'{model_id}' is no folder here, and as a model id it is not "
+                                f"available{hint}: {exc}") from exc
+
+
+def check_loading_info(name: str, info: dict, allow_mismatch: bool = False) -> None:
+    """Refuse weights that do not fit their config.
+
+    ``info``: transformers' ``output_loading_info`` dict. transformers fills missing
+    weights with random values and only warns; running or exporting such a model would
+    silently produce noise, so missing or wrongly shaped weights raise ValueError unless
+    ``allow_mismatch`` (then they are logged). Unused weights are logged.
+    """
+    missing = sorted(info.get("missing_keys") or [])
+    mismatched = [str(m) for m in (info.get("mismatched_keys") or [])]
+    if missing or mismatched:
+        message = (f"{name}: the weights do not fit its config.json: {len(missing)} missing "
+                   f"(e.g. {missing[:5]}), {len(mismatched)} of another shape (e.g. "
+                   f"{mismatched[:3]}); they would be random")
+        if not allow_mismatch:
+            raise ValueError(message + " (allow it explicitly with allow_weight_mismatch)")
+        log.warning("%s; allowed by allow_weight_mismatch", message)
+    if info.get("unexpected_keys"):
+        log.warning("%s: %d weights not used by the model (e.g. %s)", name,
+                    len(info["unexpected_keys"]), sorted(info["unexpected_keys"])[:5])

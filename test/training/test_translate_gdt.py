@@ -1,0 +1,263 @@
+"""GDT translation end to end with tiny BLIP-2, DPT, SD 1.5, depth ControlNet and
+IP-Adapter built from configs, saved in the hub's layout and loaded by path with
+HF_HUB_OFFLINE=1 (test/conftest.py sets it)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from depth_perception.data.bag import BagReader
+from depth_perception.data.samples import BagSequence, SampleConfig
+from depth_perception_training.translate import photometric
+from depth_perception_training.translate.config import load_translate_config
+from depth_perception_training.translate.manifest import FIELDS, read_image
+from depth_perception_training.translate.models import load_pretrained
+from depth_perception_training.translate.pairs import TranslationPairs
+from depth_perception_training.translate.run import run_translate
+from depth_perception_training.tiny import save_tiny_translation_models
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from depth_perception.synth import make_synthetic_bags
+
+    root = tmp_path_factory.mktemp("gdt")
+    models = save_tiny_translation_models(root / "models")
+    bags = make_synthetic_bags(root / "bags", frames=3, size=(128, 64),
+                               conditions=("day-clear", "night", "rain"), seed=0)
+    return {"root": root, "models": models, "bags": dict(zip(("day", "night", "rain"), bags))}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run faster on one thread (and do not fight other jobs for cores)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def gdt_overrides(tiny, out, *extra) -> list[str]:
+    m, b = tiny["models"], tiny["bags"]
+    return [f"output_dir={out}", f"source.bags=[{b['day']}]", "source.synth=null",
+            "models.tiny=false", *[f"models.{k}={v}" for k, v in m.items()],
+            f"style.night.bags=[{b['night']}]", f"style.rain.bags=[{b['rain']}]", *extra]
+
+
+def gdt_config(tiny, out, *extra):
+    return load_translate_config("gdt_tiny", gdt_overrides(tiny, out, *extra))
+
+
+def test_every_model_loads_by_path_from_the_hub_layout_offline(tiny):
+    from depth_perception_training.translate.caption import Captioner
+    from depth_perception_training.translate.control_depth import DepthEstimator
+    from depth_perception_training.translate.gdt import GDTGenerator
+
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"
+    root = tiny["root"] / "models"
+    for f in ("blip2/config.json", "blip2/model.safetensors", "blip2/processor_config.json",
+              "dpt/config.json", "dpt/preprocessor_config.json", "sd/model_index.json",
+              "sd/unet/config.json", "sd/vae/diffusion_pytorch_model.safetensors",
+              "sd/text_encoder/config.json", "sd/tokenizer/tokenizer_config.json",
+              "sd/scheduler/scheduler_config.json", "controlnet/config.json",
+              "ip_adapter/models/ip-adapter_sd15.safetensors",
+              "ip_adapter/models/image_encoder/config.json"):
+        assert (root / f).is_file(), f
+    m = tiny["models"]
+    rgb = BagSequence(tiny["bags"]["day"], SampleConfig(offsets=(), skip_static=False)).frame(0)
+    caption = Captioner(m["captioner"], CPU, torch.float32, max_new_tokens=4)(rgb)
+    assert isinstance(caption, str)
+    depth = DepthEstimator(m["depth"], CPU, torch.float32)([rgb, rgb])
+    assert depth[0].shape == (64, 128) and depth[0].std() > 0
+    cfg = gdt_config(tiny, tiny["root"] / "unused")
+    gen = GDTGenerator(cfg.models, cfg.diffusion, CPU, torch.float32)
+    assert type(gen.pipe.scheduler).__name__ == "DDIMScheduler"
+    assert gen.pipe.image_encoder is not None                     # IP-Adapter's encoder
+    control = np.repeat(rgb[..., :1], 3, axis=2)
+    a = gen(control, "At night, a street", rgb, seed=5)
+    assert a.shape == rgb.shape and a.dtype == np.uint8
+    np.testing.assert_array_equal(a, gen(control, "At night, a street", rgb, seed=5))
+    assert not np.array_equal(a, gen(control, "At night, a street", rgb, seed=6))
+
+
+def test_a_missing_model_names_its_id_and_how_to_fetch_it():
+    from transformers import AutoConfig
+
+    with pytest.raises(FileNotFoundError, match="huggingface-cli download "
+                                                "nobody/no-such-model"):
+        load_pretrained(AutoConfig.from_pretrained, "nobody/no-such-model", "captioner")
+
+
+def test_gdt_translates_synthetic_frames_into_night_and_rain(tiny):
+    out = tiny["root"] / "run"
+    result = run_translate(gdt_config(tiny, out, "write_bags=true"))
+    assert (result.translated, result.skipped, result.world) == (6, 0, 1)
+    for stage in ("caption", "control_depth", "diffusion", "consistency", "write"):
+        assert result.timings[stage] > 0
+    records = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+    day = BagSequence(tiny["bags"]["day"], SampleConfig(offsets=(), skip_static=False))
+    assert sorted((r["stamp_ns"], r["condition"]) for r in records) == sorted(
+        (int(s), c) for s in day.stamps for c in ("night", "rain"))
+    for r in records:
+        assert tuple(sorted(r)) == tuple(sorted(FIELDS))
+        assert r["source_bag"] == str(tiny["bags"]["day"].resolve())
+        assert r["topic"] == "/camera/image_raw" and r["translator"] == "gdt"
+        prefix = {"night": "At night, ", "rain": "In a rainy day, "}[r["condition"]]
+        assert r["prompt"].startswith(prefix) and r["prompt"] == prefix + r["caption"]
+        assert set(r["models"]) == {"captioner", "depth", "stable_diffusion", "controlnet",
+                                    "ip_adapter"}
+        assert isinstance(r["consistency"], float) and r["accepted"]
+        assert r["style"].startswith(r["condition"] + "#")       # a real frame of it
+        img = read_image(out / r["image"])
+        assert img.shape == (64, 128, 3) == (r["height"], r["width"], 3)    # source size
+        if r["condition"] == "night":                            # darkened
+            assert photometric.luma(img).mean() < 0.16
+    assert len({r["seed"] for r in records}) == 6
+
+    # the same seeds give the same images (a second run into another folder)
+    again = tiny["root"] / "again"
+    run_translate(gdt_config(tiny, again))
+    for r in records:
+        np.testing.assert_array_equal(read_image(out / r["image"]),
+                                      read_image(again / r["image"]))
+    assert (again / "manifest.jsonl").read_text() == (out / "manifest.jsonl").read_text() \
+        .replace(str(out), str(again))
+
+    # the pairing API: every day-clear frame with its night and rain translations
+    pairs = TranslationPairs(out)
+    assert len(pairs) == 3 and pairs.conditions == ["night", "rain"]
+    for k, frame in enumerate(pairs):
+        assert set(frame.translations) == {"night", "rain"}
+        np.testing.assert_array_equal(pairs.day_image(k), day.frame(frame.index))
+        assert pairs.lookup(tiny["bags"]["day"], frame.stamp_ns) is frame
+
+    # a rosbag2 per condition: translated images on the original topic and stamps
+    night = BagReader(out / "bags" / "night" / "day-clear")
+    src = BagReader(tiny["bags"]["day"])
+    assert night.condition == "night"
+    np.testing.assert_array_equal(night.stamps("image"), src.stamps("image"))
+    for key in ("odom", "camera_info", "lidar", "gt_depth", "tf"):
+        np.testing.assert_array_equal(night.stamps(key), src.stamps(key))
+    rec = next(r for r in records if r["condition"] == "night")
+    i = int(np.searchsorted(night.stamps("image"), rec["stamp_ns"]))
+    np.testing.assert_array_equal(night.image(i), read_image(out / rec["image"]))
+    np.testing.assert_array_equal(night.camera_info(0).K, src.camera_info(0).K)
+
+
+# -- processes: kill and rerun, sharding over Accelerate processes --------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _cli(tiny, out, *extra) -> list[str]:
+    return [sys.executable, "-m", "depth_perception.cli", "translate", "--config", "gdt_tiny",
+            *gdt_overrides(tiny, out, *extra)]
+
+
+def _env():
+    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+
+
+def _part_lines(out: Path) -> list[dict]:
+    lines = []
+    for part in sorted((out / "manifest").glob("part-*.jsonl")):
+        lines += [json.loads(x) for x in part.read_text().splitlines() if x.strip()]
+    return lines
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_without_losing_or_repeating_a_sample(tiny, tmp_path):
+    out = tmp_path / "killed"
+    extra = ("diffusion.steps=20",)                 # 6 samples of about a second each
+    proc = subprocess.Popen(_cli(tiny, out, *extra), cwd=REPO, env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    part = out / "manifest" / "part-00000.jsonl"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if part.is_file() and part.read_text().count("\n") >= 2:
+            proc.send_signal(signal.SIGKILL)                 # mid-run, no chance to clean up
+            break
+        time.sleep(0.05)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read()[-3000:]
+    before = {r["key"]: r for r in _part_lines(out)}
+    assert 2 <= len(before) < 6, "the kill came too late to test anything"
+    assert not (out / "manifest.jsonl").exists()             # never merged
+    mtimes = {k: (out / r["image"]).stat().st_mtime_ns for k, r in before.items()}
+
+    rerun = subprocess.run(_cli(tiny, out, *extra), cwd=REPO, env=_env(), capture_output=True,
+                           text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"translated {6 - len(before)}, skipped {len(before)}" in rerun.stdout
+    lines = _part_lines(out)
+    keys = [r["key"] for r in lines]
+    assert len(keys) == len(set(keys)) == 6                  # none lost, none twice
+    merged = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+    assert sorted(r["key"] for r in merged) == sorted(keys)
+    for k, r in before.items():                              # finished work untouched
+        assert (out / r["image"]).stat().st_mtime_ns == mtimes[k]
+    assert not list(out.rglob("*.tmp"))
+
+    # and it equals an uninterrupted run
+    whole = tmp_path / "whole"
+    run_translate(gdt_config(tiny, whole, *extra))
+    assert (whole / "manifest.jsonl").read_text() == (out / "manifest.jsonl").read_text() \
+        .replace(str(out), str(whole))
+
+
+@pytest.mark.slow
+def test_two_accelerate_processes_give_the_manifest_of_one(tiny, tmp_path):
+    accelerate = Path(sys.executable).with_name("accelerate")
+    two, one = tmp_path / "two", tmp_path / "one"
+    cmd = [str(accelerate), "launch", "--config_file",
+           str(REPO / "training/depth_perception_training/config/accelerate/cpu_ddp.yaml"),
+           "--num_processes", "2", "--main_process_port", str(_free_port()), "-m",
+           *_cli(tiny, two, "cpu=true")[2:]]
+    proc = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "process 0/2: 2 frames, translated 4" in proc.stdout
+    assert "process 1/2: 1 frames, translated 2" in proc.stdout
+    assert len(list((two / "manifest").glob("part-*.jsonl"))) == 2
+    single = subprocess.run(_cli(tiny, one, "cpu=true"), cwd=REPO, env=_env(),
+                            capture_output=True, text=True, timeout=600)
+    assert single.returncode == 0, single.stderr[-4000:]
+    assert (two / "manifest.jsonl").read_text() == (one / "manifest.jsonl").read_text() \
+        .replace(str(one), str(two))
+    for r in (json.loads(x) for x in (one / "manifest.jsonl").read_text().splitlines()):
+        np.testing.assert_array_equal(read_image(one / r["image"]), read_image(two / r["image"]))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_precision_and_offload_follow_the_device(tiny):
+    from dataclasses import replace
+
+    from depth_perception_training.translate.gdt import GDTGenerator, generation_size
+    from depth_perception_training.translate.models import select_dtype
+
+    assert select_dtype("auto", torch.device("cuda", 0)) == torch.float16    # fp16 on CUDA
+    assert select_dtype("auto", CPU) == torch.float32
+    assert select_dtype("bf16", CPU) == torch.bfloat16
+    cfg = gdt_config(tiny, tiny["root"] / "unused")
+    with pytest.raises(ValueError, match="cpu_offload needs a CUDA device"):
+        GDTGenerator(cfg.models, replace(cfg.diffusion, cpu_offload=True), CPU, torch.float32)
+    assert generation_size(1600, 900, 512) == (896, 512)      # short side 512, /64, aspect kept
+    assert generation_size(128, 64, 64) == (128, 64)

@@ -1,0 +1,289 @@
+"""Tiny random-weight models built from configs, for tests, benches and CPU demos.
+
+Real transformers classes (a DINOv2 + DPT ``DepthAnythingForDepthEstimation`` with a
+few thousand parameters), re-initialised so their outputs are O(1), saved with
+``save_pretrained`` or exported to ONNX with :class:`ModelMetadata` inside, exactly as a
+real model would be; and the whole translation set (BLIP-2, DPT, SD 1.5, depth
+ControlNet, IP-Adapter; :func:`save_tiny_translation_models`). No weights are downloaded.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from depth_perception.metadata import ModelMetadata
+
+TINY_MAX_DEPTH = 20
+
+
+def _default_init(model):
+    """PyTorch's default Conv/Linear init: transformers' N(0, 0.02) init leaves a deep
+    DPT with ~1e-6 outputs; this gives O(1), image-dependent ones."""
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear)):
+            module.reset_parameters()
+    return model
+
+
+def tiny_depth_anything(metric: bool = True, max_depth: int = TINY_MAX_DEPTH, seed: int = 0):
+    """A DepthAnythingForDepthEstimation with a 4-layer, 32-wide DINOv2 (eval mode)."""
+    import torch
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
+
+    backbone = Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+                            intermediate_size=64, patch_size=14, image_size=56,
+                            out_features=["stage1", "stage2", "stage3", "stage4"],
+                            reshape_hidden_states=False)
+    extra = ({"depth_estimation_type": "metric", "max_depth": int(max_depth)} if metric
+             else {"depth_estimation_type": "relative"})
+    config = DepthAnythingConfig(backbone_config=backbone, reassemble_hidden_size=32,
+                                 patch_size=14, neck_hidden_sizes=[8, 16, 32, 32],
+                                 reassemble_factors=[4, 2, 1, 0.5], fusion_hidden_size=16,
+                                 head_hidden_size=8, **extra)
+    torch.manual_seed(seed)
+    model = DepthAnythingForDepthEstimation(config)
+    return _default_init(model).eval()
+
+
+def save_tiny_depth_anything(folder, **kwargs) -> Path:
+    """save_pretrained of :func:`tiny_depth_anything` into ``folder``."""
+    folder = Path(folder)
+    tiny_depth_anything(**kwargs).save_pretrained(folder)
+    return folder
+
+
+def export_depth_onnx(module, path, height: int, width: int, metadata: ModelMetadata,
+                      input_name: str = "image", output_name: str = "depth") -> Path:
+    """Export ``module`` (image [1,3,H,W] -> depth [1,1,H,W]) at one static size, with
+    ``metadata`` stored in the file. Names in the graph are ``input_name``/``output_name``
+    (the metadata is written as given, so tests can make them disagree)."""
+    import torch
+
+    from depth_perception.runtime.onnx_metadata import write_onnx_metadata
+
+    path = Path(path)
+    x = torch.rand(1, 3, height, width)
+    with warnings.catch_warnings():  # tracer warnings about shape-dependent Python code
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module.eval(), (x,), str(path), input_names=[input_name],
+                          output_names=[output_name], opset_version=17, dynamo=False)
+    write_onnx_metadata(path, metadata)
+    return path
+
+
+def tiny_depth_anything_onnx(path, height: int, width: int, metric: bool = True,
+                             seed: int = 0, model=None, **metadata_overrides) -> Path:
+    """The tiny Depth Anything (or ``model``, e.g. one loaded from a saved folder)
+    exported to ONNX with matching metadata (input 'image', output 'depth', fixed
+    height x width)."""
+    from depth_perception.runtime.backends.torch_backend import transformers_depth_module
+
+    model = model if model is not None else tiny_depth_anything(metric=metric, seed=seed)
+    meta = dict(output_kind="metric_depth" if metric else "relative_disparity",
+                input_height=height, input_width=width, max_depth=float(TINY_MAX_DEPTH),
+                min_depth=0.1, input_name="image", output_name="depth",
+                provenance={"source": "tiny_depth_anything", "seed": seed})
+    meta.update(metadata_overrides)
+    return export_depth_onnx(transformers_depth_module(model), path, height, width,
+                             ModelMetadata(**meta))
+
+
+# -- the GDT translation set (BLIP-2, DPT, SD 1.5, depth ControlNet, IP-Adapter) --------
+#
+# ``save_tiny_translation_models(root)`` writes each in the hub's layout::
+#
+#     root/blip2/             Blip2ForConditionalGeneration + Blip2Processor (OPT text model)
+#     root/dpt/               DPTForDepthEstimation + DPTImageProcessor (MiDaS-style DPT)
+#     root/sd/                StableDiffusionPipeline folder: unet, vae, text_encoder,
+#                             tokenizer, scheduler, model_index.json (as SD 1.5)
+#     root/controlnet/        ControlNetModel (as lllyasviel/control_v11f1p_sd15_depth)
+#     root/ip_adapter/models/ ip-adapter_sd15.safetensors + image_encoder/ (as h94/IP-Adapter)
+#
+# and returns the ``models`` section of a translate configuration pointing there. The
+# weights are random: captions are token soup and images noise, but every shape, dtype,
+# scheduler step and file format is real, and the same loading code runs on them as on
+# the real checkpoints (``from_pretrained(folder)`` with ``HF_HUB_OFFLINE=1``).
+
+#: UNet / ControlNet cross-attention width and the CLIP image embedding size of the tiny set
+CROSS_DIM = 32
+IMAGE_EMBED_DIM = 16
+IP_ADAPTER_WEIGHT = "ip-adapter_sd15.safetensors"
+
+
+def _byte_level_tokenizer(cls, word_end: str, specials: tuple[str, ...], **kwargs):
+    """A byte-level BPE tokenizer of class ``cls`` with no merges: one token per byte
+    (and per byte + ``word_end`` when given), plus ``specials``."""
+    import json
+    import tempfile
+
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    chars = list(bytes_to_unicode().values())
+    tokens = chars + ([c + word_end for c in chars] if word_end else []) + list(specials)
+    with tempfile.TemporaryDirectory() as tmp:
+        vocab, merges = Path(tmp) / "vocab.json", Path(tmp) / "merges.txt"
+        vocab.write_text(json.dumps({t: i for i, t in enumerate(tokens)}))
+        merges.write_text("#version: 0.2\n")
+        return cls(str(vocab), str(merges), **kwargs)
+
+
+def _clip_tokenizer():
+    from transformers import CLIPTokenizer
+
+    return _byte_level_tokenizer(CLIPTokenizer, "</w>", ("<|startoftext|>", "<|endoftext|>"),
+                                 model_max_length=32)
+
+
+def _gpt2_tokenizer():
+    from transformers import GPT2Tokenizer
+
+    return _byte_level_tokenizer(GPT2Tokenizer, "", ("</s>", "<pad>"), bos_token="</s>",
+                                 eos_token="</s>", unk_token="</s>", pad_token="<pad>")
+
+
+def save_tiny_blip2(folder: Path) -> Path:
+    from transformers import (Blip2Config, Blip2ForConditionalGeneration, Blip2Processor,
+                              BlipImageProcessor, Blip2QFormerConfig, Blip2VisionConfig,
+                              OPTConfig)
+
+    num_query_tokens = 4
+    tokenizer = _gpt2_tokenizer()
+    processor = Blip2Processor(BlipImageProcessor(size={"height": 32, "width": 32}),
+                               tokenizer, num_query_tokens=num_query_tokens)
+    image_token_id = tokenizer.convert_tokens_to_ids("<image>")
+    vocab_size = len(tokenizer)
+    vision = Blip2VisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                               num_attention_heads=2, image_size=32, patch_size=8)
+    qformer = Blip2QFormerConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                 intermediate_size=32, encoder_hidden_size=16,
+                                 vocab_size=vocab_size)
+    text = OPTConfig(vocab_size=vocab_size, hidden_size=16, num_hidden_layers=1,
+                     ffn_dim=32, num_attention_heads=2, max_position_embeddings=64,
+                     word_embed_proj_dim=16, bos_token_id=tokenizer.bos_token_id,
+                     eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    config = Blip2Config(vision_config=vision.to_dict(), qformer_config=qformer.to_dict(),
+                         text_config=text.to_dict(), num_query_tokens=num_query_tokens,
+                         image_token_index=image_token_id)
+    model = Blip2ForConditionalGeneration(config).eval()
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def save_tiny_dpt(folder: Path) -> Path:
+    import torch
+    from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessor
+
+    config = DPTConfig(hidden_size=16, num_hidden_layers=4, num_attention_heads=2,
+                       intermediate_size=32, image_size=32, patch_size=8,
+                       backbone_out_indices=[0, 1, 2, 3], neck_hidden_sizes=[8, 8, 16, 16],
+                       fusion_hidden_size=16, head_in_index=-1)
+    model = _default_init(DPTForDepthEstimation(config)).eval()
+    last = [m for m in model.head.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    with torch.no_grad():
+        last.bias.fill_(1.0)     # keep the final ReLU open: a map that varies with the image
+    model.save_pretrained(folder)
+    DPTImageProcessor(size={"height": 32, "width": 32}, keep_aspect_ratio=False,
+                      do_pad=False).save_pretrained(folder)
+    return folder
+
+
+def _tiny_unet_kwargs() -> dict:
+    return dict(block_out_channels=(16, 32), layers_per_block=1, sample_size=16,
+                in_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                cross_attention_dim=CROSS_DIM, attention_head_dim=4, norm_num_groups=8)
+
+
+def save_tiny_stable_diffusion(folder: Path) -> Path:
+    from diffusers import (AutoencoderKL, DDIMScheduler, StableDiffusionPipeline,
+                           UNet2DConditionModel)
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    kw = _tiny_unet_kwargs()
+    # attention only at the coarser level: the pipeline's code paths, a fraction of the time
+    unet = UNet2DConditionModel(out_channels=4, up_block_types=("CrossAttnUpBlock2D",
+                                                                "UpBlock2D"), **kw)
+    vae = AutoencoderKL(block_out_channels=(8, 16), in_channels=3, out_channels=3,
+                        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+                        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+                        latent_channels=4, norm_num_groups=8, sample_size=32)
+    tokenizer = _clip_tokenizer()
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=CROSS_DIM, intermediate_size=64,
+        num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=32,
+        projection_dim=CROSS_DIM, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id))
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                              clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+    pipe = StableDiffusionPipeline(unet=unet, vae=vae, text_encoder=text_encoder,
+                                   tokenizer=tokenizer, scheduler=scheduler,
+                                   safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    pipe.save_pretrained(folder)
+    return folder
+
+
+def save_tiny_controlnet(folder: Path) -> Path:
+    from diffusers import ControlNetModel
+
+    kw = _tiny_unet_kwargs()
+    kw.pop("sample_size")
+    ControlNetModel(conditioning_embedding_out_channels=(8, 16), **kw).save_pretrained(folder)
+    return folder
+
+
+def save_tiny_ip_adapter(root: Path, unet_folder: Path) -> Path:
+    """``root/models/ip-adapter_sd15.safetensors`` + ``root/models/image_encoder``.
+
+    The adapter's state dict has the layout of the released SD 1.5 IP-Adapter:
+    ``image_proj.{proj,norm}.*`` (4 image tokens) and ``ip_adapter.<2j+1>.to_{k,v}_ip.weight``
+    for the j-th cross-attention layer of the UNet, sized from that layer.
+    """
+    import torch
+    from diffusers import UNet2DConditionModel
+    from diffusers.models.embeddings import ImageProjection
+    from safetensors.torch import save_file
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    models = root / "models"
+    encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
+        hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        image_size=32, patch_size=8, projection_dim=IMAGE_EMBED_DIM))
+    encoder.save_pretrained(models / "image_encoder")
+    proj = ImageProjection(cross_attention_dim=CROSS_DIM, image_embed_dim=IMAGE_EMBED_DIM,
+                           num_image_text_embeds=4)
+    state = {f"image_proj.{k.replace('image_embeds', 'proj')}": v.contiguous()
+             for k, v in proj.state_dict().items()}
+    unet = UNet2DConditionModel.from_pretrained(unet_folder, subfolder="unet")
+    modules = dict(unet.named_modules())
+    gen = torch.Generator().manual_seed(0)
+    cross = [n for n in unet.attn_processors if not n.endswith("attn1.processor")]
+    for j, name in enumerate(cross):
+        to_k = modules[name[:-len(".processor")]].to_k.weight       # [inner, cross_dim]
+        for key in ("to_k_ip", "to_v_ip"):
+            state[f"ip_adapter.{2 * j + 1}.{key}.weight"] = (
+                torch.randn(to_k.shape, generator=gen) * 0.1).contiguous()
+    models.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(models / IP_ADAPTER_WEIGHT))
+    return root
+
+
+def save_tiny_translation_models(root: str | Path, seed: int = 0) -> dict:
+    """Write every tiny model under ``root``; returns the ``models`` config section.
+
+    The weights are a function of ``seed`` (same seed, same files' weights)."""
+    import torch
+
+    root = Path(root)
+    torch.manual_seed(seed)
+    save_tiny_blip2(root / "blip2")
+    save_tiny_dpt(root / "dpt")
+    save_tiny_stable_diffusion(root / "sd")
+    save_tiny_controlnet(root / "controlnet")
+    save_tiny_ip_adapter(root / "ip_adapter", root / "sd")
+    return {"captioner": str(root / "blip2"), "depth": str(root / "dpt"),
+            "stable_diffusion": str(root / "sd"), "controlnet": str(root / "controlnet"),
+            "ip_adapter": str(root / "ip_adapter"), "ip_adapter_subfolder": "models",
+            "ip_adapter_weight": IP_ADAPTER_WEIGHT}
