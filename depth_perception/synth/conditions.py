@@ -8,11 +8,14 @@ Conditions share geometry and trajectory and differ only in shading:
 * ``rain``: overcast light, darker wet road with sky reflections in puddles, fog
   (contrast loss), rain streaks, slight blur;
 * ``snow``: overcast, white ground cover away from the wheel tracks, falling flakes.
+
+Shaders take the :class:`~depth_perception.synth.street.SyntheticStreet` and the
+frame's :class:`~depth_perception.synth.street.CameraGeometry` (not imported here: the
+street imports this module).
 """
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,18 +24,16 @@ from depth_perception.synth.materials import smoothstep, value_noise
 from depth_perception.synth.shading import (fog, lambert, point_light, sky_radiance,
                                             streaks)
 
-if TYPE_CHECKING:
-    from depth_perception.synth.street import CameraGeometry, SyntheticStreet
 
 CONDITIONS = ("day-clear", "night", "rain", "snow")
 
 
-def _condition_rng(street: SyntheticStreet, frame: int, condition: str):
+def _condition_rng(street, frame: int, condition: str):
     return np.random.default_rng([street.config.seed & 0xFFFFFFFF, frame,
                                   CONDITIONS.index(condition)])
 
 
-def shade(street: SyntheticStreet, geom: CameraGeometry, condition: str) -> np.ndarray:
+def shade(street, geom, condition: str) -> np.ndarray:
     """Shade precomputed camera geometry for one condition -> [H,W,3] uint8 RGB."""
     if condition not in CONDITIONS:
         raise ValueError(f"unknown condition {condition!r}; expected one of {CONDITIONS}")
@@ -46,7 +47,7 @@ def shade(street: SyntheticStreet, geom: CameraGeometry, condition: str) -> np.n
 
 
 
-def _shade_day(street: SyntheticStreet, geom: CameraGeometry, rng) -> np.ndarray:
+def _shade_day(street, geom, rng) -> np.ndarray:
     """Lambertian under sky ambient + sun; no noise (photometrically consistent)."""
     K = street.intrinsics
     sky = geom.hits.obj == SKY
@@ -55,7 +56,7 @@ def _shade_day(street: SyntheticStreet, geom: CameraGeometry, rng) -> np.ndarray
     return geom.assemble(out, K.height, K.width)
 
 
-def _shade_night(street: SyntheticStreet, geom: CameraGeometry, rng) -> np.ndarray:
+def _shade_night(street, geom, rng) -> np.ndarray:
     import cv2
 
     K = street.intrinsics
@@ -103,7 +104,7 @@ def _shade_night(street: SyntheticStreet, geom: CameraGeometry, rng) -> np.ndarr
     return img + noise_sigma * rng.standard_normal(img.shape)
 
 
-def _shade_rain(street: SyntheticStreet, geom: CameraGeometry, rng) -> np.ndarray:
+def _shade_rain(street, geom, rng) -> np.ndarray:
     import cv2
 
     K = street.intrinsics
@@ -134,7 +135,7 @@ def _shade_rain(street: SyntheticStreet, geom: CameraGeometry, rng) -> np.ndarra
     return img + 0.006 * rng.standard_normal(img.shape)
 
 
-def _shade_snow(street: SyntheticStreet, geom: CameraGeometry, rng) -> np.ndarray:
+def _shade_snow(street, geom, rng) -> np.ndarray:
     K = street.intrinsics
     sky = geom.hits.obj == SKY
     horizon = np.array([0.70, 0.72, 0.75])

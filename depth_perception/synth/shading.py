@@ -7,14 +7,11 @@ transform. Per-sample arrays are [S,...] over the appearance samples of a
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from depth_perception.synth.materials import smoothstep
 
-if TYPE_CHECKING:
-    from depth_perception.synth.street import CameraGeometry
 
 
 SUN = np.array([0.45, -0.35, 0.82]) / np.linalg.norm([0.45, -0.35, 0.82])
@@ -41,14 +38,14 @@ def point_light(points, normals, light, direction=None, cos_inner=1.0, cos_outer
 
 
 
-def lambert(geom: CameraGeometry, ambient, sun, albedo=None) -> np.ndarray:
+def lambert(geom, ambient, sun, albedo=None) -> np.ndarray:
     """[S,3] albedo * (ambient + sun * max(n.l, 0))."""
     albedo = geom.surface.albedo if albedo is None else albedo
     cos_sun = np.clip(geom.normals @ SUN, 0.0, None)
     return albedo * (np.asarray(ambient)[None, :] + np.asarray(sun)[None, :] * cos_sun[:, None])
 
 
-def fog(geom: CameraGeometry, radiance: np.ndarray, airlight, visibility: float):
+def fog(geom, radiance: np.ndarray, airlight, visibility: float):
     """Blend towards the airlight colour with distance: exp(-d / visibility)."""
     d = np.where(np.isfinite(geom.distance), geom.distance, 1e6)
     transmission = np.exp(-d / visibility)[:, None]
