@@ -14,7 +14,8 @@ def test_demo_end_to_end_small(tmp_path, capsys):
 
     out = tmp_path / "demo"
     rc = cli.main(["demo", "--out", str(out), "--frames", "6", "--size", "160x48",
-                   "--train-size", "112x42", "--train-steps", "3", "--rate", "1.0"])
+                   "--train-size", "128x64", "--train-steps", "3", "--train-scenes", "2",
+                   "--train-frames", "6", "--pose-steps", "2", "--rate", "1.0"])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "trained by this package's self-supervised trainer" in printed
@@ -25,7 +26,11 @@ def test_demo_end_to_end_small(tmp_path, capsys):
 
     m = json.loads((out / "report" / "metrics.json").read_text())
     assert set(m["per_condition"]) == {"day-clear", "night", "rain"}
-    assert list(m["models"]) == ["tiny-teacher (offline)", "tiny-teacher (online)"]
+    assert list(m["models"]) == ["tiny-teacher (offline)", "prior (image-blind)",
+                                 "tiny-teacher (online)"]
+    assert "prior (image-blind)" in printed and "absRel struct." in printed
+    prior = m["models"]["prior (image-blind)"]["all"]
+    assert 0 < prior["abs_rel"] < 10 and prior["abs_rel_structure"] > 0.2
     for cond in ("day-clear", "night", "rain"):
         offline = m["models"]["tiny-teacher (offline)"]["per_condition"][cond]
         online = m["models"]["tiny-teacher (online)"]["per_condition"][cond]
@@ -44,7 +49,7 @@ def test_demo_end_to_end_small(tmp_path, capsys):
     md = (out / "report" / "report.md").read_text()
     assert "tiny-teacher (online)" in md and "common frames" in md
     pngs = list((out / "report" / "plots").glob("*.png"))
-    assert len(pngs) == 4 and all(p.stat().st_size > 5000 for p in pngs)
+    assert len(pngs) == 5 and all(p.stat().st_size > 5000 for p in pngs)   # + the prior's samples
 
 
 def test_untrained_fallback_names_itself(tmp_path):
@@ -64,5 +69,5 @@ def test_bad_demo_settings():
 
     with pytest.raises(ValueError, match="at least 3 frames"):
         DemoConfig(frames=1)
-    with pytest.raises(ValueError, match="multiples of 14"):
+    with pytest.raises(ValueError, match="multiples of 32"):
         DemoConfig(train_size=(100, 40))
