@@ -25,6 +25,7 @@ setup(
         "diffusers>=0.30",
         "accelerate>=0.34",
         "safetensors>=0.4",
+        "scipy>=1.10",               # MarigoldDepthPipeline ensembling
         "onnx>=1.16",
         "onnxscript>=0.1",
         "omegaconf>=2.3",
@@ -37,6 +38,7 @@ setup(
             "train = depth_perception_training.commands.train",
             "export = depth_perception_training.commands.export",
             "demo = depth_perception_training.commands.demo",
+            "refine = depth_perception_training.commands.refine",
         ],
     },
 )
