@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from depth_perception import metrics
 from depth_perception_training.refine.sds import hub_offline, missing_weights_error
 
 __all__ = ["MarigoldTeacher", "fit_affine", "align_depth", "log_depth_normalize",
@@ -28,8 +29,7 @@ def fit_affine(pred: np.ndarray, target: np.ndarray, mask: np.ndarray | None = N
                ) -> tuple[float, float]:
     """(scale, shift) minimising sum over valid pixels of (scale * pred + shift - target)^2.
 
-    Valid: finite ``pred`` and ``target`` (and ``mask`` when given). Needs 2 pixels with
-    distinct ``pred`` values.
+    Valid: finite ``pred`` and ``target`` (and ``mask`` when given).
     """
     pred, target = np.asarray(pred, np.float64), np.asarray(target, np.float64)
     if pred.shape != target.shape:
@@ -37,13 +37,7 @@ def fit_affine(pred: np.ndarray, target: np.ndarray, mask: np.ndarray | None = N
     valid = np.isfinite(pred) & np.isfinite(target)
     if mask is not None:
         valid &= np.asarray(mask, bool)
-    p, t = pred[valid], target[valid]
-    if p.size < 2 or np.ptp(p) == 0:
-        raise ValueError(f"fit_affine: need at least 2 valid pixels with different predictions "
-                         f"(got {p.size} valid)")
-    A = np.stack([p, np.ones_like(p)], 1)
-    (scale, shift), *_ = np.linalg.lstsq(A, t, rcond=None)
-    return float(scale), float(shift)
+    return metrics.fit_affine(pred[valid], target[valid])
 
 
 def align_depth(pred: np.ndarray, reference: np.ndarray, space: str = "depth",

@@ -149,7 +149,7 @@ class Refiner:
             loss = loss + self.s.sds_weight * sds
         loss.backward()
         self.optimizer.step()
-        return float(sds), float(smooth)
+        return float(sds.detach()), float(smooth.detach())
 
 
 def refine_image(model: RefinableDepthModel, rgb: np.ndarray, size: tuple[int, int],
