@@ -174,7 +174,7 @@ def aligned_abs_rel(disp: np.ndarray, gt: np.ndarray) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=None, help="reuse bags/models here")
-    ap.add_argument("--model", default=None, help="depth model folder (default: train the tiny teacher)")
+    ap.add_argument("--model", default=None, help="depth model folder (default: fit the tiny DPT to the training drive)")
     ap.add_argument("--depth-steps", type=int, default=200)
     ap.add_argument("--vae-seconds", type=float, default=45)
     ap.add_argument("--unet-minutes", type=float, default=3)

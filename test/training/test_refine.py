@@ -59,7 +59,7 @@ def test_one_sds_step_moves_embeddings_and_dpt_but_not_the_encoder(guidance):
 def test_ensemble_is_the_mean_of_independent_runs_and_weights_are_restored(guidance):
     model = _model()
     original = model.decoder_state()
-    s = RedepthSettings(steps=2, ensemble=3, lr_head=1e-3, seed=5)
+    s = RedepthSettings(steps=1, ensemble=3, lr_head=1e-3, seed=5)
     res = refine_image(model, _rgb(), (56, 28), guidance, "a street", s)
     assert len(res.runs) == 3 and res.raw.shape == (28, 56)
     np.testing.assert_allclose(res.raw, np.mean(res.runs, axis=0), rtol=1e-6)
@@ -75,7 +75,7 @@ def test_ensemble_is_the_mean_of_independent_runs_and_weights_are_restored(guida
 
 def test_smoothness_only_refinement_needs_no_diffusion_model_and_smooths():
     model = _model()
-    s = RedepthSettings(steps=15, ensemble=1, sds_weight=0.0, lr_head=1e-3)
+    s = RedepthSettings(steps=5, ensemble=1, sds_weight=0.0, lr_head=1e-3, lr_embeddings=1e-2)
     res = refine_image(model, _rgb(seed=3), (56, 28), None, None, s)
     from depth_perception_training.refine.normals import laplacian_smoothness
     lap = lambda a: float(laplacian_smoothness(torch.from_numpy(a)[None, None]))  # noqa: E731
