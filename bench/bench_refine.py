@@ -154,7 +154,7 @@ def fit_prior(images, seconds_vae: float, seconds_unet: float, seed: int = 0,
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         step += 1
     unet.eval().requires_grad_(False)
     lines.append(f"UNet: {step} steps in {time.time() - t0:.0f} s, epsilon MSE first 20 "
@@ -190,6 +190,7 @@ def main() -> int:
 
     import torch
     torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from depth_perception.data.samples import BagSequence, SampleConfig
     from depth_perception_training.refine.model import load_refinable

@@ -44,6 +44,29 @@ def test_label_folder_round_trips_in_both_encodings(tmp_path):
         PseudoLabels(tmp_path / "nothing")
 
 
+def test_image_folder_frames_are_keyed_by_folder_and_index(tmp_path):
+    import cv2
+
+    from depth_perception_training.refine.run import iter_frames
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rgb = np.zeros((10, 20, 3), np.uint8)
+    rgb[..., 0] = 200                                            # red in RGB
+    for name in ("b.png", "a.png"):
+        cv2.imwrite(str(folder / name), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    (folder / "notes.txt").write_text("not an image")
+    frames = list(iter_frames(images=folder))
+    assert [(f.bag, f.topic, f.stamp_ns) for f in frames] == [("photos", "images", 0),
+                                                              ("photos", "images", 1)]
+    assert frames[0].image_path.endswith("a.png") and frames[0].K is None
+    np.testing.assert_array_equal(frames[1].rgb, rgb)
+    assert len(list(iter_frames(images=folder, first=1, every=5))) == 1
+    with pytest.raises(FileNotFoundError, match="no images"):
+        list(iter_frames(images=tmp_path / "empty"))
+    with pytest.raises(ValueError, match="exactly one"):
+        list(iter_frames())
+
+
 @pytest.fixture(scope="module")
 def bag(tmp_path_factory):
     from depth_perception.synth import make_synthetic_bags
@@ -72,6 +95,8 @@ def test_refine_verb_on_a_synthetic_frame_with_tiny_models(tmp_path, bag):
     label = labels.get(bag.name, int(seq.stamps[0]))
     assert label.shape == (28, 56) and np.isfinite(label).all()
     assert (label >= 0.1).all() and (label <= 80.0).all()
+    sample = seq[0]
+    np.testing.assert_array_equal(labels.for_sample(sample), label)
     entry = labels.frames[0]
     assert entry["fit"]["prompt"] == "a street" and entry["condition"] == "day-clear"
     assert (out / "config.yaml").is_file()
