@@ -133,12 +133,22 @@ def test_log_depth_normalisation_round_trips():
         log_depth_normalize(d, 5.0, 1.0)
 
 
-def test_blip2_caption_is_text():
+def test_blip2_caption_from_a_local_folder_is_text(tmp_path):
     from depth_perception_training.refine.caption import Captioner
     from depth_perception_training.refine.tiny import tiny_blip2
     processor, model = tiny_blip2()
-    captioner = Captioner(processor, model, max_new_tokens=4, prefix="At night, ")
+    processor.save_pretrained(tmp_path / "blip2")
+    model.save_pretrained(tmp_path / "blip2")
+    captioner = Captioner.from_pretrained(str(tmp_path / "blip2"), max_new_tokens=4,
+                                          prefix="At night, ")
     text = captioner.caption(_rgb())
     assert isinstance(text, str) and text.startswith("At night,")
     with pytest.raises(ValueError, match="uint8"):
         captioner.caption(np.zeros((4, 4), np.float32))
+
+
+def test_missing_weights_name_the_id_and_how_to_get_them(tmp_path):
+    from depth_perception_training.refine.marigold import MarigoldTeacher
+    for load in (SDSGuidance.from_pretrained, MarigoldTeacher.from_pretrained):
+        with pytest.raises(FileNotFoundError, match="huggingface-cli download"):
+            load(str(tmp_path / "not-downloaded"))
