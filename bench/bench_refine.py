@@ -204,9 +204,16 @@ def main() -> int:
     t0 = time.time()
     model_dir = Path(args.model) if args.model else train_depth_model(work, train_bag, args.depth_steps)
     print(f"depth model: {model_dir} ({time.time() - t0:.0f} s)")
-    pipe, lines = fit_prior(day_images(train_bag, args.resolution), args.vae_seconds,
-                            args.unet_minutes * 60)
-    print("\n".join(f"prior {line}" for line in lines))
+    prior_dir = work / f"prior_{args.resolution}"
+    if (prior_dir / "model_index.json").is_file():
+        from diffusers import StableDiffusionPipeline
+        pipe = StableDiffusionPipeline.from_pretrained(prior_dir, local_files_only=True)
+        print(f"prior: reused {prior_dir}")
+    else:
+        pipe, lines = fit_prior(day_images(train_bag, args.resolution), args.vae_seconds,
+                                args.unet_minutes * 60)
+        pipe.save_pretrained(prior_dir)
+        print("\n".join(f"prior {line}" for line in lines))
 
     model = load_refinable(model_dir)
     seq = BagSequence(held_bag, SampleConfig(offsets=(), skip_static=False, with_lidar=False))
