@@ -85,7 +85,7 @@ def test_refine_verb_on_a_synthetic_frame_with_tiny_models(tmp_path, bag):
     save_depth_model(tmp_path / "model", build_depth_model({"arch": "dpt", "size": "tiny"}))
     out = tmp_path / "labels"
     rc = cli.main(["refine", "--bag", str(bag), "--model", str(tmp_path / "model"), "--out",
-                   str(out), "redepth.steps=2", "redepth.ensemble=2", "redepth.short_side=28",
+                   str(out), "redepth.steps=1", "redepth.ensemble=1", "redepth.short_side=28",
                    f"guidance.model={tmp_path / 'sd'}", "caption.prompt=a street",
                    "data.max_frames=1"])
     assert rc == 0
