@@ -150,3 +150,13 @@ def test_missing_weights_name_the_id_and_how_to_get_them(tmp_path):
     for load in (SDSGuidance.from_pretrained, MarigoldTeacher.from_pretrained):
         with pytest.raises(FileNotFoundError, match="huggingface-cli download"):
             load(str(tmp_path / "not-downloaded"))
+
+
+def test_perspective_refinement_uses_the_intrinsics():
+    model = _model()
+    s = RedepthSettings(steps=2, ensemble=1, sds_weight=0.0, camera="perspective")
+    with pytest.raises(ValueError, match="intrinsics"):
+        refine_image(model, _rgb(), (56, 28), None, None, s)
+    K = np.array([[40.0, 0, 27.5], [0, 40.0, 13.5], [0, 0, 1]])
+    res = refine_image(model, _rgb(), (56, 28), None, None, s, K=K)
+    assert np.isfinite(res.raw).all() and not np.allclose(res.raw, res.raw_initial)
