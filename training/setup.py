@@ -25,6 +25,7 @@ setup(
         "diffusers>=0.30",
         "accelerate>=0.34",
         "safetensors>=0.4",
+        "scipy>=1.10",               # MarigoldDepthPipeline ensembling
         "onnx>=1.16",
         "onnxscript>=0.1",
         "omegaconf>=2.3",
@@ -38,6 +39,7 @@ setup(
             "export = depth_perception_training.commands.export",
             "demo = depth_perception_training.commands.demo",
             "translate = depth_perception_training.commands.translate",
+            "refine = depth_perception_training.commands.refine",
         ],
     },
 )

@@ -1,0 +1,47 @@
+"""``depth-perception refine --bag B | --images DIR --model M --out DIR [key=value ...]``."""
+from __future__ import annotations
+
+import argparse
+
+HELP = ("test-time refinement (Re-Depth Anything) or a Marigold teacher over a bag or an "
+        "image folder; writes pseudo labels a student trains on")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--bag", help="rosbag2 folder (camera, optionally LiDAR for alignment)")
+    src.add_argument("--images", help="folder of image files")
+    parser.add_argument("--model", default=None,
+                        help="depth model: this package's DINOv2+DPT checkpoint folder or a "
+                             "Depth Anything (hub id or local folder). Re-Depth refines it; "
+                             "with --config marigold it is the metric teacher labels may be "
+                             "aligned to")
+    parser.add_argument("--out", required=True, help="label folder (manifest.json + labels/)")
+    parser.add_argument("--config", default="redepth",
+                        help="refine config: a path or a shipped name (redepth, marigold)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace labels already in --out")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved configuration and exit")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="e.g. redepth.steps=200 redepth.ensemble=3 caption.prompt='a street' "
+                             "guidance.model=/models/sd15 device=cuda")
+
+
+def run(args: argparse.Namespace) -> int:
+    from depth_perception_training.refine.config import load_refine_config
+    from depth_perception_training.train.config import to_yaml
+
+    cfg = load_refine_config(args.config, args.overrides)
+    if args.print_config:
+        print(to_yaml(cfg), end="")
+        return 0
+    from depth_perception_training.refine.labels import PseudoLabels
+    from depth_perception_training.refine.run import run_refine
+
+    out = run_refine(cfg, args.out, bag=args.bag, images=args.images, model=args.model,
+                     overwrite=args.overwrite)
+    labels = PseudoLabels(out)
+    print(f"{len(labels)} {labels.kind} pseudo labels ({labels.source}, encoding "
+          f"{labels.encoding}) in {out}")
+    return 0
