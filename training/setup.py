@@ -37,6 +37,7 @@ setup(
             "train = depth_perception_training.commands.train",
             "export = depth_perception_training.commands.export",
             "demo = depth_perception_training.commands.demo",
+            "translate = depth_perception_training.commands.translate",
         ],
     },
 )

@@ -200,11 +200,12 @@ def _merge_layer(cfg, layer: dict | Any, source: str):
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = (),
-                schema: type = TrainConfig):
+                schema: type = TrainConfig, kind: str = "train"):
     """Resolve schema defaults <- YAML chain <- dotlist overrides into a DictConfig.
 
-    Raises FileNotFoundError for a missing file and ValueError (naming key and source)
-    for unknown keys, wrong types or malformed overrides.
+    ``kind`` names the shipped config folder a bare name is looked up in
+    (``config/<kind>/``). Raises FileNotFoundError for a missing file and ValueError
+    (naming key and source) for unknown keys, wrong types or malformed overrides.
     """
     from omegaconf import OmegaConf
 
@@ -212,7 +213,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = (),
     if path is not None:
         from depth_perception_training import resolve_config
 
-        for file, data in config_chain(resolve_config(path, "train")):
+        for file, data in config_chain(resolve_config(path, kind)):
             cfg = _merge_layer(cfg, data, str(file))
     overrides = list(overrides)
     if overrides:

@@ -1,0 +1,228 @@
+"""Translation building blocks without diffusion models: tiled depth fusion, the
+depth-consistency check, photometric synthesis, seeds and shards, manifest crash
+safety, configuration errors."""
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from depth_perception.synth.scene import SynthConfig, SyntheticStreet
+from depth_perception_training.translate import manifest, photometric
+from depth_perception_training.translate.config import (PhotometricConfig,
+                                                        load_translate_config)
+from depth_perception_training.translate.consistency import (ConsistencyCheck,
+                                                             consistency_score)
+from depth_perception_training.translate.control_depth import (ControlDepth, FusedDepth,
+                                                               align_affine, blend_weights,
+                                                               control_image, fuse_tiles,
+                                                               tile_boxes)
+from depth_perception_training.translate.sources import sample_seed, shard
+
+
+@pytest.fixture(scope="module")
+def street():
+    """A synthetic street frame: day and night renderings and its true disparity."""
+    s = SyntheticStreet(SynthConfig(size=(256, 128), seed=0), frames=12)
+    depth = s.geometry(0).depth
+    disparity = np.where(np.isfinite(depth), 1.0 / np.maximum(depth, 0.1), 0.0)
+    return {"day": s.render(0, "day-clear")[0], "night": s.render(0, "night")[0],
+            "disparity": disparity, "street": s}
+
+
+class AffineInvariantDepth:
+    """Stands in for MiDaS: sees each input at a fixed low resolution and returns relative
+    depth in its own arbitrary scale and shift (min-max normalised per input), as an
+    affine-invariant model does. Input: images whose red channel encodes disparity."""
+
+    def __init__(self, size=(32, 16)):
+        self.size = size
+
+    def __call__(self, crops):
+        out = []
+        for c in crops:
+            h, w = c.shape[:2]
+            x = cv2.resize(c[..., 0].astype(np.float64), self.size, interpolation=cv2.INTER_AREA)
+            x = 1.0 + 3.0 * (x - x.min()) / (x.max() - x.min() + 1e-9)
+            out.append(cv2.resize(x, (w, h), interpolation=cv2.INTER_CUBIC))
+        return out
+
+
+def _column_gradients(m):
+    return np.abs(np.diff(m, axis=1)).mean(axis=0)      # [W-1] mean |dx| per column
+
+
+def test_tile_grid_covers_the_frame_like_patchfusion_p49():
+    boxes = tile_boxes(900, 1600, 7, 7, 0.5)
+    assert len(boxes) == 49
+    assert {(h, w) for _, _, h, w in boxes} == {(225, 400)}      # a quarter of the frame
+    assert min(y for y, *_ in boxes) == 0 and max(y + h for y, _, h, _ in boxes) == 900
+    assert max(x + w for _, x, _, w in boxes) == 1600
+    weights = blend_weights(boxes, 900, 1600)
+    cover = np.zeros((900, 1600))
+    for (y, x, h, w), wt in zip(boxes, weights):
+        assert wt.min() > 0
+        cover[y:y + h, x:x + w] += wt
+    assert cover.min() > 0.2                                    # every pixel blended
+
+
+def test_fused_depth_has_no_seams_and_follows_the_global_prediction(street):
+    disp = street["disparity"]
+    rgb = np.repeat((disp / disp.max() * 255).astype(np.uint8)[..., None], 3, axis=2)
+    model = AffineInvariantDepth()
+    fused = ControlDepth(model, grid=(3, 3), overlap=0.5)(rgb)
+    boxes = fused.boxes
+    naive = fuse_tiles(fused.global_pred, model([rgb[y:y + h, x:x + w] for y, x, h, w in boxes]),
+                       boxes, align=False, blend=False)
+    borders = sorted({x - 1 for _, x, _, _ in boxes if x > 0}
+                     | {x + w - 1 for _, x, _, w in boxes if x + w < rgb.shape[1]})
+
+    def seam(m):
+        g = _column_gradients(m)
+        return g[borders].max(), np.delete(g, borders).max()
+
+    border, inside = seam(fused.fused)
+    assert border <= inside                       # no step at tile borders
+    naive_border, naive_inside = seam(naive)
+    assert naive_border > naive_inside            # the check sees the seams of raw tiles
+
+    def rel(m, ref):
+        return np.abs(m - ref).mean() / np.abs(ref - ref.mean()).mean()
+
+    assert rel(fused.fused, fused.global_pred) < 0.1        # follows the global prediction
+    assert rel(naive, fused.global_pred) > 0.25
+    # and the tiles add the detail the global pass cannot see
+    assert (rel(align_affine(fused.fused, disp), disp)
+            < rel(align_affine(fused.global_pred, disp), disp))
+
+
+def test_tile_fusion_maps_each_tile_onto_the_global_scale():
+    global_pred = np.tile(np.linspace(0.0, 1.0, 60), (30, 1))        # [30,60]
+    boxes = tile_boxes(30, 60, 1, 3, 0.5)
+    tiles = [10.0 * global_pred[y:y + h, x:x + w] - 3.0 for y, x, h, w in boxes]
+    np.testing.assert_allclose(fuse_tiles(global_pred, tiles, boxes), global_pred, atol=1e-5)
+    with pytest.raises(ValueError, match="expected"):
+        fuse_tiles(global_pred, [t[:, :-1] for t in tiles], boxes)
+
+
+def test_control_image_is_near_bright_min_max_scaled():
+    img = control_image(np.array([[0.5, 1.0], [2.0, 3.5]]))
+    assert img.shape == (2, 2, 3) and img.dtype == np.uint8
+    assert img[0, 0, 0] == 0 and img[1, 1, 0] == 255 and img[0, 1, 0] == 43
+
+
+class LookupDepth:
+    """A perfect depth model for known images (the check's own logic under test)."""
+
+    def __init__(self, table):
+        self.table = {im.tobytes(): d for im, d in table}
+
+    def __call__(self, rgb):
+        d = self.table[rgb.tobytes()]
+        return FusedDepth(d, d, [])
+
+
+def test_consistency_check_rejects_a_moved_object_and_accepts_kept_structure(street):
+    day, night, disp = street["day"], street["night"], street["disparity"]
+    # an object moved: the nearest blob of the frame cut out and pasted 60 px away
+    ys, xs = np.nonzero(disp > np.quantile(disp[disp > 0], 0.97))
+    y0, x0 = int(np.median(ys)) - 16, int(np.median(xs)) - 16
+    y0, x0 = np.clip(y0, 0, 128 - 32), np.clip(x0, 0, 256 - 32 - 60)
+    moved_img, moved_disp = day.copy(), disp.copy()
+    for arr, src in ((moved_img, day), (moved_disp, disp)):
+        arr[y0:y0 + 32, x0 + 60:x0 + 92] = src[y0:y0 + 32, x0:x0 + 32]
+        arr[y0:y0 + 32, x0:x0 + 32] = src[y0:y0 + 32, x0 + 60:x0 + 92]
+    # the kept translation's depth differs by scale and shift only (relative models)
+    model = LookupDepth([(night, 3.0 * disp + 0.2), (moved_img, moved_disp)])
+    check = ConsistencyCheck(model, threshold=0.1)
+    kept, moved = check(disp, night), check(disp, moved_img)
+    assert kept.accepted and kept.score < 1e-6
+    assert not moved.accepted and moved.score > 0.1
+    # unrelated maps score about 1, identical maps 0
+    rng = np.random.default_rng(0)
+    assert 0.7 < consistency_score(rng.random((64, 64)), rng.random((64, 64))) < 1.5
+    with pytest.raises(ValueError, match="differ in shape"):
+        consistency_score(disp, disp[:, 1:])
+    with pytest.raises(ValueError, match="threshold"):
+        ConsistencyCheck(model, threshold=0)
+
+
+@pytest.mark.parametrize("condition", ["night", "rain", "snow"])
+def test_photometric_synthesis_keeps_the_frame_and_is_seeded(street, condition):
+    day = street["day"]
+    cfg = PhotometricConfig()
+    out = photometric.synthesize(day, condition, 7, cfg)
+    assert out.shape == day.shape and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, photometric.synthesize(day, condition, 7, cfg))
+    assert not np.array_equal(out, photometric.synthesize(day, condition, 8, cfg))
+    luma_day, luma_out = photometric.luma(day).mean(), photometric.luma(out).mean()
+    if condition == "night":
+        assert luma_out < 0.5 * luma_day
+    else:  # veils lower the contrast
+        assert photometric.luma(out).std() < photometric.luma(day).std()
+    # the structure survives: edges of the day frame are still where they were
+    corr = np.corrcoef(photometric.luma(day).ravel(), photometric.luma(out).ravel())[0, 1]
+    assert corr > 0.5
+    with pytest.raises(ValueError, match="expected one of"):
+        photometric.synthesize(day, "fog", 0, cfg)
+
+
+def test_night_darkening_reaches_the_target_luma(street):
+    out = photometric.adjust_brightness(street["day"], 0.15)
+    assert abs(photometric.luma(out).mean() - 0.15) < 0.01
+    dark = (street["day"] // 10).astype(np.uint8)
+    np.testing.assert_array_equal(photometric.adjust_brightness(dark, 0.15), dark)   # never brightens
+
+
+def test_seeds_depend_on_the_sample_not_the_order_and_shards_partition():
+    a = sample_seed(0, "bag", 123, "night")
+    assert a == sample_seed(0, "bag", 123, "night")
+    assert len({a, sample_seed(0, "bag", 123, "rain"), sample_seed(1, "bag", 123, "night"),
+                sample_seed(0, "bag", 124, "night")}) == 4
+    items = list(range(11))
+    parts = [shard(items, r, 3) for r in range(3)]
+    assert sorted(sum(parts, [])) == items and parts[1] == [1, 4, 7, 10]
+    with pytest.raises(ValueError, match="rank"):
+        shard(items, 3, 3)
+
+
+def test_manifest_survives_a_cut_line_and_merges_by_key(tmp_path):
+    rec = {"key": "b/1/night", "bag_id": "b", "stamp_ns": 1, "condition": "night",
+           "image": "images/night/b/1.png", "accepted": True}
+    manifest.write_image_atomic(tmp_path / rec["image"], np.zeros((4, 6, 3), np.uint8))
+    with manifest.ManifestWriter(tmp_path, 0) as w:
+        w.append(rec)
+    part = tmp_path / "manifest" / "part-00000.jsonl"
+    with open(part, "ab") as f:                      # a kill in the middle of a write
+        f.write(b'{"key": "b/2/night", "bag_id"')
+    assert manifest.done_keys(tmp_path) == {"b/1/night"}
+    with manifest.ManifestWriter(tmp_path, 0) as w:  # the next record starts a fresh line
+        w.append({**rec, "key": "b/0/rain", "stamp_ns": 0, "condition": "rain"})
+    with manifest.ManifestWriter(tmp_path, 1) as w:  # a duplicate from another part
+        w.append(rec)
+    merged = manifest.merge(tmp_path)
+    assert [r["key"] for r in merged] == ["b/0/rain", "b/1/night"]
+    lines = (tmp_path / "manifest.jsonl").read_text().splitlines()
+    assert [json.loads(x)["key"] for x in lines] == ["b/0/rain", "b/1/night"]
+    assert not list(tmp_path.rglob("*.tmp"))
+    # a record whose image is gone is done again
+    (tmp_path / rec["image"]).unlink()
+    assert "b/1/night" not in manifest.done_keys(tmp_path)
+
+
+def test_config_layers_and_errors_name_the_key(tmp_path):
+    cfg = load_translate_config("config/translate/gdt.yaml", ["conditions=[night]"])
+    assert cfg.translator == "gdt" and cfg.conditions == ["night"]
+    assert cfg.control_depth.grid == [7, 7] and cfg.diffusion.dtype == "auto"
+    tiny = load_translate_config("gdt_tiny")
+    assert tiny.models.tiny and tiny.diffusion.steps == 2 and tiny.prefixes["rain"]
+    with pytest.raises(ValueError, match="diffusion.stepz"):
+        load_translate_config("gdt", ["diffusion.stepz=3"])
+    with pytest.raises(ValueError, match="day-clear is the source"):
+        load_translate_config("photometric", ["conditions=[day-clear]"])
+    with pytest.raises(ValueError, match="translator 'gan'"):
+        load_translate_config("gdt", ["translator=gan"])
+    with pytest.raises(FileNotFoundError, match="shipped translate configs"):
+        load_translate_config("nope")

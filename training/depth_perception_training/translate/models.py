@@ -1,0 +1,58 @@
+"""Loading pretrained models by hub id or local folder, with one clear error.
+
+Every model of the translation pipeline is named in the configuration (``models.*``)
+and goes through :func:`load_pretrained`: a local folder in the hub's layout is read
+as is; a hub id is read from the local cache when ``HF_HUB_OFFLINE=1`` (or
+``models.local_files_only``) and downloaded otherwise. A model that cannot be loaded
+raises ``FileNotFoundError`` naming the id and the command that fetches it in advance.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from depth_perception.models.dpt_depth import hub_offline
+
+log = logging.getLogger(__name__)
+
+
+def fetch_hint(model_id: str) -> str:
+    if Path(model_id).exists():
+        return (f"the folder {model_id} exists but does not hold this model in the hub's "
+                "layout (save it with save_pretrained)")
+    return (f"fetch it in advance on a machine with hub access: `huggingface-cli download "
+            f"{model_id} --local-dir weights/{model_id.split('/')[-1]}`, then pass that "
+            "folder (or keep it in the hub cache and set HF_HUB_OFFLINE=1)")
+
+
+def load_pretrained(loader, model_id: str, what: str, local_files_only: bool = False,
+                    **kwargs):
+    """``loader(model_id, local_files_only=..., **kwargs)`` (a ``from_pretrained``)."""
+    local = Path(model_id).is_dir()
+    offline = local or hub_offline(local_files_only)
+    try:
+        return loader(model_id, local_files_only=offline, **kwargs)
+    except (OSError, ValueError, EnvironmentError) as exc:
+        raise FileNotFoundError(f"{what} '{model_id}' could not be loaded "
+                                f"(local_files_only={offline}): {fetch_hint(model_id)}. "
+                                f"Cause: {str(exc).splitlines()[0]}") from exc
+
+
+def select_device(cpu: bool = False):
+    """The process's device: its Accelerate device (one GPU per process), else CPU."""
+    import torch
+
+    if cpu or not torch.cuda.is_available():
+        return torch.device("cpu")
+    from accelerate import PartialState
+
+    return PartialState().device
+
+
+def select_dtype(name: str, device):
+    """``auto``: fp16 on CUDA, fp32 elsewhere; else fp16 | bf16 | fp32 as named."""
+    import torch
+
+    if name == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[name]
