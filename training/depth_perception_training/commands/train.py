@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "train a depth model (teacher: self-supervised monodepth2-family training from rosbags)"
+HELP = ("train a depth model (teacher: self-supervised monodepth2-family training from rosbags; "
+        "student: SSD distillation on translated frames)")
 
 #: task -> one-line description
 TASKS = {
     "teacher": "self-supervised day-clear teacher (photometric + smoothness + velocity loss)",
+    "student": "SSD student: distillation from a frozen teacher on translated frames "
+               "(teacher loss, semantic loss)",
 }
 
 
@@ -47,12 +50,14 @@ def run(args: argparse.Namespace) -> int:
 
     import logging
 
-    from depth_perception_training.train.teacher import train_teacher
-
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         logging.getLogger("accelerate").setLevel(logging.WARNING)   # per-file save messages
 
-    result = train_teacher(cfg)
+    if args.task == "student":
+        from depth_perception_training.train.student import train_student as train
+    else:
+        from depth_perception_training.train.teacher import train_teacher as train
+    result = train(cfg)
 
     from accelerate import PartialState
 
@@ -68,4 +73,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"checkpoint: {result.last_checkpoint}")
         if result.export_dir:
             print(f"model: {result.export_dir}")
+        for key, value in (getattr(result, "deployable", None) or {}).items():
+            print(f"{key}: {value}")
     return 0
