@@ -161,6 +161,9 @@ class StudentConfig:
     init: str = "teacher"
     #: output folders of ``depth-perception translate`` (any translator) over data.bags
     translations: List[str] = field(default_factory=list)
+    #: when set (gdt | paired | photometric), every translation must come from this
+    #: translator (checked against the manifests)
+    translator: Optional[str] = None
     conditions: List[str] = field(default_factory=lambda: ["night", "rain"])
     #: probability that the student sees the unchanged day-clear frame; null: 1/(|C|+1),
     #: every condition and the unchanged frame equally likely (SSD's P = |C|/(|C|+1) read

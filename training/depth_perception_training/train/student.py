@@ -148,6 +148,15 @@ def unflip_tokens(tokens: torch.Tensor, flip: torch.Tensor, grid: tuple[int, int
     return unflip(spatial, flip).permute(0, 2, 3, 1).reshape(B, N, C)
 
 
+def teacher_sized(image: torch.Tensor, multiple: int) -> torch.Tensor:
+    """[B,3,H,W] resized to the nearest multiple of the teacher's input size multiple
+    (unchanged when H and W already are): a student of another architecture may train
+    at a size the teacher's net does not take; its outputs are resized back."""
+    H, W = image.shape[-2:]
+    size = (max(1, round(H / multiple)) * multiple, max(1, round(W / multiple)) * multiple)
+    return upsample_to(image, size)
+
+
 def token_grid(net: nn.Module, height: int, width: int) -> tuple[int, int]:
     """(h, w) patch grid of a DINOv2-based net at an input size."""
     from depth_perception.models.dpt_depth import PATCH_SIZE
@@ -183,6 +192,9 @@ class StudentObjective:
         self.semantic_encoder = semantic_encoder       # None: the teacher's encoder
         self.ssim_alpha, self.padding_mode = ssim_alpha, padding_mode
         self.timing = {"teacher": 0.0, "total": 0.0, "calls": 0}
+        from depth_perception.models import DEPTH_ARCHS
+
+        self.teacher_multiple = DEPTH_ARCHS[teacher.arch][3]
 
     def normalize(self, image: torch.Tensor) -> torch.Tensor:
         return self._poses.normalize(image)
@@ -201,11 +213,13 @@ class StudentObjective:
         when the semantic loss uses the teacher's encoder, and (teacher loss) the poses
         T_src_tgt [B,n,4,4] from the day frames."""
         started = time.perf_counter()
-        day = self.normalize(batch["image"])
+        H, W = batch["image"].shape[-2:]
+        day = teacher_sized(self.normalize(batch["image"]), self.teacher_multiple)
         want_tokens = self.semantic_weight > 0 and self.semantic_encoder is None
         kwargs = {"return_features": True} if want_tokens else {}
         out = self.teacher.depth(day, **kwargs)
-        result = {"depth": out["depth"][0], "scaled_disp": out["scaled_disp"][0]}
+        result = {"depth": upsample_to(out["depth"][0], (H, W)),
+                  "scaled_disp": upsample_to(out["scaled_disp"][0], (H, W))}
         if want_tokens:
             result["tokens"] = out["features"]
         if self.loss == "teacher":
@@ -353,6 +367,12 @@ def build_student_datasets(cfg: TrainConfig):
     if len(day) == 0:
         raise ValueError(f"no training sample in {list(cfg.data.bags)}")
     pairs = [TranslationPairs(p, conditions=list(s.conditions)) for p in s.translations]
+    if s.translator is not None:
+        for p in pairs:
+            made_by = {t.record.get("translator") for f in p for t in f.translations.values()}
+            if made_by - {s.translator}:
+                raise ValueError(f"student.translator is '{s.translator}' but {p.root} holds "
+                                 f"translations made by {sorted(map(str, made_by))}")
     augment = (_config_object(AugmentConfig, dict(cfg.data.augmentation), "data.augmentation")
                if cfg.data.augment else None)
     train = StudentDataset(day, pairs, s.conditions, s.keep_probability, augment, cfg.seed)

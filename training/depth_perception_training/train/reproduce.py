@@ -1,0 +1,219 @@
+"""SSD's central claim at CPU scale: the student beats its teacher at night and in rain.
+
+:func:`reproduce` runs the whole chain on synthetic bags and scores it on held-out
+scenes (other seeds), metric (no median scaling), against dense ground truth:
+
+1. synthetic drives: training scenes (day-clear, night, rain rendered from the same
+   drive) and held-out scenes;
+2. the tiny teacher (``teacher_tiny``) on the training scenes' day-clear bags;
+3. translations of those day-clear bags with each translator (``paired``: the night /
+   rain renderings of the same frames; ``photometric``: classical synthesis);
+4. one student (``student_tiny``) per translator, from the teacher;
+5. :func:`depth_perception.evaluation.offline.evaluate` of the teacher, each student
+   and an image-blind prior (the per-pixel median of the training bags' ground truth)
+   on the held-out bags, per condition.
+
+Used by ``bench/bench_student.py`` (full budget), the slow test (short budget) and the
+demo. Steps already done in ``work`` (bags, runs with a model) are reused.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+CONDITIONS = ("day-clear", "night", "rain")
+GT_TOPIC = "/ground_truth/depth"
+
+
+@dataclass
+class ReproduceConfig:
+    size: tuple = (224, 70)                 # width, height (the tiny configs' size)
+    train_seeds: tuple = (11, 12)
+    test_seeds: tuple = (99,)
+    train_frames: int = 60
+    test_frames: int = 30
+    teacher_steps: int = 400
+    student_steps: int = 300
+    translators: tuple = ("paired", "photometric")
+    teacher_overrides: list = field(default_factory=list)
+    student_overrides: list = field(default_factory=list)
+
+
+class PriorEstimator:
+    """Image-blind prior: the same depth map whatever the image (DepthEstimator-like)."""
+
+    def __init__(self, depth: np.ndarray):
+        self.depth = depth.astype(np.float32)
+
+    def estimate(self, rgb, intrinsics):
+        from types import SimpleNamespace
+
+        if rgb.shape[:2] != self.depth.shape:
+            raise ValueError(f"prior of size {self.depth.shape} cannot score a "
+                             f"{rgb.shape[:2]} image")
+        return SimpleNamespace(depth=self.depth.copy())
+
+
+def ground_truth_prior(bags) -> np.ndarray:
+    """[H,W] per-pixel median of the dense ground truth over every frame of ``bags``
+    (NaN where no frame has any)."""
+    from depth_perception.data.samples import BagSequence, SampleConfig
+
+    frames = []
+    for bag in bags:
+        seq = BagSequence(bag, SampleConfig(offsets=(), skip_static=False, with_lidar=False))
+        frames += [seq.gt_depth(i) for i in range(len(seq.stamps))]
+    frames = [f for f in frames if f is not None]
+    if not frames:
+        raise ValueError(f"no ground-truth depth in {list(map(str, bags))}")
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)   # all-NaN (sky) pixels
+            return np.nanmedian(np.stack(frames), axis=0)
+
+
+def _synth(root: Path, seeds, frames: int, size) -> dict:
+    from depth_perception.synth import make_synthetic_bags
+
+    out = {}
+    for seed in seeds:
+        folder = root / f"seed{seed}"
+        if not all((folder / c / "metadata.yaml").is_file() for c in CONDITIONS):
+            make_synthetic_bags(folder, frames=frames, size=size, conditions=CONDITIONS,
+                                seed=seed, overwrite=True)
+        out[seed] = {c: folder / c for c in CONDITIONS}
+    return out
+
+
+def _has_model(run: Path) -> bool:
+    return (run / "model" / "metadata.json").is_file()
+
+
+def train_teacher_run(run: Path, day_bags, steps: int, overrides=()) -> float:
+    """Train ``teacher_tiny`` into ``run`` (skipped when it has a model); seconds."""
+    from depth_perception_training.train.config import load_config
+    from depth_perception_training.train.teacher import train_teacher
+
+    if _has_model(run):
+        return 0.0
+    started = time.perf_counter()
+    cfg = load_config("teacher_tiny", [f"output_dir={run}", f"trainer.max_steps={steps}",
+                                       "data.bags=[" + ",".join(map(str, day_bags)) + "]",
+                                       "trainer.val_every=-1", "trainer.checkpoint_every=0",
+                                       *overrides])
+    train_teacher(cfg)
+    return time.perf_counter() - started
+
+
+def translate_run(out: Path, translator: str, day_bags) -> Path:
+    """``depth-perception translate --config <translator>`` over ``day_bags`` into ``out``."""
+    from depth_perception_training.translate.config import load_translate_config
+    from depth_perception_training.translate.run import run_translate
+
+    if not (out / "manifest.jsonl").is_file():
+        cfg = load_translate_config(translator, [
+            f"output_dir={out}", "source.bags=[" + ",".join(map(str, day_bags)) + "]"])
+        run_translate(cfg)
+    return out
+
+
+def train_student_run(run: Path, teacher: Path, translations: Path, day_bags, steps: int,
+                      overrides=()) -> dict:
+    """Train ``student_tiny`` into ``run``; returns steps/s and the teacher-forward share."""
+    from depth_perception_training.train.config import load_config
+    from depth_perception_training.train.student import build_student_trainer, export_deployable
+
+    if _has_model(run) and (run / "timing.json").is_file():
+        return json.loads((run / "timing.json").read_text())
+    cfg = load_config("student_tiny", [
+        f"output_dir={run}", f"trainer.max_steps={steps}", f"student.teacher={teacher}",
+        f"student.translations=[{translations}]",
+        "data.bags=[" + ",".join(map(str, day_bags)) + "]",
+        "trainer.val_every=-1", "trainer.checkpoint_every=0", *overrides])
+    trainer, objective = build_student_trainer(cfg)
+    started = time.perf_counter()
+    trainer.fit()
+    seconds = time.perf_counter() - started
+    t = objective.timing
+    timing = {"steps": int(t["calls"]), "seconds": seconds,
+              "steps_per_s": t["calls"] / max(seconds, 1e-9),
+              "teacher_share": t["teacher"] / max(t["total"], 1e-9)}
+    export_deployable(run / "model", int(cfg.data.height), int(cfg.data.width), engine=False)
+    (run / "timing.json").write_text(json.dumps(timing, indent=2) + "\n")
+    return timing
+
+
+def score(models: dict, bags, prior: np.ndarray | None = None) -> dict:
+    """{row name: {condition: abs_rel, ...}} from the offline evaluation against the
+    dense ground truth (0.1-80 m, no median scaling); ``models``: name -> model path."""
+    from depth_perception.evaluation.offline import EvaluateConfig, ModelSpec, evaluate
+
+    config = EvaluateConfig(reference=GT_TOPIC)
+    specs = [ModelSpec(str(path), name=name) for name, path in models.items()]
+    estimators = {"prior": PriorEstimator(prior)} if prior is not None else None
+    results = evaluate(bags, config, models=specs, estimators=estimators)
+    table = {}
+    for name, res in results.models.items():
+        summary = res.summary()
+        table[name] = {g: {"abs_rel": v["abs_rel"], "a1": v.get("a1"), "frames": v["frames"]}
+                       for g, v in summary.items()}
+    return table
+
+
+def reproduce(work: str | Path, config: ReproduceConfig | None = None) -> dict:
+    """Run steps 1-5 of the module doc in ``work``; returns the table and timings."""
+    c = config or ReproduceConfig()
+    work = Path(work)
+    timings = {}
+    # 1. Bags
+    train = _synth(work / "data" / "train", c.train_seeds, c.train_frames, c.size)
+    test = _synth(work / "data" / "test", c.test_seeds, c.test_frames, c.size)
+    day_bags = [train[s]["day-clear"] for s in c.train_seeds]
+    test_bags = [test[s][cond] for s in c.test_seeds for cond in CONDITIONS]
+    # 2. Teacher
+    teacher = work / "teacher"
+    timings["teacher_seconds"] = train_teacher_run(teacher, day_bags, c.teacher_steps,
+                                                   c.teacher_overrides)
+    # 3-4. Translations and students
+    models = {"teacher": teacher / "model"}
+    students = {}
+    for name in c.translators:
+        translations = translate_run(work / f"translate_{name}", name, day_bags)
+        run = work / f"student_{name}"
+        students[name] = train_student_run(run, teacher, translations, day_bags,
+                                           c.student_steps, c.student_overrides)
+        models[f"student ({name})"] = run / "model.onnx"
+    # 5. Scores on the held-out scenes
+    prior = ground_truth_prior([train[s][cond] for s in c.train_seeds for cond in ("day-clear",)])
+    table = score(models, test_bags, prior)
+    return {"table": table, "students": students, "timings": timings,
+            "test_bags": [str(b) for b in test_bags]}
+
+
+def format_table(table: dict, conditions=CONDITIONS) -> str:
+    """Markdown table of abs_rel per row and condition."""
+    lines = ["| abs_rel (held-out, metric) | " + " | ".join(conditions) + " |",
+             "|---|" + "---|" * len(conditions)]
+    for name, groups in table.items():
+        cells = [f"{groups[c]['abs_rel']:.3f}" if c in groups else "-" for c in conditions]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def claim_holds(table: dict, translator: str, day_tolerance: float = 0.05) -> dict:
+    """SSD's direction per condition: student < teacher at night and in rain, and on
+    day-clear at most ``day_tolerance`` worse."""
+    s, t = table[f"student ({translator})"], table["teacher"]
+    return {"night": s["night"]["abs_rel"] < t["night"]["abs_rel"],
+            "rain": s["rain"]["abs_rel"] < t["rain"]["abs_rel"],
+            "day-clear": s["day-clear"]["abs_rel"]
+            <= (1 + day_tolerance) * t["day-clear"]["abs_rel"]}
