@@ -27,6 +27,8 @@ def main() -> int:
     parser.add_argument("--teacher-steps", type=int, default=400)
     parser.add_argument("--student-steps", type=int, default=300)
     parser.add_argument("--translators", default="paired,photometric")
+    parser.add_argument("--size", default="224x70",
+                        help="WIDTHxHEIGHT of bags and networks (multiples of 14)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from depth_perception_training.train.reproduce import (ReproduceConfig, claim_holds,
@@ -34,7 +36,11 @@ def main() -> int:
 
     load = os.getloadavg()
     started = time.perf_counter()
-    config = ReproduceConfig(teacher_steps=args.teacher_steps, student_steps=args.student_steps,
+    from depth_perception.camera import parse_size
+
+    size = parse_size(args.size)
+    config = ReproduceConfig(size=size, teacher_steps=args.teacher_steps,
+                             student_steps=args.student_steps,
                              translators=tuple(args.translators.split(",")))
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
@@ -42,7 +48,7 @@ def main() -> int:
     minutes = (time.perf_counter() - started) / 60
     print(f"\nload average at start {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} (2 cores); "
           f"total {minutes:.1f} min; teacher {args.teacher_steps} steps, "
-          f"students {args.student_steps} steps each, 224x70, batch 4")
+          f"students {args.student_steps} steps each, {args.size}, batch 4")
     print(format_table(out["table"]))
     for name, t in out["students"].items():
         print(f"student ({name}): {t['steps_per_s']:.2f} steps/s, "

@@ -14,7 +14,8 @@ def test_demo_end_to_end_small(tmp_path, capsys):
 
     out = tmp_path / "demo"
     rc = cli.main(["demo", "--out", str(out), "--frames", "6", "--size", "160x48",
-                   "--train-size", "112x42", "--train-steps", "3", "--rate", "1.0"])
+                   "--train-size", "112x42", "--train-steps", "3", "--student-steps", "2",
+                   "--rate", "1.0"])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "trained by this package's self-supervised trainer" in printed
@@ -23,7 +24,13 @@ def test_demo_end_to_end_small(tmp_path, capsys):
 
     m = json.loads((out / "report" / "metrics.json").read_text())
     assert set(m["per_condition"]) == {"day-clear", "night", "rain"}
-    assert list(m["models"]) == ["tiny-teacher (offline)", "tiny-teacher (online)"]
+    assert list(m["models"]) == ["tiny-teacher (offline)", "tiny-teacher (online)",
+                                 "student (offline)", "image-blind prior (offline)",
+                                 "student (online)"]
+    assert (out / "student" / "model.onnx").is_file()          # the student deployed itself
+    for cond in ("day-clear", "night", "rain"):
+        assert m["models"]["student (offline)"]["per_condition"][cond]["frames"] == 6
+        assert 1 <= m["models"]["student (online)"]["per_condition"][cond]["frames"] <= 6
     for cond in ("day-clear", "night", "rain"):
         offline = m["models"]["tiny-teacher (offline)"]["per_condition"][cond]
         online = m["models"]["tiny-teacher (online)"]["per_condition"][cond]

@@ -36,6 +36,9 @@ class DemoConfig:
     max_depth: float = 80.0
     online: bool = True
     conditions: tuple = CONDITIONS
+    #: SSD student distilled from the demo's teacher on `photometric` translations of
+    #: the day-clear bag (never the night/rain bags it is scored on); 0: no student
+    student_steps: int = 200
 
     def __post_init__(self):
         self.out = Path(self.out)
@@ -115,6 +118,42 @@ def get_model(cfg: DemoConfig, bags: dict) -> tuple[str, str]:
     return train_tiny_teacher(cfg, bags["day-clear"])
 
 
+def student_stage(cfg: DemoConfig, bags: dict, teacher_run: Path, econf, results) -> str:
+    """Distil a student from the demo's teacher, score it offline and online into
+    ``results`` beside an image-blind prior; returns the report note."""
+    from depth_perception.evaluation.offline import ModelSpec, evaluate
+    from depth_perception_training.train.reproduce import (PriorEstimator, ground_truth_prior,
+                                                           train_student_run, translate_run)
+
+    w, h = cfg.train_size
+    day = bags["day-clear"]
+    translations = translate_run(cfg.out / "translate_photometric", "photometric", [day])
+    run = cfg.out / "student"
+    timing = train_student_run(run, teacher_run, translations, [day], cfg.student_steps,
+                               [f"data.width={w}", f"data.height={h}", f"seed={cfg.seed}",
+                                "trainer.image_every=0"])
+    model = str(run / "model.onnx")
+    prior = PriorEstimator(ground_truth_prior([day]))
+    evaluate(list(bags.values()), econf, models=[ModelSpec(model, cfg.backend, "student (offline)")],
+             estimators={"image-blind prior (offline)": prior}, results=results)
+    if cfg.online:
+        from depth_perception.ros.evaluator_node import evaluate_online
+
+        online = econf.new_results()
+        for bag in bags.values():
+            evaluate_online(bag, model, results=online, model_name="student (online)",
+                            backend=cfg.backend, input_short_side=h, rate=cfg.rate,
+                            max_depth=cfg.max_depth)
+        results.absorb(online)
+    return (f"Student: SSD student (teacher loss + semantic loss) distilled from the tiny "
+            f"teacher for {timing['steps']} steps on `photometric` night/rain translations of "
+            f"the day-clear bag, exported to ONNX ({model}). Image-blind prior: per-pixel "
+            "median of the day-clear bag's ground truth. Reproduce: `depth-perception "
+            "translate --config photometric source.bags=[BAGS/day-clear] output_dir=TR` then "
+            "`depth-perception train student --config student_tiny data.bags=[BAGS/day-clear] "
+            f"student.teacher=TEACHER_RUN student.translations=[TR] trainer.max_steps={cfg.student_steps}`.")
+
+
 def agreement(offline, online) -> dict:
     """Per condition: frames in common (by stamp) and max |abs_rel offline - online|."""
     out = {}
@@ -165,8 +204,13 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
         agree = agreement(results.models[f"{name} (offline)"], online.models[f"{name} (online)"])
         results.absorb(online)
 
+    # 4b. The student distilled from the teacher trained above, and the prior
+    student_note = ""
+    if cfg.student_steps > 0 and not cfg.model:
+        student_note = student_stage(cfg, bags, Path(model).parent, econf, results)
+
     # 5. Report
-    lines = [note, ""]
+    lines = [note, student_note, ""]
     if agree:
         lines.append("Online (replayed over DDS through the depth node, scored live) vs "
                      "offline (same model, same bags): " + "; ".join(

@@ -17,6 +17,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--train-steps", type=int, default=400,
                         help="tiny teacher training steps (default 400; about a minute on 2 "
                              "CPU cores)")
+    parser.add_argument("--student-steps", type=int, default=200,
+                        help="SSD student distillation steps after the teacher (default 200; "
+                             "0: no student)")
     parser.add_argument("--model", default=None,
                         help="evaluate this model instead of training the tiny teacher")
     parser.add_argument("--backend", default="auto")
@@ -35,7 +38,7 @@ def run(args) -> int:
     cfg = DemoConfig(out=args.out, frames=args.frames, size=parse_size(args.size),
                      train_size=parse_size(args.train_size), train_steps=args.train_steps,
                      model=args.model, backend=args.backend, seed=args.seed, rate=args.rate,
-                     online=not args.offline_only)
+                     online=not args.offline_only, student_steps=args.student_steps)
     result = run_demo(cfg)
     print(result.model_note)
     print()

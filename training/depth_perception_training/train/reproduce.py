@@ -181,8 +181,9 @@ def reproduce(work: str | Path, config: ReproduceConfig | None = None) -> dict:
     test_bags = [test[s][cond] for s in c.test_seeds for cond in CONDITIONS]
     # 2. Teacher
     teacher = work / "teacher"
+    sized = [f"data.width={c.size[0]}", f"data.height={c.size[1]}"]
     timings["teacher_seconds"] = train_teacher_run(teacher, day_bags, c.teacher_steps,
-                                                   c.teacher_overrides)
+                                                   [*sized, *c.teacher_overrides])
     # 3-4. Translations and students
     models = {"teacher": teacher / "model"}
     students = {}
@@ -190,7 +191,7 @@ def reproduce(work: str | Path, config: ReproduceConfig | None = None) -> dict:
         translations = translate_run(work / f"translate_{name}", name, day_bags)
         run = work / f"student_{name}"
         students[name] = train_student_run(run, teacher, translations, day_bags,
-                                           c.student_steps, c.student_overrides)
+                                           c.student_steps, [*sized, *c.student_overrides])
         models[f"student ({name})"] = run / "model.onnx"
     # 5. Scores on the held-out scenes
     prior = ground_truth_prior([train[s][cond] for s in c.train_seeds for cond in ("day-clear",)])
