@@ -24,8 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    from depth_perception.synth import parse_size, write_synthetic_bags
-    from depth_perception.synth.scene import SynthConfig, SyntheticStreet
+    from depth_perception.synth import (SynthConfig, SyntheticStreet, parse_size,
+                                        write_synthetic_bags)
 
     size = parse_size(args.size)
     conditions = [c.strip() for c in args.conditions.split(",") if c.strip()]

@@ -21,9 +21,16 @@ Definitions (g = ground truth, p = prediction, both metres, over valid pixels)::
 ``scale_ratio`` is always reported: ``median(g) / median(p)`` of the prediction as it
 was given (before any alignment), so ``|scale_ratio - 1|`` is the metric-scale error
 of a model evaluated *without* median scaling.
+
+An honest floor: :func:`depth_prior` is an image-blind predictor, the per-pixel median
+of reference depths (e.g. of the training bags). Given ``structure`` (the pixels where
+that prior's relative error exceeds :data:`STRUCTURE_THRESHOLD`, from
+:func:`structure_mask`), the metrics add ``abs_rel_structure``: abs_rel over those
+pixels only, the part of the task the prior cannot do (NaN when there is none).
 """
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -32,6 +39,8 @@ import numpy as np
 #: Keys of the dictionary returned by :func:`compute_depth_metrics`.
 METRIC_KEYS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3", "silog",
                "log10", "scale_ratio", "n_valid")
+#: prior relative error above which a pixel is a "structure pixel"
+STRUCTURE_THRESHOLD = 0.2
 #: Error metrics for which lower is better (the rest: a1..a3 higher is better).
 LOWER_IS_BETTER = ("abs_rel", "sq_rel", "rmse", "rmse_log", "silog", "log10")
 
@@ -43,6 +52,43 @@ def valid_mask(gt: np.ndarray, min_depth: float = 1e-3, max_depth: float = 80.0)
     gt = np.asarray(gt)
     with np.errstate(invalid="ignore"):
         return np.isfinite(gt) & (gt > min_depth) & (gt < max_depth)
+
+
+def depth_prior(depths, min_depth: float = 1e-3, max_depth: float = 80.0) -> np.ndarray:
+    """Image-blind depth prior: the per-pixel median of reference depth maps.
+
+    depths: [N,H,W] (or a list of [H,W]) metres, invalid = NaN / out of range. Pixels
+    never valid take the median of their row, then the median of everything (a prior
+    must predict every pixel). Returns [H,W] float32 metres.
+    """
+    stack = np.asarray(list(depths) if not isinstance(depths, np.ndarray) else depths,
+                       dtype=np.float32)
+    if stack.ndim != 3 or len(stack) == 0:
+        raise ValueError(f"depth prior: expected [N,H,W] depth maps, got shape {stack.shape}")
+    stack = np.where(valid_mask(stack, min_depth, max_depth), stack, np.nan)
+    if not np.isfinite(stack).any():
+        raise ValueError(f"depth prior: no valid reference pixel in {len(stack)} maps "
+                         f"(need {min_depth} < depth < {max_depth})")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)          # all-NaN pixels / rows
+        prior = np.nanmedian(stack, axis=0)                      # [H,W]
+        rows = np.nanmedian(prior, axis=1, keepdims=True)        # [H,1]
+    prior = np.where(np.isfinite(prior), prior, rows)
+    prior = np.where(np.isfinite(prior), prior, np.nanmedian(stack))
+    return prior.astype(np.float32)
+
+
+def structure_mask(prior: np.ndarray, gt: np.ndarray,
+                   threshold: float = STRUCTURE_THRESHOLD) -> np.ndarray:
+    """[H,W] bool: pixels where the prior's relative error |prior - gt| / gt > threshold."""
+    prior = np.asarray(prior, dtype=np.float64)
+    gt = np.asarray(gt, dtype=np.float64)
+    if prior.shape != gt.shape:
+        raise ValueError(f"structure mask: prior {prior.shape} and reference {gt.shape} differ")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.isfinite(gt) & (gt > 0) & (np.abs(prior - gt) / gt > threshold)
 
 
 def fit_affine(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -62,7 +108,8 @@ def fit_affine(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 def compute_depth_metrics(gt: np.ndarray, pred: np.ndarray, min_depth: float = 1e-3,
                           max_depth: float = 80.0, median_scaling: bool = False,
-                          align: str | None = None, mask: np.ndarray | None = None) -> dict:
+                          align: str | None = None, mask: np.ndarray | None = None,
+                          structure: np.ndarray | None = None) -> dict:
     """Errors of one predicted depth map against ground truth.
 
     Args:
@@ -75,6 +122,9 @@ def compute_depth_metrics(gt: np.ndarray, pred: np.ndarray, min_depth: float = 1
             ``"affine_disparity"`` (least squares ``s * pred + t`` to ``1 / gt``, then
             inverted to depth).
         mask: optional extra [H,W] boolean mask (e.g. a crop) ANDed with the valid mask.
+        structure: optional [H,W] boolean structure-pixel mask (:func:`structure_mask`):
+            adds ``abs_rel_structure`` (NaN when no valid pixel is in it) and
+            ``structure_fraction`` (of the valid pixels).
 
     Returns:
         dict with :data:`METRIC_KEYS` (floats; ``n_valid`` an int).
@@ -109,6 +159,12 @@ def compute_depth_metrics(gt: np.ndarray, pred: np.ndarray, min_depth: float = 1
                          f"{min_depth} < gt < {max_depth} m; {gt.size} pixels, "
                          f"{int(np.isfinite(gt).sum())} finite)")
     g, p = gt[valid], pred[valid]                                       # [N], [N]
+    if structure is not None:
+        structure = np.asarray(structure, dtype=bool)
+        if structure.shape != gt.shape:
+            raise ValueError(f"depth metrics: structure mask shape {structure.shape} != depth "
+                             f"shape {gt.shape}")
+        structure = structure[valid]                                    # [N]
     bad = ~np.isfinite(p) if align == "affine_disparity" else ~(np.isfinite(p) & (p > 0))
     if bad.any():
         raise ValueError(f"depth metrics: prediction has {int(bad.sum())} non-finite or "
@@ -136,6 +192,11 @@ def compute_depth_metrics(gt: np.ndarray, pred: np.ndarray, min_depth: float = 1
     thresh = np.maximum(g / p, p / g)
     diff = g - p
     log_diff = np.log(p) - np.log(g)
+    extra = {}
+    if structure is not None:
+        rel = np.abs(diff[structure]) / g[structure]
+        extra = {"abs_rel_structure": float(rel.mean()) if rel.size else float("nan"),
+                 "structure_fraction": float(structure.mean())}
     return {
         "abs_rel": float(np.mean(np.abs(diff) / g)),
         "sq_rel": float(np.mean(diff ** 2 / g)),
@@ -149,6 +210,7 @@ def compute_depth_metrics(gt: np.ndarray, pred: np.ndarray, min_depth: float = 1
         "log10": float(np.mean(np.abs(np.log10(g) - np.log10(p)))),
         "scale_ratio": scale_ratio,
         "n_valid": n_valid,
+        **extra,
     }
 
 
@@ -167,12 +229,15 @@ class MetricAccumulator:
     align: str | None = None
     _sums: dict = field(default_factory=lambda: defaultdict(lambda: defaultdict(float)))
     _counts: dict = field(default_factory=lambda: defaultdict(int))
+    #: images that gave a finite value, per key (NaN values, e.g. abs_rel_structure of
+    #: an image without structure pixels, are left out of that key's mean)
+    _key_counts: dict = field(default_factory=lambda: defaultdict(lambda: defaultdict(int)))
 
     def update(self, gt: np.ndarray, pred: np.ndarray, condition: str | None = None,
-               mask: np.ndarray | None = None) -> dict:
+               mask: np.ndarray | None = None, structure: np.ndarray | None = None) -> dict:
         """Compute one image's metrics (gt, pred: [H,W]) and add them; returns them."""
         m = compute_depth_metrics(gt, pred, self.min_depth, self.max_depth,
-                                  self.median_scaling, self.align, mask)
+                                  self.median_scaling, self.align, mask, structure)
         self.add(m, condition)
         return m
 
@@ -182,7 +247,11 @@ class MetricAccumulator:
         for group in groups:
             self._counts[group] += 1
             for key, value in metrics.items():
+                if value is None or not math.isfinite(float(value)):
+                    self._sums[group].setdefault(key, 0.0)   # reported as NaN if never finite
+                    continue
                 self._sums[group][key] += float(value)
+                self._key_counts[group][key] += 1
 
     @property
     def count(self) -> int:
@@ -196,8 +265,9 @@ class MetricAccumulator:
         """
         out = {}
         for group, n in self._counts.items():
-            sums = self._sums[group]
-            out[group] = {k: (v if k == "n_valid" else v / n) for k, v in sums.items()}
+            sums, counts = self._sums[group], self._key_counts[group]
+            out[group] = {k: (v if k == "n_valid" else v / counts[k] if counts[k] else math.nan)
+                          for k, v in sums.items()}
             out[group]["n_valid"] = int(sums.get("n_valid", 0))
             out[group]["n_images"] = n
         return out
@@ -205,6 +275,7 @@ class MetricAccumulator:
     def reset(self) -> None:
         self._sums.clear()
         self._counts.clear()
+        self._key_counts.clear()
 
 
 def format_metrics(summary: dict, keys: tuple = ("abs_rel", "sq_rel", "rmse", "rmse_log",

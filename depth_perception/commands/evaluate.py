@@ -48,6 +48,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-frames", type=int, default=0,
                         help="score at most this many frames per bag (0: all)")
     parser.add_argument("--stride", type=int, default=1, help="score every Nth frame")
+    prior = parser.add_mutually_exclusive_group()
+    prior.add_argument("--prior-bags", nargs="+", default=[], metavar="B",
+                       help="add the image-blind prior row (per-pixel median reference depth "
+                            "over these bags, e.g. the training bags) and structure-pixel "
+                            "abs_rel (where the prior is off by more than 20%%)")
+    prior.add_argument("--prior", action="store_true",
+                       help="as --prior-bags, leave-one-out over the evaluated bags")
     parser.add_argument("--no-plots", action="store_true", help="skip the png plots")
 
 
@@ -61,7 +68,9 @@ def run(args) -> int:
         median_scaling=args.median_scaling, align=args.align, reference=args.gt,
         condition=args.condition, max_frames=args.max_frames, stride=args.stride,
         lidar_topic=args.lidar_topic, image_topic=args.image_topic,
-        camera_info_topic=args.camera_info_topic)
+        camera_info_topic=args.camera_info_topic,
+        prior="bags" if args.prior_bags else "loo" if args.prior else "none",
+        prior_bags=tuple(args.prior_bags))
     options = {"short_side": args.short_side or None, "max_pixels": args.max_pixels or None}
     models = []
     if args.model:

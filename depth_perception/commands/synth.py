@@ -22,6 +22,10 @@ def add_arguments(parser) -> None:
                              "CompressedImage on /camera/image_raw/compressed (default: raw)")
     parser.add_argument("--speed", type=float, default=None,
                         help="vehicle speed in m/s (default: 10)")
+    parser.add_argument("--vary", action="store_true",
+                        help="draw the rig and street from the seed (SynthConfig.varied): "
+                             "camera height and pitch, speed, lane changes, lead cars, "
+                             "oncoming cars, cross streets, parked cars")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace existing bags of the same names")
 
@@ -30,12 +34,12 @@ def run(args) -> int:
     import time
     from dataclasses import replace
 
-    from depth_perception.synth import make_synthetic_bags, parse_size
-    from depth_perception.synth.scene import SynthConfig
+    from depth_perception.synth import SynthConfig, make_synthetic_bags, parse_size
 
     size = parse_size(args.size)
     conditions = [c.strip() for c in args.conditions.split(",") if c.strip()]
-    config = SynthConfig(size=size, seed=args.seed)
+    config = (SynthConfig.varied(args.seed, size=size) if args.vary
+              else SynthConfig(size=size, seed=args.seed))
     if args.speed is not None:
         config = replace(config, speed=args.speed)
     start = time.perf_counter()

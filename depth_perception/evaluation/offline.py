@@ -7,7 +7,8 @@ With a model, every frame goes through :class:`depth_perception.runtime.estimato
 of the node. With a prediction topic, depth images recorded in the bag are scored
 (matched to the frame by header stamp).
 
-    results = evaluate(["bags/night"], EvaluateConfig(reference="lidar"),
+    results = evaluate(["bags/night"], EvaluateConfig(reference="lidar", prior="bags",
+                                                      prior_bags=("bags/train",)),
                        models=[ModelSpec("model.onnx", "onnxruntime")])
     write_report(results, "out/")
 """
@@ -49,12 +50,21 @@ class EvaluateConfig:
     camera_info_topic: str = "/camera/camera_info"
     #: index (within each condition) of the frame shown in the sample figure
     sample_index: int = 0
+    #: image-blind prior row (per-pixel median reference depth) and structure-pixel
+    #: abs_rel: "none", "bags" (over ``prior_bags``, e.g. the training bags) or "loo"
+    #: (leave-one-out: each evaluated bag gets the prior of the other evaluated bags)
+    prior: str = "none"
+    prior_bags: tuple = ()
 
     def __post_init__(self):
         if self.stride < 1 or self.max_frames < 0:
             raise ValueError(f"evaluate: need stride >= 1 and max_frames >= 0, got "
                              f"{self.stride}, {self.max_frames}")
         self.spec = parse_reference(self.reference, self.lidar_topic)
+        if self.prior not in ("none", "bags", "loo"):
+            raise ValueError(f"evaluate: prior must be none, bags or loo, got {self.prior!r}")
+        if self.prior == "bags" and not self.prior_bags:
+            raise ValueError("evaluate: prior 'bags' needs prior_bags (--prior-bags B ...)")
 
     def new_results(self) -> EvaluationResults:
         return EvaluationResults(self.min_depth, self.max_depth, self.median_scaling,
@@ -161,12 +171,35 @@ def _frame_indices(n: int, config: EvaluateConfig) -> list[int]:
     return idx[: config.max_frames] if config.max_frames else idx
 
 
+def _priors(bags, config: EvaluateConfig) -> dict:
+    """{bag path: [H,W] image-blind prior} for ``config.prior`` (empty for "none")."""
+    from depth_perception.evaluation import prior as prior_mod
+
+    ref = LIDAR if config.spec.kind == LIDAR else config.spec.topic
+    kw = {"min_depth": config.min_depth, "max_depth": config.max_depth,
+          "lidar_topic": config.lidar_topic}
+    if config.prior == "bags":
+        prior = prior_mod.prior_from_bags(config.prior_bags, ref, **kw)
+        return {str(b): prior for b in bags}
+    if config.prior == "loo":
+        return prior_mod.leave_one_out_priors(bags, ref, **kw)
+    return {}
+
+
 def _score_bag(bag, config: EvaluateConfig, results: EvaluationResults, predictors: dict,
-               timings: dict) -> None:
-    """Score every frame of one bag with every predictor (name -> callable(sample))."""
+               timings: dict, prior=None) -> None:
+    """Score every frame of one bag with every predictor (name -> callable(sample)).
+
+    prior: [H,W] image-blind prior: scored as one more row, and its structure pixels
+    give every row ``abs_rel_structure``.
+    """
     from depth_perception.data.tf import TransformError
+    from depth_perception.evaluation.prior import PRIOR_NAME, fit_to
+    from depth_perception.metrics import structure_mask
 
     seq = open_sequence(bag, config)
+    if prior is not None:
+        predictors = {**predictors, PRIOR_NAME: lambda sample: fit_to(prior, sample.image.shape[:2])}
     scored = {name: 0 for name in predictors}
     failed: dict = {}
     empty = 0
@@ -184,6 +217,7 @@ def _score_bag(bag, config: EvaluateConfig, results: EvaluationResults, predicto
             log.warning("bag %s frame %d: no valid reference pixel in %s; frame skipped",
                         bag, i, config.spec.label)
             continue
+        structure = None if prior is None else structure_mask(fit_to(prior, ref.shape), ref)
         for name, predict in predictors.items():
             t0 = time.perf_counter()
             try:
@@ -192,7 +226,8 @@ def _score_bag(bag, config: EvaluateConfig, results: EvaluationResults, predicto
                 if pred is None:
                     continue
                 results.add_frame(name, ref, pred, sample.condition or "unknown",
-                                  Path(bag).name, sample.index, sample.stamp_ns, sample.image)
+                                  Path(bag).name, sample.index, sample.stamp_ns, sample.image,
+                                  structure=structure)
             except (RuntimeError, ValueError) as exc:
                 # as the node: a failed frame (NaN output, no valid prediction) is counted
                 # and the evaluation goes on
@@ -284,6 +319,7 @@ def evaluate(bags, config: EvaluateConfig | None = None, models=(), prediction_t
         predictors[name] = (lambda est: lambda s: est.estimate(s.image, s.intrinsics).depth)(
             estimator)
     timings: dict = {}
+    priors = _priors(bags, config)
 
     # 2. Bags in turn; a recorded prediction topic is read per bag.
     try:
@@ -294,7 +330,7 @@ def evaluate(bags, config: EvaluateConfig | None = None, models=(), prediction_t
                 name = prediction_name or prediction_topic
                 recorded = per_bag[name] = _topic_predictor(bag, prediction_topic, config)
             try:
-                _score_bag(bag, config, results, per_bag, timings)
+                _score_bag(bag, config, results, per_bag, timings, priors.get(str(bag)))
             finally:
                 if recorded is not None:
                     recorded.reader.close()

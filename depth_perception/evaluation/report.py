@@ -39,10 +39,14 @@ log = logging.getLogger(__name__)
 
 #: Metrics shown in the table (SSD Table 1 columns plus rmse_log and d2, d3).
 TABLE_METRICS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
+#: with an image-blind prior: abs_rel over the structure pixels (prior off by > 20 %)
+STRUCTURE_METRICS = ("abs_rel_structure",)
 #: Metrics written to metrics.json and per_frame.csv.
-JSON_METRICS = TABLE_METRICS + ("silog", "log10", "scale_ratio", "coverage")
+JSON_METRICS = TABLE_METRICS + STRUCTURE_METRICS + ("structure_fraction", "silog", "log10",
+                                                    "scale_ratio", "coverage")
 TABLE_HEADERS = {"abs_rel": "absRel", "sq_rel": "sqRel", "rmse": "RMSE",
-                 "rmse_log": "RMSElog", "a1": "δ1", "a2": "δ2", "a3": "δ3"}
+                 "rmse_log": "RMSElog", "a1": "δ1", "a2": "δ2", "a3": "δ3",
+                 "abs_rel_structure": "absRel struct."}
 HIGHER_IS_BETTER = ("a1", "a2", "a3")
 #: Column order of the known recording conditions; others follow alphabetically.
 CONDITION_ORDER = ("day-clear", "night", "rain", "snow")
@@ -163,8 +167,11 @@ class EvaluationResults:
 
     def add_frame(self, model: str, gt: np.ndarray, pred: np.ndarray, condition: str,
                   bag: str = "", index: int = -1, stamp_ns: int = 0,
-                  image: np.ndarray | None = None) -> dict:
-        """Score one frame. gt, pred: [H,W] metres (NaN invalid); image [H,W,3] for samples.
+                  image: np.ndarray | None = None,
+                  structure: np.ndarray | None = None) -> dict:
+        """Score one frame. gt, pred: [H,W] metres (NaN invalid); image [H,W,3] for samples;
+        structure: [H,W] bool structure pixels of an image-blind prior (adds
+        ``abs_rel_structure``).
 
         ``+inf`` in the prediction counts as ``max_depth`` and ``-inf`` as ``min_depth``
         (REP 117: beyond range / too close); NaN predictions (no depth there) are not
@@ -184,7 +191,8 @@ class EvaluationResults:
             else np.isfinite(pred)
         n_reference = int(valid_mask(gt, self.min_depth, self.max_depth).sum())
         metrics = compute_depth_metrics(gt, pred, self.min_depth, self.max_depth,
-                                        self.median_scaling, self.align, mask=predicted)
+                                        self.median_scaling, self.align, mask=predicted,
+                                        structure=structure)
         metrics["coverage"] = metrics["n_valid"] / max(n_reference, 1)
         res = self.model(model)
         res.accumulator.add(metrics, condition)
@@ -290,7 +298,7 @@ def _fmt(key: str, value) -> str:
         return "-"
     if key in HIGHER_IS_BETTER:
         return f"{100.0 * value:.2f}"                       # percent, as in SSD Table 1
-    return f"{value:.4f}" if key == "abs_rel" else f"{value:.3f}"
+    return f"{value:.4f}" if key.startswith("abs_rel") else f"{value:.3f}"
 
 
 def markdown_table(results: EvaluationResults) -> str:
@@ -302,16 +310,18 @@ def markdown_table(results: EvaluationResults) -> str:
     conditions = results.conditions()
     groups = conditions + (["all"] if len(conditions) > 1 else [])
     sup = "*" if results.median_scaling else ("aff" if results.align else "")
+    has_structure = any(m["all"].get("abs_rel_structure") is not None for m in data.values())
+    metrics = TABLE_METRICS[:1] + (STRUCTURE_METRICS if has_structure else ()) + TABLE_METRICS[1:]
     head = ["Method", "sup."]
     for g in groups:
         label = CONDITION_LABELS.get(g, g)
         head += [f"{label} {TABLE_HEADERS[k]}" if i == 0 else TABLE_HEADERS[k]
-                 for i, k in enumerate(TABLE_METRICS)]
+                 for i, k in enumerate(metrics)]
         head.append("frames")
     best = {}
     if len(data) > 1:
         for g in groups:
-            for k in TABLE_METRICS:
+            for k in metrics:
                 vals = [(m["all"] if g == "all" else m["per_condition"].get(g, {})).get(k)
                         for m in data.values()]
                 vals = [v for v in vals if v is not None and math.isfinite(v)]
@@ -322,7 +332,7 @@ def markdown_table(results: EvaluationResults) -> str:
         row = [name.replace("|", "/"), sup]
         for g in groups:
             vals = m["all"] if g == "all" else m["per_condition"].get(g, {})
-            for k in TABLE_METRICS:
+            for k in metrics:
                 v = vals.get(k)
                 cell = _fmt(k, v)
                 if (g, k) in best and v is not None and v == best[(g, k)]:

@@ -2,7 +2,7 @@
 
 A depth-model checkpoint folder holds
 
-* ``model_config.json``: ``{"arch": "dpt"|"sql", <config dataclass fields>,
+* ``model_config.json``: ``{"arch": "dpt"|"sql"|"mono", <config dataclass fields>,
   "hf_config": <transformers config of the backbone/network>}`` (the transformers
   config rebuilds the exact architecture offline, whatever ``pretrained`` named),
 * ``depth_model.safetensors``: the state dict of the training network,
@@ -35,6 +35,7 @@ METADATA_FILE = "metadata.json"
 DEPTH_ARCHS: dict[str, tuple[str, str, str, int]] = {
     "dpt": ("depth_perception.models.dpt_depth", "DPTDepthConfig", "DPTDepthNet", 14),
     "sql": ("depth_perception.models.sql_depth", "SQLDepthConfig", "SQLDepthNet", 32),
+    "mono": ("depth_perception.models.mono_depth", "MonoDepthConfig", "MonoDepthNet", 32),
 }
 
 __all__ = ["DEPTH_ARCHS", "build_depth_model", "build_pose_model", "depth_config",
@@ -84,7 +85,7 @@ def depth_config(cfg):
 
 
 def build_depth_model(cfg, hf_config: dict | None = None):
-    """Depth network from a config dict (``{"arch": "dpt"|"sql", ...fields}``) or dataclass.
+    """Depth network from a config dict (``{"arch": "dpt"|"sql"|"mono", ...fields}``) or dataclass.
 
     The network maps a normalised image [B,3,H,W] to a dict with ``depth``/``disp``
     lists of [B,1,H,W] (scale 0 = full resolution). ``hf_config`` rebuilds a saved

@@ -9,7 +9,8 @@ See :mod:`depth_perception_training.geometry` for the ordering / inversion rule
 Pretrained weights (hub id or local folder saved with ``save_pretrained``; a ResNet /
 ConvNeXt model or image classifier): the 3-channel first convolution is adapted to 6
 channels by duplicating its weights along the input-channel axis and halving them, so
-a pair of identical frames gives the pretrained response. ``strengthened=True`` (SPIdepth)
+a pair of identical frames gives the pretrained response. A 6-channel backbone (the
+folder ``depth-perception train pose`` writes) is used as it is. ``strengthened=True`` (SPIdepth)
 requires such pretrained weights: without them self-supervised training can collapse.
 Images go in as [B,3,H,W] in [0,1]; the network normalises them with ImageNet statistics.
 """
@@ -29,14 +30,15 @@ from depth_perception.metadata import IMAGENET_MEAN, IMAGENET_STD
 
 logger = logging.getLogger(__name__)
 
-BACKBONES = ("resnet18", "resnet34", "resnet50", "convnext_tiny", "tiny")
+BACKBONES = ("resnet18", "resnet34", "resnet50", "convnext_tiny", "tiny", "slim18")
 POSE_SCALE = 0.01
 
 
 def conv_backbone_config(name: str, num_channels: int = 3, out_features: list[str] | None = None):
     """transformers ResNetConfig / ConvNextConfig of a named convolutional backbone.
 
-    ``tiny`` is a 4-stage ResNet with 8-32 channels for CPU tests.
+    ``tiny`` is a 4-stage ResNet with 8-32 channels for CPU tests; ``slim18`` has
+    ResNet-18's depths at half its widths (32-256 channels), for CPU-scale training.
     """
     from transformers import ConvNextConfig, ResNetConfig
     kw = {"num_channels": num_channels}
@@ -51,6 +53,9 @@ def conv_backbone_config(name: str, num_channels: int = 3, out_features: list[st
     if name == "resnet50":
         return ResNetConfig(layer_type="bottleneck", depths=[3, 4, 6, 3], embedding_size=64,
                             hidden_sizes=[256, 512, 1024, 2048], **kw)
+    if name == "slim18":
+        return ResNetConfig(layer_type="basic", depths=[2, 2, 2, 2], embedding_size=32,
+                            hidden_sizes=[32, 64, 128, 256], **kw)
     if name == "convnext_tiny":
         return ConvNextConfig(depths=[3, 3, 9, 3], hidden_sizes=[96, 192, 384, 768], **kw)
     if name == "tiny":
@@ -75,7 +80,7 @@ def adapt_first_conv(weight: torch.Tensor, num_frames: int = 2) -> torch.Tensor:
 
 @dataclass
 class PoseNetConfig:
-    """backbone: resnet18 | resnet34 | resnet50 | convnext_tiny | tiny. pretrained: hub id or
+    """backbone: resnet18 | resnet34 | resnet50 | convnext_tiny | tiny | slim18. pretrained: hub id or
     local folder (3-channel weights, adapted to 6). strengthened: require pretrained weights.
     """
 
@@ -105,6 +110,9 @@ def _load_backbone(config: PoseNetConfig, num_frames: int = 2) -> nn.Module:
                          "expected a ResNet or ConvNeXt checkpoint")
     pretrained = AutoModel.from_pretrained(config.pretrained,
                                            local_files_only=hub_offline(config.local_files_only))
+    if hf.num_channels == 3 * num_frames:          # already a pair backbone (train pose)
+        logger.info("pose backbone from %s (%d channels)", config.pretrained, hf.num_channels)
+        return pretrained
     state = pretrained.state_dict()
     key = first_conv_key(state)
     if state[key].shape[1] != hf.num_channels:
@@ -165,13 +173,20 @@ class PoseNet(nn.Module):
     def hf_config_dict(self) -> dict:
         return self.encoder.config.to_dict()
 
-    def forward(self, img_a: torch.Tensor, img_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, img_a: torch.Tensor, img_b: torch.Tensor,
+                pairs: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """``pairs`` > 1: the batch stacks that many groups of frame pairs ([pairs*B,...]);
+        each group goes through the network on its own (BatchNorm statistics are not
+        shared between the groups, as when the references call the pose net per pair)."""
         if img_a.shape != img_b.shape or img_a.dim() != 4 or img_a.shape[1] != 3:
             raise ValueError(f"PoseNet: need two [B,3,H,W] images of the same size, got "
                              f"{tuple(img_a.shape)} and {tuple(img_b.shape)}")
+        if pairs < 1 or img_a.shape[0] % pairs:
+            raise ValueError(f"PoseNet: batch {img_a.shape[0]} is not {pairs} equal groups")
         x = torch.cat([(img_a - self.mean) / self.std, (img_b - self.mean) / self.std], 1)  # [B,6,H,W]
-        features = self.encoder(x).last_hidden_state                      # [B,C,h,w]
-        return self.decoder(features)
+        outs = [self.decoder(self.encoder(chunk).last_hidden_state)        # [b,C,h,w] -> pose
+                for chunk in x.chunk(pairs, 0)]
+        return torch.cat([o[0] for o in outs], 0), torch.cat([o[1] for o in outs], 0)
 
     def relative_pose(self, target: torch.Tensor, source: torch.Tensor, offset: int):
         """T_src_tgt [B,4,4] and raw translation [B,3] for a source at frame ``offset``.

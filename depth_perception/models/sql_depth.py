@@ -1,9 +1,12 @@
 """Convolutional encoder-decoder + Self Query Layer (SQLdepth / SPIdepth depth network).
 
-1. Encoder: a transformers ResNet / ConvNeXt backbone (random from a preset, or
-   ``from_pretrained`` by hub id or local folder) giving features at 1/4 .. 1/32.
-2. Light U-Net decoder (nearest upsampling + skip connections, ELU) to ``S``:
-   [B,E,H/2,W/2] with E = 32 channels.
+1. Encoder: a transformers ``ResNetModel`` (random from a preset, or ``from_pretrained``
+   by hub id or local folder) run stage by stage, giving features at 1/2 (its own stem
+   convolution), 1/4 .. 1/32; a ConvNeXt backbone gives 1/4 .. 1/32 and a stride-2
+   convolution on the image stands in for the 1/2 skip.
+2. U-Net decoder as SPIdepth builds it: per level, bilinear x2 upsampling,
+   concatenation with the encoder skip, 3x3 conv + BatchNorm + ReLU (twice), down to
+   ``S``: [B,E,H/2,W/2] with E = 32 channels.
 3. Self Query Layer: patch embedding (kernel = stride = ``patch_size``) + learned
    positional encoding -> transformer encoder (4 layers, 4 heads, FFN 1024); the first
    Q = 64 output tokens are the coarse queries. Self-cost volume V = Q . S [B,Q,h,w];
@@ -26,6 +29,7 @@ import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from depth_perception.models.mono_depth import build_resnet, resnet_channels, resnet_features
 from depth_perception.models.pose import BACKBONES, conv_backbone_config
 
 logger = logging.getLogger(__name__)
@@ -35,7 +39,7 @@ STAGES = ["stage1", "stage2", "stage3", "stage4"]
 
 @dataclass
 class SQLDepthConfig:
-    """encoder: resnet18 | resnet34 | resnet50 | convnext_tiny | tiny; pretrained: hub id or
+    """encoder: resnet18 | resnet34 | resnet50 | convnext_tiny | tiny | slim18; pretrained: hub id or
     local folder of a 3-channel ResNet/ConvNeXt. Defaults follow SQLdepth (E=32, Q=64,
     4 layers x 4 heads, FFN 1024, patch 16, 256 bins)."""
 
@@ -65,34 +69,30 @@ class SQLDepthConfig:
                              f"divisible by transformer_heads {self.transformer_heads}")
 
 
-def _conv(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, padding_mode="replicate"), nn.ELU())
+def _conv_bn(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+                         nn.ReLU(inplace=True))
 
 
 class UNetDecoder(nn.Module):
-    """Encoder features (1/4..1/32) + a stride-2 stem on the image -> S [B,E,H/2,W/2]."""
+    """Encoder features (1/2 .. 1/32) -> S [B,E,H/2,W/2] (bilinear up, conv-BN-ReLU)."""
 
-    def __init__(self, enc_channels: list[int], out_channels: int = 32, stem_channels: int = 16):
+    def __init__(self, enc_channels: list[int], out_channels: int = 32):
         super().__init__()
-        # decoder widths: E at the finest level, half the encoder width (at least E) above
-        dec = [out_channels] + [max(out_channels, c // 2) for c in enc_channels[1:]]
-        self.stem = nn.Sequential(nn.Conv2d(3, stem_channels, 3, stride=2, padding=1), nn.ELU())
-        skips = [stem_channels] + list(enc_channels[:-1])                   # skip at each level
-        self.up_a = nn.ModuleList()
-        self.up_b = nn.ModuleList()
+        # widths: E at 1/2, half the encoder width (at least E) at the coarser levels
+        dec = [out_channels] + [max(out_channels, c // 2) for c in enc_channels[1:-1]]
+        self.blocks = nn.ModuleList()
         cin = enc_channels[-1]
-        for i in reversed(range(len(enc_channels))):
-            self.up_a.append(_conv(cin, dec[i]))
-            self.up_b.append(_conv(dec[i] + skips[i], dec[i]))
+        for i in reversed(range(len(enc_channels) - 1)):                    # 1/16 .. 1/2
+            self.blocks.append(nn.Sequential(_conv_bn(cin + enc_channels[i], dec[i]),
+                                             _conv_bn(dec[i], dec[i])))
             cin = dec[i]
 
-    def forward(self, image: torch.Tensor, feats: list[torch.Tensor]) -> torch.Tensor:
-        skips = [self.stem(image)] + list(feats[:-1])                       # [B,c,H/2..H/16]
-        x = feats[-1]                                                       # [B,c4,H/32,W/32]
-        for k, i in enumerate(reversed(range(len(feats)))):
-            x = self.up_a[k](x)
-            x = F.interpolate(x, size=skips[i].shape[-2:], mode="nearest")
-            x = self.up_b[k](torch.cat([x, skips[i]], 1))
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        x = feats[-1]                                                       # [B,c,H/32,W/32]
+        for k, i in enumerate(reversed(range(len(feats) - 1))):
+            x = F.interpolate(x, size=feats[i].shape[-2:], mode="bilinear", align_corners=False)
+            x = self.blocks[k](torch.cat([x, feats[i]], 1))
         return x                                                            # [B,E,H/2,W/2]
 
 
@@ -152,7 +152,15 @@ class SQLDepthNet(nn.Module):
         super().__init__()
         self.config = config
         self.encoder = self._build_encoder(config, hf_config)
-        enc_channels = list(self.encoder.channels)
+        self.is_resnet = self.encoder.config.model_type == "resnet"
+        if self.is_resnet:
+            enc_channels = resnet_channels(self.encoder)
+            self.stem = None
+        else:                            # ConvNeXt: no 1/2 stage of its own
+            stem = max(16, config.decoder_channels // 2)
+            self.stem = nn.Sequential(nn.Conv2d(3, stem, 3, stride=2, padding=1, bias=False),
+                                      nn.BatchNorm2d(stem), nn.ReLU(inplace=True))
+            enc_channels = [stem] + list(self.encoder.channels)
         self.decoder = UNetDecoder(enc_channels, config.decoder_channels)
         self.sql = SelfQueryLayer(config.decoder_channels, config.num_queries, config.num_bins,
                                   config.patch_size, config.transformer_layers,
@@ -162,26 +170,38 @@ class SQLDepthNet(nn.Module):
 
     @staticmethod
     def _build_encoder(config: SQLDepthConfig, hf_config: dict | None):
-        from transformers import AutoBackbone, ConvNextBackbone, ConvNextConfig, ResNetBackbone, ResNetConfig
+        from transformers import AutoBackbone, ConvNextBackbone, ConvNextConfig
 
         from depth_perception.hub import hub_offline
         from depth_perception.models.dpt_depth import load_pretrained_config
+        if hf_config is not None and hf_config.get("model_type") == "resnet":
+            return build_resnet(config.encoder, hf_config=hf_config)
         if hf_config is not None:
-            cfg = (ResNetConfig if hf_config.get("model_type") == "resnet" else ConvNextConfig).from_dict(hf_config)
-        elif config.pretrained:
+            return ConvNextBackbone(ConvNextConfig.from_dict(hf_config))
+        if config.pretrained:
             hf = load_pretrained_config(config.pretrained, config.local_files_only)
-            if hf.model_type not in ("resnet", "convnext"):
-                raise ValueError(f"SQL encoder '{config.pretrained}' is a '{hf.model_type}' model; "
-                                 "expected a ResNet or ConvNeXt checkpoint")
+            if hf.model_type == "resnet":
+                return build_resnet(config.encoder, config.pretrained,
+                                    local_files_only=config.local_files_only)
+            if hf.model_type != "convnext":
+                raise ValueError(f"SQL encoder '{config.pretrained}' is a '{hf.model_type}' "
+                                 "model; expected a ResNet or ConvNeXt checkpoint")
             logger.info("loading SQL encoder from %s", config.pretrained)
             return AutoBackbone.from_pretrained(config.pretrained, out_features=STAGES,
                                                 local_files_only=hub_offline(config.local_files_only))
-        else:
-            cfg = conv_backbone_config(config.encoder, num_channels=3, out_features=STAGES)
-        return (ResNetBackbone if cfg.model_type == "resnet" else ConvNextBackbone)(cfg)
+        if config.encoder.startswith("convnext"):
+            return ConvNextBackbone(conv_backbone_config(config.encoder, num_channels=3,
+                                                         out_features=STAGES))
+        return build_resnet(config.encoder)
 
     def hf_config_dict(self) -> dict:
         return self.encoder.config.to_dict()
+
+    def features(self, image: torch.Tensor) -> list[torch.Tensor]:
+        """Encoder features at 1/2 .. 1/32."""
+        if self.is_resnet:
+            return resnet_features(self.encoder, image)
+        return [self.stem(image)] + list(self.encoder(image).feature_maps)
 
     def forward(self, image: torch.Tensor) -> dict:
         if image.dim() != 4 or image.shape[1] != 3:
@@ -190,8 +210,7 @@ class SQLDepthNet(nn.Module):
         if H < 32 or W < 32:
             raise ValueError(f"SQLDepthNet: input {H}x{W} (HxW) is smaller than the encoder's "
                              "total stride 32")
-        feats = list(self.encoder(image).feature_maps)                     # 1/4 .. 1/32
-        S = self.decoder(image, feats)                                     # [B,E,H/2,W/2]
+        S = self.decoder(self.features(image))                             # [B,E,H/2,W/2]
         depth, centers = self.sql(S)                                       # [B,1,h,w]
         depth = F.interpolate(depth, size=(H, W), mode="bilinear", align_corners=False)
         disp = 1.0 / depth

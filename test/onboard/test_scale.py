@@ -144,7 +144,7 @@ def test_make_scale_policy():
 def test_ground_plane_on_synthetic_street_drive():
     """Ray-cast ground truth of the synthetic street (parked cars, buildings, weaving
     vehicle), divided by an unknown factor, with noise and outliers."""
-    from depth_perception.synth.scene import SynthConfig, SyntheticStreet
+    from depth_perception.synth import SynthConfig, SyntheticStreet
     config = SynthConfig(size=(320, 96), supersample=1)
     street = SyntheticStreet(config, frames=20)
     policy = GroundPlaneScale(camera_height=config.camera_xyz[2], pitch_deg=0.0)

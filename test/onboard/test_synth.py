@@ -12,10 +12,9 @@ import pytest
 import yaml
 
 from depth_perception import conversions as conv
-from depth_perception.synth import TOPICS, make_synthetic_bags, parse_size
-from depth_perception.synth.scene import (GROUND, MOVING_CAR, SynthConfig,
-                                               SyntheticStreet, band_coverage,
-                                               periodic_coverage)
+from depth_perception.synth import (GROUND, MOVING_CAR, TOPICS, SynthConfig, SyntheticStreet,
+                                    make_synthetic_bags, parse_size)
+from depth_perception.synth.materials import band_coverage, periodic_coverage
 
 SIZE = (640, 192)
 FRAMES = 6
@@ -540,3 +539,38 @@ def test_cli_writes_bags(tmp_path):
     bad = subprocess.run(command + ["synth", str(tmp_path / "bad"), "--size", "64-32"],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "WIDTHxHEIGHT" in bad.stderr
+
+
+def test_varied_rig_pitch_and_height_give_the_ground_depth_by_hand():
+    """A camera h metres up, pitched down by p: a ground pixel in row v (y = (v - cy) / f)
+    lies at z-depth h / (y cos p + sin p). A sign slip in the pitch moves the horizon."""
+    config = SynthConfig.varied(3, size=(160, 48), sway_amplitude=0.0)
+    assert config.camera_pitch != 0 and config.camera_xyz[2] != 1.5
+    street = SyntheticStreet(config, frames=2)
+    K = street.intrinsics
+    geom = street.geometry(0)
+    h, p = config.camera_xyz[2], np.radians(config.camera_pitch)
+    rows, cols = np.nonzero(geom.objects == GROUND)
+    y = (rows - K.cy) / K.fy
+    expected = h / (y * np.cos(p) + np.sin(p))
+    np.testing.assert_allclose(geom.depth[rows, cols], expected, rtol=1e-5)
+
+
+def test_varied_drives_differ_and_keep_lead_cars_ahead():
+    a, b = SynthConfig.varied(1), SynthConfig.varied(2)
+    assert (a.camera_xyz, a.camera_pitch, a.speed) != (b.camera_xyz, b.camera_pitch, b.speed)
+    config = SynthConfig.varied(1, size=(96, 32), lead_vehicles=2)
+    street = SyntheticStreet(config, frames=60)
+    scene = street.scene
+    leads = np.nonzero((scene.velocity > 0))[0]
+    assert len(leads) == 2
+    for frame in (0, 30, 59):
+        t = street.frame_time(frame)
+        lo, _ = scene.boxes_at(t)
+        camera_x = street.T_odom_camera(t)[0, 3]
+        assert (lo[leads, 0] - camera_x >= 6.9).all()
+    # cross streets clear the roadside: some 12 m stretch without buildings on both sides
+    crossing = SyntheticStreet(SynthConfig(size=(96, 32), seed=4, intersection_probability=1.0),
+                               frames=10).scene
+    far = (crossing.kind == 0) & (np.abs(crossing.lo[:, 1]) > 30)
+    assert far.sum() >= 2

@@ -14,8 +14,8 @@ def test_demo_end_to_end_small(tmp_path, capsys):
 
     out = tmp_path / "demo"
     rc = cli.main(["demo", "--out", str(out), "--frames", "6", "--size", "160x48",
-                   "--train-size", "112x42", "--train-steps", "3", "--student-steps", "2",
-                   "--rate", "1.0"])
+                   "--train-size", "128x64", "--train-steps", "3", "--train-scenes", "2",
+                   "--train-frames", "6", "--student-steps", "2", "--rate", "1.0"])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "trained by this package's self-supervised trainer" in printed
@@ -24,9 +24,12 @@ def test_demo_end_to_end_small(tmp_path, capsys):
 
     m = json.loads((out / "report" / "metrics.json").read_text())
     assert set(m["per_condition"]) == {"day-clear", "night", "rain"}
-    assert list(m["models"]) == ["tiny-teacher (offline)", "tiny-teacher (online)",
-                                 "student (offline)", "image-blind prior (offline)",
+    assert list(m["models"]) == ["tiny-teacher (offline)", "prior (image-blind)",
+                                 "tiny-teacher (online)", "student (offline)",
                                  "student (online)"]
+    assert "prior (image-blind)" in printed and "absRel struct." in printed
+    prior = m["models"]["prior (image-blind)"]["all"]
+    assert 0 < prior["abs_rel"] < 10 and prior["abs_rel_structure"] > 0.2
     assert (out / "student" / "model.onnx").is_file()          # the student deployed itself
     for cond in ("day-clear", "night", "rain"):
         assert m["models"]["student (offline)"]["per_condition"][cond]["frames"] == 6
@@ -67,5 +70,5 @@ def test_bad_demo_settings():
 
     with pytest.raises(ValueError, match="at least 3 frames"):
         DemoConfig(frames=1)
-    with pytest.raises(ValueError, match="multiples of 14"):
+    with pytest.raises(ValueError, match="multiples of 32"):
         DemoConfig(train_size=(100, 40))

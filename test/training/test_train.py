@@ -224,8 +224,9 @@ def test_teacher_poses_follow_the_time_ordering_and_inversion_rule():
     class FixedPose(nn.Module):
         """Says 'the later camera sits 1 m behind along z': T_later_earlier = [I | (0,0,-1)]."""
 
-        def forward(self, earlier, later):
+        def forward(self, earlier, later, pairs=1):
             self.seen = (earlier, later)
+            self.pairs = pairs
             B = earlier.shape[0]
             return torch.zeros(B, 1, 3), torch.tensor([0.0, 0.0, -1.0]).expand(B, 1, 3).clone()
 
@@ -234,6 +235,7 @@ def test_teacher_poses_follow_the_time_ordering_and_inversion_rule():
     context = torch.stack([torch.full((2, 3, 4, 4), -1.0), torch.full((2, 3, 4, 4), 1.0)], 1)
     net = FixedPose()
     T, t = obj.poses(net, target, context)
+    assert net.pairs == 2                     # each frame pair runs through the net on its own
     assert T.shape == (2, 2, 4, 4) and t.shape == (2, 2, 3)
     earlier, later = net.seen
     # offset -1: pair (source, target); offset +1: pair (target, source)
@@ -305,7 +307,7 @@ def test_set_initial_depth_makes_an_untrained_head_predict_that_depth():
 def test_set_initial_motion_points_an_untrained_pose_net_along_the_drive():
     """Started at forward motion, the untrained pose net's T_src_tgt for frames t-1 and
     t+1 points the way the synthetic vehicle really moved (a sign slip would flip it)."""
-    from depth_perception.synth.scene import SynthConfig, SyntheticStreet
+    from depth_perception.synth import SynthConfig, SyntheticStreet
     from depth_perception.models import build_pose_model
     from depth_perception_training.train.teacher import TeacherObjective, set_initial_motion
 
@@ -329,14 +331,34 @@ def test_set_initial_motion_points_an_untrained_pose_net_along_the_drive():
         set_initial_motion(pose, 0.0)
 
 
+def test_pose_net_runs_each_pair_group_on_its_own():
+    """In training mode BatchNorm normalises with batch statistics: a stacked forward with
+    ``pairs=2`` equals two separate forwards, and differs from one shared forward."""
+    from depth_perception.models import build_pose_model
+
+    torch.manual_seed(0)
+    net = build_pose_model({"backbone": "tiny"}).train()
+    a, b = torch.rand(4, 3, 64, 96), torch.rand(4, 3, 64, 96)
+    a[2:] *= 0.3                                # the second pair group looks different
+    aa, tt = net(a, b, pairs=2)
+    aa0, tt0 = net(a[:2], b[:2])
+    aa1, tt1 = net(a[2:], b[2:])
+    torch.testing.assert_close(aa, torch.cat([aa0, aa1]))
+    torch.testing.assert_close(tt, torch.cat([tt0, tt1]))
+    shared_a, _ = net(a, b)
+    assert not torch.allclose(shared_a, aa)
+    with pytest.raises(ValueError, match="equal groups"):
+        net(a[:3], b[:3], pairs=2)
+
+
 @pytest.fixture(scope="module")
 def synth_bags(tmp_path_factory):
     from depth_perception.synth import make_synthetic_bags
 
     root = tmp_path_factory.mktemp("synth")
-    train = make_synthetic_bags(root / "train", frames=12, size=(224, 70),
+    train = make_synthetic_bags(root / "train", frames=8, size=(160, 64),
                                 conditions=("day-clear",), seed=0)
-    val = make_synthetic_bags(root / "val", frames=4, size=(224, 70),
+    val = make_synthetic_bags(root / "val", frames=4, size=(160, 64),
                               conditions=("day-clear",), seed=5)
     return train, val
 
@@ -346,7 +368,8 @@ def _teacher_cmd(out, bags, val, *extra):
             *[e for e in extra if e.startswith("--")],
             f"output_dir={out}", f"data.bags=[{','.join(map(str, bags))}]",
             f"data.val_bags=[{','.join(map(str, val))}]", "trainer.checkpoint_every=0",
-            "trainer.val_every=0", *[e for e in extra if not e.startswith("--")]]
+            "trainer.val_every=0", "data.width=160", "data.height=64", "data.batch_size=2",
+            "model.depth.encoder=tiny", *[e for e in extra if not e.startswith("--")]]
 
 
 def test_teacher_command_trains_resumes_and_exports(tmp_path, synth_bags):
@@ -366,8 +389,8 @@ def test_teacher_command_trains_resumes_and_exports(tmp_path, synth_bags):
     model, meta = load_depth_model(out / "model")
     assert meta.output_kind == "metric_depth" and meta.provenance["step"] == 2
     with torch.no_grad():
-        depth = model(torch.zeros(1, 3, 70, 224))
-    assert depth.shape == (1, 1, 70, 224)
+        depth = model(torch.zeros(1, 3, 64, 160))
+    assert depth.shape == (1, 1, 64, 160)
     assert float(depth.min()) >= meta.min_depth and float(depth.max()) <= meta.max_depth
     # --resume continues at step 3 from the checkpoint
     assert main(_teacher_cmd(out, train, val, "--resume", "trainer.max_steps=3")) == 0
@@ -376,17 +399,37 @@ def test_teacher_command_trains_resumes_and_exports(tmp_path, synth_bags):
     assert [p.name for p in ckpt.list_checkpoints(out)] == ["step_00000002", "step_00000003"]
 
 
-def test_teacher_generates_synthetic_bags_when_none_given(tmp_path):
+def test_teacher_without_bags_names_the_key_and_makes_no_data(tmp_path, capsys):
     from depth_perception.cli import main
 
-    out = tmp_path / "gen"
+    out = tmp_path / "nobags"
     rc = main(["train", "teacher", "--config", str(REPO / "training/depth_perception_training/config/train/teacher_tiny.yaml"),
-               f"output_dir={out}", "data.synth.frames=6", "data.synth.val_frames=3",
-               "trainer.max_steps=1", "trainer.checkpoint_every=0", "data.batch_size=2"])
-    assert rc == 0
-    assert (out / "data" / "train" / "day-clear" / "metadata.yaml").is_file()
-    assert (out / "data" / "val" / "day-clear" / "metadata.yaml").is_file()
-    assert ckpt.latest_checkpoint(out).name == "step_00000001"
+               f"output_dir={out}", "trainer.max_steps=1"])
+    assert rc == 2
+    assert "data.bags" in capsys.readouterr().err
+    assert not list(out.rglob("metadata.yaml"))          # training never generates bags
+
+
+def test_validation_scores_the_prior_of_the_training_bags(tmp_path, synth_bags):
+    """In-training validation adds the image-blind prior (per-pixel median ground truth
+    of the training bags) and structure-pixel abs_rel, capped at 80 m."""
+    from depth_perception.cli import main
+
+    train, val = synth_bags
+    out = tmp_path / "prior"
+    assert main(_teacher_cmd(out, train, val, "trainer.max_steps=1")) == 0
+    from depth_perception_training.train.config import load_config
+    from depth_perception_training.train.teacher import build_teacher_trainer
+
+    cfg = load_config(out / "config.yaml", ["trainer.resume=null", f"output_dir={tmp_path / 'v'}"])
+    trainer = build_teacher_trainer(cfg)
+    assert trainer.max_depth == 80.0 and trainer.median_scaling is False
+    summary = trainer.validate()
+    prior = summary["prior"]
+    assert 0.0 < prior["abs_rel"] < 1.0
+    # by definition the prior's error exceeds 20 % on its structure pixels
+    assert prior["abs_rel_structure"] > 0.2
+    assert np.isfinite(summary["all"]["abs_rel_structure"])
 
 
 def test_teacher_bad_input_is_a_clear_error(tmp_path, capsys):
@@ -397,9 +440,9 @@ def test_teacher_bad_input_is_a_clear_error(tmp_path, capsys):
     assert rc == 2
     assert "missing_bag" in capsys.readouterr().err
     rc = main(["train", "teacher", "--config", str(REPO / "training/depth_perception_training/config/train/teacher_tiny.yaml"),
-               f"output_dir={tmp_path}", "data.width=100"])
+               f"output_dir={tmp_path}", f"data.bags=[{tmp_path}]", "data.width=100"])
     assert rc == 2
-    assert "multiples of 14" in capsys.readouterr().err
+    assert "multiples of 32" in capsys.readouterr().err
 
 
 def _free_port() -> int:

@@ -1,15 +1,17 @@
-"""The tiny teacher learns on synthetic day-clear bags (slow: a few minutes on 2 cores).
+"""The CPU teacher sees the scene: it beats an image-blind prior on held-out streets
+(slow: a few minutes on 2 idle cores).
 
-One training run of ``config/train/teacher_tiny.yaml`` (random-init tiny DINOv2 + DPT
-and pose net, 400 steps), evaluated on a held-out synthetic sequence with ground
-truth WITHOUT median scaling, before and after training. Same check as
-``bench/bench_train.py --learn``.
+``config/train/teacher_tiny.yaml`` (slim ResNet-18 + monodepth2 disparity decoder, tiny
+pose net, random init) trains on varied synthetic drives made first with the generator
+(training never makes data), for fewer steps than the bench (``bench/bench_train.py
+--learn``), and is scored on drives of other seeds against the per-pixel median ground
+truth of the training drives, metric (no median scaling):
 
-* ``test_tiny_teacher_learns``: the photometric loss falls, the pose net's
-  translations match odometry (velocity loss), rmse and a1 improve.
-* ``test_tiny_teacher_reaches_the_target_numbers``: abs_rel at least 30 % lower than
-  at the start, median scale error under 10 % (no median scaling: the scale comes from
-  the velocity loss). Measured: abs_rel 0.63 -> 0.37, scale ratio 0.995.
+* ``test_teacher_beats_the_image_blind_prior``: lower abs_rel than the prior overall
+  and on the structure pixels (where the prior is off by more than 20 %), scale from
+  the velocity loss within 15 %;
+* ``test_teacher_losses_behave``: photometric error falls, translation norms match the
+  odometry, no non-finite step.
 """
 from __future__ import annotations
 
@@ -19,25 +21,39 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+TRAIN_SEEDS = (1, 2, 3, 4, 5, 6)
+TEST_SEEDS = (101,)
+STEPS = 250
 
 
 @pytest.fixture(scope="module")
 def learned(tmp_path_factory):
+    from depth_perception.synth import make_varied_drives
     from depth_perception_training.train.config import load_config
     from depth_perception_training.train.teacher import build_teacher_trainer
 
-    out = tmp_path_factory.mktemp("learn")
+    root = tmp_path_factory.mktemp("learn")
+    train = make_varied_drives(root / "bags", TRAIN_SEEDS, frames=40)
+    test = make_varied_drives(root / "bags", TEST_SEEDS, frames=40)
     cfg = load_config(REPO / "training/depth_perception_training/config/train/teacher_tiny.yaml",
-                      [f"output_dir={out}", "trainer.checkpoint_every=0",
-                       "trainer.val_every=0", "trainer.image_every=0"])
-    trainer = build_teacher_trainer(cfg)
-    before = trainer.validate()["all"]
-    result = trainer.fit()
-    after = result.validation["all"]
-    print(f"abs_rel {before['abs_rel']:.4f} -> {after['abs_rel']:.4f}, rmse {before['rmse']:.3f} "
-          f"-> {after['rmse']:.3f}, a1 {before['a1']:.3f} -> {after['a1']:.3f}, scale ratio "
-          f"{before['scale_ratio']:.3f} -> {after['scale_ratio']:.3f}")
-    return before, after, result
+                      [f"output_dir={root / 'run'}", f"trainer.max_steps={STEPS}",
+                       f"data.bags=[{','.join(map(str, train))}]",
+                       f"data.val_bags=[{','.join(map(str, test))}]",
+                       "trainer.checkpoint_every=0", "trainer.val_every=0"])
+    result = build_teacher_trainer(cfg).fit()
+    v = result.validation
+    print(f"teacher abs_rel {v['all']['abs_rel']:.4f} structure "
+          f"{v['all']['abs_rel_structure']:.4f} scale {v['all']['scale_ratio']:.3f}; prior "
+          f"abs_rel {v['prior']['abs_rel']:.4f} structure {v['prior']['abs_rel_structure']:.4f}")
+    return result
+
+
+@pytest.mark.slow
+def test_teacher_beats_the_image_blind_prior(learned):
+    teacher, prior = learned.validation["all"], learned.validation["prior"]
+    assert teacher["abs_rel"] < prior["abs_rel"]
+    assert teacher["abs_rel_structure"] < prior["abs_rel_structure"]
+    assert abs(teacher["scale_ratio"] - 1.0) < 0.15
 
 
 def _mean_term(history, name, sl):
@@ -45,23 +61,9 @@ def _mean_term(history, name, sl):
 
 
 @pytest.mark.slow
-def test_tiny_teacher_learns(learned):
-    before, after, result = learned
-    h = result.history
-    assert result.nan_skips == 0 and np.isfinite([r["loss"] for r in h]).all()
-    # photometric error of the warps falls by a fifth or more
+def test_teacher_losses_behave(learned):
+    h = learned.history
+    assert learned.nan_skips == 0 and np.isfinite([r["loss"] for r in h]).all()
     assert _mean_term(h, "photometric", slice(-40, None)) < \
         0.8 * _mean_term(h, "photometric", slice(0, 5))
-    # predicted translation norms match the odometry (metres per frame)
-    assert _mean_term(h, "velocity", slice(-40, None)) < 0.1
-    # depth against ground truth: rmse 10 % lower, a1 up, scale metric within 25 %
-    assert after["rmse"] < 0.9 * before["rmse"]
-    assert after["a1"] > before["a1"] + 0.1
-    assert abs(after["scale_ratio"] - 1.0) < 0.10
-
-
-@pytest.mark.slow
-def test_tiny_teacher_reaches_the_target_numbers(learned):
-    before, after, _ = learned
-    assert after["abs_rel"] <= 0.7 * before["abs_rel"]
-    assert abs(after["scale_ratio"] - 1.0) < 0.10
+    assert _mean_term(h, "velocity", slice(-40, None)) < 0.15     # metres per frame

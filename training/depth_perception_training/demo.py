@@ -1,13 +1,15 @@
 """The package's main job end to end, on an embedded default, with no camera, GPU or download.
 
-1. synthetic day-clear, night and rain bags (same street, three conditions);
-2. a model: ``--model`` or the tiny teacher trained by this package's own trainer on the
-   day-clear bag for a few steps (if the trainer cannot run here, an untrained tiny depth
-   network is used and the report says so);
+1. synthetic bags: day-clear training drives (other streets, made first: training
+   never makes data) and the evaluated drive in day-clear, night and rain;
+2. a model: ``--model`` or the tiny teacher (``config/train/teacher_tiny.yaml``) trained
+   by this package's own trainer on the training drives (if the trainer cannot run
+   here, an untrained tiny depth network is used and the report says so);
 3. online: each bag replayed over real DDS (in-process replay) into the depth node, scored
    live by the evaluator node against LiDAR;
 4. offline: the same bags and model through ``evaluate`` (same DepthEstimator path);
-5. one report (offline and online rows, per condition) with plots.
+5. one report (offline and online rows, per condition, and the image-blind prior of the
+   training drives with structure-pixel abs_rel) with plots.
 
     depth-perception demo --out demo_out            # ~ a few minutes on 2 CPU cores
 """
@@ -27,8 +29,10 @@ class DemoConfig:
     out: Path = Path("demo_out")
     frames: int = 20
     size: tuple = (320, 96)                 # (W, H) of the synthetic camera
-    train_size: tuple = (224, 70)           # (W, H) network input (multiples of 14)
-    train_steps: int = 400
+    train_size: tuple = (320, 96)           # (W, H) network input (multiples of 32)
+    train_steps: int | None = None          # None: teacher_tiny.yaml's trainer.max_steps
+    train_scenes: int = 6                   # day-clear training drives (seeds seed+1..)
+    train_frames: int = 60
     model: str | None = None
     backend: str = "auto"
     seed: int = 0
@@ -47,8 +51,11 @@ class DemoConfig:
         for name, (w, h) in (("size", self.size), ("train_size", self.train_size)):
             if w <= 0 or h <= 0:
                 raise ValueError(f"demo: {name} must be positive, got {w}x{h}")
-        if self.train_size[0] % 14 or self.train_size[1] % 14:
-            raise ValueError(f"demo: train_size {self.train_size} must be multiples of 14")
+        if self.train_size[0] % 32 or self.train_size[1] % 32:
+            raise ValueError(f"demo: train_size {self.train_size} must be multiples of 32")
+        if self.train_scenes < 1 or self.train_frames < 3:
+            raise ValueError(f"demo: need >= 1 training scene of >= 3 frames, got "
+                             f"{self.train_scenes} x {self.train_frames}")
 
 
 @dataclass
@@ -68,24 +75,38 @@ def find_config(name: str) -> Path:
     return resolve_config(name, "train")
 
 
-def train_tiny_teacher(cfg: DemoConfig, day_bag: Path) -> tuple[str, str]:
-    """Train the tiny teacher on ``day_bag``; returns (model folder, note for the report)."""
+def training_bags(cfg: DemoConfig) -> list[Path]:
+    """Day-clear drives of other streets (seeds seed+1 ..), rig and street varied by the
+    seed, made with the generator."""
+    from depth_perception.synth import make_varied_drives
+
+    seeds = range(cfg.seed + 1, cfg.seed + 1 + cfg.train_scenes)
+    return make_varied_drives(cfg.out / "bags" / "train", seeds, cfg.train_frames,
+                              tuple(cfg.size))
+
+
+def train_tiny_teacher(cfg: DemoConfig, bags: list[Path]) -> tuple[str, str]:
+    """Train the tiny teacher on ``bags``; returns (model folder, note for the report)."""
     from depth_perception_training.train.config import load_config
     from depth_perception_training.train.teacher import train_teacher
 
     w, h = cfg.train_size
     out = cfg.out / "train"
-    overrides = [f"output_dir={out}", f"data.bags=[{day_bag}]", "data.val_bags=[]",
-                 f"data.width={w}", f"data.height={h}", f"trainer.max_steps={cfg.train_steps}",
+    overrides = [f"output_dir={out}", f"data.bags=[{','.join(str(b) for b in bags)}]",
+                 "data.val_bags=[]", f"data.width={w}", f"data.height={h}",
                  "trainer.checkpoint_every=0", "trainer.val_every=-1", "trainer.progress=false",
                  "trainer.image_every=0", "data.num_workers=0", f"seed={cfg.seed}"]
+    if cfg.train_steps is not None:
+        overrides.append(f"trainer.max_steps={cfg.train_steps}")
     conf = load_config(find_config("teacher_tiny.yaml"), overrides)
     result = train_teacher(conf)
     if not result.export_dir:
         raise RuntimeError(f"the trainer finished without exporting a model into {out}")
-    note = (f"Model: tiny teacher (DINOv2+DPT, random init) trained by this package's "
-            f"self-supervised trainer on the synthetic day-clear bag for {result.step} steps "
-            f"at {w}x{h}.")
+    arch = dict(conf.model.depth)
+    note = (f"Model: tiny teacher ({arch.get('encoder')} ResNet + monodepth2 disparity "
+            f"decoder, random init) trained by this package's self-supervised trainer on "
+            f"{len(bags)} synthetic day-clear drives of other streets for {result.step} "
+            f"steps at {w}x{h}.")
     return str(result.export_dir), note
 
 
@@ -107,7 +128,7 @@ def untrained_model(cfg: DemoConfig, reason: str) -> tuple[str, str]:
     return str(folder), note
 
 
-def get_model(cfg: DemoConfig, bags: dict) -> tuple[str, str]:
+def get_model(cfg: DemoConfig, train_bags: list[Path]) -> tuple[str, str]:
     """(model path, note): --model, else the tiny teacher trained now, else untrained."""
     if cfg.model:
         return cfg.model, f"Model: {cfg.model} (given with --model)."
@@ -115,7 +136,7 @@ def get_model(cfg: DemoConfig, bags: dict) -> tuple[str, str]:
         import depth_perception_training.train.teacher  # noqa: F401
     except ImportError as exc:
         return untrained_model(cfg, f"cannot import the trainer: {exc}")
-    return train_tiny_teacher(cfg, bags["day-clear"])
+    return train_tiny_teacher(cfg, train_bags)
 
 
 def student_stage(cfg: DemoConfig, bags: dict, teacher_run: Path, econf, results) -> str:
@@ -172,7 +193,8 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     from depth_perception.evaluation.report import markdown_table, write_report
 
     cfg.out.mkdir(parents=True, exist_ok=True)
-    # 1. Synthetic bags, one per condition
+    # 1. Synthetic bags: training drives, and the evaluated drive per condition
+    train_bags = training_bags(cfg)
     paths = make_synthetic_bags(cfg.out / "bags", frames=cfg.frames, size=tuple(cfg.size),
                                 conditions=tuple(cfg.conditions), seed=cfg.seed,
                                 overwrite=True)
@@ -180,14 +202,16 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     log.info("demo: synthetic bags %s", [str(p) for p in paths])
 
     # 2. A model
-    model, note = get_model(cfg, bags)
+    model, note = get_model(cfg, train_bags)
     log.info("demo: %s", note)
     w, h = cfg.train_size
     options = {"short_side": h}           # the node and offline use the same input size
     name = Path(model.rstrip("/")).name if cfg.model else "tiny-teacher"
 
-    # 3. Offline evaluation (DepthEstimator on every frame)
-    econf = EvaluateConfig(max_depth=cfg.max_depth)
+    # 3. Offline evaluation (DepthEstimator on every frame), with the image-blind prior
+    #    of the training drives beside it
+    econf = EvaluateConfig(max_depth=cfg.max_depth, prior="bags",
+                           prior_bags=tuple(train_bags))
     results = evaluate(list(bags.values()), econf,
                        models=[ModelSpec(model, cfg.backend, f"{name} (offline)", options)])
 

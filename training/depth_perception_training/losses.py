@@ -249,7 +249,11 @@ class SelfSupervisedLoss(nn.Module):
       ``context`` [B,n,3,H,W] (unaugmented sources), ``K`` [B,3,3], ``distance`` [B,n]
       (needed when ``velocity_weight > 0``).
 
-    Each depth scale is upsampled to full resolution, every context frame is warped into
+    ``outputs`` may add ``"scaled_disp"`` (per scale, = 1/depth): with ``upsample="disp"``
+    (monodepth2) that disparity is upsampled to full resolution and inverted, otherwise
+    the depth itself is upsampled.
+
+    Each scale is brought to full resolution, every context frame is warped into
     the target, the per-pixel minimum reprojection (auto-masked) is averaged; smoothness
     at scale s (on the disparity at its own resolution with the image resized to it)
     has weight ``smoothness_weight / 2**s``; scale losses are averaged.
@@ -259,8 +263,11 @@ class SelfSupervisedLoss(nn.Module):
     def __init__(self, photometric_weight: float = 1.0, smoothness_weight: float = 1e-3,
                  velocity_weight: float = 0.02, automask: bool = True, ssim_window: int = 3,
                  ssim_alpha: float = 0.85, upsample_mode: str = "bilinear",
-                 padding_mode: str = "border"):
+                 padding_mode: str = "border", upsample: str = "disp"):
         super().__init__()
+        if upsample not in ("disp", "depth"):
+            raise ValueError(f"SelfSupervisedLoss: upsample must be 'disp' or 'depth', got {upsample!r}")
+        self.upsample = upsample
         self.photometric_weight = photometric_weight
         self.smoothness_weight = smoothness_weight
         self.velocity_weight = velocity_weight
@@ -285,6 +292,7 @@ class SelfSupervisedLoss(nn.Module):
         n = context.shape[1]
         depths = list(outputs["depth"])
         disps = list(outputs.get("disp", depths))
+        scaled = outputs.get("scaled_disp") if self.upsample == "disp" else None
         T = outputs["T_src_tgt"]                                        # [B,n,4,4]
         if T.shape != (B, n, 4, 4):
             raise ValueError(f"SelfSupervisedLoss: outputs['T_src_tgt'] must be {(B, n, 4, 4)}, "
@@ -296,7 +304,10 @@ class SelfSupervisedLoss(nn.Module):
         # 3. Per scale: warp at full resolution, min reprojection, smoothness
         photo_terms, smooth_terms, mask_fracs = [], [], []
         for s, depth in enumerate(depths):
-            depth_full = upsample_to(depth, (H, W), self.upsample_mode)          # [B,1,H,W]
+            if scaled is not None:                                              # monodepth2
+                depth_full = 1.0 / upsample_to(scaled[s], (H, W), self.upsample_mode)
+            else:
+                depth_full = upsample_to(depth, (H, W), self.upsample_mode)      # [B,1,H,W]
             warped_err = []
             for i in range(n):
                 warped, _ = geometry.warp(context[:, i], depth_full, K, T[:, i],

@@ -12,11 +12,14 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
     parser.add_argument("--frames", type=int, default=20, help="frames per bag (default 20)")
     parser.add_argument("--size", default="320x96", help="camera size WxH (default 320x96)")
-    parser.add_argument("--train-size", default="224x70",
-                        help="network input WxH, multiples of 14 (default 224x70)")
-    parser.add_argument("--train-steps", type=int, default=400,
-                        help="tiny teacher training steps (default 400; about a minute on 2 "
-                             "CPU cores)")
+    parser.add_argument("--train-size", default="320x96",
+                        help="network input WxH, multiples of 32 (default 320x96)")
+    parser.add_argument("--train-steps", type=int, default=None,
+                        help="tiny teacher training steps (default: teacher_tiny.yaml's)")
+    parser.add_argument("--train-scenes", type=int, default=6,
+                        help="synthetic day-clear training drives of other streets (default 6)")
+    parser.add_argument("--train-frames", type=int, default=60,
+                        help="frames per training drive (default 60)")
     parser.add_argument("--student-steps", type=int, default=200,
                         help="SSD student distillation steps after the teacher (default 200; "
                              "0: no student)")
@@ -37,6 +40,7 @@ def run(args) -> int:
 
     cfg = DemoConfig(out=args.out, frames=args.frames, size=parse_size(args.size),
                      train_size=parse_size(args.train_size), train_steps=args.train_steps,
+                     train_scenes=args.train_scenes, train_frames=args.train_frames,
                      model=args.model, backend=args.backend, seed=args.seed, rate=args.rate,
                      online=not args.offline_only, student_steps=args.student_steps)
     result = run_demo(cfg)

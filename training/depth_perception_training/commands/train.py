@@ -11,6 +11,8 @@ TASKS = {
     "teacher": "self-supervised day-clear teacher (photometric + smoothness + velocity loss)",
     "student": "SSD student: distillation from a frozen teacher on translated frames "
                "(teacher loss, semantic loss)",
+    "pose": "pretrain a pose backbone on bags with odometry/TF as supervision (saves a "
+            "transformers folder for a strengthened pose net)",
 }
 
 
@@ -52,14 +54,29 @@ def run(args: argparse.Namespace) -> int:
 
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         logging.getLogger("accelerate").setLevel(logging.WARNING)   # per-file save messages
+    from accelerate import PartialState
+
+    if args.task == "pose":
+        from depth_perception_training.train.pose import train_pose
+
+        out = train_pose(cfg)
+        if PartialState().is_main_process:
+            r = out["result"]
+            print(f"trained {r.step} steps, {r.nan_skips} non-finite steps skipped")
+            if out["validation"]:
+                v = out["validation"]
+                print(f"validation: translation error {v['translation_error_m']:.3f} m "
+                      f"(standing still: {v['still_translation_m']:.3f} m), rotation error "
+                      f"{v['rotation_error_deg']:.3f} deg ({v['pairs']} pairs)")
+            print(f"pose backbone: {out['backbone']} (model.pose.strengthened=true "
+                  f"model.pose.pretrained={out['backbone']})")
+        return 0
 
     if args.task == "student":
         from depth_perception_training.train.student import train_student as train
     else:
         from depth_perception_training.train.teacher import train_teacher as train
     result = train(cfg)
-
-    from accelerate import PartialState
 
     if PartialState().is_main_process:
         print(f"trained {result.step} steps ({result.epoch} epochs), "

@@ -24,28 +24,20 @@ from typing import Any, Dict, List, Optional, Sequence
 
 logger = logging.getLogger(__name__)
 
-DEPTH_ARCHS = ("dpt", "sql")
-
-
-@dataclass
-class SynthConfig:
-    """Synthetic bags generated into ``output_dir/data`` when ``data.bags`` is empty."""
-
-    frames: int = 30
-    size: List[int] = field(default_factory=lambda: [640, 192])   # width, height
-    seed: int = 0
-    conditions: List[str] = field(default_factory=lambda: ["day-clear"])
-    storage: str = "mcap"
-    val_frames: int = 12          # a held-out validation bag (seed + 1000); 0: none
+DEPTH_ARCHS = ("dpt", "sql", "mono")
 
 
 @dataclass
 class DataConfig:
     """What to train on and how samples are cut (see ``depth_perception_training.dataset``)."""
 
+    #: rosbag2 folders to train on (make synthetic ones with `depth-perception synth`)
     bags: List[str] = field(default_factory=list)
     val_bags: List[str] = field(default_factory=list)   # bags with LiDAR or ground truth
-    synth: Optional[SynthConfig] = None
+    #: image-blind prior in validation: per-pixel median depth of the training bags'
+    #: ground truth (abs_rel of the prior and structure-pixel abs_rel are logged beside
+    #: the model's)
+    val_prior: bool = True
     width: int = 640              # network input size (multiples of 14 for DPT)
     height: int = 192
     context: List[int] = field(default_factory=lambda: [-1, 1])   # frame offsets
@@ -94,6 +86,9 @@ class LossConfig:
     ssim_window: int = 3
     ssim_alpha: float = 0.85
     upsample_mode: str = "bilinear"
+    #: what is upsampled to full resolution before warping: "disp" (monodepth2: the
+    #: scaled disparity of each scale, then inverted) or "depth"
+    upsample: str = "disp"
     padding_mode: str = "border"
     tie_break_noise: bool = True   # monodepth2's 1e-5 noise on identity errors
 
@@ -108,7 +103,7 @@ class OptimConfig:
     lr_decoder: float = 5e-5
     weight_decay: float = 0.01
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
-    grad_clip: float = 1.0             # max global grad norm; 0 = no clipping
+    grad_clip: float = 0.0             # max global grad norm; 0 = no clipping (references)
     scheduler: str = "step"            # step | none
     step_size: int = 15                # StepLR period, in units of ``interval``
     gamma: float = 0.1
@@ -125,6 +120,10 @@ class TrainerConfig:
     image_every: int = 500             # TensorBoard depth images; 0 = never
     val_every: int = 1000              # 0 = only at the end; < 0 = never
     val_max_batches: int = 0           # 0 = the whole validation set
+    val_max_depth: float = 80.0        # validation cap (nuScenes protocol), whatever the model range
+    #: per-image median scaling in validation: "auto" = only when the loss has no
+    #: velocity term (scale-ambiguous training), "on", "off"
+    val_median_scaling: str = "auto"
     checkpoint_every: int = 1000       # 0 = only at the end
     keep_checkpoints: int = 3
     export_every_checkpoint: bool = False

@@ -10,9 +10,9 @@ Builds the collaborators and hands them to :class:`~depth_perception_training.tr
   upsampled to full resolution, the *unaugmented* context frames are warped into the
   *unaugmented* target, min-reprojection + auto-mask + edge-aware smoothness, plus the
   weak velocity loss (``||t_pred||`` vs the odometry distance) that makes depth metric;
-* data from :class:`~depth_perception_training.dataset.DepthDataset` (static frames are
-  dropped by the dataset); synthetic bags are generated into ``output_dir/data`` when
-  ``data.bags`` is empty and ``data.synth`` is set;
+* data from :class:`~depth_perception_training.dataset.DepthDataset` over the bags of
+  ``data.bags`` (static frames are dropped by the dataset); training never makes data:
+  synthetic bags come from ``depth-perception synth`` or the demo;
 * validation on bags with ground truth or LiDAR (metric, without median scaling) and the
   export of the depth network with ``save_depth_model`` to ``output_dir/model``.
 """
@@ -32,7 +32,7 @@ from depth_perception_training.train.trainer import StepOutput
 logger = logging.getLogger(__name__)
 
 #: input size multiple per depth arch (DINOv2 patch 14; conv encoders stride 32)
-DEPTH_MULTIPLE = {"dpt": 14, "sql": 32}
+DEPTH_MULTIPLE = {"dpt": 14, "sql": 32, "mono": 32}
 
 
 # -- the loss callable --------------------------------------------------------------------
@@ -61,7 +61,9 @@ class TeacherObjective:
         return (image - self.mean.to(image)) / self.std.to(image)
 
     def poses(self, pose_net, target: torch.Tensor, context: torch.Tensor):
-        """T_src_tgt [B,n,4,4] and raw translations [B,n,3] from one batched pose forward.
+        """T_src_tgt [B,n,4,4] and raw translations [B,n,3] from one pose forward in
+        which each of the n frame pairs runs on its own (no BatchNorm statistics shared
+        between pairs, as in the references).
 
         target: [B,3,H,W]; context: [B,n,3,H,W] (augmented images).
         """
@@ -74,7 +76,7 @@ class TeacherObjective:
         pairs = [ordered_pair(target, context[:, i], o) for i, o in enumerate(self.offsets)]
         earlier = torch.cat([p[0] for p in pairs], 0)                    # [n*B,3,H,W]
         later = torch.cat([p[1] for p in pairs], 0)
-        axisangle, translation = pose_net(earlier, later)                # [n*B,1,3] x2
+        axisangle, translation = pose_net(earlier, later, pairs=n)       # [n*B,1,3] x2
         T = [pose_vec_to_matrix(axisangle[i * B:(i + 1) * B], translation[i * B:(i + 1) * B],
                                 invert=pairs[i][2]) for i in range(n)]
         t = translation.reshape(n, B, 3).transpose(0, 1)                 # [B,n,3]
@@ -93,8 +95,10 @@ class TeacherObjective:
             # seeded from the global RNG, which checkpoints save and restore
             generator = torch.Generator(device=depths[0].device)
             generator.manual_seed(int(torch.randint(0, 2 ** 62, (1,))))
-        total, terms = self.loss({"depth": depths, "disp": smooth, "T_src_tgt": T,
-                                  "translation": t}, batch, generator=generator)
+        preds = {"depth": depths, "disp": smooth, "T_src_tgt": T, "translation": t}
+        if "scaled_disp" in out and not self.smooth_depth:
+            preds["scaled_disp"] = list(out["scaled_disp"])
+        total, terms = self.loss(preds, batch, generator=generator)
         terms["translation_norm"] = torch.linalg.vector_norm(t.detach(), dim=-1).mean()
         terms["depth_mean"] = depths[0].detach().mean()
         return StepOutput(total, terms, {"image": batch["image"], "depth": depths[0]})
@@ -174,26 +178,30 @@ def reset_random_layers(arch: str, depth_net, depth_cfg) -> int:
 
 
 def set_initial_depth(arch: str, depth_net, depth_cfg, depth: float) -> float:
-    """Start a randomly initialised sigmoid DPT head at about ``depth`` metres.
+    """Start a randomly initialised sigmoid disparity head at about ``depth`` metres.
 
-    The bias of the head's last convolution is set to the logit of the sigmoid
-    disparity that ``disp_to_depth(min_depth, max_depth)`` maps to ``depth``. At the
-    sigmoid midpoint an untrained head predicts ``~2 / (1/min_depth)`` (0.2 m for
-    0.1..80 m), far below any scene; with the velocity loss the pose net reaches metric
-    translations within a few steps, and warps of such small depths leave the image,
-    so the photometric loss gives the depth too little gradient to catch up. Returns
-    the bias set. Only for ``arch: dpt`` (SQL nets predict depth through bins).
+    The bias of the head's last convolution (DPT) or of every scale's disparity head
+    (monodepth2 decoder) is set to the logit of the sigmoid disparity that
+    ``disp_to_depth(min_depth, max_depth)`` maps to ``depth``. At the sigmoid midpoint an
+    untrained head predicts ``~2 / (1/min_depth)`` (0.2 m for 0.1..80 m), far below any
+    scene; with the velocity loss the pose net reaches metric translations within a few
+    steps, and warps of such small depths leave the image, so the photometric loss gives
+    the depth too little gradient to catch up. Returns the bias set. Not for ``arch:
+    sql`` (SQL nets predict depth through bins).
     """
-    if arch != "dpt":
-        raise ValueError("model.init_depth applies to the DPT head (arch: dpt) only")
+    if arch not in ("dpt", "mono"):
+        raise ValueError("model.init_depth applies to sigmoid disparity heads (arch: dpt or "
+                         "mono) only")
     lo, hi = float(depth_cfg.min_depth), float(depth_cfg.max_depth)
     if not lo < depth < hi:
         raise ValueError(f"model.init_depth {depth} must lie inside ({lo}, {hi})")
     s = (1.0 / depth - 1.0 / hi) / (1.0 / lo - 1.0 / hi)       # sigmoid value
     bias = float(torch.logit(torch.tensor(s, dtype=torch.float64)))
-    conv = depth_net.net.head.conv3
+    convs = ([depth_net.net.head.conv3] if arch == "dpt"
+             else list(depth_net.decoder.heads.values()))
     with torch.no_grad():
-        conv.bias.fill_(bias)
+        for conv in convs:
+            conv.bias.fill_(bias)
     return bias
 
 
@@ -285,37 +293,15 @@ def _sample_config(cfg: TrainConfig, validation: bool = False):
     return _config_object(SampleConfig, values, "data.sample")
 
 
-def _find_bags(folder: Path) -> list[Path]:
-    return sorted(p.parent for p in folder.glob("*/metadata.yaml"))
-
-
-def resolve_bags(cfg: TrainConfig, accelerator) -> tuple[list[Path], list[Path]]:
-    """Training and validation bags; generates synthetic bags when configured."""
+def resolve_bags(cfg: TrainConfig) -> tuple[list[Path], list[Path]]:
+    """Training and validation bags named by the config (training never makes data)."""
     d = cfg.data
     train = [Path(b) for b in d.bags]
     val = [Path(b) for b in d.val_bags]
     if not train:
-        if d.synth is None:
-            raise ValueError("data.bags is empty: list rosbag2 folders (data.bags=[a,b]) or set "
-                             "data.synth to train on generated synthetic bags")
-        from depth_perception.synth import make_synthetic_bags
-
-        s = d.synth
-        root = Path(cfg.output_dir) / "data"
-        if accelerator.is_main_process:
-            if not _find_bags(root / "train"):
-                logger.info("generating synthetic training bags in %s", root / "train")
-                make_synthetic_bags(root / "train", frames=s.frames, size=tuple(s.size),
-                                    conditions=tuple(s.conditions), seed=s.seed,
-                                    storage=s.storage)
-            if not val and s.val_frames > 0 and not _find_bags(root / "val"):
-                make_synthetic_bags(root / "val", frames=s.val_frames, size=tuple(s.size),
-                                    conditions=tuple(s.conditions), seed=s.seed + 1000,
-                                    storage=s.storage)
-        accelerator.wait_for_everyone()
-        train = _find_bags(root / "train")
-        if not val and s.val_frames > 0:
-            val = _find_bags(root / "val")
+        raise ValueError("no training bags: set data.bags to rosbag2 folders (e.g. "
+                         "data.bags=[bags/a,bags/b]); `depth-perception synth OUT` makes "
+                         "synthetic ones")
     for b in train + val:
         if not b.exists():
             raise FileNotFoundError(f"bag {b} not found")
@@ -405,7 +391,7 @@ def build_teacher_trainer(cfg):
                                  tie_break_noise=cfg.loss.tie_break_noise)
 
     # 3. Data
-    train_bags, val_bags = resolve_bags(cfg, accelerator)
+    train_bags, val_bags = resolve_bags(cfg)
     train_set, val_set = build_datasets(cfg, train_bags, val_bags)
     logger.info("teacher: %d training samples from %d bags, %s validation samples",
                 len(train_set), len(train_bags), len(val_set) if val_set else 0)
@@ -425,8 +411,37 @@ def build_teacher_trainer(cfg):
                       train_loader, objective, out, val_loader=val_loader,
                       predict_fn=lambda models, batch: predict_depth(models, batch, objective),
                       export_fn=export, accelerator=accelerator, config_yaml=to_yaml(dcfg),
-                      min_depth=depth_cfg.min_depth, max_depth=depth_cfg.max_depth)
+                      min_depth=depth_cfg.min_depth, max_depth=cfg.trainer.val_max_depth,
+                      median_scaling=validation_median_scaling(cfg),
+                      prior=training_prior(cfg, train_bags) if val_loader is not None else None)
     return trainer
+
+
+def validation_median_scaling(cfg: TrainConfig) -> bool:
+    """``trainer.val_median_scaling``: on, off, or auto (on when there is no velocity loss)."""
+    mode = cfg.trainer.val_median_scaling
+    if mode not in ("auto", "on", "off"):
+        raise ValueError(f"trainer.val_median_scaling must be auto, on or off, got {mode!r}")
+    return mode == "on" or (mode == "auto" and cfg.loss.velocity_weight <= 0)
+
+
+def training_prior(cfg: TrainConfig, train_bags: list[Path]):
+    """[H,W] image-blind prior (per-pixel median ground truth of the training bags, at
+    the training size) for validation, or None (``data.val_prior`` off, or no ground
+    truth in the training bags)."""
+    if not cfg.data.val_prior:
+        return None
+    from depth_perception.evaluation.prior import prior_from_bags
+
+    topics = dict(cfg.data.sample).get("topics") or {}
+    topic = topics.get("gt_depth", "/ground_truth/depth") if isinstance(topics, dict) \
+        else "/ground_truth/depth"
+    try:
+        return prior_from_bags(train_bags, topic, size=(cfg.data.width, cfg.data.height),
+                               max_depth=cfg.trainer.val_max_depth)
+    except ValueError as exc:
+        logger.warning("validation without the image-blind prior: %s", exc)
+        return None
 
 
 def train_teacher(cfg):

@@ -223,7 +223,12 @@ class Trainer:
             ``config.export_every_checkpoint``) with ``output_dir/model``.
         accelerator: an existing ``Accelerator`` (default: built from ``config``).
         config_yaml: resolved configuration text stored in every checkpoint.
-        min_depth, max_depth: validation metric range.
+        min_depth, max_depth: validation metric range (the cap, e.g. 80 m).
+        median_scaling: per-image median scaling in validation (scale-ambiguous training).
+        prior: optional [H,W] image-blind depth prior (e.g. the per-pixel median ground
+            truth of the training bags): validation then also scores it (group
+            ``prior``) and adds ``abs_rel_structure`` (abs_rel where the prior is off
+            by more than 20 %) to both.
     """
 
     def __init__(self, config: TrainerConfig, optim: OptimConfig, models: dict,
@@ -231,7 +236,8 @@ class Trainer:
                  output_dir: str | Path, val_loader=None, predict_fn: PredictFn | None = None,
                  export_fn: ExportFn | None = None, accelerator=None,
                  config_yaml: str | None = None, min_depth: float = 1e-3,
-                 max_depth: float = 80.0):
+                 max_depth: float = 80.0, median_scaling: bool = False,
+                 prior: np.ndarray | None = None):
         if not models:
             raise ValueError("Trainer: no models given")
         if val_loader is not None and predict_fn is None:
@@ -241,6 +247,8 @@ class Trainer:
         self.loss_fn, self.predict_fn, self.export_fn = loss_fn, predict_fn, export_fn
         self.config_yaml = config_yaml
         self.min_depth, self.max_depth = min_depth, max_depth
+        self.median_scaling = median_scaling
+        self.prior = None if prior is None else np.asarray(prior, np.float32)
         self.accelerator = accelerator or make_accelerator(config, self.output_dir)
         acc = self.accelerator
 
@@ -355,7 +363,13 @@ class Trainer:
         if acc.is_main_process:
             self._set_train(False)
             models = {n: acc.unwrap_model(m) for n, m in self.models.items()}
-            metrics = MetricAccumulator(min_depth=self.min_depth, max_depth=self.max_depth)
+            from depth_perception.evaluation.prior import fit_to
+            from depth_perception.metrics import structure_mask
+
+            metrics = MetricAccumulator(min_depth=self.min_depth, max_depth=self.max_depth,
+                                        median_scaling=self.median_scaling)
+            prior_metrics = MetricAccumulator(min_depth=self.min_depth, max_depth=self.max_depth,
+                                              median_scaling=self.median_scaling)
             skipped = 0
             for i, batch in enumerate(self.val_loader):
                 if 0 < self.config.val_max_batches <= i:
@@ -368,13 +382,22 @@ class Trainer:
                                      "'lidar_depth': validation bags need ground truth or LiDAR")
                 conditions = batch.get("condition", [None] * len(depth))
                 for b in range(depth.shape[0]):
+                    prior = structure = None
+                    if self.prior is not None:
+                        prior = fit_to(self.prior, gt.shape[-2:])
+                        structure = structure_mask(prior, gt[b, 0])
                     try:
-                        metrics.update(gt[b, 0], depth[b, 0], condition=conditions[b] or None)
+                        metrics.update(gt[b, 0], depth[b, 0], condition=conditions[b] or None,
+                                       structure=structure)
+                        if prior is not None:
+                            prior_metrics.update(gt[b, 0], prior, structure=structure)
                     except ValueError:
                         skipped += 1       # an image without any valid ground-truth pixel
             if skipped:
                 logger.info("validation: %d images without valid ground truth skipped", skipped)
             summary = metrics.summary() if metrics.count else None
+            if summary is not None and prior_metrics.count:
+                summary["prior"] = prior_metrics.summary()["all"]
             if summary is None:
                 logger.warning("validation: no image with valid ground truth")
             else:
@@ -385,6 +408,12 @@ class Trainer:
                 logger.info("validation step %d: abs_rel %.4f rmse %.3f a1 %.3f scale %.3f",
                             self.state.step, summary["all"]["abs_rel"], summary["all"]["rmse"],
                             summary["all"]["a1"], summary["all"]["scale_ratio"])
+                if "prior" in summary:
+                    logger.info("validation step %d: structure abs_rel %.4f; image-blind prior "
+                                "abs_rel %.4f, structure abs_rel %.4f", self.state.step,
+                                summary["all"].get("abs_rel_structure", float("nan")),
+                                summary["prior"]["abs_rel"],
+                                summary["prior"].get("abs_rel_structure", float("nan")))
             self._set_train(True)
         acc.wait_for_everyone()
         self.last_validation = summary

@@ -1,0 +1,407 @@
+"""Synthetic driving bags: one rosbag2 per condition of the same procedural drive.
+
+``make_synthetic_bags(out_dir, frames, size, conditions, seed, storage)`` renders a
+street (:mod:`depth_perception.synth.street`) and writes ``out_dir/<condition>``
+bags with the package's default topics:
+
+============================  ==========================  =================================
+topic                         type                        content
+============================  ==========================  =================================
+``/tf_static``                tf2_msgs/TFMessage          base_link -> camera_optical_frame,
+                                                          base_link -> lidar (one message,
+                                                          transient local)
+``/tf``                       tf2_msgs/TFMessage          odom -> base_link per camera frame
+``/odom``                     nav_msgs/Odometry           odom -> base_link, twist in
+                                                          base_link (linear.x = speed)
+``/camera/camera_info``       sensor_msgs/CameraInfo      plumb_bob, zero distortion
+``/camera/image_raw``         sensor_msgs/Image           rgb8 (or CompressedImage jpeg /
+                                                          png on ``.../compressed``)
+``/ground_truth/depth``       sensor_msgs/Image           32FC1 z-depth metres, NaN sky
+``/lidar/points``             sensor_msgs/PointCloud2     x, y, z, intensity float32 in
+                                                          ``lidar``, own clock (+4 ms)
+============================  ==========================  =================================
+
+All bags share geometry, trajectory, LiDAR and ground truth; only the camera images
+differ. ``custom_data`` holds ``condition`` (and the generator settings). A bag is
+written to a hidden temporary folder and renamed when complete, so an interrupted run
+never leaves a half-written bag under the final name.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+
+from depth_perception import __version__
+from depth_perception.synth.conditions import CONDITIONS
+from depth_perception.synth.layout import SynthConfig
+from depth_perception.synth.street import SyntheticStreet
+
+logger = logging.getLogger(__name__)
+
+STORAGES = ("mcap", "sqlite3")
+#: camera image transport: raw sensor_msgs/Image rgb8, or CompressedImage on
+#: ``<image topic>/compressed`` (image_transport's format string)
+IMAGE_FORMATS = {"raw": None, "jpeg": "rgb8; jpeg compressed bgr8",
+                 "png": "rgb8; png compressed bgr8"}
+JPEG_QUALITY = 90
+CAMERA_FRAME = "camera_optical_frame"
+LIDAR_FRAME = "lidar"
+BASE_FRAME = "base_link"
+ODOM_FRAME = "odom"
+TOPICS = {
+    "tf_static": "/tf_static",
+    "tf": "/tf",
+    "odom": "/odom",
+    "camera_info": "/camera/camera_info",
+    "image": "/camera/image_raw",
+    "gt_depth": "/ground_truth/depth",
+    "lidar": "/lidar/points",
+}
+MSG_TYPES = {
+    "tf_static": "tf2_msgs/msg/TFMessage",
+    "tf": "tf2_msgs/msg/TFMessage",
+    "odom": "nav_msgs/msg/Odometry",
+    "camera_info": "sensor_msgs/msg/CameraInfo",
+    "image": "sensor_msgs/msg/Image",
+    "gt_depth": "sensor_msgs/msg/Image",
+    "lidar": "sensor_msgs/msg/PointCloud2",
+}
+
+
+def _check_conditions(conditions: Sequence[str]) -> tuple[str, ...]:
+    conditions = tuple(conditions)
+    if not conditions:
+        raise ValueError(f"no condition given; expected some of {', '.join(CONDITIONS)}")
+    unknown = [c for c in conditions if c not in CONDITIONS]
+    if unknown:
+        raise ValueError(f"unknown condition(s) {unknown}; expected some of "
+                         f"{', '.join(CONDITIONS)}")
+    if len(set(conditions)) != len(conditions):
+        raise ValueError(f"condition listed twice in {list(conditions)}")
+    return conditions
+
+
+class _Messages:
+    """Builds the bag messages with a rosbags typestore (ROS 2 Kilted definitions)."""
+
+    def __init__(self):
+        from rosbags.typesys import Stores, get_typestore
+
+        self.typestore = get_typestore(Stores.ROS2_KILTED)
+        self.T = self.typestore.types
+
+    def serialize(self, msg, key: str) -> bytes:
+        return bytes(self.typestore.serialize_cdr(msg, MSG_TYPES[key]))
+
+    def header(self, stamp_ns: int, frame_id: str):
+        return self.T["std_msgs/msg/Header"](
+            stamp=self.T["builtin_interfaces/msg/Time"](sec=int(stamp_ns // 1_000_000_000),
+                                                        nanosec=int(stamp_ns % 1_000_000_000)),
+            frame_id=frame_id)
+
+    def _pose_parts(self, T: np.ndarray):
+        from depth_perception.data.tf import matrix_to_quat
+
+        q = matrix_to_quat(T[:3, :3])
+        V = self.T["geometry_msgs/msg/Vector3"]
+        Q = self.T["geometry_msgs/msg/Quaternion"]
+        return (V(x=float(T[0, 3]), y=float(T[1, 3]), z=float(T[2, 3])),
+                Q(x=float(q[0]), y=float(q[1]), z=float(q[2]), w=float(q[3])))
+
+    def tf(self, stamp_ns: int, edges) -> object:
+        """edges: [(parent, child, [4,4] T_parent_child)] -> TFMessage."""
+        TS = self.T["geometry_msgs/msg/TransformStamped"]
+        transforms = []
+        for parent, child, T in edges:
+            v, q = self._pose_parts(np.asarray(T, np.float64))
+            transforms.append(TS(header=self.header(stamp_ns, parent), child_frame_id=child,
+                                 transform=self.T["geometry_msgs/msg/Transform"](
+                                     translation=v, rotation=q)))
+        return self.T["tf2_msgs/msg/TFMessage"](transforms=transforms)
+
+    def odometry(self, stamp_ns: int, T_odom_base: np.ndarray, speed: float,
+                 yaw_rate: float) -> object:
+        v, q = self._pose_parts(T_odom_base)
+        P = self.T["geometry_msgs/msg/Point"]
+        V = self.T["geometry_msgs/msg/Vector3"]
+        # Small fixed covariances: (x, y, z, roll, pitch, yaw) diagonal.
+        pose_cov = np.diag([0.01, 0.01, 1e-4, 1e-4, 1e-4, 1e-3]).reshape(-1)
+        twist_cov = np.diag([0.01, 0.01, 1e-4, 1e-4, 1e-4, 1e-3]).reshape(-1)
+        pose = self.T["geometry_msgs/msg/PoseWithCovariance"](
+            pose=self.T["geometry_msgs/msg/Pose"](position=P(x=v.x, y=v.y, z=v.z),
+                                                  orientation=q),
+            covariance=pose_cov)
+        twist = self.T["geometry_msgs/msg/TwistWithCovariance"](
+            twist=self.T["geometry_msgs/msg/Twist"](linear=V(x=float(speed), y=0.0, z=0.0),
+                                                    angular=V(x=0.0, y=0.0, z=float(yaw_rate))),
+            covariance=twist_cov)
+        return self.T["nav_msgs/msg/Odometry"](header=self.header(stamp_ns, ODOM_FRAME),
+                                               child_frame_id=BASE_FRAME, pose=pose,
+                                               twist=twist)
+
+
+def _check_image_format(image_format: str) -> str:
+    if image_format not in IMAGE_FORMATS:
+        raise ValueError(f"image format {image_format!r}: expected one of "
+                         f"{', '.join(IMAGE_FORMATS)}")
+    return image_format
+
+
+def _compressed_image(msgs: _Messages, rgb: np.ndarray, header, image_format: str):
+    """[H,W,3] uint8 RGB -> sensor_msgs/CompressedImage (OpenCV encoders, deterministic)."""
+    import cv2
+
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    if image_format == "jpeg":
+        ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    else:
+        ok, data = cv2.imencode(".png", bgr)
+    if not ok:
+        raise RuntimeError(f"OpenCV could not encode a {rgb.shape} image as {image_format}")
+    return msgs.T["sensor_msgs/msg/CompressedImage"](header=header,
+                                                     format=IMAGE_FORMATS[image_format],
+                                                     data=data.reshape(-1))
+
+
+def _transient_local_qos():
+    """QoS a latched /tf_static is offered with (reliable, transient local, depth 1)."""
+    from rosbags.interfaces import (Qos, QosDurability, QosHistory, QosLiveliness,
+                                    QosReliability, QosTime)
+
+    zero = QosTime(sec=0, nsec=0)
+    return Qos(history=QosHistory.KEEP_LAST, depth=1, reliability=QosReliability.RELIABLE,
+               durability=QosDurability.TRANSIENT_LOCAL, deadline=zero, lifespan=zero,
+               liveliness=QosLiveliness.AUTOMATIC, liveliness_lease_duration=zero,
+               avoid_ros_namespace_conventions=False)
+
+
+def write_synthetic_bags(street: SyntheticStreet, targets: dict[str, Path],
+                         storage: str = "mcap",
+                         progress: Callable[[int, int], None] | None = None,
+                         overwrite: bool = False, image_format: str = "raw") -> dict:
+    """Render ``street.frames`` frames and write one bag per condition.
+
+    image_format: ``raw`` (sensor_msgs/Image rgb8 on /camera/image_raw), ``jpeg`` or
+    ``png`` (sensor_msgs/CompressedImage on /camera/image_raw/compressed).
+
+    targets: {condition: final bag folder}. An existing folder is an error unless
+    ``overwrite`` (and it is a rosbag2 folder); it is replaced only once the new bag is
+    complete. Returns timing in seconds: {"geometry", "lidar", "write",
+    condition: shading seconds, "total"}.
+    """
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    from depth_perception import conversions as conv
+
+    if storage not in STORAGES:
+        raise ValueError(f"storage {storage!r}: expected one of {STORAGES}")
+    _check_conditions(list(targets))
+    _check_image_format(image_format)
+    targets = {c: Path(p) for c, p in targets.items()}
+    for path in targets.values():
+        if not path.exists():
+            continue
+        if not overwrite:
+            raise ValueError(f"bag folder {path} already exists; remove it or pass "
+                             "overwrite=True (--overwrite)")
+        if not (path / "metadata.yaml").is_file():
+            raise ValueError(f"refusing to overwrite {path}: it exists but is not a rosbag2 "
+                             "folder (no metadata.yaml)")
+    plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+    msgs = _Messages()
+    T = msgs.T
+    K = street.intrinsics
+    timing = {"geometry": 0.0, "lidar": 0.0, "write": 0.0, **{c: 0.0 for c in targets}}
+    start = time.perf_counter()
+    topics, types = dict(TOPICS), dict(MSG_TYPES)
+    if image_format != "raw":
+        topics["image"] = TOPICS["image"] + "/compressed"
+        types["image"] = "sensor_msgs/msg/CompressedImage"
+    custom = {
+        "generator": f"depth_perception {__version__} synth",
+        "synth_config": json.dumps({**asdict(street.config), "frames": street.frames},
+                                   sort_keys=True),
+    }
+
+    # 1. Writers into hidden temporary folders beside the final ones.
+    #    (bag folders keep their final names, which rosbags gives the storage files)
+    temps = {c: p.parent / f".synth-partial-{os.getpid()}" / p.name for c, p in targets.items()}
+    writers, connections = {}, {}
+    try:
+        for condition, tmp in temps.items():
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+            writer = Writer(tmp, version=9, storage_plugin=plugin)
+            writer.set_custom_data("condition", condition)
+            for key, value in custom.items():
+                writer.set_custom_data(key, value)
+            writer.open()
+            writers[condition] = writer
+            connections[condition] = {
+                key: writer.add_connection(
+                    topic, types[key], typestore=msgs.typestore,
+                    offered_qos_profiles=[_transient_local_qos()] if key == "tf_static" else ())
+                for key, topic in topics.items()}
+
+        def write_all(key: str, stamp_ns: int, data: bytes) -> None:
+            for condition, writer in writers.items():
+                writer.write(connections[condition][key], stamp_ns, data)
+
+        # 2. Static transforms once, at the first stamp.
+        t0 = street.stamp_ns(0.0)
+        tf_static = msgs.tf(t0, [(BASE_FRAME, CAMERA_FRAME, street.T_base_camera),
+                                 (BASE_FRAME, LIDAR_FRAME, street.T_base_lidar)])
+        write_all("tf_static", t0, msgs.serialize(tf_static, "tf_static"))
+
+        # 3. Frames: shared messages serialized once, images per condition.
+        for frame in range(street.frames):
+            t = street.frame_time(frame)
+            stamp = street.stamp_ns(t)
+            tic = time.perf_counter()
+            geom = street.geometry(frame)
+            timing["geometry"] += time.perf_counter() - tic
+            T_odom_base = street.trajectory.T_odom_base(t)
+            speed, yaw_rate = street.trajectory.twist(t)
+            tic = time.perf_counter()
+            shared = [
+                ("tf", msgs.tf(stamp, [(ODOM_FRAME, BASE_FRAME, T_odom_base)])),
+                ("odom", msgs.odometry(stamp, T_odom_base, speed, yaw_rate)),
+                ("camera_info", conv.intrinsics_to_camera_info(
+                    K, msgs.header(stamp, CAMERA_FRAME), T["sensor_msgs/msg/CameraInfo"])),
+                ("gt_depth", conv.depth_to_image(geom.depth, msgs.header(stamp, CAMERA_FRAME),
+                                                 "32FC1", T["sensor_msgs/msg/Image"])),
+            ]
+            for key, msg in shared:
+                write_all(key, stamp, msgs.serialize(msg, key))
+            timing["write"] += time.perf_counter() - tic
+            for condition, writer in writers.items():
+                tic = time.perf_counter()
+                rgb, _ = street.render(frame, condition)
+                timing[condition] += time.perf_counter() - tic
+                tic = time.perf_counter()
+                header = msgs.header(stamp, CAMERA_FRAME)
+                if image_format == "raw":
+                    image = conv.numpy_to_image(rgb, "rgb8", header, T["sensor_msgs/msg/Image"])
+                else:
+                    image = _compressed_image(msgs, rgb, header, image_format)
+                writer.write(connections[condition]["image"], stamp,
+                             bytes(msgs.typestore.serialize_cdr(image, types["image"])))
+                timing["write"] += time.perf_counter() - tic
+            # LiDAR on its own clock, computed for the pose at its stamp.
+            tic = time.perf_counter()
+            scan = street.lidar_scan(frame)
+            timing["lidar"] += time.perf_counter() - tic
+            tic = time.perf_counter()
+            lidar_stamp = street.stamp_ns(street.lidar_time(frame))
+            cloud = conv.points_to_cloud(scan, ("x", "y", "z", "intensity"),
+                                         msgs.header(lidar_stamp, LIDAR_FRAME),
+                                         T["sensor_msgs/msg/PointCloud2"])
+            write_all("lidar", lidar_stamp, msgs.serialize(cloud, "lidar"))
+            timing["write"] += time.perf_counter() - tic
+            if progress is not None:
+                progress(frame + 1, street.frames)
+        for writer in writers.values():
+            writer.close()
+        writers.clear()
+        # 4. Publish: rename the complete bags to their final names.
+        for condition, tmp in temps.items():
+            if targets[condition].exists():  # overwrite, checked above
+                shutil.rmtree(targets[condition])
+            os.replace(tmp, targets[condition])
+    finally:
+        for writer in writers.values():  # only left here when something failed
+            try:
+                writer.close()
+            except Exception:  # noqa: BLE001 - already failing; keep the first error
+                logger.debug("closing a failed bag writer", exc_info=True)
+        for tmp in temps.values():
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+            try:
+                tmp.parent.rmdir()  # the partial folder, once empty
+            except OSError:
+                pass
+    timing["total"] = time.perf_counter() - start
+    return timing
+
+
+def make_synthetic_bags(out_dir: str | Path, frames: int = 30,
+                        size: tuple[int, int] = (640, 192),
+                        conditions: Sequence[str] = ("day-clear", "night", "rain"),
+                        seed: int = 0, storage: str = "mcap", overwrite: bool = False,
+                        config: SynthConfig | None = None,
+                        progress: Callable[[int, int], None] | None = None,
+                        image_format: str = "raw") -> list[Path]:
+    """Write ``out_dir/<condition>`` rosbag2 folders of one synthetic drive.
+
+    Args:
+        out_dir: parent folder (created if missing).
+        frames: camera frames (10 Hz by default) per bag.
+        size: (width, height) of the camera image.
+        conditions: any of day-clear, night, rain, snow.
+        seed: scene seed; same seed -> byte-identical images.
+        storage: ``mcap`` or ``sqlite3``.
+        overwrite: replace existing bag folders of the same names (only folders that
+            hold a rosbag2 ``metadata.yaml``; anything else is refused).
+        config: further settings (trajectory, rig, LiDAR); ``size`` and ``seed`` given
+            here override its fields.
+        progress: called with (frames done, frames) after each frame.
+        image_format: ``raw`` rgb8 Image, or ``jpeg`` / ``png`` CompressedImage on
+            ``/camera/image_raw/compressed``.
+    Returns:
+        bag folders in the order of ``conditions``.
+    """
+    conditions = _check_conditions(conditions)
+    if storage not in STORAGES:
+        raise ValueError(f"storage {storage!r}: expected one of {STORAGES}")
+    _check_image_format(image_format)
+    if int(frames) < 1:
+        raise ValueError(f"frames must be >= 1, got {frames}")
+    size = (int(size[0]), int(size[1]))
+    config = replace(config or SynthConfig(), size=size, seed=int(seed))
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"output {out_dir} exists and is not a folder")
+    targets = {c: out_dir / c for c in conditions}
+    for path in targets.values():
+        if path.exists() and not overwrite:
+            raise ValueError(f"bag folder {path} already exists; remove it or pass "
+                             "overwrite=True (--overwrite)")
+    street = SyntheticStreet(config, frames=int(frames))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # Existing bags are replaced only when the new ones are complete.
+    timing = write_synthetic_bags(street, targets, storage, progress, overwrite=overwrite,
+                                  image_format=image_format)
+    logger.info("wrote %d bags of %d frames at %dx%d in %.1f s (%s)", len(targets), frames,
+                size[0], size[1], timing["total"],
+                ", ".join(f"{k} {v:.1f} s" for k, v in timing.items() if k != "total"))
+    return [targets[c] for c in conditions]
+
+
+def make_varied_drives(root: str | Path, seeds: Sequence[int], frames: int = 60,
+                       size: tuple[int, int] = (320, 96),
+                       conditions: Sequence[str] = ("day-clear",),
+                       storage: str = "mcap") -> list[Path]:
+    """One drive per seed with its rig and street drawn from the seed
+    (:meth:`SynthConfig.varied`): ``root/seed<NNN>_<frames>f/<condition>`` bags, reused
+    when complete ones are already there. Returns the bag folders, seed-major."""
+    root = Path(root)
+    bags = []
+    for seed in seeds:
+        folder = root / f"seed{int(seed):03d}_{int(frames)}f"
+        targets = [folder / c for c in conditions]
+        if not all((t / "metadata.yaml").is_file() for t in targets):
+            make_synthetic_bags(folder, frames=frames, size=size, conditions=conditions,
+                                seed=int(seed), storage=storage, overwrite=True,
+                                config=SynthConfig.varied(int(seed)))
+        bags += targets
+    return bags
