@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """SSD student at CPU scale: the reproduction table and the student's training speed.
 
-    bench/bench_student.py                       # full budget (about 15-20 min on 2 cores)
+    bench/bench_student.py                       # full budget (at most 20 min on 2 idle cores)
     bench/bench_student.py --work /tmp/ssd       # keep bags and runs (reused next time)
 
 Trains the tiny teacher on two synthetic training scenes, translates their day-clear
@@ -25,10 +25,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=None, help="work folder (default: temporary)")
     parser.add_argument("--teacher-steps", type=int, default=400)
-    parser.add_argument("--student-steps", type=int, default=300)
+    parser.add_argument("--student-steps", type=int, default=200)
     parser.add_argument("--translators", default="paired,photometric")
-    parser.add_argument("--size", default="224x70",
-                        help="WIDTHxHEIGHT of bags and networks (multiples of 14)")
+    parser.add_argument("--size", default="192x64",
+                        help="WIDTHxHEIGHT of bags and networks (multiples of 32)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from depth_perception_training.train.reproduce import (ReproduceConfig, claim_holds,
@@ -48,7 +48,7 @@ def main() -> int:
     minutes = (time.perf_counter() - started) / 60
     print(f"\nload average at start {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} (2 cores); "
           f"total {minutes:.1f} min; teacher {args.teacher_steps} steps, "
-          f"students {args.student_steps} steps each, {args.size}, batch 4")
+          f"students {args.student_steps} steps each, {args.size}, batch 8")
     print(format_table(out["table"]))
     for name, t in out["students"].items():
         print(f"student ({name}): {t['steps_per_s']:.2f} steps/s, "

@@ -15,7 +15,7 @@ from depth_perception_training import geometry
 from depth_perception_training.losses import (photometric_error, semantic_cosine_loss,
                                               teacher_loss_mask)
 
-SIZE = (112, 42)               # width, height: multiples of 14 (tiny DINOv2 teacher)
+SIZE = (128, 64)               # width, height: multiples of 32 (the tiny conv teacher)
 
 
 # -- Eq. 5 on a constructed case ----------------------------------------------------------
@@ -99,6 +99,7 @@ def test_semantic_loss_sends_no_gradient_into_the_frozen_dinov2(tmp_path):
     out = student(image, return_features=True)
     target = frozen(image)
     assert out["features"].shape == target.shape == (2, 3 * 8, 32)
+    assert out["feature_grid"] == (3, 8)
     loss = semantic_cosine_loss(out["features"], target)
     loss.backward()
     assert 0 < float(loss.detach()) < 2
@@ -245,11 +246,10 @@ def test_teacher_input_is_never_the_translated_frame(ssd_setup, tmp_path):
 # -- Table 3 configurations ---------------------------------------------------------------
 
 TABLE3_CPU = {   # what makes each GPU configuration CPU-sized: tiny nets, no downloads
-    "dpt": ["model.depth.size=tiny", "model.depth.pretrained=null", "model.init_depth=10.0"],
-    "sql": ["model.depth.encoder=tiny", "model.depth.pretrained=null",
-            "model.depth.transformer_layers=1", "model.depth.num_bins=16",
-            "model.depth.num_queries=16", "model.depth.patch_size=8",
-            "data.width=128", "data.height=64"],
+    "dpt": ["model.depth.size=tiny", "model.depth.pretrained=null", "model.init_depth=10.0",
+            "data.width=112", "data.height=56"],     # the teacher sees 128x64
+    "mono": ["model.depth.encoder=tiny", "model.depth.pretrained=null",
+             "data.width=128", "data.height=64"],
 }
 
 
@@ -285,7 +285,7 @@ def test_every_table3_configuration_runs_a_few_steps(ssd_setup, tmp_path):
         seen[row] = (arch, probe.student.loss, probe.student.semantic.weight > 0,
                      probe.student.translator)
     # the rows differ as SSD Table 3 does
-    assert [s[0] for s in seen.values()] == ["sql"] * 4 + ["dpt"] * 2
+    assert [s[0] for s in seen.values()] == ["mono"] * 4 + ["dpt"] * 2
     assert [s[1] for s in seen.values()] == ["distillation"] * 3 + ["teacher"] * 3
     assert [s[2] for s in seen.values()] == [False] * 5 + [True]
     assert seen[0][3] == "photometric" and {s[3] for s in list(seen.values())[1:]} == {"gdt"}

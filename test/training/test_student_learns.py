@@ -13,8 +13,8 @@ pytestmark = pytest.mark.slow
 def reproduction(tmp_path_factory):
     from depth_perception_training.train.reproduce import ReproduceConfig, reproduce
 
-    config = ReproduceConfig(size=(112, 42), train_seeds=(11, 12), test_seeds=(99,),
-                             train_frames=40, test_frames=20, teacher_steps=200,
+    config = ReproduceConfig(size=(128, 64), train_seeds=(11, 12), test_seeds=(99,),
+                             train_frames=30, test_frames=20, teacher_steps=250,
                              student_steps=120)
     return reproduce(tmp_path_factory.mktemp("ssd_repro"), config)
 

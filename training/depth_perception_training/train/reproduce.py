@@ -34,13 +34,13 @@ GT_TOPIC = "/ground_truth/depth"
 
 @dataclass
 class ReproduceConfig:
-    size: tuple = (224, 70)                 # width, height (the tiny configs' size)
-    train_seeds: tuple = (11, 12)
+    size: tuple = (192, 64)                 # width, height (multiples of 32)
+    train_seeds: tuple = (11, 12, 13)
     test_seeds: tuple = (99,)
-    train_frames: int = 60
+    train_frames: int = 40
     test_frames: int = 30
     teacher_steps: int = 400
-    student_steps: int = 300
+    student_steps: int = 200
     translators: tuple = ("paired", "photometric")
     teacher_overrides: list = field(default_factory=list)
     student_overrides: list = field(default_factory=list)
@@ -82,16 +82,13 @@ def ground_truth_prior(bags) -> np.ndarray:
 
 
 def _synth(root: Path, seeds, frames: int, size) -> dict:
-    from depth_perception.synth import make_synthetic_bags
+    """{seed: {condition: bag}}: one varied drive per seed (rig and street drawn from
+    the seed), rendered in every condition (reused when complete)."""
+    from depth_perception.synth import make_varied_drives
 
-    out = {}
-    for seed in seeds:
-        folder = root / f"seed{seed}"
-        if not all((folder / c / "metadata.yaml").is_file() for c in CONDITIONS):
-            make_synthetic_bags(folder, frames=frames, size=size, conditions=CONDITIONS,
-                                seed=seed, overwrite=True)
-        out[seed] = {c: folder / c for c in CONDITIONS}
-    return out
+    bags = make_varied_drives(root, seeds, frames, tuple(size), conditions=CONDITIONS)
+    return {seed: dict(zip(CONDITIONS, bags[i * len(CONDITIONS):(i + 1) * len(CONDITIONS)]))
+            for i, seed in enumerate(seeds)}
 
 
 def _has_model(run: Path) -> bool:

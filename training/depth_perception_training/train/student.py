@@ -26,6 +26,7 @@ model folder like the teacher's) and, with ``student.export_onnx``, a parity-che
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import logging
 import time
@@ -157,13 +158,6 @@ def teacher_sized(image: torch.Tensor, multiple: int) -> torch.Tensor:
     return upsample_to(image, size)
 
 
-def token_grid(net: nn.Module, height: int, width: int) -> tuple[int, int]:
-    """(h, w) patch grid of a DINOv2-based net at an input size."""
-    from depth_perception.models.dpt_depth import PATCH_SIZE
-
-    return height // PATCH_SIZE, width // PATCH_SIZE
-
-
 class StudentObjective:
     """``(models, batch) -> StepOutput`` of the student task (steps in the module doc).
 
@@ -274,9 +268,13 @@ class StudentObjective:
         terms["distillation"] = distill.detach()
         # 5. Semantic loss (Eq. 7) on un-flipped student tokens vs the frozen encoder's
         if want_tokens:
-            grid = token_grid(models["depth"], H, W)
-            student_tokens = unflip_tokens(out["features"], flip, grid)
+            student_tokens = unflip_tokens(out["features"], flip, out["feature_grid"])
             frozen = self.frozen_tokens(batch, t)
+            if frozen.shape != student_tokens.shape:
+                raise ValueError(
+                    f"semantic loss: the student's tokens {tuple(student_tokens.shape)} and the "
+                    f"frozen encoder's {tuple(frozen.shape)} differ: use an encoder of the "
+                    "student's width and patch grid (student.semantic.encoder)")
             semantic = semantic_cosine_loss(student_tokens, frozen.detach())
             total = total + self.semantic_weight * semantic
             terms["semantic"] = semantic.detach()
@@ -454,13 +452,14 @@ def build_student_trainer(cfg):
     freeze_unused_parameters(student, probe)
     semantic_encoder = None
     if s.semantic.weight > 0:
-        if not hasattr(student, "encode"):
-            raise ValueError(f"student.semantic.weight > 0 needs an encoder with patch tokens "
-                             f"(arch dpt); the student is '{arch}'")
+        for net, who in ((student, "student"), (teacher.depth, "teacher")):
+            if who == "teacher" and s.semantic.encoder != "teacher":
+                continue
+            if "return_features" not in inspect.signature(net.forward).parameters:
+                raise ValueError(f"student.semantic.weight > 0: the {who}'s depth net "
+                                 f"({type(net).__name__}) returns no encoder features")
         if s.semantic.encoder != "teacher":
             semantic_encoder = FrozenDinov2(s.semantic.encoder, s.semantic.local_files_only)
-        elif teacher.arch != "dpt":
-            raise ValueError("student.semantic.encoder=teacher needs a DINOv2 teacher (arch dpt)")
     objective = StudentObjective(teacher, cfg.data.context, loss=s.loss,
                                  mask_reading=s.mask_reading, distill_weight=s.distill_weight,
                                  semantic_weight=s.semantic.weight,
