@@ -24,8 +24,8 @@ def test_demo_end_to_end_small(tmp_path, capsys):
 
     m = json.loads((out / "report" / "metrics.json").read_text())
     assert set(m["per_condition"]) == {"day-clear", "night", "rain"}
-    assert list(m["models"]) == ["tiny-teacher (offline)", "prior (image-blind)",
-                                 "tiny-teacher (online)", "student (offline)",
+    assert list(m["models"]) == ["tiny-teacher (offline)", "student (offline)",
+                                 "prior (image-blind)", "tiny-teacher (online)",
                                  "student (online)"]
     assert "prior (image-blind)" in printed and "absRel struct." in printed
     prior = m["models"]["prior (image-blind)"]["all"]

@@ -41,7 +41,7 @@ class DemoConfig:
     online: bool = True
     conditions: tuple = CONDITIONS
     #: SSD student distilled from the demo's teacher on `photometric` translations of
-    #: the day-clear bag (never the night/rain bags it is scored on); 0: no student
+    #: the teacher's day-clear training drives (never the bags it is scored on); 0: none
     student_steps: int = 200
 
     def __post_init__(self):
@@ -139,40 +139,27 @@ def get_model(cfg: DemoConfig, train_bags: list[Path]) -> tuple[str, str]:
     return train_tiny_teacher(cfg, train_bags)
 
 
-def student_stage(cfg: DemoConfig, bags: dict, teacher_run: Path, econf, results) -> str:
-    """Distil a student from the demo's teacher, score it offline and online into
-    ``results`` beside an image-blind prior; returns the report note."""
-    from depth_perception.evaluation.offline import ModelSpec, evaluate
-    from depth_perception_training.train.reproduce import (PriorEstimator, ground_truth_prior,
-                                                           train_student_run, translate_run)
+def train_student_stage(cfg: DemoConfig, train_bags: list, teacher_run: Path) -> tuple[str, str]:
+    """Distil a student from the demo's teacher on `photometric` translations of the
+    teacher's day-clear training drives (never the evaluated night/rain bags); returns
+    (its exported ONNX, note for the report)."""
+    from depth_perception_training.train.reproduce import train_student_run, translate_run
 
     w, h = cfg.train_size
-    day = bags["day-clear"]
-    translations = translate_run(cfg.out / "translate_photometric", "photometric", [day])
+    translations = translate_run(cfg.out / "translate_photometric", "photometric", train_bags)
     run = cfg.out / "student"
-    timing = train_student_run(run, teacher_run, translations, [day], cfg.student_steps,
+    timing = train_student_run(run, teacher_run, translations, train_bags, cfg.student_steps,
                                [f"data.width={w}", f"data.height={h}", f"seed={cfg.seed}",
                                 "trainer.image_every=0"])
     model = str(run / "model.onnx")
-    prior = PriorEstimator(ground_truth_prior([day]))
-    evaluate(list(bags.values()), econf, models=[ModelSpec(model, cfg.backend, "student (offline)")],
-             estimators={"image-blind prior (offline)": prior}, results=results)
-    if cfg.online:
-        from depth_perception.ros.evaluator_node import evaluate_online
-
-        online = econf.new_results()
-        for bag in bags.values():
-            evaluate_online(bag, model, results=online, model_name="student (online)",
-                            backend=cfg.backend, input_short_side=h, rate=cfg.rate,
-                            max_depth=cfg.max_depth)
-        results.absorb(online)
-    return (f"Student: SSD student (teacher loss + semantic loss) distilled from the tiny "
-            f"teacher for {timing['steps']} steps on `photometric` night/rain translations of "
-            f"the day-clear bag, exported to ONNX ({model}). Image-blind prior: per-pixel "
-            "median of the day-clear bag's ground truth. Reproduce: `depth-perception "
-            "translate --config photometric source.bags=[BAGS/day-clear] output_dir=TR` then "
-            "`depth-perception train student --config student_tiny data.bags=[BAGS/day-clear] "
-            f"student.teacher=TEACHER_RUN student.translations=[TR] trainer.max_steps={cfg.student_steps}`.")
+    return model, (
+        f"Student: SSD student (teacher loss + semantic loss) distilled from the tiny teacher "
+        f"for {timing['steps']} steps on `photometric` night/rain translations of the "
+        f"teacher's training drives, exported to ONNX ({model}). Reproduce: `depth-perception "
+        "translate --config photometric source.bags=[DAY_BAGS] output_dir=TR`, then "
+        "`depth-perception train student --config student_tiny data.bags=[DAY_BAGS] "
+        "student.teacher=TEACHER_RUN student.translations=[TR] "
+        f"trainer.max_steps={cfg.student_steps}`.")
 
 
 def agreement(offline, online) -> dict:
@@ -207,13 +194,19 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     w, h = cfg.train_size
     options = {"short_side": h}           # the node and offline use the same input size
     name = Path(model.rstrip("/")).name if cfg.model else "tiny-teacher"
+    # 2b. The student distilled from that teacher
+    student, student_note = None, ""
+    if cfg.student_steps > 0 and not cfg.model:
+        student, student_note = train_student_stage(cfg, train_bags, Path(model).parent)
 
     # 3. Offline evaluation (DepthEstimator on every frame), with the image-blind prior
     #    of the training drives beside it
     econf = EvaluateConfig(max_depth=cfg.max_depth, prior="bags",
                            prior_bags=tuple(train_bags))
-    results = evaluate(list(bags.values()), econf,
-                       models=[ModelSpec(model, cfg.backend, f"{name} (offline)", options)])
+    specs = [ModelSpec(model, cfg.backend, f"{name} (offline)", options)]
+    if student:
+        specs.append(ModelSpec(student, cfg.backend, "student (offline)", options))
+    results = evaluate(list(bags.values()), econf, models=specs)
 
     # 4. Online evaluation: replay over DDS -> depth node -> evaluator node
     agree = {}
@@ -225,13 +218,12 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
             evaluate_online(bag, model, results=online, model_name=f"{name} (online)",
                             backend=cfg.backend, input_short_side=h, rate=cfg.rate,
                             max_depth=cfg.max_depth)
+        for bag in bags.values() if student else ():
+            evaluate_online(bag, student, results=online, model_name="student (online)",
+                            backend=cfg.backend, input_short_side=h, rate=cfg.rate,
+                            max_depth=cfg.max_depth)
         agree = agreement(results.models[f"{name} (offline)"], online.models[f"{name} (online)"])
         results.absorb(online)
-
-    # 4b. The student distilled from the teacher trained above, and the prior
-    student_note = ""
-    if cfg.student_steps > 0 and not cfg.model:
-        student_note = student_stage(cfg, bags, Path(model).parent, econf, results)
 
     # 5. Report
     lines = [note, student_note, ""]

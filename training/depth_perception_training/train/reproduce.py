@@ -10,8 +10,8 @@ scenes (other seeds), metric (no median scaling), against dense ground truth:
    rain renderings of the same frames; ``photometric``: classical synthesis);
 4. one student (``student_tiny``) per translator, from the teacher;
 5. :func:`depth_perception.evaluation.offline.evaluate` of the teacher, each student
-   and an image-blind prior (the per-pixel median of the training bags' ground truth)
-   on the held-out bags, per condition.
+   (its exported ONNX) and the image-blind prior of the training bags on the held-out
+   bags, per condition.
 
 Used by ``bench/bench_student.py`` (full budget), the slow test (short budget) and the
 demo. Steps already done in ``work`` (bags, runs with a model) are reused.
@@ -23,8 +23,6 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
 
 logger = logging.getLogger(__name__)
 
@@ -44,41 +42,6 @@ class ReproduceConfig:
     translators: tuple = ("paired", "photometric")
     teacher_overrides: list = field(default_factory=list)
     student_overrides: list = field(default_factory=list)
-
-
-class PriorEstimator:
-    """Image-blind prior: the same depth map whatever the image (DepthEstimator-like)."""
-
-    def __init__(self, depth: np.ndarray):
-        self.depth = depth.astype(np.float32)
-
-    def estimate(self, rgb, intrinsics):
-        from types import SimpleNamespace
-
-        if rgb.shape[:2] != self.depth.shape:
-            raise ValueError(f"prior of size {self.depth.shape} cannot score a "
-                             f"{rgb.shape[:2]} image")
-        return SimpleNamespace(depth=self.depth.copy())
-
-
-def ground_truth_prior(bags) -> np.ndarray:
-    """[H,W] per-pixel median of the dense ground truth over every frame of ``bags``
-    (NaN where no frame has any)."""
-    from depth_perception.data.samples import BagSequence, SampleConfig
-
-    frames = []
-    for bag in bags:
-        seq = BagSequence(bag, SampleConfig(offsets=(), skip_static=False, with_lidar=False))
-        frames += [seq.gt_depth(i) for i in range(len(seq.stamps))]
-    frames = [f for f in frames if f is not None]
-    if not frames:
-        raise ValueError(f"no ground-truth depth in {list(map(str, bags))}")
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)   # all-NaN (sky) pixels
-            return np.nanmedian(np.stack(frames), axis=0)
 
 
 def _synth(root: Path, seeds, frames: int, size) -> dict:
@@ -149,20 +112,22 @@ def train_student_run(run: Path, teacher: Path, translations: Path, day_bags, st
     return timing
 
 
-def score(models: dict, bags, prior: np.ndarray | None = None) -> dict:
-    """{row name: {condition: abs_rel, ...}} from the offline evaluation against the
-    dense ground truth (0.1-80 m, no median scaling); ``models``: name -> model path."""
+def score(models: dict, bags, prior_bags=()) -> dict:
+    """{row name: {condition: {abs_rel, a1, frames}}} from the offline evaluation against
+    the dense ground truth (0.1-80 m, no median scaling); ``models``: name -> model path;
+    with ``prior_bags`` the image-blind prior of those bags is a row ("prior")."""
     from depth_perception.evaluation.offline import EvaluateConfig, ModelSpec, evaluate
+    from depth_perception.evaluation.prior import PRIOR_NAME
 
-    config = EvaluateConfig(reference=GT_TOPIC)
+    config = EvaluateConfig(reference=GT_TOPIC, prior="bags" if prior_bags else "none",
+                            prior_bags=tuple(str(b) for b in prior_bags))
     specs = [ModelSpec(str(path), name=name) for name, path in models.items()]
-    estimators = {"prior": PriorEstimator(prior)} if prior is not None else None
-    results = evaluate(bags, config, models=specs, estimators=estimators)
+    results = evaluate(bags, config, models=specs)
     table = {}
     for name, res in results.models.items():
-        summary = res.summary()
-        table[name] = {g: {"abs_rel": v["abs_rel"], "a1": v.get("a1"), "frames": v["frames"]}
-                       for g, v in summary.items()}
+        table["prior" if name == PRIOR_NAME else name] = {
+            g: {"abs_rel": v["abs_rel"], "a1": v.get("a1"), "frames": v["frames"]}
+            for g, v in res.summary().items()}
     return table
 
 
@@ -191,8 +156,7 @@ def reproduce(work: str | Path, config: ReproduceConfig | None = None) -> dict:
                                            c.student_steps, [*sized, *c.student_overrides])
         models[f"student ({name})"] = run / "model.onnx"
     # 5. Scores on the held-out scenes
-    prior = ground_truth_prior([train[s][cond] for s in c.train_seeds for cond in ("day-clear",)])
-    table = score(models, test_bags, prior)
+    table = score(models, test_bags, prior_bags=day_bags)
     return {"table": table, "students": students, "timings": timings,
             "test_bags": [str(b) for b in test_bags]}
 
