@@ -27,6 +27,9 @@ def main() -> int:
     parser.add_argument("--teacher-steps", type=int, default=400)
     parser.add_argument("--student-steps", type=int, default=200)
     parser.add_argument("--translators", default="paired,photometric")
+    parser.add_argument("--batch", type=int, default=8, help="batch size of teacher and students")
+    parser.add_argument("--train-seeds", default="11,12,13",
+                        help="synthetic training scenes (seeds); the held-out scene is 99")
     parser.add_argument("--size", default="192x64",
                         help="WIDTHxHEIGHT of bags and networks (multiples of 32)")
     args = parser.parse_args()
@@ -39,16 +42,19 @@ def main() -> int:
     from depth_perception.camera import parse_size
 
     size = parse_size(args.size)
+    batch = [f"data.batch_size={args.batch}"]
     config = ReproduceConfig(size=size, teacher_steps=args.teacher_steps,
                              student_steps=args.student_steps,
-                             translators=tuple(args.translators.split(",")))
+                             train_seeds=tuple(int(x) for x in args.train_seeds.split(",")),
+                             translators=tuple(args.translators.split(",")),
+                             teacher_overrides=batch, student_overrides=batch)
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         out = reproduce(work, config)
     minutes = (time.perf_counter() - started) / 60
     print(f"\nload average at start {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} (2 cores); "
           f"total {minutes:.1f} min; teacher {args.teacher_steps} steps, "
-          f"students {args.student_steps} steps each, {args.size}, batch 8")
+          f"students {args.student_steps} steps each, {args.size}, batch {args.batch}")
     print(format_table(out["table"]))
     for name, t in out["students"].items():
         print(f"student ({name}): {t['steps_per_s']:.2f} steps/s, "
