@@ -431,7 +431,8 @@ def build_student_trainer(cfg):
     from depth_perception_training.train.trainer import (Trainer, build_train_loader,
                                                          build_val_loader, make_accelerator,
                                                          seed_everything)
-    from depth_perception_training.train.teacher import freeze_unused_parameters
+    from depth_perception_training.train.teacher import (freeze_unused_parameters, training_prior,
+                                                         validation_median_scaling)
 
     dcfg = cfg if OmegaConf.is_config(cfg) else OmegaConf.structured(cfg)
     cfg = to_dataclass(dcfg)
@@ -490,7 +491,10 @@ def build_student_trainer(cfg):
                       val_loader=val_loader,
                       predict_fn=lambda models, batch: predict_depth(models, batch, objective),
                       export_fn=export, accelerator=accelerator, config_yaml=to_yaml(dcfg),
-                      min_depth=depth_cfg.min_depth, max_depth=depth_cfg.max_depth)
+                      min_depth=depth_cfg.min_depth, max_depth=cfg.trainer.val_max_depth,
+                      median_scaling=validation_median_scaling(cfg),
+                      prior=(training_prior(cfg, [Path(b) for b in cfg.data.bags])
+                             if val_loader is not None else None))
     return trainer, objective
 
 
