@@ -13,9 +13,10 @@ pytestmark = pytest.mark.slow
 def reproduction(tmp_path_factory):
     from depth_perception_training.train.reproduce import ReproduceConfig, reproduce
 
+    batch = ["data.batch_size=4"]
     config = ReproduceConfig(size=(128, 64), train_seeds=(11, 12), test_seeds=(99,),
-                             train_frames=30, test_frames=20, teacher_steps=250,
-                             student_steps=120)
+                             teacher_steps=120, student_steps=60,
+                             teacher_overrides=batch, student_overrides=batch)
     return reproduce(tmp_path_factory.mktemp("ssd_repro"), config)
 
 
