@@ -13,10 +13,9 @@ pytestmark = pytest.mark.slow
 def reproduction(tmp_path_factory):
     from depth_perception_training.train.reproduce import ReproduceConfig, reproduce
 
-    batch = ["data.batch_size=4"]
-    config = ReproduceConfig(size=(128, 64), train_seeds=(11, 12), test_seeds=(99,),
-                             teacher_steps=120, student_steps=60,
-                             teacher_overrides=batch, student_overrides=batch)
+    # teacher_tiny.yaml at 320x96 on fewer drives and steps than the bench; a teacher
+    # trained at 128x64 for 120 steps (batch 4) came out image-blind (a constant ~21 m)
+    config = ReproduceConfig(train_seeds=(1, 2, 3), teacher_steps=400, student_steps=100)
     return reproduce(tmp_path_factory.mktemp("ssd_repro"), config)
 
 

@@ -32,13 +32,13 @@ GT_TOPIC = "/ground_truth/depth"
 
 @dataclass
 class ReproduceConfig:
-    size: tuple = (192, 64)                 # width, height (multiples of 32)
-    train_seeds: tuple = (11, 12, 13)
-    test_seeds: tuple = (99,)
+    size: tuple = (320, 96)                 # width, height: teacher_tiny.yaml's
+    train_seeds: tuple = (1, 2, 3, 4)
+    test_seeds: tuple = (101,)
     train_frames: int = 40
     test_frames: int = 30
-    teacher_steps: int = 400
-    student_steps: int = 200
+    teacher_steps: int | None = None        # None: teacher_tiny.yaml's
+    student_steps: int = 150
     translators: tuple = ("paired", "photometric")
     teacher_overrides: list = field(default_factory=list)
     student_overrides: list = field(default_factory=list)
@@ -58,7 +58,7 @@ def _has_model(run: Path) -> bool:
     return (run / "model" / "metadata.json").is_file()
 
 
-def train_teacher_run(run: Path, day_bags, steps: int, overrides=()) -> float:
+def train_teacher_run(run: Path, day_bags, steps: int | None, overrides=()) -> float:
     """Train ``teacher_tiny`` into ``run`` (skipped when it has a model); seconds."""
     from depth_perception_training.train.config import load_config
     from depth_perception_training.train.teacher import train_teacher
@@ -66,7 +66,8 @@ def train_teacher_run(run: Path, day_bags, steps: int, overrides=()) -> float:
     if _has_model(run):
         return 0.0
     started = time.perf_counter()
-    cfg = load_config("teacher_tiny", [f"output_dir={run}", f"trainer.max_steps={steps}",
+    steps = [f"trainer.max_steps={steps}"] if steps else []
+    cfg = load_config("teacher_tiny", [f"output_dir={run}", *steps,
                                        "data.bags=[" + ",".join(map(str, day_bags)) + "]",
                                        "trainer.val_every=-1", "trainer.checkpoint_every=0",
                                        *overrides])
@@ -146,8 +147,14 @@ def reproduce(work: str | Path, config: ReproduceConfig | None = None) -> dict:
     sized = [f"data.width={c.size[0]}", f"data.height={c.size[1]}"]
     timings["teacher_seconds"] = train_teacher_run(teacher, day_bags, c.teacher_steps,
                                                    [*sized, *c.teacher_overrides])
+    # scored as deployed: the fixed-size ONNX the node would run (a dynamic torch folder
+    # would be run at the estimator's default input size, not the training size)
+    if not (teacher / "model.onnx").is_file():
+        from depth_perception_training.train.student import export_deployable
+
+        export_deployable(teacher / "model", c.size[1], c.size[0], engine=False)
     # 3-4. Translations and students
-    models = {"teacher": teacher / "model"}
+    models = {"teacher": teacher / "model.onnx"}
     students = {}
     for name in c.translators:
         translations = translate_run(work / f"translate_{name}", name, day_bags)
