@@ -52,7 +52,8 @@ def test_demo_end_to_end_small(tmp_path, capsys):
     md = (out / "report" / "report.md").read_text()
     assert "tiny-teacher (online)" in md and "common frames" in md
     pngs = list((out / "report" / "plots").glob("*.png"))
-    assert len(pngs) == 4 and all(p.stat().st_size > 5000 for p in pngs)
+    assert len(pngs) == 7 and all(p.stat().st_size > 5000 for p in pngs)   # + student samples
+    assert (out / "report" / "plots" / "samples_student_offline.png").is_file()
 
 
 def test_untrained_fallback_names_itself(tmp_path):
