@@ -220,6 +220,15 @@ class BagSequence:
             image = cv2.resize(image, cfg.size, interpolation=interp)
         return np.ascontiguousarray(image)
 
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        """A camera-sized [H0,W0,3] image of this bag (e.g. a translation of one of its
+        frames) cropped and resized as its frames are, so the output K holds for it."""
+        source = (self.source_intrinsics.height, self.source_intrinsics.width)
+        if image.shape[:2] != source:
+            raise ValueError(f"bag {self.path}: image of size {image.shape[1]}x{image.shape[0]} "
+                             f"(WxH); expected the camera size {source[1]}x{source[0]}")
+        return self._prepare(image)
+
     def _cached(self, name: str, compute):
         if self._cache is None:
             return compute()

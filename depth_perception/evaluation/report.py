@@ -363,8 +363,8 @@ def write_per_frame_csv(results: EvaluationResults, path: Path) -> Path:
         for res in results.models.values():
             for f in res.frames:
                 writer.writerow([f.model, f.bag, f.condition, f.index, f.stamp_ns,
-                                 *(f"{f.metrics[k]:.6g}" if k in f.metrics else ""
-                                   for k in JSON_METRICS),
+                                 *(f"{f.metrics.get(k, float('nan')):.6g}"   # structure
+                                   for k in JSON_METRICS),                    # needs a prior
                                  f.metrics["n_valid"]])
     return path
 

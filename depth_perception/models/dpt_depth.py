@@ -106,7 +106,8 @@ class DPTDepthNet(nn.Module):
       ``disp``: [[B,1,H,W]] sigmoid disparity in [0,1] (one scale: the DPT head predicts
       at full input resolution only), ``scaled_disp``: [[B,1,H,W]] = 1/depth,
       ``depth``: [[B,1,H,W]] metres in [min_depth, max_depth]; with
-      ``return_features=True`` also ``features``: [B,N,C] encoder tokens.
+      ``return_features=True`` also ``features``: [B,N,C] encoder tokens, row-major on
+      the patch grid ``feature_grid`` (H/14, W/14).
     ``hf_config`` (a DepthAnythingConfig dict) rebuilds a saved network exactly, without
     touching ``pretrained``.
     """
@@ -188,6 +189,7 @@ class DPTDepthNet(nn.Module):
         out = {"disp": [disp], "scaled_disp": [scaled], "depth": [depth]}
         if return_features:
             out["features"] = feature_maps[-1][:, 1:]                      # [B,N,C]
+            out["feature_grid"] = (ph, pw)
         return out
 
     def param_groups(self, lr_encoder: float, lr_decoder: float) -> list[dict]:

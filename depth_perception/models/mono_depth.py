@@ -143,7 +143,9 @@ class DisparityDecoder(nn.Module):
 class MonoDepthNet(nn.Module):
     """forward(image [B,3,H,W] normalised) -> dict with per-scale lists (finest first):
     ``disp`` sigmoid disparity, ``scaled_disp`` 1/depth, ``depth`` metres in
-    [min_depth, max_depth], each [B,1,H/2**s,W/2**s]."""
+    [min_depth, max_depth], each [B,1,H/2**s,W/2**s]; with ``return_features=True``
+    also ``features`` [B,N,C]: the encoder's last stage (1/32) as tokens, row-major on
+    the ``feature_grid`` (h, w)."""
 
     def __init__(self, config: MonoDepthConfig, hf_config: dict | None = None):
         super().__init__()
@@ -155,16 +157,22 @@ class MonoDepthNet(nn.Module):
     def hf_config_dict(self) -> dict:
         return self.encoder.config.to_dict()
 
-    def forward(self, image: torch.Tensor) -> dict:
+    def forward(self, image: torch.Tensor, return_features: bool = False) -> dict:
         if image.dim() != 4 or image.shape[1] != 3:
             raise ValueError(f"MonoDepthNet: image must be [B,3,H,W], got {tuple(image.shape)}")
         H, W = image.shape[-2:]
         if H % 32 or W % 32:
             raise ValueError(f"MonoDepthNet: input {H}x{W} (HxW) must be multiples of 32")
-        disps = self.decoder(resnet_features(self.encoder, image))
+        feats = resnet_features(self.encoder, image)
+        disps = self.decoder(feats)
         scaled, depth = zip(*(disp_to_depth(d, self.config.min_depth, self.config.max_depth)
                               for d in disps))
-        return {"disp": list(disps), "scaled_disp": list(scaled), "depth": list(depth)}
+        out = {"disp": list(disps), "scaled_disp": list(scaled), "depth": list(depth)}
+        if return_features:
+            last = feats[-1]                                               # [B,C,h,w]
+            out["features"] = last.flatten(2).transpose(1, 2)              # [B,h*w,C]
+            out["feature_grid"] = tuple(last.shape[-2:])
+        return out
 
     def param_groups(self, lr_encoder: float, lr_decoder: float) -> list[dict]:
         enc = [p for p in self.encoder.parameters() if p.requires_grad]

@@ -15,7 +15,8 @@ def test_demo_end_to_end_small(tmp_path, capsys):
     out = tmp_path / "demo"
     rc = cli.main(["demo", "--out", str(out), "--frames", "6", "--size", "160x48",
                    "--train-size", "128x64", "--train-steps", "3", "--train-scenes", "2",
-                   "--train-frames", "6", "--pose-steps", "2", "--rate", "1.0"])
+                   "--train-frames", "6", "--pose-steps", "2", "--student-steps", "2",
+                   "--rate", "1.0"])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "trained by this package's self-supervised trainer" in printed
@@ -26,11 +27,16 @@ def test_demo_end_to_end_small(tmp_path, capsys):
 
     m = json.loads((out / "report" / "metrics.json").read_text())
     assert set(m["per_condition"]) == {"day-clear", "night", "rain"}
-    assert list(m["models"]) == ["tiny-teacher (offline)", "prior (image-blind)",
-                                 "tiny-teacher (online)"]
+    assert list(m["models"]) == ["tiny-teacher (offline)", "student (offline)",
+                                 "prior (image-blind)", "tiny-teacher (online)",
+                                 "student (online)"]
     assert "prior (image-blind)" in printed and "absRel struct." in printed
     prior = m["models"]["prior (image-blind)"]["all"]
     assert 0 < prior["abs_rel"] < 10 and prior["abs_rel_structure"] > 0.2
+    assert (out / "student" / "model.onnx").is_file()          # the student deployed itself
+    for cond in ("day-clear", "night", "rain"):
+        assert m["models"]["student (offline)"]["per_condition"][cond]["frames"] == 6
+        assert 1 <= m["models"]["student (online)"]["per_condition"][cond]["frames"] <= 6
     for cond in ("day-clear", "night", "rain"):
         offline = m["models"]["tiny-teacher (offline)"]["per_condition"][cond]
         online = m["models"]["tiny-teacher (online)"]["per_condition"][cond]
@@ -49,7 +55,8 @@ def test_demo_end_to_end_small(tmp_path, capsys):
     md = (out / "report" / "report.md").read_text()
     assert "tiny-teacher (online)" in md and "common frames" in md
     pngs = list((out / "report" / "plots").glob("*.png"))
-    assert len(pngs) == 5 and all(p.stat().st_size > 5000 for p in pngs)   # + the prior's samples
+    assert len(pngs) == 7 and all(p.stat().st_size > 5000 for p in pngs)   # + student samples
+    assert (out / "report" / "plots" / "samples_student_offline.png").is_file()
 
 
 def test_untrained_fallback_names_itself(tmp_path):

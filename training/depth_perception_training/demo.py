@@ -42,6 +42,9 @@ class DemoConfig:
     max_depth: float = 80.0
     online: bool = True
     conditions: tuple = CONDITIONS
+    #: SSD student distilled from the demo's teacher on `photometric` translations of
+    #: the teacher's day-clear training drives (never the bags it is scored on); 0: none
+    student_steps: int = 200
 
     def __post_init__(self):
         self.out = Path(self.out)
@@ -155,6 +158,29 @@ def get_model(cfg: DemoConfig, train_bags: list[Path]) -> tuple[str, str]:
     return train_tiny_teacher(cfg, train_bags)
 
 
+def train_student_stage(cfg: DemoConfig, train_bags: list, teacher_run: Path) -> tuple[str, str]:
+    """Distil a student from the demo's teacher on `photometric` translations of the
+    teacher's day-clear training drives (never the evaluated night/rain bags); returns
+    (its exported ONNX, note for the report)."""
+    from depth_perception_training.train.reproduce import train_student_run, translate_run
+
+    w, h = cfg.train_size
+    translations = translate_run(cfg.out / "translate_photometric", "photometric", train_bags)
+    run = cfg.out / "student"
+    timing = train_student_run(run, teacher_run, translations, train_bags, cfg.student_steps,
+                               [f"data.width={w}", f"data.height={h}", f"seed={cfg.seed}",
+                                "trainer.image_every=0"])
+    model = str(run / "model.onnx")
+    return model, (
+        f"Student: SSD student (teacher loss + semantic loss) distilled from the tiny teacher "
+        f"for {timing['steps']} steps on `photometric` night/rain translations of the "
+        f"teacher's training drives, exported to ONNX ({model}). Reproduce: `depth-perception "
+        "translate --config photometric source.bags=[DAY_BAGS] output_dir=TR`, then "
+        "`depth-perception train student --config student_tiny data.bags=[DAY_BAGS] "
+        "student.teacher=TEACHER_RUN student.translations=[TR] "
+        f"trainer.max_steps={cfg.student_steps}`.")
+
+
 def agreement(offline, online) -> dict:
     """Per condition: frames in common (by stamp) and max |abs_rel offline - online|."""
     out = {}
@@ -187,13 +213,19 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     # defaults only: node, evaluate and the online evaluator all run the model at the
     # geometry it was trained with (its metadata), so their scores agree
     name = Path(model.rstrip("/")).name if cfg.model else "tiny-teacher"
+    # 2b. The student distilled from that teacher
+    student, student_note = None, ""
+    if cfg.student_steps > 0 and not cfg.model:
+        student, student_note = train_student_stage(cfg, train_bags, Path(model).parent)
 
     # 3. Offline evaluation (DepthEstimator on every frame), with the image-blind prior
     #    of the training drives beside it
     econf = EvaluateConfig(max_depth=cfg.max_depth, prior="bags",
                            prior_bags=tuple(train_bags))
-    results = evaluate(list(bags.values()), econf,
-                       models=[ModelSpec(model, cfg.backend, f"{name} (offline)")])
+    specs = [ModelSpec(model, cfg.backend, f"{name} (offline)")]
+    if student:
+        specs.append(ModelSpec(student, cfg.backend, "student (offline)"))
+    results = evaluate(list(bags.values()), econf, models=specs)
 
     # 4. Online evaluation: replay over DDS -> depth node -> evaluator node
     agree, replay = {}, {}
@@ -208,11 +240,15 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
             replay[cond] = (len(run.models[f"{name} (online)"].frames),
                             info["images_played"], info["frames_dropped"])
             online.absorb(run, append=True)
+        for bag in bags.values() if student else ():
+            run = evaluate_online(bag, student, model_name="student (online)",
+                                  backend=cfg.backend, rate=cfg.rate, max_depth=cfg.max_depth)
+            online.absorb(run, append=True)
         agree = agreement(results.models[f"{name} (offline)"], online.models[f"{name} (online)"])
         results.absorb(online)
 
     # 5. Report
-    lines = [note, ""]
+    lines = [note, student_note, ""]
     if replay:
         lines.append(f"Online at replay rate {cfg.rate}x: " + "; ".join(
             f"{c}: {scored} of {played} frames scored ({dropped} dropped by the node)"

@@ -23,6 +23,9 @@ __all__ = [
     "edge_aware_smoothness",
     "velocity_loss",
     "abs_rel_distillation",
+    "abs_rel_distillation_map",
+    "teacher_loss_mask",
+    "MASK_READINGS",
     "semantic_cosine_loss",
     "upsample_to",
     "SelfSupervisedLoss",
@@ -162,9 +165,53 @@ def abs_rel_distillation(disp_student: torch.Tensor, disp_teacher: torch.Tensor)
     disp_student, disp_teacher: [B,1,H,W] positive scaled disparities (teacher detached
     by the caller); the teacher is resized to the student's size if they differ.
     """
+    return abs_rel_distillation_map(disp_student, disp_teacher).mean()
+
+
+def abs_rel_distillation_map(disp_student: torch.Tensor, disp_teacher: torch.Tensor) -> torch.Tensor:
+    """Per-pixel md4all-DD distillation |d_s - d_t| / d_s, [B,1,H,W] (Ld of SSD Eq. 6).
+
+    disp_student, disp_teacher: [B,1,H,W] positive scaled disparities (teacher detached
+    by the caller); the teacher is resized to the student's size if they differ.
+    """
     if disp_teacher.shape[-2:] != disp_student.shape[-2:]:
         disp_teacher = upsample_to(disp_teacher, disp_student.shape[-2:], "bilinear")
-    return ((disp_student - disp_teacher).abs() / disp_student.clamp_min(1e-7)).mean()
+    return (disp_student - disp_teacher).abs() / disp_student.clamp_min(1e-7)
+
+
+#: ``text``: distil where the teacher's depth explains the day frames at least as well
+#: as the student's (what SSD's text describes); ``printed``: Eq. 5 as typeset.
+MASK_READINGS = ("text", "printed")
+
+
+def teacher_loss_mask(errors_teacher: Sequence[torch.Tensor],
+                      errors_student: Sequence[torch.Tensor],
+                      reading: str = "text") -> torch.Tensor:
+    """SSD teacher-loss mask M (Eq. 5) from the photometric errors of both depths.
+
+    errors_teacher / errors_student: one [B,1,H,W] map per adjacent day frame t', the
+    photometric error pe(I_t, I_{t'->t}) of warping I_t' into I_t with the teacher's
+    (resp. the student's) depth, both with the teacher PoseNet's pose. With
+    T = min_t' pe_teacher and S = min_t' pe_student:
+
+    * ``reading="text"`` (default): M = [T <= S]. The text: "the lower the photometric
+      loss, the more reasonable the estimated depth ... select the pixels with higher
+      S-pe than T-pe"; the mask removes pixels where the teacher's depth is the less
+      reasonable one. Ties (the student copies the teacher) are kept.
+    * ``reading="printed"``: M = [T > S], Eq. 5 as typeset (keeps exactly the pixels
+      where the teacher explains the day frames worse than the student).
+
+    Returns M [B,1,H,W] float in {0, 1}, without gradient.
+    """
+    if reading not in MASK_READINGS:
+        raise ValueError(f"teacher_loss_mask: reading must be one of {MASK_READINGS}, got {reading!r}")
+    if not errors_teacher or len(errors_teacher) != len(errors_student):
+        raise ValueError("teacher_loss_mask: need one teacher and one student error map per "
+                         f"adjacent frame, got {len(errors_teacher)} and {len(errors_student)}")
+    t = torch.cat(list(errors_teacher), 1).detach().min(1, keepdim=True).values   # [B,1,H,W]
+    s = torch.cat(list(errors_student), 1).detach().min(1, keepdim=True).values
+    mask = (t <= s) if reading == "text" else (t > s)
+    return mask.to(t.dtype)
 
 
 def semantic_cosine_loss(features_student: torch.Tensor, features_teacher: torch.Tensor) -> torch.Tensor:

@@ -24,6 +24,9 @@ def add_arguments(parser) -> None:
                         help="frames per training drive (default 60)")
     parser.add_argument("--pose-steps", type=int, default=None,
                         help="pose pretraining steps (default: pose_tiny.yaml's)")
+    parser.add_argument("--student-steps", type=int, default=200,
+                        help="SSD student distillation steps after the teacher (default 200; "
+                             "0: no student)")
     parser.add_argument("--model", default=None,
                         help="evaluate this model instead of training the tiny teacher")
     parser.add_argument("--backend", default="auto")
@@ -44,7 +47,7 @@ def run(args) -> int:
                      train_scenes=args.train_scenes, train_frames=args.train_frames,
                      pose_steps=args.pose_steps,
                      model=args.model, backend=args.backend, seed=args.seed, rate=args.rate,
-                     online=not args.offline_only)
+                     online=not args.offline_only, student_steps=args.student_steps)
     result = run_demo(cfg)
     print(result.model_note)
     print()

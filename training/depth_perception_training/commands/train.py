@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "train a depth model (teacher: self-supervised monodepth2-family training from rosbags)"
+HELP = ("train a depth model (teacher: self-supervised monodepth2-family training from rosbags; "
+        "student: SSD distillation on translated frames)")
 
 #: task -> one-line description
 TASKS = {
     "teacher": "self-supervised day-clear teacher (photometric + smoothness + velocity loss)",
+    "student": "SSD student: distillation from a frozen teacher on translated frames "
+               "(teacher loss, semantic loss)",
     "pose": "pretrain a pose backbone on bags with odometry/TF as supervision (saves a "
             "transformers folder for a strengthened pose net)",
 }
@@ -69,9 +72,11 @@ def run(args: argparse.Namespace) -> int:
                   f"model.pose.pretrained={out['backbone']})")
         return 0
 
-    from depth_perception_training.train.teacher import train_teacher
-
-    result = train_teacher(cfg)
+    if args.task == "student":
+        from depth_perception_training.train.student import train_student as train
+    else:
+        from depth_perception_training.train.teacher import train_teacher as train
+    result = train(cfg)
 
     if PartialState().is_main_process:
         print(f"trained {result.step} steps ({result.epoch} epochs), "
@@ -85,4 +90,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"checkpoint: {result.last_checkpoint}")
         if result.export_dir:
             print(f"model: {result.export_dir}")
+        for key, value in (getattr(result, "deployable", None) or {}).items():
+            print(f"{key}: {value}")
     return 0

@@ -137,6 +137,52 @@ class TrainerConfig:
 
 
 @dataclass
+class SemanticConfig:
+    """SSD semantic loss (Eq. 7): 1 - mean cosine between the student encoder's tokens of
+    its (translated) input and a frozen encoder's tokens of the day-clear frame."""
+
+    weight: float = 0.0
+    #: ``teacher``: the frozen teacher's own encoder (CPU scale, where no pretrained
+    #: DINOv2 exists); otherwise a DINOv2 hub id or local folder (e.g. facebook/dinov2-base)
+    encoder: str = "teacher"
+    local_files_only: bool = False
+
+
+@dataclass
+class StudentConfig:
+    """SSD student distillation (``task: student``); see depth_perception_training.train.student."""
+
+    #: teacher run folder (its config.yaml, checkpoints/ with the pose net, model/)
+    teacher: str = ""
+    #: ``teacher``: the student starts as a copy of the teacher's depth net (its
+    #: architecture; model.depth must stay empty); ``model``: built from model.depth
+    #: (pretrained DINOv2 or a ResNet by id/folder, or random)
+    init: str = "teacher"
+    #: output folders of ``depth-perception translate`` (any translator) over data.bags
+    translations: List[str] = field(default_factory=list)
+    #: when set (gdt | paired | photometric), every translation must come from this
+    #: translator (checked against the manifests)
+    translator: Optional[str] = None
+    conditions: List[str] = field(default_factory=lambda: ["night", "rain"])
+    #: probability that the student sees the unchanged day-clear frame; null: 1/(|C|+1),
+    #: every condition and the unchanged frame equally likely (SSD's P = |C|/(|C|+1) read
+    #: as the probability of a translation, as md4all mixes); |C|/(|C|+1) is the other
+    #: reading (P as printed: the unchanged frame with probability P)
+    keep_probability: Optional[float] = None
+    #: ``teacher``: SSD teacher loss (distillation masked by Eq. 5); ``distillation``: md4all-DD
+    loss: str = "teacher"
+    #: Eq. 5 reading: ``text`` (distil where the teacher's depth explains the day frames at
+    #: least as well as the student's) or ``printed`` (the inequality as typeset)
+    mask_reading: str = "text"
+    distill_weight: float = 1.0
+    semantic: SemanticConfig = field(default_factory=SemanticConfig)
+    #: after training, export OUTPUT_DIR/model to OUTPUT_DIR/model.onnx (parity-checked)
+    #: and, where TensorRT and a GPU exist, a TensorRT engine beside it
+    export_onnx: bool = True
+    export_engine: bool = True
+
+
+@dataclass
 class TrainConfig:
     task: str = "teacher"
     base_config: Optional[str] = None
@@ -147,6 +193,7 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
 
 
 # -- loading ------------------------------------------------------------------------------

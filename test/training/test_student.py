@@ -1,0 +1,326 @@
+"""SSD student: teacher-loss mask (both readings of Eq. 5), semantic loss, mixing, the
+teacher's input, flips, every Table 3 configuration for a few steps, and the exported
+student running in the onboard runtime."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from depth_perception_training import geometry
+from depth_perception_training.losses import (photometric_error, semantic_cosine_loss,
+                                              teacher_loss_mask)
+
+SIZE = (128, 64)               # width, height: multiples of 32 (the tiny conv teacher)
+
+
+# -- Eq. 5 on a constructed case ----------------------------------------------------------
+
+def _textured(h, w, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(1, 3, h, w, generator=g)
+
+
+def test_teacher_loss_mask_keeps_pixels_where_the_teacher_depth_is_right():
+    """The target frame is rendered from the source with a known depth; the teacher's
+    depth is that depth on the left half and wrong on the right, the student the other
+    way round. The text's reading distils the left half only (where the teacher is
+    right); Eq. 5 as printed selects the right half (where the teacher is wrong)."""
+    H, W = 48, 96
+    K = torch.tensor([[[60.0, 0, (W - 1) / 2], [0, 60.0, (H - 1) / 2], [0, 0, 1]]])
+    T = torch.eye(4)[None].clone()
+    T[0, 0, 3] = 0.8                                   # source camera 0.8 m to the side
+    truth = torch.full((1, 1, H, W), 8.0)
+    source = _textured(H, W)
+    target, _ = geometry.warp(source, truth, K, T)     # I_t = I_t' <Proj(D, T, K)>
+    wrong = truth * 2.5
+    left = torch.zeros(1, 1, H, W, dtype=torch.bool)
+    left[..., : W // 2] = True
+    teacher = torch.where(left, truth, wrong)
+    student = torch.where(left, wrong, truth)
+
+    def pe(depth):
+        warped, _ = geometry.warp(source, depth, K, T)
+        return photometric_error(warped, target)
+
+    text = teacher_loss_mask([pe(teacher)], [pe(student)], reading="text")
+    printed = teacher_loss_mask([pe(teacher)], [pe(student)], reading="printed")
+    # away from the seam and the image borders (SSIM window, out-of-view samples)
+    inner_left = (slice(None), slice(None), slice(4, H - 4), slice(16, W // 2 - 4))
+    inner_right = (slice(None), slice(None), slice(4, H - 4), slice(W // 2 + 4, W - 16))
+    assert text[inner_left].mean() > 0.95 and text[inner_right].mean() < 0.05
+    assert printed[inner_left].mean() < 0.05 and printed[inner_right].mean() > 0.95
+    # the readings are complements; ties (student == teacher) are distilled in "text"
+    assert torch.equal(text + printed, torch.ones_like(text))
+    same = teacher_loss_mask([pe(teacher)], [pe(teacher)], reading="text")
+    assert bool((same == 1).all())
+
+
+def test_teacher_loss_mask_takes_the_minimum_over_adjacent_frames():
+    t = [torch.tensor([[[[0.1, 0.5]]]]), torch.tensor([[[[0.9, 0.05]]]])]   # min 0.1, 0.05
+    s = [torch.tensor([[[[0.2, 0.2]]]]), torch.tensor([[[[0.3, 0.1]]]])]    # min 0.2, 0.1
+    assert teacher_loss_mask(t, s).flatten().tolist() == [1.0, 1.0]
+    s = [torch.tensor([[[[0.05, 0.01]]]]), torch.tensor([[[[0.5, 0.5]]]])]
+    assert teacher_loss_mask(t, s).flatten().tolist() == [0.0, 0.0]
+    with pytest.raises(ValueError, match="reading"):
+        teacher_loss_mask(t, t, reading="as printed")
+    with pytest.raises(ValueError, match="one teacher and one student"):
+        teacher_loss_mask(t, s[:1])
+
+
+# -- semantic loss ------------------------------------------------------------------------
+
+def test_semantic_loss_values():
+    a = torch.randn(2, 6, 8)
+    assert float(semantic_cosine_loss(a, a.clone())) == pytest.approx(0.0, abs=1e-6)
+    e = torch.eye(8)
+    x, y = e[:4].expand(2, 4, 8), e[4:].expand(2, 4, 8)          # orthogonal tokens
+    assert float(semantic_cosine_loss(x, y)) == pytest.approx(1.0, abs=1e-6)
+    assert float(semantic_cosine_loss(x, -x)) == pytest.approx(2.0, abs=1e-6)
+
+
+def test_semantic_loss_sends_no_gradient_into_the_frozen_dinov2(tmp_path):
+    from transformers import Dinov2Config, Dinov2Model
+
+    from depth_perception.models import build_depth_model
+    from depth_perception_training.train.student import FrozenDinov2
+
+    torch.manual_seed(0)
+    Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                             mlp_ratio=2, patch_size=14, image_size=56)).save_pretrained(
+        tmp_path / "dinov2")
+    frozen = FrozenDinov2(str(tmp_path / "dinov2"), local_files_only=True)   # by path, offline
+    student = build_depth_model({"arch": "dpt", "size": "tiny"})
+    image = torch.rand(2, 3, 42, 112)
+    out = student(image, return_features=True)
+    target = frozen(image)
+    assert out["features"].shape == target.shape == (2, 3 * 8, 32)
+    assert out["feature_grid"] == (3, 8)
+    loss = semantic_cosine_loss(out["features"], target)
+    loss.backward()
+    assert 0 < float(loss.detach()) < 2
+    assert all(p.grad is None and not p.requires_grad for p in frozen.parameters())
+    grads = [p.grad for p in student.net.backbone.parameters() if p.grad is not None]
+    assert grads and max(float(g.abs().max()) for g in grads) > 0
+
+
+# -- mixing ---------------------------------------------------------------------------------
+
+def test_mixing_probability_readings():
+    from depth_perception_training.student_data import choose_condition, default_keep_probability
+
+    assert default_keep_probability(2) == pytest.approx(1 / 3)
+    rng = np.random.default_rng(0)
+    for keep in (default_keep_probability(2), 2 / 3):        # default, and P as printed
+        draws = [choose_condition(rng, ["night", "rain"], keep) for _ in range(6000)]
+        freq = {c: draws.count(c) / len(draws) for c in ("day-clear", "night", "rain")}
+        assert freq["day-clear"] == pytest.approx(keep, abs=0.03)
+        assert freq["night"] == pytest.approx((1 - keep) / 2, abs=0.03)
+        assert freq["rain"] == pytest.approx((1 - keep) / 2, abs=0.03)
+    assert choose_condition(rng, [], 0.0) == "day-clear"     # no translation: unchanged
+
+
+# -- flips --------------------------------------------------------------------------------
+
+class PixelDepth(nn.Module):
+    """A 'network' whose depth is a per-pixel function of the image (1 + 9 * red):
+    flip-equivariant, so undoing the student's flip must reproduce the teacher exactly."""
+
+    def forward(self, image, return_features=False):
+        red = image[:, :1] * 0.229 + 0.485                   # undo the ImageNet normalisation
+        depth = 1.0 + 9.0 * red.clamp(0, 1)
+        return {"depth": [depth], "scaled_disp": [1.0 / depth], "disp": [1.0 / depth]}
+
+
+def _frozen(module):
+    return module.eval().requires_grad_(False)
+
+
+def _fake_teacher(depth_net, pose_net=None):
+    from depth_perception.metadata import ModelMetadata
+    from depth_perception.models.dpt_depth import DPTDepthConfig
+    from depth_perception_training.train.student import Teacher
+
+    if pose_net is None:
+        from depth_perception.models import build_pose_model
+        pose_net = build_pose_model({"backbone": "tiny"})
+    return Teacher(_frozen(depth_net), DPTDepthConfig(size="tiny"), "dpt", _frozen(pose_net),
+                   ModelMetadata(output_kind="metric_depth"), Path("."))
+
+
+def _batch(day, student_image, flip, conditions):
+    B, _, H, W = day.shape
+    K = torch.tensor([[50.0, 0, (W - 1) / 2], [0, 50.0, (H - 1) / 2], [0, 0, 1]]).expand(B, 3, 3)
+    return {"image": day, "context": torch.stack([day.roll(1, -1), day.roll(-1, -1)], 1),
+            "student_image": student_image, "flip": torch.tensor(flip), "K": K,
+            "student_condition": conditions}
+
+
+def test_student_flip_is_undone_before_the_losses():
+    from depth_perception_training.train.student import StudentObjective
+
+    day = torch.rand(2, 3, 14, 28)
+    objective = StudentObjective(_fake_teacher(PixelDepth()), [-1, 1], loss="distillation")
+    flipped = _batch(day, day.flip(-1), [True, True], ["day-clear"] * 2)
+    assert float(objective({"depth": PixelDepth()}, flipped).loss) == pytest.approx(0, abs=1e-7)
+    ignored = _batch(day, day.flip(-1), [False, False], ["day-clear"] * 2)
+    assert float(objective({"depth": PixelDepth()}, ignored).loss) > 0.05
+
+
+# -- the teacher only ever sees the day-clear frame --------------------------------------
+
+class Recorder(nn.Module):
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.inputs = net, []
+
+    def forward(self, *args, **kwargs):
+        self.inputs.append([a.detach().clone() for a in args])
+        return self.net(*args, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def ssd_setup(tmp_path_factory):
+    """Synthetic day-clear/night/rain bags of one drive, a 1-step tiny teacher trained on
+    the day-clear bag, and `paired` translations of it."""
+    from depth_perception.synth import make_synthetic_bags
+    from depth_perception_training.train.config import load_config
+    from depth_perception_training.train.teacher import train_teacher
+    from depth_perception_training.translate.config import load_translate_config
+    from depth_perception_training.translate.run import run_translate
+
+    root = tmp_path_factory.mktemp("ssd")
+    bags = dict(zip(("day-clear", "night", "rain"), make_synthetic_bags(
+        root / "data", frames=10, size=SIZE, conditions=("day-clear", "night", "rain"), seed=3)))
+    teacher = root / "teacher"
+    train_teacher(load_config("teacher_tiny", [
+        f"output_dir={teacher}", f"data.bags=[{bags['day-clear']}]", "trainer.max_steps=1",
+        f"data.width={SIZE[0]}", f"data.height={SIZE[1]}", "data.batch_size=2",
+        "trainer.val_every=-1", "trainer.checkpoint_every=0"]))
+    translations = root / "paired"
+    run_translate(load_translate_config("paired", [
+        f"output_dir={translations}", f"source.bags=[{bags['day-clear']}]"]))
+    return {"root": root, "bags": bags, "teacher": teacher, "paired": translations}
+
+
+def _student_overrides(setup, out, *extra):
+    b = setup["bags"]
+    return [f"output_dir={out}", f"data.bags=[{b['day-clear']}]",
+            f"student.teacher={setup['teacher']}", f"student.translations=[{setup['paired']}]",
+            f"data.width={SIZE[0]}", f"data.height={SIZE[1]}", "data.batch_size=2",
+            "data.num_workers=0", "trainer.max_steps=2", "trainer.val_every=-1",
+            "trainer.checkpoint_every=0", "trainer.progress=false", "trainer.log_every=1",
+            "student.export_onnx=false", *extra]
+
+
+def test_teacher_input_is_never_the_translated_frame(ssd_setup, tmp_path):
+    from depth_perception_training.train.config import load_config
+    from depth_perception_training.train.student import build_student_trainer
+
+    cfg = load_config("student_tiny", _student_overrides(
+        ssd_setup, tmp_path / "run", "student.keep_probability=0.0"))   # always translated
+    trainer, objective = build_student_trainer(cfg)
+    objective.teacher.depth = Recorder(objective.teacher.depth)
+    objective.teacher.pose = Recorder(objective.teacher.pose)
+    batch = next(iter(trainer.train_loader))
+    assert set(batch["student_condition"]) <= {"night", "rain"}
+    # the translations really differ from the day frames the dataset pairs them with
+    assert float((batch["student_image"] - batch["image"]).abs().mean()) > 0.05
+    trainer.train_step(batch)
+    day = objective.normalize(batch["image"])
+    (seen,), = objective.teacher.depth.inputs
+    assert torch.equal(seen, day)
+    night_rain = objective.normalize(batch["student_image"])
+    assert not torch.allclose(seen, night_rain, atol=0.05)
+    # the pose net's pairs are made of the day target and the day context frames
+    pose_frames = torch.cat([torch.cat(a) for a in objective.teacher.pose.inputs])
+    day_frames = torch.cat([batch["image"], batch["context"].flatten(0, 1)])
+    for frame in pose_frames:
+        assert any(torch.equal(frame, d) for d in day_frames)
+
+
+# -- Table 3 configurations ---------------------------------------------------------------
+
+TABLE3_CPU = {   # what makes each GPU configuration CPU-sized: tiny nets, no downloads
+    "dpt": ["model.depth.size=tiny", "model.depth.pretrained=null", "model.init_depth=10.0",
+            "data.width=112", "data.height=56"],     # the teacher sees 128x64
+    "mono": ["model.depth.encoder=tiny", "model.depth.pretrained=null",
+             "data.width=128", "data.height=64"],
+}
+
+
+def test_every_table3_configuration_runs_a_few_steps(ssd_setup, tmp_path):
+    from transformers import Dinov2Config, Dinov2Model
+
+    from depth_perception_training.train.config import load_config
+    from depth_perception_training.train.student import build_student_trainer
+
+    torch.manual_seed(0)
+    dinov2 = tmp_path / "dinov2"    # the frozen semantic encoder: same widths as 'tiny'
+    Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+                             mlp_ratio=2, patch_size=14, image_size=224)).save_pretrained(dinov2)
+    seen = {}
+    for row in range(6):
+        name = f"ssd_table3_row{row}"
+        probe = load_config(name)
+        arch = probe.model.depth.arch
+        overrides = _student_overrides(ssd_setup, tmp_path / name, "student.translator=null",
+                                       f"student.semantic.encoder={dinov2}",
+                                       "student.semantic.local_files_only=true",
+                                       *TABLE3_CPU[arch])
+        trainer, objective = build_student_trainer(load_config(name, overrides))
+        before = [p.detach().clone() for p in trainer.models["depth"].parameters()]
+        batches = iter(trainer.train_loader)
+        records = [trainer.train_step(next(batches)) for _ in range(2)]
+        terms = records[-1]["terms"]
+        assert all(np.isfinite(r["loss"]) and not r["skipped"] for r in records)
+        assert ("mask_fraction" in terms) == (probe.student.loss == "teacher")
+        assert ("semantic" in terms) == (probe.student.semantic.weight > 0)
+        after = list(trainer.models["depth"].parameters())
+        assert any(not torch.equal(a, b) for a, b in zip(after, before))      # it learns
+        seen[row] = (arch, probe.student.loss, probe.student.semantic.weight > 0,
+                     probe.student.translator)
+    # the rows differ as SSD Table 3 does
+    assert [s[0] for s in seen.values()] == ["mono"] * 4 + ["dpt"] * 2
+    assert [s[1] for s in seen.values()] == ["distillation"] * 3 + ["teacher"] * 3
+    assert [s[2] for s in seen.values()] == [False] * 5 + [True]
+    assert seen[0][3] == "photometric" and {s[3] for s in list(seen.values())[1:]} == {"gdt"}
+
+
+def test_translator_named_in_the_config_must_match_the_manifest(ssd_setup, tmp_path):
+    from depth_perception_training.train.config import load_config
+    from depth_perception_training.train.student import build_student_trainer
+
+    cfg = load_config("student_tiny", _student_overrides(ssd_setup, tmp_path / "run",
+                                                        "student.translator=gdt"))
+    with pytest.raises(ValueError, match="made by \\['paired'\\]"):
+        build_student_trainer(cfg)
+
+
+# -- a finished run deploys itself ----------------------------------------------------------
+
+def test_finished_student_exports_onnx_that_the_runtime_runs(ssd_setup, tmp_path):
+    from depth_perception.runtime.onnx_metadata import read_onnx_metadata
+    from depth_perception.runtime.estimator import DepthEstimator
+    from depth_perception.data.samples import BagSequence, SampleConfig
+    from depth_perception_training.train.config import load_config
+    from depth_perception_training.train.student import train_student
+
+    out = tmp_path / "run"
+    result = train_student(load_config("student_tiny", _student_overrides(
+        ssd_setup, out, "student.export_onnx=true",
+        f"data.val_bags=[{ssd_setup['bags']['night']}]", "trainer.val_every=0")))
+    assert set(result.validation) >= {"all", "night"}          # per-condition validation
+    written = json.loads((out / "deployable.json").read_text())
+    assert Path(written["onnx"]) == out / "model.onnx" and written["onnx_max_rel_error"] < 1e-3
+    assert "TensorRT" in written["engine"]                      # not here: says why
+    meta = read_onnx_metadata(out / "model.onnx")
+    assert meta.provenance["task"] == "student" and meta.input_width == SIZE[0]
+    seq = BagSequence(ssd_setup["bags"]["night"], SampleConfig(offsets=(), skip_static=False))
+    estimator = DepthEstimator.load(str(out / "model.onnx"))
+    depth = estimator.estimate(seq.frame(0), seq.intrinsics).depth
+    assert depth.shape == (SIZE[1], SIZE[0]) and np.isfinite(depth).mean() > 0.5

@@ -1,0 +1,159 @@
+"""Student samples: a day-clear frame for the teacher, a possibly translated one for the student.
+
+:class:`StudentDataset` wraps an *unaugmented* :class:`~depth_perception_training.dataset.DepthDataset`
+over day-clear bags and the translations of its frames (the pairing API of
+:mod:`depth_perception_training.translate.pairs`, whatever translator made them). Each
+item is a dict (``n`` context frames, H x W the output size):
+
+* ``image`` [3,H,W] float32 in [0,1]: the original day-clear frame (teacher input and
+  photometric target; never translated, jittered or flipped)
+* ``context`` [n,3,H,W]: the adjacent day-clear frames, unaugmented
+* ``student_image`` [3,H,W]: the frame the student sees: the day-clear frame with
+  probability ``keep_probability``, otherwise one of its translations (conditions
+  equally likely), then colour jitter / noise and a horizontal flip
+* ``flip`` bool tensor: the student image is mirrored (the objective flips the
+  student's outputs back)
+* ``student_condition`` str: ``day-clear`` or the translation's condition
+* ``K`` [3,3], ``T_src_tgt`` [n,4,4], ``distance`` [n], ``gt_depth`` / ``lidar_depth``
+  [1,H,W] of the unflipped day frame; ``condition``, ``index``
+
+Randomness (mixing and augmentation) is drawn from ``default_rng([seed, epoch, index])``
+like the day dataset's, so samples are reproducible and resumes exact.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from depth_perception_training.augment import AugmentConfig, Augmenter, AugmentParams
+
+log = logging.getLogger(__name__)
+
+DAY = "day-clear"
+
+
+def default_keep_probability(num_conditions: int) -> float:
+    """1/(|C|+1): the unchanged frame and each of the |C| conditions equally likely.
+
+    SSD prints "P % probability of no changes ... P = |C|/(|C|+1)"; with P read as the
+    probability of a translation this is md4all's mixing (every condition and the
+    original 1/(|C|+1) each), the default here. The reading as printed is
+    ``keep_probability = |C|/(|C|+1)``.
+    """
+    if num_conditions < 1:
+        raise ValueError("need at least one target condition")
+    return 1.0 / (num_conditions + 1)
+
+
+def choose_condition(rng: np.random.Generator, available: list[str],
+                     keep_probability: float) -> str:
+    """``day-clear`` with ``keep_probability``, else one of ``available`` uniformly
+    (``day-clear`` when the frame has no translation)."""
+    if rng.random() < keep_probability or not available:
+        return DAY
+    return available[int(rng.integers(len(available)))]
+
+
+class StudentDataset:
+    """``torch.utils.data.Dataset``-compatible pairs of (day frame, student frame).
+
+    Args:
+        day: a DepthDataset over day-clear bags built with ``augment=None``.
+        pairs: TranslationPairs objects (translated datasets) covering ``day``'s frames.
+        conditions: target conditions to draw from (each must occur in ``pairs``).
+        keep_probability: probability of the unchanged frame (None: 1/(|C|+1)).
+        augment: AugmentConfig / Augmenter for the student image, or None.
+        seed: base seed of mixing and augmentation.
+    """
+
+    def __init__(self, day, pairs, conditions, keep_probability: float | None = None,
+                 augment=None, seed: int = 0):
+        if day.augment is not None:
+            raise ValueError("StudentDataset: the day dataset must be unaugmented (augment=None): "
+                             "the teacher sees the original day-clear frame")
+        conditions = [str(c) for c in conditions]
+        if not conditions:
+            raise ValueError("StudentDataset: no target condition (student.conditions)")
+        if DAY in conditions:
+            raise ValueError(f"StudentDataset: '{DAY}' is the source, not a target condition")
+        found = set()
+        for p in pairs:
+            found.update(p.conditions)
+        missing = sorted(set(conditions) - found)
+        if missing:
+            raise ValueError(f"StudentDataset: conditions {missing} are in no translated dataset "
+                             f"(found {sorted(found)}); translate them or drop them from "
+                             "student.conditions")
+        self.day, self.pairs, self.conditions = day, list(pairs), conditions
+        self.keep_probability = (default_keep_probability(len(conditions))
+                                 if keep_probability is None else float(keep_probability))
+        if not 0.0 <= self.keep_probability <= 1.0:
+            raise ValueError(f"keep_probability must be in [0, 1], got {keep_probability}")
+        if isinstance(augment, AugmentConfig):
+            augment = Augmenter(augment)
+        self.augment: Augmenter | None = augment
+        self.seed, self.epoch = int(seed), 0
+        covered = sum(self.translations_of(i) != {} for i in range(len(day)))
+        self.coverage = covered / max(len(day), 1)
+        if covered == 0:
+            raise ValueError("StudentDataset: no day-clear frame of the training bags has a "
+                             "translation: were the translations made from these bags "
+                             f"({[str(s.path) for s in day.sequences]})?")
+        if covered < len(day):
+            log.warning("StudentDataset: %d of %d day-clear frames have no translation (they "
+                        "are always shown unchanged)", len(day) - covered, len(day))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        self.day.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.day)
+
+    def translations_of(self, index: int) -> dict:
+        """{condition: TranslatedImage} of day sample ``index`` (bag + stamp lookup)."""
+        seq, k = self.day.locate(index)
+        i = seq.targets[k]
+        stamp = int(seq.stamps[i])
+        bag = str(Path(seq.path).resolve())
+        for p in self.pairs:
+            frame = p.lookup(bag, stamp)
+            if frame is not None:
+                return {c: t for c, t in frame.translations.items() if c in self.conditions}
+        return {}
+
+    def translated_frame(self, index: int, condition: str) -> np.ndarray:
+        """[H,W,3] float32 in [0,1]: the translation at the training size (the data
+        layer's own crop + resize, so K still holds)."""
+        seq, _ = self.day.locate(index)
+        image = self.translations_of(index)[condition].image()
+        return seq.prepare(image).astype(np.float32) / 255.0
+
+    def __getitem__(self, index: int) -> dict:
+        import torch
+
+        item = self.day[index]                      # unaugmented: image == image_aug
+        rng = np.random.default_rng([self.seed, self.epoch, int(index), 1])
+        # 1. mixing: the day frame or one of its translations
+        available = sorted(self.translations_of(index))
+        condition = choose_condition(rng, available, self.keep_probability)
+        if condition == DAY:
+            student = item["image"].numpy().transpose(1, 2, 0)           # [H,W,3]
+        else:
+            student = self.translated_frame(index, condition)
+        # 2. student-only augmentation: colour jitter + noise, then a flip
+        params = self.augment.sample(rng) if self.augment is not None else AugmentParams()
+        if not params.identity_colour:
+            student = Augmenter.apply_colour(student, params, rng)
+        if params.flip:
+            student = student[:, ::-1]
+        # 3. the teacher's side stays as the day dataset made it
+        for key in ("image_aug", "context_aug"):
+            item.pop(key)
+        item["student_image"] = torch.from_numpy(
+            np.ascontiguousarray(student.transpose(2, 0, 1), dtype=np.float32))
+        item["flip"] = torch.tensor(bool(params.flip))
+        item["student_condition"] = condition
+        return item

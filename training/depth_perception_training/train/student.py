@@ -1,0 +1,524 @@
+"""The SSD student task: distillation from a frozen day teacher on translated frames.
+
+SSD Sec. 3.3 (Eq. 4-7) on top of md4all-DD. Per step, for a batch of
+:class:`~depth_perception_training.student_data.StudentDataset` samples:
+
+1. the frozen teacher depth net sees the original day-clear frame (never the
+   translated, jittered or flipped one): scaled disparity ``d_t`` [B,1,H,W] (and, for the
+   semantic loss at CPU scale, its encoder tokens);
+2. the student sees ``student_image`` (day-clear or a translation, augmented, maybe
+   flipped); its outputs are flipped back; each scale is upsampled to H x W;
+3. md4all-DD distillation per pixel ``Ld = |d_s - d_t| / d_s`` on scaled disparities;
+4. ``loss: teacher`` (SSD Eq. 4-6): the teacher PoseNet gives T_{t'->t} from the day
+   frames; the adjacent day frames are warped into the day target with the teacher's
+   and with the student's depth; ``M = teacher_loss_mask(...)`` and ``Lt = mean(M * Ld)``
+   (``loss: distillation``: ``mean(Ld)``), averaged over the student's scales;
+5. semantic loss (Eq. 7) ``1 - mean cos(f_student, f_frozen)`` between the student
+   encoder's tokens (un-flipped) and a frozen encoder's tokens of the day-clear frame:
+   a pretrained DINOv2 (hub id or folder), or at CPU scale the frozen teacher's encoder.
+
+The student's own pose net is dropped (as in SSD). Teacher networks stay outside the
+trainer's models: never optimised, never checkpointed (the config names the teacher
+run, so resuming rebuilds them). The finished run exports ``OUTPUT_DIR/model`` (a depth
+model folder like the teacher's) and, with ``student.export_onnx``, a parity-checked
+``OUTPUT_DIR/model.onnx`` (plus a TensorRT engine where TensorRT exists).
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from depth_perception.metadata import IMAGENET_MEAN, IMAGENET_STD, ModelMetadata
+from depth_perception_training.losses import (MASK_READINGS, abs_rel_distillation_map,
+                                              photometric_error, semantic_cosine_loss,
+                                              teacher_loss_mask, upsample_to)
+from depth_perception_training.train.config import TrainConfig, save_config, to_yaml
+from depth_perception_training.train.trainer import StepOutput
+
+logger = logging.getLogger(__name__)
+
+STUDENT_LOSSES = ("teacher", "distillation")
+STUDENT_INITS = ("teacher", "model")
+
+
+# -- the frozen teacher -------------------------------------------------------------------
+
+@dataclass
+class Teacher:
+    """Frozen networks of a teacher run: depth net (raw, not the inference wrapper),
+    its config dataclass and arch, the pose net, the exported metadata."""
+
+    depth: nn.Module
+    depth_cfg: object
+    arch: str
+    pose: nn.Module
+    metadata: ModelMetadata
+    run_dir: Path
+
+
+def _freeze(module: nn.Module) -> nn.Module:
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+def load_teacher(run_dir: str | Path) -> Teacher:
+    """The frozen depth and pose nets of a finished teacher run folder.
+
+    Reads ``model/`` (the exported depth net), ``config.yaml`` (the pose net's config)
+    and the pose weights of the newest checkpoint (``model_1.safetensors``: the trainer
+    saves its models in the order depth, pose).
+    """
+    from safetensors.torch import load_file
+
+    from depth_perception.models import build_pose_model, load_depth_model
+    from depth_perception_training.train.checkpoint import latest_checkpoint
+    from depth_perception_training.train.config import load_config
+
+    run = Path(run_dir)
+    if not str(run_dir) or not run.is_dir():
+        raise FileNotFoundError(f"student.teacher: teacher run folder '{run_dir}' not found "
+                                "(train one with `depth-perception train teacher`)")
+    module, metadata = load_depth_model(run / "model")
+    depth = module.net
+    model_config = json.loads((run / "model" / "model_config.json").read_text())
+    from depth_perception.models import depth_config
+
+    arch, depth_cfg = depth_config({k: v for k, v in model_config.items() if k != "hf_config"})
+    cfg = load_config(run / "config.yaml")
+    ckpt = latest_checkpoint(run)
+    weights = ckpt / "model_1.safetensors" if ckpt is not None else None
+    if weights is None or not weights.is_file():
+        raise FileNotFoundError(f"student.teacher: {run} has no checkpoint with pose weights "
+                                "(checkpoints/step_*/model_1.safetensors); the teacher PoseNet "
+                                "is needed for the teacher loss")
+    pose = build_pose_model(dict(cfg.model.pose))
+    pose.load_state_dict(load_file(str(weights)))
+    return Teacher(_freeze(depth), depth_cfg, arch, _freeze(pose), metadata, run)
+
+
+class FrozenDinov2(nn.Module):
+    """A pretrained DINOv2 (hub id or local folder), frozen: image -> patch tokens [B,N,C]."""
+
+    def __init__(self, name_or_path: str, local_files_only: bool = False):
+        super().__init__()
+        from transformers import Dinov2Model
+
+        from depth_perception.hub import hub_offline
+
+        try:
+            self.net = Dinov2Model.from_pretrained(
+                name_or_path, local_files_only=hub_offline(local_files_only))
+        except (OSError, ValueError) as exc:
+            raise FileNotFoundError(
+                f"student.semantic.encoder '{name_or_path}' could not be loaded ({exc}); pass a "
+                "local folder saved with save_pretrained, or fetch the id in advance "
+                "(huggingface-cli download <id>)") from exc
+        _freeze(self)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.net(pixel_values=image).last_hidden_state[:, 1:]
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+def unflip(x: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """Mirror back the samples of ``x`` [B,...,W] whose ``flip`` [B] is true (last axis)."""
+    if not bool(flip.any()):
+        return x
+    shape = (-1,) + (1,) * (x.dim() - 1)
+    return torch.where(flip.to(x.device).view(shape), x.flip(-1), x)
+
+
+def unflip_tokens(tokens: torch.Tensor, flip: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Patch tokens [B,N,C] on a (h, w) grid, row-major: mirror rows of flipped samples."""
+    B, N, C = tokens.shape
+    h, w = grid
+    if h * w != N:
+        raise ValueError(f"unflip_tokens: {N} tokens do not form a {h}x{w} grid")
+    spatial = tokens.reshape(B, h, w, C).permute(0, 3, 1, 2)           # [B,C,h,w]
+    return unflip(spatial, flip).permute(0, 2, 3, 1).reshape(B, N, C)
+
+
+def teacher_sized(image: torch.Tensor, multiple: int) -> torch.Tensor:
+    """[B,3,H,W] resized to the nearest multiple of the teacher's input size multiple
+    (unchanged when H and W already are): a student of another architecture may train
+    at a size the teacher's net does not take; its outputs are resized back."""
+    H, W = image.shape[-2:]
+    size = (max(1, round(H / multiple)) * multiple, max(1, round(W / multiple)) * multiple)
+    return upsample_to(image, size)
+
+
+class StudentObjective:
+    """``(models, batch) -> StepOutput`` of the student task (steps in the module doc).
+
+    models: ``{"depth": student depth net}`` (possibly DDP-wrapped). The teacher and
+    the semantic encoder are held here, frozen, and moved with :meth:`to`.
+    ``timing`` accumulates seconds spent in the teacher's forwards and in whole calls.
+    """
+
+    def __init__(self, teacher: Teacher, offsets: list[int], loss: str = "teacher",
+                 mask_reading: str = "text", distill_weight: float = 1.0,
+                 semantic_weight: float = 0.0, semantic_encoder: nn.Module | None = None,
+                 ssim_alpha: float = 0.85, padding_mode: str = "border",
+                 mean=IMAGENET_MEAN, std=IMAGENET_STD):
+        if loss not in STUDENT_LOSSES:
+            raise ValueError(f"student.loss must be one of {STUDENT_LOSSES}, got {loss!r}")
+        if mask_reading not in MASK_READINGS:
+            raise ValueError(f"student.mask_reading must be one of {MASK_READINGS}, got "
+                             f"{mask_reading!r}")
+        from depth_perception_training.train.teacher import TeacherObjective
+
+        self.teacher = teacher
+        # the teacher task's pose plumbing (ordered pairs, inversion rule), reused as is
+        self._poses = TeacherObjective(None, offsets, mean=mean, std=std)
+        self.loss, self.mask_reading = loss, mask_reading
+        self.distill_weight, self.semantic_weight = float(distill_weight), float(semantic_weight)
+        self.semantic_encoder = semantic_encoder       # None: the teacher's encoder
+        self.ssim_alpha, self.padding_mode = ssim_alpha, padding_mode
+        self.timing = {"teacher": 0.0, "total": 0.0, "calls": 0}
+        from depth_perception.models import DEPTH_ARCHS
+
+        self.teacher_multiple = DEPTH_ARCHS[teacher.arch][3]
+
+    def normalize(self, image: torch.Tensor) -> torch.Tensor:
+        return self._poses.normalize(image)
+
+    def to(self, device) -> "StudentObjective":
+        self.teacher.depth.to(device)
+        self.teacher.pose.to(device)
+        if self.semantic_encoder is not None:
+            self.semantic_encoder.to(device)
+        return self
+
+    # -- the teacher's side: only ever the day-clear frames ---------------------------
+    @torch.no_grad()
+    def teacher_forward(self, batch: dict) -> dict:
+        """Teacher depth / scaled disparity [B,1,H,W] of ``batch['image']``, its tokens
+        when the semantic loss uses the teacher's encoder, and (teacher loss) the poses
+        T_src_tgt [B,n,4,4] from the day frames."""
+        started = time.perf_counter()
+        H, W = batch["image"].shape[-2:]
+        day = teacher_sized(self.normalize(batch["image"]), self.teacher_multiple)
+        want_tokens = self.semantic_weight > 0 and self.semantic_encoder is None
+        kwargs = {"return_features": True} if want_tokens else {}
+        out = self.teacher.depth(day, **kwargs)
+        result = {"depth": upsample_to(out["depth"][0], (H, W)),
+                  "scaled_disp": upsample_to(out["scaled_disp"][0], (H, W))}
+        if want_tokens:
+            result["tokens"] = out["features"]
+        if self.loss == "teacher":
+            result["T"], _ = self._poses.poses(self.teacher.pose, batch["image"], batch["context"])
+        self.timing["teacher"] += time.perf_counter() - started
+        return result
+
+    def frozen_tokens(self, batch: dict, teacher_out: dict) -> torch.Tensor:
+        if self.semantic_encoder is None:
+            return teacher_out["tokens"]
+        with torch.no_grad():
+            return self.semantic_encoder(self.normalize(batch["image"]))
+
+    def day_errors(self, batch: dict, depth: torch.Tensor, T: torch.Tensor) -> list:
+        """pe(I_t, I_{t'->t}) [B,1,H,W] per adjacent day frame, warped with ``depth``."""
+        from depth_perception_training.geometry import warp
+
+        target, context, K = batch["image"], batch["context"], batch["K"]
+        errors = []
+        for i in range(context.shape[1]):
+            warped, _ = warp(context[:, i], depth, K, T[:, i], padding_mode=self.padding_mode)
+            errors.append(photometric_error(warped, target, alpha=self.ssim_alpha))
+        return errors
+
+    def __call__(self, models: dict, batch: dict) -> StepOutput:
+        started = time.perf_counter()
+        H, W = batch["image"].shape[-2:]
+        flip = batch["flip"]
+        # 1. Teacher on the original day-clear frame
+        t = self.teacher_forward(batch)
+        # 2. Student on its own input; outputs mirrored back where it was flipped
+        want_tokens = self.semantic_weight > 0
+        out = models["depth"](self.normalize(batch["student_image"]),
+                              **({"return_features": True} if want_tokens else {}))
+        s_disp = [unflip(upsample_to(d, (H, W)), flip) for d in out["scaled_disp"]]   # [B,1,H,W]
+        s_depth = unflip(upsample_to(out["depth"][0], (H, W)), flip)
+        # 3. Teacher loss mask from the day frames (teacher PoseNet for both depths)
+        terms = {}
+        mask = None
+        if self.loss == "teacher":
+            mask = teacher_loss_mask(self.day_errors(batch, t["depth"], t["T"]),
+                                     self.day_errors(batch, s_depth.detach(), t["T"]),
+                                     reading=self.mask_reading)                     # [B,1,H,W]
+            terms["mask_fraction"] = mask.mean()
+        # 4. Distillation on scaled disparity, per scale, masked by M (Eq. 6)
+        per_scale = []
+        for d in s_disp:
+            ld = abs_rel_distillation_map(d, t["scaled_disp"])
+            per_scale.append((ld * mask).mean() if mask is not None else ld.mean())
+        distill = torch.stack(per_scale).mean()
+        total = self.distill_weight * distill
+        terms["distillation"] = distill.detach()
+        # 5. Semantic loss (Eq. 7) on un-flipped student tokens vs the frozen encoder's
+        if want_tokens:
+            student_tokens = unflip_tokens(out["features"], flip, out["feature_grid"])
+            frozen = self.frozen_tokens(batch, t)
+            if frozen.shape != student_tokens.shape:
+                raise ValueError(
+                    f"semantic loss: the student's tokens {tuple(student_tokens.shape)} and the "
+                    f"frozen encoder's {tuple(frozen.shape)} differ: use an encoder of the "
+                    "student's width and patch grid (student.semantic.encoder)")
+            semantic = semantic_cosine_loss(student_tokens, frozen.detach())
+            total = total + self.semantic_weight * semantic
+            terms["semantic"] = semantic.detach()
+        terms["translated_fraction"] = torch.tensor(
+            sum(c != "day-clear" for c in batch["student_condition"]) / len(flip))
+        terms["total"] = total.detach()
+        self.timing["total"] += time.perf_counter() - started
+        self.timing["calls"] += 1
+        return StepOutput(total, terms, {"image": batch["image"], "student_image":
+                                         batch["student_image"], "depth": s_depth.detach(),
+                                         "teacher_depth": t["depth"]})
+
+
+def predict_depth(models: dict, batch: dict, objective: StudentObjective) -> torch.Tensor:
+    """Validation: the student's depth [B,1,H,W] of the unaugmented frame of the bag
+    (whatever its condition), at the ground truth's size."""
+    depth = models["depth"](objective.normalize(batch["image"]))["depth"][0]
+    gt = batch.get("gt_depth", batch.get("lidar_depth"))
+    if gt is not None and gt.shape[-2:] != depth.shape[-2:]:
+        depth = upsample_to(depth, gt.shape[-2:])
+    return depth
+
+
+# -- builders -----------------------------------------------------------------------------
+
+def check_config(cfg: TrainConfig) -> None:
+    s = cfg.student
+    if cfg.task != "student":
+        raise ValueError(f"config task is '{cfg.task}', this is the student trainer")
+    if not s.teacher:
+        raise ValueError("student.teacher is empty: name the teacher run folder "
+                         "(student.teacher=runs/teacher)")
+    if s.init not in STUDENT_INITS:
+        raise ValueError(f"student.init must be one of {STUDENT_INITS}, got {s.init!r}")
+    if s.init == "teacher" and dict(cfg.model.depth):
+        raise ValueError("student.init=teacher copies the teacher's architecture and weights: "
+                         "leave model.depth empty, or set student.init=model")
+    if s.init == "model" and not dict(cfg.model.depth):
+        raise ValueError("student.init=model needs model.depth (arch, size, pretrained ...)")
+    if not cfg.data.bags:
+        raise ValueError("data.bags is empty: list the day-clear rosbag2 folders the "
+                         "translations were made from (data.bags=[a,b])")
+    if not s.translations:
+        raise ValueError("student.translations is empty: list output folders of "
+                         "`depth-perception translate` over data.bags")
+    if s.semantic.weight < 0 or s.distill_weight < 0:
+        raise ValueError("student loss weights must be >= 0")
+
+
+def build_student_net(cfg: TrainConfig, teacher: Teacher):
+    """(arch, student depth net, its config dataclass): a copy of the teacher, or a new
+    net from ``model.depth`` (pretrained weights by id / folder, or random)."""
+    from depth_perception_training.train.teacher import reset_random_layers, set_initial_depth
+
+    if cfg.student.init == "teacher":
+        net = copy.deepcopy(teacher.depth)
+        for p in net.parameters():
+            p.requires_grad_(True)
+        return teacher.arch, net.train(), teacher.depth_cfg
+    from depth_perception.models import build_depth_model, depth_config
+
+    try:
+        arch, depth_cfg = depth_config(dict(cfg.model.depth))
+        net = build_depth_model(depth_cfg)
+    except ValueError as exc:
+        raise ValueError(f"model.depth: {exc}") from exc
+    if cfg.model.reset_random_init:
+        reset_random_layers(arch, net, depth_cfg)
+    if cfg.model.init_depth is not None:
+        set_initial_depth(arch, net, depth_cfg, cfg.model.init_depth)
+    return arch, net, depth_cfg
+
+
+def build_student_datasets(cfg: TrainConfig):
+    """(StudentDataset, validation DepthDataset or None)."""
+    from depth_perception_training.augment import AugmentConfig
+    from depth_perception_training.dataset import DepthDataset
+    from depth_perception_training.student_data import StudentDataset
+    from depth_perception_training.train.teacher import _config_object, _sample_config
+    from depth_perception_training.translate.pairs import TranslationPairs
+
+    s = cfg.student
+    for b in list(cfg.data.bags) + list(cfg.data.val_bags):
+        if not Path(b).exists():
+            raise FileNotFoundError(f"bag {b} not found")
+    day = DepthDataset([str(b) for b in cfg.data.bags], _sample_config(cfg), augment=None,
+                       cache_dir=cfg.data.cache_dir, seed=cfg.seed)
+    if len(day) == 0:
+        raise ValueError(f"no training sample in {list(cfg.data.bags)}")
+    pairs = [TranslationPairs(p, conditions=list(s.conditions)) for p in s.translations]
+    if s.translator is not None:
+        for p in pairs:
+            made_by = {t.record.get("translator") for f in p for t in f.translations.values()}
+            if made_by - {s.translator}:
+                raise ValueError(f"student.translator is '{s.translator}' but {p.root} holds "
+                                 f"translations made by {sorted(map(str, made_by))}")
+    augment = (_config_object(AugmentConfig, dict(cfg.data.augmentation), "data.augmentation")
+               if cfg.data.augment else None)
+    train = StudentDataset(day, pairs, s.conditions, s.keep_probability, augment, cfg.seed)
+    val = None
+    if cfg.data.val_bags:
+        val = DepthDataset([str(b) for b in cfg.data.val_bags], _sample_config(cfg, validation=True),
+                           augment=None, cache_dir=cfg.data.cache_dir, seed=cfg.seed)
+    return train, val
+
+
+def make_metadata(cfg: TrainConfig, teacher: Teacher, arch: str, depth_cfg,
+                  step: int | None = None) -> ModelMetadata:
+    from depth_perception_training.train.teacher import DEPTH_MULTIPLE
+
+    s = cfg.student
+    return ModelMetadata(
+        output_kind="metric_depth", input_height=0, input_width=0,
+        size_multiple=DEPTH_MULTIPLE[arch], mean=IMAGENET_MEAN, std=IMAGENET_STD,
+        min_depth=float(depth_cfg.min_depth), max_depth=float(depth_cfg.max_depth),
+        provenance={"task": "student", "arch": arch,
+                    "train_size": [cfg.data.width, cfg.data.height],
+                    "bags": list(cfg.data.bags), "step": step,
+                    "teacher": str(teacher.run_dir), "translations": list(s.translations),
+                    "conditions": list(s.conditions), "loss": s.loss,
+                    "semantic_weight": s.semantic.weight})
+
+
+def export_deployable(model_dir: Path, height: int, width: int, engine: bool = True) -> dict:
+    """``model_dir`` -> ``model_dir.parent/model.onnx`` (metadata, parity-checked against
+    torch) and, where TensorRT and a CUDA GPU exist, ``model.engine``. Returns what was
+    written (``engine`` is a reason string when it could not be built here)."""
+    from depth_perception_training.export.onnx_export import export_onnx, load_export_source
+
+    onnx_path = model_dir.parent / "model.onnx"
+    result = export_onnx(load_export_source(model_dir), onnx_path, height, width)
+    written = {"onnx": str(result.path), "onnx_max_rel_error": result.max_rel_error}
+    if engine:
+        from depth_perception.runtime.engine import tensorrt_available
+
+        if tensorrt_available() and _cuda_available():
+            from depth_perception.runtime.engine import build_engine
+
+            written["engine"] = str(build_engine(onnx_path, model_dir.parent / "model.engine"))
+        else:
+            written["engine"] = ("not built: TensorRT with a CUDA GPU is not available here "
+                                 "(`depth-perception export --checkpoint OUTPUT_DIR/model "
+                                 "--engine model.engine` on a machine with TensorRT)")
+    return written
+
+
+# -- entry point --------------------------------------------------------------------------
+
+def build_student_trainer(cfg):
+    """(Trainer, StudentObjective) of the student task, from a resolved config."""
+    from omegaconf import OmegaConf
+
+    from depth_perception_training.train.config import to_dataclass
+    from depth_perception_training.train.trainer import (Trainer, build_train_loader,
+                                                         build_val_loader, make_accelerator,
+                                                         seed_everything)
+    from depth_perception_training.train.teacher import (freeze_unused_parameters, training_prior,
+                                                         validation_median_scaling)
+
+    dcfg = cfg if OmegaConf.is_config(cfg) else OmegaConf.structured(cfg)
+    cfg = to_dataclass(dcfg)
+    check_config(cfg)
+    s = cfg.student
+    out = Path(cfg.output_dir)
+    accelerator = make_accelerator(cfg.trainer, out)
+
+    # 1. Seeds, then the resolved config beside the checkpoints
+    seed_everything(cfg.seed, cfg.trainer.deterministic)
+    if accelerator.is_main_process:
+        save_config(dcfg, out / "config.yaml")
+
+    # 2. Frozen teacher, the student (copy of the teacher or from model.depth), objective
+    teacher = load_teacher(s.teacher)
+    arch, student, depth_cfg = build_student_net(cfg, teacher)
+    probe = torch.zeros(1, 3, cfg.data.height, cfg.data.width)
+    freeze_unused_parameters(student, probe)
+    semantic_encoder = None
+    if s.semantic.weight > 0:
+        for net, who in ((student, "student"), (teacher.depth, "teacher")):
+            if who == "teacher" and s.semantic.encoder != "teacher":
+                continue
+            if "return_features" not in inspect.signature(net.forward).parameters:
+                raise ValueError(f"student.semantic.weight > 0: the {who}'s depth net "
+                                 f"({type(net).__name__}) returns no encoder features")
+        if s.semantic.encoder != "teacher":
+            semantic_encoder = FrozenDinov2(s.semantic.encoder, s.semantic.local_files_only)
+    objective = StudentObjective(teacher, cfg.data.context, loss=s.loss,
+                                 mask_reading=s.mask_reading, distill_weight=s.distill_weight,
+                                 semantic_weight=s.semantic.weight,
+                                 semantic_encoder=semantic_encoder,
+                                 ssim_alpha=cfg.loss.ssim_alpha,
+                                 padding_mode=cfg.loss.padding_mode).to(accelerator.device)
+    o = cfg.optim
+    groups = student.param_groups(o.lr_encoder, o.lr_decoder)
+
+    # 3. Data
+    train_set, val_set = build_student_datasets(cfg)
+    logger.info("student: %d training samples (%.0f%% with translations, keep p=%.3f), %s "
+                "validation samples", len(train_set), 100 * train_set.coverage,
+                train_set.keep_probability, len(val_set) if val_set else 0)
+    train_loader = build_train_loader(train_set, cfg.data.batch_size, seed=cfg.seed,
+                                      num_workers=cfg.data.num_workers)
+    val_loader = (build_val_loader(val_set, cfg.data.val_batch_size, cfg.data.num_workers)
+                  if val_set is not None and len(val_set) else None)
+
+    # 4. Export of the student's depth net (then ONNX after fit, see train_student)
+    def export(models: dict, folder: Path) -> None:
+        from depth_perception.models import save_depth_model
+
+        save_depth_model(folder, models["depth"], depth_cfg,
+                         make_metadata(cfg, teacher, arch, depth_cfg, trainer.state.step))
+
+    trainer = Trainer(cfg.trainer, o, {"depth": student}, groups, train_loader, objective, out,
+                      val_loader=val_loader,
+                      predict_fn=lambda models, batch: predict_depth(models, batch, objective),
+                      export_fn=export, accelerator=accelerator, config_yaml=to_yaml(dcfg),
+                      min_depth=depth_cfg.min_depth, max_depth=cfg.trainer.val_max_depth,
+                      median_scaling=validation_median_scaling(cfg),
+                      prior=(training_prior(cfg, [Path(b) for b in cfg.data.bags])
+                             if val_loader is not None else None))
+    return trainer, objective
+
+
+def train_student(cfg):
+    """Run the student training of a resolved config; export the result for deployment.
+
+    Returns the :class:`~depth_perception_training.train.trainer.TrainResult` with
+    ``deployable`` (what :func:`export_deployable` wrote) set on it.
+    """
+    from depth_perception_training.train.config import to_dataclass
+    from omegaconf import OmegaConf
+
+    trainer, _ = build_student_trainer(cfg)
+    result = trainer.fit()
+    c = to_dataclass(cfg if OmegaConf.is_config(cfg) else OmegaConf.structured(cfg))
+    deployable = {}
+    if c.student.export_onnx and result.export_dir is not None \
+            and trainer.accelerator.is_main_process:
+        deployable = export_deployable(Path(result.export_dir), c.data.height, c.data.width,
+                                       engine=c.student.export_engine)
+        (Path(c.output_dir) / "deployable.json").write_text(json.dumps(deployable, indent=2) + "\n")
+    result.deployable = deployable
+    return result
+
+
+def _cuda_available() -> bool:
+    return torch.cuda.is_available()
