@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from depth_perception.synth.scene import SynthConfig, SyntheticStreet
+from depth_perception.synth import SynthConfig, SyntheticStreet
 from depth_perception_training.translate import manifest, photometric
 from depth_perception_training.translate.config import (PhotometricConfig,
                                                         load_translate_config)
