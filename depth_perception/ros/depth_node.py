@@ -52,6 +52,7 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from depth_perception import conversions, units
 from depth_perception.camera import parse_size
 from depth_perception.colorize import colorize_depth
+from depth_perception.data.projection import project_lidar
 from depth_perception.conversions import stamp_to_ns
 from depth_perception.ros import qos as ros_qos
 from depth_perception.ros import util as ros_utils
@@ -490,7 +491,7 @@ class DepthNode(LifecycleNode):
             points, lidar_frame, lidar_stamp_ns = cloud
             T = self._transforms.camera_from_lidar(header.frame_id, lidar_frame,
                                                    lidar_stamp_ns, settings)
-            reference = ros_utils.lidar_depth_image(points, T, intrinsics)
+            reference = project_lidar(points, T, intrinsics)
         elif settings.scale_policy == "ground_plane":
             self._transforms.apply_camera_pose(est, header.frame_id, stamp_ns, settings)
         # 3. depth

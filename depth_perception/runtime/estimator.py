@@ -209,8 +209,7 @@ class DepthEstimator:
                                f"({self.backend.precision}); frame skipped (FP16 overflow in "
                                "LayerNorm/attention is a common cause: keep those in FP32)")
         # 3. back to camera resolution                                   [H,W]
-        depth = postprocess(output, prepared, self.metadata, upsample=self.upsample,
-                            apply_range=False)
+        depth = postprocess(output, prepared, self.metadata, upsample=self.upsample)
         return depth, prepared, t1, t2
 
     def _estimate_on_device(self, rgb, intrinsics):

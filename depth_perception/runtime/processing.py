@@ -17,9 +17,8 @@ Output: :func:`postprocess` turns the network output ``[1,1,h,w]`` into a depth 
   pixel next to an invalid one becomes NaN and depth edges get interpolated values)
   or nearest (``upsample="nearest"``: no invented depths between objects, blocky).
   With a centre crop, pixels outside the crop have no prediction: NaN.
-* Metric results get the REP 117 range meanings (``> max_depth`` -> +inf,
-  ``< min_depth`` -> -inf) via :func:`depth_perception.units.mark_out_of_range`;
-  relative results are left unmarked until a scale policy makes them metric.
+* Range meanings (REP 117: ``> max_depth`` -> +inf, ``< min_depth`` -> -inf) are not
+  applied here: the estimator applies them once, after the scale policy.
 """
 from __future__ import annotations
 
@@ -33,7 +32,6 @@ import numpy as np
 from depth_perception.camera import Intrinsics
 from depth_perception.metadata import ModelMetadata
 from depth_perception.runtime.geometry import DEFAULT_SHORT_SIDE
-from depth_perception.units import mark_out_of_range
 
 logger = logging.getLogger(__name__)
 
@@ -208,12 +206,12 @@ def output_to_depth(output: np.ndarray, metadata: ModelMetadata) -> np.ndarray:
 
 
 def postprocess(output: np.ndarray, prepared: Prepared, metadata: ModelMetadata,
-                upsample: str = "bilinear", apply_range: bool = True) -> np.ndarray:
+                upsample: str = "bilinear") -> np.ndarray:
     """Network output -> depth [H,W] float32 at camera resolution.
 
-    Metric kinds: metres, NaN invalid, and with ``apply_range`` the REP 117 range
-    meanings (+inf beyond ``max_depth``, -inf below ``min_depth``). Relative kinds:
-    relative depth (needs a scale policy), NaN invalid, never range-marked.
+    Metric kinds: metres; relative kinds: relative depth (needs a scale policy); NaN
+    invalid. The REP 117 range meanings (+inf/-inf) are applied once, after scaling, by
+    :class:`~depth_perception.runtime.estimator.DepthEstimator`.
     """
     if upsample not in UPSAMPLE_MODES:
         raise ValueError(f"upsample must be one of {sorted(UPSAMPLE_MODES)}, got '{upsample}'")
@@ -226,6 +224,4 @@ def postprocess(output: np.ndarray, prepared: Prepared, metadata: ModelMetadata,
         full = np.full((H, W), np.nan, np.float32)
         full[y0:y0 + ch, x0:x0 + cw] = depth
         depth = full
-    if apply_range and metadata.is_metric:
-        depth = mark_out_of_range(depth, metadata.min_depth, metadata.max_depth)
     return depth

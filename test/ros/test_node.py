@@ -321,7 +321,7 @@ def test_compressed_input(ros):
 
 def test_lidar_depth_image_projects_through_rep103_axes():
     from depth_perception.ros.params import LIDAR_TO_OPTICAL
-    from depth_perception.ros.util import lidar_depth_image
+    from depth_perception.data.projection import project_lidar as lidar_depth_image
 
     T = np.array(LIDAR_TO_OPTICAL).reshape(4, 4)
     # lidar: x forward, y left, z up. 10 m ahead -> principal point; 1 m to the RIGHT
