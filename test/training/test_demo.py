@@ -68,7 +68,8 @@ def test_untrained_fallback_names_itself(tmp_path):
     meta = ModelMetadata.load(f"{folder}/metadata.json")
     assert meta.provenance["trained"] is False
     # no training focal length, but the size it would train at: the runtime's default
-    assert (meta.train_width, meta.train_height, meta.train_focal_px) == (224, 70, 0.0)
+    assert (meta.train_width, meta.train_height, meta.train_focal_px) == \
+        (*DemoConfig().train_size, 0.0)
 
 
 def test_bad_demo_settings():

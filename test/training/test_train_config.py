@@ -89,7 +89,7 @@ def test_resolved_config_is_saved_and_reloads_identically(tmp_path):
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_shipped_configs_load_and_fit_the_model_and_data_schemas(path):
     cfg = to_dataclass(load_config(path))
-    if path.name == "defaults.yaml":
+    if path.name in ("defaults.yaml", "ssd_student_common.yaml"):   # bases the others extend
         return
     from depth_perception.data.samples import SampleConfig
     from depth_perception.models import depth_config
@@ -97,6 +97,17 @@ def test_shipped_configs_load_and_fit_the_model_and_data_schemas(path):
 
     if cfg.task == "pose":                           # pose pretraining: no depth net
         PoseNetConfig(**cfg.model.pose)
+        return
+    if cfg.task == "student":                        # the frozen teacher brings its nets
+        from depth_perception_training.train.student import STUDENT_INITS
+
+        assert cfg.student.init in STUDENT_INITS
+        assert cfg.student.semantic.weight >= 0 and cfg.student.distill_weight >= 0
+        if cfg.student.init == "model":
+            arch, depth_cfg = depth_config(dict(cfg.model.depth))
+            assert 0 < depth_cfg.min_depth < depth_cfg.max_depth
+        else:
+            assert not dict(cfg.model.depth)
         return
     from depth_perception_training.train.teacher import _sample_config, check_config
 

@@ -123,7 +123,7 @@ class RefinableDepthModel:
 def load_refinable(name_or_path: str | Path, device: str = "cpu") -> RefinableDepthModel:
     """This package's DINOv2+DPT checkpoint folder, or a transformers Depth Anything
     (local folder or hub id; offline with HF_HUB_OFFLINE=1)."""
-    from depth_perception.runtime.backends.torch_backend import is_checkpoint_folder
+    from depth_perception.runtime.model_source import is_checkpoint_folder
 
     path = Path(name_or_path)
     if path.is_dir() and is_checkpoint_folder(path):
