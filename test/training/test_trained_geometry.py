@@ -1,7 +1,7 @@
-"""Camera geometry as trained, on a tiny teacher trained here (224x70, synthetic bags).
+"""Camera geometry as trained, on a tiny teacher trained here (224x64, synthetic bags).
 
 * ``evaluate`` with default options on a 320x96 bag scores within 2% of the same model
-  run at its training size (short side 70), and far better than the old default (518);
+  run at its training size (short side 64), and far better than the old default (518);
 * ``focal_policy='canonical'``: the same synthetic scene rendered with two focal lengths
   gives metric depths within 3% of each other.
 """
@@ -19,14 +19,15 @@ TRAIN_STEPS = 120
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """(model folder, {name: bag}) - the demo's tiny teacher, trained on a 320x96
-    day-clear bag at 224x70, and evaluation renders of the same street."""
+    day-clear bag at 224x64, and evaluation renders of the same street."""
     from depth_perception.synth import SynthConfig, make_synthetic_bags
     from depth_perception_training.demo import DemoConfig, train_tiny_teacher
 
     root = tmp_path_factory.mktemp("geometry")
     train_bag = make_synthetic_bags(root / "train", frames=20, size=(320, 96),
                                     conditions=("day-clear",), seed=0)[0]
-    model, _ = train_tiny_teacher(DemoConfig(out=root, train_steps=TRAIN_STEPS), train_bag)
+    model, _ = train_tiny_teacher(DemoConfig(out=root, train_steps=TRAIN_STEPS, pose_steps=2,
+                                             train_size=(224, 64)), [train_bag])
     bags = {"320x96": make_synthetic_bags(root / "eval", frames=8, size=(320, 96),
                                           conditions=("day-clear",), seed=3)[0]}
     for name, factor in (("f0.58", 0.58), ("f0.75", 0.75)):
@@ -65,19 +66,21 @@ def test_default_input_is_the_training_geometry(trained, capsys):
 
     model, bags = trained
     meta = ModelMetadata.load(f"{model}/metadata.json")
-    assert (meta.train_width, meta.train_height) == (224, 70)
-    # the synthetic camera: f = 0.58 * 320 = 185.6 px, resized to 224x70 (fx 0.7x, fy 0.729x)
-    assert meta.train_focal_px == pytest.approx(0.5 * (185.6 * 0.7 + 185.6 * 70 / 96), rel=1e-3)
-    # the default input for the 320x96 camera: short side 96 * f_train / 185.6 -> 70
+    assert (meta.train_width, meta.train_height) == (224, 64)
+    # the synthetic camera: f = 0.58 * 320 = 185.6 px, resized to 224x64 (fx 0.7x, fy 0.667x)
+    assert meta.train_focal_px == pytest.approx(0.5 * (185.6 * 0.7 + 185.6 * 64 / 96), rel=1e-3)
+    # the default input for the 320x96 camera: its focal length matches the training one
+    # within half a size step (the network takes multiples of 32)
     from depth_perception.runtime.estimator import DepthEstimator
     from depth_perception.synth import SynthConfig
 
     camera = SynthConfig(size=(320, 96)).intrinsics
     with DepthEstimator.load(str(model), backend="torch") as est:
         size = est.estimate(np.zeros((96, 320, 3), np.uint8), camera).prepared.model_size
-    assert size == (238, 70)
+    f_input = 185.6 * size[1] / 96
+    assert abs(f_input - meta.train_focal_px) <= 185.6 * 32 / 96 / 2 + 1e-6, size
     default = abs_rel(model, bags["320x96"])
-    at_training = abs_rel(model, bags["320x96"], short_side=70)
+    at_training = abs_rel(model, bags["320x96"], short_side=64)
     old_default = abs_rel(model, bags["320x96"], short_side=518)
     print(f"abs_rel default {default:.4f}, at training size {at_training:.4f}, "
           f"at short side 518 {old_default:.4f}")
@@ -89,7 +92,7 @@ def test_canonical_focal_policy_serves_two_lenses(trained):
     model, bags = trained
     canonical = {k: depth_scale(model, bags[k], focal_policy="canonical")
                  for k in ("f0.58", "f0.75")}
-    fixed = {k: depth_scale(model, bags[k], short_side=70) for k in ("f0.58", "f0.75")}
+    fixed = {k: depth_scale(model, bags[k], short_side=64) for k in ("f0.58", "f0.75")}
     print(f"depth / truth, canonical: {canonical}; same input size, no correction: {fixed}")
     assert canonical["f0.75"] == pytest.approx(canonical["f0.58"], rel=0.03)
     # without the correction the longer lens reads nearer: the test can fail
