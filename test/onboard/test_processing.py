@@ -2,6 +2,8 @@
 import numpy as np
 import pytest
 
+from depth_perception import units
+
 from depth_perception.camera import Intrinsics
 from depth_perception.metadata import ModelMetadata
 from depth_perception.runtime.processing import (Preprocessor, choose_input_size, disp_to_depth,
@@ -98,7 +100,7 @@ def _prepared(meta, cam, **kw):
     return Preprocessor(meta, **kw).prepare(np.zeros((cam.height, cam.width, 3), np.uint8), cam)
 
 
-def test_postprocess_back_to_camera_resolution_with_range_meanings():
+def test_postprocess_back_to_camera_resolution_then_range_meanings_once():
     meta = ModelMetadata(output_kind="metric_depth", input_height=28, input_width=42,
                          min_depth=0.5, max_depth=40.0)
     cam = Intrinsics(100.0, 100.0, 59.5, 39.5, 120, 80)
@@ -111,6 +113,9 @@ def test_postprocess_back_to_camera_resolution_with_range_meanings():
     out[0, 0, 20:, 30:] = 7.0
     depth = postprocess(out, prep, meta, upsample="nearest")
     assert depth.shape == (80, 120) and depth.dtype == np.float32
+    # postprocess keeps metres; the range meanings are applied once (by the estimator)
+    assert depth[10, 10] == pytest.approx(100.0) and depth[10, 100] == pytest.approx(0.2)
+    depth = units.mark_out_of_range(depth, meta.min_depth, meta.max_depth)
     assert np.isposinf(depth[10, 10]) and np.isneginf(depth[10, 100])
     assert np.isnan(depth[60, 10]) and np.isnan(depth[45, 70])
     assert depth[75, 115] == pytest.approx(7.0)
