@@ -102,12 +102,15 @@ def test_slow_model_keeps_latency_bounded_and_counts_drops():
         assert stats.frames_dropped > 0, "a 100 ms model at 30 Hz must drop frames"
         assert stats.frames_out < n_frames * 0.7
         assert stats.frames_out >= 10
-        # every output is one of the newest inputs (100 ms model = 3 frames; slack for
-        # scheduling on a loaded 2-core machine) and the lag does not grow over the run
+        # every output is one of the newest inputs and the lag does not grow. A queue that
+        # kept every frame would fall ~2 frames further behind per output (90 frames in,
+        # ~30 out): ~60 frames by the end. The one-slot queue stays at ~3 (one 100 ms model
+        # call); the bounds leave room for scheduling stalls on a loaded 2-core machine
+        # (CI saw single outputs 10 frames late) while still failing a growing queue.
         lag = np.array([lag for _, lag in lags])
-        assert lag.max() <= 10, f"outputs fell behind the newest input by {lag.max()} frames"
+        assert lag.max() <= 20, f"outputs fell behind the newest input by {lag.max()} frames"
         third = len(lag) // 3
-        assert lag[-third:].mean() <= lag[:third].mean() + 2.0, lag
+        assert np.median(lag[-third:]) <= np.median(lag[:third]) + 6, lag
         # outputs are in stamp order, no frame processed twice
         idx = [i for i, _ in lags]
         assert idx == sorted(set(idx))
