@@ -11,7 +11,9 @@ import argparse
 import importlib
 import logging
 import pkgutil
+import signal
 import sys
+import threading
 from importlib.metadata import entry_points
 
 from depth_perception import __version__, commands
@@ -72,18 +74,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the verb is, so that it unwinds as on Ctrl-C."""
+
+
+def _raise_terminated(signum, _frame) -> None:
+    raise _Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run a verb. SIGINT and SIGTERM interrupt it (its ``finally`` blocks tidy up; ROS
+    verbs such as ``replay`` stop by themselves and return 0): exit 130 and 143, the
+    shell's 128 + signal number, without a traceback."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
     try:
         return int(args._run(args) or 0)
+    except _Terminated:
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
-        return 130
+        return 128 + signal.SIGINT
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         # Boundary errors are meant for the user: print the message, not a traceback.
         logging.getLogger("depth_perception").debug("error", exc_info=True)
         print(f"depth-perception {args.verb}: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

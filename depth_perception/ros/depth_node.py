@@ -573,27 +573,11 @@ class DepthNode(LifecycleNode):
 
 
 def main(args=None) -> int:
-    """Entry point: spin a DepthNode on a MultiThreadedExecutor until shutdown."""
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+    """Entry point: a DepthNode on a MultiThreadedExecutor until SIGINT/SIGTERM or a
+    lifecycle ``shutdown``; then the shutdown transition and teardown (:mod:`.lifetime`)."""
+    from depth_perception.ros.lifetime import run_nodes
 
-    rclpy.init(args=args)
-    node = DepthNode()
-    executor = MultiThreadedExecutor(num_threads=4)
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node.state == "active":
-            node.trigger_deactivate()
-        if node.state == "inactive":
-            node.trigger_cleanup()
-        executor.shutdown()
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+    return run_nodes(lambda: [DepthNode()], args=args, threads=4)
 
 
 if __name__ == "__main__":

@@ -306,26 +306,16 @@ class EvaluatorNode(Node):
 
 
 def main(args=None) -> int:
-    import rclpy
-    from rclpy.executors import ExternalShutdownException
+    """Entry point: spin until SIGINT/SIGTERM, then write the report and end (exit 0;
+    2 for bad parameters)."""
+    from depth_perception.ros.lifetime import run_nodes
 
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s] %(name)s: %(message)s")
-    rclpy.init(args=args)
-    node = None
     try:
-        node = EvaluatorNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        return run_nodes(lambda: [EvaluatorNode()], args=args)
     except ValueError as exc:
         logging.getLogger(NODE_NAME).error(str(exc))
         return 2
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
 
 
 if __name__ == "__main__":

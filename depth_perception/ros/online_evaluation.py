@@ -64,6 +64,7 @@ def evaluate_online(bag, model: str, results: EvaluationResults | None = None,
     from depth_perception.data.bag import BagReader, BagTopics
     from depth_perception.ros.depth_node import DepthNode
     from depth_perception.ros.evaluator_node import EvaluatorNode
+    from depth_perception.ros.lifetime import Spinner, init, shutdown_lifecycle
     from depth_perception.ros.replay import BagReplayer
 
     lidar = parse_reference(reference).kind == "lidar"
@@ -79,10 +80,9 @@ def evaluate_online(bag, model: str, results: EvaluationResults | None = None,
         if lidar and reader.has("odom"):
             played.append(topics.odom)
     context = rclpy.Context()
-    rclpy.init(context=context)
-    executor = MultiThreadedExecutor(num_threads=4, context=context)
+    init(context=context)
+    spin = Spinner(MultiThreadedExecutor(num_threads=4, context=context), "evaluate_online")
     nodes = []
-    spin = threading.Thread(target=executor.spin, daemon=True, name="evaluate_online")
     try:
         # 1. Nodes
         depth_node = DepthNode(context=context, parameter_overrides=[
@@ -107,7 +107,7 @@ def evaluate_online(bag, model: str, results: EvaluationResults | None = None,
         player_node = rclpy.create_node("evaluate_online_replay", context=context)
         nodes.append(player_node)
         for node in nodes:
-            executor.add_node(node)
+            spin.executor.add_node(node)
         spin.start()
         # the depth node configures (loads the model) and activates from a timer
         _wait(lambda: depth_node.state == "active" or bool(depth_node.problem), timeout,
@@ -153,15 +153,16 @@ def evaluate_online(bag, model: str, results: EvaluationResults | None = None,
             frames_dropped=s.frames_dropped, frames_bad=s.frames_bad,
             frames_unmatched=evaluator.matcher.unmatched, frames_failed=evaluator.frames_failed)
     finally:
-        executor.shutdown(timeout_sec=5.0)
+        # also on Ctrl-C: no callback runs any more, then the depth node's shutdown
+        # transition (its worker joined), then the nodes, then the context
+        spin.stop(timeout=10.0)
         for node in nodes:
             try:
+                shutdown_lifecycle(node)
                 node.destroy_node()
             except Exception:                # noqa: BLE001 - teardown goes on
-                log.debug("destroy_node failed", exc_info=True)
+                log.debug("teardown of %s failed", node.get_name(), exc_info=True)
         context.try_shutdown()
-        if spin.is_alive():
-            spin.join(timeout=10.0)
     if results is None:
         return online
     results.absorb(online, append=True)

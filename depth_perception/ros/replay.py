@@ -223,35 +223,31 @@ def replay_bag(path: str | Path, node, rate: float = 1.0, topics=None, clock: bo
 
 
 def play(args) -> int:
-    """Run the replay verb: a node that plays ``args.bag`` until it ends (or Ctrl-C)."""
-    import threading
-
+    """Run the replay verb: a node that plays ``args.bag`` until it ends, or until
+    SIGINT/SIGTERM (then it stops publishing, prints what it played and returns 0)."""
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
+    from depth_perception.ros.lifetime import Spinner, init, stop_on_signals
+
     if not args.rate > 0:
         raise ValueError(f"--rate must be > 0, got {args.rate}")
-    rclpy.init()
+    init()
     node = rclpy.create_node("bag_replay")
-    stop = threading.Event()
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner = Spinner(SingleThreadedExecutor(), name="bag_replay_spin")
+    spinner.executor.add_node(node)
     spinner.start()
     try:
-        stats = replay_bag(args.bag, node, rate=args.rate, topics=args.topics,
-                           clock=args.clock, loop=args.loop, wait_for=args.wait_for,
-                           wait_timeout=args.wait_timeout, stop=stop)
-    except KeyboardInterrupt:
-        stop.set()
-        return 130
+        with stop_on_signals() as stop:
+            stats = replay_bag(args.bag, node, rate=args.rate, topics=args.topics,
+                               clock=args.clock, loop=args.loop, wait_for=args.wait_for,
+                               wait_timeout=args.wait_timeout, stop=stop)
     except TimeoutError as exc:
         raise RuntimeError(str(exc)) from exc
     finally:
-        executor.shutdown(timeout_sec=2.0)
+        spinner.stop()
         node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+        rclpy.try_shutdown()
     for topic, n in sorted(stats.published.items()):
         print(f"{topic}: {n} messages")
     for topic, reason in sorted(stats.skipped.items()):
