@@ -18,6 +18,7 @@ after a signal, as rclcpp nodes do: stopping is their normal end.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import logging
 import signal
@@ -61,19 +62,28 @@ def stop_on_signals(stop: threading.Event | None = None) -> Iterator[threading.E
 
 
 class Spinner:
-    """``executor.spin()`` in a thread that ends quietly when the executor or its context
-    shuts down; :meth:`stop` returns once no callback runs any more."""
+    """The executor spinning in a thread; :meth:`stop` returns once no callback runs any
+    more and none will.
+
+    rclpy's ``Executor.shutdown`` destroys the executor's guard condition while callbacks
+    queued in a multi-threaded executor's pool may still trigger it; they then fail with
+    ``cannot use Destroyable`` in futures nobody reads ("exception was never
+    retrieved"), on Jazzy and on Kilted. So the spin loop is ended first, the pool is
+    drained, and only then is the executor shut down.
+    """
 
     def __init__(self, executor, name: str = "ros_spin"):
         self.executor = executor
         self.error: BaseException | None = None
+        self._halt = threading.Event()
         self._thread = threading.Thread(target=self._spin, name=name, daemon=True)
 
     def _spin(self) -> None:
         from rclpy.executors import ExternalShutdownException, ShutdownException
 
         try:
-            self.executor.spin()
+            while not self._halt.is_set() and self.executor.context.ok():
+                self.executor.spin_once(timeout_sec=0.1)
         except (ShutdownException, ExternalShutdownException):
             pass
         except BaseException as exc:             # noqa: BLE001 - reported by the owner
@@ -87,13 +97,18 @@ class Spinner:
         return self._thread.is_alive()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Shut the executor down and join the spin thread (and, for a multi-threaded
-        executor, its worker threads)."""
-        self.executor.shutdown(timeout_sec=timeout)
+        """End the spin loop, let queued callbacks finish, then shut the executor down."""
+        self._halt.set()
         if self._thread.is_alive():
+            self.executor.wake()
             self._thread.join(timeout)
         if self._thread.is_alive():
             log.warning("the executor thread did not end within %.0f s", timeout)
+        # MultiThreadedExecutor's worker pool (the same attribute on Jazzy and Kilted)
+        pool = getattr(self.executor, "_executor", None)
+        if isinstance(pool, concurrent.futures.Executor):
+            pool.shutdown(wait=True)
+        self.executor.shutdown(timeout_sec=timeout)
 
 
 def shutdown_lifecycle(node) -> None:
