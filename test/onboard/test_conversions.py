@@ -18,6 +18,11 @@ ENCODING_SAMPLES = {
 }
 
 
+#: rclpy messages (the ROS-facing half: `-m ros` runs it on every ROS 2 release) and
+#: rosbags messages
+FLAVOURS = [pytest.param("rclpy", marks=pytest.mark.ros), "rosbags"]
+
+
 @pytest.fixture(scope="module")
 def typestore():
     from rosbags.typesys import Stores, get_typestore
@@ -63,7 +68,7 @@ def numpy_path(monkeypatch):
 
 
 # -- images ------------------------------------------------------------------------------
-@pytest.mark.parametrize("flavour", ["rclpy", "rosbags"])
+@pytest.mark.parametrize("flavour", FLAVOURS)
 @pytest.mark.parametrize("encoding", sorted(ENCODING_SAMPLES))
 def test_image_round_trip_every_encoding(encoding, flavour, typestore):
     arr = _sample(encoding)
@@ -78,6 +83,7 @@ def test_image_round_trip_every_encoding(encoding, flavour, typestore):
     np.testing.assert_array_equal(back, arr)
 
 
+@pytest.mark.ros
 def test_rclpy_image_bytes_read_back_with_rosbags(typestore):
     """An rclpy-built message serialized by rclpy is a valid rosbags message (bag replay)."""
     from rclpy.serialization import serialize_message
@@ -112,7 +118,7 @@ def test_mono8_to_rgb_repeats_the_channel():
     np.testing.assert_array_equal(out, np.repeat(mono[..., None], 3, axis=2))
 
 
-@pytest.mark.parametrize("flavour", ["rclpy", "rosbags"])
+@pytest.mark.parametrize("flavour", FLAVOURS)
 def test_step_padding_is_skipped(flavour, typestore):
     # 3 rows of 2 rgb8 pixels (6 bytes) padded to step 8 with 0xEE bytes
     arr = np.arange(18, dtype=np.uint8).reshape(3, 2, 3)
@@ -149,7 +155,7 @@ def test_bigendian_16uc1_millimetres():
     np.testing.assert_allclose(out, [[1.5, np.nan], [65.535, 0.001]], rtol=1e-6)
 
 
-@pytest.mark.parametrize("flavour", ["rclpy", "rosbags"])
+@pytest.mark.parametrize("flavour", FLAVOURS)
 def test_depth_image_32fc1_and_16uc1(flavour, typestore):
     depth = np.array([[0.5, np.nan, np.inf], [1.2344, 70.0, 2.0]], np.float32)
     mt = _msg_type(flavour, typestore, "sensor_msgs/msg/Image")
@@ -175,7 +181,7 @@ def test_32fc1_zero_depth_is_invalid():
 
 @pytest.mark.parametrize("fmt,ext,tol", [("jpeg", ".jpg", 12), ("png", ".png", 0),
                                          ("rgb8; jpeg compressed bgr8", ".jpg", 12)])
-@pytest.mark.parametrize("flavour", ["rclpy", "rosbags"])
+@pytest.mark.parametrize("flavour", FLAVOURS)
 def test_compressed_image_decodes_to_rgb(fmt, ext, tol, flavour, typestore):
     import cv2
 
@@ -212,6 +218,7 @@ def test_compressed_depth_16uc1(typestore):
     np.testing.assert_allclose(conv.image_to_depth(msg), [[1.0, np.nan], [2.5, 65.535]])
 
 
+@pytest.mark.ros
 def test_cv_bridge_path_matches_numpy_path(monkeypatch):
     pytest.importorskip("cv_bridge")
     arr = _sample("32FC1")
@@ -222,6 +229,7 @@ def test_cv_bridge_path_matches_numpy_path(monkeypatch):
     np.testing.assert_array_equal(via_bridge, conv.image_to_numpy(msg))
 
 
+@pytest.mark.ros
 def test_cv_bridge_is_used_for_rclpy_messages_when_importable(monkeypatch):
     """The dispatch: an rclpy message goes to CvBridge when it imports; rosbags never."""
     import sys
@@ -288,7 +296,7 @@ def test_corrupt_compressed_image(typestore):
 
 
 # -- camera info -------------------------------------------------------------------------
-@pytest.mark.parametrize("flavour", ["rclpy", "rosbags"])
+@pytest.mark.parametrize("flavour", FLAVOURS)
 def test_camera_info_round_trip(flavour, typestore):
     intr = Intrinsics(fx=721.5, fy=719.25, cx=609.5, cy=172.75, width=1242, height=375)
     msg = conv.intrinsics_to_camera_info(
@@ -335,7 +343,7 @@ def _depth():
     return d
 
 
-@pytest.mark.parametrize("flavour", ["rclpy", "rosbags"])
+@pytest.mark.parametrize("flavour", FLAVOURS)
 def test_depth_to_cloud_matches_hand_backprojection(flavour, typestore):
     msg = conv.depth_to_cloud(_depth(), INTR, _header(flavour, typestore),
                               msg_type=_msg_type(flavour, typestore,
@@ -394,7 +402,7 @@ def test_rgb_packing_is_bit_exact(typestore):
     np.testing.assert_array_equal(conv.unpack_rgb(packed).reshape(3, 4, 3), rgb)
 
 
-@pytest.mark.parametrize("flavour", ["rclpy", "rosbags"])
+@pytest.mark.parametrize("flavour", FLAVOURS)
 def test_points_to_cloud_round_trip(flavour, typestore):
     pts = np.array([[1, 2, 3, 0.5], [-4, 5.5, 6, 0.25]], np.float32)
     msg = conv.points_to_cloud(pts, ("x", "y", "z", "intensity"), _header(flavour, typestore),
