@@ -120,7 +120,8 @@ def shutdown_lifecycle(node) -> None:
 
 
 def lifecycle_state(node) -> str:
-    """The lifecycle state label of ``node`` ('' when it is not a lifecycle node)."""
+    """The lifecycle state label of ``node`` ('' when it is not a lifecycle node).
+    rclpy (Jazzy, Kilted) has no public getter: its state machine's current state."""
     machine = getattr(node, "_state_machine", None)
     return str(machine.current_state[1]) if machine is not None else ""
 
