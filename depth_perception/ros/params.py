@@ -46,6 +46,12 @@ class ParamSpec:
 
 
 PARAMETERS = (
+    ParamSpec("cameras", ("",), "Camera namespaces served by this node with one model: for "
+              "each camera C, subscribes C/image (or C/image/compressed) and C/camera_info "
+              "and publishes C/depth, C/depth/camera_info, C/points, C/depth/colorized with "
+              "that camera's stamps and frames; [''] = one camera on the node's own topics. "
+              "Frames of several cameras ready together run as one batch where the model "
+              "takes one", read_only=True),
     ParamSpec("model", "", "Model to load: .onnx file, TensorRT .engine/.plan file, this "
               "package's checkpoint folder, or a transformers model id/folder", read_only=True),
     ParamSpec("backend", "auto", "Inference backend: auto picks the fastest available",
@@ -160,9 +166,32 @@ def settings_from_values(values: dict) -> NodeSettings:
     unknown = sorted(set(values) - set(PARAMETER_NAMES))
     if unknown:
         raise ValueError(f"unknown depth node parameters {unknown}")
-    values = {k: tuple(float(x) for x in v) if isinstance(SPECS[k].default, tuple) else v
+    values = {k: _array_value(SPECS[k], v) if isinstance(SPECS[k].default, tuple) else v
               for k, v in values.items()}
     return NodeSettings(**values)
+
+
+def _array_value(spec: ParamSpec, value) -> tuple:
+    """An array parameter as a tuple of its element type (str or float)."""
+    kind = str if isinstance(spec.default[0], str) else float
+    return tuple(kind(x) for x in value)
+
+
+def camera_namespace_problem(cameras) -> str:
+    """'' if ``cameras`` is a usable list of camera namespaces, else the reason."""
+    cameras = list(cameras)
+    if not cameras:
+        return "cameras must name at least one camera namespace ([''] = the node's own topics)"
+    names = [str(c).strip("/") for c in cameras]
+    if len(set(names)) != len(names):
+        return f"cameras must be distinct namespaces, got {cameras}"
+    for camera, name in zip(cameras, names):
+        if name and not all(part and (part[0].isalpha() or part[0] == "_")
+                            and all(ch.isalnum() or ch == "_" for ch in part)
+                            for part in name.split("/")):
+            return (f"camera namespace {camera!r} is not a ROS namespace (letters, digits and "
+                    "'_' in '/'-separated parts, each starting with a letter or '_')")
+    return ""
 
 
 def validate_parameter(spec: ParamSpec, value) -> str:
@@ -187,6 +216,8 @@ def validate_parameter(spec: ParamSpec, value) -> str:
             return f"warmup_size must be '' or WIDTHxHEIGHT (e.g. 1280x720), got {value!r}"
     if spec.name == "base_frame" and not str(value).strip("/ "):
         return "base_frame must name a TF frame, got an empty string"
+    if spec.name == "cameras":
+        return camera_namespace_problem(value)
     if spec.name == "lidar_to_camera":
         values = list(value)
         if len(values) != 16 or not all(math.isfinite(v) for v in values):
@@ -210,7 +241,8 @@ def descriptor(spec: ParamSpec):
         d.integer_range = [IntegerRange(from_value=int(spec.low), to_value=int(spec.high),
                                         step=1)]
     if isinstance(spec.default, tuple):
-        d.type = ParameterType.PARAMETER_DOUBLE_ARRAY
+        d.type = (ParameterType.PARAMETER_STRING_ARRAY if isinstance(spec.default[0], str)
+                  else ParameterType.PARAMETER_DOUBLE_ARRAY)
     return d
 
 

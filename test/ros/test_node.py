@@ -350,9 +350,9 @@ def test_lifecycle_cycle_releases_and_reloads_the_backend(ros):
     assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
     backend = node._estimator.backend
     assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
-    assert len(node._subs) == 2 and node.state == "active"
+    assert len(node.cameras[0].subscriptions) == 2 and node.state == "active"
     assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
-    assert node._subs == [] and node_state(node) == "inactive"
+    assert node.cameras[0].subscriptions == [] and node_state(node) == "inactive"
     assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
     assert backend.closed and node._estimator is None
     assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
