@@ -107,8 +107,9 @@ def bench_stages(repeat: int, metadata: ModelMetadata) -> None:
           "copy1 = np.copy of the stride-1 cloud's bytes")
 
 
-def vit_s_onnx(folder: Path, height: int, width: int) -> Path:
-    """A ViT-S sized Depth Anything (24.8 M backbone params), random weights, as ONNX."""
+def vit_s_onnx(folder: Path, height: int, width: int, dynamic_batch: bool = False) -> Path:
+    """A ViT-S sized Depth Anything (24.8 M backbone params), random weights, as ONNX
+    (batch 1, or a dynamic batch dimension with ``dynamic_batch``)."""
     import torch
     from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
 
@@ -132,7 +133,9 @@ def vit_s_onnx(folder: Path, height: int, width: int) -> Path:
     path = folder / f"vit_s_{height}x{width}.onnx"
     torch.onnx.export(transformers_depth_module(model).eval(),
                       (torch.rand(1, 3, height, width),), str(path), input_names=["image"],
-                      output_names=["depth"], opset_version=17, dynamo=False)
+                      output_names=["depth"], opset_version=17, dynamo=False,
+                      dynamic_axes={"image": {0: "batch"}, "depth": {0: "batch"}}
+                      if dynamic_batch else None)
     write_onnx_metadata(path, ModelMetadata(output_kind="metric_depth", input_height=height,
                                             input_width=width, min_depth=0.1, max_depth=80.0,
                                             provenance={"source": "bench random ViT-S"}))

@@ -99,7 +99,8 @@ def test_onnx_fixed_batch_falls_back_to_sequential_calls_with_identical_outputs(
     pytest.importorskip("onnxruntime")
     from support.models_fixtures import tiny_depth_anything_onnx
 
-    from depth_perception.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from depth_perception.runtime.backends.onnxruntime_backend import (OnnxRuntimeBackend,
+                                                                       dynamic_batch)
 
     fixed = tiny_depth_anything_onnx(tmp_path / "b1.onnx", 56, 56)
     dynamic = tiny_depth_anything_onnx(tmp_path / "bn.onnx", 56, 56, dynamic_batch=True)
@@ -108,6 +109,8 @@ def test_onnx_fixed_batch_falls_back_to_sequential_calls_with_identical_outputs(
     outputs = {}
     for label, path in (("fixed", fixed), ("dynamic", dynamic)):
         backend = OnnxRuntimeBackend(path, providers=["CPUExecutionProvider"])
+        assert backend.max_batch("image") == (1 if label == "fixed" else None)
+        assert dynamic_batch(path, "image") == (label == "dynamic")
         shapes = runs.setdefault(label, [])
         run = backend.run
         backend.run = lambda feeds, run=run, shapes=shapes: (
