@@ -62,8 +62,9 @@ from depth_perception.ros import util as ros_utils
 from depth_perception.ros.camera_pipeline import CameraPipeline
 from depth_perception.ros.diagnostics import FrameStats, StatusReporter, Throttle
 from depth_perception.ros.params import (PARAMETER_NAMES, PARAMETERS, SPECS, NodeSettings,
-                                         declare_parameters, default_estimator_factory,
-                                         settings_from_values, validate_parameter)
+                                         camera_namespace_problem, declare_parameters,
+                                         default_estimator_factory, settings_from_values,
+                                         validate_parameter)
 from depth_perception.ros.tf_listener import NodeTransforms
 from depth_perception.runtime.geometry import warmup_intrinsics
 
@@ -83,6 +84,9 @@ class DepthNode(LifecycleNode):
         self._factory = estimator_factory or default_estimator_factory
         declare_parameters(self)
         self._settings = self._read_settings()
+        problem = camera_namespace_problem(self._settings.cameras)
+        if problem:                 # read-only: checked once, here
+            raise ValueError(f"parameter 'cameras': {problem}")
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
 

@@ -260,3 +260,16 @@ def test_a_stalled_and_a_blocked_camera_do_not_slow_the_others():
             assert second[i] >= 0.8 * first[i], (first, second)
         assert min(second[:2]) >= 0.8 * max(second[:2]), second
         assert node.cameras[0].stats.bad["no_camera_info"] == 0
+
+
+@pytest.mark.parametrize("cameras, match", [(["front", "/front"], "distinct"),
+                                            (["front", "rear camera"], "not a ROS namespace"),
+                                            (["front", "2nd"], "not a ROS namespace")])
+def test_bad_camera_lists_are_refused_with_the_reason(cameras, match):
+    from depth_perception.ros.depth_node import DepthNode
+    from rclpy.parameter import Parameter
+
+    with RosHarness() as ros:
+        with pytest.raises(ValueError, match=f"parameter 'cameras': .*{match}"):
+            DepthNode(context=ros.context, estimator_factory=lambda s: None,
+                      parameter_overrides=[Parameter("cameras", value=cameras)])
