@@ -11,7 +11,7 @@ dimension and run by onnxruntime (CPU): start
 * four ``depth_node`` processes, one camera each (``cameras:=[camI]``),
 
 publish 320x240 frames (image + CameraInfo) on the four cameras at ``--rate`` Hz each
-from this process, wait until every camera has an output, then count each camera's
+from this process (a quarter period apart), wait until every camera has an output, then count each camera's
 depth outputs over ``--seconds`` and read the nodes' resident memory (sum of VmRSS of
 the node processes). Prints, with the load average before and after: RSS sum, frames
 per second per camera (min / mean), and the one-node / four-nodes ratios (targets:
@@ -107,32 +107,41 @@ class Rig:
         for c in CAMERAS:
             self.node.create_subscription(Image, f"/{c}/depth",
                                           lambda msg, c=c: self._count(c), 10)
-        self.node.create_timer(1.0 / rate, self._publish)
         self.executor = MultiThreadedExecutor(num_threads=2, context=self.context)
         self.executor.add_node(self.node)
         self._thread = threading.Thread(target=self.executor.spin, daemon=True)
         self._thread.start()
+        # one timer per camera, a quarter period apart: cameras are not phase-locked, and
+        # four 230 kB images sent back to back overflow the DDS transport buffers (the
+        # first cameras of the burst then lose frames, in either layout)
+        self.timers = []
+        for c in CAMERAS:
+            self.timers.append(self.node.create_timer(1.0 / rate,
+                                                      lambda c=c: self._publish(c)))
+            time.sleep(0.25 / rate)
 
     def _count(self, camera: str) -> None:
         with self._lock:
             self.counts[camera] += 1
 
-    def _publish(self) -> None:
+    def _publish(self, camera: str) -> None:
         from std_msgs.msg import Header
 
         from depth_perception import conversions
 
-        stamp = self.node.get_clock().now().to_msg()
-        for i, (c, (image_pub, info_pub)) in enumerate(self.pubs.items()):
-            header = Header(stamp=stamp, frame_id=f"{c}_optical")
-            info_pub.publish(conversions.intrinsics_to_camera_info(self.K, header))
-            image_pub.publish(conversions.numpy_to_image(self.rgb, "rgb8", header))
+        image_pub, info_pub = self.pubs[camera]
+        header = Header(stamp=self.node.get_clock().now().to_msg(),
+                        frame_id=f"{camera}_optical")
+        info_pub.publish(conversions.intrinsics_to_camera_info(self.K, header))
+        image_pub.publish(conversions.numpy_to_image(self.rgb, "rgb8", header))
 
     def snapshot(self) -> dict[str, int]:
         with self._lock:
             return dict(self.counts)
 
     def close(self) -> None:
+        for timer in self.timers:
+            timer.cancel()
         self.executor.shutdown(timeout_sec=2.0)
         self.node.destroy_node()
         self.context.try_shutdown()
