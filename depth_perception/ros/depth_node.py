@@ -112,7 +112,7 @@ class DepthNode(LifecycleNode):
         # /diagnostics and ~/status are ordinary publishers: they report in every state,
         # including "unconfigured because the model failed to load".
         self.reporter = StatusReporter(self, self._settings.diagnostics_period,
-                                        self._diag_group, ros_utils.import_diagnostic_updater())
+                                       self._diag_group, ros_utils.import_diagnostic_updater())
         self._qos_timer = self.create_timer(self._settings.qos_check_period,
                                             self._check_qos, callback_group=self._diag_group)
         self._autostart_timer = None
@@ -328,7 +328,7 @@ class DepthNode(LifecycleNode):
         try:
             points = conversions.cloud_to_numpy(msg, ("x", "y", "z"))
             self.lidar_cloud = (points, str(msg.header.frame_id),
-                                 stamp_to_ns(msg.header.stamp))
+                                stamp_to_ns(msg.header.stamp))
         except ValueError as exc:
             if self._throttle.ready("lidar"):
                 self.get_logger().warning(f"LiDAR cloud ignored: {exc}")
