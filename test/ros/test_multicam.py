@@ -69,6 +69,7 @@ def start(ros, cams, backend, **params):
 
     def factory(settings):
         return DepthEstimator(backend, META, settings.scale_policy,
+                              scale_params=settings.scale_params(),
                               **settings.estimator_options())
 
     params = {"model": "red", "input_short_side": 28,
@@ -273,3 +274,61 @@ def test_bad_camera_lists_are_refused_with_the_reason(cameras, match):
         with pytest.raises(ValueError, match=f"parameter 'cameras': .*{match}"):
             DepthNode(context=ros.context, estimator_factory=lambda s: None,
                       parameter_overrides=[Parameter("cameras", value=cameras)])
+
+
+def test_each_camera_has_its_own_scale_policy_and_tf_pose():
+    """ground_plane on two cameras of one rig: /tf_static puts 'front' 1.5 m and 'rear'
+    0.75 m above base_link, the model sees the same road 1 m below each. Each camera's
+    scale is its own TF height (1.5 and 0.75); one shared policy or one shared pose
+    would give both the same scale."""
+    pytest.importorskip("tf2_msgs.msg")
+    from geometry_msgs.msg import TransformStamped
+    from tf2_msgs.msg import TFMessage
+
+    from depth_perception.ros.tf_listener import tf_qos
+    from support.models_fixtures import street_depth
+
+    cams = [Cam("front", "front_optical", 112, 56, 34), Cam("rear", "rear_optical", 112, 56, 34)]
+    K = cams[0].K
+    road = street_depth(K, camera_height=1.0, far=60.0)            # [H,W], 1 m camera
+
+    def model(x):
+        return np.repeat(np.nan_to_num(road, nan=0.0)[None, None], x.shape[0], axis=0)
+
+    def static(child, height):
+        t = TransformStamped(child_frame_id=child)
+        t.header.frame_id = "base_link"
+        t.transform.translation.z = height
+        r = t.transform.rotation
+        r.x, r.y, r.z, r.w = (-0.5, 0.5, -0.5, 0.5)   # optical axes in base_link (REP 103)
+        return t
+
+    with RosHarness() as ros:
+        pub = ros.helper.create_publisher(TFMessage, "/tf_static", tf_qos(static=True))
+        pub.publish(TFMessage(transforms=[static("front_optical", 1.5),
+                                          static("rear_optical", 0.75)]))
+        node = start(ros, cams, FunctionBackend(model, META, batch=None),
+                     scale_policy="ground_plane", camera_height=3.0, input_short_side=56)
+        def tf_ready():          # both poses known before any frame: no parameter scale
+            try:
+                return all(node.transforms._tf.lookup("base_link", c.frame_id, None)
+                           is not None for c in cams)
+            except Exception:  # noqa: BLE001 - not yet
+                return False
+        wait_for(tf_ready, 10, "the node's TF source to know both cameras")
+        feeders = [Feeder(ros, c) for c in cams]
+        t = T0
+
+        def scaled():
+            return all(c.stats.frames_out >= 5 for c in node.cameras)
+        while not scaled():
+            for i, f in enumerate(feeders):
+                f.send(t + i * 1_000_000)
+            t += 50_000_000
+            assert t < T0 + 400 * 50_000_000, "no scaled frames from both cameras"
+            threading.Event().wait(0.05)
+        front, rear = (c.stats for c in node.cameras)
+        assert front.last_scale_source == rear.last_scale_source == "ground_plane"
+        assert front.last_scale == pytest.approx(1.5, rel=0.05)
+        assert rear.last_scale == pytest.approx(0.75, rel=0.05)
+        assert node.cameras[1].scale_policy is not node._estimator.scale_policy
