@@ -233,8 +233,8 @@ def test_parity_failure_fails_the_export_and_leaves_no_file(tiny_ckpt, tmp_path,
 
     original = onnx_export._torch_export
 
-    def export_then_corrupt(module, dummy, path, metadata, opset):
-        original(module, dummy, path, metadata, opset)
+    def export_then_corrupt(module, dummy, path, metadata, opset, *args, **kwargs):
+        original(module, dummy, path, metadata, opset, *args, **kwargs)
         model = onnx.load(str(path))
         init = max(model.graph.initializer, key=lambda t: int(np.prod(t.dims)))
         values = numpy_helper.to_array(init).copy()
