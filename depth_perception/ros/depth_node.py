@@ -56,6 +56,7 @@ from depth_perception.data.projection import project_lidar
 from depth_perception.conversions import stamp_to_ns
 from depth_perception.ros import qos as ros_qos
 from depth_perception.ros import util as ros_utils
+from depth_perception.ros.cloud_output import CloudOutput
 from depth_perception.ros.diagnostics import FrameStats, StatusReporter, Throttle, image_problem
 from depth_perception.ros.params import (PARAMETER_NAMES, PARAMETERS, SPECS, NodeSettings,
                                          declare_parameters, default_estimator_factory,
@@ -115,6 +116,7 @@ class DepthNode(LifecycleNode):
         self._io_group = ReentrantCallbackGroup()
         self._diag_group = MutuallyExclusiveCallbackGroup()
         self._transforms = NodeTransforms(self, callback_group=self._io_group)
+        self._cloud = CloudOutput(self, self._transforms, self.stats)
 
         # /diagnostics and ~/status are ordinary publishers: they report in every state,
         # including "unconfigured because the model failed to load".
@@ -547,12 +549,10 @@ class DepthNode(LifecycleNode):
             pubs["depth"].publish(conversions.depth_to_image(depth, header,
                                                              settings.output_encoding))
             pubs["info"].publish(conversions.intrinsics_to_camera_info(intrinsics, header))
-            if pubs["points"].get_subscription_count() > 0:
-                pubs["points"].publish(conversions.depth_to_cloud(
-                    depth, intrinsics, header, rgb=rgb if settings.point_rgb else None,
-                    stride=settings.point_stride,
-                    max_range=settings.point_max_range or math.inf,
-                    organized=settings.publish_organized_cloud))
+            if pubs["points"].get_subscription_count() > 0:    # None: no TF to point_frame
+                cloud = self._cloud.make(header, depth, intrinsics, rgb, hi, settings)
+                if cloud is not None:
+                    pubs["points"].publish(cloud)
             if pubs["colorized"].get_subscription_count() > 0:
                 bgr = colorize_depth(depth, lo, hi, settings.colormap)
                 pubs["colorized"].publish(conversions.numpy_to_image(bgr, "bgr8", header))
