@@ -136,17 +136,25 @@ def voxel_downsample(points: np.ndarray, size: float) -> tuple[np.ndarray, np.nd
         raise ValueError(f"voxel_downsample: expected points [N,3], got {points.shape}")
     if len(points) == 0:
         return np.zeros((0, 3), np.float32), np.zeros(0, np.int64)
-    cells = np.floor(points / size).astype(np.int64)                 # [N,3]
+    cells = np.floor(points * (1.0 / size)).astype(np.int64)         # [N,3]
     cells -= cells.min(axis=0)
     dims = cells.max(axis=0) + 1
     if float(np.prod(dims.astype(np.float64))) >= 2.0 ** 62:
         raise ValueError(f"voxel_downsample: {dims.tolist()} voxels of {size} m do not fit "
                          "one int64 key; use a larger voxel_size or a range cap")
-    keys = np.ravel_multi_index(cells.T, dims)                       # [N]
-    _, first, inverse, counts = np.unique(keys, return_index=True, return_inverse=True,
-                                          return_counts=True)
-    sums = np.stack([np.bincount(inverse, weights=points[:, i], minlength=len(first))
-                     for i in range(3)], axis=1)                     # [M,3]
+    keys = (cells[:, 0] * dims[1] + cells[:, 1]) * dims[2] + cells[:, 2]   # [N]
+    # 1. sort by voxel (stable: the first point of a voxel keeps its place)
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    new = np.empty(len(keys), bool)
+    new[0] = True
+    np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=new[1:])
+    # 2. voxel index of every point, then sums and counts per voxel  [M]
+    voxel = np.empty(len(keys), np.int64)
+    voxel[order] = np.cumsum(new) - 1
+    counts = np.bincount(voxel)
+    sums = np.stack([np.bincount(voxel, weights=points[:, i]) for i in range(3)], axis=1)
+    first = order[np.flatnonzero(new)]
     return (sums / counts[:, None]).astype(np.float32), first
 
 
