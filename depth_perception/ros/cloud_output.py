@@ -1,7 +1,8 @@
 """The depth node's ``points`` output: :mod:`depth_perception.cloud` with the target
 frame from TF (:class:`depth_perception.ros.tf_listener.NodeTransforms`).
 
-While TF lacks the transform to ``point_frame`` no cloud is published for that frame
+The transform is TF's at the image stamp, else its latest (static camera mounts: the
+same). While TF lacks the transform to ``point_frame`` no cloud is published for that frame
 (a camera-frame cloud on a topic configured for ``base_link`` would be taken by a costmap
 with a different frame than its configuration expects, and the same TF gap blinds the
 costmap's own transform anyway): the reason is logged (throttled) and counted in
