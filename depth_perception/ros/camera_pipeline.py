@@ -32,6 +32,7 @@ from depth_perception.colorize import colorize_depth
 from depth_perception.conversions import stamp_to_ns
 from depth_perception.data.projection import project_lidar
 from depth_perception.ros import qos as ros_qos
+from depth_perception.ros.cloud_output import CloudOutput
 from depth_perception.ros.diagnostics import FrameStats, Throttle, image_problem
 from depth_perception.runtime.estimator import FrameInput
 from depth_perception.runtime.pairing import StampPairer
@@ -65,6 +66,7 @@ class CameraPipeline:
         self.index = index
         self.label = self.namespace.strip("/") or "(node namespace)"
         self.stats = FrameStats()
+        self.cloud = CloudOutput(node, node.transforms, self.stats)
         self.pairer = StampPairer(node.settings.camera_info_wait)
         self.queue: collections.deque[Frame] = collections.deque()
         self.subscriptions: list = []
@@ -313,12 +315,10 @@ class CameraPipeline:
             pubs["depth"].publish(conversions.depth_to_image(depth, header,
                                                              settings.output_encoding))
             pubs["info"].publish(conversions.intrinsics_to_camera_info(intrinsics, header))
-            if pubs["points"].get_subscription_count() > 0:
-                pubs["points"].publish(conversions.depth_to_cloud(
-                    depth, intrinsics, header, rgb=rgb if settings.point_rgb else None,
-                    stride=settings.point_stride,
-                    max_range=settings.point_max_range or math.inf,
-                    organized=settings.publish_organized_cloud))
+            if pubs["points"].get_subscription_count() > 0:    # None: no TF to point_frame
+                cloud = self.cloud.make(header, depth, intrinsics, rgb, hi, settings)
+                if cloud is not None:
+                    pubs["points"].publish(cloud)
             if pubs["colorized"].get_subscription_count() > 0:
                 bgr = colorize_depth(depth, lo, hi, settings.colormap)
                 pubs["colorized"].publish(conversions.numpy_to_image(bgr, "bgr8", header))

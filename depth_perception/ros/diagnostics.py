@@ -72,6 +72,7 @@ class FrameStats:
     input_plan: str = ""            # model input geometry and focal policy (why)
     input_size: str = ""            # model input WxH of the last frame
     camera_info_fallbacks: int = 0  # images paired with an older CameraInfo after the wait
+    cloud_tf_failures: int = 0      # clouds not published: no transform to point_frame
     backend: str = ""
     precision: str = ""
     input_rate: RateMeter = field(default_factory=RateMeter)
@@ -91,7 +92,7 @@ class FrameStats:
     def reset(self) -> None:
         with self.lock:
             self.frames_in = self.frames_out = self.frames_dropped = 0
-            self.camera_info_fallbacks = 0
+            self.camera_info_fallbacks = self.cloud_tf_failures = 0
             self.bad = {r: 0 for r in BAD_REASONS}
             self.max_latency_ms = float("nan")
             self.input_rate = RateMeter()
@@ -128,6 +129,7 @@ def diagnostic_values(stats: FrameStats, state: str, problem: str = "") -> tuple
             ("input_size", stats.input_size),
             ("input_geometry", stats.input_plan),
             ("camera_info_fallbacks", str(stats.camera_info_fallbacks)),
+            ("cloud_tf_failures", str(stats.cloud_tf_failures)),
         ]
         values += [(f"bad_{reason}", str(n)) for reason, n in stats.bad.items()]
         bad = sum(stats.bad.values())

@@ -218,9 +218,11 @@ class NodeTransforms:
         self._said: dict[tuple[str, str], str] = {}
 
     def ensure(self, settings) -> None:
-        """Create the TF source when a scale policy needs a transform (kept afterwards)."""
-        if (self._tf is None and settings.use_tf
-                and settings.scale_policy in ("lidar_median", "ground_plane")):
+        """Create the TF source when a scale policy or ``point_frame`` needs a transform
+        (kept afterwards)."""
+        wanted = (settings.use_tf and settings.scale_policy in ("lidar_median", "ground_plane")
+                  or bool(settings.point_frame))
+        if self._tf is None and wanted:
             self._tf = TfSource(self._node, callback_group=self._group)
             self._node.get_logger().info(f"TF source: {self._tf.describe()}")
 
@@ -247,6 +249,18 @@ class NodeTransforms:
             return self._tf.lookup(target, source, stamp_ns), ""
         except TransformError as exc:
             return None, str(exc)
+
+    def cloud_target(self, camera_frame: str, stamp_ns: int, settings):
+        """None (cloud in the camera frame) or ``(point_frame, T_point_frame_camera
+        [4,4])`` from TF at the image stamp (else the latest). Raises TransformError when
+        TF lacks it: the cloud frame has no parameter fallback (``use_tf`` is for the
+        scale policies)."""
+        target = str(settings.point_frame).lstrip("/")
+        if not target or target == str(camera_frame).lstrip("/"):
+            return None
+        if self._tf is None:
+            raise TransformError(f"no TF source for point_frame '{target}'")
+        return target, self._tf.lookup(target, camera_frame, stamp_ns)
 
     def camera_from_lidar(self, camera_frame: str, lidar_frame: str, stamp_ns: int,
                           settings) -> np.ndarray:

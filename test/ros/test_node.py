@@ -62,7 +62,11 @@ def start_node(ros, meta=META, **overrides):
     from depth_perception.ros.depth_node import DepthNode
     from rclpy.parameter import Parameter
 
-    params = {"model": "fake-model", "input_short_side": H, **overrides}  # H: the camera size
+    # H: the camera size; cloud filters off: the ramp (0.47 m per column) is steeper than
+    # the flying-pixel jump, and these tests check the plain back-projection
+    # (test_costmap_cloud.py and test_cloud_dds.py cover the filters)
+    params = {"model": "fake-model", "input_short_side": H, "point_flying_jump": 0.0,
+              "point_sky_fraction": 1.0, **overrides}
     node = DepthNode(context=ros.context, estimator_factory=make_factory(meta),
                      parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
     ros.add(node)
