@@ -79,6 +79,7 @@ class CameraPipeline:
         self._publish_lock = threading.Lock()
         self._last_stamp_ns: int | None = None
         self._plan_said = ""
+        self.frame_id = ""                # of the last published frame (for ~/status)
 
     def topic(self, name: str) -> str:
         """``name`` in this camera's namespace (relative unless the namespace is absolute)."""
@@ -304,6 +305,7 @@ class CameraPipeline:
             self.node.get_logger().info(
                 f"model input {size} for the {rgb.shape[1]}x{rgb.shape[0]} camera "
                 f"'{header.frame_id}': {stats.input_plan}")
+        self.frame_id = str(header.frame_id)
         self.node.reporter.publish_status(header, stats)
         return True
 

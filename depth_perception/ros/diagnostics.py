@@ -220,7 +220,7 @@ class StatusReporter:
             for camera in node.cameras:
                 self._updater.add(self._status_name(camera),
                                   lambda stat, camera=camera: self._task(stat, camera))
-            self.timer = node.create_timer(period, lambda: self.publish_status(None),
+            self.timer = node.create_timer(period, self.publish_statuses,
                                            callback_group=callback_group)
             return
         from diagnostic_msgs.msg import DiagnosticArray
@@ -258,11 +258,23 @@ class StatusReporter:
                         for camera in node.cameras]
             self._diag_pub.publish(diagnostic_array(
                 node.get_clock().now().to_msg(), node.get_fully_qualified_name(), statuses))
-        self.publish_status(None)
+        self.publish_statuses()
 
-    def publish_status(self, header, stats: FrameStats | None = None) -> None:
-        """~/status stamped with ``header`` (the frame's), or now when None, with the
-        counters ``stats`` of that frame's camera (default: the first camera's)."""
+    def publish_statuses(self) -> None:
+        """~/status now: one message, or one per camera (frame_id: the camera's last
+        image frame) with several."""
+        cameras = self._node.cameras
+        if len(cameras) == 1:
+            self.publish_status(None)
+            return
+        for camera in cameras:
+            self.publish_status(None, camera.stats, camera.frame_id)
+
+    def publish_status(self, header, stats: FrameStats | None = None,
+                       frame_id: str = "") -> None:
+        """~/status stamped with ``header`` (the frame's), or now and ``frame_id`` when
+        None, with the counters ``stats`` of that frame's camera (default: the first
+        camera's)."""
         if self._status_pub is None:
             return
         node = self._node
@@ -273,6 +285,7 @@ class StatusReporter:
             msg.header.frame_id = header.frame_id
         else:
             msg.header.stamp = node.get_clock().now().to_msg()
+            msg.header.frame_id = frame_id
         with s.lock:
             msg.state = node.state
             msg.message = node.problem

@@ -153,9 +153,13 @@ def test_every_camera_gets_its_own_outputs_stamps_frames_and_sizes(n):
 
     from depth_perception.ros.diagnostics import diagnostic_dict
 
+    from depth_perception.ros import interfaces
+
     cams = FOUR[:n]
+    status_type = interfaces.message_type("DepthStatus")
     with RosHarness() as ros:
         diagnostics = ros.collect(DiagnosticArray, "/diagnostics")
+        status = ros.collect(status_type, "/depth_node/status") if status_type else None
         backend = FunctionBackend(red_depth, META, batch=None)
         node = start(ros, cams, backend, diagnostics_period=0.2)
         assert [c.label for c in node.cameras] == [c.namespace.strip("/") for c in cams]
@@ -171,6 +175,13 @@ def test_every_camera_gets_its_own_outputs_stamps_frames_and_sizes(n):
         statuses = diagnostic_dict(msgs[-1])
         for cam, name in zip(node.cameras, names):
             assert statuses[name]["camera"] == cam.label
+        if status is not None:   # ~/status: per frame and per period, each camera's own
+            frames = {c.frame_id for c in cams}
+            msgs = status.wait(lambda ms: frames <= {m.header.frame_id for m in ms
+                                                     if m.frames_out >= 1}, 10,
+                               "a ~/status of every camera")
+            for m in msgs:
+                assert m.header.frame_id in frames | {""}
         # one model: every call took frames of the 4:3 cameras together when ready
         assert max(backend.batches) <= n and backend.calls >= 1
 
