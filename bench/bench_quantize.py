@@ -129,17 +129,20 @@ def train_unet(module, bags, steps: int, metadata: ModelMetadata) -> None:
     module.eval()
 
 
-def export(module, path: Path, metadata: ModelMetadata) -> Path:
+def export(module, path: Path, metadata: ModelMetadata, dynamic_batch: bool = False) -> Path:
+    """``module`` as ONNX at the metadata's fixed size; batch 1, or dynamic
+    (``dynamic_batch``: several cameras' frames in one call)."""
     import torch
 
     from depth_perception.runtime.onnx_metadata import write_onnx_metadata
 
     h, w = metadata.fixed_size
+    names = (metadata.input_name, metadata.output_name)
     with torch.no_grad():
         torch.onnx.export(module.eval(), (torch.rand(1, 3, h, w),), str(path),
-                          input_names=[metadata.input_name],
-                          output_names=[metadata.output_name], opset_version=17,
-                          dynamo=False)
+                          input_names=[names[0]], output_names=[names[1]], opset_version=17,
+                          dynamo=False, dynamic_axes={n: {0: "batch"} for n in names}
+                          if dynamic_batch else None)
     write_onnx_metadata(path, metadata)
     return path
 

@@ -7,7 +7,7 @@ For 640x480 and 1280x720 frames: decode (sensor_msgs/Image -> RGB), CameraInfo -
 intrinsics, preprocess, postprocess, depth message, colourised depth, point cloud at
 stride 1 and 2 — everything the node does except the model forward — and a plain copy of
 as many bytes as the stride-1 cloud, for comparison (target: cloud within 3x of the
-copy; whole frame under 5 ms at 1280x720 with a stride-2 cloud; colourised depth under
+copy; the costmap cloud filters of ``depth_perception.cloud`` at 640x480 on a road scene; whole frame under 5 ms at 1280x720 with a stride-2 cloud; colourised depth under
 2 ms). The 1-minute load average is printed with the figures. Then end-to-end
 (message in -> depth, info and cloud messages out) with onnxruntime on a ViT-S sized
 Depth Anything (random weights, exported to ONNX at the preprocessor's input size).
@@ -107,8 +107,58 @@ def bench_stages(repeat: int, metadata: ModelMetadata) -> None:
           "copy1 = np.copy of the stride-1 cloud's bytes")
 
 
-def vit_s_onnx(folder: Path, height: int, width: int) -> Path:
-    """A ViT-S sized Depth Anything (24.8 M backbone params), random weights, as ONNX."""
+def street_depth(K: Intrinsics, camera_height: float = 1.5) -> np.ndarray:
+    """[H,W] depth of a road scene: sky saturated at 79.9 m above the horizon, the road
+    below it (z = fy h / (v - cy)), a 6 m box with a one-pixel blended edge each side."""
+    v = np.arange(K.height, dtype=np.float32)[:, None] - np.float32(K.cy)
+    with np.errstate(divide="ignore"):
+        road = np.float32(K.fy * camera_height) / v
+    depth = np.where(v > 0, np.minimum(road, 79.9), 79.9) * np.ones((1, K.width), np.float32)
+    x0, x1 = K.width // 3, K.width // 2
+    top, bottom = int(K.cy - 0.3 * K.height), int(K.cy + K.fy * camera_height / 6.0)
+    depth[top:bottom, x0:x1] = 6.0
+    depth[top:bottom, x0 - 1] = (6.0 + depth[top:bottom, x0 - 2]) / 2   # blended pixels
+    depth[top:bottom, x1] = (6.0 + depth[top:bottom, x1 + 1]) / 2
+    return depth.astype(np.float32)
+
+
+def bench_costmap_cloud(repeat: int) -> None:
+    """The cloud filters of depth_perception.cloud at 640x480 on a road scene."""
+    from depth_perception import cloud as dc
+
+    header, _, _, K, _ = frame(640, 480)
+    depth = street_depth(K)
+    T = np.array([[0, 0, 1, 0.5], [-1, 0, 0, 0], [0, -1, 0, 1.5], [0, 0, 0, 1]], float)
+    cases = {
+        "plain stride1 (no filter)": (dc.CloudSettings(), None),
+        "default stride1 (flying 0.1, sky)": (dc.CloudSettings(flying_jump=0.1,
+                                                                sky_depth=76.0), None),
+        "flying pixels only (mask)": None,
+        "nav2 example (stride2, 8 m, base_link, 5 cm voxels)": (dc.CloudSettings(
+            stride=2, max_range=8.0, sky_depth=76.0, flying_jump=0.1, voxel_size=0.05,
+            organized=False), ("base_link", T)),
+        "nav2 without voxels": (dc.CloudSettings(stride=2, max_range=8.0, sky_depth=76.0,
+                                                 flying_jump=0.1, organized=False),
+                                ("base_link", T)),
+    }
+    print(f"\n== costmap cloud at 640x480, road scene (median of {repeat}, ms; load "
+          f"{os.getloadavg()[0]:.2f}) ==")
+    for name, case in cases.items():
+        if case is None:
+            ms = timeit(lambda: dc.flying_pixels(depth, 0.1), repeat)
+            print(f"{name:>55} {ms:7.2f}")
+            continue
+        settings, target = case
+        msg = dc.costmap_cloud(depth, K, header, settings, target=target)
+        n = int(np.isfinite(conversions.cloud_to_numpy(msg)).all(axis=1).sum())
+        ms = timeit(lambda: dc.costmap_cloud(depth, K, header, settings, target=target),
+                    repeat)
+        print(f"{name:>55} {ms:7.2f}   {n} points")
+
+
+def vit_s_onnx(folder: Path, height: int, width: int, dynamic_batch: bool = False) -> Path:
+    """A ViT-S sized Depth Anything (24.8 M backbone params), random weights, as ONNX
+    (batch 1, or a dynamic batch dimension with ``dynamic_batch``)."""
     import torch
     from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
 
@@ -132,7 +182,9 @@ def vit_s_onnx(folder: Path, height: int, width: int) -> Path:
     path = folder / f"vit_s_{height}x{width}.onnx"
     torch.onnx.export(transformers_depth_module(model).eval(),
                       (torch.rand(1, 3, height, width),), str(path), input_names=["image"],
-                      output_names=["depth"], opset_version=17, dynamo=False)
+                      output_names=["depth"], opset_version=17, dynamo=False,
+                      dynamic_axes={"image": {0: "batch"}, "depth": {0: "batch"}}
+                      if dynamic_batch else None)
     write_onnx_metadata(path, ModelMetadata(output_kind="metric_depth", input_height=height,
                                             input_width=width, min_depth=0.1, max_depth=80.0,
                                             provenance={"source": "bench random ViT-S"}))
@@ -185,6 +237,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     metadata = ModelMetadata(output_kind="metric_depth", min_depth=0.1, max_depth=80.0)
     bench_stages(args.repeat, metadata)
+    bench_costmap_cloud(args.repeat)
     if not args.skip_model:
         bench_end_to_end(args.model_repeat, args.short_side)
     return 0

@@ -5,7 +5,12 @@ optionally, rviz2 with the package's view of camera image, colourised depth and 
         image:=/camera/image_raw camera_info:=/camera/camera_info rviz:=true
 
 Parameters come from ``params_file`` (default: the package's config/robust_depth.yaml);
-the launch arguments ``model``, ``backend`` and ``use_sim_time`` override it when given.
+the launch arguments ``model``, ``backend``, ``cameras`` and ``use_sim_time`` override it
+when given. Several cameras on one node and one model:
+
+    ros2 launch depth_perception robust_depth.launch.py model:=/models/m.onnx \
+        cameras:=front,left,right     # front/image, front/camera_info -> front/depth, ...
+
 With ``autostart:=false`` the node waits in 'unconfigured' for a lifecycle manager
 (``ros2 lifecycle set /depth_node configure``).
 
@@ -33,6 +38,10 @@ ARGUMENTS = (
     ("image", "/camera/image_raw", "camera image topic (sensor_msgs/Image)"),
     ("camera_info", "/camera/camera_info", "camera info topic (sensor_msgs/CameraInfo)"),
     ("namespace", "", "namespace of the node and its outputs"),
+    ("cameras", "", "comma-separated camera namespaces served by one node and one model "
+                    "(C/image + C/camera_info -> C/depth, C/points, ...; the image and "
+                    "camera_info remappings then do not apply); empty: the params_file's "
+                    "(one camera on the node's own topics)"),
     ("use_sim_time", "false", "use /clock (bag replay with --clock)"),
     ("autostart", "true", "configure and activate at start-up (false: wait for a "
                           "lifecycle manager)"),
@@ -69,6 +78,8 @@ def _node_actions(context):
     overrides = {"use_sim_time": value["use_sim_time"].lower() == "true",
                  "autostart": value["autostart"].lower() == "true"}
     overrides.update({k: value[k] for k in PARAMETER_ARGUMENTS if value[k]})
+    if value["cameras"].strip():
+        overrides["cameras"] = [c.strip() for c in value["cameras"].split(",") if c.strip()]
     image = value["image"]
     remappings = [("image", image), ("image/compressed", f"{image}/compressed"),
                   ("camera_info", value["camera_info"])]

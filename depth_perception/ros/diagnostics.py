@@ -72,6 +72,7 @@ class FrameStats:
     input_plan: str = ""            # model input geometry and focal policy (why)
     input_size: str = ""            # model input WxH of the last frame
     camera_info_fallbacks: int = 0  # images paired with an older CameraInfo after the wait
+    cloud_tf_failures: int = 0      # clouds not published: no transform to point_frame
     backend: str = ""
     precision: str = ""
     input_rate: RateMeter = field(default_factory=RateMeter)
@@ -91,7 +92,7 @@ class FrameStats:
     def reset(self) -> None:
         with self.lock:
             self.frames_in = self.frames_out = self.frames_dropped = 0
-            self.camera_info_fallbacks = 0
+            self.camera_info_fallbacks = self.cloud_tf_failures = 0
             self.bad = {r: 0 for r in BAD_REASONS}
             self.max_latency_ms = float("nan")
             self.input_rate = RateMeter()
@@ -128,6 +129,7 @@ def diagnostic_values(stats: FrameStats, state: str, problem: str = "") -> tuple
             ("input_size", stats.input_size),
             ("input_geometry", stats.input_plan),
             ("camera_info_fallbacks", str(stats.camera_info_fallbacks)),
+            ("cloud_tf_failures", str(stats.cloud_tf_failures)),
         ]
         values += [(f"bad_{reason}", str(n)) for reason, n in stats.bad.items()]
         bad = sum(stats.bad.values())
@@ -140,15 +142,16 @@ def diagnostic_values(stats: FrameStats, state: str, problem: str = "") -> tuple
     return OK, "producing depth", values
 
 
-def diagnostic_array(stamp, name: str, hardware_id: str, level: int, message: str,
-                     values: list):
-    """Build a diagnostic_msgs/DiagnosticArray with one status."""
+def diagnostic_array(stamp, hardware_id: str, statuses: list):
+    """Build a diagnostic_msgs/DiagnosticArray: one status per (name, level, message,
+    values) of ``statuses``."""
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
-    status = DiagnosticStatus(level=bytes([level]), name=name, message=message,
-                              hardware_id=hardware_id,
-                              values=[KeyValue(key=k, value=v) for k, v in values])
-    array = DiagnosticArray(status=[status])
+    array = DiagnosticArray(status=[
+        DiagnosticStatus(level=bytes([level]), name=name, message=message,
+                         hardware_id=hardware_id,
+                         values=[KeyValue(key=k, value=v) for k, v in values])
+        for name, level, message, values in statuses])
     array.header.stamp = stamp
     return array
 
@@ -193,8 +196,10 @@ def image_problem(msg) -> tuple[str, str] | None:
 class StatusReporter:
     """``/diagnostics`` (diagnostic_updater where it imports, else a plain publisher) and
     ``~/status`` (depth_perception/msg/DepthStatus when the interfaces are built) of a
-    depth node. Reads ``node.stats``, ``node.state``, ``node.problem``,
-    ``node.qos_problems`` and ``node.settings``; publishes in every lifecycle state."""
+    depth node. Reads ``node.cameras`` (each with ``stats`` and ``label``),
+    ``node.state``, ``node.problem``, ``node.qos_problems`` and ``node.settings``;
+    publishes in every lifecycle state. One status per camera: ``<node>: depth`` with
+    one camera, ``<node>: depth <camera>`` with several."""
 
     def __init__(self, node, period: float, callback_group, updater_module=None):
         from depth_perception.ros import interfaces
@@ -212,8 +217,10 @@ class StatusReporter:
         if updater_module is not None:
             self._updater = updater_module.Updater(node, period=period)
             self._updater.setHardwareID(node.get_fully_qualified_name())
-            self._updater.add(f"{node.get_name()}: depth", self._task)
-            self.timer = node.create_timer(period, lambda: self.publish_status(None),
+            for camera in node.cameras:
+                self._updater.add(self._status_name(camera),
+                                  lambda stat, camera=camera: self._task(stat, camera))
+            self.timer = node.create_timer(period, self.publish_statuses,
                                            callback_group=callback_group)
             return
         from diagnostic_msgs.msg import DiagnosticArray
@@ -221,15 +228,21 @@ class StatusReporter:
         self._diag_pub = node.create_publisher(DiagnosticArray, "/diagnostics", output_qos(10))
         self.timer = node.create_timer(period, self.publish, callback_group=callback_group)
 
-    def _values(self):
+    def _status_name(self, camera) -> str:
+        name = f"{self._node.get_name()}: depth"
+        return name if len(self._node.cameras) == 1 else f"{name} {camera.label}"
+
+    def _values(self, camera):
         node = self._node
-        level, message, values = diagnostic_values(node.stats, node.state, node.problem)
+        level, message, values = diagnostic_values(camera.stats, node.state, node.problem)
         values.append(("focal_policy", node.settings.focal_policy))
         values.append(("qos_problems", "; ".join(node.qos_problems)))
+        if len(node.cameras) > 1:
+            values.append(("camera", camera.label))
         return level, message, values
 
-    def _task(self, stat):
-        level, message, values = self._values()
+    def _task(self, stat, camera):
+        level, message, values = self._values(camera)
         stat.summary(level, message)
         for key, value in values:
             stat.add(key, value)
@@ -241,23 +254,38 @@ class StatusReporter:
         if self._updater is not None:
             self._updater.force_update()
         else:
-            level, message, values = self._values()
+            statuses = [(self._status_name(camera), *self._values(camera))
+                        for camera in node.cameras]
             self._diag_pub.publish(diagnostic_array(
-                node.get_clock().now().to_msg(), f"{node.get_name()}: depth",
-                node.get_fully_qualified_name(), level, message, values))
-        self.publish_status(None)
+                node.get_clock().now().to_msg(), node.get_fully_qualified_name(), statuses))
+        self.publish_statuses()
 
-    def publish_status(self, header) -> None:
-        """~/status stamped with ``header`` (the frame's), or now when None."""
+    def publish_statuses(self) -> None:
+        """~/status now: one message, or one per camera (frame_id: the camera's last
+        image frame) with several."""
+        cameras = self._node.cameras
+        if len(cameras) == 1:
+            self.publish_status(None)
+            return
+        for camera in cameras:
+            self.publish_status(None, camera.stats, camera.frame_id)
+
+    def publish_status(self, header, stats: FrameStats | None = None,
+                       frame_id: str = "") -> None:
+        """~/status stamped with ``header`` (the frame's), or now and ``frame_id`` when
+        None, with the counters ``stats`` of that frame's camera (default: the first
+        camera's)."""
         if self._status_pub is None:
             return
-        node, s = self._node, self._node.stats
+        node = self._node
+        s = stats if stats is not None else node.stats
         msg = self._status_type()
         if header is not None:
             msg.header.stamp = header.stamp
             msg.header.frame_id = header.frame_id
         else:
             msg.header.stamp = node.get_clock().now().to_msg()
+            msg.header.frame_id = frame_id
         with s.lock:
             msg.state = node.state
             msg.message = node.problem

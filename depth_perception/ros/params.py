@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, make_dataclass
 
 from depth_perception import units
 from depth_perception.camera import parse_size
+from depth_perception.cloud import CloudSettings
 from depth_perception.runtime.geometry import FOCAL_POLICIES
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
@@ -46,6 +47,12 @@ class ParamSpec:
 
 
 PARAMETERS = (
+    ParamSpec("cameras", ("",), "Camera namespaces served by this node with one model: for "
+              "each camera C, subscribes C/image (or C/image/compressed) and C/camera_info "
+              "and publishes C/depth, C/depth/camera_info, C/points, C/depth/colorized with "
+              "that camera's stamps and frames; [''] = one camera on the node's own topics. "
+              "Frames of several cameras ready together run as one batch where the model "
+              "takes one", read_only=True),
     ParamSpec("model", "", "Model to load: .onnx file, TensorRT .engine/.plan file, this "
               "package's checkpoint folder, or a transformers model id/folder", read_only=True),
     ParamSpec("backend", "auto", "Inference backend: auto picks the fastest available",
@@ -83,8 +90,24 @@ PARAMETERS = (
               "0 = the model's max_depth", low=0.0, high=1000.0),
     ParamSpec("point_stride", 1, "Point cloud decimation: every n-th pixel in u and v",
               low=1, high=64),
-    ParamSpec("point_max_range", 0.0, "Points beyond this depth are NaN/skipped [m]; "
+    ParamSpec("point_max_range", 0.0, "Range cap of the cloud: points farther than this "
+              "from the camera centre are left out [m] (match Nav2's obstacle_max_range); "
               "0 = no limit", low=0.0, high=1000.0),
+    ParamSpec("point_sky_fraction", 0.95, "Sky cap of the cloud: depth at or beyond this "
+              "fraction of max_depth (the model's when 0) is sky, where models saturate, "
+              "and gives no point; 1 = only depth beyond max_depth (+inf)",
+              low=0.5, high=1.0),
+    ParamSpec("point_flying_jump", 0.1, "Flying-pixel removal: a pixel whose depth exceeds "
+              "a 4-neighbour's by more than this fraction of it is left out of the cloud "
+              "(blended silhouette pixels; the depth image keeps them); 0 = off",
+              low=0.0, high=10.0),
+    ParamSpec("point_voxel_size", 0.0, "Voxel downsampling of the cloud: one point (the "
+              "centroid) per cube of this edge [m] in point_frame; 0 = off (a voxelised "
+              "cloud is unorganized)", low=0.0, high=100.0),
+    ParamSpec("point_frame", "", "TF frame of the published cloud (e.g. base_link, for "
+              "Nav2 costmaps): points transformed by TF at the image stamp (an unorganized "
+              "cloud); while TF lacks the transform no cloud is published (logged, "
+              "counted in /diagnostics as cloud_tf_failures); '' = the camera frame"),
     ParamSpec("publish_organized_cloud", True, "Organized (H x W, NaN for invalid) cloud; "
               "false: only valid points (height 1)"),
     ParamSpec("point_rgb", False, "Add the packed rgb field to the point cloud"),
@@ -136,6 +159,16 @@ def _estimator_options(self) -> dict:
             "focal_policy": self.focal_policy}
 
 
+def _cloud_settings(self, max_depth: float) -> CloudSettings:
+    """The cloud filter for a frame whose depth range ends at ``max_depth`` [m]."""
+    return CloudSettings(stride=self.point_stride,
+                         max_range=self.point_max_range or math.inf,
+                         sky_depth=self.point_sky_fraction * max_depth if max_depth > 0
+                         else math.inf,
+                         flying_jump=self.point_flying_jump, voxel_size=self.point_voxel_size,
+                         organized=self.publish_organized_cloud)
+
+
 def _scale_params(self) -> dict:
     """Keyword arguments of make_scale_policy for ``scale_policy``."""
     return {"model": {}, "fixed": {"factor": self.scale_factor},
@@ -151,6 +184,7 @@ NodeSettings = make_dataclass(
     [(p.name, type(p.default), field(default=p.default)) for p in PARAMETERS],
     frozen=True,
     namespace={"estimator_options": _estimator_options, "scale_params": _scale_params,
+               "cloud_settings": _cloud_settings,
                "__doc__": "The depth node's parameters (see PARAMETERS).",
                "__module__": __name__})
 
@@ -160,9 +194,32 @@ def settings_from_values(values: dict) -> NodeSettings:
     unknown = sorted(set(values) - set(PARAMETER_NAMES))
     if unknown:
         raise ValueError(f"unknown depth node parameters {unknown}")
-    values = {k: tuple(float(x) for x in v) if isinstance(SPECS[k].default, tuple) else v
+    values = {k: _array_value(SPECS[k], v) if isinstance(SPECS[k].default, tuple) else v
               for k, v in values.items()}
     return NodeSettings(**values)
+
+
+def _array_value(spec: ParamSpec, value) -> tuple:
+    """An array parameter as a tuple of its element type (str or float)."""
+    kind = str if isinstance(spec.default[0], str) else float
+    return tuple(kind(x) for x in value)
+
+
+def camera_namespace_problem(cameras) -> str:
+    """'' if ``cameras`` is a usable list of camera namespaces, else the reason."""
+    cameras = list(cameras)
+    if not cameras:
+        return "cameras must name at least one camera namespace ([''] = the node's own topics)"
+    names = [str(c).strip("/") for c in cameras]
+    if len(set(names)) != len(names):
+        return f"cameras must be distinct namespaces, got {cameras}"
+    for camera, name in zip(cameras, names):
+        if name and not all(part and (part[0].isalpha() or part[0] == "_")
+                            and all(ch.isalnum() or ch == "_" for ch in part)
+                            for part in name.split("/")):
+            return (f"camera namespace {camera!r} is not a ROS namespace (letters, digits and "
+                    "'_' in '/'-separated parts, each starting with a letter or '_')")
+    return ""
 
 
 def validate_parameter(spec: ParamSpec, value) -> str:
@@ -185,8 +242,12 @@ def validate_parameter(spec: ParamSpec, value) -> str:
             parse_size(value)
         except ValueError:
             return f"warmup_size must be '' or WIDTHxHEIGHT (e.g. 1280x720), got {value!r}"
+    if spec.name == "point_frame" and str(value) != str(value).strip("/ "):
+        return f"point_frame must be a TF frame id without '/' or spaces, got {value!r}"
     if spec.name == "base_frame" and not str(value).strip("/ "):
         return "base_frame must name a TF frame, got an empty string"
+    if spec.name == "cameras":
+        return camera_namespace_problem(value)
     if spec.name == "lidar_to_camera":
         values = list(value)
         if len(values) != 16 or not all(math.isfinite(v) for v in values):
@@ -210,7 +271,8 @@ def descriptor(spec: ParamSpec):
         d.integer_range = [IntegerRange(from_value=int(spec.low), to_value=int(spec.high),
                                         step=1)]
     if isinstance(spec.default, tuple):
-        d.type = ParameterType.PARAMETER_DOUBLE_ARRAY
+        d.type = (ParameterType.PARAMETER_STRING_ARRAY if isinstance(spec.default[0], str)
+                  else ParameterType.PARAMETER_DOUBLE_ARRAY)
     return d
 
 

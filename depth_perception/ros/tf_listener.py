@@ -215,11 +215,14 @@ class NodeTransforms:
         self._group = callback_group
         self._tf: TfSource | None = None
         self._sources: dict[str, str] = {}
+        self._said: dict[tuple[str, str], str] = {}
 
     def ensure(self, settings) -> None:
-        """Create the TF source when a scale policy needs a transform (kept afterwards)."""
-        if (self._tf is None and settings.use_tf
-                and settings.scale_policy in ("lidar_median", "ground_plane")):
+        """Create the TF source when a scale policy or ``point_frame`` needs a transform
+        (kept afterwards)."""
+        wanted = (settings.use_tf and settings.scale_policy in ("lidar_median", "ground_plane")
+                  or bool(settings.point_frame))
+        if self._tf is None and wanted:
             self._tf = TfSource(self._node, callback_group=self._group)
             self._node.get_logger().info(f"TF source: {self._tf.describe()}")
 
@@ -228,9 +231,12 @@ class NodeTransforms:
             self._tf.close()
             self._tf = None
 
-    def _note(self, what: str, source: str) -> None:
-        if self._sources.get(what) != source:
-            self._sources[what] = source
+    def _note(self, what: str, source: str, frame: str = "") -> None:
+        """``_sources[what]``: the latest source; logged once per camera ``frame``, and
+        again when that camera's source changes (several cameras do not alternate)."""
+        self._sources[what] = source
+        if self._said.get((what, frame)) != source:
+            self._said[(what, frame)] = source
             self._node.get_logger().info(f"{what}: {source}")
 
     def _lookup(self, target: str, source: str, stamp_ns, settings):
@@ -244,6 +250,18 @@ class NodeTransforms:
         except TransformError as exc:
             return None, str(exc)
 
+    def cloud_target(self, camera_frame: str, stamp_ns: int, settings):
+        """None (cloud in the camera frame) or ``(point_frame, T_point_frame_camera
+        [4,4])`` from TF at the image stamp (else the latest). Raises TransformError when
+        TF lacks it: the cloud frame has no parameter fallback (``use_tf`` is for the
+        scale policies)."""
+        target = str(settings.point_frame).lstrip("/")
+        if not target or target == str(camera_frame).lstrip("/"):
+            return None
+        if self._tf is None:
+            raise TransformError(f"no TF source for point_frame '{target}'")
+        return target, self._tf.lookup(target, camera_frame, stamp_ns)
+
     def camera_from_lidar(self, camera_frame: str, lidar_frame: str, stamp_ns: int,
                           settings) -> np.ndarray:
         """[4,4] lidar cloud frame -> image frame: TF at the cloud stamp (or its latest),
@@ -251,9 +269,10 @@ class NodeTransforms:
         T, why = self._lookup(camera_frame, lidar_frame, stamp_ns, settings)
         if T is not None:
             self._note("camera<-lidar transform",
-                       f"from TF ('{lidar_frame}' -> '{camera_frame}')")
+                       f"from TF ('{lidar_frame}' -> '{camera_frame}')", camera_frame)
             return T
-        self._note("camera<-lidar transform", f"from parameter lidar_to_camera (TF: {why})")
+        self._note("camera<-lidar transform", f"from parameter lidar_to_camera (TF: {why})",
+                   camera_frame)
         return np.asarray(settings.lidar_to_camera, dtype=np.float64).reshape(4, 4)
 
     def apply_camera_pose(self, est, frame_id: str, stamp_ns: int, settings) -> None:
@@ -269,13 +288,14 @@ class NodeTransforms:
             if tf_height > 0:
                 height, pitch = tf_height, tf_pitch
                 self._note("camera height", f"from TF ('{frame_id}' in "
-                           f"'{settings.base_frame}': {height:.3f} m, pitch {pitch:.1f} deg)")
+                           f"'{settings.base_frame}': {height:.3f} m, pitch {pitch:.1f} deg)",
+                           frame_id)
             else:
                 T, why = None, (f"'{frame_id}' is {tf_height:.3f} m above "
                                 f"'{settings.base_frame}', not above it")
         if T is None:
             self._note("camera height", f"from parameters camera_height ({height} m) / "
-                       f"camera_pitch_deg (TF: {why})")
+                       f"camera_pitch_deg (TF: {why})", frame_id)
         policy.camera_height = float(height)
         if hasattr(policy, "pitch_deg"):
             policy.pitch_deg = float(pitch)

@@ -10,6 +10,12 @@
 6. the scale policy (relative models, or metric ones corrected by LiDAR),
 7. REP 117 range meanings (+inf beyond max_depth, -inf below min_depth, NaN invalid).
 
+``estimate_batch(frames)`` does the same for frames of several cameras at once: steps
+2-3 run as one batch for the frames whose model inputs have the same shape, where the
+backend takes a batch (``Backend.max_batch``: onnxruntime graphs exported with a
+dynamic batch dimension, torch), else one call per frame; steps 4-7 run per frame,
+each with its own camera's scale policy.
+
 The ROS node, evaluation and export parity checks all go through this class; stamps
 and frames are not its business.
 """
@@ -53,6 +59,19 @@ class DepthResult:
     precision: str
     scale_valid: bool = True
     prepared: Prepared | None = field(default=None, repr=False)
+    batch: int = 1                      # frames in the backend call (inference_ms is its time)
+
+
+@dataclass
+class FrameInput:
+    """One frame of :meth:`DepthEstimator.estimate_batch`: ``rgb`` [H,W,3] uint8 matching
+    ``intrinsics``, an optional sparse metric ``reference_depth`` [H,W], and the scale
+    policy of its camera (None: the estimator's own)."""
+
+    rgb: np.ndarray
+    intrinsics: Intrinsics
+    reference_depth: np.ndarray | None = None
+    scale_policy: ScalePolicy | None = None
 
 
 class DepthEstimator:
@@ -106,13 +125,17 @@ class DepthEstimator:
     @scale_policy.setter
     def scale_policy(self, policy: ScalePolicy) -> None:
         """Swap the policy live (e.g. a node parameter change); checked like at start."""
+        self.check_scale_policy(policy)
+        self._scale_policy = policy
+
+    def check_scale_policy(self, policy: ScalePolicy) -> None:
+        """ValueError unless ``policy`` is a ScalePolicy that can make this model metric."""
         if not isinstance(policy, ScalePolicy):
             raise ValueError(f"scale policy must be a ScalePolicy, got {type(policy).__name__}")
         if not self.metadata.is_metric and not policy.handles_relative:
             raise ValueError(f"scale policy '{policy.name}' keeps the model's own scale, but "
                              f"the model outputs {self.metadata.output_kind}; use "
                              "'ground_plane', 'lidar_median' or 'fixed'")
-        self._scale_policy = policy
 
     def set_input_options(self, short_side: int | None = None,
                           max_pixels: int | None = None, keep_aspect: bool = False,
@@ -164,53 +187,121 @@ class DepthEstimator:
                  reference_depth: np.ndarray | None = None) -> DepthResult:
         """rgb: [H,W,3] uint8 matching ``intrinsics``; reference_depth: [H,W] sparse
         metric depth (NaN where none) for reference-based policies."""
-        if not isinstance(intrinsics, Intrinsics):
-            raise ValueError(f"intrinsics must be an Intrinsics, got {type(intrinsics).__name__}")
-        check_rgb(rgb, intrinsics)
-        if reference_depth is not None and np.shape(reference_depth) != rgb.shape[:2]:
-            raise ValueError(f"reference depth shape {np.shape(reference_depth)} does not "
-                             f"match the image {rgb.shape[:2]}")
-        t0 = time.perf_counter()
-        plan = self.plan(intrinsics)
-        self.preprocessor.short_side = plan.short_side
-        if getattr(self.backend, "runs_frames_on_device", False):
-            depth, prepared, t1, t2 = self._estimate_on_device(rgb, intrinsics)
-        else:
-            depth, prepared, t1, t2 = self._estimate_on_host(rgb, intrinsics)
-        if plan.canonical:                       # canonical camera: depth x f_in / f_train
-            depth *= np.float32(plan.depth_factor(prepared.intrinsics_model))
-        # 4. metric scale and REP 117 meanings
-        est = self._scale_policy.update(depth, intrinsics, reference_depth)
-        if math.isfinite(est.scale) and est.scale > 0:
-            depth = depth * np.float32(est.scale)
-        else:  # no scale known yet: nothing metric to report
-            depth = np.full_like(depth, np.nan)
-        depth = mark_out_of_range(depth, self.metadata.min_depth, self.metadata.max_depth)
-        t3 = time.perf_counter()
-        timings = {"preprocess_ms": (t1 - t0) * 1e3, "inference_ms": (t2 - t1) * 1e3,
-                   "postprocess_ms": (t3 - t2) * 1e3}
-        return DepthResult(depth, intrinsics, float(est.scale), est.source, timings,
-                           self.backend.name, self.backend.precision, bool(est.valid), prepared)
+        result = self.estimate_batch([FrameInput(rgb, intrinsics, reference_depth)])[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
 
-    def _estimate_on_host(self, rgb, intrinsics):
-        """numpy/cv2 pre- and post-processing around ``backend.run`` (CPU backends,
-        onnxruntime, TensorRT)."""
-        # 1. preprocess                                                  [1,3,h,w]
-        prepared = self.preprocessor.prepare(rgb, intrinsics)
-        feed = prepared.tensor.astype(self._input_dtype, copy=False)
-        # 2. inference                                                   [1,1,h,w]
-        t1 = time.perf_counter()
+    def estimate_batch(self, frames: list[FrameInput]) -> list[DepthResult | Exception]:
+        """One result per frame, in order: a :class:`DepthResult`, or the exception that
+        frame raised (ValueError: bad input; RuntimeError: non-finite model output) while
+        the other frames go on.
+
+        Frames whose model inputs have the same shape go through the backend together,
+        in chunks of ``backend.max_batch`` (None: all of them); a backend fixed at batch
+        1 gets one call per frame, with the same results.
+        """
+        results: list = [None] * len(frames)
+        on_device = getattr(self.backend, "runs_frames_on_device", False)
+        # 1.-2. check and preprocess each frame                          [1,3,h,w] each
+        ready = []                                   # (index, plan, prepared, t0, t1)
+        for i, frame in enumerate(frames):
+            try:
+                t0 = time.perf_counter()
+                plan = self._plan_frame(frame)
+                if on_device:
+                    depth, prepared, t1, t2 = self._estimate_on_device(frame.rgb,
+                                                                       frame.intrinsics)
+                    results[i] = self._finish(frame, plan, depth, prepared, (t1 - t0) * 1e3,
+                                              (t2 - t1) * 1e3, t2, 1)
+                    continue
+                prepared = self.preprocessor.prepare(frame.rgb, frame.intrinsics)
+                ready.append((i, plan, prepared, t0, time.perf_counter()))
+            except Exception as exc:  # noqa: BLE001 - that frame's result
+                results[i] = exc
+        # 3. inference, batched by model input shape                    [B,1,h,w]
+        groups: dict[tuple, list] = {}
+        for item in ready:
+            groups.setdefault(item[2].tensor.shape, []).append(item)
+        limit = self.backend.max_batch(self.metadata.input_name) or max(1, len(ready))
+        for group in groups.values():
+            for start in range(0, len(group), limit):
+                chunk = group[start:start + limit]
+                t1 = time.perf_counter()
+                try:
+                    outputs = self._infer([prepared.tensor for _, _, prepared, _, _ in chunk])
+                except Exception as exc:  # noqa: BLE001 - every frame of the call failed
+                    for item in chunk:
+                        results[item[0]] = exc
+                    continue
+                t2 = time.perf_counter()
+                # 4.-7. each frame back to camera resolution, scaled by its own policy
+                for (i, plan, prepared, t0, t_prep), output in zip(chunk, outputs):
+                    try:
+                        t3 = time.perf_counter()
+                        self._check_finite(output)
+                        depth = postprocess(output, prepared, self.metadata,
+                                            upsample=self.upsample)
+                        results[i] = self._finish(frames[i], plan, depth, prepared,
+                                                  (t_prep - t0) * 1e3, (t2 - t1) * 1e3, t3,
+                                                  len(chunk))
+                    except Exception as exc:  # noqa: BLE001 - that frame's result
+                        results[i] = exc
+        return results
+
+    def _plan_frame(self, frame: FrameInput) -> InputPlan:
+        """Check one frame (ValueError naming what was expected) and set its geometry."""
+        if not isinstance(frame.intrinsics, Intrinsics):
+            raise ValueError(f"intrinsics must be an Intrinsics, got "
+                             f"{type(frame.intrinsics).__name__}")
+        check_rgb(frame.rgb, frame.intrinsics)
+        if (frame.reference_depth is not None
+                and np.shape(frame.reference_depth) != frame.rgb.shape[:2]):
+            raise ValueError(f"reference depth shape {np.shape(frame.reference_depth)} does "
+                             f"not match the image {frame.rgb.shape[:2]}")
+        if frame.scale_policy is not None:
+            self.check_scale_policy(frame.scale_policy)
+        plan = self.plan(frame.intrinsics)
+        self.preprocessor.short_side = plan.short_side
+        return plan
+
+    def _infer(self, tensors: list[np.ndarray]) -> list[np.ndarray]:
+        """[1,3,h,w] tensors of one shape -> their [1,1,h,w] outputs, in one backend call."""
+        feed = tensors[0] if len(tensors) == 1 else np.concatenate(tensors, axis=0)
+        feed = feed.astype(self._input_dtype, copy=False)
         output = self.backend.run({self.metadata.input_name: feed})[self.metadata.output_name]
-        t2 = time.perf_counter()
+        if np.shape(output)[0] != len(tensors):
+            raise RuntimeError(f"the {self.backend.name} backend returned {np.shape(output)[0]} "
+                               f"outputs for a batch of {len(tensors)} frames")
+        return [output[k:k + 1] for k in range(len(tensors))]
+
+    def _check_finite(self, output: np.ndarray) -> None:
         bad = ~np.isfinite(output)
         if bad.any():
             raise RuntimeError(f"model output contains NaN or inf ({int(bad.sum())} of "
                                f"{bad.size} values) from the {self.backend.name} backend "
                                f"({self.backend.precision}); frame skipped (FP16 overflow in "
                                "LayerNorm/attention is a common cause: keep those in FP32)")
-        # 3. back to camera resolution                                   [H,W]
-        depth = postprocess(output, prepared, self.metadata, upsample=self.upsample)
-        return depth, prepared, t1, t2
+
+    def _finish(self, frame: FrameInput, plan: InputPlan, depth: np.ndarray,
+                prepared: Prepared, preprocess_ms: float, inference_ms: float,
+                post_start: float, batch: int) -> DepthResult:
+        """Depth at camera resolution -> metric depth with REP 117 meanings
+        (``inference_ms``: the whole backend call of ``batch`` frames)."""
+        if plan.canonical:                       # canonical camera: depth x f_in / f_train
+            depth *= np.float32(plan.depth_factor(prepared.intrinsics_model))
+        policy = frame.scale_policy or self._scale_policy
+        est = policy.update(depth, frame.intrinsics, frame.reference_depth)
+        if math.isfinite(est.scale) and est.scale > 0:
+            depth = depth * np.float32(est.scale)
+        else:  # no scale known yet: nothing metric to report
+            depth = np.full_like(depth, np.nan)
+        depth = mark_out_of_range(depth, self.metadata.min_depth, self.metadata.max_depth)
+        timings = {"preprocess_ms": preprocess_ms, "inference_ms": inference_ms,
+                   "postprocess_ms": (time.perf_counter() - post_start) * 1e3}
+        return DepthResult(depth, frame.intrinsics, float(est.scale), est.source, timings,
+                           self.backend.name, self.backend.precision, bool(est.valid),
+                           prepared, batch)
 
     def _estimate_on_device(self, rgb, intrinsics):
         """The backend pre-processes, runs and post-processes on its device (CUDA); the

@@ -141,7 +141,7 @@ def test_node_runs_without_status_when_not_built(monkeypatch):
     with RosHarness(threads=2) as ros:
         node = ros.add(DepthNode(context=ros.context,
                                  parameter_overrides=[Parameter("autostart", value=False)]))
-        assert node._reporter._status_pub is None
+        assert node.reporter._status_pub is None
         assert not any(name.endswith("/status") for name, _ in node.get_topic_names_and_types()
                        if name.startswith("/depth_node"))
 

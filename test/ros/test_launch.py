@@ -66,11 +66,14 @@ def test_every_named_executable_file_and_parameter_exists():
     assert {"autostart", "use_sim_time"} <= declared
     names = [name for name, _, _ in launch.ARGUMENTS]
     for required in ("params_file", "model", "backend", "image", "camera_info", "namespace",
-                     "use_sim_time", "rviz", "log_level"):
+                     "cameras", "use_sim_time", "rviz", "log_level"):
         assert required in names
     assert all(text for _, _, text in launch.ARGUMENTS), "every argument has a description"
-    # remapped topics are the node's own relative input names
-    node_source = Path(node_module.__file__).read_text()
+    # remapped topics are the node's own relative input names (in its camera pipeline)
+    from depth_perception.ros import camera_pipeline
+
+    node_source = (Path(node_module.__file__).read_text()
+                   + Path(camera_pipeline.__file__).read_text())
     for topic in launch.REMAPPED_TOPICS:
         assert f'"{topic}"' in node_source
 

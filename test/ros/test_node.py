@@ -62,7 +62,11 @@ def start_node(ros, meta=META, **overrides):
     from depth_perception.ros.depth_node import DepthNode
     from rclpy.parameter import Parameter
 
-    params = {"model": "fake-model", "input_short_side": H, **overrides}  # H: the camera size
+    # H: the camera size; cloud filters off: the ramp (0.47 m per column) is steeper than
+    # the flying-pixel jump, and these tests check the plain back-projection
+    # (test_costmap_cloud.py and test_cloud_dds.py cover the filters)
+    params = {"model": "fake-model", "input_short_side": H, "point_flying_jump": 0.0,
+              "point_sky_fraction": 1.0, **overrides}
     node = DepthNode(context=ros.context, estimator_factory=make_factory(meta),
                      parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
     ros.add(node)
@@ -350,9 +354,9 @@ def test_lifecycle_cycle_releases_and_reloads_the_backend(ros):
     assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
     backend = node._estimator.backend
     assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
-    assert len(node._subs) == 2 and node.state == "active"
+    assert len(node.cameras[0].subscriptions) == 2 and node.state == "active"
     assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
-    assert node._subs == [] and node_state(node) == "inactive"
+    assert node.cameras[0].subscriptions == [] and node_state(node) == "inactive"
     assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
     assert backend.closed and node._estimator is None
     assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS

@@ -231,7 +231,7 @@ def test_image_before_its_first_camera_info_is_not_lost(setup):
         rejected = node.stats.bad["no_camera_info"]
         image_pub.publish(image_msg(rgb(), t, frame_id=frame_id))
         try:
-            wait_for(lambda: node._pairer.waiting > 0, 2.0, "image waiting for info")
+            wait_for(lambda: node.cameras[0].pairer.waiting > 0, 2.0, "image waiting for info")
             info_pub.publish(camera_info_msg(K, t, frame_id=frame_id))
             wait_for(lambda: any(m.header.frame_id == frame_id for m in depth.messages), 2.0,
                      "depth for the early image")

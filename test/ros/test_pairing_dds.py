@@ -96,7 +96,7 @@ def test_interleaved_infos_with_changing_K_pair_by_stamp(setup):
     # out of order: the image comes first and waits for its CameraInfo
     t = stamps[-1]
     image_pub.publish(image_msg(rgb(), t))
-    wait_for(lambda: node._pairer.waiting == 1, 5.0, "the image to wait for its CameraInfo")
+    wait_for(lambda: node.cameras[0].pairer.waiting == 1, 5.0, "the image to wait for its CameraInfo")
     info_pub.publish(camera_info_msg(K(fx[t]), t))
     assert published_fx(info_out, t) == fx[t]
     assert node.stats.camera_info_fallbacks == 0 and node.stats.frames_bad == 0

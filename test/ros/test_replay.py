@@ -140,7 +140,10 @@ def test_synthetic_bag_into_depth_node(synth_bag, onnx_model):
         last = max(recorded)
         for out in (depth_out, info_out, points_out):
             out.wait(lambda ms: any(stamp_ns(m) == last for m in ms), 30, "the last frame")
-        check_outputs(recorded, depth_out.messages, info_out.messages, points_out.messages)
+        # the node's cloud filters (flying pixels, sky cap) at the model's max_depth
+        cloud_settings = node.settings.cloud_settings(node._estimator.metadata.max_depth)
+        check_outputs(recorded, depth_out.messages, info_out.messages, points_out.messages,
+                      cloud_settings)
 
         # replay again with max_depth at the median depth: the bag restarts (one frame
         # rejected as stamps going backwards), far pixels become +inf and NaN points
@@ -152,13 +155,16 @@ def test_synthetic_bag_into_depth_node(synth_bag, onnx_model):
             out.wait(lambda ms: any(stamp_ns(m) == last for m in ms), 30, "the last frame")
         assert node.stats.bad["stamp_backwards"] == 1
         n_inf = check_outputs(recorded, depth_out.messages, info_out.messages,
-                              points_out.messages)
+                              points_out.messages, node.settings.cloud_settings(median))
         assert n_inf > 0
 
 
-def check_outputs(recorded, depths, infos, clouds) -> int:
+def check_outputs(recorded, depths, infos, clouds, cloud_settings) -> int:
     """Stamps/frames/sizes are the input's; cloud = back-projection through the published
-    K; invalid depth -> NaN points. Returns the number of +inf depth pixels seen."""
+    K; invalid depth and pixels the cloud filters drop (``cloud_settings``) -> NaN points.
+    Returns the number of +inf depth pixels seen."""
+    from depth_perception.cloud import filter_depth
+
     infos = {stamp_ns(m): m for m in infos}
     clouds = {stamp_ns(m): m for m in clouds}
     n_inf = 0
@@ -179,14 +185,16 @@ def check_outputs(recorded, depths, infos, clouds) -> int:
         assert (K.width, K.height) == (W, H)
         assert (cloud.height, cloud.width) == (H, W)
         pts = cloud_to_numpy(cloud).reshape(H, W, 3)
+        kept = filter_depth(depth, K, cloud_settings)         # NaN: no point
+        assert np.array_equal(kept[np.isfinite(kept)], depth[np.isfinite(kept)])
         for v, u in zip(rng.integers(0, H, 30), rng.integers(0, W, 30)):
-            z = depth[v, u]
+            z = kept[v, u]
             if np.isfinite(z):
                 want = [(u - K.cx) * z / K.fx, (v - K.cy) * z / K.fy, z]
                 np.testing.assert_allclose(pts[v, u], want, rtol=1e-5, atol=1e-6)
             else:
                 assert np.isnan(pts[v, u]).all()
-        bad = ~np.isfinite(depth)
+        bad = ~np.isfinite(kept)
         assert np.isnan(pts[bad]).all() and np.isfinite(pts[~bad]).all()
     return n_inf
 

@@ -139,7 +139,7 @@ def test_tf_static_before_node_start_reaches_node_tf_source(tf2_msgs_built):
             transform_stamped("base_link", "lidar", (0.5, 0.2, 1.9))]))
         node = make_node(ros, "lidar_median", lambda x: np.ones((1, 1, *x.shape[2:])))
         wait_for(lambda: node_state(node) == "active", 30, "node active")
-        tf = node._transforms
+        tf = node.transforms
         wait_for(lambda: tf._tf is not None and tf._tf.received["static"] >= 2, 30,
                  "the node's TF source to receive the latched /tf_static")
         assert tf._tf.backend in ("tf_messages", "tf2_ros")
@@ -226,7 +226,7 @@ def test_replayed_bag_scale_from_tf_static(tf2_msgs_built, synth_bag, policy, us
         assert node.stats.last_scale_source == policy
         if not use_tf:
             assert node.stats.last_scale != pytest.approx(3.0, rel=0.05)
-            assert "use_tf is false" in node._transforms._sources[
+            assert "use_tf is false" in node.transforms._sources[
                 "camera<-lidar transform" if policy == "lidar_median" else "camera height"]
             return
         assert node.stats.last_scale == pytest.approx(3.0, rel=0.05)
@@ -236,9 +236,9 @@ def test_replayed_bag_scale_from_tf_static(tf2_msgs_built, synth_bag, policy, us
         assert ok.sum() > 0.3 * depth.size
         assert float(np.median(depth[ok] / gt[ok])) == pytest.approx(1.0, rel=0.05)
         if policy == "lidar_median":
-            assert node._transforms._sources["camera<-lidar transform"].startswith("from TF")
+            assert node.transforms._sources["camera<-lidar transform"].startswith("from TF")
         else:
-            assert node._transforms._sources["camera height"].startswith("from TF")
+            assert node.transforms._sources["camera height"].startswith("from TF")
             assert node._estimator.scale_policy.camera_height == pytest.approx(1.5)
             assert node._estimator.scale_policy.pitch_deg == pytest.approx(0.0, abs=1e-6)
 

@@ -26,25 +26,28 @@ from depth_perception_training.tiny import (  # noqa: F401  (re-exported for the
 )
 
 class FunctionBackend(Backend):
-    """Backend computing ``fn(input [1,3,h,w]) -> [1,1,h,w]`` with numpy.
+    """Backend computing ``fn(input [B,3,h,w]) -> [B,1,h,w]`` with numpy.
 
-    Dynamic size unless ``metadata`` fixes it. ``calls`` counts runs.
+    Dynamic size unless ``metadata`` fixes it; batch fixed at ``batch`` (default 1,
+    None: any). ``calls`` counts runs, ``batches`` lists the batch size of each.
     """
 
     def __init__(self, fn: Callable[[np.ndarray], np.ndarray], metadata: ModelMetadata,
-                 name: str = "function", precision: str = "fp32"):
+                 name: str = "function", precision: str = "fp32", batch: int | None = 1):
         self.fn, self.metadata = fn, metadata
         self.name, self.precision, self.device = name, precision, "cpu"
         h, w = metadata.fixed_size or (None, None)
-        self.inputs = {metadata.input_name: TensorSpec((1, 3, h, w), "float32")}
-        self.outputs = {metadata.output_name: TensorSpec((1, 1, h, w), "float32")}
+        self.inputs = {metadata.input_name: TensorSpec((batch, 3, h, w), "float32")}
+        self.outputs = {metadata.output_name: TensorSpec((batch, 1, h, w), "float32")}
         self.calls = 0
+        self.batches: list[int] = []
         self.closed = False
 
     def run(self, feeds):
         self.check_feeds(feeds)
         self.calls += 1
         x = feeds[self.metadata.input_name]
+        self.batches.append(int(x.shape[0]))
         return {self.metadata.output_name: np.asarray(self.fn(x), dtype=np.float32)}
 
     def close(self):

@@ -233,8 +233,8 @@ def test_parity_failure_fails_the_export_and_leaves_no_file(tiny_ckpt, tmp_path,
 
     original = onnx_export._torch_export
 
-    def export_then_corrupt(module, dummy, path, metadata, opset):
-        original(module, dummy, path, metadata, opset)
+    def export_then_corrupt(module, dummy, path, metadata, opset, *args, **kwargs):
+        original(module, dummy, path, metadata, opset, *args, **kwargs)
         model = onnx.load(str(path))
         init = max(model.graph.initializer, key=lambda t: int(np.prod(t.dims)))
         values = numpy_helper.to_array(init).copy()
@@ -274,6 +274,40 @@ def test_cli_exports_checkpoint(tiny_ckpt, tmp_path, capsys):
     assert rc == 0, printed
     assert out.is_file() and "max relative error" in printed
     assert read_onnx_metadata(out).fixed_size == (56, 84)
+
+
+def test_cli_dynamic_batch_export_runs_cameras_in_one_call(tiny_ckpt, tmp_path, capsys):
+    from depth_perception.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from depth_perception.runtime.estimator import DepthEstimator, FrameInput
+
+    out = tmp_path / "batch.onnx"
+    rc = cli_main(["export", "--checkpoint", str(tiny_ckpt), "--height", "56", "--width",
+                   "84", "--onnx", str(out), "--dynamic-batch"])
+    assert rc == 0, capsys.readouterr()
+    meta = read_onnx_metadata(out)
+    assert meta.provenance["export"]["input_shape"] == ["batch", 3, 56, 84]
+    backend = OnnxRuntimeBackend(out, providers=["CPUExecutionProvider"])
+    assert backend.max_batch(meta.input_name) is None
+    sizes = []
+    run = backend.run
+    backend.run = lambda feeds: sizes.append(len(feeds[meta.input_name])) or run(feeds)
+    est = DepthEstimator(backend, meta)
+    rng = np.random.default_rng(1)
+    K = Intrinsics(fx=90.0, fy=90.0, cx=83.5, cy=55.5, width=168, height=112)
+    frames = [FrameInput(rng.integers(0, 256, (112, 168, 3), dtype=np.uint8), K)
+              for _ in range(3)]
+    together = est.estimate_batch(frames)
+    assert sizes == [3]
+    for frame, result in zip(frames, together):
+        alone = est.estimate(frame.rgb, frame.intrinsics).depth
+        ok = np.isfinite(alone)
+        assert ok.mean() > 0.5
+        np.testing.assert_allclose(result.depth[ok], alone[ok], rtol=1e-4)
+    # TensorRT and the INT8 copy are built from batch-1 ONNX: refused up front
+    rc = cli_main(["export", "--checkpoint", str(tiny_ckpt), "--height", "56", "--width",
+                   "84", "--onnx", str(tmp_path / "x.onnx"), "--dynamic-batch",
+                   "--engine", str(tmp_path / "x.engine")])
+    assert rc == 2 and "--dynamic-batch is for onnxruntime" in capsys.readouterr().err
 
 
 def _tensorrt_importable() -> bool:

@@ -55,10 +55,13 @@ def save_tiny_depth_anything(folder, **kwargs) -> Path:
 
 
 def export_depth_onnx(module, path, height: int, width: int, metadata: ModelMetadata,
-                      input_name: str = "image", output_name: str = "depth") -> Path:
+                      input_name: str = "image", output_name: str = "depth",
+                      dynamic_batch: bool = False) -> Path:
     """Export ``module`` (image [1,3,H,W] -> depth [1,1,H,W]) at one static size, with
     ``metadata`` stored in the file. Names in the graph are ``input_name``/``output_name``
-    (the metadata is written as given, so tests can make them disagree)."""
+    (the metadata is written as given, so tests can make them disagree).
+    ``dynamic_batch``: the leading dimension is dynamic ([B,3,H,W] -> [B,1,H,W]), so the
+    runtime can run frames of several cameras in one call."""
     import torch
 
     from depth_perception.runtime.onnx_metadata import write_onnx_metadata
@@ -67,17 +70,21 @@ def export_depth_onnx(module, path, height: int, width: int, metadata: ModelMeta
     x = torch.rand(1, 3, height, width)
     with warnings.catch_warnings():  # tracer warnings about shape-dependent Python code
         warnings.simplefilter("ignore")
+        axes = ({input_name: {0: "batch"}, output_name: {0: "batch"}} if dynamic_batch
+                else None)
         torch.onnx.export(module.eval(), (x,), str(path), input_names=[input_name],
-                          output_names=[output_name], opset_version=17, dynamo=False)
+                          output_names=[output_name], opset_version=17, dynamo=False,
+                          dynamic_axes=axes)
     write_onnx_metadata(path, metadata)
     return path
 
 
 def tiny_depth_anything_onnx(path, height: int, width: int, metric: bool = True,
-                             seed: int = 0, model=None, **metadata_overrides) -> Path:
+                             seed: int = 0, model=None, dynamic_batch: bool = False,
+                             **metadata_overrides) -> Path:
     """The tiny Depth Anything (or ``model``, e.g. one loaded from a saved folder)
     exported to ONNX with matching metadata (input 'image', output 'depth', fixed
-    height x width)."""
+    height x width; batch 1, or dynamic with ``dynamic_batch``)."""
     from depth_perception.runtime.backends.torch_backend import transformers_depth_module
 
     model = model if model is not None else tiny_depth_anything(metric=metric, seed=seed)
@@ -87,7 +94,7 @@ def tiny_depth_anything_onnx(path, height: int, width: int, metric: bool = True,
                 provenance={"source": "tiny_depth_anything", "seed": seed})
     meta.update(metadata_overrides)
     return export_depth_onnx(transformers_depth_module(model), path, height, width,
-                             ModelMetadata(**meta))
+                             ModelMetadata(**meta), dynamic_batch=dynamic_batch)
 
 
 # -- the GDT translation set (BLIP-2, DPT, SD 1.5, depth ControlNet, IP-Adapter) --------

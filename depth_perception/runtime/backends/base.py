@@ -51,6 +51,12 @@ class Backend(abc.ABC):
     def close(self) -> None:
         """Release the model and its device memory (idempotent)."""
 
+    def max_batch(self, input_name: str) -> int | None:
+        """Frames one :meth:`run` takes on ``input_name``: the fixed leading dimension
+        of its spec (1 for graphs exported at batch 1, TensorRT bindings planned for
+        one frame), None when that dimension is dynamic (any batch)."""
+        return self.inputs[input_name].shape[0]
+
     def check_feeds(self, feeds: dict[str, np.ndarray]) -> None:
         """ValueError if a feed is missing, unexpected, or of the wrong rank/size."""
         missing = sorted(set(self.inputs) - set(feeds))

@@ -96,8 +96,8 @@ def metadata_from_transformers(config, processor_config: dict | None = None,
 
 
 class TorchBackend(Backend):
-    """A torch module mapping ``metadata.input_name`` [1,3,H,W] to
-    ``metadata.output_name`` [1,1,H,W], run under ``torch.inference_mode``."""
+    """A torch module mapping ``metadata.input_name`` [B,3,H,W] to
+    ``metadata.output_name`` [B,1,H,W] (any batch B), run under ``torch.inference_mode``."""
 
     name = "torch"
 
@@ -116,8 +116,9 @@ class TorchBackend(Backend):
         self._dtype = getattr(torch, PRECISIONS[precision])
         self._module = module.to(self.device, self._dtype).eval()
         h, w = metadata.fixed_size or (None, None)
-        self.inputs = {metadata.input_name: TensorSpec((1, 3, h, w), "float32")}
-        self.outputs = {metadata.output_name: TensorSpec((1, 1, h, w), "float32")}
+        # any batch: torch modules take [B,3,H,W] natively
+        self.inputs = {metadata.input_name: TensorSpec((None, 3, h, w), "float32")}
+        self.outputs = {metadata.output_name: TensorSpec((None, 1, h, w), "float32")}
 
     @classmethod
     def from_checkpoint(cls, folder, device: str = "auto", precision: str = "fp32"

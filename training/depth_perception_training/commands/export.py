@@ -58,6 +58,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="input width in pixels (multiple of 14); see --height")
     src.add_argument("--onnx", type=Path, required=True, help="output .onnx file")
     src.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17, default 17)")
+    src.add_argument("--dynamic-batch", action="store_true",
+                     help="keep the batch dimension dynamic: a depth node serving several "
+                          "cameras runs their frames in one onnxruntime call (checked: one "
+                          "batch = one by one); not with the TensorRT or INT8 outputs, "
+                          "which are built from batch-1 ONNX")
     src.add_argument("--device", default="cpu",
                      help="torch device for the export and parity check (default cpu)")
     src.add_argument("--parity-bag", type=Path, default=None,
@@ -124,6 +129,10 @@ def run(args) -> int:
         check_export_size(args.height, args.width)
     elif args.engine_cache is not None:
         raise ValueError("--engine-cache names its files by size: give --height and --width")
+    if args.dynamic_batch and (args.engine is not None or args.engine_cache is not None
+                               or args.torch2trt is not None or args.quantize):
+        raise ValueError("--dynamic-batch is for onnxruntime: TensorRT engines, torch2trt and "
+                         "the INT8 copy are built from batch-1 ONNX; export those without it")
     if args.parity_bag is not None and not args.parity_bag.exists():
         raise FileNotFoundError(f"parity bag {args.parity_bag} not found")
     for bag in args.calib_bag:
@@ -172,7 +181,8 @@ def run(args) -> int:
     result = export_onnx(source, args.onnx, args.height, args.width, opset=args.opset,
                          parity_frames=parity,
                          parity_source=f"bag {args.parity_bag}" if parity is not None
-                         else "synthetic", tolerance=args.tolerance)
+                         else "synthetic", tolerance=args.tolerance,
+                         dynamic_batch=args.dynamic_batch)
     size_mb = result.path.stat().st_size / 1e6
     print(f"wrote {result.path} ({args.height}x{args.width}, {size_mb:.1f} MB, "
           f"{result.metadata.output_kind}) in {result.seconds:.1f} s; onnxruntime vs torch "

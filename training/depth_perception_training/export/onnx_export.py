@@ -163,12 +163,15 @@ class ExportResult:
     seconds: float
 
 
-def _torch_export(module, dummy, path: Path, metadata: ModelMetadata, opset: int) -> None:
-    """The TorchScript-based exporter (static shapes: no dynamic axes)."""
+def _torch_export(module, dummy, path: Path, metadata: ModelMetadata, opset: int,
+                  dynamic_batch: bool = False) -> None:
+    """The TorchScript-based exporter (static shapes; with ``dynamic_batch`` the leading
+    dimension of input and output is dynamic)."""
     import warnings
 
     import torch
 
+    names = (metadata.input_name, metadata.output_name)
     with warnings.catch_warnings():
         # shape checks in transformers code become constants: intended, the graph is static
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
@@ -176,14 +179,29 @@ def _torch_export(module, dummy, path: Path, metadata: ModelMetadata, opset: int
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(module, (dummy,), str(path), dynamo=False, opset_version=opset,
                           input_names=[metadata.input_name],
-                          output_names=[metadata.output_name], do_constant_folding=True)
+                          output_names=[metadata.output_name], do_constant_folding=True,
+                          dynamic_axes={n: {0: "batch"} for n in names}
+                          if dynamic_batch else None)
+
+
+def _run_batch(path: Path, frames: np.ndarray, meta: ModelMetadata) -> np.ndarray:
+    """[N,3,H,W] frames through the ONNX file in one onnxruntime call -> [N,1,H,W]."""
+    from depth_perception.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+    with OnnxRuntimeBackend(path, providers=["CPUExecutionProvider"], metadata=meta) as backend:
+        return backend.run({meta.input_name: frames})[meta.output_name]
 
 
 def export_onnx(source: ExportSource, out_path: str | Path, height: int, width: int, *,
                 opset: int = DEFAULT_OPSET, parity_frames: np.ndarray | None = None,
-                parity_source: str = "synthetic", tolerance: float = DEFAULT_TOLERANCE
-                ) -> ExportResult:
+                parity_source: str = "synthetic", tolerance: float = DEFAULT_TOLERANCE,
+                dynamic_batch: bool = False) -> ExportResult:
     """Export ``source`` at ``height x width`` to ``out_path`` and check it.
+
+    ``dynamic_batch``: the batch dimension stays dynamic, so the depth node runs frames of
+    several cameras in one onnxruntime call; the parity frames then also run as one
+    batch, which must match them run one by one (TensorRT engines are built from
+    batch-1 ONNX).
 
     ``parity_frames``: [N,3,H,W] normalised frames (default: 4 deterministic synthetic
     frames through the node's Preprocessor). On any failure (bad output shape, checker,
@@ -234,7 +252,7 @@ def export_onnx(source: ExportSource, out_path: str | Path, height: int, width: 
         dummy = torch.from_numpy(parity_frames[:1].copy()).to(
             next((p.device for p in module.parameters()), torch.device("cpu")))
         with torch.inference_mode():
-            _torch_export(module, dummy, partial, meta, opset)
+            _torch_export(module, dummy, partial, meta, opset, dynamic_batch)
         model = onnx.load(str(partial), load_external_data=False)
         # dims the exporter could not infer are 0 here; onnxruntime's outputs are checked below
         out_shape = [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim]
@@ -257,6 +275,15 @@ def export_onnx(source: ExportSource, out_path: str | Path, height: int, width: 
                 f"error {worst:.3e} (> tolerance {tolerance:.1e}) on {len(errors)} "
                 f"{parity_source} frames (per frame {[f'{e:.2e}' for e in errors]}); "
                 f"{out_path} was not written")
+        if dynamic_batch:       # 4b. all parity frames as one batch = one by one
+            batched = _run_batch(partial, parity_frames, meta)
+            batch_error = max(max_relative_error(o, batched[k:k + 1])
+                              for k, o in enumerate(outputs))
+            if not batch_error <= tolerance:
+                raise RuntimeError(f"ONNX batch check failed: {len(outputs)} frames in one "
+                                   f"call differ from one call each by max relative error "
+                                   f"{batch_error:.3e} (> {tolerance:.1e}); {out_path} was "
+                                   "not written")
 
         # 5. metadata with provenance, then the checker on the final bytes
         provenance = dict(source.metadata.provenance)
@@ -264,7 +291,7 @@ def export_onnx(source: ExportSource, out_path: str | Path, height: int, width: 
         provenance["export"] = {
             "exported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "opset": int(opset), "torch": torch.__version__, "onnx": onnx.__version__,
-            "input_shape": [1, 3, height, width],
+            "input_shape": ["batch" if dynamic_batch else 1, 3, height, width],
             "parity": {"frames": len(errors), "source": parity_source,
                        "max_rel_error": worst, "tolerance": tolerance}}
         meta = dataclasses.replace(meta, provenance=provenance)
