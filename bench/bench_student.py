@@ -35,8 +35,14 @@ def main() -> int:
                         help="synthetic training drives (seeds); the held-out drive is 101")
     parser.add_argument("--size", default="320x96",
                         help="WIDTHxHEIGHT of bags and networks (multiples of 32)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1: on a shared 2-core machine spinning threads "
+                             "make each step several times slower)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+
+    torch.set_num_threads(args.threads)
     from depth_perception_training.train.reproduce import (ReproduceConfig, claim_holds,
                                                            format_table, reproduce)
 
@@ -60,7 +66,8 @@ def main() -> int:
     print(f"\nload average at start {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} (2 cores); "
           f"at end {load_end[0]:.1f}; total {minutes:.1f} min; "
           f"teacher {args.teacher_steps or 'teacher_tiny'} steps, "
-          f"students {args.student_steps} steps each, {args.size}, batch {args.batch}")
+          f"students {args.student_steps} steps each, {args.size}, batch {args.batch}, "
+          f"{args.threads} torch thread(s)")
     print(format_table(out["table"]))
     for name, t in out["students"].items():
         print(f"{name}: {t['steps_per_s']:.2f} steps/s, "
