@@ -28,13 +28,21 @@ def main() -> int:
                         help="default: teacher_tiny.yaml's")
     parser.add_argument("--student-steps", type=int, default=150)
     parser.add_argument("--translators", default="paired,photometric")
+    parser.add_argument("--student-seeds", default="0",
+                        help="one student per translator and seed (e.g. 0,1: seed spread)")
     parser.add_argument("--batch", type=int, default=8, help="batch size of teacher and students")
     parser.add_argument("--train-seeds", default="1,2,3,4",
                         help="synthetic training drives (seeds); the held-out drive is 101")
     parser.add_argument("--size", default="320x96",
                         help="WIDTHxHEIGHT of bags and networks (multiples of 32)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1: on a shared 2-core machine spinning threads "
+                             "make each step several times slower)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+
+    torch.set_num_threads(args.threads)
     from depth_perception_training.train.reproduce import (ReproduceConfig, claim_holds,
                                                            format_table, reproduce)
 
@@ -48,17 +56,21 @@ def main() -> int:
                              student_steps=args.student_steps,
                              train_seeds=tuple(int(x) for x in args.train_seeds.split(",")),
                              translators=tuple(args.translators.split(",")),
+                             student_seeds=tuple(int(x) for x in args.student_seeds.split(",")),
                              teacher_overrides=batch, student_overrides=batch)
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         out = reproduce(work, config)
     minutes = (time.perf_counter() - started) / 60
+    load_end = os.getloadavg()
     print(f"\nload average at start {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} (2 cores); "
-          f"total {minutes:.1f} min; teacher {args.teacher_steps or 'teacher_tiny'} steps, "
-          f"students {args.student_steps} steps each, {args.size}, batch {args.batch}")
+          f"at end {load_end[0]:.1f}; total {minutes:.1f} min; "
+          f"teacher {args.teacher_steps or 'teacher_tiny'} steps, "
+          f"students {args.student_steps} steps each, {args.size}, batch {args.batch}, "
+          f"{args.threads} torch thread(s)")
     print(format_table(out["table"]))
     for name, t in out["students"].items():
-        print(f"student ({name}): {t['steps_per_s']:.2f} steps/s, "
+        print(f"{name}: {t['steps_per_s']:.2f} steps/s, "
               f"{100 * t['teacher_share']:.0f}% of the step in the teacher's forwards")
         print(f"  SSD direction (night, rain lower; day-clear <= +5%): "
               f"{json.dumps(claim_holds(out['table'], name))}")

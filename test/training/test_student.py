@@ -243,6 +243,90 @@ def test_teacher_input_is_never_the_translated_frame(ssd_setup, tmp_path):
         assert any(torch.equal(frame, d) for d in day_frames)
 
 
+# -- a teacher-initialised student starts as the teacher ----------------------------------
+
+def test_teacher_copy_with_frozen_batchnorm_computes_the_teachers_output(ssd_setup, tmp_path):
+    """student_tiny (init: teacher, freeze_batchnorm): in training mode, on a batch that
+    mixes day and translated frames, the student's depth of its day frames is the
+    teacher's; a step changes BatchNorm scale/shift but not its running statistics.
+    With batch statistics (freeze_batchnorm=false) the same day frames come out
+    otherwise, which is what the option is for."""
+    from depth_perception_training.train.config import load_config
+    from depth_perception_training.train.student import (FrozenStatsBatchNorm2d,
+                                                         build_student_trainer)
+
+    def first_step(freeze):
+        cfg = load_config("student_tiny", _student_overrides(
+            ssd_setup, tmp_path / f"bn_{freeze}", "data.batch_size=4",
+            "student.keep_probability=0.5", f"student.freeze_batchnorm={freeze}"))
+        trainer, objective = build_student_trainer(cfg)
+        trainer._set_train(True)
+        batch = next(iter(trainer.train_loader))
+        day = objective.normalize(batch["image"])
+        mixed = torch.cat([day[:2], objective.normalize(batch["student_image"][2:])])
+        assert float((mixed[2:] - day[2:]).abs().mean()) > 0     # not all day frames
+        net = trainer.models["depth"]
+        with torch.no_grad():
+            student = net(mixed)["depth"][0][:2]
+            teacher = objective.teacher.depth(day[:2])["depth"][0]
+        return trainer, batch, net, float(((student - teacher).abs() / teacher).max())
+
+    trainer, batch, net, gap = first_step(True)
+    assert gap < 1e-5
+    bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert bns and all(isinstance(m, FrozenStatsBatchNorm2d) and not m.training for m in bns)
+    stats = [m.running_mean.clone() for m in bns]
+    scales = [m.weight.detach().clone() for m in bns]
+    trainer.train_step(batch)
+    assert all(torch.equal(m.running_mean, s) for m, s in zip(bns, stats))
+    assert any(not torch.equal(m.weight, w) for m, w in zip(bns, scales))
+    assert first_step(False)[3] > 1e-3
+
+
+# -- an interrupted run resumes ----------------------------------------------------------
+
+class Interrupted(Exception):
+    pass
+
+
+def test_interrupted_student_run_resumes_to_the_same_steps_and_losses(ssd_setup, tmp_path):
+    """A student run dies in step 3 after its step-2 checkpoint; ``--resume`` continues
+    from that checkpoint and ends at step 4 with the losses of an uninterrupted run
+    (weights, optimizer, RNG and the position in the epoch restored; the frozen teacher
+    is rebuilt from the config)."""
+    from depth_perception_training.train.checkpoint import list_checkpoints
+    from depth_perception_training.train.config import load_config
+    from depth_perception_training.train.student import build_student_trainer
+
+    def run(out, *extra):
+        cfg = load_config("student_tiny", _student_overrides(
+            ssd_setup, out, "trainer.max_steps=4", "trainer.checkpoint_every=2", *extra))
+        return build_student_trainer(cfg)[0]
+
+    full = run(tmp_path / "full").fit()
+    split = run(tmp_path / "split")
+    objective = split.loss_fn
+
+    def dies_in_step_3(models, batch):
+        if split.state.step == 2:
+            raise Interrupted
+        return objective(models, batch)
+
+    split.loss_fn = dies_in_step_3
+    with pytest.raises(Interrupted):
+        split.fit()
+    assert [p.name for p in list_checkpoints(tmp_path / "split")] == ["step_00000002"]
+    resumed = run(tmp_path / "split", "trainer.resume=auto").fit()
+    assert resumed.step == full.step == 4
+    log = [json.loads(line) for line in
+           (tmp_path / "split" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4]
+    np.testing.assert_allclose([r["loss"] for r in log], [r["loss"] for r in full.history],
+                               rtol=1e-5)
+    assert [r["terms"]["translated_fraction"] for r in log] == \
+        [float(r["terms"]["translated_fraction"]) for r in full.history]
+
+
 # -- Table 3 configurations ---------------------------------------------------------------
 
 TABLE3_CPU = {   # what makes each GPU configuration CPU-sized: tiny nets, no downloads

@@ -40,6 +40,7 @@ class ReproduceConfig:
     teacher_steps: int | None = None        # None: teacher_tiny.yaml's
     student_steps: int = 150
     translators: tuple = ("paired", "photometric")
+    student_seeds: tuple = (0,)             # one student per translator and seed
     teacher_overrides: list = field(default_factory=list)
     student_overrides: list = field(default_factory=list)
 
@@ -158,14 +159,24 @@ def reproduce(work: str | Path, config: ReproduceConfig | None = None) -> dict:
     students = {}
     for name in c.translators:
         translations = translate_run(work / f"translate_{name}", name, day_bags)
-        run = work / f"student_{name}"
-        students[name] = train_student_run(run, teacher, translations, day_bags,
-                                           c.student_steps, [*sized, *c.student_overrides])
-        models[f"student ({name})"] = run / "model.onnx"
+        for seed in c.student_seeds:
+            row = student_row(name, seed, c.student_seeds)
+            run = work / (f"student_{name}" if row == f"student ({name})"
+                          else f"student_{name}_seed{seed}")
+            students[row] = train_student_run(run, teacher, translations, day_bags,
+                                              c.student_steps,
+                                              [*sized, f"seed={seed}", *c.student_overrides])
+            models[row] = run / "model.onnx"
     # 5. Scores on the held-out scenes
     table = score(models, test_bags, prior_bags=day_bags)
     return {"table": table, "students": students, "timings": timings,
             "test_bags": [str(b) for b in test_bags]}
+
+
+def student_row(translator: str, seed: int, seeds=(0,)) -> str:
+    """Table row of a student: ``student (paired)``, or with several seeds
+    ``student (paired, seed 1)``."""
+    return f"student ({translator})" if len(seeds) == 1 else f"student ({translator}, seed {seed})"
 
 
 def format_table(table: dict, conditions=CONDITIONS) -> str:
@@ -178,10 +189,12 @@ def format_table(table: dict, conditions=CONDITIONS) -> str:
     return "\n".join(lines)
 
 
-def claim_holds(table: dict, translator: str, day_tolerance: float = 0.05) -> dict:
-    """SSD's direction per condition: student < teacher at night and in rain, and on
-    day-clear at most ``day_tolerance`` worse."""
-    s, t = table[f"student ({translator})"], table["teacher"]
+def claim_holds(table: dict, row: str, day_tolerance: float = 0.05) -> dict:
+    """SSD's direction per condition for the student row ``row`` (``student (paired)``;
+    a bare translator name means that row): student < teacher at night and in rain, and
+    on day-clear at most ``day_tolerance`` worse."""
+    s = table[row if row in table else f"student ({row})"]
+    t = table["teacher"]
     return {"night": s["night"]["abs_rel"] < t["night"]["abs_rel"],
             "rain": s["rain"]["abs_rel"] < t["rain"]["abs_rel"],
             "day-clear": s["day-clear"]["abs_rel"]

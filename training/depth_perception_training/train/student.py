@@ -149,6 +149,26 @@ def unflip_tokens(tokens: torch.Tensor, flip: torch.Tensor, grid: tuple[int, int
     return unflip(spatial, flip).permute(0, 2, 3, 1).reshape(B, N, C)
 
 
+class FrozenStatsBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d that stays in eval mode (running statistics used and never updated)
+    whatever ``train()`` asks; its affine scale and shift still receive gradients."""
+
+    def train(self, mode: bool = True):
+        return super().train(False)
+
+
+def freeze_batchnorm_statistics(module: nn.Module) -> int:
+    """Turn every ``nn.BatchNorm2d`` of ``module`` into :class:`FrozenStatsBatchNorm2d`
+    in place (same parameters and buffers); returns how many."""
+    count = 0
+    for m in module.modules():
+        if type(m) is nn.BatchNorm2d:
+            m.__class__ = FrozenStatsBatchNorm2d
+            m.train(False)
+            count += 1
+    return count
+
+
 def teacher_sized(image: torch.Tensor, multiple: int) -> torch.Tensor:
     """[B,3,H,W] resized to the nearest multiple of the teacher's input size multiple
     (unchanged when H and W already are): a student of another architecture may train
@@ -449,6 +469,9 @@ def build_student_trainer(cfg):
     # 2. Frozen teacher, the student (copy of the teacher or from model.depth), objective
     teacher = load_teacher(s.teacher)
     arch, student, depth_cfg = build_student_net(cfg, teacher)
+    if s.freeze_batchnorm:
+        logger.info("student: %d BatchNorm layers keep their running statistics",
+                    freeze_batchnorm_statistics(student))
     probe = torch.zeros(1, 3, cfg.data.height, cfg.data.width)
     freeze_unused_parameters(student, probe)
     semantic_encoder = None
