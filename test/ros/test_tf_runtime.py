@@ -258,7 +258,13 @@ def test_cli_replay_latches_tf_static_for_late_subscribers(tf2_msgs_built, synth
              "--rate", "0.5", "--topics", TF_STATIC, IMAGE, "--wait-for", IMAGE],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            images.wait_count(1, timeout=60)  # playing: /tf_static (first in the bag) is out
+            try:
+                images.wait_count(1, timeout=60)  # playing: /tf_static (first in the bag) is out
+            except AssertionError as e:           # say what the replayer printed
+                proc.send_signal(signal.SIGINT)
+                out, err = proc.communicate(timeout=30)
+                raise AssertionError(f"{e}; replay exited {proc.returncode}\nstdout: "
+                                     f"{out[-2000:]}\nstderr: {err[-2000:]}") from e
             late = ros.collect(TFMessage, TF_STATIC, qos=tf_qos(static=True))
             got = late.wait_count(1)[0]
             assert [(t.header.frame_id, t.child_frame_id) for t in got.transforms] == \
@@ -270,7 +276,8 @@ def test_cli_replay_latches_tf_static_for_late_subscribers(tf2_msgs_built, synth
             assert infos and all(i.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL
                                  for i in infos)
         finally:
-            proc.send_signal(signal.SIGINT)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
             try:
                 proc.communicate(timeout=30)
             except subprocess.TimeoutExpired:
