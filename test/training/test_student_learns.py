@@ -28,8 +28,11 @@ def reproduction(tmp_path_factory):
 
     # teacher_tiny.yaml at 320x96 on three drives (the bench: four, 400 teacher steps,
     # 150 student steps); a teacher trained at 128x64 for 120 steps (batch 4) came out
-    # image-blind (a constant ~21 m)
-    config = ReproduceConfig(train_seeds=(1, 2, 3), teacher_steps=200, student_steps=80)
+    # image-blind (a constant ~21 m). The teacher keeps velocity weight 0.1, with which
+    # these bounds were measured: with teacher_tiny.yaml's 1.0 the photometric student
+    # lost rain (0.516 vs 0.487) and day (+27 %) at this budget (paired still held).
+    config = ReproduceConfig(train_seeds=(1, 2, 3), teacher_steps=200, student_steps=80,
+                             teacher_overrides=["loss.velocity_weight=0.1"])
     threads = torch.get_num_threads()
     torch.set_num_threads(1)      # 2 threads on the shared 2-core CI machine: ~10x slower steps
     try:

@@ -94,9 +94,8 @@ def test_canonical_focal_policy_serves_two_lenses(trained):
                  for k in ("f0.58", "f0.75")}
     fixed = {k: depth_scale(model, bags[k], short_side=64) for k in ("f0.58", "f0.75")}
     print(f"depth / truth, canonical: {canonical}; same input size, no correction: {fixed}")
-    # Target 3%. Measured 1.3% with the DINOv2+DPT tiny teacher and 3.5% with the conv
-    # teacher the demo now trains (its output is not exactly resolution-invariant); the
-    # bound is 4% until the conv case is brought under 3%.
-    assert canonical["f0.75"] == pytest.approx(canonical["f0.58"], rel=0.04)
+    # Measured 1.4% with the demo's conv teacher (teacher_tiny.yaml, velocity weight 1.0;
+    # 3.5% with its earlier weight 0.1, 1.3% with the DINOv2+DPT tiny teacher)
+    assert canonical["f0.75"] == pytest.approx(canonical["f0.58"], rel=0.03)
     # without the correction the longer lens reads nearer: the test can fail
     assert fixed["f0.75"] < 0.97 * fixed["f0.58"]
