@@ -48,7 +48,8 @@ def start(script: str, *args: str) -> subprocess.Popen:
     Python) with stdout and stderr in one stream, in the test session's ROS domain."""
     path = Path(sys.executable).parent / script
     if not path.exists():
-        pytest.skip(f"console script {script} not installed (pip install -e .)")
+        pytest.fail(f"console script {script} is not installed beside {sys.executable}: "
+                    "install the package (./setup.sh, or pip install -e .)")
     return subprocess.Popen([str(path), *args], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True,
                             env=dict(os.environ, PYTHONUNBUFFERED="1"))
