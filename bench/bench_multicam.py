@@ -87,11 +87,11 @@ class Rig:
 
     def __init__(self, rate: float):
         import rclpy
-        from rclpy.executors import MultiThreadedExecutor
         from rclpy.qos import qos_profile_sensor_data
         from sensor_msgs.msg import CameraInfo, Image
 
         from depth_perception.camera import Intrinsics
+        from depth_perception.ros.lifetime import make_executor
 
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
@@ -110,7 +110,7 @@ class Rig:
         for c in CAMERAS:
             self.node.create_subscription(Image, f"/{c}/depth",
                                           lambda msg, c=c: self._count(c), 10)
-        self.executor = MultiThreadedExecutor(num_threads=2, context=self.context)
+        self.executor = make_executor(context=self.context)
         self.executor.add_node(self.node)
         self._closing = threading.Event()
         self._thread = threading.Thread(target=self._spin, daemon=True)

@@ -19,6 +19,7 @@ uint32 ``0x00RRGGBB``; ``point_step`` 16.
 from __future__ import annotations
 
 import array
+import functools
 import logging
 import sys
 
@@ -186,15 +187,25 @@ def _check_layout(msg) -> tuple[np.dtype, int]:
     return dtype, channels
 
 
-def _cv_bridge_decode(msg):
-    """cv_bridge path for rclpy messages when a ROS install provides it, else None."""
-    if not USE_CV_BRIDGE or hasattr(type(msg), "__msgtype__"):
-        return None
+@functools.lru_cache(maxsize=1)
+def _cv_bridge():
+    """One CvBridge, or None without cv_bridge. Looked up once: a failed import is not
+    cached by Python, and searching sys.path again on every frame costs milliseconds."""
     try:
         from cv_bridge import CvBridge
     except ImportError:
         return None
-    return np.array(CvBridge().imgmsg_to_cv2(msg, desired_encoding="passthrough"))
+    return CvBridge()
+
+
+def _cv_bridge_decode(msg):
+    """cv_bridge path for rclpy messages when a ROS install provides it, else None."""
+    if not USE_CV_BRIDGE or hasattr(type(msg), "__msgtype__"):
+        return None
+    bridge = _cv_bridge()
+    if bridge is None:
+        return None
+    return np.array(bridge.imgmsg_to_cv2(msg, desired_encoding="passthrough"))
 
 
 def image_to_numpy(msg) -> np.ndarray:

@@ -396,11 +396,11 @@ class DepthNode(LifecycleNode):
 
 
 def main(args=None) -> int:
-    """Entry point: a DepthNode on a MultiThreadedExecutor until SIGINT/SIGTERM or a
+    """Entry point: a DepthNode on one executor thread until SIGINT/SIGTERM or a
     lifecycle ``shutdown``; then the shutdown transition and teardown (:mod:`.lifetime`)."""
     from depth_perception.ros.lifetime import run_nodes
 
-    return run_nodes(lambda: [DepthNode()], args=args, threads=4)
+    return run_nodes(lambda: [DepthNode()], args=args)
 
 
 if __name__ == "__main__":

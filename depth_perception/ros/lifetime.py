@@ -126,6 +126,23 @@ def lifecycle_state(node) -> str:
     return str(machine.current_state[1]) if machine is not None else ""
 
 
+def make_executor(threads: int = 1, context=None):
+    """The executor of the package's nodes: a SingleThreadedExecutor unless ``threads`` > 1.
+
+    One thread is the right default. The nodes' callbacks only pair, queue and publish;
+    inference runs in the node's own worker thread. rclpy's MultiThreadedExecutor (Jazzy,
+    Kilted) yields a task again while it waits for a pool thread, so its spin loop does not
+    wait and holds the GIL (ros2/rclpy#1452). With four 25 Hz cameras that loop used a
+    whole core and the node dropped about half of the frames. With a SingleThreadedExecutor
+    it used under 10% and dropped none (test/ros/test_multicam.py).
+    """
+    from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
+
+    if threads > 1:
+        return MultiThreadedExecutor(num_threads=threads, context=context)
+    return SingleThreadedExecutor(context=context)
+
+
 def run_nodes(make_nodes: Callable[[], Iterable], args=None, threads: int = 1,
               finalize: Callable | None = None) -> int:
     """Run the nodes ``make_nodes()`` builds until SIGINT/SIGTERM or until a lifecycle
@@ -133,7 +150,6 @@ def run_nodes(make_nodes: Callable[[], Iterable], args=None, threads: int = 1,
     defaults to :func:`shutdown_lifecycle` for lifecycle nodes. Returns 0; exceptions of
     ``make_nodes`` (bad parameters) propagate after the context is shut down."""
     import rclpy
-    from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
 
     finalize = finalize or shutdown_lifecycle
     init(args)
@@ -142,8 +158,7 @@ def run_nodes(make_nodes: Callable[[], Iterable], args=None, threads: int = 1,
     try:
         with stop_on_signals() as stop:
             nodes = list(make_nodes())
-            executor = (MultiThreadedExecutor(num_threads=threads) if threads > 1
-                        else SingleThreadedExecutor())
+            executor = make_executor(threads)
             for node in nodes:
                 executor.add_node(node)
             spinner = Spinner(executor).start()

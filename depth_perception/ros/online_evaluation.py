@@ -58,13 +58,12 @@ def evaluate_online(bag, model: str, results: EvaluationResults | None = None,
     ``results`` if given, which must use the same protocol).
     """
     import rclpy
-    from rclpy.executors import MultiThreadedExecutor
     from rclpy.parameter import Parameter
 
     from depth_perception.data.bag import BagReader, BagTopics
     from depth_perception.ros.depth_node import DepthNode
     from depth_perception.ros.evaluator_node import EvaluatorNode
-    from depth_perception.ros.lifetime import Spinner, init, shutdown_lifecycle
+    from depth_perception.ros.lifetime import Spinner, init, make_executor, shutdown_lifecycle
     from depth_perception.ros.replay import BagReplayer
 
     lidar = parse_reference(reference).kind == "lidar"
@@ -81,7 +80,7 @@ def evaluate_online(bag, model: str, results: EvaluationResults | None = None,
             played.append(topics.odom)
     context = rclpy.Context()
     init(context=context)
-    spin = Spinner(MultiThreadedExecutor(num_threads=4, context=context), "evaluate_online")
+    spin = Spinner(make_executor(context=context), "evaluate_online")
     nodes = []
     try:
         # 1. Nodes

@@ -244,10 +244,15 @@ def test_cv_bridge_is_used_for_rclpy_messages_when_importable(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "cv_bridge", types.SimpleNamespace(CvBridge=FakeBridge))
     monkeypatch.setattr(conv, "USE_CV_BRIDGE", True)
-    msg = conv.numpy_to_image(np.ones((2, 3), np.float32), "32FC1", None)
-    assert (conv.image_to_numpy(msg) == 7).all() and calls == ["passthrough"]
-    monkeypatch.setattr(conv, "USE_CV_BRIDGE", False)
-    assert (conv.image_to_numpy(msg) == 1).all()
+    conv._cv_bridge.cache_clear()            # the bridge is looked up once per process
+    try:
+        msg = conv.numpy_to_image(np.ones((2, 3), np.float32), "32FC1", None)
+        assert (conv.image_to_numpy(msg) == 7).all() and calls == ["passthrough"]
+        assert (conv.image_to_numpy(msg) == 7).all() and calls == ["passthrough"] * 2
+        monkeypatch.setattr(conv, "USE_CV_BRIDGE", False)
+        assert (conv.image_to_numpy(msg) == 1).all()
+    finally:
+        conv._cv_bridge.cache_clear()
 
 
 # -- bad images --------------------------------------------------------------------------

@@ -62,7 +62,7 @@ def start(ros, factory, qos=None, **params):
 def test_slow_model_keeps_latency_bounded_and_counts_drops():
     from sensor_msgs.msg import Image
 
-    with RosHarness(threads=4) as ros:
+    with RosHarness() as ros:
         node, image_pub, info_pub = start(ros, slow_factory(0.1))
         n_frames = 90  # 3 s of a 30 Hz camera
         published = {"n": 0}
@@ -124,7 +124,7 @@ def test_burst_is_absorbed_by_a_deeper_queue_and_dropped_by_one_slot():
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
 
-    with RosHarness(threads=4) as ros:
+    with RosHarness() as ros:
         # reliable camera topics: the burst must arrive whole (this is about the queue)
         reliable = QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE)
         node, image_pub, info_pub = start(ros, slow_factory(0.05), reliable, queue_size=4,
@@ -166,7 +166,7 @@ def rss_bytes() -> int:
 def test_memory_flat_over_1000_frames():
     from sensor_msgs.msg import Image
 
-    with RosHarness(threads=4) as ros:
+    with RosHarness() as ros:
         node, image_pub, info_pub = start(ros, slow_factory(0.0))
         out = ros.collect(Image, "/depth", keep=5)
         rgb = np.full((H, W, 3), 90, np.uint8)

@@ -138,7 +138,7 @@ def test_node_runs_without_status_when_not_built(monkeypatch):
     from rclpy.parameter import Parameter
 
     monkeypatch.setattr(interfaces, "message_type", lambda name: None)
-    with RosHarness(threads=2) as ros:
+    with RosHarness() as ros:
         node = ros.add(DepthNode(context=ros.context,
                                  parameter_overrides=[Parameter("autostart", value=False)]))
         assert node.reporter._status_pub is None

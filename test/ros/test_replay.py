@@ -61,7 +61,7 @@ def test_resolve_message_type():
 
 
 def test_bad_bag_arguments(synth_bag, tmp_path):
-    with RosHarness(threads=2) as ros:
+    with RosHarness() as ros:
         with pytest.raises(FileNotFoundError, match="nope"):
             BagReplayer(tmp_path / "nope", ros.helper)
         with pytest.raises(ValueError, match="/camera/image_raw"):

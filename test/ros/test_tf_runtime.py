@@ -344,7 +344,7 @@ def test_tf_source_dynamic_interpolation_latest_fallback_and_bad_transforms(tf2_
         t.header.stamp.sec = sec
         return t
 
-    with RosHarness(threads=2) as ros:
+    with RosHarness() as ros:
         source = TfSource(ros.helper, prefer_tf2_ros=False)
         assert source.backend == "tf_messages" and source.available
         source._on_tf(TFMessage(transforms=[

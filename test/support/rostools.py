@@ -89,15 +89,17 @@ class Collector:
 
 
 class RosHarness:
-    """Own rclpy context + MultiThreadedExecutor spinning in a background thread."""
+    """Own rclpy context + the nodes' executor (one thread unless ``threads`` > 1, see
+    :func:`depth_perception.ros.lifetime.make_executor`) spinning in a background thread."""
 
-    def __init__(self, threads: int = 4, args: list[str] | None = None):
+    def __init__(self, threads: int = 1, args: list[str] | None = None):
         import rclpy
-        from rclpy.executors import MultiThreadedExecutor
+
+        from depth_perception.ros.lifetime import make_executor
 
         self.context = rclpy.Context()
         rclpy.init(args=args, context=self.context)
-        self.executor = MultiThreadedExecutor(num_threads=threads, context=self.context)
+        self.executor = make_executor(threads, context=self.context)
         self.nodes: list = []
         self.errors: list[Exception] = []
         self._closing = threading.Event()
