@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -89,6 +90,56 @@ def test_every_model_loads_by_path_from_the_hub_layout_offline(tiny):
     assert a.shape == rgb.shape and a.dtype == np.uint8
     np.testing.assert_array_equal(a, gen(control, "At night, a street", rgb, seed=5))
     assert not np.array_equal(a, gen(control, "At night, a street", rgb, seed=6))
+
+
+def test_generator_passes_the_configured_settings_and_returns_the_frame_size(tiny,
+                                                                            monkeypatch):
+    from diffusers import StableDiffusionControlNetPipeline
+    from diffusers.models.attention_processor import (IPAdapterAttnProcessor,
+                                                      IPAdapterAttnProcessor2_0)
+
+    from depth_perception_training.translate.config import DiffusionConfig
+    from depth_perception_training.translate.gdt import GDTGenerator
+
+    settings = {"steps": 3, "guidance_scale": 2.5, "controlnet_scale": 0.55,
+                "ip_adapter_scale": 0.37, "negative_prompt": "blurry"}
+    cfg = gdt_config(tiny, tiny["root"] / "unused",
+                     *[f"diffusion.{k}={v}" for k, v in settings.items()])
+    for key, value in settings.items():     # neither the default nor gdt_tiny's value
+        assert getattr(cfg.diffusion, key) == value != getattr(DiffusionConfig(), key)
+        assert getattr(load_translate_config("gdt_tiny").diffusion, key) != value
+    gen = GDTGenerator(cfg.models, cfg.diffusion, CPU, torch.float32)
+    ip = [p for p in gen.pipe.unet.attn_processors.values()
+          if isinstance(p, (IPAdapterAttnProcessor, IPAdapterAttnProcessor2_0))]
+    assert ip and all(p.scale == [0.37] for p in ip)
+
+    calls = []
+    real_call = StableDiffusionControlNetPipeline.__call__
+
+    def spy(pipe, *args, **kwargs):
+        out = real_call(pipe, *args, **kwargs)
+        calls.append((kwargs, out.images[0].copy()))
+        return out
+
+    monkeypatch.setattr(StableDiffusionControlNetPipeline, "__call__", spy)
+    rng = np.random.default_rng(0)
+    control = rng.integers(0, 256, (60, 100, 3), dtype=np.uint8)    # not the generation size
+    style = rng.integers(0, 256, (48, 96, 3), dtype=np.uint8)
+    out = gen(control, "At night, a street", style, seed=3)
+    (kwargs, generated), = calls
+    assert {k: kwargs.get(k) for k in ("num_inference_steps", "guidance_scale",
+                                   "controlnet_conditioning_scale", "negative_prompt")} == {
+        "num_inference_steps": 3, "guidance_scale": 2.5,
+        "controlnet_conditioning_scale": 0.55, "negative_prompt": "blurry"}
+    assert len(gen.pipe.scheduler.timesteps) == 3
+    # generated at 128x64 (short side 64, /64, aspect kept), returned at the frame's 100x60
+    assert (kwargs["width"], kwargs["height"]) == kwargs["image"].size == (128, 64)
+    assert kwargs["ip_adapter_image"].size == (96, 48)
+    assert generated.shape == (64, 128, 3)
+    assert out.shape == (60, 100, 3) and out.dtype == np.uint8
+    expected = cv2.resize((np.clip(generated, 0, 1) * 255 + 0.5).astype(np.uint8), (100, 60),
+                          interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(out, expected)
 
 
 def test_a_missing_model_names_its_id_and_how_to_fetch_it():

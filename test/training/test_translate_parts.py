@@ -50,8 +50,20 @@ class AffineInvariantDepth:
         return out
 
 
-def _column_gradients(m):
-    return np.abs(np.diff(m, axis=1)).mean(axis=0)      # [W-1] mean |dx| per column
+def _seam(m, boxes, k=4):
+    """Largest step at a vertical tile border: the mean |d/dx| of a border column over the
+    median of the columns within ``k`` of it inside the tiles (about 1 for a smooth map).
+    Horizontal borders are the vertical ones of the transposed map and boxes."""
+    g = np.abs(np.diff(m, axis=1)).mean(axis=0)         # [W-1] mean |dx| per column
+    borders = sorted({x - 1 for _, x, _, _ in boxes if x > 0}
+                     | {x + w - 1 for _, x, _, w in boxes if x + w < m.shape[1]})
+    inside = [[g[j] for j in range(b - k, b + k + 1) if j not in borders and 0 <= j < len(g)]
+              for b in borders]
+    return max(g[b] / np.median(near) for b, near in zip(borders, inside))
+
+
+def _transposed(boxes):
+    return [(x, y, w, h) for y, x, h, w in boxes]
 
 
 def test_tile_grid_covers_the_frame_like_patchfusion_p49():
@@ -74,19 +86,16 @@ def test_fused_depth_has_no_seams_and_follows_the_global_prediction(street):
     model = AffineInvariantDepth()
     fused = ControlDepth(model, grid=(3, 3), overlap=0.5)(rgb)
     boxes = fused.boxes
-    naive = fuse_tiles(fused.global_pred, model([rgb[y:y + h, x:x + w] for y, x, h, w in boxes]),
-                       boxes, align=False, blend=False)
-    borders = sorted({x - 1 for _, x, _, _ in boxes if x > 0}
-                     | {x + w - 1 for _, x, _, w in boxes if x + w < rgb.shape[1]})
-
-    def seam(m):
-        g = _column_gradients(m)
-        return g[borders].max(), np.delete(g, borders).max()
-
-    border, inside = seam(fused.fused)
-    assert border <= inside                       # no step at tile borders
-    naive_border, naive_inside = seam(naive)
-    assert naive_border > naive_inside            # the check sees the seams of raw tiles
+    tiles = model([rgb[y:y + h, x:x + w] for y, x, h, w in boxes])
+    naive = fuse_tiles(fused.global_pred, tiles, boxes, align=False, blend=False)
+    hard = fuse_tiles(fused.global_pred, tiles, boxes, align=True, blend=False)
+    assert len({y for y, *_ in boxes}) == len({x for _, x, *_ in boxes}) == 3
+    for name, f, n, hd, b in (
+            ("vertical", fused.fused, naive, hard, boxes),
+            ("horizontal", fused.fused.T, naive.T, hard.T, _transposed(boxes))):
+        assert _seam(f, b) < 3.0, name                  # no step at tile borders (1.6 seen)
+        assert _seam(n, b) > 3.0, name                  # the check sees raw tiles' seams
+        assert _seam(hd, b) > 3.0, name                 # and aligned tiles' hard borders
 
     def rel(m, ref):
         return np.abs(m - ref).mean() / np.abs(ref - ref.mean()).mean()
