@@ -57,7 +57,7 @@ def test_paired_without_a_partner_bag_is_a_clear_error(bags, tmp_path, capsys):
     assert "no snow bag for" in err and "paired.bags.snow" in err
 
 
-def test_photometric_keeps_size_and_intrinsics_and_feeds_the_pairing_api(bags):
+def test_photometric_keeps_size_and_intrinsics_and_feeds_the_pairing_api(bags, tmp_path):
     out = bags["root"] / "photometric"
     cfg = load_translate_config("photometric", [f"source.bags=[{bags['day']}]",
                                                 f"output_dir={out}", "write_bags=true",
@@ -77,6 +77,73 @@ def test_photometric_keeps_size_and_intrinsics_and_feeds_the_pairing_api(bags):
         assert bag.condition == c and bag.count("image") == 4
         np.testing.assert_array_equal(bag.camera_info(0).K, day.camera_info(0).K)
         assert bag.image(0).shape == (48, 96, 3)
+
+    # a translated bag reads like a recorded one: training samples with the source's
+    # neighbours, poses and LiDAR (the teacher's offsets), and `evaluate` scores it
+    from support.models_fixtures import tiny_depth_anything_onnx
+
+    from depth_perception.data.samples import BagSequence, SampleConfig
+
+    night = out / "bags" / "night" / "day-clear"
+    seq = BagSequence(night, SampleConfig(offsets=(-1, 1)))
+    src = BagSequence(bags["day"], SampleConfig(offsets=(-1, 1)))
+    assert len(seq) == len(src) == 2
+    for k in range(2):
+        s, d = seq[k], src[k]
+        assert (s.condition, s.stamp_ns, s.index) == ("night", d.stamp_ns, d.index)
+        np.testing.assert_array_equal(s.image, pairs[s.index].translations["night"].image())
+        for o in (-1, 1):
+            np.testing.assert_array_equal(
+                s.context[o], pairs[s.index + o].translations["night"].image())
+            np.testing.assert_array_equal(s.T_src_tgt[o], d.T_src_tgt[o])
+        np.testing.assert_array_equal(s.lidar_depth, d.lidar_depth)
+        assert np.isfinite(s.lidar_depth).sum() > 50
+    model = tiny_depth_anything_onnx(tmp_path / "tiny.onnx", 56, 112)
+    report = tmp_path / "eval"
+    assert main(["evaluate", "--bag", str(night), "--bag", str(bags["day"]), "--model",
+                 str(model), "--backend", "onnxruntime", "--out", str(report),
+                 "--no-plots"]) == 0
+    metrics = json.loads((report / "metrics.json").read_text())["per_condition"]
+    assert set(metrics) == {"night", "day-clear"}
+    for c in metrics.values():
+        assert c["frames"] == 4
+        assert all(np.isfinite(c[k]) for k in ("abs_rel", "rmse", "a1"))
+    assert metrics["night"]["abs_rel"] != metrics["day-clear"]["abs_rel"]   # its own images
+
+
+def test_style_prompts_come_from_a_folder_and_bags(bags, tmp_path):
+    import cv2
+
+    from depth_perception_training.translate.config import StyleSource
+    from depth_perception_training.translate.sources import StylePool
+
+    folder = tmp_path / "rain_frames"
+    folder.mkdir()
+    red, blue = np.zeros((20, 30, 3), np.uint8), np.zeros((24, 32, 3), np.uint8)
+    red[..., 0], blue[..., 2] = 200, 150                                   # RGB
+    cv2.imwrite(str(folder / "b.png"), cv2.cvtColor(red, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(folder / "a.png"), cv2.cvtColor(blue, cv2.COLOR_RGB2BGR))
+    (folder / "notes.txt").write_text("not an image")
+    pool = StylePool("rain", StyleSource(folder=str(folder)))
+    assert pool.names == ["a.png", "b.png"]                  # sorted, other files ignored
+    np.testing.assert_array_equal(pool.images[0], blue)      # read as RGB, not BGR
+    np.testing.assert_array_equal(pool.images[1], red)
+    picks = [pool.pick(seed) for seed in range(20)]
+    assert {name for _, name in picks} == {"a.png", "b.png"}
+    for image, name in picks:
+        assert image is pool.images[pool.names.index(name)]
+    again = StylePool("rain", StyleSource(folder=str(folder)))     # the seed decides
+    assert [again.pick(seed)[1] for seed in range(20)] == [name for _, name in picks]
+    assert StylePool("rain", StyleSource(folder=str(folder), max_images=1)).names == ["a.png"]
+    both = StylePool("rain", StyleSource(bags=[str(bags["rain"])], folder=str(folder),
+                                         max_images=2))
+    stamps = BagReader(bags["rain"]).stamps("image")
+    assert both.names == [f"rain#{stamps[0]}", f"rain#{stamps[-1]}", "a.png", "b.png"]
+    (folder / "c.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="c.png cannot be read as an image"):
+        StylePool("rain", StyleSource(folder=str(folder)))
+    with pytest.raises(FileNotFoundError, match="style folder .* does not exist"):
+        StylePool("rain", StyleSource(folder=str(tmp_path / "missing")))
 
 
 def test_rejected_translations_are_recorded_and_excluded(bags, tmp_path):
