@@ -24,7 +24,7 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     description="Metric monocular depth for robots and vehicles that keeps working at "
-                "night and in rain: ROS 2 nodes, rosbag data, training and export tools.",
+                "night and in rain: ROS 2 nodes, inference backends, rosbag data and evaluation.",
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
