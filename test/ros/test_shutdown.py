@@ -172,8 +172,9 @@ def test_lifecycle_shutdown_request_ends_the_node(model):
 @pytest.mark.parametrize("sig,want", [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
                          ids=["SIGINT", "SIGTERM"])
 def test_demo_interrupted_in_its_ros_phase(sig, want, model, tmp_path):
-    """The demo with a given model (no training) replays its bags slowly over DDS; the
-    signal arrives once its depth node publishes."""
+    """The demo with a given model (no training) replays its bags slowly over DDS (0.1x:
+    its three 20-frame bags take about a minute; at 0.5x the whole ROS phase could end
+    before the signal arrived); the signal arrives once its depth node publishes."""
     from sensor_msgs.msg import Image
 
     demo = None
@@ -184,7 +185,7 @@ def test_demo_interrupted_in_its_ros_phase(sig, want, model, tmp_path):
             demo = start("depth-perception", "demo", "--out", str(tmp_path / "demo"),
                          "--model", str(model), "--backend", "onnxruntime",
                          "--frames", "20", "--size", f"{W}x{H}", "--student-steps", "0",
-                         "--rate", "0.5")
+                         "--rate", "0.1")
             wait_for(lambda: bool(depth.messages) or demo.poll() is not None, 120,
                      "the demo's depth node to publish")
             assert demo.poll() is None, f"the demo ended early:\n{demo.communicate()[0]}"
