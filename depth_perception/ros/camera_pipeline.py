@@ -254,7 +254,7 @@ class CameraPipeline:
         cloud = node.lidar_cloud
         if settings.scale_policy == "lidar_median" and cloud is not None:
             points, lidar_frame, lidar_stamp_ns = cloud
-            T = node.transforms.camera_from_lidar(header.frame_id, lidar_frame,
+            T = node.transforms.camera_from_lidar(header.frame_id, lidar_frame, stamp_ns,
                                                   lidar_stamp_ns, settings)
             reference = project_lidar(points, T, intrinsics)
         elif settings.scale_policy == "ground_plane":
