@@ -160,10 +160,11 @@ SPECS = {p.name: p for p in PARAMETERS}
 
 
 def _estimator_options(self) -> dict:
-    """Preprocessing options of DepthEstimator.load (input size knobs)."""
+    """Options of DepthEstimator.load: input size knobs, focal policy, output range."""
     return {"short_side": self.input_short_side or None,
             "max_pixels": self.input_max_pixels or None,
-            "focal_policy": self.focal_policy}
+            "focal_policy": self.focal_policy,
+            "min_depth": self.min_depth or None, "max_depth": self.max_depth or None}
 
 
 def _cloud_settings(self, max_depth: float) -> CloudSettings:

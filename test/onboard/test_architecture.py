@@ -147,6 +147,26 @@ def test_no_module_over_600_lines():
     assert long == {}
 
 
+def _callers(function: str) -> set[str]:
+    """Modules of either package that call ``function`` (by name or as an attribute)."""
+    found = set()
+    for module, path in ALL.items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call):
+                f = node.func
+                name = f.id if isinstance(f, ast.Name) else getattr(f, "attr", None)
+                if name == function:
+                    found.add(module)
+    return found
+
+
+def test_range_marking_is_applied_once_in_the_estimator():
+    """REP 117 range marking (``units.mark_out_of_range``) happens in one layer: the
+    estimator, with the model's range narrowed by its options (the node's min_depth /
+    max_depth); nothing downstream marks the depth again."""
+    assert _callers("mark_out_of_range") == {"depth_perception.runtime.estimator"}
+
+
 _BLOCK = textwrap.dedent("""
     import importlib.abc, sys
     BLOCKED = {blocked!r}
