@@ -167,6 +167,14 @@ def test_range_marking_is_applied_once_in_the_estimator():
     assert _callers("mark_out_of_range") == {"depth_perception.runtime.estimator"}
 
 
+def test_bench_scripts_leave_sys_path_alone():
+    """Benches import the installed packages (shared models live in
+    ``depth_perception_training.tiny``), never each other through sys.path."""
+    benches = sorted((ROOT / "bench").glob("*.py"))
+    assert len(benches) >= 3
+    assert [p.name for p in benches if "sys.path" in p.read_text()] == []
+
+
 _BLOCK = textwrap.dedent("""
     import importlib.abc, sys
     BLOCKED = {blocked!r}
