@@ -160,6 +160,26 @@ def _callers(function: str) -> set[str]:
     return found
 
 
+#: helpers with one home: the only module (of either package) defining a top-level
+#: function of that name
+ONE_HOME = {"hub_offline": "depth_perception.hub",
+            "make_transform": "depth_perception.data.tf",
+            "invert_transform": "depth_perception.data.tf",
+            "stamp_to_ns": "depth_perception.conversions",
+            "ns_to_stamp": "depth_perception.conversions",
+            "mark_out_of_range": "depth_perception.units",
+            "camera_from_lidar": "depth_perception.data.projection"}
+
+
+def test_shared_helpers_are_defined_once():
+    found = {name: set() for name in ONE_HOME}
+    for module, path in ALL.items():
+        for node in ast.parse(path.read_text(), str(path)).body:
+            if isinstance(node, ast.FunctionDef) and node.name in found:
+                found[node.name].add(module)
+    assert found == {name: {home} for name, home in ONE_HOME.items()}
+
+
 def test_range_marking_is_applied_once_in_the_estimator():
     """REP 117 range marking (``units.mark_out_of_range``) happens in one layer: the
     estimator, with the model's range narrowed by its options (the node's min_depth /
