@@ -4,6 +4,8 @@ ARCHITECTURE.md draws what these tests hold the code to:
 
 * ``depth_perception`` (onboard) never imports ``depth_perception_training``;
 * inside the onboard package only ``depth_perception.ros`` imports rclpy;
+* layers (:data:`LAYERS`, lowest first: base modules, data and models, runtime and
+  synth, evaluation, ros, commands, training) never import a higher one;
 * no import cycle in either package, counting imports inside functions too;
 * no module over 600 lines;
 * importing the onboard package (models aside, which need torch by nature) pulls no
@@ -130,6 +132,51 @@ def test_onboard_never_imports_training():
     offenders = {m: sorted(n for n in _imports(m, p) if n.startswith("depth_perception_training"))
                  for m, p in ALL.items() if not m.startswith("depth_perception_training")}
     assert {m: n for m, n in offenders.items() if n} == {}
+
+
+#: the layers, lowest first: a module may import its own layer and the ones below,
+#: never one above (imports inside functions count). A module belongs to the longest
+#: prefix listed; "depth_perception" itself (its ``__init__``, and any new top-level
+#: module until it is placed) is base.
+LAYERS = (
+    ("base", ("depth_perception", "depth_perception.camera", "depth_perception.units",
+              "depth_perception.metadata", "depth_perception.conversions",
+              "depth_perception.buffers", "depth_perception.cloud",
+              "depth_perception.colorize", "depth_perception.metrics",
+              "depth_perception.hub", "depth_perception.files")),
+    ("data, models", ("depth_perception.data", "depth_perception.models")),
+    ("runtime, synth", ("depth_perception.runtime", "depth_perception.synth")),
+    ("evaluation", ("depth_perception.evaluation",)),
+    ("ros", ("depth_perception.ros",)),
+    ("commands", ("depth_perception.commands", "depth_perception.cli",
+                  "depth_perception.__main__")),
+    ("training", ("depth_perception_training",)),
+)
+_RANK = {prefix: i for i, (_, prefixes) in enumerate(LAYERS) for prefix in prefixes}
+
+
+def _layer(module: str) -> int:
+    parts = module.split(".")
+    return next(_RANK[p] for n in range(len(parts), 0, -1)
+                if (p := ".".join(parts[:n])) in _RANK)
+
+
+def _upward_edges(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{a} ({LAYERS[_layer(a)][0]}) -> {b} ({LAYERS[_layer(b)][0]})"
+                  for a, deps in graph.items() for b in deps if _layer(b) > _layer(a))
+
+
+def test_no_import_goes_up_a_layer():
+    # the check can fail: data importing the estimator would be an upward edge
+    assert _upward_edges({"depth_perception.data.bag": {"depth_perception.runtime.estimator"},
+                          "depth_perception.ros.replay": {"depth_perception.data.bag"}}) == [
+        "depth_perception.data.bag (data, models) -> depth_perception.runtime.estimator "
+        "(runtime, synth)"]
+    assert [_layer(m) for m in ("depth_perception", "depth_perception.cloud",
+                                "depth_perception.runtime.backends.base",
+                                "depth_perception.cli", "depth_perception_training.tiny")] == \
+        [0, 0, 2, 5, 6]
+    assert _upward_edges(_internal_graph()) == []
 
 
 def test_only_the_ros_folder_imports_rclpy():
