@@ -24,7 +24,7 @@ from depth_perception.runtime.engine import (EngineBuildConfig, LayerInfo,
                                                     sha256_file, trtexec_command,
                                                     verify_engine, write_engine_metadata)
 from depth_perception.metadata import ModelMetadata
-from support.tensorrt_standin import FakeLayer
+from support.tensorrt_standin import FakeLayer, FakeNetwork
 
 SHA = "a" * 64
 H, W = 56, 84
@@ -249,18 +249,6 @@ class _FakeTrt:
                                         PREFER_PRECISION_CONSTRAINTS="PREFER", FP16="FP16")
 
 
-class _FakeNetwork:
-    def __init__(self, layers):
-        self.layers = layers
-
-    @property
-    def num_layers(self):
-        return len(self.layers)
-
-    def get_layer(self, i):
-        return self.layers[i]
-
-
 class _FakeConfig:
     def __init__(self):
         self.flags = set()
@@ -275,7 +263,7 @@ def test_apply_fp32_constraints_sets_precision_and_output_types(mode, flag):
     soft = FakeLayer("/enc/attention/Softmax", "SOFTMAX", ("HALF", "INT32"))
     conv = FakeLayer("/head/Conv", "CONVOLUTION")
     config = _FakeConfig()
-    chosen = tb.apply_fp32_constraints(_FakeNetwork([norm, soft, conv]), config, _FakeTrt, mode)
+    chosen = tb.apply_fp32_constraints(FakeNetwork([norm, soft, conv]), config, _FakeTrt, mode)
     assert chosen == sorted([norm.name, soft.name])
     assert norm.precision == "FLOAT" and norm.output_types == {0: "FLOAT"}
     assert soft.output_types == {0: "FLOAT"}        # the integer output is left alone

@@ -31,6 +31,20 @@ class FakeLayer:
         self.output_types[j] = dtype
 
 
+class FakeNetwork:
+    """A network definition: its layers by index."""
+
+    def __init__(self, layers):
+        self.layers = layers
+
+    @property
+    def num_layers(self):
+        return len(self.layers)
+
+    def get_layer(self, i):
+        return self.layers[i]
+
+
 class StandInTrt(types.ModuleType):
     """``sys.modules["tensorrt"]`` for a test; records what was built and calibrated."""
 
@@ -56,17 +70,6 @@ class StandInTrt(types.ModuleType):
         class IInt8EntropyCalibrator2:
             def __init__(self):
                 pass
-
-        class Network:
-            def __init__(self):
-                self.layers = []
-
-            @property
-            def num_layers(self):
-                return len(self.layers)
-
-            def get_layer(self, i):
-                return self.layers[i]
 
         class OnnxParser:
             def __init__(self, network, logger):
@@ -110,7 +113,7 @@ class StandInTrt(types.ModuleType):
 
             def create_network(self, flags):
                 assert flags == 0, "TensorRT 10 networks take no creation flags"
-                return Network()
+                return FakeNetwork([])
 
             def create_builder_config(self):
                 return Config()
