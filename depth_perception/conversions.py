@@ -541,8 +541,7 @@ def pack_rgb(rgb: np.ndarray) -> np.ndarray:
 def unpack_rgb(packed: np.ndarray) -> np.ndarray:
     """[...] float32 packed rgb -> [...,3] uint8 RGB."""
     bits = np.ascontiguousarray(packed, dtype=np.float32).view(np.uint32)
-    return np.stack([(bits >> 16) & 0xFF, (bits >> 8) & 0xFF, bits & 0xFF], axis=-1).astype(
-        np.uint8)
+    return np.stack([(bits >> s) & 0xFF for s in (16, 8, 0)], axis=-1).astype(np.uint8)
 
 
 def depth_to_cloud(depth: np.ndarray, intrinsics: Intrinsics, header, rgb=None, stride: int = 1,
