@@ -28,7 +28,7 @@ class Recorder(nn.Module):
 def world(tmp_path_factory):
     """The student's test world plus a Re-Depth label folder of the first 6 of the 10
     day-clear frames (tiny DPT + tiny SD, 1 step) and a Marigold one of all of them
-    (tiny Marigold, aligned to the bag's LiDAR)."""
+    (tiny Marigold, aligned to the bag's LiDAR, stored as MetricGold log depth)."""
     from depth_perception import cli
     from depth_perception.models import build_depth_model, save_depth_model
     from depth_perception_training.refine.tiny import tiny_marigold, tiny_stable_diffusion
@@ -46,7 +46,7 @@ def world(tmp_path_factory):
     assert cli.main(["refine", "--config", "marigold", "--bag", str(day), "--out",
                      str(root / "marigold_labels"), f"marigold.model={root / 'marigold'}",
                      "marigold.ensemble=1", "marigold.steps=1",
-                     "marigold.processing_resolution=32"]) == 0
+                     "marigold.processing_resolution=32", "labels.encoding=log_depth"]) == 0
     setup["labels"] = {"redepth": root / "redepth", "marigold": root / "marigold_labels"}
     return setup
 
@@ -71,6 +71,7 @@ def test_student_trains_on_refine_labels_instead_of_a_live_teacher(world, tmp_pa
     folder = world["labels"][source]
     labels = PseudoLabels(folder)
     assert labels.source == source and labels.kind == "metric_depth"
+    assert labels.encoding == ("log_depth" if source == "marigold" else "depth")
     trainer, objective = _trainer(world, tmp_path / "run", f"student.pseudo_labels={folder}")
     data = trainer.train_loader.dataset
     # Re-Depth labelled frames 0-5 only: the other training frames are left out, counted
@@ -111,7 +112,8 @@ def test_constant_labels_are_the_distillation_target_and_unlabelled_pixels_carry
     with PseudoLabelWriter(tmp_path / "const", "redepth") as w:
         for i, stamp in enumerate(seq.stamps):
             w.add(day.name, "/camera/image_raw", int(stamp), holed if i % 2 else label)
-    trainer, objective = _trainer(world, tmp_path / "run", f"student.pseudo_labels={tmp_path / 'const'}",
+    trainer, objective = _trainer(world, tmp_path / "run",
+                                  f"student.pseudo_labels={tmp_path / 'const'}",
                                   "student.loss=distillation", "optim.lr_encoder=1e-3",
                                   "optim.lr_decoder=1e-3", "data.augment=false")
     batch = next(iter(trainer.train_loader))
