@@ -3,8 +3,8 @@
     .venv/bin/python bench/bench_multicam.py                  # both models, 12 s windows
     .venv/bin/python bench/bench_multicam.py --models unet --seconds 20
 
-For each model (a ViT-S sized Depth Anything, random weights, from bench_runtime; the
-convolutional U-Net of bench_quantize, untrained), exported to ONNX with a dynamic batch
+For each model (a ViT-S sized Depth Anything, random weights; the convolutional U-Net
+of bench_quantize, untrained; both from ``depth_perception_training.tiny``), exported to ONNX with a dynamic batch
 dimension and run by onnxruntime (CPU): start
 
 * one ``depth_node`` process with ``cameras:=[cam0..cam3]``, and
@@ -31,14 +31,10 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
 CAMERAS = ("cam0", "cam1", "cam2", "cam3")
 WIDTH, HEIGHT = 320, 240            # camera frames
@@ -48,16 +44,18 @@ UNET_SIZE = (128, 160)              # model input (h, w), multiples of 8
 
 def build_models(folder: Path, which: list[str]) -> dict[str, Path]:
     """The bench models as ONNX files with a dynamic batch dimension."""
+    from depth_perception_training.tiny import (export_depth_onnx, unet_depth_module,
+                                                unet_metadata, vit_s_depth_anything_onnx)
+
     models = {}
     if "vit_s" in which:
-        from bench_runtime import vit_s_onnx
-
-        models["vit_s"] = vit_s_onnx(folder, *VIT_SIZE, dynamic_batch=True)
+        models["vit_s"] = vit_s_depth_anything_onnx(folder / "vit_s.onnx", *VIT_SIZE,
+                                                    dynamic_batch=True)
     if "unet" in which:
-        from bench_quantize import export, unet_metadata, unet_module
-
-        meta = replace(unet_metadata(), input_height=UNET_SIZE[0], input_width=UNET_SIZE[1])
-        models["unet"] = export(unet_module(), folder / "unet.onnx", meta, dynamic_batch=True)
+        meta = unet_metadata(*UNET_SIZE)
+        models["unet"] = export_depth_onnx(unet_depth_module(), folder / "unet.onnx",
+                                           *UNET_SIZE, meta, meta.input_name,
+                                           meta.output_name, dynamic_batch=True)
     return models
 
 

@@ -20,64 +20,16 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from depth_perception.metadata import ModelMetadata  # noqa: E402
+from depth_perception.metadata import ModelMetadata
 
 UNET_SIZE = (192, 640)     # (h, w)
 VIT_SIZE = (196, 644)
-
-
-def unet_module(seed: int = 0):
-    """Encoder-decoder with skips (32-64-128-256 channels), sigmoid disparity out."""
-    import torch
-    from torch import nn
-
-    torch.manual_seed(seed)
-
-    def block(cin, cout):
-        return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout),
-                             nn.ReLU(inplace=True), nn.Conv2d(cout, cout, 3, padding=1),
-                             nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
-
-    class UNet(nn.Module):
-        def __init__(self, widths=(32, 64, 128, 256)):
-            super().__init__()
-            self.down = nn.ModuleList()
-            cin = 3
-            for w in widths:
-                self.down.append(block(cin, w))
-                cin = w
-            self.up = nn.ModuleList(block(widths[i] + widths[i + 1], widths[i])
-                                    for i in range(len(widths) - 1))
-            self.head = nn.Conv2d(widths[0], 1, 3, padding=1)
-
-        def forward(self, x):                                         # [B,3,H,W]
-            skips = []
-            for i, stage in enumerate(self.down):
-                x = stage(x if i == 0 else nn.functional.max_pool2d(x, 2))
-                skips.append(x)
-            for i in reversed(range(len(self.up))):
-                x = nn.functional.interpolate(x, scale_factor=2.0, mode="nearest")
-                x = self.up[i](torch.cat([x, skips[i]], dim=1))
-            return torch.sigmoid(self.head(x))                        # [B,1,H,W]
-
-    return UNet()
-
-
-def unet_metadata() -> ModelMetadata:
-    return ModelMetadata(output_kind="disparity", input_height=UNET_SIZE[0],
-                         input_width=UNET_SIZE[1], min_depth=0.5, max_depth=80.0,
-                         provenance={"source": "bench U-Net"})
 
 
 def train_unet(module, bags, steps: int, metadata: ModelMetadata) -> None:
@@ -127,24 +79,6 @@ def train_unet(module, bags, steps: int, metadata: ModelMetadata) -> None:
             print(f"  U-Net step {step}: L1 log depth {loss.item():.4f} "
                   f"({time.perf_counter() - t0:.0f} s)")
     module.eval()
-
-
-def export(module, path: Path, metadata: ModelMetadata, dynamic_batch: bool = False) -> Path:
-    """``module`` as ONNX at the metadata's fixed size; batch 1, or dynamic
-    (``dynamic_batch``: several cameras' frames in one call)."""
-    import torch
-
-    from depth_perception.runtime.onnx_metadata import write_onnx_metadata
-
-    h, w = metadata.fixed_size
-    names = (metadata.input_name, metadata.output_name)
-    with torch.no_grad():
-        torch.onnx.export(module.eval(), (torch.rand(1, 3, h, w),), str(path),
-                          input_names=[names[0]], output_names=[names[1]], opset_version=17,
-                          dynamo=False, dynamic_axes={n: {0: "batch"} for n in names}
-                          if dynamic_batch else None)
-    write_onnx_metadata(path, metadata)
-    return path
 
 
 def latency_ms(path: Path, frame: np.ndarray, repeat: int, threads: int) -> float:
@@ -197,6 +131,8 @@ def main(argv=None) -> int:
     from depth_perception.runtime.calibration import frames_from_bags
     from depth_perception.runtime.quantize import QuantizeConfig, quantize_onnx
     from depth_perception.synth import make_synthetic_bags
+    from depth_perception_training.tiny import (export_depth_onnx, unet_depth_module,
+                                                unet_metadata, vit_s_depth_anything_onnx)
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -207,16 +143,14 @@ def main(argv=None) -> int:
               f"{len(bags)} x {args.frames} frames 640x192")
         for name in args.models.split(","):
             if name == "unet":
-                meta = unet_metadata()
-                module = unet_module()
+                meta = unet_metadata(*UNET_SIZE)
+                module = unet_depth_module()
                 if args.train_steps:
                     train_unet(module, bags, args.train_steps, meta)
-                fp32 = export(module, tmp / "unet.onnx", meta)
+                fp32 = export_depth_onnx(module, tmp / "unet.onnx", *UNET_SIZE, meta,
+                                         meta.input_name, meta.output_name)
             elif name == "vit_s":
-                from bench_runtime import vit_s_onnx
-
-                fp32 = vit_s_onnx(tmp, *VIT_SIZE)
-                meta = None
+                fp32 = vit_s_depth_anything_onnx(tmp / "vit_s.onnx", *VIT_SIZE)
             else:
                 raise ValueError(f"unknown model '{name}', expected unet or vit_s")
             from depth_perception.runtime.onnx_metadata import read_onnx_metadata

@@ -17,20 +17,17 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from depth_perception import conversions, units  # noqa: E402
-from depth_perception.camera import Intrinsics  # noqa: E402
-from depth_perception.metadata import ModelMetadata  # noqa: E402
-from depth_perception.runtime.processing import Preprocessor, postprocess  # noqa: E402
-from depth_perception.colorize import colorize_depth  # noqa: E402
+from depth_perception import conversions, units
+from depth_perception.camera import Intrinsics
+from depth_perception.metadata import ModelMetadata
+from depth_perception.runtime.processing import Preprocessor, postprocess
+from depth_perception.colorize import colorize_depth
 
 SIZES = ((640, 480), (1280, 720))
 
@@ -156,53 +153,19 @@ def bench_costmap_cloud(repeat: int) -> None:
         print(f"{name:>55} {ms:7.2f}   {n} points")
 
 
-def vit_s_onnx(folder: Path, height: int, width: int, dynamic_batch: bool = False) -> Path:
-    """A ViT-S sized Depth Anything (24.8 M backbone params), random weights, as ONNX
-    (batch 1, or a dynamic batch dimension with ``dynamic_batch``)."""
-    import torch
-    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
-
-    from depth_perception.runtime.backends.torch_backend import transformers_depth_module
-    from depth_perception.runtime.onnx_metadata import write_onnx_metadata
-
-    backbone = Dinov2Config(hidden_size=384, num_hidden_layers=12, num_attention_heads=6,
-                            intermediate_size=1536, patch_size=14, image_size=518,
-                            out_features=["stage3", "stage6", "stage9", "stage12"],
-                            reshape_hidden_states=False)
-    config = DepthAnythingConfig(backbone_config=backbone, reassemble_hidden_size=384,
-                                 patch_size=14, neck_hidden_sizes=[48, 96, 192, 384],
-                                 reassemble_factors=[4, 2, 1, 0.5], fusion_hidden_size=64,
-                                 head_hidden_size=32, depth_estimation_type="metric",
-                                 max_depth=80)
-    torch.manual_seed(0)
-    model = DepthAnythingForDepthEstimation(config).eval()
-    for module in model.modules():
-        if isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear)):
-            module.reset_parameters()
-    path = folder / f"vit_s_{height}x{width}.onnx"
-    torch.onnx.export(transformers_depth_module(model).eval(),
-                      (torch.rand(1, 3, height, width),), str(path), input_names=["image"],
-                      output_names=["depth"], opset_version=17, dynamo=False,
-                      dynamic_axes={"image": {0: "batch"}, "depth": {0: "batch"}}
-                      if dynamic_batch else None)
-    write_onnx_metadata(path, ModelMetadata(output_kind="metric_depth", input_height=height,
-                                            input_width=width, min_depth=0.1, max_depth=80.0,
-                                            provenance={"source": "bench random ViT-S"}))
-    return path
-
-
 def bench_end_to_end(repeat: int, short_side: int) -> None:
     import torch
 
     from depth_perception.runtime.estimator import DepthEstimator
     from depth_perception.runtime.processing import choose_input_size
+    from depth_perception_training.tiny import vit_s_depth_anything_onnx
 
     torch.set_num_threads(2)
     print(f"\n== end to end with onnxruntime, ViT-S Depth Anything (median of {repeat}, ms) ==")
     with tempfile.TemporaryDirectory() as tmp:
         for width, height in SIZES:
             w, h = choose_input_size(width, height, 14, short_side=short_side)
-            model = vit_s_onnx(Path(tmp), h, w)
+            model = vit_s_depth_anything_onnx(Path(tmp) / f"vit_s_{h}x{w}.onnx", h, w)
             est = DepthEstimator.load(str(model), backend="onnxruntime")
             header, image, info, K, _ = frame(width, height)
             timings = []

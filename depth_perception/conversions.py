@@ -64,6 +64,16 @@ def stamp_to_ns(stamp) -> int:
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
+def ns_to_stamp(stamp_ns: int, msg_type=None):
+    """Integer nanoseconds -> builtin_interfaces/Time (rclpy, or the ``msg_type`` class,
+    e.g. rosbags'); refuses stamps outside 0 .. 2**31 s (int32 seconds)."""
+    sec, nanosec = divmod(int(stamp_ns), 1_000_000_000)
+    if not 0 <= sec < 2**31:
+        raise ValueError(f"stamp {stamp_ns} ns is outside builtin_interfaces/Time "
+                         "(0 to 2**31 s, int32 seconds)")
+    return _resolve(msg_type, "builtin_interfaces/msg/Time")(sec=sec, nanosec=nanosec)
+
+
 def _is_rosbags_type(msg_type) -> bool:
     return msg_type is not None and hasattr(msg_type, "__msgtype__")
 
@@ -95,29 +105,20 @@ def _field_class(msg_type, field: str):
 
 
 def _resolve(msg_type, name: str):
-    if msg_type is None:
-        return _rclpy_class(name)
-    return msg_type
+    return _rclpy_class(name) if msg_type is None else msg_type
 
 
 def _make_header(header, msg_type):
     """Header of the right flavour (rclpy or rosbags) for ``msg_type``."""
-    if _is_rosbags_type(msg_type):
-        header_cls = _field_class(msg_type, "header")
-        if isinstance(header, header_cls):
-            return header
-        time_cls = _field_class(header_cls, "stamp")
-        if header is None:
-            return header_cls(stamp=time_cls(sec=0, nanosec=0), frame_id="")
-        return header_cls(stamp=time_cls(sec=int(header.stamp.sec),
-                                         nanosec=int(header.stamp.nanosec)),
-                          frame_id=str(header.frame_id))
-    header_cls = _rclpy_class("std_msgs/msg/Header")
+    rosbags = _is_rosbags_type(msg_type)
+    header_cls = (_field_class(msg_type, "header") if rosbags
+                  else _rclpy_class("std_msgs/msg/Header"))
     if isinstance(header, header_cls):
         return header
-    time_cls = _rclpy_class("builtin_interfaces/msg/Time")
+    time_cls = (_field_class(header_cls, "stamp") if rosbags
+                else _rclpy_class("builtin_interfaces/msg/Time"))
     if header is None:
-        return header_cls()
+        return header_cls(stamp=time_cls(sec=0, nanosec=0), frame_id="")
     return header_cls(stamp=time_cls(sec=int(header.stamp.sec),
                                      nanosec=int(header.stamp.nanosec)),
                       frame_id=str(header.frame_id))
@@ -540,8 +541,7 @@ def pack_rgb(rgb: np.ndarray) -> np.ndarray:
 def unpack_rgb(packed: np.ndarray) -> np.ndarray:
     """[...] float32 packed rgb -> [...,3] uint8 RGB."""
     bits = np.ascontiguousarray(packed, dtype=np.float32).view(np.uint32)
-    return np.stack([(bits >> 16) & 0xFF, (bits >> 8) & 0xFF, bits & 0xFF], axis=-1).astype(
-        np.uint8)
+    return np.stack([(bits >> s) & 0xFF for s in (16, 8, 0)], axis=-1).astype(np.uint8)
 
 
 def depth_to_cloud(depth: np.ndarray, intrinsics: Intrinsics, header, rgb=None, stride: int = 1,

@@ -17,12 +17,14 @@ log = logging.getLogger(__name__)
 OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 
 
-def hub_offline(local_files_only: bool = False) -> bool:
-    """True when weights must come from local files: the flag, or ``HF_HUB_OFFLINE`` /
+def hub_offline(local_files_only: bool | None = False, path: str | Path | None = None) -> bool:
+    """True when weights must come from local files: the flag, ``path`` naming a local
+    folder (``from_pretrained(folder)`` needs no hub), or ``HF_HUB_OFFLINE`` /
     ``TRANSFORMERS_OFFLINE`` set to 1/true/yes/on."""
     env = any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
               for k in OFFLINE_VARIABLES)
-    return bool(local_files_only or env)
+    folder = path is not None and str(path) != "" and Path(path).is_dir()
+    return bool(local_files_only or folder or env)
 
 
 def snapshot_folder(model_id: str, local_files_only: bool = False) -> Path:

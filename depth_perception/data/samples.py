@@ -229,6 +229,16 @@ class BagSequence:
                              f"(WxH); expected the camera size {source[1]}x{source[0]}")
         return self._prepare(image)
 
+    def prepare_depth(self, depth: np.ndarray) -> np.ndarray:
+        """A camera-sized depth map [H0,W0] of one of this bag's frames (e.g. a pseudo
+        label) cropped and resized (nearest, NaN stays NaN) as its frames are."""
+        source = (self.source_intrinsics.height, self.source_intrinsics.width)
+        if depth.shape[:2] != source:
+            raise ValueError(f"bag {self.path}: depth map of size {depth.shape[1]}x"
+                             f"{depth.shape[0]} (WxH); expected the camera size "
+                             f"{source[1]}x{source[0]}")
+        return self._prepare(np.asarray(depth, np.float32), nearest=True)
+
     def _cached(self, name: str, compute):
         if self._cache is None:
             return compute()

@@ -76,11 +76,18 @@ def quat_slerp(q0, q1, t: float) -> np.ndarray:
     return (np.sin((1 - t) * theta) * q0 + np.sin(t * theta) * q1) / np.sin(theta)
 
 
-def make_transform(translation=(0.0, 0.0, 0.0), quat=(0.0, 0.0, 0.0, 1.0)) -> np.ndarray:
-    """Translation (x, y, z) and quaternion (x, y, z, w) -> [4,4] float64."""
+def make_transform(translation=(0.0, 0.0, 0.0), rotation=(0.0, 0.0, 0.0, 1.0)) -> np.ndarray:
+    """Translation (x, y, z) and rotation -> [4,4] float64 ``T`` with ``X' = R X + t``.
+
+    ``rotation``: a quaternion (x, y, z, w) as in ROS messages, or a [3,3] matrix."""
+    R = np.asarray(rotation, dtype=np.float64)
+    t = np.asarray(translation, dtype=np.float64)
+    if t.shape != (3,) or R.shape not in ((4,), (3, 3)):
+        raise ValueError(f"make_transform: expected a translation [3] and a quaternion [4] "
+                         f"(x, y, z, w) or rotation matrix [3,3], got {t.shape} and {R.shape}")
     T = np.eye(4)
-    T[:3, :3] = quat_to_matrix(quat)
-    T[:3, 3] = np.asarray(translation, dtype=np.float64)
+    T[:3, :3] = quat_to_matrix(R) if R.shape == (4,) else R
+    T[:3, 3] = t
     return T
 
 

@@ -27,7 +27,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from depth_perception import conversions, units
+from depth_perception import conversions
 from depth_perception.colorize import colorize_depth
 from depth_perception.conversions import stamp_to_ns
 from depth_perception.data.projection import project_lidar
@@ -254,7 +254,7 @@ class CameraPipeline:
         cloud = node.lidar_cloud
         if settings.scale_policy == "lidar_median" and cloud is not None:
             points, lidar_frame, lidar_stamp_ns = cloud
-            T = node.transforms.camera_from_lidar(header.frame_id, lidar_frame,
+            T = node.transforms.camera_from_lidar(header.frame_id, lidar_frame, stamp_ns,
                                                   lidar_stamp_ns, settings)
             reference = project_lidar(points, T, intrinsics)
         elif settings.scale_policy == "ground_plane":
@@ -278,7 +278,7 @@ class CameraPipeline:
         meta = getattr(est, "metadata", None)
         lo = settings.min_depth or getattr(meta, "min_depth", 0.0)
         hi = settings.max_depth or getattr(meta, "max_depth", math.inf)
-        depth = units.mark_out_of_range(result.depth, lo, hi)
+        depth = result.depth              # range marked by the estimator (estimator_options)
         # 4. publish, with the input's stamp and frame_id
         self._publish(header, depth, result.intrinsics, rgb, lo, hi, settings)
         now_ns = self.node.get_clock().now().nanoseconds

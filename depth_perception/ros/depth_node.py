@@ -182,11 +182,12 @@ class DepthNode(LifecycleNode):
             self.transforms.ensure(new)
 
     def _apply_estimator_options(self, est, settings: NodeSettings) -> None:
-        """Input size knobs and focal policy for the same (already loaded) backend."""
+        """Input size knobs, focal policy and output range for the same (already loaded)
+        backend."""
         try:
             est.set_input_options(**settings.estimator_options())
         except (AttributeError, TypeError, ValueError) as exc:
-            self.get_logger().warning(f"input size change not applied: {exc}")
+            self.get_logger().warning(f"estimator option change not applied: {exc}")
 
     # -- lifecycle ----------------------------------------------------------------------
     def _autostart(self) -> None:

@@ -34,7 +34,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Empty
 
 from depth_perception import conversions
-from depth_perception.conversions import stamp_to_ns
+from depth_perception.conversions import ns_to_stamp, stamp_to_ns
 from depth_perception.evaluation.ground_truth import parse_reference
 from depth_perception.evaluation.online import OnlineScorer
 from depth_perception.evaluation.report import EvaluationResults, write_report
@@ -256,7 +256,7 @@ class EvaluatorNode(Node):
     def _on_scored(self, stamp: int, frame_id: str, m: dict) -> None:
         if self.metrics_pub is not None:
             msg = self.metrics_type()
-            msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(int(stamp), 1_000_000_000)
+            msg.header.stamp = ns_to_stamp(stamp)
             msg.header.frame_id = frame_id
             msg.condition = self.scorer.condition
             for key in ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3"):

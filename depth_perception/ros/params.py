@@ -82,6 +82,13 @@ PARAMETERS = (
     ParamSpec("use_tf", True, "Take camera<-LiDAR (lidar_median) and the camera height and "
               "pitch (ground_plane) from TF (/tf, /tf_static) when TF has them; false: always "
               "use the parameters lidar_to_camera / camera_height / camera_pitch_deg"),
+    ParamSpec("world_frame", "odom", "Fixed TF frame (odometry) through which a LiDAR "
+              "scan is moved to the image time (scale_policy 'lidar_median', "
+              "motion_compensation)"),
+    ParamSpec("motion_compensation", True, "Move each LiDAR scan to the image time through "
+              "world_frame when TF has that chain at both stamps (TF does not extrapolate: "
+              "otherwise camera<-LiDAR at the scan time), as the data layer and the "
+              "evaluator do"),
     ParamSpec("base_frame", "base_link", "TF frame on the road plane, z up (REP 105 "
               "base_link), for the camera height and pitch of scale_policy 'ground_plane'"),
     ParamSpec("min_depth", 0.0, "Depth below this is published as -inf (too close) [m]; "
@@ -153,10 +160,11 @@ SPECS = {p.name: p for p in PARAMETERS}
 
 
 def _estimator_options(self) -> dict:
-    """Preprocessing options of DepthEstimator.load (input size knobs)."""
+    """Options of DepthEstimator.load: input size knobs, focal policy, output range."""
     return {"short_side": self.input_short_side or None,
             "max_pixels": self.input_max_pixels or None,
-            "focal_policy": self.focal_policy}
+            "focal_policy": self.focal_policy,
+            "min_depth": self.min_depth or None, "max_depth": self.max_depth or None}
 
 
 def _cloud_settings(self, max_depth: float) -> CloudSettings:
@@ -244,8 +252,8 @@ def validate_parameter(spec: ParamSpec, value) -> str:
             return f"warmup_size must be '' or WIDTHxHEIGHT (e.g. 1280x720), got {value!r}"
     if spec.name == "point_frame" and str(value) != str(value).strip("/ "):
         return f"point_frame must be a TF frame id without '/' or spaces, got {value!r}"
-    if spec.name == "base_frame" and not str(value).strip("/ "):
-        return "base_frame must name a TF frame, got an empty string"
+    if spec.name in ("base_frame", "world_frame") and not str(value).strip("/ "):
+        return f"{spec.name} must name a TF frame, got an empty string"
     if spec.name == "cameras":
         return camera_namespace_problem(value)
     if spec.name == "lidar_to_camera":

@@ -187,9 +187,9 @@ class BagReplayer:
     def _publish_clock(self, bag_ns: int) -> None:
         from rosgraph_msgs.msg import Clock
 
-        msg = Clock()
-        msg.clock.sec, msg.clock.nanosec = divmod(int(bag_ns), 1_000_000_000)
-        self._clock_pub.publish(msg)
+        from depth_perception.conversions import ns_to_stamp
+
+        self._clock_pub.publish(Clock(clock=ns_to_stamp(bag_ns)))
 
     def close(self) -> None:
         for publisher, _ in self.publishers.values():

@@ -14,8 +14,9 @@ tf2 does) and ``/tf`` (reliable, volatile) with ``tf2_msgs/msg/TFMessage`` (buil
 
 ``lookup(target, source, stamp_ns)`` returns ``T_target_source`` (``X_target = T @
 X_source``) at ``stamp_ns``, or at the latest time the transform is known when that
-stamp cannot be served (e.g. a dynamic link not yet received for it); it raises
-:class:`depth_perception.data.tf.TransformError` saying why when no transform exists.
+stamp cannot be served (e.g. a dynamic link not yet received for it; ``latest=False``:
+only at ``stamp_ns``); it raises :class:`depth_perception.data.tf.TransformError` saying
+why when no transform exists.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ import threading
 import numpy as np
 
 from depth_perception.conversions import stamp_to_ns
+from depth_perception.data.projection import camera_from_lidar
 from depth_perception.data.tf import TfBuffer, TransformError, transform_from_msg
 
 log = logging.getLogger(__name__)
@@ -155,14 +157,16 @@ class TfSource:
         return min(stamps) if stamps else None
 
     # -- queries ------------------------------------------------------------------------
-    def lookup(self, target: str, source: str, stamp_ns: int | None = None) -> np.ndarray:
-        """[4,4] ``T_target_source`` at ``stamp_ns`` (None or unservable: the latest)."""
+    def lookup(self, target: str, source: str, stamp_ns: int | None = None,
+               latest: bool = True) -> np.ndarray:
+        """[4,4] ``T_target_source`` at ``stamp_ns`` (None, or unservable with ``latest``:
+        the latest; unservable without ``latest``: TransformError)."""
         target, source = str(target).lstrip("/"), str(source).lstrip("/")
         if not target or not source:
             raise TransformError(f"cannot look up a transform with an empty frame id "
                                  f"(target '{target}', source '{source}')")
         if self.backend == "tf2_ros":
-            return self._lookup_tf2(target, source, stamp_ns)
+            return self._lookup_tf2(target, source, stamp_ns, latest)
         if self.backend == "none":
             raise TransformError(f"cannot transform '{source}' -> '{target}': {self.reason}")
         with self._lock:
@@ -171,20 +175,24 @@ class TfSource:
                 try:
                     return self._buffer.lookup(target, source, int(stamp_ns))
                 except TransformError as exc:
+                    if not latest:
+                        raise
                     first_error = exc
-            latest = self._latest_common(target, source)
+            newest = self._latest_common(target, source)
             try:
-                return self._buffer.lookup(target, source, latest if latest is not None else 0)
+                return self._buffer.lookup(target, source, newest if newest is not None else 0)
             except TransformError as exc:
                 raise (first_error or exc) from None
 
-    def _lookup_tf2(self, target: str, source: str, stamp_ns: int | None) -> np.ndarray:
+    def _lookup_tf2(self, target: str, source: str, stamp_ns: int | None,
+                    latest: bool) -> np.ndarray:
         import tf2_ros
         from rclpy.time import Time
 
         errors = (tf2_ros.TransformException,)  # lookup, connectivity, extrapolation...
         first_error = None
-        for when in ([Time(nanoseconds=int(stamp_ns))] if stamp_ns is not None else []) + [Time()]:
+        whens = [Time(nanoseconds=int(stamp_ns))] if stamp_ns is not None else []
+        for when in whens + ([Time()] if latest or not whens else []):
             try:
                 msg = self._tf2_buffer.lookup_transform(target, source, when)
                 return transform_from_msg(msg.transform)
@@ -201,6 +209,17 @@ class TfSource:
             if unregister is not None:
                 unregister()
             self._listener = None
+
+
+class _AtStamp:
+    """A :class:`TfSource` answering only at the stamp asked (no latest fallback), for
+    :func:`~depth_perception.data.projection.camera_from_lidar`."""
+
+    def __init__(self, tf: TfSource):
+        self._tf = tf
+
+    def lookup(self, target: str, source: str, stamp_ns: int) -> np.ndarray:
+        return self._tf.lookup(target, source, stamp_ns, latest=False)
 
 
 class NodeTransforms:
@@ -262,11 +281,24 @@ class NodeTransforms:
             raise TransformError(f"no TF source for point_frame '{target}'")
         return target, self._tf.lookup(target, camera_frame, stamp_ns)
 
-    def camera_from_lidar(self, camera_frame: str, lidar_frame: str, stamp_ns: int,
-                          settings) -> np.ndarray:
-        """[4,4] lidar cloud frame -> image frame: TF at the cloud stamp (or its latest),
-        else the ``lidar_to_camera`` parameter."""
-        T, why = self._lookup(camera_frame, lidar_frame, stamp_ns, settings)
+    def camera_from_lidar(self, camera_frame: str, lidar_frame: str, image_stamp_ns: int,
+                          scan_stamp_ns: int, settings) -> np.ndarray:
+        """[4,4] lidar cloud frame -> image frame, by
+        :func:`depth_perception.data.projection.camera_from_lidar` as the data layer and
+        the evaluator compute it: TF at the exact stamps, the scan moved to the image time
+        through ``world_frame`` (``motion_compensation``) when TF has that chain at both
+        stamps; else TF's camera<-LiDAR at the scan stamp, or its latest; else the
+        ``lidar_to_camera`` parameter."""
+        T, why = None, "use_tf is false" if not settings.use_tf else "no TF source"
+        if settings.use_tf and self._tf is not None:
+            attempts = ((_AtStamp(self._tf), settings.motion_compensation), (self._tf, False))
+            for tf, compensate in attempts:
+                try:
+                    T = camera_from_lidar(tf, camera_frame, lidar_frame, image_stamp_ns,
+                                          scan_stamp_ns, settings.world_frame, compensate)
+                    break
+                except TransformError as exc:
+                    why = str(exc)
         if T is not None:
             self._note("camera<-lidar transform",
                        f"from TF ('{lidar_frame}' -> '{camera_frame}')", camera_frame)

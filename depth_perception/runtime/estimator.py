@@ -8,7 +8,9 @@
 4. refuse a non-finite output (RuntimeError "model output contains NaN ..."),
 5. :func:`~depth_perception.runtime.processing.postprocess` back to [H,W],
 6. the scale policy (relative models, or metric ones corrected by LiDAR),
-7. REP 117 range meanings (+inf beyond max_depth, -inf below min_depth, NaN invalid).
+7. REP 117 range meanings (+inf beyond max_depth, -inf below min_depth, NaN invalid):
+   the model's range, narrowed by the ``min_depth`` / ``max_depth`` options (the depth
+   node's parameters); the one place range marking is applied.
 
 ``estimate_batch(frames)`` does the same for frames of several cameras at once: steps
 2-3 run as one batch for the frames whose model inputs have the same shape, where the
@@ -39,7 +41,8 @@ from depth_perception.units import mark_out_of_range
 
 logger = logging.getLogger(__name__)
 
-PREPROCESSOR_OPTIONS = ("short_side", "max_pixels", "keep_aspect", "upsample", "focal_policy")
+PREPROCESSOR_OPTIONS = ("short_side", "max_pixels", "keep_aspect", "upsample", "focal_policy",
+                        "min_depth", "max_depth")
 
 
 @dataclass
@@ -83,8 +86,10 @@ class DepthEstimator:
     models; None = as the model was trained, see :mod:`depth_perception.runtime.geometry`),
     ``focal_policy`` ('as_trained' or 'canonical'), ``max_pixels`` (dynamic models),
     ``keep_aspect`` (fixed-size models), ``upsample`` ('bilinear' or 'nearest', see
-    :mod:`depth_perception.runtime.processing`). ``input_plan`` is the geometry chosen for
-    the last camera seen (logged once per camera geometry).
+    :mod:`depth_perception.runtime.processing`). Output range: ``min_depth`` /
+    ``max_depth`` [m] narrow the model's range (None or 0: the model's own); depth
+    outside ``depth_range`` is marked -inf / +inf. ``input_plan`` is the geometry chosen
+    for the last camera seen (logged once per camera geometry).
     """
 
     def __init__(self, backend: Backend, metadata: ModelMetadata,
@@ -92,7 +97,8 @@ class DepthEstimator:
                  scale_params: dict | None = None,
                  short_side: int | None = None, max_pixels: int | None = None,
                  keep_aspect: bool = False, upsample: str = "bilinear",
-                 focal_policy: str = "as_trained"):
+                 focal_policy: str = "as_trained", min_depth: float | None = None,
+                 max_depth: float | None = None):
         metadata.validate()
         if metadata.input_name not in backend.inputs:
             raise ValueError(f"backend inputs {sorted(backend.inputs)} lack the metadata input "
@@ -115,7 +121,8 @@ class DepthEstimator:
         self.scale_policy = scale_policy          # validated by the property setter
         self.set_input_options(short_side=short_side, max_pixels=max_pixels,
                                keep_aspect=keep_aspect, upsample=upsample,
-                               focal_policy=focal_policy)
+                               focal_policy=focal_policy, min_depth=min_depth,
+                               max_depth=max_depth)
         self._input_dtype = backend.inputs[metadata.input_name].dtype
 
     @property
@@ -139,8 +146,18 @@ class DepthEstimator:
 
     def set_input_options(self, short_side: int | None = None,
                           max_pixels: int | None = None, keep_aspect: bool = False,
-                          upsample: str = "bilinear", focal_policy: str = "as_trained") -> None:
-        """Change the preprocessing/upsampling options; the next frame uses them."""
+                          upsample: str = "bilinear", focal_policy: str = "as_trained",
+                          min_depth: float | None = None,
+                          max_depth: float | None = None) -> None:
+        """Change the preprocessing/upsampling options and the output range; the next
+        frame uses them."""
+        meta = self.metadata
+        lo = max(meta.min_depth, min_depth) if min_depth else meta.min_depth
+        hi = min(meta.max_depth, max_depth) if max_depth else meta.max_depth
+        if not lo < hi:
+            raise ValueError(f"depth range min_depth {min_depth} / max_depth {max_depth} "
+                             f"leaves nothing of the model's {meta.min_depth}-"
+                             f"{meta.max_depth} m")
         if upsample not in UPSAMPLE_MODES:
             raise ValueError(f"upsample must be one of {sorted(UPSAMPLE_MODES)}, got "
                              f"'{upsample}'")
@@ -149,6 +166,7 @@ class DepthEstimator:
                                          max_pixels=max_pixels, keep_aspect=keep_aspect)
         self.upsample = upsample
         self.short_side, self.focal_policy = short_side, focal_policy
+        self.depth_range = (float(lo), float(hi))
         self._plans: dict[tuple, InputPlan] = {}
         self.input_plan: InputPlan | None = None
 
@@ -296,7 +314,7 @@ class DepthEstimator:
             depth = depth * np.float32(est.scale)
         else:  # no scale known yet: nothing metric to report
             depth = np.full_like(depth, np.nan)
-        depth = mark_out_of_range(depth, self.metadata.min_depth, self.metadata.max_depth)
+        depth = mark_out_of_range(depth, *self.depth_range)
         timings = {"preprocess_ms": preprocess_ms, "inference_ms": inference_ms,
                    "postprocess_ms": (time.perf_counter() - post_start) * 1e3}
         return DepthResult(depth, frame.intrinsics, float(est.scale), est.source, timings,

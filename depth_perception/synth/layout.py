@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from depth_perception.camera import Intrinsics
+from depth_perception.data.tf import make_transform
 
 # Object kinds of the boxes.
 BUILDING, CAR, MOVING_CAR, POLE, LAMP = 0, 1, 2, 3, 4
@@ -137,14 +138,6 @@ def pitch_matrix(pitch_down_deg: float) -> np.ndarray:
     return np.array([[1.0, 0.0, 0.0], [0.0, c, s], [0.0, -s, c]])
 
 
-def make_transform(rotation: np.ndarray, translation) -> np.ndarray:
-    """[4,4] homogeneous transform from [3,3] rotation and [3] translation."""
-    T = np.eye(4)
-    T[:3, :3] = rotation
-    T[:3, 3] = translation
-    return T
-
-
 
 # --------------------------------------------------------------------------------------
 # Trajectory
@@ -174,7 +167,7 @@ class Trajectory:
 
     def T_odom_base(self, t: float) -> np.ndarray:
         """[4,4] base_link -> odom (X_odom = T @ X_base)."""
-        return make_transform(yaw_matrix(self.yaw(t)), self.position(t))
+        return make_transform(self.position(t), yaw_matrix(self.yaw(t)))
 
     def twist(self, t: float) -> tuple[float, float]:
         """(forward speed m/s, yaw rate rad/s) in base_link at time t."""

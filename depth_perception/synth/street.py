@@ -15,8 +15,9 @@ import numpy as np
 
 from depth_perception.camera import Intrinsics
 from depth_perception.synth.conditions import shade
+from depth_perception.data.tf import invert_transform, make_transform
 from depth_perception.synth.layout import (R_BASE_OPTICAL, SKY, Scene, SynthConfig,
-                                           Trajectory, make_transform, pitch_matrix)
+                                           Trajectory, pitch_matrix)
 from depth_perception.synth.materials import Surface, surface_materials
 from depth_perception.synth.raycast import (Hits, box_windows, concat_hits, lidar_windows,
                                             raycast, subset_hits, texture_footprint)
@@ -130,13 +131,13 @@ class SyntheticStreet:
     @cached_property
     def T_base_camera(self) -> np.ndarray:
         """[4,4] camera_optical_frame -> base_link."""
-        return make_transform(R_BASE_OPTICAL @ pitch_matrix(self.config.camera_pitch),
-                              self.config.camera_xyz)
+        return make_transform(self.config.camera_xyz,
+                              R_BASE_OPTICAL @ pitch_matrix(self.config.camera_pitch))
 
     @cached_property
     def T_base_lidar(self) -> np.ndarray:
         """[4,4] lidar -> base_link (lidar axes parallel to base_link)."""
-        return make_transform(np.eye(3), self.config.lidar_xyz)
+        return make_transform(self.config.lidar_xyz, np.eye(3))
 
     def T_odom_camera(self, t: float) -> np.ndarray:
         return self.trajectory.T_odom_base(t) @ self.T_base_camera
@@ -145,7 +146,7 @@ class SyntheticStreet:
         """[4,4] maps points in the target camera frame to the source camera frame."""
         T_src = self.T_odom_camera(self.frame_time(src_frame))
         T_tgt = self.T_odom_camera(self.frame_time(tgt_frame))
-        return np.linalg.inv(T_src) @ T_tgt
+        return invert_transform(T_src) @ T_tgt
 
     # -- camera -----------------------------------------------------------------------
     def _candidate_boxes(self, t: float, x_min: float, x_max: float, y_abs: float = np.inf):

@@ -102,9 +102,10 @@ class _Messages:
         return bytes(self.typestore.serialize_cdr(msg, MSG_TYPES[key]))
 
     def header(self, stamp_ns: int, frame_id: str):
+        from depth_perception.conversions import ns_to_stamp
+
         return self.T["std_msgs/msg/Header"](
-            stamp=self.T["builtin_interfaces/msg/Time"](sec=int(stamp_ns // 1_000_000_000),
-                                                        nanosec=int(stamp_ns % 1_000_000_000)),
+            stamp=ns_to_stamp(stamp_ns, self.T["builtin_interfaces/msg/Time"]),
             frame_id=frame_id)
 
     def _pose_parts(self, T: np.ndarray):

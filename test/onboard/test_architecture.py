@@ -4,8 +4,10 @@ ARCHITECTURE.md draws what these tests hold the code to:
 
 * ``depth_perception`` (onboard) never imports ``depth_perception_training``;
 * inside the onboard package only ``depth_perception.ros`` imports rclpy;
+* layers (:data:`LAYERS`, lowest first: base modules, data and models, runtime and
+  synth, evaluation, ros, commands, training) never import a higher one;
 * no import cycle in either package, counting imports inside functions too;
-* no module over 600 lines;
+* no module over 600 lines (test modules included);
 * importing the onboard package (models aside, which need torch by nature) pulls no
   torch, transformers, diffusers or accelerate, and neither does a depth node that runs
   an ONNX model.
@@ -132,6 +134,51 @@ def test_onboard_never_imports_training():
     assert {m: n for m, n in offenders.items() if n} == {}
 
 
+#: the layers, lowest first: a module may import its own layer and the ones below,
+#: never one above (imports inside functions count). A module belongs to the longest
+#: prefix listed; "depth_perception" itself (its ``__init__``, and any new top-level
+#: module until it is placed) is base.
+LAYERS = (
+    ("base", ("depth_perception", "depth_perception.camera", "depth_perception.units",
+              "depth_perception.metadata", "depth_perception.conversions",
+              "depth_perception.buffers", "depth_perception.cloud",
+              "depth_perception.colorize", "depth_perception.metrics",
+              "depth_perception.hub", "depth_perception.files")),
+    ("data, models", ("depth_perception.data", "depth_perception.models")),
+    ("runtime, synth", ("depth_perception.runtime", "depth_perception.synth")),
+    ("evaluation", ("depth_perception.evaluation",)),
+    ("ros", ("depth_perception.ros",)),
+    ("commands", ("depth_perception.commands", "depth_perception.cli",
+                  "depth_perception.__main__")),
+    ("training", ("depth_perception_training",)),
+)
+_RANK = {prefix: i for i, (_, prefixes) in enumerate(LAYERS) for prefix in prefixes}
+
+
+def _layer(module: str) -> int:
+    parts = module.split(".")
+    return next(_RANK[p] for n in range(len(parts), 0, -1)
+                if (p := ".".join(parts[:n])) in _RANK)
+
+
+def _upward_edges(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{a} ({LAYERS[_layer(a)][0]}) -> {b} ({LAYERS[_layer(b)][0]})"
+                  for a, deps in graph.items() for b in deps if _layer(b) > _layer(a))
+
+
+def test_no_import_goes_up_a_layer():
+    # the check can fail: data importing the estimator would be an upward edge
+    assert _upward_edges({"depth_perception.data.bag": {"depth_perception.runtime.estimator"},
+                          "depth_perception.ros.replay": {"depth_perception.data.bag"}}) == [
+        "depth_perception.data.bag (data, models) -> depth_perception.runtime.estimator "
+        "(runtime, synth)"]
+    assert [_layer(m) for m in ("depth_perception", "depth_perception.cloud",
+                                "depth_perception.runtime.backends.base",
+                                "depth_perception.cli", "depth_perception_training.tiny")] == \
+        [0, 0, 2, 5, 6]
+    assert _upward_edges(_internal_graph()) == []
+
+
 def test_only_the_ros_folder_imports_rclpy():
     offenders = sorted(m for m, p in ALL.items()
                        if m.startswith("depth_perception.")
@@ -143,8 +190,60 @@ def test_only_the_ros_folder_imports_rclpy():
 
 
 def test_no_module_over_600_lines():
-    long = {m: n for m, p in ALL.items() if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    """Package modules, test modules and their helpers alike."""
+    files = [*ALL.values(), *sorted((ROOT / "test").rglob("*.py"))]
+    assert len(files) > len(ALL) + 50
+    long = {str(p.relative_to(ROOT)): n for p in files
+            if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert long == {}
+
+
+def _callers(function: str) -> set[str]:
+    """Modules of either package that call ``function`` (by name or as an attribute)."""
+    found = set()
+    for module, path in ALL.items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call):
+                f = node.func
+                name = f.id if isinstance(f, ast.Name) else getattr(f, "attr", None)
+                if name == function:
+                    found.add(module)
+    return found
+
+
+#: helpers with one home: the only module (of either package) defining a top-level
+#: function of that name
+ONE_HOME = {"hub_offline": "depth_perception.hub",
+            "make_transform": "depth_perception.data.tf",
+            "invert_transform": "depth_perception.data.tf",
+            "stamp_to_ns": "depth_perception.conversions",
+            "ns_to_stamp": "depth_perception.conversions",
+            "mark_out_of_range": "depth_perception.units",
+            "camera_from_lidar": "depth_perception.data.projection"}
+
+
+def test_shared_helpers_are_defined_once():
+    found = {name: set() for name in ONE_HOME}
+    for module, path in ALL.items():
+        for node in ast.parse(path.read_text(), str(path)).body:
+            if isinstance(node, ast.FunctionDef) and node.name in found:
+                found[node.name].add(module)
+    assert found == {name: {home} for name, home in ONE_HOME.items()}
+
+
+def test_range_marking_is_applied_once_in_the_estimator():
+    """REP 117 range marking (``units.mark_out_of_range``) happens in one layer: the
+    estimator, with the model's range narrowed by its options (the node's min_depth /
+    max_depth); nothing downstream marks the depth again."""
+    assert _callers("mark_out_of_range") == {"depth_perception.runtime.estimator"}
+
+
+def test_bench_scripts_leave_sys_path_alone():
+    """Benches import the installed packages (shared models live in
+    ``depth_perception_training.tiny``), never each other through sys.path."""
+    benches = sorted((ROOT / "bench").glob("*.py"))
+    assert len(benches) >= 3
+    assert [p.name for p in benches if "sys.path" in p.read_text()] == []
 
 
 _BLOCK = textwrap.dedent("""

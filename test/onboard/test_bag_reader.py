@@ -326,6 +326,26 @@ def test_quaternion_helpers():
         quat_to_matrix([0, 0, 0, 0])
 
 
+def test_make_transform_takes_a_quaternion_or_a_matrix():
+    """One make_transform for the TF buffer and the synthetic street: 90 deg about z
+    with t = (1, 2, 3) maps x = (1, 0, 0) to (1, 3, 3), the same from its quaternion
+    and its matrix; the synthetic street uses this one."""
+    from depth_perception.data import tf as data_tf
+    from depth_perception.synth import layout, street
+
+    Rz = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    qz = [0, 0, np.sin(np.pi / 4), np.cos(np.pi / 4)]
+    for rotation in (qz, Rz):
+        T = make_transform((1.0, 2.0, 3.0), rotation)
+        np.testing.assert_allclose(T @ [1, 0, 0, 1], [1, 3, 3, 1], atol=1e-12)
+        np.testing.assert_allclose(invert_transform(T) @ T, np.eye(4), atol=1e-12)
+    np.testing.assert_array_equal(make_transform((4, 5, 6))[:3, 3], [4, 5, 6])
+    for bad in (dict(translation=(1, 2)), dict(rotation=np.eye(4)), dict(rotation=(0, 0, 1))):
+        with pytest.raises(ValueError, match="make_transform"):
+            make_transform(**bad)
+    assert layout.make_transform is street.make_transform is data_tf.make_transform
+
+
 def test_tf_chain_interpolation_and_errors():
     tf = TfBuffer()
     tf.add_static("base_link", "camera_optical_frame", CAM_IN_BASE)

@@ -67,6 +67,24 @@ def numpy_path(monkeypatch):
     monkeypatch.setattr(conv, "USE_CV_BRIDGE", False)
 
 
+# -- stamps ------------------------------------------------------------------------------
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_stamp_round_trip_by_hand(flavour, typestore):
+    """1_500_000_001 ns = 1 s + 500_000_001 ns; the largest int32 second still fits;
+    negative stamps and seconds beyond int32 are refused."""
+    cls = _msg_type(flavour, typestore, "builtin_interfaces/msg/Time")
+    for ns, sec, nanosec in ((1_500_000_001, 1, 500_000_001), (0, 0, 0),
+                             (999_999_999, 0, 999_999_999), (10**9, 1, 0),
+                             ((2**31 - 1) * 10**9 + 7, 2**31 - 1, 7)):
+        t = _through_wire(conv.ns_to_stamp(ns, cls), flavour, typestore,
+                          "builtin_interfaces/msg/Time")
+        assert (t.sec, t.nanosec) == (sec, nanosec)
+        assert conv.stamp_to_ns(t) == ns
+    for bad in (-1, -1_500_000_001, 2**31 * 10**9):
+        with pytest.raises(ValueError, match="builtin_interfaces/Time"):
+            conv.ns_to_stamp(bad, cls)
+
+
 # -- images ------------------------------------------------------------------------------
 @pytest.mark.parametrize("flavour", FLAVOURS)
 @pytest.mark.parametrize("encoding", sorted(ENCODING_SAMPLES))

@@ -62,6 +62,24 @@ def test_out_of_range_marking():
     assert d[0] == -np.inf and d[1] == 1.0 and d[2] == np.inf and np.isnan(d[3])
 
 
+def test_hub_offline_flag_folder_or_environment(tmp_path, monkeypatch):
+    """One rule for every loader (onboard and training): local files only when asked,
+    when the model is a local folder, or when HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE say
+    so; a hub id or a missing folder with none of these may use the hub."""
+    from depth_perception.hub import hub_offline
+
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    assert not hub_offline() and not hub_offline(None, "org/model")
+    assert not hub_offline(False, tmp_path / "missing")
+    assert hub_offline(True) and hub_offline(None, tmp_path) and hub_offline(False, str(tmp_path))
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "yes")
+    assert hub_offline(False, "org/model")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "0")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert hub_offline(False) and hub_offline(None, "org/model")
+
+
 def test_metadata_round_trip_and_refusals(tmp_path):
     meta = ModelMetadata(output_kind="disparity", input_height=196, input_width=644,
                          provenance={"checkpoint": "runs/x"})

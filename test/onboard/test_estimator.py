@@ -44,6 +44,31 @@ def test_range_meanings_after_scaling():
     assert np.isneginf(depth[:, :50]).all() and np.isposinf(depth[:, -50:]).all()
 
 
+def test_output_range_options_narrow_the_models_range():
+    """min_depth / max_depth (the depth node's parameters) narrow the model's 0.5-50 m:
+    a wider option keeps the model's bound, 0 or None means the model's own."""
+    meta = ModelMetadata(output_kind="relative_depth", min_depth=0.5, max_depth=50.0)
+
+    def fn(x):                                    # x2: 0.6, 4, 20, 60 m in column bands
+        out = np.empty((1, 1, *x.shape[2:]), np.float32)
+        for k, v in enumerate((0.3, 2.0, 10.0, 30.0)):
+            out[..., :, k * 84:(k + 1) * 84] = v
+        return out
+    est = DepthEstimator(FunctionBackend(fn, meta), meta, FixedScale(2.0), short_side=168,
+                         upsample="nearest", min_depth=1.0, max_depth=100.0)
+    assert est.depth_range == (1.0, 50.0)
+    bands = [est.estimate(RGB, CAM).depth[:, k * 84 + 42] for k in range(4)]
+    assert np.isneginf(bands[0]).all() and np.isposinf(bands[3]).all()   # 0.6 < 1, 60 > 50
+    assert np.all(bands[1] == 4.0) and np.all(bands[2] == 20.0)
+    est.set_input_options(short_side=168, upsample="nearest", min_depth=0.0, max_depth=5.0)
+    assert est.depth_range == (0.5, 5.0)
+    depth = est.estimate(RGB, CAM).depth
+    assert np.all(depth[:, 42] == 0.6) and np.isposinf(depth[:, 2 * 84 + 42]).all()
+    with pytest.raises(ValueError, match="min_depth 60.0"):
+        est.set_input_options(min_depth=60.0)
+    assert est.depth_range == (0.5, 5.0)                   # unchanged after refusal
+
+
 def test_nan_output_raises_runtime_error_and_estimator_goes_on():
     state = {"bad": True}
 

@@ -196,6 +196,18 @@ def test_resize_and_crop_keep_projection_on_the_scene_point(tmp_path):
         (vl, ul), = _finite(s.lidar_depth)            # one LiDAR pixel, on the same point
         assert abs(ul - u) <= 0.5 + 1e-6 and abs(vl - v) <= 0.5 + 1e-6
         assert s.lidar_depth[vl, ul] == pytest.approx(10.0)
+        # a camera-sized depth map of the frame (a pseudo label): 7 m on a 3x3 block at
+        # the point, NaN elsewhere, lands on it with values kept (nearest neighbour)
+        label = np.full((INTRINSICS.height, INTRINSICS.width), np.nan, np.float32)
+        label[42:45, 71:74] = 7.0
+        seq = BagSequence(bag, cfg)
+        prepared = seq.prepare_depth(label)
+        assert prepared.shape == (H, W)
+        assert set(np.unique(prepared[np.isfinite(prepared)])) == {7.0}
+        vp, up = np.argwhere(np.isfinite(prepared)).mean(axis=0)
+        assert abs(up - u) <= 1.0 and abs(vp - v) <= 1.0, (cfg, (u, v), (up, vp))
+    with pytest.raises(ValueError, match="expected the camera size 128x96"):
+        seq.prepare_depth(np.zeros((10, 10), np.float32))
     # hand-worked for crop (16, 8, 96x80) then resize x0.5: fx = 50,
     # cx = 0.5 * (48 + 0.5) - 0.5 = 23.75, cy = 0.5 * (40 + 0.5) - 0.5 = 19.75
     s = BagSequence(bag, SampleConfig(crop=(16, 8, 96, 80), size=(48, 40)))[0]

@@ -24,6 +24,7 @@ from depth_perception.runtime.engine import (EngineBuildConfig, LayerInfo,
                                                     sha256_file, trtexec_command,
                                                     verify_engine, write_engine_metadata)
 from depth_perception.metadata import ModelMetadata
+from support.tensorrt_standin import FakeLayer, FakeNetwork
 
 SHA = "a" * 64
 H, W = 56, 84
@@ -248,36 +249,6 @@ class _FakeTrt:
                                         PREFER_PRECISION_CONSTRAINTS="PREFER", FP16="FP16")
 
 
-class _FakeLayer:
-    def __init__(self, name, kind, out_dtypes=("HALF",)):
-        self.name, self.type = name, types.SimpleNamespace(name=kind)
-        self.precision = None
-        self._outs = [types.SimpleNamespace(dtype=d) for d in out_dtypes]
-        self.output_types = {}
-
-    @property
-    def num_outputs(self):
-        return len(self._outs)
-
-    def get_output(self, j):
-        return self._outs[j]
-
-    def set_output_type(self, j, dtype):
-        self.output_types[j] = dtype
-
-
-class _FakeNetwork:
-    def __init__(self, layers):
-        self.layers = layers
-
-    @property
-    def num_layers(self):
-        return len(self.layers)
-
-    def get_layer(self, i):
-        return self.layers[i]
-
-
 class _FakeConfig:
     def __init__(self):
         self.flags = set()
@@ -288,11 +259,11 @@ class _FakeConfig:
 
 @pytest.mark.parametrize("mode,flag", [("obey", "OBEY"), ("prefer", "PREFER")])
 def test_apply_fp32_constraints_sets_precision_and_output_types(mode, flag):
-    norm = _FakeLayer("/enc/norm1/LayerNormalization", "NORMALIZATION")
-    soft = _FakeLayer("/enc/attention/Softmax", "SOFTMAX", ("HALF", "INT32"))
-    conv = _FakeLayer("/head/Conv", "CONVOLUTION")
+    norm = FakeLayer("/enc/norm1/LayerNormalization", "NORMALIZATION")
+    soft = FakeLayer("/enc/attention/Softmax", "SOFTMAX", ("HALF", "INT32"))
+    conv = FakeLayer("/head/Conv", "CONVOLUTION")
     config = _FakeConfig()
-    chosen = tb.apply_fp32_constraints(_FakeNetwork([norm, soft, conv]), config, _FakeTrt, mode)
+    chosen = tb.apply_fp32_constraints(FakeNetwork([norm, soft, conv]), config, _FakeTrt, mode)
     assert chosen == sorted([norm.name, soft.name])
     assert norm.precision == "FLOAT" and norm.output_types == {0: "FLOAT"}
     assert soft.output_types == {0: "FLOAT"}        # the integer output is left alone
@@ -438,228 +409,3 @@ def test_ensure_engine_uses_the_default_cache_dir(tiny_onnx, tmp_path, monkeypat
     path = ensure_engine(tiny_onnx, "fp32", environment=TensorRTEnvironment("g", "10.3"),
                          builder=FakeBuilder())
     assert path.parent == tmp_path / "cache" and path.is_file()
-
-
-# -- build_engine's TensorRT API wiring, against a stand-in module --------------------------
-# TensorRT cannot run here; this stand-in has the TensorRT 10 Python API surface that
-# build_engine uses and follows TensorRT's calibrator protocol, so the wiring (flags,
-# workspace, timing cache, FP32 layers, calibration and its cache, checks, files) is
-# exercised. The real builds are the `tensorrt`-marked tests above.
-
-class _StandInTrt(types.ModuleType):
-    def __init__(self):
-        super().__init__("tensorrt")
-        self.__version__ = "10.3.0"
-        self.built = []                      # (flags, workspace, layer precisions) per build
-        self.calibration_batches = []
-        self.timing_cache_inputs = []
-        Enum = types.SimpleNamespace
-        self.DataType = Enum(FLOAT="FLOAT", HALF="HALF")
-        self.BuilderFlag = Enum(FP16="FP16", INT8="INT8", OBEY_PRECISION_CONSTRAINTS="OBEY",
-                                PREFER_PRECISION_CONSTRAINTS="PREFER")
-        self.MemoryPoolType = Enum(WORKSPACE="WORKSPACE")
-        trt = self
-
-        class ILogger:
-            Severity = Enum(INTERNAL_ERROR=0, ERROR=1, WARNING=2, INFO=3, VERBOSE=4)
-
-            def __init__(self):
-                pass
-
-        class IInt8EntropyCalibrator2:
-            def __init__(self):
-                pass
-
-        class Network:
-            def __init__(self):
-                self.layers = []
-
-            @property
-            def num_layers(self):
-                return len(self.layers)
-
-            def get_layer(self, i):
-                return self.layers[i]
-
-        class OnnxParser:
-            def __init__(self, network, logger):
-                self.network, self.num_errors = network, 0
-
-            def parse_from_file(self, path):
-                self.network.layers = [_FakeLayer(layer.name, layer.kind, ("FLOAT",))
-                                       for layer in layers_from_onnx(path)]
-                return True
-
-        class TimingCache:
-            def __init__(self, data):
-                self.data = data
-
-            def serialize(self):
-                return self.data + b"+timings"
-
-        class Config:
-            def __init__(self):
-                self.flags, self.pools, self.int8_calibrator, self.cache = set(), {}, None, None
-
-            def set_memory_pool_limit(self, pool, size):
-                self.pools[pool] = size
-
-            def set_flag(self, flag):
-                self.flags.add(flag)
-
-            def create_timing_cache(self, data):
-                trt.timing_cache_inputs.append(bytes(data))
-                return TimingCache(bytes(data))
-
-            def set_timing_cache(self, cache, ignore_mismatch):
-                self.cache = cache
-
-            def get_timing_cache(self):
-                return self.cache
-
-        class Builder:
-            def __init__(self, logger):
-                pass
-
-            def create_network(self, flags):
-                assert flags == 0, "TensorRT 10 networks take no creation flags"
-                return Network()
-
-            def create_builder_config(self):
-                return Config()
-
-            def build_serialized_network(self, network, config):
-                if "INT8" in config.flags:      # TensorRT's calibrator protocol
-                    cal = config.int8_calibrator
-                    if not cal.read_calibration_cache():
-                        while (ptrs := cal.get_batch(["image"])) is not None:
-                            trt.calibration_batches.append(_HostMemory.read(ptrs[0]))
-                        cal.write_calibration_cache(b"TRT-fake-EntropyCalibration2\n")
-                precisions = {layer.name: layer.precision for layer in network.layers
-                              if layer.precision is not None}
-                trt.built.append((set(config.flags), config.pools, precisions))
-                return bytearray(b"serialized engine")
-
-        self.ILogger, self.IInt8EntropyCalibrator2 = ILogger, IInt8EntropyCalibrator2
-        self.Builder, self.OnnxParser = Builder, OnnxParser
-
-
-class _HostMemory:
-    """Stands in for the runtime's CUDA memory: 'device pointers' index host copies."""
-
-    store: dict = {}
-
-    def __init__(self, device):
-        self.ptrs = {}
-
-    def alloc(self, binding):
-        self.ptrs[binding.name] = 1000 + len(_HostMemory.store)
-        return self.ptrs[binding.name]
-
-    def upload(self, name, host):
-        _HostMemory.store[self.ptrs[name]] = host.copy()
-
-    def synchronize(self):
-        pass
-
-    @classmethod
-    def read(cls, ptr):
-        return cls.store[ptr]
-
-
-@pytest.fixture
-def stand_in_trt(monkeypatch):
-    from depth_perception.runtime.backends import tensorrt_backend
-
-    trt = _StandInTrt()
-    monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    monkeypatch.setattr(tensorrt_backend, "_cuda_memory", _HostMemory)
-    return trt
-
-
-def _onnxruntime_as_engine(onnx_path, scale=1.0, nan=False):
-    from depth_perception_training.export.onnx_export import run_onnxruntime
-
-    def run(_engine, frame):
-        out = run_onnxruntime(onnx_path, frame)[0] * scale
-        if nan:
-            out[0, 0, 0, 0] = np.nan
-        return out
-
-    return run
-
-
-def test_build_engine_fp16_wiring(stand_in_trt, tiny_onnx, tmp_path):
-    key = engine_cache_key(sha256_file(tiny_onnx), "g", "10.3.0", "fp16", (1, 3, H, W))
-    config = EngineBuildConfig("fp16", workspace_gb=2, timing_cache=tmp_path / "t.cache")
-    engine = tb.build_engine(tiny_onnx, tmp_path / "m.engine", config, key=key,
-                             run_engine=_onnxruntime_as_engine(tiny_onnx))
-    flags, pools, precisions = stand_in_trt.built[-1]
-    assert flags == {"FP16", "OBEY"}
-    assert pools == {"WORKSPACE": 2 << 30}
-    assert set(precisions) == set(select_fp32_layers(layers_from_onnx(tiny_onnx)))
-    assert set(precisions.values()) == {"FLOAT"}
-    assert engine.read_bytes() == b"serialized engine"
-    assert read_engine_key(engine) == key
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.engine", "m.engine.json",
-                                                         "t.cache"]
-    # the timing cache is loaded by the next build
-    assert (tmp_path / "t.cache").read_bytes() == b"+timings"
-    tb.build_engine(tiny_onnx, tmp_path / "m2.engine", config, key=key,
-                    run_engine=_onnxruntime_as_engine(tiny_onnx))
-    assert stand_in_trt.timing_cache_inputs == [b"", b"+timings"]
-    fp32 = tb.build_engine(tiny_onnx, tmp_path / "m3.engine", EngineBuildConfig("fp32"),
-                           key=key, run_engine=_onnxruntime_as_engine(tiny_onnx))
-    assert stand_in_trt.built[-1][0] == set() and stand_in_trt.built[-1][2] == {}
-    assert fp32.is_file()
-
-
-@pytest.mark.parametrize("kwargs,match", [({"nan": True}, "NaN"),
-                                          ({"scale": 1.1}, "exceeds the tolerance")])
-def test_build_engine_refuses_a_bad_engine(stand_in_trt, tiny_onnx, tmp_path, kwargs, match):
-    key = engine_cache_key(sha256_file(tiny_onnx), "g", "10.3.0", "fp16", (1, 3, H, W))
-    with pytest.raises(RuntimeError, match=match):
-        tb.build_engine(tiny_onnx, tmp_path / "m.engine", EngineBuildConfig("fp16"), key=key,
-                        run_engine=_onnxruntime_as_engine(tiny_onnx, **kwargs))
-    assert list(tmp_path.iterdir()) == []          # no engine, no partial file, no json
-
-
-def test_build_engine_int8_calibrates_once_then_reuses_the_cache(stand_in_trt, tiny_onnx,
-                                                                 tmp_path):
-    from depth_perception.runtime.calibration import (CalibrationConfig, CalibrationSource,
-                                                     synthetic_frames)
-    from depth_perception.runtime.onnx_metadata import read_onnx_metadata
-
-    meta = read_onnx_metadata(tiny_onnx)
-    frames = synthetic_frames(meta, 6, seed=4)
-    cache = tmp_path / "m.calib"
-    key = engine_cache_key(sha256_file(tiny_onnx), "g", "10.3.0", "int8", (1, 3, H, W))
-    source = CalibrationSource(meta, cache, config=CalibrationConfig(6, batch_size=1),
-                               frames_loader=lambda: frames)
-    tb.build_engine(tiny_onnx, tmp_path / "a.engine", EngineBuildConfig("int8"),
-                    calibration=source, key=key, run_engine=_onnxruntime_as_engine(tiny_onnx))
-    assert stand_in_trt.built[-1][0] >= {"INT8", "FP16", "OBEY"}
-    # TensorRT saw exactly the calibration frames, one batch at a time
-    np.testing.assert_array_equal(np.concatenate(stand_in_trt.calibration_batches), frames)
-    assert cache.read_bytes() == b"TRT-fake-EntropyCalibration2\n"
-
-    stand_in_trt.calibration_batches.clear()
-    reused = CalibrationSource(meta, cache)          # no frames: the cache has to do
-    tb.build_engine(tiny_onnx, tmp_path / "b.engine", EngineBuildConfig("int8"),
-                    calibration=reused, key=key, run_engine=_onnxruntime_as_engine(tiny_onnx))
-    assert stand_in_trt.calibration_batches == []
-    assert (tmp_path / "b.engine").is_file()
-
-
-def test_ensure_engine_with_the_real_builder_function(stand_in_trt, tiny_onnx, tmp_path):
-    import functools
-
-    env = TensorRTEnvironment("NVIDIA Orin", "10.3.0")
-    build = functools.partial(tb.build_engine, run_engine=_onnxruntime_as_engine(tiny_onnx))
-    first = ensure_engine(tiny_onnx, "fp16", tmp_path, environment=env, builder=build,
-                          return_result=True)
-    again = ensure_engine(tiny_onnx, "fp16", tmp_path, environment=env, builder=build,
-                          return_result=True)
-    assert first.built and not again.built and len(stand_in_trt.built) == 1
-    meta = ModelMetadata.load(engine_json_path(first.engine_path))
-    assert meta.provenance["tensorrt"]["cache_key"]["gpu_name"] == "NVIDIA Orin"

@@ -155,13 +155,62 @@ def test_tf_static_before_node_start_reaches_node_tf_source(tf2_msgs_built):
         # the node's own lookup (cloud frame -> image frame) uses TF, not the parameter
         settings = node._settings
         np.testing.assert_allclose(
-            tf.camera_from_lidar("camera_optical_frame", "lidar", 123, settings), want,
+            tf.camera_from_lidar("camera_optical_frame", "lidar", 150, 123, settings), want,
             atol=1e-9)
         assert tf._sources["camera<-lidar transform"].startswith("from TF")
         # an unknown frame falls back to the lidar_to_camera parameter (and says so)
-        fallback = tf.camera_from_lidar("camera_optical_frame", "velodyne", 0, settings)
+        fallback = tf.camera_from_lidar("camera_optical_frame", "velodyne", 0, 0, settings)
         np.testing.assert_allclose(fallback.ravel(), settings.lidar_to_camera)
         assert "lidar_to_camera" in tf._sources["camera<-lidar transform"]
+
+
+def test_node_lidar_reference_is_the_data_layers_with_ego_motion(tf2_msgs_built, tmp_path):
+    """A drive at 2 m/s with odometry on /tf and scans 40 ms after their images: the
+    node's lidar_median reference for an image (TF, cloud and odometry over DDS) is the
+    sparse depth BagSequence computes for it, moved to the image time through odom (the
+    uncompensated projection differs, so the test tells them apart)."""
+    import rclpy
+    from depth_perception.data.samples import BagSequence, SampleConfig
+    from depth_perception.ros.camera_pipeline import Frame
+    from depth_perception.ros.replay import replay_bag
+    from support.bagtools import INTRINSICS, frame_image, make_drive_bag
+    from support.rostools import camera_info_msg, image_msg
+
+    n, period, offset = 4, 100_000_000, 40_000_000
+    points = np.array([[11.0, -0.8, -0.5], [15.0, 1.0, -0.3], [8.0, 0.5, 0.2]])
+    bag = make_drive_bag(tmp_path / "drive", "mcap", n=n, lidar_points=points,
+                         lidar_offset_ns=offset, odom_in_tf=True)
+    last = n - 1
+    image_stamp = 10**9 + last * period
+    want = BagSequence(bag, SampleConfig()).lidar_depth(last)
+    plain = BagSequence(bag, SampleConfig(motion_compensation=False)).lidar_depth(last)
+    assert np.isfinite(want).sum() == 3
+    assert not np.allclose(np.nan_to_num(want), np.nan_to_num(plain), atol=1e-3)
+    with RosHarness() as ros:
+        node = make_node(ros, "lidar_median", lambda x: np.ones((1, 1, *x.shape[2:])))
+        wait_for(lambda: node_state(node) == "active", 30, "node active")
+        player = rclpy.create_node("tf_motion_replay", context=ros.context)
+        topics = [TF_STATIC, "/tf", LIDAR]
+        try:
+            stats = replay_bag(bag, player, topics=topics, rate=2.0, wait_for=topics)
+        finally:
+            player.destroy_node()
+        assert stats.published["/tf"] == 2 * n and stats.published[LIDAR] == n
+        odom_end = image_stamp + period // 2
+
+        def ready():
+            cloud = node.lidar_cloud
+            try:
+                node.transforms._tf.lookup("odom", "base_link", odom_end, latest=False)
+            except ValueError:
+                return False
+            return cloud is not None and cloud[2] == image_stamp + offset
+        wait_for(ready, 30, "odometry and the last scan at the node")
+        frame = Frame(image_msg(frame_image(last), image_stamp),
+                      camera_info_msg(INTRINSICS, image_stamp), 0.0)
+        job = node.cameras[0].prepare(frame, node._estimator, node.settings)
+    np.testing.assert_allclose(job.input.reference_depth, want, atol=1e-5)
+    assert node.transforms._sources["camera<-lidar transform"].startswith("from TF")
 
 
 def gt_third_model(bag):

@@ -503,3 +503,27 @@ def test_export_quantize_int8_on_bag_frames(tiny_ckpt, tmp_path, capsys):
                    "84", "--onnx", str(tmp_path / "x.onnx"), "--quantize", "int8"])
     assert rc == 2 and "--calib-bag" in capsys.readouterr().err
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_bench_unet_exports_with_a_dynamic_batch_and_its_metadata(tmp_path):
+    """The benches' U-Net (from ``tiny``): [B,3,H,W] -> disparity in (0, 1) [B,1,H,W];
+    onnxruntime on the exported file matches torch for a batch of 2, metadata inside."""
+    import torch
+
+    from depth_perception_training.tiny import (export_depth_onnx, unet_depth_module,
+                                                unet_metadata)
+
+    module = unet_depth_module(seed=1, widths=(4, 8)).eval()
+    meta = unet_metadata(32, 48)
+    path = export_depth_onnx(module, tmp_path / "unet.onnx", 32, 48, meta, dynamic_batch=True)
+    x = np.random.default_rng(0).random((2, 3, 32, 48), dtype=np.float32)
+    with torch.no_grad():
+        want = module(torch.from_numpy(x)).numpy()
+    assert want.shape == (2, 1, 32, 48) and ((want > 0) & (want < 1)).all()
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(["depth"], {"image": x})[0]                     # one call, batch 2
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    back = read_onnx_metadata(path)
+    assert (back.output_kind, back.fixed_size, back.max_depth) == ("disparity", (32, 48), 80.0)

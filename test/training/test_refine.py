@@ -160,3 +160,61 @@ def test_perspective_refinement_uses_the_intrinsics():
     K = np.array([[40.0, 0, 27.5], [0, 40.0, 13.5], [0, 0, 1]])
     res = refine_image(model, _rgb(), (56, 28), None, None, s, K=K)
     assert np.isfinite(res.raw).all() and not np.allclose(res.raw, res.raw_initial)
+
+
+def test_shipped_refine_configs_and_defaults_are_the_published_settings(guidance):
+    """Re-Depth Anything and Marigold settings of methods.md, in the dataclass defaults
+    and in both shipped YAMLs, and as the optimiser / SDS sampler see them."""
+    from depth_perception_training.refine.config import RefineConfig, load_refine_config
+
+    for cfg in (RefineConfig(), load_refine_config(None), load_refine_config("redepth"),
+                load_refine_config("marigold")):
+        r, g = cfg.redepth, cfg.guidance
+        assert (r.lr_embeddings, r.lr_head, r.shift, r.scale) == (1e-3, 2e-6, 0.1, 7.0)
+        assert (r.steps, r.ensemble, r.smoothness_weight, r.camera) == (1000, 10, 1.0,
+                                                                        "orthographic")
+        assert list(g.t_range) == [0.02, 0.6] and g.guidance_scale == 50.0
+        assert g.negative_prompt == "" and g.weighting == "uniform"
+        assert g.model == "stable-diffusion-v1-5/stable-diffusion-v1-5"
+        assert cfg.caption.model == "Salesforce/blip2-opt-2.7b" and cfg.caption.prompt is None
+        m = cfg.marigold
+        assert (m.model, m.ensemble, m.reduction, m.processing_resolution) == (
+            "prs-eth/marigold-depth-v1-1", 10, "median", 768)
+    assert load_refine_config("redepth").method == "redepth"
+    assert load_refine_config("marigold").method == "marigold"
+    # what the config becomes: AdamW groups (embeddings, DPT, scale offset), t in 20..600
+    s = RedepthSettings()
+    assert {k: getattr(s, k) for k in ("steps", "ensemble", "lr_embeddings", "lr_head", "shift",
+                                       "scale", "smoothness_weight")} == \
+        {"steps": 1000, "ensemble": 10, "lr_embeddings": 1e-3, "lr_head": 2e-6, "shift": 0.1,
+         "scale": 7.0, "smoothness_weight": 1.0}
+    model = _model()
+    image, x = model.pixel_values(_rgb(), (56, 28))
+    refiner = Refiner(model, image, model.embeddings(x), guidance.encode_prompt(""), guidance, s,
+                      torch.Generator().manual_seed(0))
+    assert isinstance(refiner.optimizer, torch.optim.AdamW)
+    assert [grp["lr"] for grp in refiner.optimizer.param_groups] == [1e-3, 2e-6, 1e-3]
+    assert (guidance.t_min, guidance.t_max) == (20, 600) and guidance.guidance_scale == 50.0
+
+
+def test_marigold_ensemble_size_reaches_the_pipeline(tmp_path):
+    """refine's marigold.ensemble goes through RefineRun and MarigoldTeacher to diffusers:
+    with one denoising step the UNet runs once per ensemble member, and ensembles of 3
+    and 1 give different depth with the same seed."""
+    from depth_perception_training.refine.config import load_refine_config
+    from depth_perception_training.refine.run import RefineRun
+    from depth_perception_training.refine.tiny import tiny_marigold
+
+    tiny_marigold().save_pretrained(tmp_path / "marigold")
+    rgb = _rgb(30, 50, seed=2)
+    depths = {}
+    for n in (3, 1):
+        runner = RefineRun(load_refine_config("marigold", [
+            f"marigold.model={tmp_path / 'marigold'}", f"marigold.ensemble={n}",
+            "marigold.steps=1", "marigold.processing_resolution=32"]))
+        batches = []
+        runner.marigold.pipeline.unet.register_forward_hook(
+            lambda module, args, out: batches.append(args[0].shape[0]))
+        depths[n] = runner.marigold.predict(rgb)
+        assert sum(batches) == n and runner.marigold.reduction == "median"
+    assert not np.allclose(depths[3], depths[1])

@@ -15,7 +15,7 @@ from depth_perception_training import geometry
 from depth_perception_training.losses import (photometric_error, semantic_cosine_loss,
                                               teacher_loss_mask)
 
-SIZE = (128, 64)               # width, height: multiples of 32 (the tiny conv teacher)
+from support.student_setup import SIZE, make_ssd_setup, student_overrides
 
 
 # -- Eq. 5 on a constructed case ----------------------------------------------------------
@@ -187,41 +187,14 @@ class Recorder(nn.Module):
 def ssd_setup(tmp_path_factory):
     """Synthetic day-clear/night/rain bags of one drive, a 1-step tiny teacher trained on
     the day-clear bag, and `paired` translations of it."""
-    from depth_perception.synth import make_synthetic_bags
-    from depth_perception_training.train.config import load_config
-    from depth_perception_training.train.teacher import train_teacher
-    from depth_perception_training.translate.config import load_translate_config
-    from depth_perception_training.translate.run import run_translate
-
-    root = tmp_path_factory.mktemp("ssd")
-    bags = dict(zip(("day-clear", "night", "rain"), make_synthetic_bags(
-        root / "data", frames=10, size=SIZE, conditions=("day-clear", "night", "rain"), seed=3)))
-    teacher = root / "teacher"
-    train_teacher(load_config("teacher_tiny", [
-        f"output_dir={teacher}", f"data.bags=[{bags['day-clear']}]", "trainer.max_steps=1",
-        f"data.width={SIZE[0]}", f"data.height={SIZE[1]}", "data.batch_size=2",
-        "trainer.val_every=-1", "trainer.checkpoint_every=0"]))
-    translations = root / "paired"
-    run_translate(load_translate_config("paired", [
-        f"output_dir={translations}", f"source.bags=[{bags['day-clear']}]"]))
-    return {"root": root, "bags": bags, "teacher": teacher, "paired": translations}
-
-
-def _student_overrides(setup, out, *extra):
-    b = setup["bags"]
-    return [f"output_dir={out}", f"data.bags=[{b['day-clear']}]",
-            f"student.teacher={setup['teacher']}", f"student.translations=[{setup['paired']}]",
-            f"data.width={SIZE[0]}", f"data.height={SIZE[1]}", "data.batch_size=2",
-            "data.num_workers=0", "trainer.max_steps=2", "trainer.val_every=-1",
-            "trainer.checkpoint_every=0", "trainer.progress=false", "trainer.log_every=1",
-            "student.export_onnx=false", *extra]
+    return make_ssd_setup(tmp_path_factory.mktemp("ssd"))
 
 
 def test_teacher_input_is_never_the_translated_frame(ssd_setup, tmp_path):
     from depth_perception_training.train.config import load_config
     from depth_perception_training.train.student import build_student_trainer
 
-    cfg = load_config("student_tiny", _student_overrides(
+    cfg = load_config("student_tiny", student_overrides(
         ssd_setup, tmp_path / "run", "student.keep_probability=0.0"))   # always translated
     trainer, objective = build_student_trainer(cfg)
     objective.teacher.depth = Recorder(objective.teacher.depth)
@@ -256,7 +229,7 @@ def test_teacher_copy_with_frozen_batchnorm_computes_the_teachers_output(ssd_set
                                                          build_student_trainer)
 
     def first_step(freeze):
-        cfg = load_config("student_tiny", _student_overrides(
+        cfg = load_config("student_tiny", student_overrides(
             ssd_setup, tmp_path / f"bn_{freeze}", "data.batch_size=4",
             "student.keep_probability=0.5", f"student.freeze_batchnorm={freeze}"))
         trainer, objective = build_student_trainer(cfg)
@@ -299,7 +272,7 @@ def test_interrupted_student_run_resumes_to_the_same_steps_and_losses(ssd_setup,
     from depth_perception_training.train.student import build_student_trainer
 
     def run(out, *extra):
-        cfg = load_config("student_tiny", _student_overrides(
+        cfg = load_config("student_tiny", student_overrides(
             ssd_setup, out, "trainer.max_steps=4", "trainer.checkpoint_every=2", *extra))
         return build_student_trainer(cfg)[0]
 
@@ -352,7 +325,7 @@ def test_every_table3_configuration_runs_a_few_steps(ssd_setup, tmp_path):
         name = f"ssd_table3_row{row}"
         probe = load_config(name)
         arch = probe.model.depth.arch
-        overrides = _student_overrides(ssd_setup, tmp_path / name, "student.translator=null",
+        overrides = student_overrides(ssd_setup, tmp_path / name, "student.translator=null",
                                        f"student.semantic.encoder={dinov2}",
                                        "student.semantic.local_files_only=true",
                                        *TABLE3_CPU[arch])
@@ -379,7 +352,7 @@ def test_translator_named_in_the_config_must_match_the_manifest(ssd_setup, tmp_p
     from depth_perception_training.train.config import load_config
     from depth_perception_training.train.student import build_student_trainer
 
-    cfg = load_config("student_tiny", _student_overrides(ssd_setup, tmp_path / "run",
+    cfg = load_config("student_tiny", student_overrides(ssd_setup, tmp_path / "run",
                                                         "student.translator=gdt"))
     with pytest.raises(ValueError, match="made by \\['paired'\\]"):
         build_student_trainer(cfg)
@@ -395,7 +368,7 @@ def test_finished_student_exports_onnx_that_the_runtime_runs(ssd_setup, tmp_path
     from depth_perception_training.train.student import train_student
 
     out = tmp_path / "run"
-    result = train_student(load_config("student_tiny", _student_overrides(
+    result = train_student(load_config("student_tiny", student_overrides(
         ssd_setup, out, "student.export_onnx=true",
         f"data.val_bags=[{ssd_setup['bags']['night']}]", "trainer.val_every=0")))
     assert set(result.validation) >= {"all", "night"}          # per-condition validation

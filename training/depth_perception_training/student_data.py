@@ -157,3 +157,59 @@ class StudentDataset:
         item["flip"] = torch.tensor(bool(params.flip))
         item["student_condition"] = condition
         return item
+
+
+class LabelledStudentDataset:
+    """A :class:`StudentDataset` whose items also carry ``label_depth`` [1,H,W] float32
+    metres (NaN where the label has none): the pseudo label of the day-clear frame from
+    a ``depth-perception refine`` folder, cropped and resized as the frame is.
+
+    Frames without a label are left out (``skipped`` counts them, and the log says how
+    many); a dataset with no labelled frame at all is an error naming both sides.
+    """
+
+    def __init__(self, base: StudentDataset, labels):
+        if labels.kind != "metric_depth":
+            raise ValueError(f"student.pseudo_labels: {labels.root} holds {labels.kind} labels; "
+                             "the student needs metric depth (refine with labels.align_to="
+                             "lidar or teacher)")
+        self.base, self.labels = base, labels
+        self.entries: list[tuple[int, dict]] = []
+        for i in range(len(base.day)):
+            seq, k = base.day.locate(i)
+            entry = labels.entry(Path(seq.path).name, int(seq.stamps[seq.targets[k]]))
+            if entry is not None:
+                self.entries.append((i, entry))
+        self.skipped = len(base.day) - len(self.entries)
+        if not self.entries:
+            bags = sorted({str(Path(s.path).name) for s in base.day.sequences})
+            labelled = sorted({f["bag"] for f in labels.frames})
+            raise ValueError(f"student.pseudo_labels: no training frame of {bags} has a label in "
+                             f"{labels.root} (it labels {labelled}); refine the bags of data.bags")
+        if self.skipped:
+            log.warning("student.pseudo_labels: %d of %d training frames have no label in %s "
+                        "(left out)", self.skipped, len(base.day), labels.root)
+
+    @property
+    def coverage(self) -> float:
+        return self.base.coverage
+
+    @property
+    def keep_probability(self) -> float:
+        return self.base.keep_probability
+
+    def set_epoch(self, epoch: int) -> None:
+        self.base.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, index: int) -> dict:
+        import torch
+
+        i, entry = self.entries[index]
+        item = self.base[i]
+        seq, _ = self.base.day.locate(i)
+        depth = seq.prepare_depth(self.labels.load(entry))
+        item["label_depth"] = torch.from_numpy(np.ascontiguousarray(depth, np.float32))[None]
+        return item

@@ -1,4 +1,5 @@
-"""Tiny random-weight models built from configs, for tests, benches and CPU demos.
+"""Tiny random-weight models built from configs, for tests, benches and CPU demos (and
+two bench-sized ones: a ViT-S Depth Anything and a small U-Net).
 
 Real transformers classes (a DINOv2 + DPT ``DepthAnythingForDepthEstimation`` with a
 few thousand parameters), re-initialised so their outputs are O(1), saved with
@@ -27,24 +28,33 @@ def _default_init(model):
     return model
 
 
-def tiny_depth_anything(metric: bool = True, max_depth: int = TINY_MAX_DEPTH, seed: int = 0):
-    """A DepthAnythingForDepthEstimation with a 4-layer, 32-wide DINOv2 (eval mode)."""
+def _depth_anything(width: int, layers: int, heads: int, mlp: int, image_size: int,
+                    neck: list[int], fusion: int, head: int, metric: bool, max_depth: int,
+                    seed: int):
+    """A DepthAnythingForDepthEstimation (DINOv2 backbone ``width`` wide, ``layers``
+    deep, four stages evenly spaced), default-initialised from ``seed``, in eval mode."""
     import torch
     from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
 
-    backbone = Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
-                            intermediate_size=64, patch_size=14, image_size=56,
-                            out_features=["stage1", "stage2", "stage3", "stage4"],
+    stages = [f"stage{layers * k // 4}" for k in range(1, 5)]
+    backbone = Dinov2Config(hidden_size=width, num_hidden_layers=layers,
+                            num_attention_heads=heads, intermediate_size=mlp, patch_size=14,
+                            image_size=image_size, out_features=stages,
                             reshape_hidden_states=False)
     extra = ({"depth_estimation_type": "metric", "max_depth": int(max_depth)} if metric
              else {"depth_estimation_type": "relative"})
-    config = DepthAnythingConfig(backbone_config=backbone, reassemble_hidden_size=32,
-                                 patch_size=14, neck_hidden_sizes=[8, 16, 32, 32],
-                                 reassemble_factors=[4, 2, 1, 0.5], fusion_hidden_size=16,
-                                 head_hidden_size=8, **extra)
+    config = DepthAnythingConfig(backbone_config=backbone, reassemble_hidden_size=width,
+                                 patch_size=14, neck_hidden_sizes=neck,
+                                 reassemble_factors=[4, 2, 1, 0.5], fusion_hidden_size=fusion,
+                                 head_hidden_size=head, **extra)
     torch.manual_seed(seed)
     model = DepthAnythingForDepthEstimation(config)
     return _default_init(model).eval()
+
+
+def tiny_depth_anything(metric: bool = True, max_depth: int = TINY_MAX_DEPTH, seed: int = 0):
+    """A DepthAnythingForDepthEstimation with a 4-layer, 32-wide DINOv2 (eval mode)."""
+    return _depth_anything(32, 4, 2, 64, 56, [8, 16, 32, 32], 16, 8, metric, max_depth, seed)
 
 
 def save_tiny_depth_anything(folder, **kwargs) -> Path:
@@ -95,6 +105,67 @@ def tiny_depth_anything_onnx(path, height: int, width: int, metric: bool = True,
     meta.update(metadata_overrides)
     return export_depth_onnx(transformers_depth_module(model), path, height, width,
                              ModelMetadata(**meta), dynamic_batch=dynamic_batch)
+
+
+# -- bench-sized models (random weights): speed and memory figures at realistic cost ----
+def vit_s_depth_anything_onnx(path, height: int, width: int, dynamic_batch: bool = False,
+                              seed: int = 0) -> Path:
+    """A ViT-S sized Depth Anything (12 layers, 384 wide: 24.8 M backbone parameters,
+    metric up to 80 m, random weights) exported to ONNX at ``height`` x ``width``
+    (batch 1, or dynamic with ``dynamic_batch``) with its metadata."""
+    from depth_perception.runtime.backends.torch_backend import transformers_depth_module
+
+    model = _depth_anything(384, 12, 6, 1536, 518, [48, 96, 192, 384], 64, 32, True, 80,
+                            seed)
+    meta = ModelMetadata(output_kind="metric_depth", input_height=height, input_width=width,
+                         min_depth=0.1, max_depth=80.0,
+                         provenance={"source": "random ViT-S Depth Anything", "seed": seed})
+    return export_depth_onnx(transformers_depth_module(model), path, height, width, meta,
+                             dynamic_batch=dynamic_batch)
+
+
+def unet_depth_module(seed: int = 0, widths: tuple[int, ...] = (32, 64, 128, 256)):
+    """Convolutional encoder-decoder with skips: [B,3,H,W] -> sigmoid disparity
+    [B,1,H,W] (H, W multiples of 2**(len(widths) - 1)); see :func:`unet_metadata`."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+
+    def block(cin, cout):
+        return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout),
+                             nn.ReLU(inplace=True), nn.Conv2d(cout, cout, 3, padding=1),
+                             nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+    class UNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.down = nn.ModuleList()
+            cin = 3
+            for w in widths:
+                self.down.append(block(cin, w))
+                cin = w
+            self.up = nn.ModuleList(block(widths[i] + widths[i + 1], widths[i])
+                                    for i in range(len(widths) - 1))
+            self.head = nn.Conv2d(widths[0], 1, 3, padding=1)
+
+        def forward(self, x):                                         # [B,3,H,W]
+            skips = []
+            for i, stage in enumerate(self.down):
+                x = stage(x if i == 0 else nn.functional.max_pool2d(x, 2))
+                skips.append(x)
+            for i in reversed(range(len(self.up))):
+                x = nn.functional.interpolate(x, scale_factor=2.0, mode="nearest")
+                x = self.up[i](torch.cat([x, skips[i]], dim=1))
+            return torch.sigmoid(self.head(x))                        # [B,1,H,W]
+
+    return UNet()
+
+
+def unet_metadata(height: int, width: int) -> ModelMetadata:
+    """Metadata of :func:`unet_depth_module` at a fixed input size: disparity, 0.5-80 m."""
+    return ModelMetadata(output_kind="disparity", input_height=height, input_width=width,
+                         min_depth=0.5, max_depth=80.0, provenance={"source": "U-Net"})
 
 
 # -- the GDT translation set (BLIP-2, DPT, SD 1.5, depth ControlNet, IP-Adapter) --------

@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from depth_perception_training.refine.sds import hub_offline, missing_weights_error
+from depth_perception.hub import hub_offline
+from depth_perception_training.refine.sds import missing_weights_error
 
 __all__ = ["Captioner"]
 

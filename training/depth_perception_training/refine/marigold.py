@@ -17,7 +17,8 @@ from __future__ import annotations
 import numpy as np
 
 from depth_perception import metrics
-from depth_perception_training.refine.sds import hub_offline, missing_weights_error
+from depth_perception.hub import hub_offline
+from depth_perception_training.refine.sds import missing_weights_error
 
 __all__ = ["MarigoldTeacher", "fit_affine", "align_depth", "log_depth_normalize",
            "log_depth_denormalize", "ALIGN_SPACES"]

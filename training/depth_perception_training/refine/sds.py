@@ -17,25 +17,16 @@ folder). :meth:`SDSGuidance.loss` follows Re-Depth Anything / DreamFusion:
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from depth_perception.models.dpt_depth import hub_offline as env_offline
+from depth_perception.hub import hub_offline
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SDSGuidance", "pad_to_square", "hub_offline"]
-
-
-def hub_offline(local_files_only: bool | None = None, path: str | Path | None = None) -> bool:
-    """True when weights must come from local files: the flag when given, else a local
-    folder, or HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE set."""
-    if local_files_only is not None:
-        return bool(local_files_only)
-    return (path is not None and Path(path).is_dir()) or env_offline()
+__all__ = ["SDSGuidance", "pad_to_square"]
 
 
 def missing_weights_error(what: str, name: str, exc: Exception) -> FileNotFoundError:

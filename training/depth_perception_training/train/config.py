@@ -183,6 +183,13 @@ class StudentConfig:
     mask_reading: str = "text"
     distill_weight: float = 1.0
     semantic: SemanticConfig = field(default_factory=SemanticConfig)
+    #: a label folder of ``depth-perception refine --out`` (Re-Depth Anything or Marigold,
+    #: metric labels of the day-clear frames of data.bags): the distillation target of a
+    #: frame is its label instead of the frozen teacher's forward pass (the teacher run
+    #: still gives the PoseNet of ``loss: teacher``, where the label is the depth the mask
+    #: tests, and the initial weights of ``init: teacher``). Frames without a label are
+    #: left out of training and counted in the log; pixels without a label carry no loss.
+    pseudo_labels: Optional[str] = None
     #: after training, export OUTPUT_DIR/model to OUTPUT_DIR/model.onnx (parity-checked)
     #: and, where TensorRT and a GPU exist, a TensorRT engine beside it
     export_onnx: bool = True

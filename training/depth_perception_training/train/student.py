@@ -17,6 +17,10 @@ SSD Sec. 3.3 (Eq. 4-7) on top of md4all-DD. Per step, for a batch of
    encoder's tokens (un-flipped) and a frozen encoder's tokens of the day-clear frame:
    a pretrained DINOv2 (hub id or folder), or at CPU scale the frozen teacher's encoder.
 
+With ``student.pseudo_labels`` (a ``depth-perception refine`` folder: Re-Depth Anything
+or Marigold labels) step 1 reads the day frame's label instead of running the teacher:
+``d_t = 1 / label``, and pixels without a label carry no loss.
+
 The student's own pose net is dropped (as in SSD). Teacher networks stay outside the
 trainer's models: never optimised, never checkpointed (the config names the teacher
 run, so resuming rebuilds them). The finished run exports ``OUTPUT_DIR/model`` (a depth
@@ -190,7 +194,7 @@ class StudentObjective:
                  mask_reading: str = "text", distill_weight: float = 1.0,
                  semantic_weight: float = 0.0, semantic_encoder: nn.Module | None = None,
                  ssim_alpha: float = 0.85, padding_mode: str = "border",
-                 mean=IMAGENET_MEAN, std=IMAGENET_STD):
+                 mean=IMAGENET_MEAN, std=IMAGENET_STD, pseudo_labels: bool = False):
         if loss not in STUDENT_LOSSES:
             raise ValueError(f"student.loss must be one of {STUDENT_LOSSES}, got {loss!r}")
         if mask_reading not in MASK_READINGS:
@@ -204,6 +208,7 @@ class StudentObjective:
         self.loss, self.mask_reading = loss, mask_reading
         self.distill_weight, self.semantic_weight = float(distill_weight), float(semantic_weight)
         self.semantic_encoder = semantic_encoder       # None: the teacher's encoder
+        self.pseudo_labels = bool(pseudo_labels)
         self.ssim_alpha, self.padding_mode = ssim_alpha, padding_mode
         self.timing = {"teacher": 0.0, "total": 0.0, "calls": 0}
         from depth_perception.models import DEPTH_ARCHS
@@ -241,6 +246,21 @@ class StudentObjective:
         self.timing["teacher"] += time.perf_counter() - started
         return result
 
+    @torch.no_grad()
+    def label_targets(self, batch: dict, fill: torch.Tensor) -> dict:
+        """``teacher_forward`` with pseudo labels: depth / scaled disparity [B,1,H,W] from
+        ``batch['label_depth']`` (``fill`` where there is no label), ``valid`` [B,1,H,W]
+        (1 where labelled), and (teacher loss) the teacher PoseNet's poses."""
+        started = time.perf_counter()
+        label = batch["label_depth"]
+        valid = torch.isfinite(label) & (label > 0)
+        depth = torch.where(valid, label, fill)
+        result = {"depth": depth, "scaled_disp": 1.0 / depth, "valid": valid.to(depth.dtype)}
+        if self.loss == "teacher":
+            result["T"], _ = self._poses.poses(self.teacher.pose, batch["image"], batch["context"])
+        self.timing["teacher"] += time.perf_counter() - started
+        return result
+
     def frozen_tokens(self, batch: dict, teacher_out: dict) -> torch.Tensor:
         if self.semantic_encoder is None:
             return teacher_out["tokens"]
@@ -262,14 +282,16 @@ class StudentObjective:
         started = time.perf_counter()
         H, W = batch["image"].shape[-2:]
         flip = batch["flip"]
-        # 1. Teacher on the original day-clear frame
-        t = self.teacher_forward(batch)
+        # 1. Teacher on the original day-clear frame (or its pseudo label, after step 2)
+        t = None if self.pseudo_labels else self.teacher_forward(batch)
         # 2. Student on its own input; outputs mirrored back where it was flipped
         want_tokens = self.semantic_weight > 0
         out = models["depth"](self.normalize(batch["student_image"]),
                               **({"return_features": True} if want_tokens else {}))
         s_disp = [unflip(upsample_to(d, (H, W)), flip) for d in out["scaled_disp"]]   # [B,1,H,W]
         s_depth = unflip(upsample_to(out["depth"][0], (H, W)), flip)
+        if t is None:
+            t = self.label_targets(batch, s_depth.detach())
         # 3. Teacher loss mask from the day frames (teacher PoseNet for both depths)
         terms = {}
         mask = None
@@ -278,6 +300,9 @@ class StudentObjective:
                                      self.day_errors(batch, s_depth.detach(), t["T"]),
                                      reading=self.mask_reading)                     # [B,1,H,W]
             terms["mask_fraction"] = mask.mean()
+        if "valid" in t:
+            mask = t["valid"] if mask is None else mask * t["valid"]
+            terms["label_fraction"] = t["valid"].mean()
         # 4. Distillation on scaled disparity, per scale, masked by M (Eq. 6)
         per_scale = []
         for d in s_disp:
@@ -342,6 +367,11 @@ def check_config(cfg: TrainConfig) -> None:
                          "`depth-perception translate` over data.bags")
     if s.semantic.weight < 0 or s.distill_weight < 0:
         raise ValueError("student loss weights must be >= 0")
+    if s.pseudo_labels and s.semantic.weight > 0 and s.semantic.encoder == "teacher":
+        raise ValueError("student.pseudo_labels replaces the teacher's forward pass, which "
+                         "student.semantic.encoder=teacher needs: name a DINOv2 id or folder "
+                         "(student.semantic.encoder=facebook/dinov2-base), or set "
+                         "student.semantic.weight=0")
 
 
 def build_student_net(cfg: TrainConfig, teacher: Teacher):
@@ -394,6 +424,15 @@ def build_student_datasets(cfg: TrainConfig):
     augment = (_config_object(AugmentConfig, dict(cfg.data.augmentation), "data.augmentation")
                if cfg.data.augment else None)
     train = StudentDataset(day, pairs, s.conditions, s.keep_probability, augment, cfg.seed)
+    if s.pseudo_labels:
+        from depth_perception_training.refine.labels import PseudoLabels
+        from depth_perception_training.student_data import LabelledStudentDataset
+
+        try:
+            labels = PseudoLabels(s.pseudo_labels)
+        except (OSError, ValueError) as exc:
+            raise type(exc)(f"student.pseudo_labels: {exc}") from exc
+        train = LabelledStudentDataset(train, labels)
     val = None
     if cfg.data.val_bags:
         val = DepthDataset([str(b) for b in cfg.data.val_bags], _sample_config(cfg, validation=True),
@@ -415,7 +454,7 @@ def make_metadata(cfg: TrainConfig, teacher: Teacher, arch: str, depth_cfg,
                     "bags": list(cfg.data.bags), "step": step,
                     "teacher": str(teacher.run_dir), "translations": list(s.translations),
                     "conditions": list(s.conditions), "loss": s.loss,
-                    "semantic_weight": s.semantic.weight})
+                    "semantic_weight": s.semantic.weight, "pseudo_labels": s.pseudo_labels})
 
 
 def export_deployable(model_dir: Path, height: int, width: int, engine: bool = True) -> dict:
@@ -489,7 +528,8 @@ def build_student_trainer(cfg):
                                  semantic_weight=s.semantic.weight,
                                  semantic_encoder=semantic_encoder,
                                  ssim_alpha=cfg.loss.ssim_alpha,
-                                 padding_mode=cfg.loss.padding_mode).to(accelerator.device)
+                                 padding_mode=cfg.loss.padding_mode,
+                                 pseudo_labels=bool(s.pseudo_labels)).to(accelerator.device)
     o = cfg.optim
     groups = student.param_groups(o.lr_encoder, o.lr_decoder)
 

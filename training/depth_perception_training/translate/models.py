@@ -30,8 +30,7 @@ def fetch_hint(model_id: str) -> str:
 def load_pretrained(loader, model_id: str, what: str, local_files_only: bool = False,
                     **kwargs):
     """``loader(model_id, local_files_only=..., **kwargs)`` (a ``from_pretrained``)."""
-    local = Path(model_id).is_dir()
-    offline = local or hub_offline(local_files_only)
+    offline = hub_offline(local_files_only, model_id)
     try:
         return loader(model_id, local_files_only=offline, **kwargs)
     except (OSError, ValueError, EnvironmentError) as exc:
