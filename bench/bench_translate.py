@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
                                                size=(width, height), seed=0)
         models = save_tiny_translation_models(tmp / "models")
         common = [f"source.bags=[{day}]", "conditions=[night,rain]"]
-        gdt = [*common, "source.synth=null", "models.tiny=false",
+        gdt = [*common, "models.tiny=false",
                *[f"models.{k}={v}" for k, v in models.items()],
                f"style.night.bags=[{night}]", f"style.rain.bags=[{rain}]",
                f"diffusion.steps={args.steps}", f"control_depth.grid=[{rows},{cols}]"]

@@ -51,7 +51,7 @@ def one_thread():
 
 def gdt_overrides(tiny, out, *extra) -> list[str]:
     m, b = tiny["models"], tiny["bags"]
-    return [f"output_dir={out}", f"source.bags=[{b['day']}]", "source.synth=null",
+    return [f"output_dir={out}", f"source.bags=[{b['day']}]",
             "models.tiny=false", *[f"models.{k}={v}" for k, v in m.items()],
             f"style.night.bags=[{b['night']}]", f"style.rain.bags=[{b['rain']}]", *extra]
 

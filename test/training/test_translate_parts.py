@@ -241,3 +241,17 @@ def test_config_layers_and_errors_name_the_key(tmp_path):
         load_translate_config("gdt", ["translator=gan"])
     with pytest.raises(FileNotFoundError, match="shipped translate configs"):
         load_translate_config("nope")
+
+
+@pytest.mark.parametrize("name", ["gdt_tiny", "photometric"])
+def test_translate_without_bags_names_the_key_and_makes_no_data(name, tmp_path):
+    """Translation never generates its own frames: no source.bags is an error naming the
+    key (and how to make synthetic bags), raised before anything is written."""
+    from depth_perception_training.translate.run import run_translate
+
+    cfg = load_translate_config(name, [f"output_dir={tmp_path / 'run'}"])
+    with pytest.raises(ValueError, match=r"source\.bags is empty.*depth-perception synth"):
+        run_translate(cfg)
+    with pytest.raises(ValueError, match="source.synth"):      # the old key is gone
+        load_translate_config(name, ["source.synth.frames=3"])
+    assert not list(tmp_path.iterdir())

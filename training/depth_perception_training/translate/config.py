@@ -15,16 +15,6 @@ DEFAULT_PREFIXES = {"night": "At night", "rain": "In a rainy day", "snow": "In a
 
 
 @dataclass
-class SynthSource:
-    """Synthetic bags generated into ``output_dir/data`` when ``source.bags`` is empty."""
-
-    frames: int = 3
-    size: List[int] = field(default_factory=lambda: [128, 64])   # width, height
-    seed: int = 0
-    conditions: List[str] = field(default_factory=lambda: ["day-clear", "night", "rain"])
-
-
-@dataclass
 class SourceConfig:
     """The day-clear frames to translate."""
 
@@ -33,7 +23,6 @@ class SourceConfig:
     camera_info_topic: str = "/camera/camera_info"
     every: int = 1              # every n-th frame of each bag
     max_frames: int = 0         # per bag, 0 = all
-    synth: Optional[SynthSource] = None
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 Steps (every process; Accelerate gives rank and world size, one process per GPU):
 
-1. main process: synthetic source bags / tiny models when the config asks for them,
+1. main process: the tiny models when the config asks for them (never data),
    the resolved ``config.yaml``; everyone waits;
 2. the ordered list of source frames, this process's shard of it, minus the
    (frame, condition) keys already in the manifest (resume);
@@ -73,37 +73,27 @@ def check_same_recipe(saved: Path, cfg) -> None:
 
 
 def _prepare_inputs(cfg, out: Path) -> None:
-    """Main process: synthetic bags and tiny models the config asks for."""
-    if not cfg.source.bags and cfg.source.synth is not None:
-        from depth_perception.synth import make_synthetic_bags
-
-        s = cfg.source.synth
-        data = out / "data"
-        conditions = ["day-clear"] + [c for c in s.conditions if c != "day-clear"]
-        if not all((data / c / "metadata.yaml").is_file() for c in conditions):
-            make_synthetic_bags(data, frames=s.frames, size=tuple(s.size), seed=s.seed,
-                                conditions=conditions, overwrite=True)
+    """Main process: the tiny models the config asks for (never data: bags come from
+    ``source.bags``, made by ``depth-perception synth`` or recorded)."""
     if cfg.models.tiny and not (out / "tiny_models" / "sd" / "model_index.json").is_file():
         from depth_perception_training.tiny import save_tiny_translation_models
 
         save_tiny_translation_models(out / "tiny_models")
 
 
-def resolve_inputs(cfg, out: Path):
-    """The config with the generated inputs filled in (same on every process)."""
-    from dataclasses import replace
-
-    from depth_perception_training.translate.config import StyleSource
-
-    if not cfg.source.bags and cfg.source.synth is not None:
-        data = out / "data"
-        cfg.source = replace(cfg.source, bags=[str(data / "day-clear")])
-        for c in cfg.conditions:      # the synthetic renderings double as image prompts
-            if c not in cfg.style and (data / c / "metadata.yaml").is_file():
-                cfg.style[c] = StyleSource(bags=[str(data / c)])
+def require_bags(cfg) -> None:
+    """Translation never makes its own frames: ``source.bags`` must name some."""
     if not cfg.source.bags:
         raise ValueError("source.bags is empty; expected day-clear bag folders "
-                         "(source.bags=[/data/day1,/data/day2]) or source.synth")
+                         "(source.bags=[/data/day1,/data/day2]; synthetic ones: "
+                         "depth-perception synth DIR --conditions day-clear,night,rain)")
+
+
+def resolve_inputs(cfg, out: Path):
+    """The config with the tiny models' folders filled in (same on every process)."""
+    from dataclasses import replace
+
+    require_bags(cfg)
     if cfg.models.tiny:
         from depth_perception_training.tiny import IP_ADAPTER_WEIGHT
 
@@ -141,6 +131,7 @@ def run_translate(cfg) -> RunResult:
 
     import torch
 
+    require_bags(cfg)                       # before anything is written
     state = PartialState(cpu=cfg.cpu or not torch.cuda.is_available())
     out = Path(cfg.output_dir)
     timings: dict[str, float] = defaultdict(float)
