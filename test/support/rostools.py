@@ -146,9 +146,19 @@ class RosHarness:
                  f"{n} publisher(s) on {collector.topic}")
 
     def close(self) -> None:
+        """Tear down in the executables' order (:mod:`depth_perception.ros.lifetime`):
+        spinning stops, lifecycle nodes take their shutdown transition (worker threads
+        joined), then nodes are destroyed and the context shut down."""
+        from depth_perception.ros.lifetime import shutdown_lifecycle
+
         self._closing.set()
         self._thread.join(timeout=10.0)
         self.executor.shutdown(timeout_sec=5.0)
+        for node in self.nodes:
+            try:
+                shutdown_lifecycle(node)
+            except Exception as exc:  # noqa: BLE001 - teardown goes on (a test may have
+                print(f"teardown: shutdown of {node.get_name()}: {exc!r}")  # destroyed it)
         for node in self.nodes:
             try:
                 node.destroy_node()
