@@ -50,9 +50,16 @@ def start(script: str, *args: str) -> subprocess.Popen:
     if not path.exists():
         pytest.fail(f"console script {script} is not installed beside {sys.executable}: "
                     "install the package (./setup.sh, or pip install -e .)")
-    return subprocess.Popen([str(path), *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    # A shell starts background jobs with SIGINT ignored, and exec keeps an ignored signal
+    # ignored: a child of such a test run would never see the SIGINT sent to it. With a
+    # handler installed here, exec gives the child SIGINT's default (Python's Ctrl-C).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return subprocess.Popen([str(path), *args], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True,
+                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def node_cmd(model) -> list[str]:
@@ -71,6 +78,17 @@ def ended(proc: subprocess.Popen, sig: int | None, timeout: float = 60.0):
         out, _ = proc.communicate()
         pytest.fail(f"{proc.args[2]} did not end within {timeout:.0f} s:\n{out}")
     return proc.returncode, out
+
+
+def ignores(proc: subprocess.Popen, sig: int) -> bool:
+    """Whether ``proc`` ignores ``sig`` (Linux /proc; False where it cannot be read)."""
+    try:
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+    except OSError:
+        return False
+    mask = next((int(line.split()[1], 16) for line in status.splitlines()
+                 if line.startswith("SigIgn:")), 0)
+    return bool(mask >> (int(sig) - 1) & 1)
 
 
 def assert_clean(name: str, code: int, out: str, want: int = 0) -> None:
@@ -189,6 +207,7 @@ def test_demo_interrupted_in_its_ros_phase(sig, want, model, tmp_path):
             wait_for(lambda: bool(depth.messages) or demo.poll() is not None, 120,
                      "the demo's depth node to publish")
             assert demo.poll() is None, f"the demo ended early:\n{demo.communicate()[0]}"
+            assert not ignores(demo, sig), f"the demo was started with {sig.name} ignored"
             code, out = ended(demo, sig)
         finally:
             kill_all(demo)
