@@ -275,10 +275,10 @@ class CameraPipeline:
             self.reject("backend_error", f"{type(result).__name__}: {result}")
             return False
         header, rgb = job.header, job.input.rgb
-        meta = getattr(est, "metadata", None)
-        lo = settings.min_depth or getattr(meta, "min_depth", 0.0)
-        hi = settings.max_depth or getattr(meta, "max_depth", math.inf)
-        depth = result.depth              # range marked by the estimator (estimator_options)
+        # the range the estimator marked with (node parameters narrowing the model's):
+        # the colour scale and the cloud's sky cap use the same one
+        lo, hi = est.depth_range
+        depth = result.depth
         # 4. publish, with the input's stamp and frame_id
         self._publish(header, depth, result.intrinsics, rgb, lo, hi, settings)
         now_ns = self.node.get_clock().now().nanoseconds
