@@ -216,6 +216,67 @@ def test_validation_export_and_checkpoint_pruning(tmp_path):
     assert any((tmp_path / "run" / "tensorboard").iterdir())
 
 
+def test_ema_update_is_the_warmed_up_average_worked_by_hand():
+    from torch.optim.swa_utils import AveragedModel
+
+    from depth_perception_training.train.trainer import ema_update
+
+    net = nn.Sequential(nn.Linear(1, 1, bias=False), nn.BatchNorm1d(1))
+    avg = AveragedModel(net, use_buffers=True, multi_avg_fn=ema_update(0.9))
+    w = net[0].weight
+    expected = []
+    for value in (1.0, 3.0, 0.0):
+        with torch.no_grad():
+            w.fill_(value)
+        net(torch.randn(4, 1))                     # BatchNorm counts a batch
+        avg.update_parameters(net)
+        expected.append(avg.module[0].weight.item())
+    # n=0 copies; n=1: decay min(0.9, 2/11); n=2: decay min(0.9, 3/12)
+    assert expected == pytest.approx([1.0, 2 / 11 * 1 + 9 / 11 * 3, 0.25 * 29 / 11])
+    assert int(avg.module[1].num_batches_tracked) == 3       # integer buffers are copied
+    for _ in range(200):                            # after warm-up the decay is 0.9
+        avg.update_parameters(net)
+    before = avg.module[0].weight.item()
+    with torch.no_grad():
+        w.fill_(10.0)
+    avg.update_parameters(net)
+    assert avg.module[0].weight.item() == pytest.approx(0.9 * before + 0.1 * 10.0)
+
+
+def test_ema_is_what_validation_and_export_use_and_resumes_exactly(tmp_path):
+    from safetensors import safe_open
+
+    exported, validated = {}, []
+
+    def export(models, folder):
+        exported.update({k: v.clone() for k, v in models["net"].state_dict().items()})
+
+    def predict(models, batch):
+        validated.append(models["net"])
+        return torch.full_like(batch["gt_depth"], 2.0)
+
+    full = make_trainer(tmp_path / "full", 8, export_fn=export, ema_decay=0.5, val=True,
+                        val_every=0)
+    full.predict_fn = predict
+    result = full.fit()
+    average = {k: v.clone() for k, v in full.ema["net"].module.state_dict().items()}
+    raw = weights(full)
+    assert validated and all(m is full.ema["net"].module for m in validated)  # on the average
+    for k in average:                                          # export wrote the average ...
+        torch.testing.assert_close(exported[k], average[k])
+    assert not torch.allclose(average["decoder.weight"], raw["decoder.weight"])  # ... not the last
+    with safe_open(str(result.last_checkpoint / "ema_net.safetensors"), "pt") as f:
+        assert f.metadata()["n_averaged"] == "8"
+    # stop at 4, resume to 8: the average equals the uninterrupted run's
+    make_trainer(tmp_path / "split", 4, ema_decay=0.5).fit()
+    resumed = make_trainer(tmp_path / "split", 8, ema_decay=0.5, resume="auto")
+    resumed.fit()
+    for k, v in resumed.ema["net"].module.state_dict().items():
+        torch.testing.assert_close(v, average[k])
+    with pytest.raises(ValueError, match="ema_decay"):
+        make_trainer(tmp_path / "bad", 2, ema_decay=1.0)
+
+
 # -- the teacher task ------------------------------------------------------------------------
 
 def test_teacher_poses_follow_the_time_ordering_and_inversion_rule():

@@ -21,6 +21,7 @@ import json
 import logging
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -106,9 +107,12 @@ def resolve_resume(resume: str | None, output_dir: str | Path) -> Path | None:
 
 
 def save_checkpoint(accelerator, output_dir: str | Path, state: TrainerState,
-                    config_yaml: str | None = None, keep: int = 3) -> Path:
+                    config_yaml: str | None = None, keep: int = 3,
+                    write_extra: Callable[[Path], None] | None = None) -> Path:
     """Write a checkpoint of everything accelerate prepared plus ``state``; prune old ones.
 
+    ``write_extra(folder)`` adds files of the caller's (e.g. averaged weights) on the main
+    process before the folder is renamed into place, so they are as atomic as the rest.
     Must be called on every process (each saves its own RNG state). Returns the folder.
     """
     root = checkpoints_dir(output_dir)
@@ -126,6 +130,8 @@ def save_checkpoint(accelerator, output_dir: str | Path, state: TrainerState,
     # 3. Trainer state + config, then the atomic rename and pruning
     if accelerator.is_main_process:
         (tmp / STATE_FILE).write_text(state.to_json() + "\n")
+        if write_extra is not None:
+            write_extra(tmp)
         if config_yaml is not None:
             (tmp / CONFIG_FILE).write_text(config_yaml)
         if final.exists():

@@ -133,6 +133,10 @@ class TrainerConfig:
     gradient_accumulation_steps: int = 1
     find_unused_parameters: bool = False
     progress: bool = True              # tqdm bar on the main process
+    #: exponential moving average of the weights (0 = off), warmed up as
+    #: min(decay, (1 + n) / (10 + n)) after n updates; validation, the final export and
+    #: a student's teacher use the average (``ema_<model>.safetensors`` in checkpoints)
+    ema_decay: float = 0.0
     deterministic: bool = False        # torch.use_deterministic_algorithms
 
 

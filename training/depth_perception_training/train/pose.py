@@ -163,7 +163,7 @@ def train_pose(cfg) -> dict:
     folder = Path(trainer.output_dir) / BACKBONE_DIR
     validation = None
     if val_loader is not None and trainer.accelerator.is_main_process:
-        net = trainer.accelerator.unwrap_model(trainer.models["pose"])
+        net = trainer.eval_models()["pose"]
         validation = evaluate_pose(net, val_loader, objective)
         logger.info("pose validation: translation error %.3f m (still: %.3f m), rotation "
                     "error %.3f deg over %d pairs", validation["translation_error_m"],

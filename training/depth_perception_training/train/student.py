@@ -79,8 +79,10 @@ def load_teacher(run_dir: str | Path) -> Teacher:
     """The frozen depth and pose nets of a finished teacher run folder.
 
     Reads ``model/`` (the exported depth net), ``config.yaml`` (the pose net's config)
-    and the pose weights of the newest checkpoint (``model_1.safetensors``: the trainer
-    saves its models in the order depth, pose).
+    and the pose weights of the newest checkpoint: the averaged ones
+    (``ema_pose.safetensors``) when the teacher trained with ``trainer.ema_decay``, as its
+    exported depth net is, else ``model_1.safetensors`` (the trainer saves its models in
+    the order depth, pose).
     """
     from safetensors.torch import load_file
 
@@ -100,7 +102,13 @@ def load_teacher(run_dir: str | Path) -> Teacher:
     arch, depth_cfg = depth_config({k: v for k, v in model_config.items() if k != "hf_config"})
     cfg = load_config(run / "config.yaml")
     ckpt = latest_checkpoint(run)
-    weights = ckpt / "model_1.safetensors" if ckpt is not None else None
+    weights = None
+    if ckpt is not None:
+        from depth_perception_training.train.trainer import ema_file
+
+        weights = ckpt / ema_file("pose")
+        if not weights.is_file():
+            weights = ckpt / "model_1.safetensors"
     if weights is None or not weights.is_file():
         raise FileNotFoundError(f"student.teacher: {run} has no checkpoint with pose weights "
                                 "(checkpoints/step_*/model_1.safetensors); the teacher PoseNet "

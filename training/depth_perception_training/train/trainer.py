@@ -271,6 +271,17 @@ class Trainer:
         self._epoch_len = len(self.train_loader)
         if self._epoch_len == 0:
             raise ValueError("Trainer: the training loader yields no batch")
+        # 3. Averaged weights (trainer.ema_decay): a copy per model, never trained
+        self.ema: dict = {}
+        if config.ema_decay > 0:
+            if not config.ema_decay < 1:
+                raise ValueError(f"trainer.ema_decay must be in [0, 1), got {config.ema_decay}")
+            from torch.optim.swa_utils import AveragedModel
+
+            for name, model in self.models.items():
+                self.ema[name] = AveragedModel(acc.unwrap_model(model), use_buffers=True,
+                                               multi_avg_fn=ema_update(config.ema_decay))
+                self.ema[name].module.eval()
 
     # -- helpers ------------------------------------------------------------------------
     @property
@@ -281,6 +292,42 @@ class Trainer:
     def _set_train(self, mode: bool) -> None:
         for m in self.models.values():
             m.train(mode)
+
+    def eval_models(self) -> dict:
+        """The models validation and export use: the averaged weights when
+        ``trainer.ema_decay`` > 0, else the trained ones (unwrapped from DDP)."""
+        if self.ema:
+            return {n: e.module for n, e in self.ema.items()}
+        return {n: self.accelerator.unwrap_model(m) for n, m in self.models.items()}
+
+    def _update_ema(self) -> None:
+        for name, ema in self.ema.items():
+            ema.update_parameters(self.accelerator.unwrap_model(self.models[name]))
+
+    def _write_ema(self, folder: Path) -> None:
+        from safetensors.torch import save_file
+
+        for name, ema in self.ema.items():
+            tensors = {k: v.detach().cpu().contiguous() for k, v in ema.module.state_dict().items()}
+            save_file(tensors, str(folder / ema_file(name)),
+                      metadata={"n_averaged": str(int(ema.n_averaged)),
+                                "decay": str(self.config.ema_decay)})
+
+    def _load_ema(self, folder: Path) -> None:
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        for name, ema in self.ema.items():
+            path = folder / ema_file(name)
+            if not path.is_file():
+                logger.warning("resume: %s has no %s (a run without trainer.ema_decay): the "
+                               "average restarts from the resumed weights", folder, path.name)
+                ema.n_averaged.zero_()
+                continue
+            with safe_open(str(path), "pt") as f:
+                n = int((f.metadata() or {}).get("n_averaged", "0"))
+            ema.module.load_state_dict(load_file(str(path), device=str(ema.n_averaged.device)))
+            ema.n_averaged.fill_(n)
 
     def _trainable_params(self) -> list:
         return [p for g in self.optimizer.param_groups for p in g["params"]]
@@ -331,6 +378,8 @@ class Trainer:
                                    float(loss.detach()), grad_norm, self.state.nan_skips)
                 elif self.optim_config.interval == "step":
                     self.scheduler.step()
+                if not skipped:
+                    self._update_ema()
             self.optimizer.zero_grad(set_to_none=True)
         record = {"step": self.state.step + 1, "loss": float(loss.detach()),
                   "skipped": skipped, "grad_norm": grad_norm,
@@ -362,7 +411,7 @@ class Trainer:
         summary = None
         if acc.is_main_process:
             self._set_train(False)
-            models = {n: acc.unwrap_model(m) for n, m in self.models.items()}
+            models = self.eval_models()
             from depth_perception.evaluation.prior import fit_to
             from depth_perception.metrics import structure_mask
 
@@ -422,7 +471,8 @@ class Trainer:
     # -- checkpoint / export --------------------------------------------------------------
     def save_checkpoint(self) -> Path:
         path = ckpt.save_checkpoint(self.accelerator, self.output_dir, self.state,
-                                    self.config_yaml, self.config.keep_checkpoints)
+                                    self.config_yaml, self.config.keep_checkpoints,
+                                    write_extra=self._write_ema if self.ema else None)
         if self.config.export_every_checkpoint:
             self.export()
         return path
@@ -433,8 +483,7 @@ class Trainer:
             return None
         folder = self.output_dir / "model"
         if acc.is_main_process:
-            models = {n: acc.unwrap_model(m) for n, m in self.models.items()}
-            self.export_fn(models, folder)
+            self.export_fn(self.eval_models(), folder)
             logger.info("exported depth model to %s", folder)
         acc.wait_for_everyone()
         return folder
@@ -443,6 +492,8 @@ class Trainer:
         path = ckpt.resolve_resume(resume, self.output_dir)
         if path is not None:
             self.state = ckpt.load_checkpoint(self.accelerator, path)
+            if self.ema:
+                self._load_ema(path)
         return path
 
     # -- the loop -------------------------------------------------------------------------
@@ -527,6 +578,29 @@ class Trainer:
                     self.tb.depth(f"train/{name}", tensor, step)
                 else:
                     self.tb.images(f"train/{name}", tensor, step)
+
+
+def ema_file(name: str) -> str:
+    """Checkpoint file of model ``name``'s averaged weights (``trainer.ema_decay``)."""
+    return f"ema_{name}.safetensors"
+
+
+def ema_update(decay: float):
+    """``AveragedModel`` update: exponential average with decay ``min(decay, (1 + n) /
+    (10 + n))`` after ``n`` updates (early weights do not linger in short runs);
+    integer buffers (BatchNorm's batch counts) are copied."""
+    from torch.optim.swa_utils import get_ema_multi_avg_fn
+
+    @torch.no_grad()
+    def update(averaged: list, current: list, n_averaged) -> None:
+        if not averaged[0].is_floating_point():
+            for a, c in zip(averaged, current):
+                a.copy_(c)
+            return
+        n = float(n_averaged)
+        get_ema_multi_avg_fn(min(decay, (1.0 + n) / (10.0 + n)))(averaged, current, n_averaged)
+
+    return update
 
 
 def _to_device(batch: Any, device):
