@@ -171,3 +171,64 @@ def test_nav2_example_matches_the_node_parameters():
         assert src["data_type"] == "PointCloud2" and src["topic"].endswith("/points")
         assert src["obstacle_max_range"] == src["raytrace_max_range"] == node["point_max_range"]
         assert src["marking"] and src["clearing"]
+
+
+def test_sky_cap_follows_the_model_range_when_the_node_asks_for_more():
+    """max_depth 100 on a 0.5-20 m model: the estimator marks at 20 m, so the cloud's sky
+    cap is 0.95 x 20 = 19 m (a 19.5 m sky is left out) and the colour scale ends at 20 m
+    (a sky at 100 m's scale would be drawn in the near colours)."""
+    from depth_perception.colorize import colorize_depth
+    from depth_perception.ros.depth_node import DepthNode
+    from depth_perception.runtime.estimator import DepthEstimator
+    from rclpy.parameter import Parameter
+    from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+    from support.models_fixtures import FunctionBackend
+
+    ground, sky = 2.0, 19.5
+
+    def model(x):                        # red 0: ground at 2 m; red 1: sky at 19.5 m
+        return ground + (sky - ground) * x[:, :1]
+
+    def factory(settings):
+        return DepthEstimator(FunctionBackend(model, META), META, settings.scale_policy,
+                              scale_params=settings.scale_params(),
+                              **settings.estimator_options())
+
+    rgb = np.zeros((H, W, 3), np.uint8)
+    rgb[:10, :, 0] = 255
+    params = {"model": "fake", "input_short_side": H, "max_depth": 100.0,
+              "publish_organized_cloud": False}
+    with RosHarness() as ros:
+        node = ros.add(DepthNode(context=ros.context, estimator_factory=factory,
+                                 parameter_overrides=[Parameter(k, value=v)
+                                                      for k, v in params.items()]))
+        wait_for(lambda: node_state(node) == "active", 30, "node active")
+        depth_out, points_out = ros.collect(Image, "/depth"), ros.collect(PointCloud2, "/points")
+        colour_out = ros.collect(Image, "/depth/colorized")
+        for sub in (depth_out, points_out, colour_out):
+            ros.wait_subscribed(sub)
+        image_pub, info_pub = ros.publisher(Image, "/image"), ros.publisher(CameraInfo,
+                                                                            "/camera_info")
+        ros.wait_matched(image_pub)
+        ros.wait_matched(info_pub)
+        t = 1_000_000_000
+        for _ in range(200):
+            info_pub.publish(camera_info_msg(K, t, CAMERA))
+            image_pub.publish(image_msg(rgb, t, CAMERA))
+            try:
+                colour_out.wait(lambda ms: any(stamp_ns(m) == t for m in ms), timeout=0.5)
+                points_out.wait(lambda ms: any(stamp_ns(m) == t for m in ms), timeout=0.5)
+                break
+            except AssertionError:
+                t += 50_000_000
+        assert node._estimator.depth_range == (0.5, 20.0)
+        depth = image_to_depth(next(m for m in depth_out.wait(
+            lambda ms: any(stamp_ns(m) == t for m in ms)) if stamp_ns(m) == t))
+        np.testing.assert_allclose(depth[:10], sky, atol=1e-3)      # marked at 20, kept
+        np.testing.assert_allclose(depth[10:], ground, atol=1e-3)
+        z = cloud_to_numpy(next(m for m in points_out.messages if stamp_ns(m) == t))[:, 2]
+        assert np.allclose(z, ground, atol=1e-3) and len(z) > 0, "the 19.5 m sky is in the cloud"
+        colour = next(m for m in colour_out.messages if stamp_ns(m) == t)
+        bgr = np.frombuffer(bytes(colour.data), np.uint8).reshape(H, W, 3)
+        np.testing.assert_array_equal(bgr, colorize_depth(depth, 0.5, 20.0, node.settings.colormap))
+        assert not np.array_equal(bgr, colorize_depth(depth, 0.5, 100.0, node.settings.colormap))
