@@ -156,12 +156,32 @@ def learning_check(work: Path, steps: int | None = None, overrides: list[str] = 
     t0, c0 = time.perf_counter(), time.process_time()
     result = trainer.fit()
     v = result.validation
-    return {"steps": result.step, "train_s": time.perf_counter() - t0, "synth_s": synth_s,
+    by_range = range_figures(work / "run" / "model", test)
+    return {"by_range": by_range, "steps": result.step, "train_s": time.perf_counter() - t0, "synth_s": synth_s,
             "train_cpu_s": time.process_time() - c0, "pose_s": pose_s,
             "pose_cpu_s": pose_cpu_s, "pose_validation": pose_val,
             "teacher": v["all"], "prior": v["prior"], "nan_skips": result.nan_skips,
             "train_bags": len(train), "test_bags": len(test), "frames": frames,
             "history": result.history}
+
+
+def range_figures(model: Path, bags, every: int = 1) -> list[dict]:
+    """The model's error per ground-truth range bin on ``bags`` (metres, no scaling)."""
+    from depth_perception.data.samples import BagSequence
+    from depth_perception.metrics import range_breakdown
+    from depth_perception.runtime.estimator import DepthEstimator
+
+    est = DepthEstimator.load(str(model), backend="torch")
+
+    def pairs():
+        for bag in bags:
+            seq = BagSequence(bag)
+            for k in range(0, len(seq), every):
+                s = seq[k]
+                if s.gt_depth is not None:
+                    yield s.gt_depth, est.estimate(s.image, s.intrinsics).depth
+
+    return range_breakdown(pairs())
 
 
 def print_learning(r: dict) -> None:
@@ -186,6 +206,10 @@ def print_learning(r: dict) -> None:
           f"structure {t['abs_rel_structure'] / p['abs_rel_structure']:.2f} (target <= 0.50); "
           f"scale error {100 * abs(t['scale_ratio'] - 1):.1f}% (target < 5%); "
           f"{r['nan_skips']} non-finite steps skipped")
+    print("  where the error is (held-out ground truth by range): "
+          + "; ".join(f"{b['lo']:.0f}-{b['hi']:.0f} m: {100 * b['share']:.0f}% of pixels, "
+                      f"median pred/gt {b['median_ratio']:.2f}, abs_rel {b['abs_rel']:.2f}"
+                      for b in r["by_range"]))
 
 
 def _mib(x: float) -> str:

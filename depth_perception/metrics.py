@@ -288,3 +288,39 @@ def format_metrics(summary: dict, keys: tuple = ("abs_rel", "sq_rel", "rmse", "r
         rows.append(f"{group:<12}" + "".join(f"{vals.get(k, float('nan')):>12.4f}"
                                               for k in keys) + f"{vals['n_images']:>8d}")
     return "\n".join(rows)
+
+
+#: ground-truth range bins [m] of :func:`range_breakdown`
+RANGE_EDGES = (0.0, 5.0, 10.0, 20.0, 40.0, 80.0)
+
+
+def range_breakdown(pairs, edges=RANGE_EDGES, min_depth: float = 1e-3) -> list[dict]:
+    """Where the error is: pixel-pooled figures per ground-truth range bin.
+
+    pairs: iterable of (gt, pred) [H,W] metres (NaN/non-positive gt = no reference).
+    Returns one dict per bin ``[lo, hi)``: ``share`` of all valid pixels,
+    ``median_ratio`` = median(p / g) (1: right on average in that bin; the metric-scale
+    error of a model, split by range) and ``abs_rel`` over the bin's pixels (NaN when
+    empty). Valid pixels: finite ``gt`` in ``(min_depth, edges[-1])``, finite positive
+    ``pred``.
+    """
+    edges = np.asarray(edges, np.float64)
+    if edges.ndim != 1 or len(edges) < 2 or np.any(np.diff(edges) <= 0):
+        raise ValueError(f"range_breakdown: edges must increase, got {edges.tolist()}")
+    ratios: list[list[np.ndarray]] = [[] for _ in range(len(edges) - 1)]
+    for gt, pred in pairs:
+        g, p = np.asarray(gt, np.float64), np.asarray(pred, np.float64)
+        if g.shape != p.shape:
+            raise ValueError(f"range_breakdown: gt {g.shape} and pred {p.shape} differ")
+        ok = np.isfinite(g) & (g > min_depth) & (g < edges[-1]) & np.isfinite(p) & (p > 0)
+        g, r = g[ok], p[ok] / g[ok]
+        index = np.searchsorted(edges, g, side="right") - 1
+        for b in range(len(edges) - 1):
+            ratios[b].append(r[index == b])
+    pooled = [np.concatenate(r) if r else np.zeros(0) for r in ratios]
+    total = sum(len(r) for r in pooled)
+    return [{"lo": float(edges[b]), "hi": float(edges[b + 1]),
+             "share": len(r) / total if total else math.nan,
+             "median_ratio": float(np.median(r)) if len(r) else math.nan,
+             "abs_rel": float(np.mean(np.abs(r - 1.0))) if len(r) else math.nan}
+            for b, r in enumerate(pooled)]

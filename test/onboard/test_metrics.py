@@ -118,3 +118,22 @@ def test_accumulator_averages_per_image_and_per_condition():
     assert "night" in format_metrics(s)
     acc.reset()
     assert acc.count == 0 and acc.summary() == {}
+
+
+def test_range_breakdown_worked_by_hand():
+    from depth_perception.metrics import range_breakdown
+
+    gt1, p1 = np.array([[2.0, 4.0], [12.0, 50.0]]), np.array([[4.0, 4.0], [6.0, np.nan]])
+    gt2, p2 = np.array([[np.nan, 90.0, 5.0]]), np.array([[1.0, 1.0, 5.5]])
+    bins = range_breakdown([(gt1, p1), (gt2, p2)])
+    assert [(b["lo"], b["hi"]) for b in bins] == [(0, 5), (5, 10), (10, 20), (20, 40), (40, 80)]
+    # valid: (2, 4) ratio 2, (4, 4) 1, (5, 5.5) 1.1 (5 m opens the second bin), (12, 6) 0.5;
+    # 50 m has no prediction, 90 m is past the last edge, NaN has no reference
+    assert [b["share"] for b in bins[:3]] == pytest.approx([0.5, 0.25, 0.25])
+    assert [b["median_ratio"] for b in bins[:3]] == pytest.approx([1.5, 1.1, 0.5])
+    assert [b["abs_rel"] for b in bins[:3]] == pytest.approx([0.5, 0.1, 0.5])
+    assert all(math.isnan(b["median_ratio"]) and b["share"] == 0 for b in bins[3:])
+    with pytest.raises(ValueError, match="increase"):
+        range_breakdown([], edges=(0, 10, 5))
+    with pytest.raises(ValueError, match="differ"):
+        range_breakdown([(gt1, p2)])
