@@ -41,6 +41,11 @@ class ReproduceConfig:
     student_steps: int = 150
     translators: tuple = ("paired", "photometric")
     student_seeds: tuple = (0,)             # one student per translator and seed
+    #: students trained at once, each in its own process with the caller's torch thread
+    #: count (2 on a 2-core machine with 1 thread each: the two translators side by side)
+    student_workers: int = 1
+    #: torch threads of the teacher's training, alone on the machine (None: the caller's)
+    teacher_threads: int | None = None
     teacher_overrides: list = field(default_factory=list)
     student_overrides: list = field(default_factory=list)
 
@@ -146,8 +151,15 @@ def reproduce(work: str | Path, config: ReproduceConfig | None = None) -> dict:
     # 2. Teacher
     teacher = work / "teacher"
     sized = [f"data.width={c.size[0]}", f"data.height={c.size[1]}"]
-    timings["teacher_seconds"] = train_teacher_run(teacher, day_bags, c.teacher_steps,
-                                                   [*sized, *c.teacher_overrides])
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(c.teacher_threads or threads)
+    try:
+        timings["teacher_seconds"] = train_teacher_run(teacher, day_bags, c.teacher_steps,
+                                                       [*sized, *c.teacher_overrides])
+    finally:
+        torch.set_num_threads(threads)
     # scored as deployed: the fixed-size ONNX the node would run (a dynamic torch folder
     # would be run at the estimator's default input size, not the training size)
     if not (teacher / "model.onnx").is_file():
@@ -156,21 +168,45 @@ def reproduce(work: str | Path, config: ReproduceConfig | None = None) -> dict:
         export_deployable(teacher / "model", c.size[1], c.size[0], engine=False)
     # 3-4. Translations and students
     models = {"teacher": teacher / "model.onnx"}
-    students = {}
+    jobs = {}
     for name in c.translators:
         translations = translate_run(work / f"translate_{name}", name, day_bags)
         for seed in c.student_seeds:
             row = student_row(name, seed, c.student_seeds)
             run = work / (f"student_{name}" if row == f"student ({name})"
                           else f"student_{name}_seed{seed}")
-            students[row] = train_student_run(run, teacher, translations, day_bags,
-                                              c.student_steps,
-                                              [*sized, f"seed={seed}", *c.student_overrides])
+            jobs[row] = (run, teacher, translations, day_bags, c.student_steps,
+                         [*sized, f"seed={seed}", *c.student_overrides])
             models[row] = run / "model.onnx"
+    students = _train_students(jobs, c.student_workers)
     # 5. Scores on the held-out scenes
     table = score(models, test_bags, prior_bags=day_bags)
     return {"table": table, "students": students, "timings": timings,
             "test_bags": [str(b) for b in test_bags]}
+
+
+def _student_job(threads: int, args: tuple) -> dict:
+    import torch
+
+    torch.set_num_threads(threads)
+    return train_student_run(*args)
+
+
+def _train_students(jobs: dict, workers: int) -> dict:
+    """{row: timing} of :func:`train_student_run` over ``jobs`` ({row: its arguments}),
+    ``workers`` at once in spawned processes (1: here, one after the other)."""
+    if workers <= 1 or len(jobs) <= 1:
+        return {row: train_student_run(*args) for row, args in jobs.items()}
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    import torch
+
+    threads = torch.get_num_threads()
+    with ProcessPoolExecutor(min(workers, len(jobs)),
+                             mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {row: pool.submit(_student_job, threads, args) for row, args in jobs.items()}
+        return {row: f.result() for row, f in futures.items()}
 
 
 def student_row(translator: str, seed: int, seeds=(0,)) -> str:
