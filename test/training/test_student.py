@@ -381,3 +381,35 @@ def test_finished_student_exports_onnx_that_the_runtime_runs(ssd_setup, tmp_path
     estimator = DepthEstimator.load(str(out / "model.onnx"))
     depth = estimator.estimate(seq.frame(0), seq.intrinsics).depth
     assert depth.shape == (SIZE[1], SIZE[0]) and np.isfinite(depth).mean() > 0.5
+
+
+def test_teacher_trained_with_a_weight_average_is_loaded_averaged(ssd_setup, tmp_path):
+    """A teacher run with trainer.ema_decay: its exported depth net and the pose net the
+    student loads are the averaged weights, not the last step's."""
+    import torch
+    from safetensors.torch import load_file
+
+    from depth_perception_training.train.checkpoint import latest_checkpoint
+    from depth_perception_training.train.config import load_config
+    from depth_perception_training.train.student import load_teacher
+    from depth_perception_training.train.teacher import train_teacher
+
+    run = tmp_path / "teacher_ema"
+    train_teacher(load_config("teacher_tiny", [
+        f"output_dir={run}", f"data.bags=[{ssd_setup['bags']['day-clear']}]",
+        "trainer.max_steps=3", "trainer.ema_decay=0.9", f"data.width={SIZE[0]}",
+        f"data.height={SIZE[1]}", "data.batch_size=2", "trainer.val_every=-1",
+        "trainer.checkpoint_every=0", "trainer.progress=false"]))
+    ckpt = latest_checkpoint(run)
+    averaged, last = load_file(str(ckpt / "ema_pose.safetensors")), load_file(
+        str(ckpt / "model_1.safetensors"))
+    assert averaged.keys() == last.keys()
+    moved = [k for k in last if last[k].is_floating_point()
+             and not torch.equal(averaged[k], last[k])]
+    assert moved, "the average equals the last step's weights"
+    teacher = load_teacher(run)
+    for k, v in teacher.pose.state_dict().items():
+        torch.testing.assert_close(v, averaged[k])
+    depth_avg = load_file(str(ckpt / "ema_depth.safetensors"))
+    for k, v in teacher.depth.state_dict().items():
+        torch.testing.assert_close(v, depth_avg[k])
