@@ -194,7 +194,9 @@ def _student_job(threads: int, args: tuple) -> dict:
 
 def _train_students(jobs: dict, workers: int) -> dict:
     """{row: timing} of :func:`train_student_run` over ``jobs`` ({row: its arguments}),
-    ``workers`` at once in spawned processes (1: here, one after the other)."""
+    ``workers`` at once in spawned processes (1: here, one after the other). Spawned
+    processes import the calling script again: a script calling this needs the usual
+    ``if __name__ == "__main__":`` guard."""
     if workers <= 1 or len(jobs) <= 1:
         return {row: train_student_run(*args) for row, args in jobs.items()}
     import multiprocessing
