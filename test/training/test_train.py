@@ -219,7 +219,7 @@ def test_validation_export_and_checkpoint_pruning(tmp_path):
 def test_ema_update_is_the_warmed_up_average_worked_by_hand():
     from torch.optim.swa_utils import AveragedModel
 
-    from depth_perception_training.train.trainer import ema_update
+    from depth_perception_training.train.ema import ema_update
 
     net = nn.Sequential(nn.Linear(1, 1, bias=False), nn.BatchNorm1d(1))
     avg = AveragedModel(net, use_buffers=True, multi_avg_fn=ema_update(0.9))

@@ -104,7 +104,7 @@ def load_teacher(run_dir: str | Path) -> Teacher:
     ckpt = latest_checkpoint(run)
     weights = None
     if ckpt is not None:
-        from depth_perception_training.train.trainer import ema_file
+        from depth_perception_training.train.ema import ema_file
 
         weights = ckpt / ema_file("pose")
         if not weights.is_file():

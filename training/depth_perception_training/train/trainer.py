@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from depth_perception.metrics import MetricAccumulator
 from depth_perception_training.train import checkpoint as ckpt
 from depth_perception_training.train.config import OptimConfig, TrainerConfig
+from depth_perception_training.train.ema import load_ema, make_ema, save_ema
 from depth_perception_training.train.logging import TensorBoardLogger
 
 logger = logging.getLogger(__name__)
@@ -273,15 +274,9 @@ class Trainer:
             raise ValueError("Trainer: the training loader yields no batch")
         # 3. Averaged weights (trainer.ema_decay): a copy per model, never trained
         self.ema: dict = {}
-        if config.ema_decay > 0:
-            if not config.ema_decay < 1:
-                raise ValueError(f"trainer.ema_decay must be in [0, 1), got {config.ema_decay}")
-            from torch.optim.swa_utils import AveragedModel
-
-            for name, model in self.models.items():
-                self.ema[name] = AveragedModel(acc.unwrap_model(model), use_buffers=True,
-                                               multi_avg_fn=ema_update(config.ema_decay))
-                self.ema[name].module.eval()
+        if config.ema_decay != 0:
+            self.ema = make_ema({n: acc.unwrap_model(m) for n, m in self.models.items()},
+                                config.ema_decay)
 
     # -- helpers ------------------------------------------------------------------------
     @property
@@ -305,29 +300,7 @@ class Trainer:
             ema.update_parameters(self.accelerator.unwrap_model(self.models[name]))
 
     def _write_ema(self, folder: Path) -> None:
-        from safetensors.torch import save_file
-
-        for name, ema in self.ema.items():
-            tensors = {k: v.detach().cpu().contiguous() for k, v in ema.module.state_dict().items()}
-            save_file(tensors, str(folder / ema_file(name)),
-                      metadata={"n_averaged": str(int(ema.n_averaged)),
-                                "decay": str(self.config.ema_decay)})
-
-    def _load_ema(self, folder: Path) -> None:
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-
-        for name, ema in self.ema.items():
-            path = folder / ema_file(name)
-            if not path.is_file():
-                logger.warning("resume: %s has no %s (a run without trainer.ema_decay): the "
-                               "average restarts from the resumed weights", folder, path.name)
-                ema.n_averaged.zero_()
-                continue
-            with safe_open(str(path), "pt") as f:
-                n = int((f.metadata() or {}).get("n_averaged", "0"))
-            ema.module.load_state_dict(load_file(str(path), device=str(ema.n_averaged.device)))
-            ema.n_averaged.fill_(n)
+        save_ema(self.ema, folder, self.config.ema_decay)
 
     def _trainable_params(self) -> list:
         return [p for g in self.optimizer.param_groups for p in g["params"]]
@@ -493,7 +466,7 @@ class Trainer:
         if path is not None:
             self.state = ckpt.load_checkpoint(self.accelerator, path)
             if self.ema:
-                self._load_ema(path)
+                load_ema(self.ema, path)
         return path
 
     # -- the loop -------------------------------------------------------------------------
@@ -578,29 +551,6 @@ class Trainer:
                     self.tb.depth(f"train/{name}", tensor, step)
                 else:
                     self.tb.images(f"train/{name}", tensor, step)
-
-
-def ema_file(name: str) -> str:
-    """Checkpoint file of model ``name``'s averaged weights (``trainer.ema_decay``)."""
-    return f"ema_{name}.safetensors"
-
-
-def ema_update(decay: float):
-    """``AveragedModel`` update: exponential average with decay ``min(decay, (1 + n) /
-    (10 + n))`` after ``n`` updates (early weights do not linger in short runs);
-    integer buffers (BatchNorm's batch counts) are copied."""
-    from torch.optim.swa_utils import get_ema_multi_avg_fn
-
-    @torch.no_grad()
-    def update(averaged: list, current: list, n_averaged) -> None:
-        if not averaged[0].is_floating_point():
-            for a, c in zip(averaged, current):
-                a.copy_(c)
-            return
-        n = float(n_averaged)
-        get_ema_multi_avg_fn(min(decay, (1.0 + n) / (10.0 + n)))(averaged, current, n_averaged)
-
-    return update
 
 
 def _to_device(batch: Any, device):
