@@ -155,11 +155,11 @@ def learning_check(work: Path, steps: int | None = None, overrides: list[str] = 
                                           *extra, *overrides, *pose_args], train, test)
     t0, c0 = time.perf_counter(), time.process_time()
     result = trainer.fit()
+    train_s, train_cpu_s = time.perf_counter() - t0, time.process_time() - c0
     v = result.validation
     by_range = range_figures(work / "run" / "model", test)
-    return {"by_range": by_range, "steps": result.step, "train_s": time.perf_counter() - t0,
-            "synth_s": synth_s,
-            "train_cpu_s": time.process_time() - c0, "pose_s": pose_s,
+    return {"by_range": by_range, "steps": result.step, "train_s": train_s,
+            "synth_s": synth_s, "train_cpu_s": train_cpu_s, "pose_s": pose_s,
             "pose_cpu_s": pose_cpu_s, "pose_validation": pose_val,
             "teacher": v["all"], "prior": v["prior"], "nan_skips": result.nan_skips,
             "train_bags": len(train), "test_bags": len(test), "frames": frames,
