@@ -48,31 +48,39 @@ def step_image() -> np.ndarray:
     return rgb
 
 
-def test_cloud_in_base_link_through_tf_static_and_nothing_without_it():
+def _active_node(ros, model, params: dict):
+    """A DepthNode running ``model`` ([1,3,h,w] -> [1,1,h,w] metres, META's range) with
+    ``params``, taken to active; returns (node, image publisher, camera_info publisher)."""
     from depth_perception.ros.depth_node import DepthNode
-    from depth_perception.ros.diagnostics import diagnostic_values
-    from depth_perception.ros.tf_listener import tf_qos
     from depth_perception.runtime.estimator import DepthEstimator
-    from geometry_msgs.msg import TransformStamped
     from rclpy.parameter import Parameter
-    from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+    from sensor_msgs.msg import CameraInfo, Image
     from support.models_fixtures import FunctionBackend
-    from tf2_msgs.msg import TFMessage
 
     def factory(settings):
-        return DepthEstimator(FunctionBackend(step_model, META), META, settings.scale_policy,
+        return DepthEstimator(FunctionBackend(model, META), META, settings.scale_policy,
                               scale_params=settings.scale_params(),
                               **settings.estimator_options())
 
+    node = ros.add(DepthNode(context=ros.context, estimator_factory=factory,
+                             parameter_overrides=[Parameter(k, value=v)
+                                                  for k, v in params.items()]))
+    wait_for(lambda: node_state(node) == "active", 30, "node active")
+    image_pub, info_pub = ros.publisher(Image, "/image"), ros.publisher(CameraInfo, "/camera_info")
+    return node, image_pub, info_pub
+
+
+def test_cloud_in_base_link_through_tf_static_and_nothing_without_it():
+    from depth_perception.ros.diagnostics import diagnostic_values
+    from depth_perception.ros.tf_listener import tf_qos
+    from geometry_msgs.msg import TransformStamped
+    from sensor_msgs.msg import Image, PointCloud2
+    from tf2_msgs.msg import TFMessage
+
     with RosHarness() as ros:
-        node = ros.add(DepthNode(context=ros.context, estimator_factory=factory,
-                                 parameter_overrides=[Parameter(k, value=v)
-                                                      for k, v in PARAMS.items()]))
-        wait_for(lambda: node_state(node) == "active", 30, "node active")
+        node, image_pub, info_pub = _active_node(ros, step_model, PARAMS)
         depth_out, points_out = ros.collect(Image, "/depth"), ros.collect(PointCloud2, "/points")
         ros.wait_subscribed(points_out)
-        image_pub, info_pub = ros.publisher(Image, "/image"), ros.publisher(CameraInfo,
-                                                                            "/camera_info")
         ros.wait_matched(image_pub)
         ros.wait_matched(info_pub)
 
@@ -178,37 +186,23 @@ def test_sky_cap_follows_the_model_range_when_the_node_asks_for_more():
     cap is 0.95 x 20 = 19 m (a 19.5 m sky is left out) and the colour scale ends at 20 m
     (a sky at 100 m's scale would be drawn in the near colours)."""
     from depth_perception.colorize import colorize_depth
-    from depth_perception.ros.depth_node import DepthNode
-    from depth_perception.runtime.estimator import DepthEstimator
-    from rclpy.parameter import Parameter
-    from sensor_msgs.msg import CameraInfo, Image, PointCloud2
-    from support.models_fixtures import FunctionBackend
+    from sensor_msgs.msg import Image, PointCloud2
 
     ground, sky = 2.0, 19.5
 
     def model(x):                        # red 0: ground at 2 m; red 1: sky at 19.5 m
         return ground + (sky - ground) * x[:, :1]
 
-    def factory(settings):
-        return DepthEstimator(FunctionBackend(model, META), META, settings.scale_policy,
-                              scale_params=settings.scale_params(),
-                              **settings.estimator_options())
-
     rgb = np.zeros((H, W, 3), np.uint8)
     rgb[:10, :, 0] = 255
     params = {"model": "fake", "input_short_side": H, "max_depth": 100.0,
               "publish_organized_cloud": False}
     with RosHarness() as ros:
-        node = ros.add(DepthNode(context=ros.context, estimator_factory=factory,
-                                 parameter_overrides=[Parameter(k, value=v)
-                                                      for k, v in params.items()]))
-        wait_for(lambda: node_state(node) == "active", 30, "node active")
+        node, image_pub, info_pub = _active_node(ros, model, params)
         depth_out, points_out = ros.collect(Image, "/depth"), ros.collect(PointCloud2, "/points")
         colour_out = ros.collect(Image, "/depth/colorized")
         for sub in (depth_out, points_out, colour_out):
             ros.wait_subscribed(sub)
-        image_pub, info_pub = ros.publisher(Image, "/image"), ros.publisher(CameraInfo,
-                                                                            "/camera_info")
         ros.wait_matched(image_pub)
         ros.wait_matched(info_pub)
         t = 1_000_000_000
