@@ -24,7 +24,7 @@ def add_arguments(parser) -> None:
                         help="vehicle speed in m/s (default: 10)")
     parser.add_argument("--vary", action="store_true",
                         help="draw the rig and street from the seed (SynthConfig.varied): "
-                             "camera height and pitch, speed, lane changes, lead cars, "
+                             "camera height and pitch, speed, weave within the lane, lead cars, "
                              "oncoming cars, cross streets, parked cars")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace existing bags of the same names")

@@ -32,6 +32,11 @@ CARRIAGEWAY_HALF = LANE_WIDTH  # |y| < 3.5: two lanes, one each side of y = 0
 PARKING_OUTER = 5.7  # parking strip 3.5 < |y| < 5.7
 SIDEWALK_OUTER = 8.7  # sidewalk 5.7 < |y| < 8.7; buildings start at or behind it
 SEGMENT_LENGTH = 24.0  # scene generated in segments along x, one RNG per segment
+#: widest weave of a varied drive (m): the ego body (1.8 m wide) centred on its lane
+#: (3.5 m) stays 0.1 m inside it, so it never reaches the parked cars (their sides are
+#: 1.95 m from the lane centre) or the oncoming lane.
+EGO_HALF_WIDTH = 0.9
+MAX_SWAY = LANE_WIDTH / 2 - EGO_HALF_WIDTH - 0.1
 
 # Optical frame axes expressed in base_link (x right = -y_base, y down = -z_base,
 # z forward = x_base): columns of R_base_optical.
@@ -98,7 +103,7 @@ class SynthConfig:
     @classmethod
     def varied(cls, seed: int, **fields) -> "SynthConfig":
         """A drive whose rig and street differ from seed to seed: camera height 1.2-2.0 m
-        and pitch -2..+5 deg, speed 7-13 m/s, weaving of 0.2-1.4 m (lane changes), 0-2
+        and pitch -2..+5 deg, speed 7-13 m/s, weaving of 0.2-0.75 m in the lane, 0-2
         lead cars at varied distances, 0.2-0.6 oncoming cars and 0.1-0.35 cross streets
         per segment, 30-90 % of the parking bays taken. ``fields`` override the draw."""
         rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 7])
@@ -106,7 +111,7 @@ class SynthConfig:
         drawn = dict(
             seed=int(seed), camera_xyz=(1.5, 0.0, height), lidar_xyz=(0.8, 0.0, height + 0.3),
             camera_pitch=rng.uniform(-2.0, 5.0), speed=rng.uniform(7.0, 13.0),
-            sway_amplitude=rng.uniform(0.2, 1.4), sway_wavelength=rng.uniform(40.0, 90.0),
+            sway_amplitude=rng.uniform(0.2, MAX_SWAY), sway_wavelength=rng.uniform(40.0, 90.0),
             moving_car_probability=rng.uniform(0.2, 0.6),
             parked_car_probability=rng.uniform(0.3, 0.9),
             intersection_probability=rng.uniform(0.1, 0.35),

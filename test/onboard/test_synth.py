@@ -574,3 +574,18 @@ def test_varied_drives_differ_and_keep_lead_cars_ahead():
                                frames=10).scene
     far = (crossing.kind == 0) & (np.abs(crossing.lo[:, 1]) > 30)
     assert far.sum() >= 2
+
+
+def test_varied_drives_keep_the_ego_body_in_its_lane():
+    """The ego body (1.8 m wide) weaves inside its own lane, so no drive brushes a parked
+    car or the oncoming lane (weaves of up to 1.4 m did both)."""
+    from depth_perception.synth.layout import CAR, CARRIAGEWAY_HALF, EGO_HALF_WIDTH, Trajectory
+
+    for seed in range(30):
+        config = SynthConfig.varied(seed, size=(96, 32))
+        y = np.array([Trajectory(config).position(t)[1] for t in np.linspace(0.0, 12.0, 241)])
+        assert y.min() - EGO_HALF_WIDTH >= -CARRIAGEWAY_HALF, seed
+        assert y.max() + EGO_HALF_WIDTH <= 0.0, seed
+    scene = SyntheticStreet(SynthConfig.varied(5, size=(96, 32)), frames=2).scene
+    parked = (scene.kind == CAR) & (scene.velocity == 0)
+    assert parked.any() and (np.abs(scene.lo[parked, 1]).min() > CARRIAGEWAY_HALF)
