@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "training/depth_perception_training/config/train/teacher_tiny.yaml"
 TEACHER = REPO / "training/depth_perception_training/config/train/teacher.yaml"
@@ -158,7 +160,8 @@ def learning_check(work: Path, steps: int | None = None, overrides: list[str] = 
     train_s, train_cpu_s = time.perf_counter() - t0, time.process_time() - c0
     v = result.validation
     by_range = range_figures(work / "run" / "model", test)
-    return {"by_range": by_range, "steps": result.step, "train_s": train_s,
+    sweep = scale_sweep(work / "run" / "model", test)
+    return {"by_range": by_range, "scale_sweep": sweep, "steps": result.step, "train_s": train_s,
             "synth_s": synth_s, "train_cpu_s": train_cpu_s, "pose_s": pose_s,
             "pose_cpu_s": pose_cpu_s, "pose_validation": pose_val,
             "teacher": v["all"], "prior": v["prior"], "nan_skips": result.nan_skips,
@@ -183,6 +186,53 @@ def range_figures(model: Path, bags, every: int = 1) -> list[dict]:
                     yield s.gt_depth, est.estimate(s.image, s.intrinsics).depth
 
     return range_breakdown(pairs())
+
+
+def scale_sweep(model: Path, bags, scales=tuple(np.round(np.arange(0.8, 1.21, 0.05), 2)),
+                every: int = 2) -> dict:
+    """Mean photometric error (SSIM + L1, minimum over the frames before and after, the
+    odometry's relative pose) of warping with the model's depth times a global factor s,
+    and with the ground truth times s, on ``bags``. The ground truth's minimum is at
+    s = 1 when the data's geometry is right; the model's minimum is the scale the
+    photometric term alone would pull the model's depth to, given a metric pose."""
+    import torch
+
+    from depth_perception.data.samples import BagSequence
+    from depth_perception.runtime.estimator import DepthEstimator
+    from depth_perception_training import geometry, losses
+
+    est = DepthEstimator.load(str(model), backend="torch")
+    err = {"model": np.zeros(len(scales)), "truth": np.zeros(len(scales))}
+
+    def tensor(image):
+        return torch.from_numpy(image).permute(2, 0, 1)[None].double() / 255.0
+
+    n = 0
+    for bag in bags:
+        seq = BagSequence(bag)
+        for k in range(0, len(seq), every):
+            s = seq[k]
+            if s.gt_depth is None or not s.context:
+                continue
+            K = torch.from_numpy(s.intrinsics.K)[None]
+            valid = torch.from_numpy(np.isfinite(s.gt_depth) & (s.gt_depth < 80.0))[None, None]
+            depths = {"truth": np.nan_to_num(s.gt_depth, nan=1e3),
+                      "model": est.estimate(s.image, s.intrinsics).depth}
+            for name, depth in depths.items():
+                d = torch.from_numpy(depth.astype(np.float64))[None, None]
+                for j, factor in enumerate(scales):
+                    errors = []
+                    for offset, image in s.context.items():
+                        T = torch.from_numpy(s.T_src_tgt[offset])[None]
+                        warped, inside = geometry.warp(tensor(image), d * factor, K, T)
+                        e = losses.photometric_error(warped, tensor(s.image))
+                        errors.append(torch.where(inside > 0, e, torch.full_like(e, np.inf)))
+                    e = torch.stack(errors).min(dim=0).values
+                    m = valid & torch.isfinite(e)
+                    err[name][j] += float(e[m].mean())
+            n += 1
+    return {"scales": list(scales), "frames": n,
+            **{name: list(v / max(n, 1)) for name, v in err.items()}}
 
 
 def print_learning(r: dict) -> None:
@@ -211,6 +261,12 @@ def print_learning(r: dict) -> None:
           + "; ".join(f"{b['lo']:.0f}-{b['hi']:.0f} m: {100 * b['share']:.0f}% of pixels, "
                       f"median pred/gt {b['median_ratio']:.2f}, abs_rel {b['abs_rel']:.2f}"
                       for b in r["by_range"]))
+    sw = r["scale_sweep"]
+    best = {k: sw["scales"][int(np.argmin(sw[k]))] for k in ("truth", "model")}
+    print(f"  photometric error of depth x s with the odometry pose ({sw['frames']} held-out "
+          f"frames): minimum at s = {best['truth']:.2f} for the ground truth, "
+          f"{best['model']:.2f} for the model; model: "
+          + " ".join(f"{f:.2f}:{e:.4f}" for f, e in zip(sw["scales"], sw["model"])))
 
 
 def _mib(x: float) -> str:
