@@ -34,7 +34,7 @@ SIDEWALK_OUTER = 8.7  # sidewalk 5.7 < |y| < 8.7; buildings start at or behind i
 SEGMENT_LENGTH = 24.0  # scene generated in segments along x, one RNG per segment
 #: widest weave of a varied drive (m): the ego body (1.8 m wide) centred on its lane
 #: (3.5 m) stays 0.1 m inside it, so it never reaches the parked cars (their sides are
-#: 1.95 m from the lane centre) or the oncoming lane.
+#: 1.75-2.15 m from the lane centre) or the oncoming lane.
 EGO_HALF_WIDTH = 0.9
 MAX_SWAY = LANE_WIDTH / 2 - EGO_HALF_WIDTH - 0.1
 
