@@ -11,7 +11,7 @@ other seeds against the per-pixel median ground truth of the training drives, me
 * ``test_teacher_beats_the_image_blind_prior``: lower abs_rel than the prior overall
   and on the structure pixels (where the prior is off by more than 20 %), scale from
   the velocity loss within 20 % (at 200 steps it has not settled: 0.830 measured here;
-  the bench's 600-step run went 0.72, 0.93, 0.85, 0.90, 0.97 at steps 200-600);
+  a 600-step learning run as the bench's went 0.72, 0.93, 0.85, 0.90, 0.97 at steps 200-600);
 * ``test_teacher_losses_behave``: photometric error falls, translation norms match the
   odometry, no non-finite step.
 """
