@@ -250,8 +250,26 @@ def surface_materials(scene: Scene, hits: Hits, fp_s: np.ndarray,
         side = hits.axis[i] != 2
         glass = band_coverage(z, height - 0.6, height - 0.12, fq) * side
         bumper = band_coverage(z, -1.0, 0.35, fq) * side
+        # Flanks (faces along the car, s = x from the rear): window pillars, door seams
+        # and wheels, the vertical detail of a real car's side.
+        flank = hits.axis[i] == 1
+        fs = fp_s[i]
+        length = scene.hi[ob, 0] - scene.lo[ob, 0]
+        glass = glass * (1.0 - flank * (1.0 - band_coverage(s, 0.55, length - 0.45, fs)
+                                         + band_coverage(s, 0.5 * length - 0.06,
+                                                         0.5 * length + 0.06, fs)))
+        seam = (band_coverage(s, 0.32 * length - 0.02, 0.32 * length + 0.02, fs)
+                + band_coverage(s, 0.68 * length - 0.02, 0.68 * length + 0.02, fs)) \
+            * band_coverage(z, 0.35, height - 0.6, fq) * flank
         colour = colour * (1.0 - glass[:, None]) + 0.04 * glass[:, None]
         colour = colour * (1.0 - bumper[:, None]) + 0.03 * bumper[:, None]
+        colour = colour * (1.0 - 0.7 * seam[:, None])
+        for centre in (0.8, length - 0.8):
+            r = np.hypot(s - centre, z - 0.13)  # axle 0.33 m above the road
+            tyre = np.clip((0.33 - r) / np.maximum(f, 1e-6) + 0.5, 0.0, 1.0) * flank
+            rim = np.clip((0.2 - r) / np.maximum(f, 1e-6) + 0.5, 0.0, 1.0) * flank
+            colour = colour * (1.0 - tyre[:, None]) + 0.02 * tyre[:, None]
+            colour = colour * (1.0 - rim[:, None]) + 0.35 * rim[:, None]
         albedo[i] = colour
         wetness[i] = 0.2
         snow[i] = (hits.axis[i] == 2) * 0.9
