@@ -76,7 +76,9 @@ def test_ground_truth_warp_reproduces_target(day_bag, offset):
 
         assert pe < 0.05, (k, pe)
         assert (warped - tgt).abs().mean(1, keepdim=True)[keep].mean() < 0.02
-        assert pe < 0.25 * pe_unwarped, (k, pe, pe_unwarped)
-        assert pe < 0.25 * pe_bad, (k, pe, pe_bad)
+        # Measured 0.19-0.25x not warping and 0.17-0.21x the wrong sign (resampling of the
+        # textured car flanks close by); a sign or axis slip lands near 1x.
+        assert pe < 0.3 * pe_unwarped, (k, pe, pe_unwarped)
+        assert pe < 0.3 * pe_bad, (k, pe, pe_bad)
         checked += 1
     assert checked >= 2
