@@ -361,6 +361,7 @@ def test_translator_named_in_the_config_must_match_the_manifest(ssd_setup, tmp_p
 # -- a finished run deploys itself ----------------------------------------------------------
 
 def test_finished_student_exports_onnx_that_the_runtime_runs(ssd_setup, tmp_path):
+    from depth_perception.metadata import ModelMetadata
     from depth_perception.runtime.onnx_metadata import read_onnx_metadata
     from depth_perception.runtime.estimator import DepthEstimator
     from depth_perception.data.samples import BagSequence, SampleConfig
@@ -381,6 +382,18 @@ def test_finished_student_exports_onnx_that_the_runtime_runs(ssd_setup, tmp_path
     estimator = DepthEstimator.load(str(out / "model.onnx"))
     depth = estimator.estimate(seq.frame(0), seq.intrinsics).depth
     assert depth.shape == (SIZE[1], SIZE[0]) and np.isfinite(depth).mean() > 0.5
+    # the checkpoint folder records the training geometry as the teacher's does, so the
+    # torch backend at its defaults feeds the network what the ONNX file is fixed to
+    # (without it the runtime resized the frames to a 518 px short side)
+    folder = ModelMetadata.load(out / "model" / "metadata.json")
+    teacher = ModelMetadata.load(Path(ssd_setup["teacher"]) / "model" / "metadata.json")
+    assert (folder.train_width, folder.train_height) == SIZE
+    assert folder.train_focal_px == pytest.approx(teacher.train_focal_px) and \
+        folder.train_focal_px > 0
+    with DepthEstimator.load(str(out / "model"), backend="torch") as from_folder:
+        folder_depth = from_folder.estimate(seq.frame(0), seq.intrinsics).depth
+    ok = np.isfinite(depth) & np.isfinite(folder_depth)
+    assert np.abs(folder_depth[ok] / depth[ok] - 1).max() < 1e-3
 
 
 def test_teacher_trained_with_a_weight_average_is_loaded_averaged(ssd_setup, tmp_path):

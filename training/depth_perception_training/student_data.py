@@ -191,6 +191,11 @@ class LabelledStudentDataset:
                         "(left out)", self.skipped, len(base.day), labels.root)
 
     @property
+    def day(self):
+        """The day-clear frames' dataset (the base's)."""
+        return self.base.day
+
+    @property
     def coverage(self) -> float:
         return self.base.coverage
 

@@ -449,7 +449,9 @@ def build_student_datasets(cfg: TrainConfig):
 
 
 def make_metadata(cfg: TrainConfig, teacher: Teacher, arch: str, depth_cfg,
-                  step: int | None = None) -> ModelMetadata:
+                  step: int | None = None, train_focal_px: float = 0.0) -> ModelMetadata:
+    """Metadata of the exported student: dynamic size, the training size and focal length
+    (what the runtime resizes to by default, as for the teacher), provenance."""
     from depth_perception_training.train.teacher import DEPTH_MULTIPLE
 
     s = cfg.student
@@ -457,6 +459,8 @@ def make_metadata(cfg: TrainConfig, teacher: Teacher, arch: str, depth_cfg,
         output_kind="metric_depth", input_height=0, input_width=0,
         size_multiple=DEPTH_MULTIPLE[arch], mean=IMAGENET_MEAN, std=IMAGENET_STD,
         min_depth=float(depth_cfg.min_depth), max_depth=float(depth_cfg.max_depth),
+        train_height=int(cfg.data.height), train_width=int(cfg.data.width),
+        train_focal_px=float(train_focal_px),
         provenance={"task": "student", "arch": arch,
                     "train_size": [cfg.data.width, cfg.data.height],
                     "bags": list(cfg.data.bags), "step": step,
@@ -498,8 +502,8 @@ def build_student_trainer(cfg):
     from depth_perception_training.train.trainer import (Trainer, build_train_loader,
                                                          build_val_loader, make_accelerator,
                                                          seed_everything)
-    from depth_perception_training.train.teacher import (freeze_unused_parameters, training_prior,
-                                                         validation_median_scaling)
+    from depth_perception_training.train.teacher import (freeze_unused_parameters, training_focal,
+                                                         training_prior, validation_median_scaling)
 
     dcfg = cfg if OmegaConf.is_config(cfg) else OmegaConf.structured(cfg)
     cfg = to_dataclass(dcfg)
@@ -543,6 +547,12 @@ def build_student_trainer(cfg):
 
     # 3. Data
     train_set, val_set = build_student_datasets(cfg)
+    focal = training_focal(train_set.day)
+    taught = teacher.metadata.train_focal_px
+    if taught > 0 and abs(focal - taught) > 0.02 * taught:
+        logger.warning("student: the training frames' focal length %.1f px differs from the "
+                       "teacher's %.1f px by over 2%%: the teacher's metric depth is off by that "
+                       "ratio on them", focal, taught)
     logger.info("student: %d training samples (%.0f%% with translations, keep p=%.3f), %s "
                 "validation samples", len(train_set), 100 * train_set.coverage,
                 train_set.keep_probability, len(val_set) if val_set else 0)
@@ -556,7 +566,8 @@ def build_student_trainer(cfg):
         from depth_perception.models import save_depth_model
 
         save_depth_model(folder, models["depth"], depth_cfg,
-                         make_metadata(cfg, teacher, arch, depth_cfg, trainer.state.step))
+                         make_metadata(cfg, teacher, arch, depth_cfg, trainer.state.step,
+                                       train_focal_px=focal))
 
     trainer = Trainer(cfg.trainer, o, {"depth": student}, groups, train_loader, objective, out,
                       val_loader=val_loader,
