@@ -113,9 +113,10 @@ def test_semantic_loss_sends_no_gradient_into_the_frozen_dinov2(tmp_path):
 def test_mixing_probability_readings():
     from depth_perception_training.student_data import choose_condition, default_keep_probability
 
-    assert default_keep_probability(2) == pytest.approx(1 / 3)
+    assert default_keep_probability(2) == pytest.approx(2 / 3)     # P as printed
+    assert default_keep_probability(3) == pytest.approx(3 / 4)
     rng = np.random.default_rng(0)
-    for keep in (default_keep_probability(2), 2 / 3):        # default, and P as printed
+    for keep in (default_keep_probability(2), 1 / 3):        # default, and the other reading
         draws = [choose_condition(rng, ["night", "rain"], keep) for _ in range(6000)]
         freq = {c: draws.count(c) / len(draws) for c in ("day-clear", "night", "rain")}
         assert freq["day-clear"] == pytest.approx(keep, abs=0.03)

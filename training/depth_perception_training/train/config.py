@@ -175,10 +175,10 @@ class StudentConfig:
     #: translator (checked against the manifests)
     translator: Optional[str] = None
     conditions: List[str] = field(default_factory=lambda: ["night", "rain"])
-    #: probability that the student sees the unchanged day-clear frame; null: 1/(|C|+1),
-    #: every condition and the unchanged frame equally likely (SSD's P = |C|/(|C|+1) read
-    #: as the probability of a translation, as md4all mixes); |C|/(|C|+1) is the other
-    #: reading (P as printed: the unchanged frame with probability P)
+    #: probability that the student sees the unchanged day-clear frame; null: |C|/(|C|+1),
+    #: SSD's P as printed (2/3 for night and rain, each condition 1/6); 1/(|C|+1) is the
+    #: other reading (P as the probability of a translation: every condition and the
+    #: unchanged frame equally likely, as md4all mixes)
     keep_probability: Optional[float] = None
     #: ``teacher``: SSD teacher loss (distillation masked by Eq. 5); ``distillation``: md4all-DD
     loss: str = "teacher"
