@@ -548,11 +548,16 @@ def build_student_trainer(cfg):
     # 3. Data
     train_set, val_set = build_student_datasets(cfg)
     focal = training_focal(train_set.day)
-    taught = teacher.metadata.train_focal_px
-    if taught > 0 and abs(focal - taught) > 0.02 * taught:
-        logger.warning("student: the training frames' focal length %.1f px differs from the "
-                       "teacher's %.1f px by over 2%%: the teacher's metric depth is off by that "
-                       "ratio on them", focal, taught)
+    tm = teacher.metadata
+    if tm.train_focal_px > 0:      # compared per pixel of short side: the sizes may differ
+        ratio = (focal / min(cfg.data.height, cfg.data.width)) / (
+            tm.train_focal_px / min(tm.train_height, tm.train_width))
+        if abs(ratio - 1) > 0.02:
+            logger.warning("student: the training frames' focal length (%.1f px at %dx%d) is "
+                           "%.3fx the teacher's (%.1f px at %dx%d): the teacher's metric depth "
+                           "is off by that ratio on them", focal, cfg.data.width,
+                           cfg.data.height, ratio, tm.train_focal_px, tm.train_width,
+                           tm.train_height)
     logger.info("student: %d training samples (%.0f%% with translations, keep p=%.3f), %s "
                 "validation samples", len(train_set), 100 * train_set.coverage,
                 train_set.keep_probability, len(val_set) if val_set else 0)
