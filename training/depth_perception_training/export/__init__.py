@@ -11,6 +11,7 @@
 * :mod:`.calibration`: the INT8 calibrator's data side: frames sampled from bags,
   preprocessed exactly as the node does, batched, with a reusable calibration cache.
 * :mod:`.torch2trt_export`: optional torch2trt conversion.
+* :mod:`.deployable`: a finished run's ``model.onnx`` (and engine) beside its ``model/``.
 
 Importing this package imports no torch, onnx or TensorRT.
 """

@@ -97,7 +97,8 @@ def train_student_run(run: Path, teacher: Path, translations: Path, day_bags, st
                       overrides=()) -> dict:
     """Train ``student_tiny`` into ``run``; returns steps/s and the teacher-forward share."""
     from depth_perception_training.train.config import load_config
-    from depth_perception_training.train.student import build_student_trainer, export_deployable
+    from depth_perception_training.export.deployable import export_deployable
+    from depth_perception_training.train.student import build_student_trainer
 
     if _has_model(run) and (run / "timing.json").is_file():
         return json.loads((run / "timing.json").read_text())
@@ -163,7 +164,7 @@ def reproduce(work: str | Path, config: ReproduceConfig | None = None) -> dict:
     # scored as deployed: the fixed-size ONNX the node would run (a dynamic torch folder
     # would be run at the estimator's default input size, not the training size)
     if not (teacher / "model.onnx").is_file():
-        from depth_perception_training.train.student import export_deployable
+        from depth_perception_training.export.deployable import export_deployable
 
         export_deployable(teacher / "model", c.size[1], c.size[0], engine=False)
     # 3-4. Translations and students

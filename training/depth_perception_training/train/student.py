@@ -469,29 +469,6 @@ def make_metadata(cfg: TrainConfig, teacher: Teacher, arch: str, depth_cfg,
                     "semantic_weight": s.semantic.weight, "pseudo_labels": s.pseudo_labels})
 
 
-def export_deployable(model_dir: Path, height: int, width: int, engine: bool = True) -> dict:
-    """``model_dir`` -> ``model_dir.parent/model.onnx`` (metadata, parity-checked against
-    torch) and, where TensorRT and a CUDA GPU exist, ``model.engine``. Returns what was
-    written (``engine`` is a reason string when it could not be built here)."""
-    from depth_perception_training.export.onnx_export import export_onnx, load_export_source
-
-    onnx_path = model_dir.parent / "model.onnx"
-    result = export_onnx(load_export_source(model_dir), onnx_path, height, width)
-    written = {"onnx": str(result.path), "onnx_max_rel_error": result.max_rel_error}
-    if engine:
-        from depth_perception.runtime.engine import tensorrt_available
-
-        if tensorrt_available() and _cuda_available():
-            from depth_perception.runtime.engine import build_engine
-
-            written["engine"] = str(build_engine(onnx_path, model_dir.parent / "model.engine"))
-        else:
-            written["engine"] = ("not built: TensorRT with a CUDA GPU is not available here "
-                                 "(`depth-perception export --checkpoint OUTPUT_DIR/model "
-                                 "--engine model.engine` on a machine with TensorRT)")
-    return written
-
-
 # -- entry point --------------------------------------------------------------------------
 
 def build_student_trainer(cfg):
@@ -589,8 +566,10 @@ def train_student(cfg):
     """Run the student training of a resolved config; export the result for deployment.
 
     Returns the :class:`~depth_perception_training.train.trainer.TrainResult` with
-    ``deployable`` (what :func:`export_deployable` wrote) set on it.
+    ``deployable`` (what
+    :func:`~depth_perception_training.export.deployable.export_deployable` wrote) set on it.
     """
+    from depth_perception_training.export.deployable import export_deployable
     from depth_perception_training.train.config import to_dataclass
     from omegaconf import OmegaConf
 
@@ -605,7 +584,3 @@ def train_student(cfg):
         (Path(c.output_dir) / "deployable.json").write_text(json.dumps(deployable, indent=2) + "\n")
     result.deployable = deployable
     return result
-
-
-def _cuda_available() -> bool:
-    return torch.cuda.is_available()
