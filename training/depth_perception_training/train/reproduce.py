@@ -161,8 +161,7 @@ def reproduce(work: str | Path, config: ReproduceConfig | None = None) -> dict:
                                                        [*sized, *c.teacher_overrides])
     finally:
         torch.set_num_threads(threads)
-    # scored as deployed: the fixed-size ONNX the node would run (a dynamic torch folder
-    # would be run at the estimator's default input size, not the training size)
+    # scored as deployed: the fixed-size ONNX the node would run
     if not (teacher / "model.onnx").is_file():
         from depth_perception_training.export.deployable import export_deployable
 
