@@ -20,24 +20,15 @@ DAY_TOLERANCE = 0.10
 
 @pytest.fixture(scope="module")
 def reproduction(tmp_path_factory):
-    import torch
+    from depth_perception_training.train.reproduce import reproduce
+    from support.learning import fixed_threads, student_reproduce_config
 
-    from depth_perception_training.train.reproduce import ReproduceConfig, reproduce
-
-    # teacher_tiny.yaml at 320x96 on three drives (the bench: four, 400 teacher steps,
-    # 150 student steps); a teacher trained at 128x64 for 120 steps (batch 4) came out
-    # image-blind (a constant ~21 m). The teacher keeps velocity weight 0.1, with which
-    # these bounds were measured: with teacher_tiny.yaml's 1.0 the photometric student
-    # lost rain (0.516 vs 0.487) and day (+27 %) at this budget (paired still held).
-    config = ReproduceConfig(train_seeds=(1, 2, 3), teacher_steps=200, student_steps=80,
-                             student_workers=2,
-                             teacher_overrides=["loss.velocity_weight=0.1"])
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)      # 2 threads on the shared 2-core CI machine: ~10x slower steps
-    try:
-        return reproduce(tmp_path_factory.mktemp("ssd_repro"), config)
-    finally:
-        torch.set_num_threads(threads)
+    # a teacher trained at 128x64 for 120 steps (batch 4) came out image-blind (a
+    # constant ~21 m); with teacher_tiny.yaml's velocity weight 1.0 instead of 0.1 the
+    # photometric student lost rain (0.516 vs 0.487) and day (+27 %) at this budget.
+    # One torch thread: 2 threads on the shared 2-core CI machine: ~10x slower steps.
+    with fixed_threads(1):
+        return reproduce(tmp_path_factory.mktemp("ssd_repro"), student_reproduce_config())
 
 
 def _table(reproduction):
