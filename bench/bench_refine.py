@@ -105,7 +105,7 @@ def fit_prior(images, seconds_vae: float, seconds_unet: float, seed: int = 0,
     import torch
     import torch.nn.functional as F
 
-    from depth_perception_training.refine.tiny import tiny_stable_diffusion
+    from depth_perception_training.tiny import tiny_stable_diffusion
     torch.manual_seed(seed)
     pipe = tiny_stable_diffusion(image_size=images.shape[-1], seed=seed, channels=channels)
     vae, unet, sched = pipe.vae, pipe.unet, pipe.scheduler

@@ -77,7 +77,8 @@ def test_every_model_loads_by_path_from_the_hub_layout_offline(tiny):
         assert (root / f).is_file(), f
     m = tiny["models"]
     rgb = BagSequence(tiny["bags"]["day"], SampleConfig(offsets=(), skip_static=False)).frame(0)
-    caption = Captioner(m["captioner"], CPU, torch.float32, max_new_tokens=4)(rgb)
+    caption = Captioner.from_pretrained(m["captioner"], CPU, torch.float32, max_new_tokens=4,
+                                        tidy=True)(rgb)
     assert isinstance(caption, str)
     depth = DepthEstimator(m["depth"], CPU, torch.float32)([rgb, rgb])
     assert depth[0].shape == (64, 128) and depth[0].std() > 0

@@ -137,9 +137,10 @@ class GDTTranslator(Translator):
 
         self.cfg = cfg
         m = cfg.models
-        self.captioner = (Captioner(m.captioner, device, dtype, cfg.caption.max_new_tokens,
-                                    cfg.caption.min_new_tokens, m.local_files_only)
-                          if cfg.caption.enabled else None)
+        self.captioner = (Captioner.from_pretrained(
+            m.captioner, device, dtype, m.local_files_only, tidy=True,
+            max_new_tokens=cfg.caption.max_new_tokens,
+            min_new_tokens=cfg.caption.min_new_tokens) if cfg.caption.enabled else None)
         self.control_depth = control_depth
         self.generator = GDTGenerator(m, cfg.diffusion, device, dtype)
         self.styles = {c: StylePool(c, cfg.style[c], cfg.source.image_topic)
