@@ -22,7 +22,7 @@ require_torch(__name__)
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
-from depth_perception.hub import hub_offline
+from depth_perception.hub import hub_offline, load_pretrained
 from depth_perception.models.conventions import disp_to_depth
 
 logger = logging.getLogger(__name__)
@@ -49,13 +49,8 @@ SIZES: dict[str, dict] = {
 def load_pretrained_config(name_or_path: str, local_files_only: bool = False):
     """AutoConfig.from_pretrained with a clear error when the weights are not available."""
     from transformers import AutoConfig
-    try:
-        return AutoConfig.from_pretrained(name_or_path, local_files_only=hub_offline(local_files_only))
-    except (OSError, ValueError) as exc:
-        raise FileNotFoundError(
-            f"pretrained weights '{name_or_path}' could not be loaded ({exc}). Pass a local folder "
-            "saved with save_pretrained, or download the hub id on a machine with hub access "
-            "(huggingface-cli download <id>) and unset HF_HUB_OFFLINE there") from exc
+    return load_pretrained(AutoConfig.from_pretrained, name_or_path, "pretrained weights",
+                           local_files_only)
 
 
 @dataclass

@@ -18,10 +18,10 @@ import torch
 
 from depth_perception.data.bag import BagReader
 from depth_perception.data.samples import BagSequence, SampleConfig
+from depth_perception.hub import load_pretrained
 from depth_perception_training.translate import photometric
 from depth_perception_training.translate.config import load_translate_config
 from depth_perception_training.translate.manifest import FIELDS, read_image
-from depth_perception_training.translate.models import load_pretrained
 from depth_perception_training.translate.pairs import TranslationPairs
 from depth_perception_training.translate.run import run_translate
 from depth_perception_training.tiny import save_tiny_translation_models

@@ -125,16 +125,10 @@ class FrozenDinov2(nn.Module):
         super().__init__()
         from transformers import Dinov2Model
 
-        from depth_perception.hub import hub_offline
+        from depth_perception.hub import load_pretrained
 
-        try:
-            self.net = Dinov2Model.from_pretrained(
-                name_or_path, local_files_only=hub_offline(local_files_only))
-        except (OSError, ValueError) as exc:
-            raise FileNotFoundError(
-                f"student.semantic.encoder '{name_or_path}' could not be loaded ({exc}); pass a "
-                "local folder saved with save_pretrained, or fetch the id in advance "
-                "(huggingface-cli download <id>)") from exc
+        self.net = load_pretrained(Dinov2Model.from_pretrained, name_or_path,
+                                   "student.semantic.encoder", local_files_only)
         _freeze(self)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
