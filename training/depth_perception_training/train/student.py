@@ -30,7 +30,6 @@ model folder like the teacher's) and, with ``student.export_onnx``, a parity-che
 from __future__ import annotations
 
 import copy
-import inspect
 import json
 import logging
 import time
@@ -213,9 +212,9 @@ class StudentObjective:
         self.pseudo_labels = bool(pseudo_labels)
         self.ssim_alpha, self.padding_mode = ssim_alpha, padding_mode
         self.timing = {"teacher": 0.0, "total": 0.0, "calls": 0}
-        from depth_perception.models import DEPTH_ARCHS
+        from depth_perception.models import depth_network_class
 
-        self.teacher_multiple = DEPTH_ARCHS[teacher.arch][3]
+        self.teacher_multiple = depth_network_class(teacher.arch).size_multiple
 
     def normalize(self, image: torch.Tensor) -> torch.Tensor:
         return self._poses.normalize(image)
@@ -379,7 +378,7 @@ def check_config(cfg: TrainConfig) -> None:
 def build_student_net(cfg: TrainConfig, teacher: Teacher):
     """(arch, student depth net, its config dataclass): a copy of the teacher, or a new
     net from ``model.depth`` (pretrained weights by id / folder, or random)."""
-    from depth_perception_training.train.teacher import reset_random_layers, set_initial_depth
+    from depth_perception_training.train.teacher import set_initial_depth
 
     if cfg.student.init == "teacher":
         net = copy.deepcopy(teacher.depth)
@@ -394,9 +393,9 @@ def build_student_net(cfg: TrainConfig, teacher: Teacher):
     except ValueError as exc:
         raise ValueError(f"model.depth: {exc}") from exc
     if cfg.model.reset_random_init:
-        reset_random_layers(arch, net, depth_cfg)
+        net.reset_random_layers()
     if cfg.model.init_depth is not None:
-        set_initial_depth(arch, net, depth_cfg, cfg.model.init_depth)
+        set_initial_depth(net, depth_cfg, cfg.model.init_depth)
     return arch, net, depth_cfg
 
 
@@ -446,12 +445,13 @@ def make_metadata(cfg: TrainConfig, teacher: Teacher, arch: str, depth_cfg,
                   step: int | None = None, train_focal_px: float = 0.0) -> ModelMetadata:
     """Metadata of the exported student: dynamic size, the training size and focal length
     (what the runtime resizes to by default, as for the teacher), provenance."""
-    from depth_perception_training.train.teacher import DEPTH_MULTIPLE
+    from depth_perception.models import depth_network_class
 
     s = cfg.student
     return ModelMetadata(
         output_kind="metric_depth", input_height=0, input_width=0,
-        size_multiple=DEPTH_MULTIPLE[arch], mean=IMAGENET_MEAN, std=IMAGENET_STD,
+        size_multiple=depth_network_class(arch).size_multiple, mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
         min_depth=float(depth_cfg.min_depth), max_depth=float(depth_cfg.max_depth),
         train_height=int(cfg.data.height), train_width=int(cfg.data.width),
         train_focal_px=float(train_focal_px),
@@ -501,7 +501,7 @@ def build_student_trainer(cfg):
         for net, who in ((student, "student"), (teacher.depth, "teacher")):
             if who == "teacher" and s.semantic.encoder != "teacher":
                 continue
-            if "return_features" not in inspect.signature(net.forward).parameters:
+            if not net.returns_features:
                 raise ValueError(f"student.semantic.weight > 0: the {who}'s depth net "
                                  f"({type(net).__name__}) returns no encoder features")
         if s.semantic.encoder != "teacher":
