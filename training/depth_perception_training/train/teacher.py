@@ -315,10 +315,11 @@ def training_focal(dataset) -> float:
     return f
 
 
-def make_metadata(cfg: TrainConfig, arch: str, depth_cfg, step: int | None = None,
-                  train_focal_px: float = 0.0) -> ModelMetadata:
-    """Metadata of the exported depth network: dynamic size, the training size and
-    focal length (what the runtime resizes to by default, see runtime/geometry.py)."""
+def make_metadata(cfg: TrainConfig, task: str, arch: str, depth_cfg, step: int | None,
+                  train_focal_px: float, provenance: dict) -> ModelMetadata:
+    """Metadata of an exported depth network (``task`` teacher or student): dynamic size,
+    the training size and focal length (what the runtime resizes to by default, see
+    runtime/geometry.py), provenance: task, arch, size, bags, step, then ``provenance``."""
     return ModelMetadata(
         output_kind="metric_depth", input_height=0, input_width=0,
         size_multiple=depth_network_class(arch).size_multiple, mean=IMAGENET_MEAN,
@@ -326,9 +327,8 @@ def make_metadata(cfg: TrainConfig, arch: str, depth_cfg, step: int | None = Non
         min_depth=float(depth_cfg.min_depth), max_depth=float(depth_cfg.max_depth),
         train_height=int(cfg.data.height), train_width=int(cfg.data.width),
         train_focal_px=float(train_focal_px),
-        provenance={"task": "teacher", "arch": arch, "train_size": [cfg.data.width, cfg.data.height],
-                    "bags": list(cfg.data.bags), "step": step,
-                    "velocity_weight": cfg.loss.velocity_weight})
+        provenance={"task": task, "arch": arch, "train_size": [cfg.data.width, cfg.data.height],
+                    "bags": list(cfg.data.bags), "step": step, **provenance})
 
 
 def check_config(cfg: TrainConfig) -> None:
@@ -349,8 +349,7 @@ def build_teacher_trainer(cfg):
     from omegaconf import OmegaConf
 
     from depth_perception_training.train.config import to_dataclass
-    from depth_perception_training.train.trainer import (Trainer, build_train_loader, build_val_loader,
-                                                make_accelerator, seed_everything)
+    from depth_perception_training.train.trainer import make_accelerator, seed_everything
 
     dcfg = cfg if OmegaConf.is_config(cfg) else OmegaConf.structured(cfg)
     cfg = to_dataclass(dcfg)
@@ -391,25 +390,43 @@ def build_teacher_trainer(cfg):
     logger.info("teacher: %d training samples from %d bags, %s validation samples; "
                 "%dx%d frames, focal length %.1f px", len(train_set), len(train_bags),
                 len(val_set) if val_set else 0, cfg.data.width, cfg.data.height, focal)
+
+    # 4. Loaders, export of the depth network (a checkpoint folder for node / evaluate /
+    #    export), the trainer
+    return build_depth_trainer(
+        cfg, dcfg, {"depth": depth_net, "pose": pose_net}, groups, objective, train_set,
+        val_set, accelerator, depth_cfg, train_bags,
+        lambda step: make_metadata(cfg, "teacher", arch, depth_cfg, step, focal,
+                                   {"velocity_weight": cfg.loss.velocity_weight}))
+
+
+def build_depth_trainer(cfg: TrainConfig, dcfg, models: dict, groups: list, objective,
+                        train_set, val_set, accelerator, depth_cfg, prior_bags: list,
+                        metadata_at):
+    """The trainer setup the teacher and the student share: their loaders, the export of
+    ``models["depth"]`` as a checkpoint folder with ``metadata_at(step)``, validation by
+    :func:`predict_depth` against ``depth_cfg``'s range and the image-blind prior of
+    ``prior_bags``, the resolved config ``dcfg`` beside the checkpoints."""
+    from depth_perception_training.train.trainer import (Trainer, build_train_loader,
+                                                         build_val_loader)
+
     train_loader = build_train_loader(train_set, cfg.data.batch_size, seed=cfg.seed,
                                       num_workers=cfg.data.num_workers)
     val_loader = (build_val_loader(val_set, cfg.data.val_batch_size, cfg.data.num_workers)
                   if val_set is not None and len(val_set) else None)
 
-    # 4. Export: the depth network as a checkpoint folder for node / evaluate / export
     def export(models: dict, folder: Path) -> None:
         from depth_perception.models import save_depth_model
 
-        save_depth_model(folder, models["depth"], depth_cfg,
-                         make_metadata(cfg, arch, depth_cfg, trainer.state.step, focal))
+        save_depth_model(folder, models["depth"], depth_cfg, metadata_at(trainer.state.step))
 
-    trainer = Trainer(cfg.trainer, o, {"depth": depth_net, "pose": pose_net}, groups,
-                      train_loader, objective, out, val_loader=val_loader,
+    trainer = Trainer(cfg.trainer, cfg.optim, models, groups, train_loader, objective,
+                      Path(cfg.output_dir), val_loader=val_loader,
                       predict_fn=lambda models, batch: predict_depth(models, batch, objective),
                       export_fn=export, accelerator=accelerator, config_yaml=to_yaml(dcfg),
                       min_depth=depth_cfg.min_depth, max_depth=cfg.trainer.val_max_depth,
                       median_scaling=validation_median_scaling(cfg),
-                      prior=training_prior(cfg, train_bags) if val_loader is not None else None)
+                      prior=training_prior(cfg, prior_bags) if val_loader is not None else None)
     return trainer
 
 
