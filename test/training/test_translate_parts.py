@@ -243,6 +243,25 @@ def test_config_layers_and_errors_name_the_key(tmp_path):
         load_translate_config("nope")
 
 
+def test_translators_come_from_the_registry_and_declare_their_recipe_keys():
+    """An unknown name is refused when the translator is built too (nothing falls
+    through to GDT); the rerun check covers the sections every translator declares."""
+    from types import SimpleNamespace
+
+    from depth_perception_training.translate.translators import (
+        COMMON_RECIPE_KEYS, TRANSLATORS, build_translator, recipe_keys)
+
+    assert list(TRANSLATORS) == ["gdt", "paired", "photometric"]
+    keys = recipe_keys()
+    assert len(keys) == len(set(keys)) and set(COMMON_RECIPE_KEYS) <= set(keys)
+    for cls in TRANSLATORS.values():
+        assert set(cls.recipe_keys) <= set(keys)
+    assert {"paired", "photometric", "diffusion", "caption", "style"} <= set(keys)
+    assert [n for n, c in TRANSLATORS.items() if c.needs_models] == ["gdt"]
+    with pytest.raises(ValueError, match="translator 'gan': expected one of gdt, paired"):
+        build_translator(SimpleNamespace(translator="gan"), [])
+
+
 @pytest.mark.parametrize("name", ["gdt_tiny", "photometric"])
 def test_translate_without_bags_names_the_key_and_makes_no_data(name, tmp_path):
     """Translation never generates its own frames: no source.bags is an error naming the

@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-TRANSLATORS = ("gdt", "paired", "photometric")
 #: what each condition is called in prompts by default (SSD, Fig. 3)
 DEFAULT_PREFIXES = {"night": "At night", "rain": "In a rainy day", "snow": "In a snowy day"}
 
@@ -166,8 +165,9 @@ def load_translate_config(path=None, overrides=()) -> TranslateConfig:
 
 def check_config(cfg: TranslateConfig) -> None:
     """Values the schema's types cannot check; ValueError naming the key."""
-    if cfg.translator not in TRANSLATORS:
-        raise ValueError(f"translator '{cfg.translator}': expected one of {', '.join(TRANSLATORS)}")
+    from depth_perception_training.translate.translators import translator_class
+
+    translator_class(cfg.translator)            # ValueError for a name not registered
     if not cfg.conditions:
         raise ValueError("conditions is empty; expected target conditions such as [night, rain]")
     if "day-clear" in cfg.conditions:

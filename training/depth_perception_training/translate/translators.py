@@ -12,6 +12,12 @@ through one pairing API (:mod:`.pairs`).
   (synthetic bags, a simulator, co-registered recordings): the frame with the same
   stamp in the condition's bag.
 - ``photometric``: classical synthesis (:mod:`.photometric`), no model at all.
+
+:data:`TRANSLATORS` maps each name to its class; an unknown name is a ValueError. A
+class declares the configuration sections its samples depend on (``recipe_keys``,
+gathered into :func:`recipe_keys` for the rerun check) and whether it runs models on a
+device (``needs_models``: the runner then selects device and dtype and loads the control
+depth). Adding a translator: its class, its entry here, its config section.
 """
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -38,10 +45,21 @@ class Translation:
 
 @dataclass
 class Translator:
-    """Base: a name, the model ids it uses, per-stage seconds."""
+    """Base: a name, the model ids it uses, per-stage seconds; what it declares."""
+
+    #: configuration sections (beyond :data:`COMMON_RECIPE_KEYS`) that change its samples
+    recipe_keys: ClassVar[tuple[str, ...]] = ()
+    #: runs models on a device (device, dtype and the control depth are built for it)
+    needs_models: ClassVar[bool] = False
 
     name: str = "base"
     timings: dict = field(default_factory=lambda: defaultdict(float))
+
+    @classmethod
+    def build(cls, cfg, source_bags: list[Path], device=None, dtype=None,
+              control_depth=None) -> "Translator":
+        """The translator of a resolved :class:`~.config.TranslateConfig`."""
+        raise NotImplementedError
 
     def model_ids(self) -> dict:
         return {}
@@ -59,6 +77,12 @@ class Translator:
 
 
 class PhotometricTranslator(Translator):
+    recipe_keys = ("photometric",)
+
+    @classmethod
+    def build(cls, cfg, source_bags, device=None, dtype=None, control_depth=None):
+        return cls(cfg)
+
     def __init__(self, cfg):
         super().__init__("photometric")
         self.cfg = cfg.photometric
@@ -77,6 +101,12 @@ class PairedTranslator(Translator):
     bags' layout). A bag whose metadata names another condition, a missing stamp or a
     different frame size is an error.
     """
+
+    recipe_keys = ("paired",)
+
+    @classmethod
+    def build(cls, cfg, source_bags, device=None, dtype=None, control_depth=None):
+        return cls(cfg, source_bags)
 
     def __init__(self, cfg, source_bags: list[Path]):
         super().__init__("paired")
@@ -129,6 +159,14 @@ class PairedTranslator(Translator):
 
 class GDTTranslator(Translator):
     """SSD's GDT: caption + control depth once per frame, one generation per condition."""
+
+    recipe_keys = ("prefixes", "prompt_template", "brightness", "style", "caption",
+                   "diffusion")
+    needs_models = True
+
+    @classmethod
+    def build(cls, cfg, source_bags, device=None, dtype=None, control_depth=None):
+        return cls(cfg, device, dtype, control_depth)
 
     def __init__(self, cfg, device, dtype, control_depth):
         super().__init__("gdt")
@@ -188,10 +226,34 @@ class GDTTranslator(Translator):
         return out
 
 
+#: name -> class of every translator (``translator:`` in the configuration)
+TRANSLATORS: dict[str, type[Translator]] = {"gdt": GDTTranslator, "paired": PairedTranslator,
+                                            "photometric": PhotometricTranslator}
+
+#: configuration sections every translator's samples depend on: the runner's consistency
+#: check measures depth with ``models.depth`` and ``control_depth``
+COMMON_RECIPE_KEYS = ("translator", "seed", "image_format", "consistency", "models",
+                      "control_depth")
+
+
+def translator_class(name: str) -> type[Translator]:
+    """The class registered as ``name``; ValueError naming the known ones otherwise."""
+    if name not in TRANSLATORS:
+        raise ValueError(f"translator '{name}': expected one of {', '.join(TRANSLATORS)}")
+    return TRANSLATORS[name]
+
+
+def recipe_keys() -> tuple[str, ...]:
+    """Configuration keys that change what a sample looks like, of every translator: a
+    rerun into an output folder must keep them."""
+    keys = list(COMMON_RECIPE_KEYS)
+    for cls in TRANSLATORS.values():
+        keys += [k for k in cls.recipe_keys if k not in keys]
+    return tuple(keys)
+
+
 def build_translator(cfg, source_bags: list[Path], device=None, dtype=None,
                      control_depth=None) -> Translator:
-    if cfg.translator == "photometric":
-        return PhotometricTranslator(cfg)
-    if cfg.translator == "paired":
-        return PairedTranslator(cfg, source_bags)
-    return GDTTranslator(cfg, device, dtype, control_depth)
+    """The translator ``cfg.translator`` names (ValueError for an unknown name)."""
+    return translator_class(cfg.translator).build(cfg, source_bags, device, dtype,
+                                                  control_depth)
