@@ -62,7 +62,7 @@ def gdt_config(tiny, out, *extra):
 
 def test_every_model_loads_by_path_from_the_hub_layout_offline(tiny):
     from depth_perception_training.translate.caption import Captioner
-    from depth_perception_training.translate.control_depth import DepthEstimator
+    from depth_perception_training.translate.control_depth import RelativeDepthModel
     from depth_perception_training.translate.gdt import GDTGenerator
 
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
@@ -80,7 +80,7 @@ def test_every_model_loads_by_path_from_the_hub_layout_offline(tiny):
     caption = Captioner.from_pretrained(m["captioner"], CPU, torch.float32, max_new_tokens=4,
                                         tidy=True)(rgb)
     assert isinstance(caption, str)
-    depth = DepthEstimator(m["depth"], CPU, torch.float32)([rgb, rgb])
+    depth = RelativeDepthModel(m["depth"], CPU, torch.float32)([rgb, rgb])
     assert depth[0].shape == (64, 128) and depth[0].std() > 0
     cfg = gdt_config(tiny, tiny["root"] / "unused")
     gen = GDTGenerator(cfg.models, cfg.diffusion, CPU, torch.float32)

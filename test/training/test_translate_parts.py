@@ -185,10 +185,10 @@ def test_photometric_synthesis_keeps_the_frame_and_is_seeded(street, condition):
 
 
 def test_night_darkening_reaches_the_target_luma(street):
-    out = photometric.adjust_brightness(street["day"], 0.15)
+    out = photometric.darken_to_mean_luma(street["day"], 0.15)
     assert abs(photometric.luma(out).mean() - 0.15) < 0.01
     dark = (street["day"] // 10).astype(np.uint8)
-    np.testing.assert_array_equal(photometric.adjust_brightness(dark, 0.15), dark)   # never brightens
+    np.testing.assert_array_equal(photometric.darken_to_mean_luma(dark, 0.15), dark)   # never brightens
 
 
 def test_seeds_depend_on_the_sample_not_the_order_and_shards_partition():

@@ -105,7 +105,7 @@ def resolve_inputs(cfg, out: Path):
 
 
 def _load(cfg, bags, needs_depth: bool, timings):
-    from depth_perception_training.translate.control_depth import ControlDepth, DepthEstimator
+    from depth_perception_training.translate.control_depth import ControlDepth, RelativeDepthModel
     from depth_perception_training.translate.models import select_device, select_dtype
     from depth_perception_training.translate.translators import (build_translator,
                                                                   translator_class)
@@ -115,7 +115,7 @@ def _load(cfg, bags, needs_depth: bool, timings):
     if translator_class(cfg.translator).needs_models or needs_depth:
         device = select_device(cfg.cpu)
         dtype = select_dtype(cfg.diffusion.dtype, device)
-        estimator = DepthEstimator(cfg.models.depth, device, dtype, cfg.models.local_files_only)
+        estimator = RelativeDepthModel(cfg.models.depth, device, dtype, cfg.models.local_files_only)
         cd = cfg.control_depth
         control = ControlDepth(estimator, cd.grid, cd.overlap, cd.batch_size)
     translator = build_translator(cfg, bags, device, dtype, control)

@@ -220,7 +220,7 @@ class GDTTranslator(Translator):
             # 5. SD's nights are too bright: darken to a realistic mean luma
             target = self.cfg.brightness.get(c)
             if target is not None:
-                image = self._timed("postprocess", photometric.adjust_brightness, image,
+                image = self._timed("postprocess", photometric.darken_to_mean_luma, image,
                                     float(target))
             out[c] = Translation(image, prompt, caption, style_name, depth)
         return out
