@@ -260,6 +260,8 @@ def test_translators_come_from_the_registry_and_declare_their_recipe_keys():
     assert [n for n, c in TRANSLATORS.items() if c.needs_models] == ["gdt"]
     with pytest.raises(ValueError, match="translator 'gan': expected one of gdt, paired"):
         build_translator(SimpleNamespace(translator="gan"), [])
+    with pytest.raises(ValueError, match=r"no prompt prefix for \['fog'\]"):
+        load_translate_config("gdt", ["conditions=[fog]"])       # GDT's own check
 
 
 @pytest.mark.parametrize("name", ["gdt_tiny", "photometric"])

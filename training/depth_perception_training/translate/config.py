@@ -167,7 +167,7 @@ def check_config(cfg: TranslateConfig) -> None:
     """Values the schema's types cannot check; ValueError naming the key."""
     from depth_perception_training.translate.translators import translator_class
 
-    translator_class(cfg.translator)            # ValueError for a name not registered
+    translator = translator_class(cfg.translator)    # ValueError for a name not registered
     if not cfg.conditions:
         raise ValueError("conditions is empty; expected target conditions such as [night, rain]")
     if "day-clear" in cfg.conditions:
@@ -189,8 +189,4 @@ def check_config(cfg: TranslateConfig) -> None:
         raise ValueError(f"diffusion.dtype '{cfg.diffusion.dtype}': expected auto, fp16, bf16 or fp32")
     if cfg.diffusion.resolution < 64 or cfg.diffusion.steps < 1:
         raise ValueError("diffusion.resolution must be >= 64 and diffusion.steps >= 1")
-    if cfg.translator == "gdt":
-        missing = [c for c in cfg.conditions if c not in cfg.prefixes]
-        if missing:
-            raise ValueError(f"prefixes has no prompt prefix for {missing}; add "
-                             f"prefixes.<condition>='...'")
+    translator.check_config(cfg)

@@ -15,9 +15,10 @@ through one pairing API (:mod:`.pairs`).
 
 :data:`TRANSLATORS` maps each name to its class; an unknown name is a ValueError. A
 class declares the configuration sections its samples depend on (``recipe_keys``,
-gathered into :func:`recipe_keys` for the rerun check) and whether it runs models on a
+gathered into :func:`recipe_keys` for the rerun check), whether it runs models on a
 device (``needs_models``: the runner then selects device and dtype and loads the control
-depth). Adding a translator: its class, its entry here, its config section.
+depth), and checks what it needs of the configuration when that is loaded
+(``check_config``). Adding a translator: its class, its entry here, its config section.
 """
 from __future__ import annotations
 
@@ -54,6 +55,11 @@ class Translator:
 
     name: str = "base"
     timings: dict = field(default_factory=lambda: defaultdict(float))
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        """What this translator needs of a :class:`~.config.TranslateConfig` beyond the
+        schema; ValueError naming the key. Called when the config is loaded."""
 
     @classmethod
     def build(cls, cfg, source_bags: list[Path], device=None, dtype=None,
@@ -163,6 +169,13 @@ class GDTTranslator(Translator):
     recipe_keys = ("prefixes", "prompt_template", "brightness", "style", "caption",
                    "diffusion")
     needs_models = True
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        missing = [c for c in cfg.conditions if c not in cfg.prefixes]
+        if missing:
+            raise ValueError(f"prefixes has no prompt prefix for {missing}; add "
+                             f"prefixes.<condition>='...'")
 
     @classmethod
     def build(cls, cfg, source_bags, device=None, dtype=None, control_depth=None):
