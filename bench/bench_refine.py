@@ -57,15 +57,15 @@ def train_depth_model(work: Path, bag: Path, steps: int) -> Path:
 
     from depth_perception.data.samples import BagSequence, SampleConfig
     from depth_perception.models import build_depth_model, depth_config, normalize_image, save_depth_model
-    from depth_perception_training.train.teacher import reset_random_layers, set_initial_depth
+    from depth_perception_training.train.teacher import set_initial_depth
     out = work / "depth_model"
     if (out / "metadata.json").is_file():
         return out
     torch.manual_seed(0)
     _, cfg = depth_config({"arch": "dpt", "size": "tiny", "min_depth": 0.1, "max_depth": 80.0})
     net = build_depth_model(cfg)
-    reset_random_layers("dpt", net, cfg)
-    set_initial_depth("dpt", net, cfg, 10.0)
+    net.reset_random_layers()
+    set_initial_depth(net, cfg, 10.0)
     seq = BagSequence(bag, SampleConfig(offsets=(), skip_static=False, with_lidar=False))
     rgb = np.stack([seq.frame(i) for i in range(len(seq.stamps))])
     gt = np.stack([seq.gt_depth(i) for i in range(len(seq.stamps))])
@@ -105,7 +105,7 @@ def fit_prior(images, seconds_vae: float, seconds_unet: float, seed: int = 0,
     import torch
     import torch.nn.functional as F
 
-    from depth_perception_training.refine.tiny import tiny_stable_diffusion
+    from depth_perception_training.tiny import tiny_stable_diffusion
     torch.manual_seed(seed)
     pipe = tiny_stable_diffusion(image_size=images.shape[-1], seed=seed, channels=channels)
     vae, unet, sched = pipe.vae, pipe.unet, pipe.scheduler

@@ -111,7 +111,7 @@ batch = {"image": torch.rand(B, 3, H, W), "image_aug": torch.rand(B, 3, H, W),
          "context": torch.rand(B, n, 3, H, W), "context_aug": torch.rand(B, n, 3, H, W),
          "K": torch.tensor([[W * 0.8, 0, W / 2], [0, W * 0.8, H / 2], [0, 0, 1.0]]).expand(B, 3, 3),
          "distance": torch.ones(B, n)}
-obj = TeacherObjective(build_loss(cfg), cfg.data.context, smooth_depth=arch == "sql")
+obj = TeacherObjective(build_loss(cfg), cfg.data.context, smooth_depth=not depth.disparity_heads())
 out = obj({"depth": depth, "pose": pose}, batch)
 out.loss.backward()
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

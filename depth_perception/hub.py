@@ -2,9 +2,11 @@
 
 One answer to "may weights come from the network?" for every loader in the package
 (:func:`hub_offline`), one way to find a hub id's files on disk
-(:func:`snapshot_folder`), and one strict check that loaded weights fit their config
-(:func:`check_loading_info`). Nothing here touches the network at import; a download
-happens only when a caller asks for a hub id while the hub is not declared offline.
+(:func:`snapshot_folder`), one error for weights that cannot be loaded here, naming the
+id and how to fetch it in advance (:func:`load_error`, raised by :func:`load_pretrained`),
+and one strict check that loaded weights fit their config (:func:`check_loading_info`).
+Nothing here touches the network at import; a download happens only when a caller asks
+for a hub id while the hub is not declared offline.
 """
 from __future__ import annotations
 
@@ -42,11 +44,39 @@ def snapshot_folder(model_id: str, local_files_only: bool = False) -> Path:
         return Path(snapshot_download(model_id, local_files_only=offline,
                                       allow_patterns=["*.json", "*.safetensors", "*.bin"]))
     except Exception as exc:  # LocalEntryNotFoundError, RepositoryNotFoundError, ...
-        hint = (" (the hub is offline here: fetch it in advance on a machine with access, "
-                f"`huggingface-cli download {model_id} --local-dir DIR`, and pass DIR)"
-                if offline else "")
-        raise FileNotFoundError(f"'{model_id}' is no folder here, and as a model id it is not "
-                                f"available{hint}: {exc}") from exc
+        raise load_error("model", model_id, exc, offline) from exc
+
+
+def fetch_hint(model_id: str) -> str:
+    """How to make ``model_id`` loadable here (an existing folder: how to fill it)."""
+    if Path(model_id).exists():
+        return (f"the folder {model_id} exists but does not hold this model in the hub's "
+                "layout (save it with save_pretrained)")
+    return (f"it is no folder here and not available as a model id; fetch it in advance on "
+            f"a machine with hub access: `huggingface-cli download {model_id} --local-dir "
+            f"weights/{str(model_id).split('/')[-1]}`, then pass that folder (or keep it in "
+            "the hub cache and set HF_HUB_OFFLINE=1)")
+
+
+def load_error(what: str, name_or_path, exc: BaseException, offline: bool) -> FileNotFoundError:
+    """The one error for pretrained weights that cannot be loaded here: ``what`` and the id,
+    whether the hub was offline, how to fetch it in advance, and the first line of the
+    cause. Raise it ``from exc``."""
+    name = str(name_or_path)
+    cause = (str(exc).splitlines() or [""])[0]
+    return FileNotFoundError(f"{what} '{name}' could not be loaded (local_files_only={offline}"
+                             f"): {fetch_hint(name)}. Cause: {type(exc).__name__}: {cause}")
+
+
+def load_pretrained(loader, name_or_path, what: str, local_files_only: bool | None = False,
+                    **kwargs):
+    """``loader(name_or_path, local_files_only=..., **kwargs)`` (a ``from_pretrained``),
+    offline per :func:`hub_offline`; :func:`load_error` when it cannot be loaded."""
+    offline = hub_offline(local_files_only, name_or_path)
+    try:
+        return loader(str(name_or_path), local_files_only=offline, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise load_error(what, name_or_path, exc, offline) from exc
 
 
 def check_loading_info(name: str, info: dict, allow_mismatch: bool = False) -> None:

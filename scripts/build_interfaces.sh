@@ -119,6 +119,47 @@ export PATH="$VENV/bin:$PATH"
 export LD_LIBRARY_PATH="$VENV/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export AMENT_PREFIX_PATH="$VENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
 
+# cmake_package WHAT SRC BUILD PREFIX [cmake args...]: configure, build and install a
+# staged interface package against the wheels (their CMake configs live in $VENV); on
+# failure, the log's tail and exit 1.
+cmake_package() {
+  local what=$1 src=$2 build=$3 prefix=$4
+  shift 4
+  cmake -S "$src" -B "$build/cmake" -Wno-dev \
+    -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_PREFIX_PATH="$VENV" \
+    -DCMAKE_INSTALL_PREFIX="$prefix" \
+    -DPython3_EXECUTABLE="$PY" \
+    -DPython3_FIND_VIRTUALENV=ONLY \
+    -DBUILD_TESTING=OFF "$@" > "$build/configure.log" 2>&1 \
+    || { tail -40 "$build/configure.log"; say "$what configure failed (log: $build/configure.log)"; exit 1; }
+  cmake --build "$build/cmake" -j "$(nproc)" > "$build/build.log" 2>&1 \
+    || { tail -40 "$build/build.log"; say "$what build failed (log: $build/build.log)"; exit 1; }
+  cmake --install "$build/cmake" > "$build/install.log" 2>&1 \
+    || { tail -20 "$build/install.log"; say "$what install failed (log: $build/install.log)"; exit 1; }
+}
+
+# preload_typesupport INIT PACKAGE: rosidl's type support dispatch dlopen()s the
+# per-package typesupport libraries by name, which RUNPATH does not cover: make the
+# generated msg/__init__.py INIT load the prefix's libPACKAGE__*.so (RTLD_GLOBAL) when it
+# is imported, so no LD_LIBRARY_PATH is needed. Once per file.
+preload_typesupport() {
+  local init=$1 package=$2
+  grep -q "depth_perception: preload" "$init" && return 0
+  { cat <<PRELOAD
+# depth_perception: preload this prefix's typesupport libraries (added by
+# scripts/build_interfaces.sh) so that rosidl finds them without LD_LIBRARY_PATH.
+import ctypes as _ctypes
+import pathlib as _pathlib
+
+for _lib in sorted(_pathlib.Path(__file__).resolve().parents[4].glob("lib${package}__*.so")):
+    _ctypes.CDLL(str(_lib), mode=_ctypes.RTLD_GLOBAL)
+del _ctypes, _pathlib
+PRELOAD
+    cat "$init"; } > "$init.new"
+  mv "$init.new" "$init"
+}
+
 if [ "$MSGS_OK" != 1 ]; then
 # 2. A staged source tree: CMakeLists.txt + msg/ + package.xml (a minimal one when the
 #    checkout has none), so the build never sees the Python sources.
@@ -150,21 +191,9 @@ else
 EOF
 fi
 
-# 3. Configure, build, install against the wheels (their CMake configs live in $VENV).
+# 3. Configure, build, install against the wheels.
 say "building msg/ into $PREFIX"
-cmake -S "$SRC" -B "$BUILD/cmake" -Wno-dev \
-  -DCMAKE_BUILD_TYPE=Release \
-  -DCMAKE_PREFIX_PATH="$VENV" \
-  -DCMAKE_INSTALL_PREFIX="$PREFIX" \
-  -DPython3_EXECUTABLE="$PY" \
-  -DPython3_FIND_VIRTUALENV=ONLY \
-  -DBUILD_TESTING=OFF \
-  -DDEPTH_PERCEPTION_INTERFACES_ONLY=ON > "$BUILD/configure.log" 2>&1 \
-  || { tail -40 "$BUILD/configure.log"; say "cmake configure failed (log: $BUILD/configure.log)"; exit 1; }
-cmake --build "$BUILD/cmake" -j "$(nproc)" > "$BUILD/build.log" 2>&1 \
-  || { tail -40 "$BUILD/build.log"; say "build failed (log: $BUILD/build.log)"; exit 1; }
-cmake --install "$BUILD/cmake" > "$BUILD/install.log" 2>&1 \
-  || { tail -20 "$BUILD/install.log"; say "install failed (log: $BUILD/install.log)"; exit 1; }
+cmake_package "msg/" "$SRC" "$BUILD" "$PREFIX" -DDEPTH_PERCEPTION_INTERFACES_ONLY=ON
 
 # 4. The generated empty __init__.py would make the prefix a second, empty
 #    `depth_perception` package; without it the directory is a plain extension of the
@@ -172,24 +201,8 @@ cmake --install "$BUILD/cmake" > "$BUILD/install.log" 2>&1 \
 rm -f "$GENERATED/__init__.py"
 echo "$GENERATED" > "$PKGFILE"
 
-# 5. rosidl's type support dispatch dlopen()s the per-package typesupport libraries by
-#    name, which RUNPATH does not cover: load them (RTLD_GLOBAL) when the generated
-#    message module is imported, so no LD_LIBRARY_PATH is needed.
-MSG_INIT=$GENERATED/msg/__init__.py
-if ! grep -q "depth_perception: preload" "$MSG_INIT"; then
-  { cat <<'PRELOAD'
-# depth_perception: preload this prefix's typesupport libraries (added by
-# scripts/build_interfaces.sh) so that rosidl finds them without LD_LIBRARY_PATH.
-import ctypes as _ctypes
-import pathlib as _pathlib
-
-for _lib in sorted(_pathlib.Path(__file__).resolve().parents[4].glob("libdepth_perception__*.so")):
-    _ctypes.CDLL(str(_lib), mode=_ctypes.RTLD_GLOBAL)
-del _ctypes, _pathlib
-PRELOAD
-    cat "$MSG_INIT"; } > "$MSG_INIT.new"
-  mv "$MSG_INIT.new" "$MSG_INIT"
-fi
+# 5. Typesupport libraries preloaded on import (no LD_LIBRARY_PATH).
+preload_typesupport "$GENERATED/msg/__init__.py" depth_perception
 
 # 6. Check: the message imports and serialises in the venv's Python.
 "$PY" - <<'EOF'
@@ -211,34 +224,8 @@ if [ "$TF_OK" != 1 ]; then
   mkdir -p "$TF_BUILD/src"
   cp -r "$TF_VENDOR"/. "$TF_BUILD/src/"
   say "building tf2_msgs/msg/TFMessage (tf2_msgs is not on PyPI) into $TF_PREFIX"
-  cmake -S "$TF_BUILD/src" -B "$TF_BUILD/cmake" -Wno-dev \
-    -DCMAKE_BUILD_TYPE=Release \
-    -DCMAKE_PREFIX_PATH="$VENV" \
-    -DCMAKE_INSTALL_PREFIX="$TF_PREFIX" \
-    -DPython3_EXECUTABLE="$PY" \
-    -DPython3_FIND_VIRTUALENV=ONLY \
-    -DBUILD_TESTING=OFF > "$TF_BUILD/configure.log" 2>&1 \
-    || { tail -40 "$TF_BUILD/configure.log"; say "tf2_msgs configure failed (log: $TF_BUILD/configure.log)"; exit 1; }
-  cmake --build "$TF_BUILD/cmake" -j "$(nproc)" > "$TF_BUILD/build.log" 2>&1 \
-    || { tail -40 "$TF_BUILD/build.log"; say "tf2_msgs build failed (log: $TF_BUILD/build.log)"; exit 1; }
-  cmake --install "$TF_BUILD/cmake" > "$TF_BUILD/install.log" 2>&1 \
-    || { tail -20 "$TF_BUILD/install.log"; say "tf2_msgs install failed (log: $TF_BUILD/install.log)"; exit 1; }
-
-  TF_INIT=$TF_SITE/tf2_msgs/msg/__init__.py
-  if ! grep -q "depth_perception: preload" "$TF_INIT"; then
-    { cat <<'PRELOAD'
-# depth_perception: preload this prefix's typesupport libraries (added by
-# scripts/build_interfaces.sh) so that rosidl finds them without LD_LIBRARY_PATH.
-import ctypes as _ctypes
-import pathlib as _pathlib
-
-for _lib in sorted(_pathlib.Path(__file__).resolve().parents[4].glob("libtf2_msgs__*.so")):
-    _ctypes.CDLL(str(_lib), mode=_ctypes.RTLD_GLOBAL)
-del _ctypes, _pathlib
-PRELOAD
-      cat "$TF_INIT"; } > "$TF_INIT.new"
-    mv "$TF_INIT.new" "$TF_INIT"
-  fi
+  cmake_package tf2_msgs "$TF_BUILD/src" "$TF_BUILD" "$TF_PREFIX"
+  preload_typesupport "$TF_SITE/tf2_msgs/msg/__init__.py" tf2_msgs
   echo "$TF_SITE" > "$TF_PTH"
 
   # Check in a fresh interpreter, without the build environment: imports, round-trips

@@ -222,18 +222,6 @@ class TfBuffer:
             return self._static[child]
         return self._dynamic[child].at(stamp_ns, self._parent[child], child)
 
-    def time_range(self, child: str) -> tuple[int, int] | None:
-        """(first, last) stamp of a dynamic edge into ``child``; None for static/unknown."""
-        edge = self._dynamic.get(_strip(child))
-        return (edge.stamps[0], edge.stamps[-1]) if edge and edge.stamps else None
-
-    def can_transform(self, target: str, source: str, stamp_ns: int) -> bool:
-        try:
-            self.lookup(target, source, stamp_ns)
-        except TransformError:
-            return False
-        return True
-
     def lookup(self, target_frame: str, source_frame: str, stamp_ns: int) -> np.ndarray:
         """[4,4] T_target_source at ``stamp_ns``: maps source-frame points into target."""
         target, source = _strip(target_frame), _strip(source_frame)

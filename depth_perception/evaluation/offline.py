@@ -98,14 +98,6 @@ def parse_model_spec(text: str, default_backend: str = "auto", name: str | None 
     return ModelSpec(model, backend or default_backend, name, dict(options or {}))
 
 
-def tf_buffer_from_bag(path):
-    """TfBuffer with the bag's /tf_static, /tf and odometry (camera<-lidar for live runs)."""
-    from depth_perception.data.bag import BagReader
-
-    with BagReader(path) as reader:
-        return reader.tf_buffer()
-
-
 def static_tf_from_bag(path, buffer=None):
     """Only the bag's /tf_static transforms, into ``buffer`` (a new TfBuffer if None).
 

@@ -31,24 +31,35 @@ CONFIG_FILE = "model_config.json"
 WEIGHTS_FILE = "depth_model.safetensors"
 METADATA_FILE = "metadata.json"
 
-#: arch -> (module, config class, network class, input size multiple)
-DEPTH_ARCHS: dict[str, tuple[str, str, str, int]] = {
-    "dpt": ("depth_perception.models.dpt_depth", "DPTDepthConfig", "DPTDepthNet", 14),
-    "sql": ("depth_perception.models.sql_depth", "SQLDepthConfig", "SQLDepthNet", 32),
-    "mono": ("depth_perception.models.mono_depth", "MonoDepthConfig", "MonoDepthNet", 32),
+#: the registry of depth architectures: arch -> (module, config class, network class).
+#: The network class declares what training and export may ask of it (input size
+#: multiple, features, parameter groups, disparity heads, random-layer init):
+#: :class:`depth_perception.models.network.DepthNetwork`, checked on lookup.
+DEPTH_ARCHS: dict[str, tuple[str, str, str]] = {
+    "dpt": ("depth_perception.models.dpt_depth", "DPTDepthConfig", "DPTDepthNet"),
+    "sql": ("depth_perception.models.sql_depth", "SQLDepthConfig", "SQLDepthNet"),
+    "mono": ("depth_perception.models.mono_depth", "MonoDepthConfig", "MonoDepthNet"),
 }
 
 __all__ = ["DEPTH_ARCHS", "build_depth_model", "build_pose_model", "depth_config",
-           "save_depth_model", "load_depth_model", "normalize_image", "DepthInference",
-           "CONFIG_FILE", "WEIGHTS_FILE", "METADATA_FILE"]
+           "depth_network_class", "save_depth_model", "load_depth_model", "normalize_image",
+           "DepthInference", "CONFIG_FILE", "WEIGHTS_FILE", "METADATA_FILE"]
 
 
 def _arch_classes(arch: str):
+    from depth_perception.models.network import check_depth_network
+
     if arch not in DEPTH_ARCHS:
         raise ValueError(f"unknown depth model arch '{arch}'; expected one of {sorted(DEPTH_ARCHS)}")
-    module_name, cfg_name, net_name, _ = DEPTH_ARCHS[arch]
+    module_name, cfg_name, net_name = DEPTH_ARCHS[arch]
     module = importlib.import_module(module_name)
-    return getattr(module, cfg_name), getattr(module, net_name)
+    return getattr(module, cfg_name), check_depth_network(getattr(module, net_name), arch)
+
+
+def depth_network_class(arch: str) -> type:
+    """The network class of ``arch`` (a :class:`~depth_perception.models.network.DepthNetwork`);
+    ValueError for an unknown arch."""
+    return _arch_classes(arch)[1]
 
 
 def dataclass_from_dict(cls, d: dict, what: str):
@@ -168,7 +179,8 @@ def save_depth_model(folder, model, config=None, metadata: ModelMetadata | None 
     arch, config = depth_config(config if config is not None else net.config)
     if metadata is None:
         metadata = ModelMetadata(output_kind="metric_depth", min_depth=config.min_depth,
-                                 max_depth=config.max_depth, size_multiple=DEPTH_ARCHS[arch][3],
+                                 max_depth=config.max_depth,
+                                 size_multiple=depth_network_class(arch).size_multiple,
                                  provenance={"arch": arch})
     if metadata.output_kind != "metric_depth":
         raise ValueError(f"save_depth_model: the saved inference module outputs metric depth; "

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import ClassVar
 
 from depth_perception.models._deps import require_torch
 
@@ -22,7 +23,7 @@ require_torch(__name__)
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
-from depth_perception.hub import hub_offline
+from depth_perception.hub import hub_offline, load_pretrained
 from depth_perception.models.conventions import disp_to_depth
 
 logger = logging.getLogger(__name__)
@@ -49,13 +50,8 @@ SIZES: dict[str, dict] = {
 def load_pretrained_config(name_or_path: str, local_files_only: bool = False):
     """AutoConfig.from_pretrained with a clear error when the weights are not available."""
     from transformers import AutoConfig
-    try:
-        return AutoConfig.from_pretrained(name_or_path, local_files_only=hub_offline(local_files_only))
-    except (OSError, ValueError) as exc:
-        raise FileNotFoundError(
-            f"pretrained weights '{name_or_path}' could not be loaded ({exc}). Pass a local folder "
-            "saved with save_pretrained, or download the hub id on a machine with hub access "
-            "(huggingface-cli download <id>) and unset HF_HUB_OFFLINE there") from exc
+    return load_pretrained(AutoConfig.from_pretrained, name_or_path, "pretrained weights",
+                           local_files_only)
 
 
 @dataclass
@@ -109,8 +105,11 @@ class DPTDepthNet(nn.Module):
       ``return_features=True`` also ``features``: [B,N,C] encoder tokens, row-major on
       the patch grid ``feature_grid`` (H/14, W/14).
     ``hf_config`` (a DepthAnythingConfig dict) rebuilds a saved network exactly, without
-    touching ``pretrained``.
+    touching ``pretrained``. Implements :class:`~depth_perception.models.network.DepthNetwork`.
     """
+
+    size_multiple: ClassVar[int] = PATCH_SIZE
+    returns_features: ClassVar[bool] = True
 
     def __init__(self, config: DPTDepthConfig, hf_config: dict | None = None):
         super().__init__()
@@ -199,3 +198,32 @@ class DPTDepthNet(nn.Module):
                if not n.startswith("backbone.") and p.requires_grad]
         return [{"params": enc, "lr": lr_encoder, "name": "encoder"},
                 {"params": dec, "lr": lr_decoder, "name": "decoder"}]
+
+    def disparity_heads(self) -> list[nn.Conv2d]:
+        """The DPT head's last convolution (before its sigmoid)."""
+        return [self.net.head.conv3]
+
+    def reset_random_layers(self) -> int:
+        """Re-initialise randomly initialised layers with PyTorch's default Conv/Linear init.
+
+        transformers initialises DINOv2 + DPT weights with N(0, 0.02); a deep DPT neck
+        and head started that way outputs ~1e-6 and learns extremely slowly (its
+        disparity stays at the sigmoid midpoint for hundreds of steps). Layers loaded
+        from pretrained weights are left alone: everything is reset without
+        ``pretrained``, only the neck and head when ``pretrained`` is a bare DINOv2
+        backbone, nothing for a Depth Anything checkpoint. Returns the number of layers
+        reset.
+        """
+        if not self.config.pretrained:
+            modules = [self.net]
+        else:
+            kind = load_pretrained_config(self.config.pretrained,
+                                          self.config.local_files_only).model_type
+            modules = [self.net.neck, self.net.head] if kind == "dinov2" else []
+        count = 0
+        for root in modules:
+            for m in root.modules():
+                if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+                    m.reset_parameters()
+                    count += 1
+        return count

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn as nn
@@ -145,7 +146,12 @@ class MonoDepthNet(nn.Module):
     ``disp`` sigmoid disparity, ``scaled_disp`` 1/depth, ``depth`` metres in
     [min_depth, max_depth], each [B,1,H/2**s,W/2**s]; with ``return_features=True``
     also ``features`` [B,N,C]: the encoder's last stage (1/32) as tokens, row-major on
-    the ``feature_grid`` (h, w)."""
+    the ``feature_grid`` (h, w). Implements
+    :class:`~depth_perception.models.network.DepthNetwork` (PyTorch / Kaiming inits
+    already: no random-layer reset)."""
+
+    size_multiple: ClassVar[int] = 32
+    returns_features: ClassVar[bool] = True
 
     def __init__(self, config: MonoDepthConfig, hf_config: dict | None = None):
         super().__init__()
@@ -179,3 +185,10 @@ class MonoDepthNet(nn.Module):
         dec = [p for p in self.decoder.parameters() if p.requires_grad]
         return [{"params": enc, "lr": lr_encoder, "name": "encoder"},
                 {"params": dec, "lr": lr_decoder, "name": "decoder"}]
+
+    def disparity_heads(self) -> list[nn.Conv2d]:
+        """The per-scale disparity convolutions (before their sigmoids)."""
+        return list(self.decoder.heads.values())
+
+    def reset_random_layers(self) -> int:
+        return 0

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import ClassVar
 
 from depth_perception.models._deps import require_torch
 
@@ -146,7 +147,12 @@ class SelfQueryLayer(nn.Module):
 class SQLDepthNet(nn.Module):
     """forward(image [B,3,H,W] normalised) -> dict ``depth``: [[B,1,H,W]] metres in
     [min_depth, max_depth], ``disp``: [[B,1,H,W]] = 1/depth (also as ``scaled_disp``),
-    ``bin_centers``: [B,n_bins]. One scale (SQL decoders predict at one resolution)."""
+    ``bin_centers``: [B,n_bins]. One scale (SQL decoders predict at one resolution).
+    Implements :class:`~depth_perception.models.network.DepthNetwork`: no encoder
+    features, no disparity head (depth through bins), PyTorch / Kaiming inits already."""
+
+    size_multiple: ClassVar[int] = 32
+    returns_features: ClassVar[bool] = False
 
     def __init__(self, config: SQLDepthConfig, hf_config: dict | None = None):
         super().__init__()
@@ -221,3 +227,9 @@ class SQLDepthNet(nn.Module):
         dec = [p for n, p in self.named_parameters() if not n.startswith("encoder.") and p.requires_grad]
         return [{"params": enc, "lr": lr_encoder, "name": "encoder"},
                 {"params": dec, "lr": lr_decoder, "name": "decoder"}]
+
+    def disparity_heads(self) -> list[nn.Conv2d]:
+        return []
+
+    def reset_random_layers(self) -> int:
+        return 0

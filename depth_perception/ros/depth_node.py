@@ -44,9 +44,10 @@ Run: ``python -m depth_perception.ros.depth_node --ros-args -p model:=model.onnx
 """
 from __future__ import annotations
 
+import importlib
+import logging
 import threading
 import time
-from typing import Callable
 
 import numpy as np
 import rclpy
@@ -58,28 +59,39 @@ from depth_perception import conversions
 from depth_perception.camera import parse_size
 from depth_perception.conversions import stamp_to_ns
 from depth_perception.ros import qos as ros_qos
-from depth_perception.ros import util as ros_utils
 from depth_perception.ros.camera_pipeline import CameraPipeline
 from depth_perception.ros.diagnostics import FrameStats, StatusReporter, Throttle
 from depth_perception.ros.params import (PARAMETER_NAMES, PARAMETERS, SPECS, NodeSettings,
-                                         camera_namespace_problem, declare_parameters,
-                                         default_estimator_factory, settings_from_values,
-                                         validate_parameter)
+                                         EstimatorFactory, camera_namespace_problem,
+                                         declare_parameters, default_estimator_factory,
+                                         settings_from_values, validate_parameter)
 from depth_perception.ros.tf_listener import NodeTransforms
 from depth_perception.runtime.geometry import warmup_intrinsics
 
 NODE_NAME = "depth_node"
+log = logging.getLogger(__name__)
+
+
+def import_diagnostic_updater():
+    """``diagnostic_updater`` (a ROS 2 installation) or None (pip-only ROS 2; logged at
+    debug level)."""
+    try:
+        return importlib.import_module("diagnostic_updater")
+    except ImportError as exc:
+        log.debug("optional module diagnostic_updater not available: %s", exc)
+        return None
 
 
 class DepthNode(LifecycleNode):
     """Lifecycle depth node; see the module docstring.
 
-    ``estimator_factory(settings) -> estimator`` is the collaborator that loads the model
-    (default: :func:`default_estimator_factory`); tests pass their own.
+    ``estimator_factory(settings) -> DepthEstimator`` is the collaborator that loads the
+    model (:data:`~depth_perception.ros.params.EstimatorFactory`; default:
+    :func:`default_estimator_factory`); tests pass their own.
     """
 
     def __init__(self, node_name: str = NODE_NAME, *,
-                 estimator_factory: Callable | None = None, **kwargs):
+                 estimator_factory: EstimatorFactory | None = None, **kwargs):
         super().__init__(node_name, **kwargs)
         self._factory = estimator_factory or default_estimator_factory
         declare_parameters(self)
@@ -112,7 +124,7 @@ class DepthNode(LifecycleNode):
         # /diagnostics and ~/status are ordinary publishers: they report in every state,
         # including "unconfigured because the model failed to load".
         self.reporter = StatusReporter(self, self._settings.diagnostics_period,
-                                       self._diag_group, ros_utils.import_diagnostic_updater())
+                                       self._diag_group, import_diagnostic_updater())
         self._qos_timer = self.create_timer(self._settings.qos_check_period,
                                             self._check_qos, callback_group=self._diag_group)
         self._autostart_timer = None
@@ -211,9 +223,8 @@ class DepthNode(LifecycleNode):
         est = self._estimator
         self.warm_up()
         for camera in self.cameras:
-            camera.stats.backend = str(getattr(getattr(est, "backend", None), "name", ""))
-            camera.stats.precision = str(getattr(getattr(est, "backend", None), "precision",
-                                                 ""))
+            camera.stats.backend = str(est.backend.name)
+            camera.stats.precision = str(est.backend.precision)
             camera.configure(est)
         self._state = "inactive"
         self.get_logger().info(f"configured: model '{settings.model}' on {self.stats.backend} "
@@ -231,7 +242,7 @@ class DepthNode(LifecycleNode):
         if size is None:
             size = parse_size(self._settings.warmup_size) if self._settings.warmup_size else None
         if size is None:
-            fixed = getattr(getattr(est, "metadata", None), "fixed_size", None)
+            fixed = est.metadata.fixed_size
             size = (fixed[1], fixed[0]) if fixed else None
         if size is None:
             return None
@@ -239,13 +250,11 @@ class DepthNode(LifecycleNode):
         start = time.monotonic()
         try:
             est.estimate(np.zeros((h, w, 3), np.uint8),
-                         warmup_intrinsics(getattr(est, "metadata", None), w, h))
+                         warmup_intrinsics(est.metadata, w, h))
         except Exception as exc:  # noqa: BLE001 - blank frames may fail (e.g. NaN check)
             self.get_logger().warning(f"warm-up inference at {w}x{h} failed: {exc}")
         finally:
-            reset = getattr(getattr(est, "scale_policy", None), "reset", None)
-            if reset is not None:
-                reset()                  # the blank frame must not seed scale smoothing
+            est.reset()                  # the blank frame must not seed scale smoothing
         ms = (time.monotonic() - start) * 1e3
         self.get_logger().info(f"warm-up inference at {w}x{h}: {ms:.0f} ms")
         return ms
@@ -287,10 +296,7 @@ class DepthNode(LifecycleNode):
             camera.release()
         est, self._estimator = self._estimator, None
         if est is not None:
-            close = getattr(est, "close", None) or getattr(getattr(est, "backend", None),
-                                                           "close", None)
-            if close is not None:
-                close()
+            est.close()
 
     @property
     def state(self) -> str:

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, make_dataclass
+from typing import TYPE_CHECKING, Callable
 
 from depth_perception import units
 from depth_perception.camera import parse_size
 from depth_perception.cloud import CloudSettings
 from depth_perception.runtime.geometry import FOCAL_POLICIES
+
+if TYPE_CHECKING:
+    from depth_perception.runtime.estimator import DepthEstimator
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
 SCALE_POLICIES = ("model", "fixed", "lidar_median", "ground_plane")
@@ -290,7 +294,12 @@ def declare_parameters(node) -> None:
         node.declare_parameter(spec.name, spec.ros_default, descriptor(spec))
 
 
-def default_estimator_factory(settings: NodeSettings):
+#: what builds the estimator a depth node runs, from the node's settings (tests pass their
+#: own; the default is :func:`default_estimator_factory`)
+EstimatorFactory = Callable[[NodeSettings], "DepthEstimator"]
+
+
+def default_estimator_factory(settings: NodeSettings) -> DepthEstimator:
     """Load the estimator the node runs: DepthEstimator.load(model, backend, policy)."""
     from depth_perception.runtime.estimator import DepthEstimator
     from depth_perception.runtime.scale import make_scale_policy

@@ -293,9 +293,3 @@ def _ort_version() -> str:
     import onnxruntime
 
     return onnxruntime.__version__
-
-
-def quantization_info(metadata: ModelMetadata) -> dict | None:
-    """The ``quantization`` record of a model's metadata, or None (not quantised)."""
-    info = metadata.provenance.get("quantization")
-    return info if isinstance(info, dict) else None

@@ -275,3 +275,23 @@ def test_normalize_image():
     img = torch.full((1, 3, 2, 2), 0.5)
     out = normalize_image(img, (0.5, 0.25, 0.0), (0.5, 0.25, 0.25))
     assert out[0, :, 0, 0].tolist() == [0.0, 1.0, 2.0]
+
+
+def test_every_depth_architecture_declares_the_network_protocol():
+    """What training and export ask of a depth network is declared by its class, and a
+    class that leaves a member out is refused on lookup, not when a run gets to it."""
+    from depth_perception.models import DEPTH_ARCHS, depth_network_class
+    from depth_perception.models.network import DepthNetwork, check_depth_network
+
+    declared = {a: (depth_network_class(a).size_multiple, depth_network_class(a).returns_features)
+                for a in DEPTH_ARCHS}
+    assert declared == {"dpt": (14, True), "sql": (32, False), "mono": (32, True)}
+    net = build_depth_model({"arch": "dpt", "size": "tiny"})
+    assert isinstance(net, DepthNetwork) and len(net.disparity_heads()) == 1
+    assert not SQLDepthNet.disparity_heads(None)          # depth through bins
+
+    class Incomplete(nn.Module):
+        size_multiple = 8
+
+    with pytest.raises(ValueError, match="'new'.*Incomplete.*returns_features"):
+        check_depth_network(Incomplete, "new")

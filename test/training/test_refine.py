@@ -14,7 +14,7 @@ import torch
 from depth_perception_training.refine.model import RefinableDepthModel
 from depth_perception_training.refine.redepth import RedepthSettings, Refiner, refine_image
 from depth_perception_training.refine.sds import SDSGuidance
-from depth_perception_training.refine.tiny import tiny_stable_diffusion
+from depth_perception_training.tiny import tiny_stable_diffusion
 from support.models_fixtures import tiny_depth_anything
 
 
@@ -84,7 +84,7 @@ def test_smoothness_only_refinement_needs_no_diffusion_model_and_smooths():
 
 def test_marigold_labels_after_alignment_follow_its_raw_output():
     from depth_perception_training.refine.marigold import MarigoldTeacher, align_depth
-    from depth_perception_training.refine.tiny import tiny_marigold
+    from depth_perception_training.tiny import tiny_marigold
     teacher = MarigoldTeacher(tiny_marigold(), ensemble=2, steps=1, processing_resolution=32)
     rgb = _rgb(30, 50, seed=4)
     raw = teacher.predict(rgb)
@@ -132,8 +132,8 @@ def test_log_depth_normalisation_round_trips():
 
 
 def test_blip2_caption_from_a_local_folder_is_text(tmp_path):
-    from depth_perception_training.refine.caption import Captioner
-    from depth_perception_training.refine.tiny import tiny_blip2
+    from depth_perception_training.translate.caption import Captioner
+    from depth_perception_training.tiny import tiny_blip2
     processor, model = tiny_blip2()
     processor.save_pretrained(tmp_path / "blip2")
     model.save_pretrained(tmp_path / "blip2")
@@ -203,7 +203,7 @@ def test_marigold_ensemble_size_reaches_the_pipeline(tmp_path):
     and 1 give different depth with the same seed."""
     from depth_perception_training.refine.config import load_refine_config
     from depth_perception_training.refine.run import RefineRun
-    from depth_perception_training.refine.tiny import tiny_marigold
+    from depth_perception_training.tiny import tiny_marigold
 
     tiny_marigold().save_pretrained(tmp_path / "marigold")
     rgb = _rgb(30, 50, seed=2)

@@ -78,7 +78,7 @@ def test_refine_verb_on_a_synthetic_frame_with_tiny_models(tmp_path, bag):
     from depth_perception import cli
     from depth_perception.data.samples import BagSequence, SampleConfig
     from depth_perception.models import build_depth_model, save_depth_model
-    from depth_perception_training.refine.tiny import tiny_stable_diffusion
+    from depth_perception_training.tiny import tiny_stable_diffusion
 
     tiny_stable_diffusion(image_size=32).save_pretrained(tmp_path / "sd")
     torch.manual_seed(0)
@@ -132,7 +132,7 @@ def test_marigold_on_a_bag_without_lidar_is_aligned_to_the_metric_teacher(tmp_pa
     from depth_perception import cli
     from depth_perception_training.refine.config import load_refine_config
     from depth_perception_training.refine.run import RefineRun, iter_frames
-    from depth_perception_training.refine.tiny import tiny_marigold
+    from depth_perception_training.tiny import tiny_marigold
     from depth_perception_training.tiny import save_tiny_depth_anything
     from support.bagtools import make_drive_bag
 
@@ -165,9 +165,9 @@ def test_marigold_on_a_bag_without_lidar_is_aligned_to_the_metric_teacher(tmp_pa
 def test_blip2_caption_is_the_sds_prompt_when_none_is_configured(tmp_path, bag):
     from depth_perception import cli
     from depth_perception.models import build_depth_model, save_depth_model
-    from depth_perception_training.refine.caption import Captioner
+    from depth_perception_training.translate.caption import Captioner
     from depth_perception_training.refine.run import iter_frames
-    from depth_perception_training.refine.tiny import tiny_blip2, tiny_stable_diffusion
+    from depth_perception_training.tiny import tiny_blip2, tiny_stable_diffusion
 
     processor, model = tiny_blip2()
     processor.save_pretrained(tmp_path / "blip2")
@@ -191,7 +191,7 @@ def test_marigold_label_folder_serves_images_and_decoded_labels(tmp_path, bag):
     pairs of PseudoLabelDataset. (The student trainer's use of label folders:
     test_student_labels.py.)"""
     from depth_perception import cli
-    from depth_perception_training.refine.tiny import tiny_marigold
+    from depth_perception_training.tiny import tiny_marigold
 
     tiny_marigold(image_size=32).save_pretrained(tmp_path / "marigold")
     out = tmp_path / "labels"

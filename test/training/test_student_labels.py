@@ -31,7 +31,7 @@ def world(tmp_path_factory):
     (tiny Marigold, aligned to the bag's LiDAR, stored as MetricGold log depth)."""
     from depth_perception import cli
     from depth_perception.models import build_depth_model, save_depth_model
-    from depth_perception_training.refine.tiny import tiny_marigold, tiny_stable_diffusion
+    from depth_perception_training.tiny import tiny_marigold, tiny_stable_diffusion
 
     setup = make_ssd_setup(tmp_path_factory.mktemp("ssd_labels"))
     root, day = setup["root"], setup["bags"]["day-clear"]

@@ -334,7 +334,6 @@ def test_freeze_unused_parameters_only_freezes_what_gets_no_gradient():
 
 def test_reset_random_layers_gives_a_tiny_dpt_a_usable_output_range():
     from depth_perception.models import build_depth_model, depth_config
-    from depth_perception_training.train.teacher import reset_random_layers
 
     torch.manual_seed(0)
     arch, cfg = depth_config({"arch": "dpt", "size": "tiny"})
@@ -343,7 +342,7 @@ def test_reset_random_layers_gives_a_tiny_dpt_a_usable_output_range():
     with torch.no_grad():
         before = net(x)["disp"][0]
         assert float(before.std()) < 1e-4            # transformers init: flat sigmoid output
-        assert reset_random_layers(arch, net, cfg) > 10
+        assert net.reset_random_layers() > 10
         after = net(x)["disp"][0]
     assert float(after.std()) > 1e-3
 
@@ -354,7 +353,7 @@ def test_set_initial_depth_makes_an_untrained_head_predict_that_depth():
 
     arch, cfg = depth_config({"arch": "dpt", "size": "tiny", "min_depth": 0.1, "max_depth": 80.0})
     net = build_depth_model(cfg)
-    bias = set_initial_depth(arch, net, cfg, 10.0)
+    bias = set_initial_depth(net, cfg, 10.0)
     # sigmoid value s with 1 / (1/80 + (1/0.1 - 1/80) s) = 10  ->  s = 0.0875 / 9.9875
     assert bias == pytest.approx(math.log(0.0875 / (9.9875 - 0.0875)), rel=1e-9)
     with torch.no_grad():
@@ -362,7 +361,7 @@ def test_set_initial_depth_makes_an_untrained_head_predict_that_depth():
         depth = net(torch.randn(1, 3, 28, 56))["depth"][0]
     np.testing.assert_allclose(depth.numpy(), 10.0, rtol=1e-4)
     with pytest.raises(ValueError, match="inside"):
-        set_initial_depth(arch, net, cfg, 100.0)
+        set_initial_depth(net, cfg, 100.0)
 
 
 def test_set_initial_motion_points_an_untrained_pose_net_along_the_drive():

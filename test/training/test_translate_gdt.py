@@ -18,10 +18,10 @@ import torch
 
 from depth_perception.data.bag import BagReader
 from depth_perception.data.samples import BagSequence, SampleConfig
+from depth_perception.hub import load_pretrained
 from depth_perception_training.translate import photometric
 from depth_perception_training.translate.config import load_translate_config
 from depth_perception_training.translate.manifest import FIELDS, read_image
-from depth_perception_training.translate.models import load_pretrained
 from depth_perception_training.translate.pairs import TranslationPairs
 from depth_perception_training.translate.run import run_translate
 from depth_perception_training.tiny import save_tiny_translation_models
@@ -62,7 +62,7 @@ def gdt_config(tiny, out, *extra):
 
 def test_every_model_loads_by_path_from_the_hub_layout_offline(tiny):
     from depth_perception_training.translate.caption import Captioner
-    from depth_perception_training.translate.control_depth import DepthEstimator
+    from depth_perception_training.translate.control_depth import RelativeDepthModel
     from depth_perception_training.translate.gdt import GDTGenerator
 
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
@@ -77,9 +77,10 @@ def test_every_model_loads_by_path_from_the_hub_layout_offline(tiny):
         assert (root / f).is_file(), f
     m = tiny["models"]
     rgb = BagSequence(tiny["bags"]["day"], SampleConfig(offsets=(), skip_static=False)).frame(0)
-    caption = Captioner(m["captioner"], CPU, torch.float32, max_new_tokens=4)(rgb)
+    caption = Captioner.from_pretrained(m["captioner"], CPU, torch.float32, max_new_tokens=4,
+                                        tidy=True)(rgb)
     assert isinstance(caption, str)
-    depth = DepthEstimator(m["depth"], CPU, torch.float32)([rgb, rgb])
+    depth = RelativeDepthModel(m["depth"], CPU, torch.float32)([rgb, rgb])
     assert depth[0].shape == (64, 128) and depth[0].std() > 0
     cfg = gdt_config(tiny, tiny["root"] / "unused")
     gen = GDTGenerator(cfg.models, cfg.diffusion, CPU, torch.float32)

@@ -185,10 +185,10 @@ def test_photometric_synthesis_keeps_the_frame_and_is_seeded(street, condition):
 
 
 def test_night_darkening_reaches_the_target_luma(street):
-    out = photometric.adjust_brightness(street["day"], 0.15)
+    out = photometric.darken_to_mean_luma(street["day"], 0.15)
     assert abs(photometric.luma(out).mean() - 0.15) < 0.01
     dark = (street["day"] // 10).astype(np.uint8)
-    np.testing.assert_array_equal(photometric.adjust_brightness(dark, 0.15), dark)   # never brightens
+    np.testing.assert_array_equal(photometric.darken_to_mean_luma(dark, 0.15), dark)   # never brightens
 
 
 def test_seeds_depend_on_the_sample_not_the_order_and_shards_partition():
@@ -241,6 +241,27 @@ def test_config_layers_and_errors_name_the_key(tmp_path):
         load_translate_config("gdt", ["translator=gan"])
     with pytest.raises(FileNotFoundError, match="shipped translate configs"):
         load_translate_config("nope")
+
+
+def test_translators_come_from_the_registry_and_declare_their_recipe_keys():
+    """An unknown name is refused when the translator is built too (nothing falls
+    through to GDT); the rerun check covers the sections every translator declares."""
+    from types import SimpleNamespace
+
+    from depth_perception_training.translate.translators import (
+        COMMON_RECIPE_KEYS, TRANSLATORS, build_translator, recipe_keys)
+
+    assert list(TRANSLATORS) == ["gdt", "paired", "photometric"]
+    keys = recipe_keys()
+    assert len(keys) == len(set(keys)) and set(COMMON_RECIPE_KEYS) <= set(keys)
+    for cls in TRANSLATORS.values():
+        assert set(cls.recipe_keys) <= set(keys)
+    assert {"paired", "photometric", "diffusion", "caption", "style"} <= set(keys)
+    assert [n for n, c in TRANSLATORS.items() if c.needs_models] == ["gdt"]
+    with pytest.raises(ValueError, match="translator 'gan': expected one of gdt, paired"):
+        build_translator(SimpleNamespace(translator="gan"), [])
+    with pytest.raises(ValueError, match=r"no prompt prefix for \['fog'\]"):
+        load_translate_config("gdt", ["conditions=[fog]"])       # GDT's own check
 
 
 @pytest.mark.parametrize("name", ["gdt_tiny", "photometric"])

@@ -4,8 +4,12 @@ two bench-sized ones: a ViT-S Depth Anything and a small U-Net).
 Real transformers classes (a DINOv2 + DPT ``DepthAnythingForDepthEstimation`` with a
 few thousand parameters), re-initialised so their outputs are O(1), saved with
 ``save_pretrained`` or exported to ONNX with :class:`ModelMetadata` inside, exactly as a
-real model would be; and the whole translation set (BLIP-2, DPT, SD 1.5, depth
-ControlNet, IP-Adapter; :func:`save_tiny_translation_models`). No weights are downloaded.
+real model would be; the whole translation set (BLIP-2, DPT, SD 1.5, depth
+ControlNet, IP-Adapter; :func:`save_tiny_translation_models`); and the refinement set
+(:func:`tiny_stable_diffusion`, :func:`tiny_marigold`, :func:`tiny_blip2`). The
+tokenizers are byte-level with no merges, built in memory. No weights are downloaded.
+
+The one home of tiny models for tests, benches and CPU demos.
 """
 from __future__ import annotations
 
@@ -190,38 +194,44 @@ IMAGE_EMBED_DIM = 16
 IP_ADAPTER_WEIGHT = "ip-adapter_sd15.safetensors"
 
 
-def _byte_level_tokenizer(cls, word_end: str, specials: tuple[str, ...], **kwargs):
-    """A byte-level BPE tokenizer of class ``cls`` with no merges: one token per byte
-    (and per byte + ``word_end`` when given), plus ``specials``."""
-    import json
-    import tempfile
-
+def _byte_tokens(word_end: str, specials: tuple[str, ...]) -> dict:
+    """Vocabulary of a byte-level BPE with no merges: one token per byte (and per byte +
+    ``word_end`` when given), then ``specials``."""
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
     chars = list(bytes_to_unicode().values())
     tokens = chars + ([c + word_end for c in chars] if word_end else []) + list(specials)
-    with tempfile.TemporaryDirectory() as tmp:
-        vocab, merges = Path(tmp) / "vocab.json", Path(tmp) / "merges.txt"
-        vocab.write_text(json.dumps({t: i for i, t in enumerate(tokens)}))
-        merges.write_text("#version: 0.2\n")
-        return cls(str(vocab), str(merges), **kwargs)
+    return {t: i for i, t in enumerate(tokens)}
 
 
-def _clip_tokenizer():
+def byte_clip_tokenizer(max_length: int = 32):
+    """CLIPTokenizer over single bytes (no merges), ``model_max_length`` tokens."""
     from transformers import CLIPTokenizer
 
-    return _byte_level_tokenizer(CLIPTokenizer, "</w>", ("<|startoftext|>", "<|endoftext|>"),
-                                 model_max_length=32)
+    return CLIPTokenizer(vocab=_byte_tokens("</w>", ("<|startoftext|>", "<|endoftext|>")),
+                         merges=[], model_max_length=max_length)
 
 
 def _gpt2_tokenizer():
+    """GPT2Tokenizer over single bytes (no merges); ``</s>`` begins, ends and is unknown."""
+    import json
+    import tempfile
+
     from transformers import GPT2Tokenizer
 
-    return _byte_level_tokenizer(GPT2Tokenizer, "", ("</s>", "<pad>"), bos_token="</s>",
-                                 eos_token="</s>", unk_token="</s>", pad_token="<pad>")
+    with tempfile.TemporaryDirectory() as tmp:
+        vocab, merges = Path(tmp) / "vocab.json", Path(tmp) / "merges.txt"
+        vocab.write_text(json.dumps(_byte_tokens("", ("</s>", "<pad>"))))
+        merges.write_text("#version: 0.2\n")
+        return GPT2Tokenizer(str(vocab), str(merges), bos_token="</s>", eos_token="</s>",
+                             unk_token="</s>", pad_token="<pad>")
 
 
-def save_tiny_blip2(folder: Path) -> Path:
+def tiny_blip2(seed: int | None = None):
+    """(Blip2Processor, Blip2ForConditionalGeneration in eval mode): 32x32 images, an OPT
+    text model over :func:`_gpt2_tokenizer`. ``seed``: torch's seed first (None: the
+    random state as it is)."""
+    import torch
     from transformers import (Blip2Config, Blip2ForConditionalGeneration, Blip2Processor,
                               BlipImageProcessor, Blip2QFormerConfig, Blip2VisionConfig,
                               OPTConfig)
@@ -244,7 +254,14 @@ def save_tiny_blip2(folder: Path) -> Path:
     config = Blip2Config(vision_config=vision.to_dict(), qformer_config=qformer.to_dict(),
                          text_config=text.to_dict(), num_query_tokens=num_query_tokens,
                          image_token_index=image_token_id)
-    model = Blip2ForConditionalGeneration(config).eval()
+    if seed is not None:
+        torch.manual_seed(seed)
+    return processor, Blip2ForConditionalGeneration(config).eval()
+
+
+def save_tiny_blip2(folder: Path) -> Path:
+    """save_pretrained of :func:`tiny_blip2` (model and processor) into ``folder``."""
+    processor, model = tiny_blip2()
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder
@@ -277,8 +294,6 @@ def _tiny_unet_kwargs() -> dict:
 def save_tiny_stable_diffusion(folder: Path) -> Path:
     from diffusers import (AutoencoderKL, DDIMScheduler, StableDiffusionPipeline,
                            UNet2DConditionModel)
-    from transformers import CLIPTextConfig, CLIPTextModel
-
     kw = _tiny_unet_kwargs()
     # attention only at the coarser level: the pipeline's code paths, a fraction of the time
     unet = UNet2DConditionModel(out_channels=4, up_block_types=("CrossAttnUpBlock2D",
@@ -287,12 +302,8 @@ def save_tiny_stable_diffusion(folder: Path) -> Path:
                         down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
                         up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
                         latent_channels=4, norm_num_groups=8, sample_size=32)
-    tokenizer = _clip_tokenizer()
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=CROSS_DIM, intermediate_size=64,
-        num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=32,
-        projection_dim=CROSS_DIM, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id))
+    tokenizer = byte_clip_tokenizer()
+    text_encoder = tiny_text_encoder(len(tokenizer), CROSS_DIM, 32, seed=None, layers=1)
     scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                               clip_sample=False, set_alpha_to_one=False, steps_offset=1)
     pipe = StableDiffusionPipeline(unet=unet, vae=vae, text_encoder=text_encoder,
@@ -365,3 +376,78 @@ def save_tiny_translation_models(root: str | Path, seed: int = 0) -> dict:
             "stable_diffusion": str(root / "sd"), "controlnet": str(root / "controlnet"),
             "ip_adapter": str(root / "ip_adapter"), "ip_adapter_subfolder": "models",
             "ip_adapter_weight": IP_ADAPTER_WEIGHT}
+
+
+# -- the refinement set (SDS guidance, Marigold teacher) ---------------------------------
+def tiny_text_encoder(vocab_size: int, hidden: int = 32, max_positions: int = 32,
+                      seed: int | None = 0, layers: int = 2):
+    """CLIPTextModel for :func:`byte_clip_tokenizer` (its last two tokens begin and end).
+    ``seed``: torch's seed first (None: the random state as it is)."""
+    import torch
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    if seed is not None:
+        torch.manual_seed(seed)
+    return CLIPTextModel(CLIPTextConfig(
+        vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden,
+        num_hidden_layers=layers, num_attention_heads=2, max_position_embeddings=max_positions,
+        bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1))
+
+
+def tiny_vae(seed: int = 0):
+    """AutoencoderKL with factor 2 (two blocks), 4 latent channels, no attention."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    return AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4,
+                         block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8,
+                         down_block_types=("DownEncoderBlock2D",) * 2,
+                         up_block_types=("UpDecoderBlock2D",) * 2, sample_size=64,
+                         mid_block_add_attention=False)
+
+
+def _tiny_unet(in_channels: int, sample_size: int, cross_dim: int, seed: int,
+               channels: tuple = (32, 64)):
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    return UNet2DConditionModel(
+        sample_size=sample_size, in_channels=in_channels, out_channels=4,
+        block_out_channels=channels, layers_per_block=1, norm_num_groups=8,
+        # attention only at the coarse level (full-resolution attention dominates CPU time)
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=cross_dim, attention_head_dim=8)
+
+
+def tiny_stable_diffusion(image_size: int = 64, seed: int = 0, channels: tuple = (32, 64)):
+    """A StableDiffusionPipeline (no safety checker) for ``image_size`` square images."""
+    from diffusers import DDPMScheduler, StableDiffusionPipeline
+
+    tokenizer = byte_clip_tokenizer()
+    vae = tiny_vae(seed)
+    unet = _tiny_unet(4, image_size // 2, 32, seed, channels)
+    text = tiny_text_encoder(len(tokenizer), 32, tokenizer.model_max_length, seed)
+    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
+                              beta_schedule="scaled_linear", steps_offset=1, clip_sample=False)
+    return StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet,
+                                   scheduler=scheduler, safety_checker=None,
+                                   feature_extractor=None, requires_safety_checker=False)
+
+
+def tiny_marigold(image_size: int = 32, seed: int = 0):
+    """A MarigoldDepthPipeline (UNet on [image latent, depth latent] = 8 channels)."""
+    from diffusers import DDIMScheduler, MarigoldDepthPipeline
+
+    tokenizer = byte_clip_tokenizer()
+    scheduler = DDIMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
+                              beta_schedule="scaled_linear", prediction_type="v_prediction",
+                              set_alpha_to_one=False, steps_offset=1, clip_sample=False,
+                              timestep_spacing="trailing")
+    return MarigoldDepthPipeline(
+        unet=_tiny_unet(8, image_size // 2, 32, seed), vae=tiny_vae(seed), scheduler=scheduler,
+        text_encoder=tiny_text_encoder(len(tokenizer), 32, tokenizer.model_max_length, seed),
+        tokenizer=tokenizer, prediction_type="depth", scale_invariant=True, shift_invariant=True,
+        default_denoising_steps=2, default_processing_resolution=image_size)

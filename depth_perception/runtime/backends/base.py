@@ -20,10 +20,6 @@ class TensorSpec:
     shape: tuple
     dtype: str = "float32"
 
-    @property
-    def is_dynamic(self) -> bool:
-        return any(d is None for d in self.shape)
-
     def matches(self, array: np.ndarray) -> bool:
         """True if ``array`` has this rank and every fixed dimension."""
         return (array.ndim == len(self.shape)

@@ -1,2 +1,26 @@
 """Verbs the training subtree adds to ``depth-perception`` (entry point group
 ``depth_perception.commands``)."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, config_help: str,
+                         overrides_help: str, default: str | None = None) -> None:
+    """The layered-configuration arguments every training verb takes: ``--config`` (a YAML
+    path or a shipped name; required unless ``default``), ``--print-config`` and the
+    ``key=value`` overrides applied last."""
+    parser.add_argument("--config", required=default is None, default=default,
+                        help=config_help)
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved configuration and exit")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help=overrides_help)
+
+
+def print_config(cfg) -> None:
+    """Print a resolved configuration (DictConfig or config dataclass) as YAML."""
+    from omegaconf import OmegaConf
+
+    from depth_perception_training.train.config import to_yaml
+
+    print(to_yaml(cfg if OmegaConf.is_config(cfg) else OmegaConf.structured(cfg)), end="")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from depth_perception_training.commands import add_config_arguments, print_config
+
 HELP = ("test-time refinement (Re-Depth Anything) or a Marigold teacher over a bag or an "
         "image folder; writes pseudo labels a student trains on")
 
@@ -17,24 +19,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "with --config marigold it is the metric teacher labels may be "
                              "aligned to")
     parser.add_argument("--out", required=True, help="label folder (manifest.json + labels/)")
-    parser.add_argument("--config", default="redepth",
-                        help="refine config: a path or a shipped name (redepth, marigold)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace labels already in --out")
-    parser.add_argument("--print-config", action="store_true",
-                        help="print the resolved configuration and exit")
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="e.g. redepth.steps=200 redepth.ensemble=3 caption.prompt='a street' "
-                             "guidance.model=/models/sd15 device=cuda")
+    add_config_arguments(parser, "refine config: a path or a shipped name (redepth, marigold)",
+                         "e.g. redepth.steps=200 redepth.ensemble=3 caption.prompt='a street' "
+                         "guidance.model=/models/sd15 device=cuda", default="redepth")
 
 
 def run(args: argparse.Namespace) -> int:
     from depth_perception_training.refine.config import load_refine_config
-    from depth_perception_training.train.config import to_yaml
 
     cfg = load_refine_config(args.config, args.overrides)
     if args.print_config:
-        print(to_yaml(cfg), end="")
+        print_config(cfg)
         return 0
     from depth_perception_training.refine.labels import PseudoLabels
     from depth_perception_training.refine.run import run_refine

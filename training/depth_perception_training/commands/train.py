@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from depth_perception_training.commands import add_config_arguments, print_config
+
 HELP = ("train a depth model (teacher: self-supervised monodepth2-family training from rosbags; "
         "student: SSD distillation on translated frames)")
 
@@ -24,21 +26,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            epilog="Overrides go after the options, e.g. "
                                   "train teacher --config config/train/teacher_tiny.yaml "
                                   "trainer.max_steps=200 output_dir=runs/x")
-        p.add_argument("--config", required=True,
-                       help="experiment YAML (e.g. config/train/teacher.yaml); it may name a "
-                            "base_config it extends")
+        add_config_arguments(p, "experiment YAML (e.g. config/train/teacher.yaml); it may "
+                                "name a base_config it extends",
+                             "OmegaConf dotlist overrides, e.g. data.bags=[a,b] "
+                             "trainer.max_steps=200 output_dir=runs/x")
         p.add_argument("--resume", action="store_true",
                        help="continue from the newest checkpoint of output_dir (same as "
                             "trainer.resume=auto; trainer.resume=PATH picks a checkpoint)")
-        p.add_argument("--print-config", action="store_true",
-                       help="print the resolved configuration and exit")
-        p.add_argument("overrides", nargs="*", metavar="key=value",
-                       help="OmegaConf dotlist overrides, e.g. data.bags=[a,b] "
-                            "trainer.max_steps=200 output_dir=runs/x")
 
 
 def run(args: argparse.Namespace) -> int:
-    from depth_perception_training.train.config import load_config, to_yaml
+    from depth_perception_training.train.config import load_config
 
     overrides = list(args.overrides)
     if args.resume:
@@ -47,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     if cfg.task != args.task:
         raise ValueError(f"{args.config} configures task '{cfg.task}', not '{args.task}'")
     if args.print_config:
-        print(to_yaml(cfg), end="")
+        print_config(cfg)
         return 0
 
     import logging

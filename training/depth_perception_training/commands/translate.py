@@ -3,19 +3,17 @@ from __future__ import annotations
 
 import argparse
 
+from depth_perception_training.commands import add_config_arguments, print_config
+
 HELP = ("translate day-clear frames of rosbags into night/rain/snow (gdt: SSD's diffusion "
         "translation; paired; photometric), resumable and shardable with Accelerate")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True,
-                        help="translate YAML (config/translate/gdt.yaml, paired.yaml, "
-                             "photometric.yaml, gdt_tiny.yaml, or a path)")
-    parser.add_argument("--print-config", action="store_true",
-                        help="print the resolved configuration and exit")
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="OmegaConf dotlist overrides, e.g. source.bags=[/data/day1] "
-                             "output_dir=runs/gdt conditions=[night]")
+    add_config_arguments(parser, "translate YAML (config/translate/gdt.yaml, paired.yaml, "
+                                 "photometric.yaml, gdt_tiny.yaml, or a path)",
+                         "OmegaConf dotlist overrides, e.g. source.bags=[/data/day1] "
+                         "output_dir=runs/gdt conditions=[night]")
     parser.epilog = ("A rerun with the same output_dir continues where a previous run "
                      "stopped. Several processes: accelerate launch ... -m "
                      "depth_perception.cli translate --config ...")
@@ -26,11 +24,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_translate_config(args.config, args.overrides)
     if args.print_config:
-        from omegaconf import OmegaConf
-
-        from depth_perception_training.train.config import to_yaml
-
-        print(to_yaml(OmegaConf.structured(cfg)), end="")
+        print_config(cfg)
         return 0
     import logging
 

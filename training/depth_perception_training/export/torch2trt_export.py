@@ -35,14 +35,6 @@ def import_torch2trt():
     return torch2trt
 
 
-def torch2trt_available() -> bool:
-    try:
-        import_torch2trt()
-    except RuntimeError:
-        return False
-    return True
-
-
 def export_torch2trt(module, metadata: ModelMetadata, out_path: str | Path, *,
                      precision: str = "fp16", workspace_gb: float = 4.0,
                      check_frames: np.ndarray | None = None, tolerance: float = 2e-2,

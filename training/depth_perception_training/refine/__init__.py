@@ -5,7 +5,7 @@
 * :mod:`.relight` - Blinn-Phong re-lighting in linear RGB with random light and
   material (Eq. 4);
 * :mod:`.sds` - score distillation with a Stable Diffusion pipeline (:class:`SDSGuidance`);
-* :mod:`.caption` - BLIP-2 captions as prompts;
+* BLIP-2 captions as prompts: :mod:`depth_perception_training.translate.caption`;
 * :mod:`.model` - a Depth-Anything-style network split into frozen encoder and DPT
   decoder (:func:`load_refinable`);
 * :mod:`.redepth` - the Re-Depth Anything loop with ensembling (:func:`refine_image`);
@@ -13,7 +13,7 @@
   log-depth normalisation;
 * :mod:`.labels` - the pseudo-label format, writer and reader;
 * :mod:`.run` / :mod:`.config` - ``depth-perception refine``;
-* :mod:`.tiny` - tiny diffusion / captioning models from configs (tests, CPU bench).
+* tiny models for tests and the CPU bench live in :mod:`depth_perception_training.tiny`.
 
 Pseudo labels for a student (instead of a live teacher)::
 

@@ -17,8 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from depth_perception import metrics
-from depth_perception.hub import hub_offline
-from depth_perception_training.refine.sds import missing_weights_error
+from depth_perception.hub import load_pretrained
 
 __all__ = ["MarigoldTeacher", "fit_affine", "align_depth", "log_depth_normalize",
            "log_depth_denormalize", "ALIGN_SPACES"]
@@ -118,11 +117,8 @@ class MarigoldTeacher:
     def from_pretrained(cls, name_or_path: str, local_files_only: bool | None = None,
                         device: str = "cpu", **kwargs) -> "MarigoldTeacher":
         from diffusers import MarigoldDepthPipeline
-        try:
-            pipe = MarigoldDepthPipeline.from_pretrained(
-                str(name_or_path), local_files_only=hub_offline(local_files_only, name_or_path))
-        except (OSError, ValueError) as exc:
-            raise missing_weights_error("Marigold depth pipeline", str(name_or_path), exc) from exc
+        pipe = load_pretrained(MarigoldDepthPipeline.from_pretrained, name_or_path,
+                               "Marigold depth pipeline", local_files_only)
         return cls(pipe.to(device), **kwargs)
 
     def predict(self, rgb: np.ndarray, seed: int | None = None) -> np.ndarray:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Lighting", "sample_lighting", "relight", "srgb_to_linear", "linear_to_srgb"]
+__all__ = ["Lighting", "sample_lighting", "relight", "gamma_to_linear", "linear_to_gamma"]
 
 VIEW = (0.0, 0.0, 1.0)
 
@@ -55,12 +55,13 @@ def sample_lighting(generator: torch.Generator | None = None, light_range: float
                     shininess=float(2 ** k))
 
 
-def srgb_to_linear(image: torch.Tensor, gamma: float = 2.2) -> torch.Tensor:
-    """tau^-1: x^gamma (image in [0,1])."""
+def gamma_to_linear(image: torch.Tensor, gamma: float = 2.2) -> torch.Tensor:
+    """tau^-1: x^gamma (image in [0,1]); a plain power law, not the exact sRGB curve of
+    :func:`depth_perception_training.translate.photometric.srgb_to_linear`."""
     return image.clamp_min(0.0) ** gamma
 
 
-def linear_to_srgb(image: torch.Tensor, gamma: float = 2.2, floor: float = 1e-8) -> torch.Tensor:
+def linear_to_gamma(image: torch.Tensor, gamma: float = 2.2, floor: float = 1e-8) -> torch.Tensor:
     """tau: x^(1/gamma); ``floor`` keeps the gradient finite at 0."""
     return image.clamp_min(floor) ** (1.0 / gamma)
 
@@ -78,5 +79,5 @@ def relight(image: torch.Tensor, normals: torch.Tensor, lighting: Lighting,
     h = lighting.halfway.to(normals).view(1, 3, 1, 1)
     diffuse = (normals * l).sum(1, keepdim=True).clamp_min(0.0)                    # [B,1,H,W]
     specular = (normals * h).sum(1, keepdim=True).clamp_min(0.0) ** lighting.shininess
-    linear = lighting.diffuse * diffuse * srgb_to_linear(image, gamma) + lighting.specular * specular
-    return linear_to_srgb(linear, gamma).clamp(*clamp)
+    linear = lighting.diffuse * diffuse * gamma_to_linear(image, gamma) + lighting.specular * specular
+    return linear_to_gamma(linear, gamma).clamp(*clamp)

@@ -91,7 +91,7 @@ class RefineRun:
             self.guidance = self._load_guidance()
         if cfg.method == "redepth" and cfg.redepth.sds_weight > 0 and not cfg.caption.prompt \
                 and self.captioner is None:
-            from depth_perception_training.refine.caption import Captioner
+            from depth_perception_training.translate.caption import Captioner
             c = cfg.caption
             self.captioner = Captioner.from_pretrained(c.model, device=cfg.device, prefix=c.prefix,
                                                        max_new_tokens=c.max_new_tokens)

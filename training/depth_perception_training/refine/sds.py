@@ -22,19 +22,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from depth_perception.hub import hub_offline
+from depth_perception.hub import load_pretrained
 
 log = logging.getLogger(__name__)
 
 __all__ = ["SDSGuidance", "pad_to_square"]
-
-
-def missing_weights_error(what: str, name: str, exc: Exception) -> FileNotFoundError:
-    """The error raised when a pretrained model cannot be loaded here."""
-    return FileNotFoundError(
-        f"{what} '{name}' could not be loaded ({type(exc).__name__}: {exc}). Pass a local "
-        f"folder written by save_pretrained, or download it on a machine with hub access "
-        f"(huggingface-cli download {name} --local-dir DIR) and pass DIR")
 
 
 def pad_to_square(image: torch.Tensor, size: int) -> torch.Tensor:
@@ -77,14 +69,10 @@ class SDSGuidance(nn.Module):
                         dtype: torch.dtype = torch.float32, device: str = "cpu", **kwargs):
         """Components of a Stable Diffusion pipeline (hub id or local folder)."""
         from diffusers import StableDiffusionPipeline
-        offline = hub_offline(local_files_only, name_or_path)
-        try:
-            pipe = StableDiffusionPipeline.from_pretrained(
-                str(name_or_path), dtype=dtype, safety_checker=None,
-                feature_extractor=None, requires_safety_checker=False,
-                local_files_only=offline)
-        except (OSError, ValueError) as exc:
-            raise missing_weights_error("Stable Diffusion pipeline", str(name_or_path), exc) from exc
+        pipe = load_pretrained(StableDiffusionPipeline.from_pretrained, name_or_path,
+                               "Stable Diffusion pipeline", local_files_only, dtype=dtype,
+                               safety_checker=None, feature_extractor=None,
+                               requires_safety_checker=False)
         guidance = cls(pipe.vae, pipe.unet, pipe.text_encoder, pipe.tokenizer, pipe.scheduler,
                        **kwargs)
         return guidance.to(device)

@@ -24,8 +24,6 @@ from typing import Any, Dict, List, Optional, Sequence
 
 logger = logging.getLogger(__name__)
 
-DEPTH_ARCHS = ("dpt", "sql", "mono")
-
 
 @dataclass
 class DataConfig:
@@ -65,7 +63,7 @@ class ModelConfig:
     depth: Dict[str, Any] = field(default_factory=dict)
     pose: Dict[str, Any] = field(default_factory=dict)
     #: re-initialise random DPT layers with PyTorch's default init (see
-    #: depth_perception_training.train.teacher.reset_random_layers)
+    #: DepthNetwork.reset_random_layers)
     reset_random_init: bool = True
     #: start a random DPT head at about this depth in metres (None: sigmoid midpoint;
     #: see depth_perception_training.train.teacher.set_initial_depth)

@@ -30,7 +30,6 @@ model folder like the teacher's) and, with ``student.export_onnx``, a parity-che
 from __future__ import annotations
 
 import copy
-import inspect
 import json
 import logging
 import time
@@ -44,7 +43,7 @@ from depth_perception.metadata import IMAGENET_MEAN, IMAGENET_STD, ModelMetadata
 from depth_perception_training.losses import (MASK_READINGS, abs_rel_distillation_map,
                                               photometric_error, semantic_cosine_loss,
                                               teacher_loss_mask, upsample_to)
-from depth_perception_training.train.config import TrainConfig, save_config, to_yaml
+from depth_perception_training.train.config import TrainConfig, save_config
 from depth_perception_training.train.trainer import StepOutput
 
 logger = logging.getLogger(__name__)
@@ -125,16 +124,10 @@ class FrozenDinov2(nn.Module):
         super().__init__()
         from transformers import Dinov2Model
 
-        from depth_perception.hub import hub_offline
+        from depth_perception.hub import load_pretrained
 
-        try:
-            self.net = Dinov2Model.from_pretrained(
-                name_or_path, local_files_only=hub_offline(local_files_only))
-        except (OSError, ValueError) as exc:
-            raise FileNotFoundError(
-                f"student.semantic.encoder '{name_or_path}' could not be loaded ({exc}); pass a "
-                "local folder saved with save_pretrained, or fetch the id in advance "
-                "(huggingface-cli download <id>)") from exc
+        self.net = load_pretrained(Dinov2Model.from_pretrained, name_or_path,
+                                   "student.semantic.encoder", local_files_only)
         _freeze(self)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
@@ -219,9 +212,9 @@ class StudentObjective:
         self.pseudo_labels = bool(pseudo_labels)
         self.ssim_alpha, self.padding_mode = ssim_alpha, padding_mode
         self.timing = {"teacher": 0.0, "total": 0.0, "calls": 0}
-        from depth_perception.models import DEPTH_ARCHS
+        from depth_perception.models import depth_network_class
 
-        self.teacher_multiple = DEPTH_ARCHS[teacher.arch][3]
+        self.teacher_multiple = depth_network_class(teacher.arch).size_multiple
 
     def normalize(self, image: torch.Tensor) -> torch.Tensor:
         return self._poses.normalize(image)
@@ -341,16 +334,6 @@ class StudentObjective:
                                          "teacher_depth": t["depth"]})
 
 
-def predict_depth(models: dict, batch: dict, objective: StudentObjective) -> torch.Tensor:
-    """Validation: the student's depth [B,1,H,W] of the unaugmented frame of the bag
-    (whatever its condition), at the ground truth's size."""
-    depth = models["depth"](objective.normalize(batch["image"]))["depth"][0]
-    gt = batch.get("gt_depth", batch.get("lidar_depth"))
-    if gt is not None and gt.shape[-2:] != depth.shape[-2:]:
-        depth = upsample_to(depth, gt.shape[-2:])
-    return depth
-
-
 # -- builders -----------------------------------------------------------------------------
 
 def check_config(cfg: TrainConfig) -> None:
@@ -385,7 +368,7 @@ def check_config(cfg: TrainConfig) -> None:
 def build_student_net(cfg: TrainConfig, teacher: Teacher):
     """(arch, student depth net, its config dataclass): a copy of the teacher, or a new
     net from ``model.depth`` (pretrained weights by id / folder, or random)."""
-    from depth_perception_training.train.teacher import reset_random_layers, set_initial_depth
+    from depth_perception_training.train.teacher import set_initial_depth
 
     if cfg.student.init == "teacher":
         net = copy.deepcopy(teacher.depth)
@@ -400,9 +383,9 @@ def build_student_net(cfg: TrainConfig, teacher: Teacher):
     except ValueError as exc:
         raise ValueError(f"model.depth: {exc}") from exc
     if cfg.model.reset_random_init:
-        reset_random_layers(arch, net, depth_cfg)
+        net.reset_random_layers()
     if cfg.model.init_depth is not None:
-        set_initial_depth(arch, net, depth_cfg, cfg.model.init_depth)
+        set_initial_depth(net, depth_cfg, cfg.model.init_depth)
     return arch, net, depth_cfg
 
 
@@ -448,25 +431,13 @@ def build_student_datasets(cfg: TrainConfig):
     return train, val
 
 
-def make_metadata(cfg: TrainConfig, teacher: Teacher, arch: str, depth_cfg,
-                  step: int | None = None, train_focal_px: float = 0.0) -> ModelMetadata:
-    """Metadata of the exported student: dynamic size, the training size and focal length
-    (what the runtime resizes to by default, as for the teacher), provenance."""
-    from depth_perception_training.train.teacher import DEPTH_MULTIPLE
-
+def student_provenance(cfg: TrainConfig, teacher: Teacher) -> dict:
+    """What the exported student's metadata records beyond a teacher's: the teacher run,
+    translations, conditions, loss, semantic weight, pseudo labels."""
     s = cfg.student
-    return ModelMetadata(
-        output_kind="metric_depth", input_height=0, input_width=0,
-        size_multiple=DEPTH_MULTIPLE[arch], mean=IMAGENET_MEAN, std=IMAGENET_STD,
-        min_depth=float(depth_cfg.min_depth), max_depth=float(depth_cfg.max_depth),
-        train_height=int(cfg.data.height), train_width=int(cfg.data.width),
-        train_focal_px=float(train_focal_px),
-        provenance={"task": "student", "arch": arch,
-                    "train_size": [cfg.data.width, cfg.data.height],
-                    "bags": list(cfg.data.bags), "step": step,
-                    "teacher": str(teacher.run_dir), "translations": list(s.translations),
-                    "conditions": list(s.conditions), "loss": s.loss,
-                    "semantic_weight": s.semantic.weight, "pseudo_labels": s.pseudo_labels})
+    return {"teacher": str(teacher.run_dir), "translations": list(s.translations),
+            "conditions": list(s.conditions), "loss": s.loss,
+            "semantic_weight": s.semantic.weight, "pseudo_labels": s.pseudo_labels}
 
 
 # -- entry point --------------------------------------------------------------------------
@@ -476,11 +447,10 @@ def build_student_trainer(cfg):
     from omegaconf import OmegaConf
 
     from depth_perception_training.train.config import to_dataclass
-    from depth_perception_training.train.trainer import (Trainer, build_train_loader,
-                                                         build_val_loader, make_accelerator,
-                                                         seed_everything)
-    from depth_perception_training.train.teacher import (freeze_unused_parameters, training_focal,
-                                                         training_prior, validation_median_scaling)
+    from depth_perception_training.train.trainer import make_accelerator, seed_everything
+    from depth_perception_training.train.teacher import (build_depth_trainer,
+                                                         freeze_unused_parameters,
+                                                         make_metadata, training_focal)
 
     dcfg = cfg if OmegaConf.is_config(cfg) else OmegaConf.structured(cfg)
     cfg = to_dataclass(dcfg)
@@ -507,7 +477,7 @@ def build_student_trainer(cfg):
         for net, who in ((student, "student"), (teacher.depth, "teacher")):
             if who == "teacher" and s.semantic.encoder != "teacher":
                 continue
-            if "return_features" not in inspect.signature(net.forward).parameters:
+            if not net.returns_features:
                 raise ValueError(f"student.semantic.weight > 0: the {who}'s depth net "
                                  f"({type(net).__name__}) returns no encoder features")
         if s.semantic.encoder != "teacher":
@@ -538,27 +508,14 @@ def build_student_trainer(cfg):
     logger.info("student: %d training samples (%.0f%% with translations, keep p=%.3f), %s "
                 "validation samples", len(train_set), 100 * train_set.coverage,
                 train_set.keep_probability, len(val_set) if val_set else 0)
-    train_loader = build_train_loader(train_set, cfg.data.batch_size, seed=cfg.seed,
-                                      num_workers=cfg.data.num_workers)
-    val_loader = (build_val_loader(val_set, cfg.data.val_batch_size, cfg.data.num_workers)
-                  if val_set is not None and len(val_set) else None)
 
-    # 4. Export of the student's depth net (then ONNX after fit, see train_student)
-    def export(models: dict, folder: Path) -> None:
-        from depth_perception.models import save_depth_model
-
-        save_depth_model(folder, models["depth"], depth_cfg,
-                         make_metadata(cfg, teacher, arch, depth_cfg, trainer.state.step,
-                                       train_focal_px=focal))
-
-    trainer = Trainer(cfg.trainer, o, {"depth": student}, groups, train_loader, objective, out,
-                      val_loader=val_loader,
-                      predict_fn=lambda models, batch: predict_depth(models, batch, objective),
-                      export_fn=export, accelerator=accelerator, config_yaml=to_yaml(dcfg),
-                      min_depth=depth_cfg.min_depth, max_depth=cfg.trainer.val_max_depth,
-                      median_scaling=validation_median_scaling(cfg),
-                      prior=(training_prior(cfg, [Path(b) for b in cfg.data.bags])
-                             if val_loader is not None else None))
+    # 4. Loaders, export of the student's depth net (then ONNX after fit, see
+    #    train_student), the trainer
+    trainer = build_depth_trainer(
+        cfg, dcfg, {"depth": student}, groups, objective, train_set, val_set, accelerator,
+        depth_cfg, [Path(b) for b in cfg.data.bags],
+        lambda step: make_metadata(cfg, "student", arch, depth_cfg, step, focal,
+                                   student_provenance(cfg, teacher)))
     return trainer, objective
 
 

@@ -27,13 +27,13 @@ import torch
 import torch.nn.functional as F
 
 from depth_perception.metadata import IMAGENET_MEAN, IMAGENET_STD, ModelMetadata
-from depth_perception_training.train.config import DEPTH_ARCHS, TrainConfig, save_config, to_yaml
+from depth_perception.models import DEPTH_ARCHS, depth_network_class
+from depth_perception_training.train.config import TrainConfig, save_config, to_yaml
 from depth_perception_training.train.trainer import StepOutput
 
 logger = logging.getLogger(__name__)
 
 #: input size multiple per depth arch (DINOv2 patch 14; conv encoders stride 32)
-DEPTH_MULTIPLE = {"dpt": 14, "sql": 32, "mono": 32}
 
 
 # -- the loss callable --------------------------------------------------------------------
@@ -127,7 +127,7 @@ def _config_object(cls, values: dict, where: str):
 def depth_arch(cfg: TrainConfig) -> str:
     arch = dict(cfg.model.depth).get("arch")
     if arch not in DEPTH_ARCHS:
-        raise ValueError(f"model.depth.arch must be one of {DEPTH_ARCHS}, got {arch!r}")
+        raise ValueError(f"model.depth.arch must be one of {tuple(DEPTH_ARCHS)}, got {arch!r}")
     return arch
 
 
@@ -148,37 +148,7 @@ def build_models(cfg: TrainConfig):
     return arch, depth_net, depth_cfg, pose_net
 
 
-def reset_random_layers(arch: str, depth_net, depth_cfg) -> int:
-    """Re-initialise randomly initialised DPT layers with PyTorch's default Conv/Linear init.
-
-    transformers initialises DINOv2 + DPT weights with N(0, 0.02); a deep DPT neck and
-    head started that way outputs ~1e-6 and learns extremely slowly (its disparity
-    stays at the sigmoid midpoint for hundreds of steps). Layers loaded from pretrained
-    weights are left alone: everything is reset without ``pretrained``, only the neck
-    and head when ``pretrained`` is a bare DINOv2 backbone, nothing for a Depth Anything
-    checkpoint. SQL and pose networks use PyTorch / Kaiming inits already. Returns the
-    number of layers reset.
-    """
-    if arch != "dpt":
-        return 0
-    net = depth_net.net
-    if not depth_cfg.pretrained:
-        modules = [net]
-    else:
-        from depth_perception.models.dpt_depth import load_pretrained_config
-
-        kind = load_pretrained_config(depth_cfg.pretrained, depth_cfg.local_files_only).model_type
-        modules = [net.neck, net.head] if kind == "dinov2" else []
-    count = 0
-    for root in modules:
-        for m in root.modules():
-            if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear)):
-                m.reset_parameters()
-                count += 1
-    return count
-
-
-def set_initial_depth(arch: str, depth_net, depth_cfg, depth: float) -> float:
+def set_initial_depth(depth_net, depth_cfg, depth: float) -> float:
     """Start a randomly initialised sigmoid disparity head at about ``depth`` metres.
 
     The bias of the head's last convolution (DPT) or of every scale's disparity head
@@ -187,19 +157,19 @@ def set_initial_depth(arch: str, depth_net, depth_cfg, depth: float) -> float:
     untrained head predicts ``~2 / (1/min_depth)`` (0.2 m for 0.1..80 m), far below any
     scene; with the velocity loss the pose net reaches metric translations within a few
     steps, and warps of such small depths leave the image, so the photometric loss gives
-    the depth too little gradient to catch up. Returns the bias set. Not for ``arch:
-    sql`` (SQL nets predict depth through bins).
+    the depth too little gradient to catch up. Returns the bias set. Only for networks
+    with disparity heads (``depth_net.disparity_heads()``; not SQL, which predicts depth
+    through bins).
     """
-    if arch not in ("dpt", "mono"):
-        raise ValueError("model.init_depth applies to sigmoid disparity heads (arch: dpt or "
-                         "mono) only")
+    convs = depth_net.disparity_heads()
+    if not convs:
+        raise ValueError(f"model.init_depth applies to sigmoid disparity heads only; "
+                         f"{type(depth_net).__name__} has none")
     lo, hi = float(depth_cfg.min_depth), float(depth_cfg.max_depth)
     if not lo < depth < hi:
         raise ValueError(f"model.init_depth {depth} must lie inside ({lo}, {hi})")
     s = (1.0 / depth - 1.0 / hi) / (1.0 / lo - 1.0 / hi)       # sigmoid value
     bias = float(torch.logit(torch.tensor(s, dtype=torch.float64)))
-    convs = ([depth_net.net.head.conv3] if arch == "dpt"
-             else list(depth_net.decoder.heads.values()))
     with torch.no_grad():
         for conv in convs:
             conv.bias.fill_(bias)
@@ -345,26 +315,25 @@ def training_focal(dataset) -> float:
     return f
 
 
-def make_metadata(cfg: TrainConfig, arch: str, depth_cfg, step: int | None = None,
-                  train_focal_px: float = 0.0) -> ModelMetadata:
-    """Metadata of the exported depth network: dynamic size, the training size and
-    focal length (what the runtime resizes to by default, see runtime/geometry.py)."""
+def make_metadata(cfg: TrainConfig, task: str, arch: str, depth_cfg, step: int | None,
+                  train_focal_px: float, provenance: dict) -> ModelMetadata:
+    """Metadata of an exported depth network (``task`` teacher or student): dynamic size,
+    the training size and focal length (what the runtime resizes to by default, see
+    runtime/geometry.py), provenance: task, arch, size, bags, step, then ``provenance``."""
     return ModelMetadata(
         output_kind="metric_depth", input_height=0, input_width=0,
-        size_multiple=DEPTH_MULTIPLE[arch], mean=IMAGENET_MEAN, std=IMAGENET_STD,
+        size_multiple=depth_network_class(arch).size_multiple, mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
         min_depth=float(depth_cfg.min_depth), max_depth=float(depth_cfg.max_depth),
         train_height=int(cfg.data.height), train_width=int(cfg.data.width),
         train_focal_px=float(train_focal_px),
-        provenance={"task": "teacher", "arch": arch, "train_size": [cfg.data.width, cfg.data.height],
-                    "bags": list(cfg.data.bags), "step": step,
-                    "velocity_weight": cfg.loss.velocity_weight})
+        provenance={"task": task, "arch": arch, "train_size": [cfg.data.width, cfg.data.height],
+                    "bags": list(cfg.data.bags), "step": step, **provenance})
 
 
 def check_config(cfg: TrainConfig) -> None:
-    from depth_perception.models import DEPTH_ARCHS as MODEL_ARCHS
-
     arch = depth_arch(cfg)
-    mult = MODEL_ARCHS[arch][3]
+    mult = depth_network_class(arch).size_multiple
     if cfg.data.width % mult or cfg.data.height % mult:
         raise ValueError(f"data.width/height {cfg.data.width}x{cfg.data.height} must be multiples "
                          f"of {mult} for arch {arch}")
@@ -380,8 +349,7 @@ def build_teacher_trainer(cfg):
     from omegaconf import OmegaConf
 
     from depth_perception_training.train.config import to_dataclass
-    from depth_perception_training.train.trainer import (Trainer, build_train_loader, build_val_loader,
-                                                make_accelerator, seed_everything)
+    from depth_perception_training.train.trainer import make_accelerator, seed_everything
 
     dcfg = cfg if OmegaConf.is_config(cfg) else OmegaConf.structured(cfg)
     cfg = to_dataclass(dcfg)
@@ -401,9 +369,9 @@ def build_teacher_trainer(cfg):
     # 2. Models (right after seeding: the init depends on the seed only), groups, loss
     arch, depth_net, depth_cfg, pose_net = build_models(cfg)
     if cfg.model.reset_random_init:
-        reset_random_layers(arch, depth_net, depth_cfg)
+        depth_net.reset_random_layers()
     if cfg.model.init_depth is not None:
-        set_initial_depth(arch, depth_net, depth_cfg, cfg.model.init_depth)
+        set_initial_depth(depth_net, depth_cfg, cfg.model.init_depth)
     if cfg.model.init_forward_motion is not None:
         set_initial_motion(pose_net, cfg.model.init_forward_motion)
     probe = torch.zeros(1, 3, cfg.data.height, cfg.data.width)
@@ -411,7 +379,9 @@ def build_teacher_trainer(cfg):
     freeze_unused_parameters(pose_net, probe, probe)
     o = cfg.optim
     groups = depth_net.param_groups(o.lr_encoder, o.lr_decoder) + pose_net.param_groups(o.lr_pose)
-    objective = TeacherObjective(build_loss(cfg), cfg.data.context, smooth_depth=(arch == "sql"),
+    # a network without disparity heads predicts depth directly: smoothness on depth
+    objective = TeacherObjective(build_loss(cfg), cfg.data.context,
+                                 smooth_depth=not depth_net.disparity_heads(),
                                  tie_break_noise=cfg.loss.tie_break_noise)
 
     # 3. Data
@@ -420,25 +390,43 @@ def build_teacher_trainer(cfg):
     logger.info("teacher: %d training samples from %d bags, %s validation samples; "
                 "%dx%d frames, focal length %.1f px", len(train_set), len(train_bags),
                 len(val_set) if val_set else 0, cfg.data.width, cfg.data.height, focal)
+
+    # 4. Loaders, export of the depth network (a checkpoint folder for node / evaluate /
+    #    export), the trainer
+    return build_depth_trainer(
+        cfg, dcfg, {"depth": depth_net, "pose": pose_net}, groups, objective, train_set,
+        val_set, accelerator, depth_cfg, train_bags,
+        lambda step: make_metadata(cfg, "teacher", arch, depth_cfg, step, focal,
+                                   {"velocity_weight": cfg.loss.velocity_weight}))
+
+
+def build_depth_trainer(cfg: TrainConfig, dcfg, models: dict, groups: list, objective,
+                        train_set, val_set, accelerator, depth_cfg, prior_bags: list,
+                        metadata_at):
+    """The trainer setup the teacher and the student share: their loaders, the export of
+    ``models["depth"]`` as a checkpoint folder with ``metadata_at(step)``, validation by
+    :func:`predict_depth` against ``depth_cfg``'s range and the image-blind prior of
+    ``prior_bags``, the resolved config ``dcfg`` beside the checkpoints."""
+    from depth_perception_training.train.trainer import (Trainer, build_train_loader,
+                                                         build_val_loader)
+
     train_loader = build_train_loader(train_set, cfg.data.batch_size, seed=cfg.seed,
                                       num_workers=cfg.data.num_workers)
     val_loader = (build_val_loader(val_set, cfg.data.val_batch_size, cfg.data.num_workers)
                   if val_set is not None and len(val_set) else None)
 
-    # 4. Export: the depth network as a checkpoint folder for node / evaluate / export
     def export(models: dict, folder: Path) -> None:
         from depth_perception.models import save_depth_model
 
-        save_depth_model(folder, models["depth"], depth_cfg,
-                         make_metadata(cfg, arch, depth_cfg, trainer.state.step, focal))
+        save_depth_model(folder, models["depth"], depth_cfg, metadata_at(trainer.state.step))
 
-    trainer = Trainer(cfg.trainer, o, {"depth": depth_net, "pose": pose_net}, groups,
-                      train_loader, objective, out, val_loader=val_loader,
+    trainer = Trainer(cfg.trainer, cfg.optim, models, groups, train_loader, objective,
+                      Path(cfg.output_dir), val_loader=val_loader,
                       predict_fn=lambda models, batch: predict_depth(models, batch, objective),
                       export_fn=export, accelerator=accelerator, config_yaml=to_yaml(dcfg),
                       min_depth=depth_cfg.min_depth, max_depth=cfg.trainer.val_max_depth,
                       median_scaling=validation_median_scaling(cfg),
-                      prior=training_prior(cfg, train_bags) if val_loader is not None else None)
+                      prior=training_prior(cfg, prior_bags) if val_loader is not None else None)
     return trainer
 
 

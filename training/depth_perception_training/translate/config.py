@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-TRANSLATORS = ("gdt", "paired", "photometric")
 #: what each condition is called in prompts by default (SSD, Fig. 3)
 DEFAULT_PREFIXES = {"night": "At night", "rain": "In a rainy day", "snow": "In a snowy day"}
 
@@ -166,8 +165,9 @@ def load_translate_config(path=None, overrides=()) -> TranslateConfig:
 
 def check_config(cfg: TranslateConfig) -> None:
     """Values the schema's types cannot check; ValueError naming the key."""
-    if cfg.translator not in TRANSLATORS:
-        raise ValueError(f"translator '{cfg.translator}': expected one of {', '.join(TRANSLATORS)}")
+    from depth_perception_training.translate.translators import translator_class
+
+    translator = translator_class(cfg.translator)    # ValueError for a name not registered
     if not cfg.conditions:
         raise ValueError("conditions is empty; expected target conditions such as [night, rain]")
     if "day-clear" in cfg.conditions:
@@ -189,8 +189,4 @@ def check_config(cfg: TranslateConfig) -> None:
         raise ValueError(f"diffusion.dtype '{cfg.diffusion.dtype}': expected auto, fp16, bf16 or fp32")
     if cfg.diffusion.resolution < 64 or cfg.diffusion.steps < 1:
         raise ValueError("diffusion.resolution must be >= 64 and diffusion.steps >= 1")
-    if cfg.translator == "gdt":
-        missing = [c for c in cfg.conditions if c not in cfg.prefixes]
-        if missing:
-            raise ValueError(f"prefixes has no prompt prefix for {missing}; add "
-                             f"prefixes.<condition>='...'")
+    translator.check_config(cfg)

@@ -112,9 +112,10 @@ def fuse_tiles(global_pred: np.ndarray, tile_preds: list[np.ndarray], boxes,
     return (acc / np.maximum(wsum, 1e-12)).astype(np.float32)
 
 
-class DepthEstimator:
+class RelativeDepthModel:
     """A transformers depth model (``AutoModelForDepthEstimation``): RGB crops in, relative
-    depth at each crop's size out."""
+    depth at each crop's size out. (Not the onboard metric
+    :class:`depth_perception.runtime.estimator.DepthEstimator`.)"""
 
     def __init__(self, model_id: str, device, dtype, local_files_only: bool = False):
         from transformers import AutoImageProcessor, AutoModelForDepthEstimation
@@ -147,7 +148,8 @@ class FusedDepth:
 
 
 class ControlDepth:
-    """``ControlDepth(estimator, grid, overlap)(rgb) -> FusedDepth`` (module docstring)."""
+    """``ControlDepth(estimator, grid, overlap)(rgb) -> FusedDepth`` (module docstring);
+    ``estimator``: a :class:`RelativeDepthModel` (or any list of RGB -> list of maps)."""
 
     def __init__(self, estimator, grid=(7, 7), overlap: float = 0.5, batch_size: int = 8):
         self.estimator = estimator

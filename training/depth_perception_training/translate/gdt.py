@@ -17,7 +17,7 @@ import logging
 
 import numpy as np
 
-from depth_perception_training.translate.models import load_pretrained
+from depth_perception.hub import load_pretrained
 
 log = logging.getLogger(__name__)
 

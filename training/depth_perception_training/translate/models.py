@@ -1,42 +1,21 @@
 """Loading pretrained models by hub id or local folder, with one clear error.
 
 Every model of the translation pipeline is named in the configuration (``models.*``)
-and goes through :func:`load_pretrained`: a local folder in the hub's layout is read
-as is; a hub id is read from the local cache when ``HF_HUB_OFFLINE=1`` (or
+and goes through :func:`depth_perception.hub.load_pretrained`: a local folder in the
+hub's layout is read as is; a hub id is read from the local cache when ``HF_HUB_OFFLINE=1`` (or
 ``models.local_files_only``) and downloaded otherwise. A model that cannot be loaded
-raises ``FileNotFoundError`` naming the id and the command that fetches it in advance.
+raises the package's one hub error (``FileNotFoundError`` naming the id and the command
+that fetches it in advance).
 transformers models go through the package's strict weight check (weights that do not
 fit their config are an error, not silently random).
 """
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
-from depth_perception.hub import check_loading_info, hub_offline
+from depth_perception.hub import check_loading_info, load_pretrained
 
 log = logging.getLogger(__name__)
-
-
-def fetch_hint(model_id: str) -> str:
-    if Path(model_id).exists():
-        return (f"the folder {model_id} exists but does not hold this model in the hub's "
-                "layout (save it with save_pretrained)")
-    return (f"fetch it in advance on a machine with hub access: `huggingface-cli download "
-            f"{model_id} --local-dir weights/{model_id.split('/')[-1]}`, then pass that "
-            "folder (or keep it in the hub cache and set HF_HUB_OFFLINE=1)")
-
-
-def load_pretrained(loader, model_id: str, what: str, local_files_only: bool = False,
-                    **kwargs):
-    """``loader(model_id, local_files_only=..., **kwargs)`` (a ``from_pretrained``)."""
-    offline = hub_offline(local_files_only, model_id)
-    try:
-        return loader(model_id, local_files_only=offline, **kwargs)
-    except (OSError, ValueError, EnvironmentError) as exc:
-        raise FileNotFoundError(f"{what} '{model_id}' could not be loaded "
-                                f"(local_files_only={offline}): {fetch_hint(model_id)}. "
-                                f"Cause: {str(exc).splitlines()[0]}") from exc
 
 
 def load_model_and_processor(model_cls, processor_cls, model_id: str, what: str, device,

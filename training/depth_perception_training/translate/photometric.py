@@ -30,7 +30,7 @@ def luma(rgb: np.ndarray) -> np.ndarray:
     return (rgb.astype(np.float64) / 255.0) @ np.array([0.299, 0.587, 0.114])
 
 
-def adjust_brightness(rgb: np.ndarray, target_mean: float) -> np.ndarray:
+def darken_to_mean_luma(rgb: np.ndarray, target_mean: float) -> np.ndarray:
     """Scale linear intensity so the mean sRGB luma becomes about ``target_mean``; only
     ever darkens (SD's nights come out too bright, SSD Sec. 4.1)."""
     lin = srgb_to_linear(rgb.astype(np.float64) / 255.0)

@@ -38,17 +38,12 @@ class RunResult:
     bags: dict | None = None
 
 
-#: configuration keys that change what a sample looks like: a rerun into an output folder
-#: must keep them (conditions and source bags may grow; their samples get their own keys)
-RECIPE_KEYS = ("translator", "seed", "prefixes", "prompt_template", "brightness",
-               "image_format", "style", "models", "caption", "control_depth", "diffusion",
-               "consistency", "paired", "photometric")
-
-
 def check_same_recipe(saved: Path, cfg) -> None:
     """ValueError naming the keys in which ``cfg`` differs from the run saved in
     ``saved`` (its config.yaml), so one manifest never mixes two recipes."""
     from omegaconf import OmegaConf
+
+    from depth_perception_training.translate.translators import recipe_keys
 
     if not saved.is_file():
         return
@@ -62,8 +57,11 @@ def check_same_recipe(saved: Path, cfg) -> None:
             else:
                 yield f"{prefix}{k}", v
 
-    a = dict(kv for k in RECIPE_KEYS for kv in flat({k: old.get(k)}))
-    b = dict(kv for k in RECIPE_KEYS for kv in flat({k: new.get(k)}))
+    # the translators' recipe keys (conditions and source bags may grow: their samples
+    # get their own keys)
+    keys = recipe_keys()
+    a = dict(kv for k in keys for kv in flat({k: old.get(k)}))
+    b = dict(kv for k in keys for kv in flat({k: new.get(k)}))
     changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
     if changed:
         raise ValueError(f"{saved.parent} holds a run made with other settings "
@@ -107,16 +105,17 @@ def resolve_inputs(cfg, out: Path):
 
 
 def _load(cfg, bags, needs_depth: bool, timings):
-    from depth_perception_training.translate.control_depth import ControlDepth, DepthEstimator
+    from depth_perception_training.translate.control_depth import ControlDepth, RelativeDepthModel
     from depth_perception_training.translate.models import select_device, select_dtype
-    from depth_perception_training.translate.translators import build_translator
+    from depth_perception_training.translate.translators import (build_translator,
+                                                                  translator_class)
 
     tic = time.perf_counter()
     device = dtype = control = None
-    if cfg.translator == "gdt" or needs_depth:
+    if translator_class(cfg.translator).needs_models or needs_depth:
         device = select_device(cfg.cpu)
         dtype = select_dtype(cfg.diffusion.dtype, device)
-        estimator = DepthEstimator(cfg.models.depth, device, dtype, cfg.models.local_files_only)
+        estimator = RelativeDepthModel(cfg.models.depth, device, dtype, cfg.models.local_files_only)
         cd = cfg.control_depth
         control = ControlDepth(estimator, cd.grid, cd.overlap, cd.batch_size)
     translator = build_translator(cfg, bags, device, dtype, control)

@@ -12,6 +12,13 @@ through one pairing API (:mod:`.pairs`).
   (synthetic bags, a simulator, co-registered recordings): the frame with the same
   stamp in the condition's bag.
 - ``photometric``: classical synthesis (:mod:`.photometric`), no model at all.
+
+:data:`TRANSLATORS` maps each name to its class; an unknown name is a ValueError. A
+class declares the configuration sections its samples depend on (``recipe_keys``,
+gathered into :func:`recipe_keys` for the rerun check), whether it runs models on a
+device (``needs_models``: the runner then selects device and dtype and loads the control
+depth), and checks what it needs of the configuration when that is loaded
+(``check_config``). Adding a translator: its class, its entry here, its config section.
 """
 from __future__ import annotations
 
@@ -19,6 +26,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -38,10 +46,26 @@ class Translation:
 
 @dataclass
 class Translator:
-    """Base: a name, the model ids it uses, per-stage seconds."""
+    """Base: a name, the model ids it uses, per-stage seconds; what it declares."""
+
+    #: configuration sections (beyond :data:`COMMON_RECIPE_KEYS`) that change its samples
+    recipe_keys: ClassVar[tuple[str, ...]] = ()
+    #: runs models on a device (device, dtype and the control depth are built for it)
+    needs_models: ClassVar[bool] = False
 
     name: str = "base"
     timings: dict = field(default_factory=lambda: defaultdict(float))
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        """What this translator needs of a :class:`~.config.TranslateConfig` beyond the
+        schema; ValueError naming the key. Called when the config is loaded."""
+
+    @classmethod
+    def build(cls, cfg, source_bags: list[Path], device=None, dtype=None,
+              control_depth=None) -> "Translator":
+        """The translator of a resolved :class:`~.config.TranslateConfig`."""
+        raise NotImplementedError
 
     def model_ids(self) -> dict:
         return {}
@@ -59,6 +83,12 @@ class Translator:
 
 
 class PhotometricTranslator(Translator):
+    recipe_keys = ("photometric",)
+
+    @classmethod
+    def build(cls, cfg, source_bags, device=None, dtype=None, control_depth=None):
+        return cls(cfg)
+
     def __init__(self, cfg):
         super().__init__("photometric")
         self.cfg = cfg.photometric
@@ -77,6 +107,12 @@ class PairedTranslator(Translator):
     bags' layout). A bag whose metadata names another condition, a missing stamp or a
     different frame size is an error.
     """
+
+    recipe_keys = ("paired",)
+
+    @classmethod
+    def build(cls, cfg, source_bags, device=None, dtype=None, control_depth=None):
+        return cls(cfg, source_bags)
 
     def __init__(self, cfg, source_bags: list[Path]):
         super().__init__("paired")
@@ -130,6 +166,21 @@ class PairedTranslator(Translator):
 class GDTTranslator(Translator):
     """SSD's GDT: caption + control depth once per frame, one generation per condition."""
 
+    recipe_keys = ("prefixes", "prompt_template", "brightness", "style", "caption",
+                   "diffusion")
+    needs_models = True
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        missing = [c for c in cfg.conditions if c not in cfg.prefixes]
+        if missing:
+            raise ValueError(f"prefixes has no prompt prefix for {missing}; add "
+                             f"prefixes.<condition>='...'")
+
+    @classmethod
+    def build(cls, cfg, source_bags, device=None, dtype=None, control_depth=None):
+        return cls(cfg, device, dtype, control_depth)
+
     def __init__(self, cfg, device, dtype, control_depth):
         super().__init__("gdt")
         from depth_perception_training.translate.caption import Captioner
@@ -137,9 +188,10 @@ class GDTTranslator(Translator):
 
         self.cfg = cfg
         m = cfg.models
-        self.captioner = (Captioner(m.captioner, device, dtype, cfg.caption.max_new_tokens,
-                                    cfg.caption.min_new_tokens, m.local_files_only)
-                          if cfg.caption.enabled else None)
+        self.captioner = (Captioner.from_pretrained(
+            m.captioner, device, dtype, m.local_files_only, tidy=True,
+            max_new_tokens=cfg.caption.max_new_tokens,
+            min_new_tokens=cfg.caption.min_new_tokens) if cfg.caption.enabled else None)
         self.control_depth = control_depth
         self.generator = GDTGenerator(m, cfg.diffusion, device, dtype)
         self.styles = {c: StylePool(c, cfg.style[c], cfg.source.image_topic)
@@ -181,16 +233,40 @@ class GDTTranslator(Translator):
             # 5. SD's nights are too bright: darken to a realistic mean luma
             target = self.cfg.brightness.get(c)
             if target is not None:
-                image = self._timed("postprocess", photometric.adjust_brightness, image,
+                image = self._timed("postprocess", photometric.darken_to_mean_luma, image,
                                     float(target))
             out[c] = Translation(image, prompt, caption, style_name, depth)
         return out
 
 
+#: name -> class of every translator (``translator:`` in the configuration)
+TRANSLATORS: dict[str, type[Translator]] = {"gdt": GDTTranslator, "paired": PairedTranslator,
+                                            "photometric": PhotometricTranslator}
+
+#: configuration sections every translator's samples depend on: the runner's consistency
+#: check measures depth with ``models.depth`` and ``control_depth``
+COMMON_RECIPE_KEYS = ("translator", "seed", "image_format", "consistency", "models",
+                      "control_depth")
+
+
+def translator_class(name: str) -> type[Translator]:
+    """The class registered as ``name``; ValueError naming the known ones otherwise."""
+    if name not in TRANSLATORS:
+        raise ValueError(f"translator '{name}': expected one of {', '.join(TRANSLATORS)}")
+    return TRANSLATORS[name]
+
+
+def recipe_keys() -> tuple[str, ...]:
+    """Configuration keys that change what a sample looks like, of every translator: a
+    rerun into an output folder must keep them."""
+    keys = list(COMMON_RECIPE_KEYS)
+    for cls in TRANSLATORS.values():
+        keys += [k for k in cls.recipe_keys if k not in keys]
+    return tuple(keys)
+
+
 def build_translator(cfg, source_bags: list[Path], device=None, dtype=None,
                      control_depth=None) -> Translator:
-    if cfg.translator == "photometric":
-        return PhotometricTranslator(cfg)
-    if cfg.translator == "paired":
-        return PairedTranslator(cfg, source_bags)
-    return GDTTranslator(cfg, device, dtype, control_depth)
+    """The translator ``cfg.translator`` names (ValueError for an unknown name)."""
+    return translator_class(cfg.translator).build(cfg, source_bags, device, dtype,
+                                                  control_depth)

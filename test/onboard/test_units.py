@@ -1,0 +1,21 @@
+"""Depth units and invalid-value meanings (depth_perception.units)."""
+import numpy as np
+import pytest
+
+from depth_perception import units
+
+
+def test_millimetre_round_trip_and_invalid_values():
+    depth = np.array([[0.001, 1.2345, np.nan], [np.inf, 70.0, 0.0]], np.float32)
+    mm = units.metres_to_mm(depth)
+    assert mm.dtype == np.uint16
+    # 70 m does not fit in uint16 millimetres: invalid (0), like NaN, inf and 0
+    np.testing.assert_array_equal(mm, [[1, 1234, 0], [0, 0, 0]])
+    back = units.mm_to_metres(mm)
+    assert back[0, 1] == pytest.approx(1.234)
+    assert np.isnan(back[0, 2]) and np.isnan(back[1, 1])
+
+
+def test_out_of_range_marking():
+    d = units.mark_out_of_range(np.array([0.05, 1.0, 100.0, np.nan], np.float32), 0.1, 80.0)
+    assert d[0] == -np.inf and d[1] == 1.0 and d[2] == np.inf and np.isnan(d[3])
