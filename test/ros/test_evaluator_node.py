@@ -39,7 +39,7 @@ def test_dense_reference_scored_published_and_reported(tmp_path):
             if FrameMetrics is not None else None
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
-        pub_depth = ros.publisher(Image, "/depth", reliable)
+        pub_depth = ros.publisher(Image, "/depth/image", reliable)
         pub_ref = ros.publisher(Image, "/reference_depth", reliable)
         pub_info = ros.publisher(CameraInfo, "/depth/camera_info", reliable)
         pub_report = ros.publisher(Empty, "/depth_evaluator/write_report", reliable)
