@@ -72,6 +72,8 @@ def serve_one_frame(cmd, env, cwd) -> tuple[list, list, str]:
     proc = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=cwd, env=env)
     rgb = np.random.default_rng(0).integers(0, 255, (PIN.height, PIN.width, 3), np.uint8)
+    depth_msgs = point_msgs = info_msgs = []
+    failure = None
     try:
         with RosHarness() as ros:
             depth = ros.collect(Image, "/depth/image")
@@ -94,9 +96,12 @@ def serve_one_frame(cmd, env, cwd) -> tuple[list, list, str]:
                     if proc.poll() is not None:
                         break
             depth_msgs, point_msgs, info_msgs = depth.messages, points.messages, info.messages
+    except AssertionError as exc:       # e.g. the node never subscribed: say why below
+        failure = exc
     finally:
         err = stop_process(proc)
-    assert depth_msgs and point_msgs, f"no depth/cloud from {cmd[0]}:\n{err[-4000:]}"
+    assert depth_msgs and point_msgs, f"{failure or 'no depth/cloud'} from {cmd[0]}:\n" \
+        f"{err[-4000:]}"
     # the rectified camera: D = 0, K = the lens' P
     assert not any(info_msgs[0].d)
     np.testing.assert_allclose(np.reshape(info_msgs[0].k, (3, 3)), PIN.K)
@@ -132,10 +137,13 @@ def test_cmake_install_prefix_starts_its_depth_node(vehicle, tmp_path):
     if shutil.which("cmake") is None:
         pytest.skip("cmake not installed")
     src, build, prefix = tmp_path / "src", tmp_path / "build", tmp_path / "install"
+    src.mkdir()
     for name in SOURCES:                        # staged: CMake refuses a venv in the tree
-        (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(
-            ROOT / name, src / name, **({"ignore": shutil.ignore_patterns("__pycache__")}
-                                        if (ROOT / name).is_dir() else {}))
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, src / name,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(ROOT / name, src / name)
     env = {**os.environ, "PATH": f"{DEV_VENV / 'bin'}:{os.environ['PATH']}",
            "LD_LIBRARY_PATH": str(DEV_VENV / "lib"), "AMENT_PREFIX_PATH": str(DEV_VENV)}
     run(["cmake", "-S", src, "-B", build, "-Wno-dev", "-DCMAKE_BUILD_TYPE=Release",
@@ -150,7 +158,9 @@ def test_cmake_install_prefix_starts_its_depth_node(vehicle, tmp_path):
     node = prefix / "lib" / "depth_perception" / "depth_node"
     assert node.is_file()
     # the vehicle venv's Python runs it (PATH), the prefix's package first (PYTHONPATH)
-    run_env = {**os.environ, "PYTHONPATH": str(site),
+    # and its libraries found (LD_LIBRARY_PATH: rosidl dlopens the typesupport libraries
+    # by name), as `source install/setup.bash` sets them
+    run_env = {**os.environ, "PYTHONPATH": str(site), "LD_LIBRARY_PATH": str(prefix / "lib"),
                "PATH": f"{vehicle / 'bin'}:{os.environ['PATH']}"}
     where = run([vehicle / "bin" / "python", "-c", "import depth_perception.ros.depth_node as m;"
                  " print(m.__file__)"], env=run_env, cwd=tmp_path).stdout.strip()
