@@ -37,6 +37,15 @@ PIN = Intrinsics(fx=60.0, fy=60.0, cx=39.5, cy=29.5, width=80, height=60)
 LENS = Calibration.pinhole(PIN, "plumb_bob", (-0.3, 0.0, 0.0, 0.0, 0.0))
 
 
+def vehicle_env(**extra) -> dict:
+    """This session's environment (ROS_DOMAIN_ID, discovery range) without what the dev
+    venv put there: its library path, Python path and the ROS wheels' bootstrap flag
+    (whose re-exec sets the library path of the venv that runs)."""
+    drop = {"LD_LIBRARY_PATH", "PYTHONPATH", "AMENT_PREFIX_PATH",
+            "_ROS_WHEELS_BOOTSTRAP_COMPLETE"}
+    return {**{k: v for k, v in os.environ.items() if k not in drop}, **extra}
+
+
 def run(cmd, timeout=1800, **kw):
     out = subprocess.run([str(c) for c in cmd], capture_output=True, text=True,
                          timeout=timeout, **kw)
@@ -114,7 +123,7 @@ def test_pip_install_starts_the_installed_depth_node(vehicle, tmp_path):
     py = vehicle / "bin" / "python"
     site = Path(run([py, "-c", "import depth_perception, os; "
                      "print(os.path.dirname(depth_perception.__file__))"],
-                    env={**os.environ, "PYTHONPATH": ""}, cwd=tmp_path).stdout.strip())
+                    env=vehicle_env(), cwd=tmp_path).stdout.strip())
     assert vehicle in site.parents                        # the installed copy, not the tree
     # every subpackage of the sources is installed
     assert subpackages(ROOT / "depth_perception") <= subpackages(site)
@@ -122,7 +131,7 @@ def test_pip_install_starts_the_installed_depth_node(vehicle, tmp_path):
     depth, cloud, _ = serve_one_frame(
         [vehicle / "bin" / "depth_node", "--ros-args", "-p", f"model:={onnx_path}",
          "-p", "backend:=onnxruntime"],
-        {**os.environ, "PYTHONPATH": ""}, tmp_path)
+        vehicle_env(), tmp_path)
     assert (depth[0].width, depth[0].height) == (PIN.width, PIN.height)
     assert cloud[0].width * cloud[0].height == PIN.width * PIN.height
 
@@ -160,8 +169,8 @@ def test_cmake_install_prefix_starts_its_depth_node(vehicle, tmp_path):
     # the vehicle venv's Python runs it (PATH), the prefix's package first (PYTHONPATH)
     # and its libraries found (LD_LIBRARY_PATH: rosidl dlopens the typesupport libraries
     # by name), as `source install/setup.bash` sets them
-    run_env = {**os.environ, "PYTHONPATH": str(site), "LD_LIBRARY_PATH": str(prefix / "lib"),
-               "PATH": f"{vehicle / 'bin'}:{os.environ['PATH']}"}
+    run_env = vehicle_env(PYTHONPATH=str(site), LD_LIBRARY_PATH=str(prefix / "lib"),
+                          PATH=f"{vehicle / 'bin'}:{os.environ['PATH']}")
     where = run([vehicle / "bin" / "python", "-c", "import depth_perception.ros.depth_node as m;"
                  " print(m.__file__)"], env=run_env, cwd=tmp_path).stdout.strip()
     assert Path(where).is_relative_to(site), where
