@@ -29,7 +29,7 @@ import numpy as np
 
 from depth_perception import conversions
 from depth_perception.data.samples import BagSequence, SampleConfig
-from depth_perception.metrics import compute_depth_metrics
+from depth_perception.metrics import compute_depth_metrics, valid_mask
 
 
 def fit_model(path: Path, bags_dir: Path, size, seed: int, steps: int) -> Path:
@@ -94,9 +94,12 @@ def make_drives(out: Path, frames: int, seed: int, size, distortion: str) -> dic
 
     kw = dict(frames=frames, size=size, conditions=("day-clear",), seed=seed,
               config=SynthConfig.varied(seed, size=size), overwrite=True)
-    plain, = make_synthetic_bags(out / "pinhole", **kw)
-    lens, = make_synthetic_bags(out / "lens", **kw, distortion=parse_distortion(distortion))
-    return {"pinhole": plain, "lens": lens}
+    lenses = {"pinhole": None, "lens": parse_distortion(distortion)}
+    bags = {name: out / name / "day-clear" for name in lenses}
+    for name, lens in lenses.items():       # an earlier run's drive in --bags is reused
+        if not (bags[name] / "metadata.yaml").is_file():
+            make_synthetic_bags(out / name, **kw, distortion=lens)
+    return bags
 
 
 def through_node(bag: Path, model: str, input_image: str, timeout: float = 60.0) -> dict:
@@ -159,7 +162,9 @@ def through_node(bag: Path, model: str, input_image: str, timeout: float = 60.0)
                 continue
             depth = conversions.image_to_depth(out["depth"])
             gt = seq.gt_depth(i)
-            m = compute_depth_metrics(gt, depth, 0.1, 80.0)
+            # as the evaluator scores: where the node published a usable depth
+            scored = valid_mask(gt, 0.1, 80.0) & np.isfinite(depth) & (depth > 0)
+            m = compute_depth_metrics(gt, depth, 0.1, 80.0, mask=scored)
             abs_rel.append(m["abs_rel"])
             lidar = seq.lidar_depth(i)                       # [H,W] z, rectified camera
             K = np.reshape(out["info"].k, (3, 3))

@@ -238,15 +238,19 @@ def _rectify_maps(cal: Calibration):
     return cv2.convertMaps(np.ascontiguousarray(mx), np.ascontiguousarray(my), cv2.CV_16SC2)
 
 
-def distortion_maps(calibration: Calibration) -> tuple[np.ndarray, np.ndarray]:
-    """([H,W] x, [H,W] y) float32: for each pixel of the raw (distorted) image, where it
-    lies in the rectified image of ``P``. ``cv2.remap(rectified, x, y, ...)`` renders what
-    the lens records (full resolution, no binning/ROI); inverse of :func:`rectifier`."""
+def distortion_maps(calibration: Calibration,
+                    supersample: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """([H*s,W*s] x, [H*s,W*s] y) float32, s = ``supersample``: for each pixel (or each of
+    its s x s sub-pixel centres) of the raw (distorted) image, where it lies in the
+    rectified image of ``P``. ``cv2.remap(rectified, x, y, ...)`` renders what the lens
+    records (then an s x s area average, :func:`render_distorted`); full resolution, no
+    binning/ROI; the inverse of :func:`rectifier`."""
     cal = calibration.check()
     if cal._roi() is not None or cal.binning != (1, 1):
         raise ValueError("distortion_maps: full-resolution calibrations only (no ROI/binning)")
-    u, v = np.meshgrid(np.arange(cal.width, dtype=np.float64),
-                       np.arange(cal.height, dtype=np.float64))
+    s = int(supersample)
+    u, v = np.meshgrid((np.arange(cal.width * s, dtype=np.float64) + 0.5) / s - 0.5,
+                       (np.arange(cal.height * s, dtype=np.float64) + 0.5) / s - 0.5)
     pts = np.stack([u.ravel(), v.ravel()], axis=1)[:, None, :]           # [N,1,2]
     K = np.reshape(cal.K, (3, 3)).astype(np.float64)
     R = np.reshape(cal.R, (3, 3)).astype(np.float64)
@@ -260,8 +264,20 @@ def distortion_maps(calibration: Calibration) -> tuple[np.ndarray, np.ndarray]:
             out = cv2.undistortPointsIter(pts, K, D, R, P, crit)
         else:                                                             # OpenCV 5
             out = cv2.undistortPoints(pts, K, D, R=R, P=P, criteria=crit)
-    xy = out.reshape(cal.height, cal.width, 2).astype(np.float32)
+    xy = out.reshape(cal.height * s, cal.width * s, 2).astype(np.float32)
     return np.ascontiguousarray(xy[..., 0]), np.ascontiguousarray(xy[..., 1])
+
+
+def render_distorted(rectified: np.ndarray, maps: tuple, size: tuple[int, int]) -> np.ndarray:
+    """What the lens records of a ``rectified`` (pinhole) image: ``maps`` from
+    :func:`distortion_maps` (supersampled s x s), each raw pixel the area average of its
+    sub-pixel samples (a pixel integrates light; point samples alias where the lens
+    squeezes the scene). Rays outside the rectified view repeat its border."""
+    fine = cv2.remap(rectified, maps[0], maps[1], cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_REPLICATE)
+    if fine.shape[1::-1] == tuple(size):
+        return fine
+    return cv2.resize(fine, tuple(size), interpolation=cv2.INTER_AREA)
 
 
 def parse_distortion(text: str) -> tuple[str, tuple[float, ...]]:

@@ -30,9 +30,10 @@ topic                         type                        content
 All bags share geometry, trajectory, LiDAR and ground truth; only the camera images
 differ. A lens (``distortion=('plumb_bob', D)``, ``--distortion MODEL:coeffs``) warps the
 pinhole render into the image that lens records (:func:`depth_perception.rectify.
-distortion_maps`); raw pixels whose rays fall outside the rendered pinhole view (the
-corners of a barrel lens) repeat its border. The rectified camera is the pinhole one,
-so the ground truth stays where a rectifying node puts its depth. ``custom_data`` holds ``condition`` (and the generator settings). A bag is
+render_distorted`: each raw pixel the average of 3 x 3 sub-pixel samples); raw pixels
+whose rays fall outside the rendered pinhole view (the corners of a barrel lens) repeat
+its border. The rectified camera is the pinhole one, so the ground truth stays where a
+rectifying node puts its depth. ``custom_data`` holds ``condition`` (and the generator settings). A bag is
 written to a hidden temporary folder and renamed when complete, so an interrupted run
 never leaves a half-written bag under the final name.
 """
@@ -47,11 +48,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from depth_perception import __version__
-from depth_perception.rectify import Calibration, distortion_maps
+from depth_perception.rectify import Calibration, distortion_maps, render_distorted
 from depth_perception.synth.conditions import CONDITIONS
 from depth_perception.synth.layout import SynthConfig
 from depth_perception.synth.street import SyntheticStreet
@@ -64,6 +64,8 @@ STORAGES = ("mcap", "sqlite3")
 IMAGE_FORMATS = {"raw": None, "jpeg": "rgb8; jpeg compressed bgr8",
                  "png": "rgb8; png compressed bgr8"}
 JPEG_QUALITY = 90
+#: sub-pixel samples per raw pixel side when a lens warps the pinhole render (area average)
+LENS_SUPERSAMPLE = 3
 CAMERA_FRAME = "camera_optical_frame"
 LIDAR_FRAME = "lidar"
 BASE_FRAME = "base_link"
@@ -237,7 +239,7 @@ def write_synthetic_bags(street: SyntheticStreet, targets: dict[str, Path],
     T = msgs.T
     K = street.intrinsics
     lens = Calibration.pinhole(K, *(distortion or ("plumb_bob", (0.0,) * 5)))
-    warp = distortion_maps(lens) if lens.distorts else None           # raw <- pinhole
+    warp = distortion_maps(lens, LENS_SUPERSAMPLE) if lens.distorts else None  # raw <- pinhole
     timing = {"geometry": 0.0, "lidar": 0.0, "write": 0.0, **{c: 0.0 for c in targets}}
     start = time.perf_counter()
     topics, types = dict(TOPICS), dict(MSG_TYPES)
@@ -309,8 +311,7 @@ def write_synthetic_bags(street: SyntheticStreet, targets: dict[str, Path],
                 tic = time.perf_counter()
                 rgb, _ = street.render(frame, condition)
                 if warp is not None:
-                    rgb = cv2.remap(rgb, warp[0], warp[1], cv2.INTER_LINEAR,
-                                    borderMode=cv2.BORDER_REPLICATE)
+                    rgb = render_distorted(rgb, warp, (K.width, K.height))
                 timing[condition] += time.perf_counter() - tic
                 tic = time.perf_counter()
                 header = msgs.header(stamp, CAMERA_FRAME)

@@ -167,6 +167,6 @@ def test_synthetic_lens_bag_rectifies_back_to_the_pinhole_drive(tmp_path):
     assert rect.intrinsics == ref.intrinsics
     inner = (slice(6, 42), slice(20, 140))
     diff = lambda a: np.abs(a.image[inner].astype(float) - ref.image[inner]).mean()  # noqa: E731
-    assert diff(rect) < 6 < 3 * diff(rect) < diff(raw)
+    assert diff(rect) < 6 and 2 * diff(rect) < diff(raw)     # grey levels, inner region
     np.testing.assert_array_equal(np.isnan(rect.gt_depth), np.isnan(ref.gt_depth))
     assert np.isnan(ref.gt_depth).any()                            # +inf -> NaN in a Sample
