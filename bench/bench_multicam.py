@@ -106,7 +106,7 @@ class Rig:
         self.counts = {c: 0 for c in CAMERAS}
         self._lock = threading.Lock()
         for c in CAMERAS:
-            self.node.create_subscription(Image, f"/{c}/depth",
+            self.node.create_subscription(Image, f"/{c}/depth/image",
                                           lambda msg, c=c: self._count(c), 10)
         self.executor = make_executor(context=self.context)
         self.executor.add_node(self.node)

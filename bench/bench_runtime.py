@@ -3,8 +3,10 @@
     .venv/bin/python bench/bench_runtime.py               # both parts
     .venv/bin/python bench/bench_runtime.py --skip-model  # only the non-model stages
 
-For 640x480 and 1280x720 frames: decode (sensor_msgs/Image -> RGB), CameraInfo ->
-intrinsics, preprocess, postprocess, depth message, colourised depth, point cloud at
+For 640x480 and 1280x720 frames of a distorted camera (plumb_bob, k1 = -0.3): decode
+(sensor_msgs/Image -> RGB), CameraInfo -> calibration and the cached rectifier ("K"),
+rectification with the cached maps ("rect"; target <= 2 ms at 1280x720; the one-off map
+computation per calibration is printed apart), preprocess, postprocess, depth message, colourised depth, point cloud at
 stride 1 and 2 — everything the node does except the model forward — and a plain copy of
 as many bytes as the stride-1 cloud, for comparison (target: cloud within 3x of the
 copy; the costmap cloud filters of ``depth_perception.cloud`` at 640x480 on a road scene; whole frame under 5 ms at 1280x720 with a stride-2 cloud; colourised depth under
@@ -23,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from depth_perception import conversions, units
+from depth_perception import conversions, rectify, units
 from depth_perception.camera import Intrinsics
 from depth_perception.metadata import ModelMetadata
 from depth_perception.runtime.processing import Preprocessor, postprocess
@@ -52,7 +54,8 @@ def frame(width: int, height: int):
     header = Header(stamp=Time(sec=1, nanosec=0), frame_id="camera_optical_frame")
     K = Intrinsics(0.8 * width, 0.8 * width, width / 2 - 0.5, height / 2 - 0.5, width, height)
     image = conversions.numpy_to_image(rgb, "rgb8", header)
-    info = conversions.intrinsics_to_camera_info(K, header)
+    lens = rectify.Calibration.pinhole(K, "plumb_bob", (-0.3, 0.0, 0.0, 0.0, 0.0))
+    info = conversions.calibration_to_camera_info(lens, header)
     depth = rng.uniform(0.5, 60.0, (height, width)).astype(np.float32)
     depth[: height // 5] = np.inf  # sky
     return header, image, info, K, depth
@@ -61,7 +64,8 @@ def frame(width: int, height: int):
 def bench_stages(repeat: int, metadata: ModelMetadata) -> None:
     print(f"\n== per-frame stages without the model (median of {repeat}, ms; load "
           f"{os.getloadavg()[0]:.2f}) ==")
-    print(f"{'size':>10} {'decode':>7} {'K':>6} {'prep':>7} {'post':>7} {'depth':>7} "
+    print(f"{'size':>10} {'decode':>7} {'K':>6} {'rect':>6} {'maps':>6} {'prep':>7} "
+          f"{'post':>7} {'depth':>7} "
           f"{'color':>7} {'cloud1':>7} {'cloud2':>7} {'copy1':>7} {'c1/copy':>7} "
           f"{'total2':>7}")
     for width, height in SIZES:
@@ -72,9 +76,15 @@ def bench_stages(repeat: int, metadata: ModelMetadata) -> None:
         output = np.random.default_rng(1).uniform(1, 50, (1, 1, h, w)).astype(np.float32)
         cloud = conversions.depth_to_cloud(depth, K, header, stride=1)
         raw = np.frombuffer(bytes(cloud.data), np.uint8)
+        tic = time.perf_counter()
+        rectifier = rectify.rectifier(conversions.camera_info_to_calibration(info))
+        maps_ms = (time.perf_counter() - tic) * 1e3                  # once per calibration
+        rgb = conversions.image_to_rgb(image)
         t = {
             "decode": timeit(lambda: conversions.image_to_rgb(image), repeat),
-            "K": timeit(lambda: conversions.camera_info_to_intrinsics(info), repeat),
+            "K": timeit(lambda: rectify.rectifier(conversions.camera_info_to_calibration(info))
+                        .intrinsics, repeat),
+            "rect": timeit(lambda: rectifier.apply(rgb), repeat),
             "prep": timeit(lambda: pre.prepare(conversions.image_to_rgb(image), K), repeat),
             "post": timeit(lambda: units.mark_out_of_range(
                 postprocess(output, prepared, metadata), 0.1, 80.0), repeat),
@@ -88,19 +98,24 @@ def bench_stages(repeat: int, metadata: ModelMetadata) -> None:
             "copy1": timeit(lambda: raw.copy(), repeat),
         }
         t["prep"] -= t["decode"]
-        total2 = (t["decode"] + t["K"] + t["prep"] + t["post"] + t["depth"] + t["cloud2"])
-        print(f"{width}x{height:<5} {t['decode']:7.2f} {t['K']:6.3f} {t['prep']:7.2f} "
+        total2 = (t["decode"] + t["K"] + t["rect"] + t["prep"] + t["post"] + t["depth"]
+                  + t["cloud2"])
+        print(f"{width}x{height:<5} {t['decode']:7.2f} {t['K']:6.3f} {t['rect']:6.2f} "
+              f"{maps_ms:6.1f} {t['prep']:7.2f} "
               f"{t['post']:7.2f} {t['depth']:7.2f} {t['color']:7.2f} {t['cloud1']:7.2f} "
               f"{t['cloud2']:7.2f} {t['copy1']:7.2f} {t['cloud1'] / t['copy1']:7.1f} "
               f"{total2:7.2f}")
         if (width, height) == (1280, 720):
             ratio = t["cloud1"] / t["copy1"]
-            targets = (f"targets at 1280x720: total2 {total2:.2f} < 5 ms "
+            targets = (f"targets at 1280x720: rect {t['rect']:.2f} <= 2 ms "
+                       f"{'met' if t['rect'] <= 2 else 'NOT met'}; total2 {total2:.2f} < 5 ms "
                        f"{'met' if total2 < 5 else 'NOT met'}; cloud1 {ratio:.1f}x copy "
                        f"<= 3x {'met' if ratio <= 3 else 'NOT met'}; colour "
                        f"{t['color']:.2f} < 2 ms {'met' if t['color'] < 2 else 'NOT met'}")
     print(f"load after: {os.getloadavg()[0]:.2f}; {targets}")
-    print("total2 = decode + K + prep + post + depth msg + stride-2 cloud (no colorized); "
+    print("total2 = decode + K + rect + prep + post + depth msg + stride-2 cloud (no "
+          "colorized); K = CameraInfo -> calibration + cached rectifier; maps = the one-off "
+          "rectification maps of a new calibration; "
           "copy1 = np.copy of the stride-1 cloud's bytes")
 
 

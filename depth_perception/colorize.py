@@ -1,4 +1,4 @@
-"""Depth -> colour image for display (the node's ``depth/colorized``, plots, TensorBoard).
+"""Depth -> colour image for display (the node's ``depth_colorized/image``, plots, TensorBoard).
 
 One implementation: the value of each pixel is mapped linearly to 255 colour levels
 (inverse depth by default: near is bright and structure shows at every range), then a

@@ -28,6 +28,7 @@ import numpy as np
 
 from depth_perception import buffers, units
 from depth_perception.camera import Intrinsics, pixel_rays
+from depth_perception.rectify import Calibration
 
 log = logging.getLogger(__name__)
 
@@ -364,53 +365,53 @@ def depth_to_image(depth_m: np.ndarray, header, encoding: str = "32FC1", msg_typ
 # CameraInfo
 # ---------------------------------------------------------------------------------------
 def camera_info_to_intrinsics(msg) -> Intrinsics:
-    """sensor_msgs/CameraInfo -> Intrinsics of the published image.
-
-    Binning and a region of interest are applied as image_geometry does. Raises
-    ValueError for an all-zero K (uncalibrated camera) or a zero image size.
-    """
-    width, height = int(msg.width), int(msg.height)
-    K = np.asarray(msg.k, dtype=np.float64).reshape(-1)
-    where = _describe(msg)
-    if width <= 0 or height <= 0:
-        raise ValueError(f"CameraInfo ({where}): image size {width}x{height}, expected "
-                         "width and height > 0")
-    if K.size != 9 or not np.any(K):
-        raise ValueError(f"CameraInfo ({where}): K is {K.tolist()}, expected a calibrated "
-                         "3x3 camera matrix (all zero means the camera is not calibrated)")
+    """CameraInfo -> the pinhole ``K`` of the published image (binning and ROI applied as
+    image_geometry does; distortion ignored: see :func:`depth_perception.rectify.rectifier`).
+    ValueError for an all-zero K (uncalibrated camera) or a zero image size."""
+    cal = camera_info_to_calibration(msg)
     try:
-        intr = Intrinsics.from_matrix(K, width, height)
+        if cal.width <= 0 or cal.height <= 0 or len(cal.K) != 9 or not any(cal.K):
+            raise ValueError(cal.problem())
+        return cal.intrinsics("K")
     except ValueError as err:
-        raise ValueError(f"CameraInfo ({where}): {err}") from err
-    roi = getattr(msg, "roi", None)
-    if roi is not None and int(roi.width) > 0 and int(roi.height) > 0 and (
-            int(roi.width) != width or int(roi.height) != height):
-        intr = intr.cropped(int(roi.x_offset), int(roi.y_offset), int(roi.width),
-                            int(roi.height))
-    bx, by = max(int(getattr(msg, "binning_x", 0)), 1), max(int(getattr(msg, "binning_y", 0)), 1)
-    if bx > 1 or by > 1:
-        intr = Intrinsics(intr.fx / bx, intr.fy / by, intr.cx / bx, intr.cy / by,
-                          intr.width // bx, intr.height // by)
-    return intr
+        raise ValueError(f"CameraInfo ({_describe(msg)}): {err}") from err
+
+
+def camera_info_to_calibration(msg) -> Calibration:
+    """sensor_msgs/CameraInfo -> :class:`~depth_perception.rectify.Calibration` (all its
+    calibration fields, unchecked: :func:`depth_perception.rectify.rectifier` says what is
+    wrong with a bad one)."""
+    r = getattr(msg, "roi", None)
+    roi = (r.x_offset, r.y_offset, r.width, r.height) if r is not None else (0, 0, 0, 0)
+
+    def values(field):
+        return tuple(float(v) for v in np.asarray(field, np.float64).reshape(-1))
+    return Calibration(int(msg.width), int(msg.height), str(msg.distortion_model),
+                       values(msg.d), values(msg.k), values(msg.r), values(msg.p),
+                       int(getattr(msg, "binning_x", 0)), int(getattr(msg, "binning_y", 0)),
+                       tuple(int(v) for v in roi))
 
 
 def intrinsics_to_camera_info(intrinsics: Intrinsics, header, msg_type=None):
-    """Intrinsics -> CameraInfo (plumb_bob, zero distortion, P = [K | 0])."""
+    """Intrinsics -> CameraInfo of a rectified camera (plumb_bob, D = 0, R = I, P = [K|0])."""
+    return calibration_to_camera_info(Calibration.pinhole(intrinsics, D=(0.0,) * 5), header,
+                                      msg_type)
+
+
+def calibration_to_camera_info(cal: Calibration, header, msg_type=None):
+    """Calibration -> CameraInfo (full resolution: binning and ROI are not written)."""
     cls = _resolve(msg_type, "sensor_msgs/msg/CameraInfo")
-    K = intrinsics.K.astype(np.float64)
-    P = np.zeros((3, 4))
-    P[:, :3] = K
     if _is_rosbags_type(msg_type):
         roi = _field_class(msg_type, "roi")(x_offset=0, y_offset=0, height=0, width=0,
                                             do_rectify=False)
-        d = np.zeros(5, dtype=np.float64)
+        d = np.asarray(cal.D, dtype=np.float64)
     else:
         roi = _rclpy_class("sensor_msgs/msg/RegionOfInterest")()
-        d = [0.0] * 5
-    return cls(header=_make_header(header, msg_type), height=int(intrinsics.height),
-               width=int(intrinsics.width), distortion_model="plumb_bob", d=d,
-               k=K.reshape(-1), r=np.eye(3).reshape(-1), p=P.reshape(-1),
-               binning_x=0, binning_y=0, roi=roi)
+        d = [float(v) for v in cal.D]
+    return cls(header=_make_header(header, msg_type), height=int(cal.height),
+               width=int(cal.width), distortion_model=cal.distortion_model, d=d,
+               k=np.asarray(cal.K, np.float64), r=np.asarray(cal.R, np.float64),
+               p=np.asarray(cal.P, np.float64), binning_x=0, binning_y=0, roi=roi)
 
 
 # ---------------------------------------------------------------------------------------

@@ -70,7 +70,7 @@ def generate_launch_description():
         parameters=[sim, {"condition": cfg["condition"], "output_dir": cfg["output_dir"],
                           "max_depth": cfg["max_depth"], "reference": cfg["reference"],
                           "tf_bag": cfg["bag"]}],
-        remappings=[("depth", "/depth"), ("depth/camera_info", "/depth/camera_info"),
+        remappings=[("depth/image", "/depth/image"), ("depth/camera_info", "/depth/camera_info"),
                     ("lidar", LIDAR_TOPIC), ("reference_depth", GT_TOPIC),
                     ("image", IMAGE_TOPIC)],
         arguments=log))

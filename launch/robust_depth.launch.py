@@ -5,11 +5,15 @@ optionally, rviz2 with the package's view of camera image, colourised depth and 
         image:=/camera/image_raw camera_info:=/camera/camera_info rviz:=true
 
 Parameters come from ``params_file`` (default: the package's config/robust_depth.yaml);
-the launch arguments ``model``, ``backend``, ``cameras`` and ``use_sim_time`` override it
+the launch arguments ``model``, ``backend``, ``input_image``, ``cameras`` and
+``use_sim_time`` override it
 when given. Several cameras on one node and one model:
 
     ros2 launch depth_perception robust_depth.launch.py model:=/models/m.onnx \
-        cameras:=front,left,right     # front/image, front/camera_info -> front/depth, ...
+        cameras:=front,left,right   # front/image, front/camera_info -> front/depth/image, ...
+
+An ``image_rect`` input (already rectified, e.g. by image_proc) takes
+``input_image:=rectified``; the default (``raw``) rectifies a driver's ``image_raw``.
 
 With ``autostart:=false`` the node waits in 'unconfigured' for a lifecycle manager
 (``ros2 lifecycle set /depth_node configure``).
@@ -37,9 +41,13 @@ ARGUMENTS = (
     ("backend", "", "auto | tensorrt | onnxruntime | torch (empty: the params_file's)"),
     ("image", "/camera/image_raw", "camera image topic (sensor_msgs/Image)"),
     ("camera_info", "/camera/camera_info", "camera info topic (sensor_msgs/CameraInfo)"),
+    ("input_image", "", "raw (a driver's image_raw: rectified with the CameraInfo's D, R, "
+                        "P) | rectified (image_rect: described by P, not rectified again) | "
+                        "ignore_distortion (comparisons only); empty: the params_file's "
+                        "(raw)"),
     ("namespace", "", "namespace of the node and its outputs"),
     ("cameras", "", "comma-separated camera namespaces served by one node and one model "
-                    "(C/image + C/camera_info -> C/depth, C/points, ...; the image and "
+                    "(C/image + C/camera_info -> C/depth/image, C/points, ...; the image and "
                     "camera_info remappings then do not apply); empty: the params_file's "
                     "(one camera on the node's own topics)"),
     ("use_sim_time", "false", "use /clock (bag replay with --clock)"),
@@ -49,7 +57,7 @@ ARGUMENTS = (
     ("log_level", "info", "log level of the node: debug | info | warn | error"),
 )
 #: launch arguments that become node parameters when not empty
-PARAMETER_ARGUMENTS = ("model", "backend")
+PARAMETER_ARGUMENTS = ("model", "backend", "input_image")
 #: the node's input topics (relative names) remapped by the launch file
 REMAPPED_TOPICS = ("image", "image/compressed", "camera_info")
 

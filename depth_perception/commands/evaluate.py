@@ -7,6 +7,7 @@ HELP = ("evaluate depth models (through the runtime's DepthEstimator) or a recor
 
 
 def add_arguments(parser) -> None:
+    from depth_perception.rectify import INPUT_IMAGES
     from depth_perception.runtime.geometry import FOCAL_POLICIES
 
     parser.add_argument("--bag", action="append", required=True, metavar="BAG",
@@ -43,6 +44,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--lidar-topic", default="/lidar/points")
     parser.add_argument("--image-topic", default="/camera/image_raw")
     parser.add_argument("--camera-info-topic", default="/camera/camera_info")
+    parser.add_argument("--input-image", choices=INPUT_IMAGES, default="raw",
+                        help="raw: images rectified with the CameraInfo's distortion "
+                             "(as the depth node does); rectified: image_rect, described "
+                             "by P; ignore_distortion: K on the raw image (comparison)")
     parser.add_argument("--min-depth", type=float, default=0.1)
     parser.add_argument("--max-depth", type=float, default=80.0,
                         help="evaluation cap in metres (default 80: nuScenes protocol)")
@@ -75,7 +80,7 @@ def run(args) -> int:
         median_scaling=args.median_scaling, align=args.align, reference=args.gt,
         condition=args.condition, max_frames=args.max_frames, stride=args.stride,
         lidar_topic=args.lidar_topic, image_topic=args.image_topic,
-        camera_info_topic=args.camera_info_topic,
+        camera_info_topic=args.camera_info_topic, input_image=args.input_image,
         prior="bags" if args.prior_bags else "loo" if args.prior else "none",
         prior_bags=tuple(args.prior_bags))
     options = {"short_side": args.short_side or None, "max_pixels": args.max_pixels or None,

@@ -26,6 +26,12 @@ def add_arguments(parser) -> None:
                         help="draw the rig and street from the seed (SynthConfig.varied): "
                              "camera height and pitch, speed, weave within the lane, lead cars, "
                              "oncoming cars, cross streets, parked cars")
+    parser.add_argument("--distortion", default=None, metavar="MODEL:COEFFS",
+                        help="lens distortion of the camera, e.g. plumb_bob:-0.3,0.08 "
+                             "(k1,k2,p1,p2,k3), equidistant:0.1,0.01 (k1..k4) or "
+                             "rational_polynomial:k1,k2,p1,p2,k3,k4,k5,k6 (missing = 0): the "
+                             "image is what that lens records, the CameraInfo says so; ground "
+                             "truth stays in the rectified (pinhole) camera")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace existing bags of the same names")
 
@@ -34,9 +40,11 @@ def run(args) -> int:
     import time
     from dataclasses import replace
 
+    from depth_perception.rectify import parse_distortion
     from depth_perception.synth import SynthConfig, make_synthetic_bags, parse_size
 
     size = parse_size(args.size)
+    distortion = parse_distortion(args.distortion) if args.distortion else None
     conditions = [c.strip() for c in args.conditions.split(",") if c.strip()]
     config = (SynthConfig.varied(args.seed, size=size) if args.vary
               else SynthConfig(size=size, seed=args.seed))
@@ -46,7 +54,8 @@ def run(args) -> int:
     paths = make_synthetic_bags(args.out, frames=args.frames, size=size,
                                 conditions=conditions, seed=args.seed,
                                 storage=args.storage, overwrite=args.overwrite,
-                                config=config, image_format=args.image_format)
+                                config=config, image_format=args.image_format,
+                                distortion=distortion)
     elapsed = time.perf_counter() - start
     for path in paths:
         print(path)

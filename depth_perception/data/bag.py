@@ -406,6 +406,10 @@ class BagReader:
     def camera_info(self, index: int = 0) -> Intrinsics:
         return self._wrap("camera_info", index, conversions.camera_info_to_intrinsics)
 
+    def calibration(self, index: int = 0):
+        """:class:`~depth_perception.rectify.Calibration` of CameraInfo ``index``."""
+        return self._wrap("camera_info", index, conversions.camera_info_to_calibration)
+
     def frame_id(self, key: str, index: int = 0) -> str:
         return str(self.message(key, index).header.frame_id).lstrip("/")
 

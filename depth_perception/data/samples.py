@@ -25,10 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
+from depth_perception import units
 from depth_perception.camera import Intrinsics
 from depth_perception.data.bag import BagReader, BagTopics
 from depth_perception.data.projection import camera_from_lidar, project_lidar
 from depth_perception.data.tf import TransformError, invert_transform
+from depth_perception.rectify import rectifier
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,7 @@ class SampleConfig:
     motion_compensation: bool = True       # move LiDAR points to the image time via odom
     max_lidar_gap_s: float = 0.1           # no LiDAR depth when the nearest scan is older
     max_gt_gap_s: float = 0.005            # ground truth must share the image stamp
+    input_image: str = "raw"               # rectify.INPUT_IMAGES: raw images are rectified
 
     def __post_init__(self):
         offsets = tuple(int(o) for o in self.offsets)
@@ -75,7 +78,8 @@ class SampleConfig:
         return {"size": self.size, "crop": self.crop, "topics": asdict(self.topics),
                 "world_frame": self.world_frame,
                 "motion_compensation": self.motion_compensation,
-                "max_lidar_gap_s": self.max_lidar_gap_s, "max_gt_gap_s": self.max_gt_gap_s}
+                "max_lidar_gap_s": self.max_lidar_gap_s, "max_gt_gap_s": self.max_gt_gap_s,
+                "input_image": self.input_image}
 
 
 @dataclass
@@ -111,7 +115,9 @@ class BagSequence:
         # 1. camera
         self.reader.require("image")
         info_topic = self.reader.require("camera_info")
-        self.source_intrinsics = self.reader.camera_info(0)
+        # the rectified camera (the depth node's rectifier: same maps, same pixels)
+        self.rectifier = rectifier(self.reader.calibration(0), cfg.input_image)
+        self.source_intrinsics = self.rectifier.intrinsics
         self.camera_frame = self.reader.frame_id("camera_info")
         if not self.camera_frame:
             raise ValueError(f"bag {self.path}: CameraInfo on '{info_topic}' has an empty "
@@ -253,7 +259,7 @@ class BagSequence:
                 f"bag {self.path}: image {i} on '{self.reader.topic_name('image')}' is "
                 f"{rgb.shape[1]}x{rgb.shape[0]} but the CameraInfo on "
                 f"'{self.config.topics.camera_info}' says {src.width}x{src.height}")
-        return self._prepare(rgb)
+        return self._prepare(self.rectifier.apply(rgb))
 
     def frame(self, i: int) -> np.ndarray:
         """[H,W,3] uint8 RGB of image index ``i`` at the output size (a fresh copy).
@@ -301,7 +307,9 @@ class BagSequence:
 
         def compute():
             self.decode_count += 1
-            return self._prepare(self.reader.gt_depth(j), nearest=True).astype(np.float32)
+            # the bag's +inf (REP 117 no return: sky) is NaN (invalid) in a Sample
+            gt = units.nan_outside(self.reader.gt_depth(j))
+            return self._prepare(gt, nearest=True).astype(np.float32)
 
         return self._cached(f"gt_{i}", compute)
 

@@ -48,6 +48,10 @@ class EvaluateConfig:
     lidar_topic: str = "/lidar/points"
     image_topic: str = "/camera/image_raw"
     camera_info_topic: str = "/camera/camera_info"
+    #: what the images are (rectify.INPUT_IMAGES): "raw" ones are rectified with the
+    #: CameraInfo's calibration by the depth node's rectifier; the reference is scored
+    #: in the rectified camera (a synthetic bag's ground truth is in that geometry)
+    input_image: str = "raw"
     #: index (within each condition) of the frame shown in the sample figure
     sample_index: int = 0
     #: image-blind prior row (per-pixel median reference depth) and structure-pixel
@@ -146,7 +150,8 @@ def open_sequence(bag, config: EvaluateConfig):
         reader.require("camera_info")
         reader.require("lidar" if lidar else "gt_depth")
     sample_config = SampleConfig(offsets=(), skip_static=False, with_lidar=lidar,
-                                 with_gt=not lidar, condition=config.condition, topics=topics)
+                                 with_gt=not lidar, condition=config.condition, topics=topics,
+                                 input_image=config.input_image)
     return BagSequence(bag, sample_config)
 
 

@@ -11,9 +11,11 @@ topics) a pipeline
   counted in its :class:`~depth_perception.ros.diagnostics.FrameStats`),
 * turns a paired frame into a :class:`~depth_perception.runtime.estimator.FrameInput`
   (:meth:`prepare`: stamp order, decoding, LiDAR reference, TF camera pose, with this
-  camera's scale policy) and a result into ``C/depth``, ``C/depth/camera_info``,
-  ``C/points`` and ``C/depth/colorized`` with the frame's stamp and frame_id
-  (:meth:`finish`).
+  camera's scale policy; the image rectified with its calibration through
+  :func:`depth_perception.rectify.rectifier`, maps cached per calibration) and a result
+  into ``C/depth/image`` beside ``C/depth/camera_info`` (image_transport's pairing: the
+  rectified camera, D = 0), ``C/points`` and ``C/depth_colorized/image`` with the
+  frame's stamp and frame_id (:meth:`finish`).
 
 The first camera uses the estimator's own scale policy (one camera: exactly as before);
 every other camera gets its own copy at configure, so smoothing never mixes cameras.
@@ -27,7 +29,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from depth_perception import conversions
+from depth_perception import conversions, rectify
 from depth_perception.colorize import colorize_depth
 from depth_perception.conversions import stamp_to_ns
 from depth_perception.data.projection import project_lidar
@@ -36,6 +38,11 @@ from depth_perception.ros.cloud_output import CloudOutput
 from depth_perception.ros.diagnostics import FrameStats, Throttle, image_problem
 from depth_perception.runtime.estimator import FrameInput
 from depth_perception.runtime.pairing import StampPairer
+
+#: image_transport layout: an image topic ``<ns>/image`` beside ``<ns>/camera_info``
+DEPTH_TOPIC = "depth/image"
+DEPTH_INFO_TOPIC = "depth/camera_info"
+COLORIZED_TOPIC = "depth_colorized/image"        # display only: no CameraInfo of its own
 
 
 @dataclass
@@ -95,11 +102,11 @@ class CameraPipeline:
 
         node, qos = self.node, ros_qos.output_qos(2)
         self.publishers = {
-            "depth": node.create_lifecycle_publisher(Image, self.topic("depth"), qos),
-            "info": node.create_lifecycle_publisher(CameraInfo, self.topic("depth/camera_info"),
+            "depth": node.create_lifecycle_publisher(Image, self.topic(DEPTH_TOPIC), qos),
+            "info": node.create_lifecycle_publisher(CameraInfo, self.topic(DEPTH_INFO_TOPIC),
                                                     qos),
             "points": node.create_lifecycle_publisher(PointCloud2, self.topic("points"), qos),
-            "colorized": node.create_lifecycle_publisher(Image, self.topic("depth/colorized"),
+            "colorized": node.create_lifecycle_publisher(Image, self.topic(COLORIZED_TOPIC),
                                                          qos),
         }
         self.scale_policy = None if self.index == 0 else copy.deepcopy(est.scale_policy)
@@ -148,7 +155,8 @@ class CameraPipeline:
     def _on_camera_info(self, msg) -> None:
         why = ""
         try:
-            conversions.camera_info_to_intrinsics(msg)
+            rectify.rectifier(conversions.camera_info_to_calibration(msg),
+                              self.node.settings.input_image)
         except ValueError as exc:
             why = str(exc)
         if why and self._throttle.ready("camera_info_msg"):
@@ -233,22 +241,28 @@ class CameraPipeline:
         if problem is not None:
             self.reject(*problem)
             return None
-        try:
-            intrinsics = conversions.camera_info_to_intrinsics(info)
+        try:     # maps computed once per calibration (and input_image), then cached
+            rectifier = rectify.rectifier(conversions.camera_info_to_calibration(info),
+                                          settings.input_image)
         except ValueError as exc:
-            self.reject("camera_info", str(exc))
+            self.reject("camera_info", f"CameraInfo (frame_id '{info.header.frame_id}'): {exc}")
             return None
         try:
             rgb = conversions.image_to_rgb(image)
         except ValueError as exc:
             self.reject("image", str(exc))
             return None
+        intrinsics = rectifier.intrinsics               # of the rectified image
         if (intrinsics.width, intrinsics.height) != (rgb.shape[1], rgb.shape[0]):
             why = (f"CameraInfo is {intrinsics.width}x{intrinsics.height} but the image is "
                    f"{rgb.shape[1]}x{rgb.shape[0]} (frame_id '{header.frame_id}')")
             self.pairer.reject_info(info.header.frame_id, stamp_to_ns(info.header.stamp), why)
             self.reject("camera_info", why)
             return None
+        tic = time.perf_counter()
+        rgb = rectifier.apply(rgb)                      # [H,W,3] of intrinsics
+        with self.stats.lock:
+            self.stats.last_rectify_ms = (time.perf_counter() - tic) * 1e3
         # 3. this camera's reference depth or pose for its scale policy (TF per frame_id)
         node, reference = self.node, None
         cloud = node.lidar_cloud

@@ -21,8 +21,11 @@ frames, which a loaded machine delivers, are all scored).
 Outputs carry the input's stamp and frame_id (never now()).
 
 Topics (relative, remappable): ``image`` (or ``image/compressed``), ``camera_info``;
-publishes ``depth`` (32FC1 metres or 16UC1 mm), ``depth/camera_info``, ``points`` and
-``depth/colorized`` (only while subscribed), ``/diagnostics`` and ``~/status``.
+publishes ``depth/image`` (32FC1 metres or 16UC1 mm) beside ``depth/camera_info``
+(image_transport's pairing), ``points`` and ``depth_colorized/image`` (only while
+subscribed), ``/diagnostics`` and ``~/status``. A raw image is rectified with its
+CameraInfo's calibration first (``input_image``, :mod:`depth_perception.rectify`);
+the outputs describe the rectified camera.
 
 Several cameras, one model (``cameras``, e.g. ``['front', 'rear']``): each camera ``C``
 has the topics above under ``C/`` and its own pairing, queue, counters, diagnostics

@@ -65,6 +65,7 @@ class FrameStats:
     frames_dropped: int = 0
     bad: dict = field(default_factory=lambda: {r: 0 for r in BAD_REASONS})
     last_inference_ms: float = float("nan")
+    last_rectify_ms: float = float("nan")   # lens rectification of the last frame
     last_latency_ms: float = float("nan")
     max_latency_ms: float = float("nan")
     last_scale: float = float("nan")
@@ -120,6 +121,7 @@ def diagnostic_values(stats: FrameStats, state: str, problem: str = "") -> tuple
             ("latency_ms", f"{stats.last_latency_ms:.1f}"),
             ("max_latency_ms", f"{stats.max_latency_ms:.1f}"),
             ("inference_ms", f"{stats.last_inference_ms:.1f}"),
+            ("rectify_ms", f"{stats.last_rectify_ms:.2f}"),
             ("frames_in", str(stats.frames_in)),
             ("frames_out", str(stats.frames_out)),
             ("frames_dropped", str(stats.frames_dropped)),

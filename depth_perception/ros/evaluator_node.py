@@ -2,8 +2,8 @@
 
 Node ``depth_evaluator`` (plain rclpy Node, one per run):
 
-* subscribes ``depth`` (sensor_msgs/Image 32FC1/16UC1, the depth node's output) and
-  ``depth/camera_info`` (its K, for projecting LiDAR), plus the reference: ``lidar``
+* subscribes ``depth/image`` (sensor_msgs/Image 32FC1/16UC1, the depth node's output)
+  and ``depth/camera_info`` beside it (its K, for projecting LiDAR), plus the reference: ``lidar``
   (PointCloud2; remap to /lidar/points) projected through the camera<-lidar transform, or
   ``reference_depth`` (a dense depth Image, remap to e.g. /ground_truth/depth); optionally
   ``image`` (the camera image, only for the sample figure of the report);
@@ -38,6 +38,7 @@ from depth_perception.conversions import ns_to_stamp, stamp_to_ns
 from depth_perception.evaluation.ground_truth import parse_reference
 from depth_perception.evaluation.online import OnlineScorer
 from depth_perception.evaluation.report import EvaluationResults, write_report
+from depth_perception.ros.camera_pipeline import DEPTH_INFO_TOPIC, DEPTH_TOPIC
 from depth_perception.ros import interfaces
 from depth_perception.ros.qos import latched_qos
 
@@ -127,8 +128,8 @@ class EvaluatorNode(Node):
 
         # Subscriptions.
         reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
-        self.create_subscription(Image, "depth", self._on_depth, reliable)
-        self.create_subscription(CameraInfo, "depth/camera_info", self._on_info, reliable)
+        self.create_subscription(Image, DEPTH_TOPIC, self._on_depth, reliable)
+        self.create_subscription(CameraInfo, DEPTH_INFO_TOPIC, self._on_info, reliable)
         self.create_subscription(Image, "image", self._on_image, qos_profile_sensor_data)
         ref_qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE
                              if p["reliable_inputs"] else ReliabilityPolicy.BEST_EFFORT)
@@ -140,7 +141,7 @@ class EvaluatorNode(Node):
             self.create_subscription(Image, "reference_depth", self._on_reference, ref_qos)
         self.create_subscription(Empty, "~/write_report", lambda _: self.write_report(), 1)
         self.get_logger().info(
-            f"scoring 'depth' against {'LiDAR' if self.use_lidar else 'reference_depth'}"
+            f"scoring '{DEPTH_TOPIC}' against {'LiDAR' if self.use_lidar else 'reference_depth'}"
             f" (condition {self.scorer.condition}, range {p['min_depth']}-{p['max_depth']} m)")
 
     # -- what tools read -----------------------------------------------------------

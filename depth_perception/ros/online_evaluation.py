@@ -38,7 +38,8 @@ def evaluate_online(bag, model: str, results: EvaluationResults | None = None,
                     input_short_side: int = 0, focal_policy: str = "as_trained",
                     rate: float = 1.0, queue_size: int = 0, reference: str = "lidar",
                     condition: str | None = None, min_depth: float = 0.1,
-                    max_depth: float = 80.0, timeout: float = 120.0) -> EvaluationResults:
+                    max_depth: float = 80.0, timeout: float = 120.0,
+                    input_image: str = "raw") -> EvaluationResults:
     """Replay ``bag`` over DDS into an in-process depth node and score it live.
 
     1. a private rclpy context with the depth node (``model``, ``backend``,
@@ -50,6 +51,7 @@ def evaluate_online(bag, model: str, results: EvaluationResults | None = None,
        every depth image, then score the frames still waiting for a later scan.
 
     ``reference``: "lidar" or a dense depth topic of the bag (e.g. /ground_truth/depth).
+    ``input_image``: the depth node's parameter (raw images are rectified by the node).
     ``queue_size``: the depth node's input queue; 0 (default) holds every image of the
     bag, so that the bursts a loaded machine delivers (a starved replayer catching up
     publishes several frames within milliseconds) are all scored - evaluation wants every
@@ -61,6 +63,7 @@ def evaluate_online(bag, model: str, results: EvaluationResults | None = None,
     from rclpy.parameter import Parameter
 
     from depth_perception.data.bag import BagReader, BagTopics
+    from depth_perception.ros.camera_pipeline import DEPTH_TOPIC
     from depth_perception.ros.depth_node import DepthNode
     from depth_perception.ros.evaluator_node import EvaluatorNode
     from depth_perception.ros.lifetime import Spinner, init, make_executor, shutdown_lifecycle
@@ -88,6 +91,7 @@ def evaluate_online(bag, model: str, results: EvaluationResults | None = None,
             Parameter("model", value=str(model)), Parameter("backend", value=backend),
             Parameter("input_short_side", value=int(input_short_side)),
             Parameter("focal_policy", value=str(focal_policy)),
+            Parameter("input_image", value=str(input_image)),
             Parameter("queue_size", value=int(queue_size or max(1, bag_images))),
             Parameter("warmup_size", value=f"{camera.width}x{camera.height}")],
             cli_args=["--ros-args", "-r", f"image:={topics.image}",
@@ -118,8 +122,9 @@ def evaluate_online(bag, model: str, results: EvaluationResults | None = None,
         #    evaluator on the depth node's output)
         with BagReplayer(bag, player_node, topics=played, rate=rate) as player:
             player.wait_for_subscribers(played, timeout=timeout)
-            _wait(lambda: evaluator.count_publishers(evaluator.resolve_topic_name("depth")) > 0
-                  and depth_node.count_subscribers(depth_node.resolve_topic_name("depth")) > 0,
+            out = DEPTH_TOPIC
+            _wait(lambda: evaluator.count_publishers(evaluator.resolve_topic_name(out)) > 0
+                  and depth_node.count_subscribers(depth_node.resolve_topic_name(out)) > 0,
                   timeout, "the evaluator to match the depth node's output")
             stats = player.play()
         n_images = stats.published[topics.image]

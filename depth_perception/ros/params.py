@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Callable
 from depth_perception import units
 from depth_perception.camera import parse_size
 from depth_perception.cloud import CloudSettings
+from depth_perception.rectify import INPUT_IMAGES
 from depth_perception.runtime.geometry import FOCAL_POLICIES
 
 if TYPE_CHECKING:
@@ -53,7 +54,8 @@ class ParamSpec:
 PARAMETERS = (
     ParamSpec("cameras", ("",), "Camera namespaces served by this node with one model: for "
               "each camera C, subscribes C/image (or C/image/compressed) and C/camera_info "
-              "and publishes C/depth, C/depth/camera_info, C/points, C/depth/colorized with "
+              "and publishes C/depth/image, C/depth/camera_info, C/points, "
+              "C/depth_colorized/image with "
               "that camera's stamps and frames; [''] = one camera on the node's own topics. "
               "Frames of several cameras ready together run as one batch where the model "
               "takes one", read_only=True),
@@ -122,13 +124,20 @@ PARAMETERS = (
     ParamSpec("publish_organized_cloud", True, "Organized (H x W, NaN for invalid) cloud; "
               "false: only valid points (height 1)"),
     ParamSpec("point_rgb", False, "Add the packed rgb field to the point cloud"),
-    ParamSpec("colormap", "turbo", "OpenCV colormap of depth/colorized", choices=COLORMAPS),
+    ParamSpec("colormap", "turbo", "OpenCV colormap of depth_colorized/image", choices=COLORMAPS),
     ParamSpec("output_encoding", units.ENCODING_METRES, "depth encoding: 32FC1 metres "
               "(NaN invalid, +inf beyond range) or 16UC1 millimetres (0 invalid)",
               choices=OUTPUT_ENCODINGS),
     ParamSpec("image_transport", "raw", "raw: sensor_msgs/Image on 'image'; compressed: "
               "sensor_msgs/CompressedImage on 'image/compressed'", choices=IMAGE_TRANSPORTS,
               resubscribe=True),
+    ParamSpec("input_image", "raw", "What the input image is: raw (a driver's image_raw: "
+              "rectified with the CameraInfo's distortion_model, D, R and P before the model, "
+              "as image_proc does; nothing to do when D is zero), rectified (image_rect: "
+              "described by P, not rectified again), ignore_distortion (K on the raw "
+              "image: wrong toward the edges of a distorted lens; for comparisons). Depth, "
+              "cloud and depth/camera_info are always of the rectified camera (D = 0)",
+              choices=INPUT_IMAGES),
     ParamSpec("input_reliability", "best_effort", "QoS reliability of the image and "
               "camera_info subscriptions: best_effort (sensor data; matches every camera) or "
               "reliable (never matches a best-effort camera: the node warns)",
@@ -175,8 +184,9 @@ def _cloud_settings(self, max_depth: float) -> CloudSettings:
     """The cloud filter for a frame whose depth range ends at ``max_depth`` [m]."""
     return CloudSettings(stride=self.point_stride,
                          max_range=self.point_max_range or math.inf,
-                         sky_depth=self.point_sky_fraction * max_depth if max_depth > 0
-                         else math.inf,
+                         # 1: only +inf (beyond max_depth) is sky; max_depth itself stays
+                         sky_depth=self.point_sky_fraction * max_depth
+                         if max_depth > 0 and self.point_sky_fraction < 1 else math.inf,
                          flying_jump=self.point_flying_jump, voxel_size=self.point_voxel_size,
                          organized=self.publish_organized_cloud)
 

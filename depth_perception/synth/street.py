@@ -29,7 +29,8 @@ logger = logging.getLogger(__name__)
 class CameraGeometry:
     """What the camera sees at one frame, shared by every condition.
 
-    depth: [H,W] float32 z-depth at the pixel centres (NaN sky); objects: [H,W] int64
+    depth: [H,W] float32 z-depth at the pixel centres (+inf sky: REP 117 "no return",
+    as units.py says); objects: [H,W] int64
     what each pixel centre sees (box index into the scene arrays, GROUND or SKY).
     Appearance samples (S of them): pixel-centre samples of the pixels away from
     silhouettes, then ``supersample**2`` sub-pixel samples of each silhouette pixel.
@@ -198,7 +199,7 @@ class SyntheticStreet:
         # 1. Pixel centres: ground-truth z-depth.
         rows, cols = np.divmod(np.arange(H * W), W)
         hits, dirs = self._cast(t, T, rows, cols)
-        depth = np.where(hits.obj == SKY, np.nan, hits.t).reshape(H, W)
+        depth = np.where(hits.obj == SKY, np.inf, hits.t).reshape(H, W)
         objects = hits.obj.reshape(H, W).copy()
         # 2. Silhouette pixels: a 4-neighbour sees another surface (object or face).
         key = (hits.obj * 8 + hits.axis * 2 + (hits.sign > 0)).reshape(H, W)
@@ -249,7 +250,7 @@ class SyntheticStreet:
     def render(self, frame: int, condition: str = "day-clear") -> tuple[np.ndarray, np.ndarray]:
         """Camera image and ground truth at ``frame``.
 
-        Returns (rgb [H,W,3] uint8, depth [H,W] float32 metres, NaN for sky).
+        Returns (rgb [H,W,3] uint8, depth [H,W] float32 metres, +inf for sky).
         """
         geom = self.geometry(frame)
         return shade(self, geom, condition), geom.depth.copy()

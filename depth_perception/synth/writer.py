@@ -13,16 +13,27 @@ topic                         type                        content
 ``/tf``                       tf2_msgs/TFMessage          odom -> base_link per camera frame
 ``/odom``                     nav_msgs/Odometry           odom -> base_link, twist in
                                                           base_link (linear.x = speed)
-``/camera/camera_info``       sensor_msgs/CameraInfo      plumb_bob, zero distortion
+``/camera/camera_info``       sensor_msgs/CameraInfo      plumb_bob, zero distortion (or the
+                                                          ``distortion`` lens: its model,
+                                                          D, K = P, R = I)
 ``/camera/image_raw``         sensor_msgs/Image           rgb8 (or CompressedImage jpeg /
-                                                          png on ``.../compressed``)
-``/ground_truth/depth``       sensor_msgs/Image           32FC1 z-depth metres, NaN sky
+                                                          png on ``.../compressed``), as
+                                                          that lens records it
+``/ground_truth/depth``       sensor_msgs/Image           32FC1 z-depth metres, +inf sky
+                                                          (REP 117), in the rectified
+                                                          camera (pinhole K = P)
+``/ground_truth/camera_info`` sensor_msgs/CameraInfo      that camera (D = 0)
 ``/lidar/points``             sensor_msgs/PointCloud2     x, y, z, intensity float32 in
                                                           ``lidar``, own clock (+4 ms)
 ============================  ==========================  =================================
 
 All bags share geometry, trajectory, LiDAR and ground truth; only the camera images
-differ. ``custom_data`` holds ``condition`` (and the generator settings). A bag is
+differ. A lens (``distortion=('plumb_bob', D)``, ``--distortion MODEL:coeffs``) warps the
+pinhole render into the image that lens records (:func:`depth_perception.rectify.
+render_distorted`: each raw pixel the average of 3 x 3 sub-pixel samples); raw pixels
+whose rays fall outside the rendered pinhole view (the corners of a barrel lens) repeat
+its border. The rectified camera is the pinhole one, so the ground truth stays where a
+rectifying node puts its depth. ``custom_data`` holds ``condition`` (and the generator settings). A bag is
 written to a hidden temporary folder and renamed when complete, so an interrupted run
 never leaves a half-written bag under the final name.
 """
@@ -40,6 +51,7 @@ from pathlib import Path
 import numpy as np
 
 from depth_perception import __version__
+from depth_perception.rectify import Calibration, distortion_maps, render_distorted
 from depth_perception.synth.conditions import CONDITIONS
 from depth_perception.synth.layout import SynthConfig
 from depth_perception.synth.street import SyntheticStreet
@@ -52,6 +64,8 @@ STORAGES = ("mcap", "sqlite3")
 IMAGE_FORMATS = {"raw": None, "jpeg": "rgb8; jpeg compressed bgr8",
                  "png": "rgb8; png compressed bgr8"}
 JPEG_QUALITY = 90
+#: sub-pixel samples per raw pixel side when a lens warps the pinhole render (area average)
+LENS_SUPERSAMPLE = 3
 CAMERA_FRAME = "camera_optical_frame"
 LIDAR_FRAME = "lidar"
 BASE_FRAME = "base_link"
@@ -63,6 +77,7 @@ TOPICS = {
     "camera_info": "/camera/camera_info",
     "image": "/camera/image_raw",
     "gt_depth": "/ground_truth/depth",
+    "gt_camera_info": "/ground_truth/camera_info",
     "lidar": "/lidar/points",
 }
 MSG_TYPES = {
@@ -72,6 +87,7 @@ MSG_TYPES = {
     "camera_info": "sensor_msgs/msg/CameraInfo",
     "image": "sensor_msgs/msg/Image",
     "gt_depth": "sensor_msgs/msg/Image",
+    "gt_camera_info": "sensor_msgs/msg/CameraInfo",
     "lidar": "sensor_msgs/msg/PointCloud2",
 }
 
@@ -187,11 +203,13 @@ def _transient_local_qos():
 def write_synthetic_bags(street: SyntheticStreet, targets: dict[str, Path],
                          storage: str = "mcap",
                          progress: Callable[[int, int], None] | None = None,
-                         overwrite: bool = False, image_format: str = "raw") -> dict:
+                         overwrite: bool = False, image_format: str = "raw",
+                         distortion: tuple | None = None) -> dict:
     """Render ``street.frames`` frames and write one bag per condition.
 
     image_format: ``raw`` (sensor_msgs/Image rgb8 on /camera/image_raw), ``jpeg`` or
     ``png`` (sensor_msgs/CompressedImage on /camera/image_raw/compressed).
+    distortion: (distortion_model, D) of the camera's lens (None: a pinhole camera).
 
     targets: {condition: final bag folder}. An existing folder is an error unless
     ``overwrite`` (and it is a rosbag2 folder); it is replaced only once the new bag is
@@ -220,6 +238,8 @@ def write_synthetic_bags(street: SyntheticStreet, targets: dict[str, Path],
     msgs = _Messages()
     T = msgs.T
     K = street.intrinsics
+    lens = Calibration.pinhole(K, *(distortion or ("plumb_bob", (0.0,) * 5)))
+    warp = distortion_maps(lens, LENS_SUPERSAMPLE) if lens.distorts else None  # raw <- pinhole
     timing = {"geometry": 0.0, "lidar": 0.0, "write": 0.0, **{c: 0.0 for c in targets}}
     start = time.perf_counter()
     topics, types = dict(TOPICS), dict(MSG_TYPES)
@@ -230,6 +250,7 @@ def write_synthetic_bags(street: SyntheticStreet, targets: dict[str, Path],
         "generator": f"depth_perception {__version__} synth",
         "synth_config": json.dumps({**asdict(street.config), "frames": street.frames},
                                    sort_keys=True),
+        "distortion": json.dumps([lens.distortion_model, list(lens.D)]),
     }
 
     # 1. Writers into hidden temporary folders beside the final ones.
@@ -276,7 +297,9 @@ def write_synthetic_bags(street: SyntheticStreet, targets: dict[str, Path],
             shared = [
                 ("tf", msgs.tf(stamp, [(ODOM_FRAME, BASE_FRAME, T_odom_base)])),
                 ("odom", msgs.odometry(stamp, T_odom_base, speed, yaw_rate)),
-                ("camera_info", conv.intrinsics_to_camera_info(
+                ("camera_info", conv.calibration_to_camera_info(
+                    lens, msgs.header(stamp, CAMERA_FRAME), T["sensor_msgs/msg/CameraInfo"])),
+                ("gt_camera_info", conv.intrinsics_to_camera_info(
                     K, msgs.header(stamp, CAMERA_FRAME), T["sensor_msgs/msg/CameraInfo"])),
                 ("gt_depth", conv.depth_to_image(geom.depth, msgs.header(stamp, CAMERA_FRAME),
                                                  "32FC1", T["sensor_msgs/msg/Image"])),
@@ -287,6 +310,8 @@ def write_synthetic_bags(street: SyntheticStreet, targets: dict[str, Path],
             for condition, writer in writers.items():
                 tic = time.perf_counter()
                 rgb, _ = street.render(frame, condition)
+                if warp is not None:
+                    rgb = render_distorted(rgb, warp, (K.width, K.height))
                 timing[condition] += time.perf_counter() - tic
                 tic = time.perf_counter()
                 header = msgs.header(stamp, CAMERA_FRAME)
@@ -341,7 +366,8 @@ def make_synthetic_bags(out_dir: str | Path, frames: int = 30,
                         seed: int = 0, storage: str = "mcap", overwrite: bool = False,
                         config: SynthConfig | None = None,
                         progress: Callable[[int, int], None] | None = None,
-                        image_format: str = "raw") -> list[Path]:
+                        image_format: str = "raw",
+                        distortion: tuple | None = None) -> list[Path]:
     """Write ``out_dir/<condition>`` rosbag2 folders of one synthetic drive.
 
     Args:
@@ -358,6 +384,7 @@ def make_synthetic_bags(out_dir: str | Path, frames: int = 30,
         progress: called with (frames done, frames) after each frame.
         image_format: ``raw`` rgb8 Image, or ``jpeg`` / ``png`` CompressedImage on
             ``/camera/image_raw/compressed``.
+        distortion: (distortion_model, D) of the lens (see the module docstring).
     Returns:
         bag folders in the order of ``conditions``.
     """
@@ -381,7 +408,7 @@ def make_synthetic_bags(out_dir: str | Path, frames: int = 30,
     out_dir.mkdir(parents=True, exist_ok=True)
     # Existing bags are replaced only when the new ones are complete.
     timing = write_synthetic_bags(street, targets, storage, progress, overwrite=overwrite,
-                                  image_format=image_format)
+                                  image_format=image_format, distortion=distortion)
     logger.info("wrote %d bags of %d frames at %dx%d in %.1f s (%s)", len(targets), frames,
                 size[0], size[1], timing["total"],
                 ", ".join(f"{k} {v:.1f} s" for k, v in timing.items() if k != "total"))

@@ -143,7 +143,8 @@ LAYERS = (
               "depth_perception.metadata", "depth_perception.conversions",
               "depth_perception.buffers", "depth_perception.cloud",
               "depth_perception.colorize", "depth_perception.metrics",
-              "depth_perception.hub", "depth_perception.files")),
+              "depth_perception.hub", "depth_perception.files",
+              "depth_perception.rectify")),
     ("data, models", ("depth_perception.data", "depth_perception.models")),
     ("runtime, synth", ("depth_perception.runtime", "depth_perception.synth")),
     ("evaluation", ("depth_perception.evaluation",)),
@@ -314,11 +315,9 @@ def test_depth_node_on_an_onnx_model_imports_no_training_dependency(tmp_path):
     ONNX model, fed frames until it publishes depth: ``-X importtime`` lists every module
     the process imported, and torch, transformers, diffusers and accelerate are not among
     them."""
-    import signal
-
     from sensor_msgs.msg import CameraInfo, Image
     from support.models_fixtures import tiny_depth_anything_onnx
-    from support.rostools import RosHarness, camera_info_msg, image_msg
+    from support.rostools import RosHarness, camera_info_msg, image_msg, stop_process
 
     from depth_perception.camera import Intrinsics
 
@@ -331,7 +330,7 @@ def test_depth_node_on_an_onnx_model_imports_no_training_dependency(tmp_path):
     rgb = np.random.default_rng(0).integers(0, 255, (60, 80, 3), dtype=np.uint8)
     try:
         with RosHarness() as ros:
-            depth = ros.collect(Image, "/depth")
+            depth = ros.collect(Image, "/depth/image")
             pub_img, pub_info = ros.publisher(Image, "/image"), ros.publisher(CameraInfo,
                                                                                 "/camera_info")
             ros.wait_matched(pub_img, timeout=120)
@@ -346,12 +345,7 @@ def test_depth_node_on_an_onnx_model_imports_no_training_dependency(tmp_path):
                     continue
             assert depth.messages, "the node published no depth"
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            _, err = proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            _, err = proc.communicate()
+        err = stop_process(proc)
     imported = {line.split("|")[-1].strip().split(".")[0]
                 for line in err.splitlines() if line.startswith("import time:")}
     assert "onnxruntime" in imported and "rclpy" in imported   # the log is complete

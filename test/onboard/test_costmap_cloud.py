@@ -108,6 +108,24 @@ def test_sky_cap_gives_sky_no_points():
         == 6 * W
 
 
+def test_sky_fraction_one_keeps_a_pixel_exactly_at_max_depth():
+    """point_sky_fraction's text: '1 = only depth beyond max_depth (+inf)': a pixel at
+    exactly max_depth (the estimator marks only > max_depth as +inf) keeps its point."""
+    from depth_perception.ros.params import NodeSettings
+
+    depth = np.full((H, W), 5.0, np.float32)
+    depth[0, :3] = 80.0                      # exactly max_depth: kept
+    depth[0, 3:5] = np.inf                   # beyond: no point
+    settings = NodeSettings(point_sky_fraction=1.0, point_flying_jump=0.0).cloud_settings(80.0)
+    assert settings.sky_depth == math.inf
+    pts = points(dc.costmap_cloud(depth, K, None, settings))
+    assert len(pts) == H * W - 2 and np.sum(pts[:, 2] == 80.0) == 3
+    # a fraction below one still caps at and beyond fraction x max_depth
+    capped = NodeSettings(point_sky_fraction=0.95, point_flying_jump=0.0).cloud_settings(80.0)
+    assert capped.sky_depth == pytest.approx(76.0)
+    assert len(points(dc.costmap_cloud(depth, K, None, capped))) == H * W - 5
+
+
 def test_cloud_in_base_link_is_the_camera_cloud_moved_by_the_transform():
     # hand numbers: principal pixel at 5 m is (0, 0, 5) optical -> (5.5, 0, 1.2) base
     np.testing.assert_allclose(dc.transform_points([[0, 0, 5], [1, 0, 5], [0, 1.2, 5]],

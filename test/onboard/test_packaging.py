@@ -44,6 +44,24 @@ def test_pip_and_colcon_install_the_same_executables():
         assert callable(getattr(importlib.import_module(module), function)), name
 
 
+def test_every_folder_of_python_modules_is_a_package_pip_installs():
+    """find_packages (setup.py) skips a folder without __init__.py: depth_perception/ros
+    once lacked one, and a vehicle's `pip install .` could not start depth_node."""
+    from setuptools import find_packages
+
+    for top in ("depth_perception", "training/depth_perception_training"):
+        base = ROOT / top
+        folders = {p.parent for p in base.rglob("*.py") if "__pycache__" not in p.parts}
+        missing = sorted(str(f.relative_to(ROOT)) for f in folders
+                         if not (f / "__init__.py").is_file())
+        assert missing == [], f"folders of modules without __init__.py: {missing}"
+    found = set(find_packages(str(ROOT), include=["depth_perception", "depth_perception.*"]))
+    want = {".".join(f.relative_to(ROOT).parts) for f in
+            {p.parent for p in (ROOT / "depth_perception").rglob("*.py")
+             if "__pycache__" not in p.parts}}
+    assert want <= found and "depth_perception.ros" in found
+
+
 def test_installed_metadata_matches_the_sources():
     """A stale install (old entry points) would make the executables run old code."""
     installed = {ep.name: ep.value for ep in distribution("depth_perception").entry_points

@@ -26,6 +26,7 @@ EXPECTED_TYPES = {
     "/camera/camera_info": "sensor_msgs/msg/CameraInfo",
     "/camera/image_raw": "sensor_msgs/msg/Image",
     "/ground_truth/depth": "sensor_msgs/msg/Image",
+    "/ground_truth/camera_info": "sensor_msgs/msg/CameraInfo",
     "/lidar/points": "sensor_msgs/msg/PointCloud2",
 }
 
@@ -164,11 +165,13 @@ def test_ground_depth_matches_camera_height(street):
         expected = 1.5 * K.fy / (v - K.cy)
         np.testing.assert_allclose(geom.depth[ground], expected, rtol=1e-5)
         assert ground.mean() > 0.15
-        # Sky (NaN) only above the horizon, or just below it where the road ends
-        # 300 m ahead (1.5 m drop seen from 300 m: 1.5 fy / 300 = 1.9 px).
-        sky = np.isnan(geom.depth)
+        # Sky (+inf: REP 117 "no return", units.py; never NaN) only above the horizon, or
+        # just below it where the road ends 300 m ahead (1.5 m drop seen from 300 m:
+        # 1.5 fy / 300 = 1.9 px).
+        sky = np.isposinf(geom.depth)
+        assert not np.isnan(geom.depth).any()
         assert sky.any() and np.nonzero(sky.any(axis=1))[0].max() < K.cy + 1.5 * K.fy / 300 + 1
-        assert np.nanmin(geom.depth) > 0
+        assert geom.depth.min() > 0
 
 
 def test_intrinsics_are_kitti_like():
@@ -494,7 +497,7 @@ def test_overwrite_replaces_a_bag(tmp_path):
                                  seed=2, storage="mcap", overwrite=True)
     assert again == first
     meta = yaml.safe_load((again / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
-    assert meta["storage_identifier"] == "mcap" and meta["message_count"] == 1 + 2 * 6
+    assert meta["storage_identifier"] == "mcap" and meta["message_count"] == 1 + 2 * 7
 
 
 def test_failed_run_keeps_the_old_bag_and_leaves_no_partial_one(tmp_path):

@@ -72,7 +72,7 @@ def test_slow_model_keeps_latency_bounded_and_counts_drops():
             idx = (stamp_ns(msg) - T0) // FRAME_NS
             lags.append((idx, published["n"] - 1 - idx))
 
-        out = ros.collect(Image, "/depth", on_message=on_depth)
+        out = ros.collect(Image, "/depth/image", on_message=on_depth)
         rgb = np.full((H, W, 3), 90, np.uint8)
         info = camera_info_msg(K, T0)
         done = threading.Event()
@@ -129,7 +129,7 @@ def test_burst_is_absorbed_by_a_deeper_queue_and_dropped_by_one_slot():
         reliable = QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE)
         node, image_pub, info_pub = start(ros, slow_factory(0.05), reliable, queue_size=4,
                                           input_reliability="reliable")
-        out = ros.collect(Image, "/depth")
+        out = ros.collect(Image, "/depth/image")
         ros.wait_subscribed(out)
         rgb = np.full((H, W, 3), 90, np.uint8)
 
@@ -168,7 +168,7 @@ def test_memory_flat_over_1000_frames():
 
     with RosHarness() as ros:
         node, image_pub, info_pub = start(ros, slow_factory(0.0))
-        out = ros.collect(Image, "/depth", keep=5)
+        out = ros.collect(Image, "/depth/image", keep=5)
         rgb = np.full((H, W, 3), 90, np.uint8)
 
         def run(start: int, n: int) -> int:

@@ -79,7 +79,7 @@ def test_cloud_in_base_link_through_tf_static_and_nothing_without_it():
 
     with RosHarness() as ros:
         node, image_pub, info_pub = _active_node(ros, step_model, PARAMS)
-        depth_out, points_out = ros.collect(Image, "/depth"), ros.collect(PointCloud2, "/points")
+        depth_out, points_out = ros.collect(Image, "/depth/image"), ros.collect(PointCloud2, "/points")
         ros.wait_subscribed(points_out)
         ros.wait_matched(image_pub)
         ros.wait_matched(info_pub)
@@ -199,8 +199,8 @@ def test_sky_cap_follows_the_model_range_when_the_node_asks_for_more():
               "publish_organized_cloud": False}
     with RosHarness() as ros:
         node, image_pub, info_pub = _active_node(ros, model, params)
-        depth_out, points_out = ros.collect(Image, "/depth"), ros.collect(PointCloud2, "/points")
-        colour_out = ros.collect(Image, "/depth/colorized")
+        depth_out, points_out = ros.collect(Image, "/depth/image"), ros.collect(PointCloud2, "/points")
+        colour_out = ros.collect(Image, "/depth_colorized/image")
         for sub in (depth_out, points_out, colour_out):
             ros.wait_subscribed(sub)
         ros.wait_matched(image_pub)

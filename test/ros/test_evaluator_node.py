@@ -39,7 +39,7 @@ def test_dense_reference_scored_published_and_reported(tmp_path):
             if FrameMetrics is not None else None
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
-        pub_depth = ros.publisher(Image, "/depth", reliable)
+        pub_depth = ros.publisher(Image, "/depth/image", reliable)
         pub_ref = ros.publisher(Image, "/reference_depth", reliable)
         pub_info = ros.publisher(CameraInfo, "/depth/camera_info", reliable)
         pub_report = ros.publisher(Empty, "/depth_evaluator/write_report", reliable)
@@ -135,8 +135,10 @@ def night_bag_and_model(tmp_path_factory):
     from depth_perception.synth import make_synthetic_bags
 
     tmp = tmp_path_factory.mktemp("online")
+    # a wide lens (plumb_bob k1 = -0.3): online (the node's rectification) and offline
+    # (evaluate's samples) must rectify to the same pixels
     bag = make_synthetic_bags(tmp / "bags", frames=8, size=(160, 48), conditions=("night",),
-                              seed=0)[0]
+                              seed=0, distortion=("plumb_bob", (-0.3, 0.0, 0.0, 0.0, 0.0)))[0]
     return bag, tiny_depth_anything_onnx(tmp / "tiny.onnx", 56, 168)
 
 

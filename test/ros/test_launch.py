@@ -122,8 +122,34 @@ def test_rviz_config_shows_camera_depth_and_cloud_in_optical_frame():
     displays = {d["Name"]: d for d in manager["Displays"]}
     topics = {(d["Class"], d.get("Topic", {}).get("Value")) for d in displays.values()}
     assert ("rviz_default_plugins/Image", "/camera/image_raw") in topics
-    assert ("rviz_default_plugins/Image", "/depth/colorized") in topics
+    assert ("rviz_default_plugins/Image", "/depth_colorized/image") in topics
     assert ("rviz_default_plugins/PointCloud2", "/points") in topics
+
+
+def camera_info_topic(image_topic: str) -> str:
+    """image_transport's getCameraInfoTopic: ``<ns>/<name>`` -> ``<ns>/camera_info``."""
+    return image_topic.rsplit("/", 1)[0] + "/camera_info" if "/" in image_topic \
+        else "camera_info"
+
+
+def test_depth_image_and_its_camera_info_sit_side_by_side():
+    """depth_image_proc / rviz DepthCloud derive the CameraInfo from the image topic: it
+    must be the depth node's own depth/camera_info, not its input's camera_info."""
+    from depth_perception.ros.camera_pipeline import (COLORIZED_TOPIC, DEPTH_INFO_TOPIC,
+                                                      DEPTH_TOPIC)
+
+    assert camera_info_topic(DEPTH_TOPIC) == DEPTH_INFO_TOPIC == "depth/camera_info"
+    assert camera_info_topic(COLORIZED_TOPIC) != "camera_info"        # not the input's
+    assert camera_info_topic("front/" + DEPTH_TOPIC) == "front/depth/camera_info"
+    launch = load_launch_module()
+    rviz = yaml.safe_load((ROOT / launch.RVIZ_FILE).read_text())
+    cloud = next(d for d in rviz["Visualization Manager"]["Displays"]
+                 if d["Class"] == "rviz_default_plugins/DepthCloud")
+    assert cloud["Depth Map Topic"] == "/" + DEPTH_TOPIC
+    assert camera_info_topic(cloud["Depth Map Topic"]) == "/" + DEPTH_INFO_TOPIC
+    assert ("input_image", "", ) == next(a[:2] for a in launch.ARGUMENTS
+                                         if a[0] == "input_image")
+    assert "input_image" in launch.PARAMETER_ARGUMENTS
 
 
 def test_generate_launch_description_loads():

@@ -105,10 +105,10 @@ class Feeder:
 def outputs(ros, cam: Cam) -> dict:
     from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
-    return {"depth": ros.collect(Image, cam.topic("depth")),
+    return {"depth": ros.collect(Image, cam.topic("depth/image")),
             "info": ros.collect(CameraInfo, cam.topic("depth/camera_info")),
             "points": ros.collect(PointCloud2, cam.topic("points")),
-            "colorized": ros.collect(Image, cam.topic("depth/colorized"))}
+            "colorized": ros.collect(Image, cam.topic("depth_colorized/image"))}
 
 
 def check_outputs_of_every_camera(ros, node, cams):
@@ -201,7 +201,7 @@ def test_frames_of_two_cameras_ready_together_share_one_model_call():
     with RosHarness() as ros:
         backend = FunctionBackend(gated, META, batch=None)
         node = start(ros, cams, backend)
-        depth = [ros.collect(Image, c.topic("depth")) for c in cams]
+        depth = [ros.collect(Image, c.topic("depth/image")) for c in cams]
         a, b = (Feeder(ros, c) for c in cams)
         t = T0
         while not entered.is_set():            # 1. camera A's frame occupies the model
@@ -237,7 +237,7 @@ def test_a_stalled_and_a_blocked_camera_do_not_slow_the_others():
     with RosHarness() as ros:
         backend = FunctionBackend(red_depth, META, batch=None)
         node = start(ros, cams, backend)
-        depth = [ros.collect(Image, c.topic("depth")) for c in cams]
+        depth = [ros.collect(Image, c.topic("depth/image")) for c in cams]
         feeders = [Feeder(ros, c) for c in cams]
         for f, out in zip(feeders, depth):       # discovery settled for every camera
             t = T0

@@ -96,8 +96,8 @@ class Feeder:
 def outputs(ros):
     from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
-    return (ros.collect(Image, "/depth"), ros.collect(CameraInfo, "/depth/camera_info"),
-            ros.collect(PointCloud2, "/points"), ros.collect(Image, "/depth/colorized"))
+    return (ros.collect(Image, "/depth/image"), ros.collect(CameraInfo, "/depth/camera_info"),
+            ros.collect(PointCloud2, "/points"), ros.collect(Image, "/depth_colorized/image"))
 
 
 def send_until(feeder, collector, t0_ns: int, predicate=None, period_ns=50_000_000,
@@ -298,7 +298,7 @@ def test_compressed_input(ros):
     from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
     node = start_node(ros, image_transport="compressed")
-    depth_out = ros.collect(Image, "/depth")
+    depth_out = ros.collect(Image, "/depth/image")
     image_pub = ros.publisher(CompressedImage, "/image/compressed")
     info_pub = ros.publisher(CameraInfo, "/camera_info")
     ros.wait_matched(image_pub)

@@ -58,7 +58,7 @@ def setup():
                              parameter_overrides=[Parameter(k, value=v)
                                                   for k, v in params.items()]))
     wait_for(lambda: node_state(node) == "active", 30, "node active")
-    depth = ros.collect(Image, "/depth")
+    depth = ros.collect(Image, "/depth/image")
     diags = ros.collect(DiagnosticArray, "/diagnostics", keep=5)
     image_pub = ros.publisher(Image, "/image")
     info_pub = ros.publisher(CameraInfo, "/camera_info")
@@ -85,6 +85,16 @@ def zero_k_info(t_ns):
     msg = camera_info_msg(K, t_ns)
     msg.k = [0.0] * 9
     msg.p = [0.0] * 12
+    return msg
+
+
+def bad_lens_info(t_ns, **fields):
+    """A distorted camera's CameraInfo (plumb_bob k1 = -0.3, P = [K|0]) with ``fields``
+    changed: the node cannot rectify with it."""
+    msg = camera_info_msg(K, t_ns)
+    msg.distortion_model, msg.d = "plumb_bob", [-0.3, 0.0, 0.0, 0.0, 0.0]
+    for name, value in fields.items():
+        setattr(msg, name, value)
     return msg
 
 
@@ -139,6 +149,10 @@ def test_each_bad_input_is_counted_and_the_next_good_frame_published(setup):
         ("empty", lambda t: dict(image=empty(t))),
         ("camera_info", lambda t: dict(info=zero_k_info(t))),
         ("camera_info", lambda t: dict(info=camera_info_msg(K.resized(24, 16), t))),
+        # calibrations the node cannot rectify with
+        ("camera_info", lambda t: dict(info=bad_lens_info(t, distortion_model="kannala"))),
+        ("camera_info", lambda t: dict(info=bad_lens_info(t, d=[-0.3, 0.1]))),
+        ("camera_info", lambda t: dict(info=bad_lens_info(t, p=[0.0] * 12))),
         ("model_nan", lambda t: dict(image=image_msg(rgb(GREEN_NAN), t))),
         ("backend_error", lambda t: dict(image=image_msg(rgb(GREEN_RAISE), t))),
     ]

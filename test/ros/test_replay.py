@@ -126,7 +126,7 @@ def test_synthetic_bag_into_depth_node(synth_bag, onnx_model):
             cli_args=["--ros-args", "-r", f"image:={IMAGE}", "-r", f"camera_info:={INFO}"]))
         wait_for(lambda: node_state(node) == "active", 60, "node active with the ONNX model")
         assert node.stats.backend == "onnxruntime"
-        depth_out = ros.collect(Image, "/depth")
+        depth_out = ros.collect(Image, "/depth/image")
         info_out = ros.collect(CameraInfo, "/depth/camera_info")
         points_out = ros.collect(PointCloud2, "/points")
         ros.wait_subscribed(points_out)

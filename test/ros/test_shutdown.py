@@ -124,7 +124,7 @@ def test_node_evaluator_and_replayer_end_cleanly(sig, bag, model, tmp_path):
     report_dir = tmp_path / "report"
     node = evaluator = replay = None
     with RosHarness() as ros:
-        depth = ros.collect(Image, "/depth")
+        depth = ros.collect(Image, "/depth/image")
         metrics_type = interfaces.message_type("FrameMetrics")
         metrics = (ros.collect(metrics_type, "/depth_evaluator/frame_metrics")
                    if metrics_type is not None else None)
@@ -136,8 +136,8 @@ def test_node_evaluator_and_replayer_end_cleanly(sig, bag, model, tmp_path):
                 "-p", "reliable_inputs:=true", "-r", f"lidar:={LIDAR}",
                 "-r", f"image:={IMAGE}")
             # the depth node is active (publishes /depth) and both listeners matched it
-            wait_for(lambda: ros.helper.count_publishers("/depth") >= 1
-                     and ros.helper.count_subscribers("/depth") >= 2, 90,
+            wait_for(lambda: ros.helper.count_publishers("/depth/image") >= 1
+                     and ros.helper.count_subscribers("/depth/image") >= 2, 90,
                      "the depth node active and the evaluator on /depth")
             ros.wait_subscribed(depth)
             replay = start("depth_replay", str(bag), "--loop",
@@ -197,7 +197,7 @@ def test_demo_interrupted_in_its_ros_phase(sig, want, model, tmp_path):
 
     demo = None
     with RosHarness() as ros:
-        depth = ros.collect(Image, "/depth")
+        depth = ros.collect(Image, "/depth/image")
         try:
             t0 = time.monotonic()
             demo = start("depth-perception", "demo", "--out", str(tmp_path / "demo"),

@@ -259,7 +259,7 @@ def test_replayed_bag_scale_from_tf_static(tf2_msgs_built, synth_bag, policy, us
         node = make_node(ros, policy, fn, camera_height=0.7, use_tf=use_tf,
                          lidar_to_camera=wrong)
         wait_for(lambda: node_state(node) == "active", 30, "node active")
-        depth_out = ros.collect(Image, "/depth")
+        depth_out = ros.collect(Image, "/depth/image")
         topics = [TF_STATIC, IMAGE, INFO] + ([LIDAR] if policy == "lidar_median" else [])
         # the player's node is not spun (publishers need no executor), so closing its
         # publishers cannot race the executor's wait set

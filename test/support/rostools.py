@@ -3,7 +3,7 @@ executor, collect messages, and wait on conditions with a timeout (never fixed s
 
     with RosHarness() as ros:
         node = ros.add(DepthNode(context=ros.context, ...))
-        out = ros.collect(Image, "/depth")
+        out = ros.collect(Image, "/depth/image")
         pub = ros.publisher(Image, "/image")
         ros.wait_matched(pub)
         pub.publish(msg)
@@ -205,3 +205,18 @@ def stamp_ns(msg) -> int:
 def node_state(node) -> str:
     """Lifecycle state label of an rclpy LifecycleNode (e.g. 'unconfigured', 'active')."""
     return node._state_machine.current_state[1]
+
+
+def stop_process(proc, timeout: float = 60.0) -> str:
+    """SIGINT a node process started with stderr=PIPE (killed after ``timeout`` s);
+    returns its stderr."""
+    import signal
+    import subprocess
+
+    proc.send_signal(signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+    return err

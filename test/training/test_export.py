@@ -417,7 +417,7 @@ def test_depth_node_runs_the_exported_onnx(tiny_onnx):
             Parameter("model", value=str(out)), Parameter("backend", value="onnxruntime")])
         ros.add(node)
         wait_for(lambda: node_state(node) == "active", 60, "the node to become active")
-        depth_out = ros.collect(Image, "/depth")
+        depth_out = ros.collect(Image, "/depth/image")
         image_pub = ros.publisher(Image, "/image")
         info_pub = ros.publisher(CameraInfo, "/camera_info")
         ros.wait_matched(image_pub)

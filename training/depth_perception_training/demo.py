@@ -45,6 +45,9 @@ class DemoConfig:
     #: SSD student distilled from the demo's teacher on `photometric` translations of
     #: the teacher's day-clear training drives (never the bags it is scored on); 0: none
     student_steps: int = 200
+    #: lens of the evaluated drives ("plumb_bob:-0.3", synth --distortion); None: pinhole.
+    #: The node (online) and evaluate (offline) rectify with the same rectifier.
+    distortion: str | None = None
 
     def __post_init__(self):
         self.out = Path(self.out)
@@ -194,6 +197,7 @@ def agreement(offline, online) -> dict:
 
 
 def run_demo(cfg: DemoConfig) -> DemoResult:
+    from depth_perception.rectify import parse_distortion
     from depth_perception.synth import make_synthetic_bags
     from depth_perception.evaluation.offline import EvaluateConfig, ModelSpec, evaluate
     from depth_perception.evaluation.report import markdown_table, write_report
@@ -203,7 +207,8 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     train_bags = training_bags(cfg)
     paths = make_synthetic_bags(cfg.out / "bags", frames=cfg.frames, size=tuple(cfg.size),
                                 conditions=tuple(cfg.conditions), seed=cfg.seed,
-                                overwrite=True)
+                                overwrite=True, distortion=parse_distortion(cfg.distortion)
+                                if cfg.distortion else None)
     bags = {Path(p).name: Path(p) for p in paths}
     log.info("demo: synthetic bags %s", [str(p) for p in paths])
 

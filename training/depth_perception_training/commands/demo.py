@@ -35,6 +35,10 @@ def add_arguments(parser) -> None:
                              "frames the node drops are not scored online, and the report "
                              "says how many)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--distortion", default=None, metavar="MODEL:COEFFS",
+                        help="lens of the evaluated drives (synth --distortion, e.g. "
+                             "plumb_bob:-0.3): scored through the node's rectification "
+                             "online and evaluate's offline")
     parser.add_argument("--offline-only", action="store_true",
                         help="skip the replay over DDS (no rclpy needed)")
 
@@ -47,7 +51,8 @@ def run(args) -> int:
                      train_scenes=args.train_scenes, train_frames=args.train_frames,
                      pose_steps=args.pose_steps,
                      model=args.model, backend=args.backend, seed=args.seed, rate=args.rate,
-                     online=not args.offline_only, student_steps=args.student_steps)
+                     online=not args.offline_only, student_steps=args.student_steps,
+                     distortion=args.distortion)
     result = run_demo(cfg)
     print(result.model_note)
     print()

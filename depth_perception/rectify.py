@@ -1,0 +1,299 @@
+"""Lens distortion: from a driver's calibration to the rectified camera the model sees.
+
+A camera driver publishes ``image_raw`` (distorted) with a ``sensor_msgs/CameraInfo``
+holding ``distortion_model``, ``D``, ``K``, ``R``, ``P``, binning and ROI (REP 104).
+image_proc rectifies such an image with ``cv2.initUndistortRectifyMap(K, D, R, P[:3,:3],
+size)`` once per calibration and ``cv2.remap`` per frame (``cv2.fisheye.*`` for
+``equidistant``); the rectified image is described by ``P`` with ``D`` = 0, ``R`` = I.
+This module is that one implementation, without ROS, used by the depth node
+(:mod:`depth_perception.ros.camera_pipeline`), ``evaluate`` and the samples of a bag
+(:mod:`depth_perception.data.samples`), so online and offline see the same pixels:
+
+* :class:`Calibration` holds the CameraInfo fields (hashable; :meth:`Calibration.problem`
+  says what is wrong with a bad one: unknown model, ``D`` of the wrong length, ``P``
+  all zero while ``D`` distorts);
+* :func:`rectifier` gives the cached :class:`Rectifier` of a calibration and the kind
+  of input image (:data:`INPUT_IMAGES`; the node's ``input_image`` parameter): ``raw``
+  (a driver's ``image_raw``: rectified with ``D``, ``R``, ``P``; a no-op when nothing
+  distorts), ``rectified`` (``image_rect``:
+  described by ``P``, used as it is) or ``ignore_distortion`` (``K`` on the raw image,
+  wrong toward the edges of a real lens: for comparisons only);
+* :func:`distortion_maps` goes the other way (a pinhole render -> the distorted image a
+  lens with this calibration records), for synthetic lenses.
+
+Binning and ROI (REP 104) as image_geometry does: maps for the full-resolution
+calibration scaled by the binning (``K``, ``P`` rows 0/1 divided), then cut to the ROI
+(offsets divided by the binning) with the ROI offset taken out of the map values; the
+output camera is ``P`` binned and shifted by the ROI offset.
+Pixel convention: as :mod:`depth_perception.camera` (centres at integer coordinates).
+"""
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from depth_perception.camera import Intrinsics
+
+#: distortion_model -> the lengths of ``D`` it accepts (an empty ``D`` = no distortion)
+DISTORTION_MODELS = {"plumb_bob": (5,), "rational_polynomial": (8,), "equidistant": (4,)}
+#: what the input image is (the node parameter input_image); see the module docstring
+INPUT_IMAGES = ("raw", "rectified", "ignore_distortion")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The calibration fields of a CameraInfo (full-resolution, before binning/ROI).
+
+    ``K`` (9), ``R`` (9), ``P`` (12) row-major tuples; ``D`` its coefficients; ``roi``
+    (x_offset, y_offset, width, height) in full-resolution pixels, (0, 0, 0, 0) = none;
+    ``binning_x``/``binning_y`` 0 or 1 = none. ``width``/``height`` as the message says
+    (the full-resolution size). Hashable: the key of the rectification cache.
+    """
+
+    width: int
+    height: int
+    distortion_model: str
+    D: tuple
+    K: tuple
+    R: tuple = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+    P: tuple = (0.0,) * 12
+    binning_x: int = 0
+    binning_y: int = 0
+    roi: tuple = (0, 0, 0, 0)
+
+    @classmethod
+    def pinhole(cls, intrinsics: Intrinsics, distortion_model: str = "plumb_bob",
+                D=()) -> "Calibration":
+        """A camera whose rectified geometry is ``intrinsics`` (K = P[:3,:3], R = I)."""
+        K = tuple(float(v) for v in intrinsics.K.reshape(-1))
+        P = (K[0], K[1], K[2], 0.0, K[3], K[4], K[5], 0.0, K[6], K[7], K[8], 0.0)
+        return cls(int(intrinsics.width), int(intrinsics.height), str(distortion_model),
+                   tuple(float(v) for v in D), K, P=P)
+
+    # -- checks ---------------------------------------------------------------------------
+    @property
+    def distorts(self) -> bool:
+        """The lens bends rays: a non-zero coefficient, or any ``equidistant`` D (a
+        fisheye's r = f theta is no pinhole even with k1..k4 = 0); an empty D never."""
+        return any(float(v) != 0.0 for v in self.D) or (
+            self.distortion_model == "equidistant" and len(self.D) > 0)
+
+    def problem(self) -> str:
+        """'' for a usable calibration, else the reason (one sentence)."""
+        if self.width <= 0 or self.height <= 0:
+            return f"image size {self.width}x{self.height}, expected width and height > 0"
+        if len(self.K) != 9 or not any(self.K):
+            return (f"K is {list(self.K)}, expected a calibrated 3x3 camera matrix (all zero "
+                    "means the camera is not calibrated)")
+        if self.distortion_model not in DISTORTION_MODELS:
+            if self.distorts or self.distortion_model:
+                return (f"distortion_model '{self.distortion_model}' is not one of "
+                        f"{sorted(DISTORTION_MODELS)}: the image cannot be rectified")
+        elif self.D and len(self.D) not in DISTORTION_MODELS[self.distortion_model]:
+            want = " or ".join(str(n) for n in DISTORTION_MODELS[self.distortion_model])
+            return (f"D has {len(self.D)} coefficients, distortion_model "
+                    f"'{self.distortion_model}' takes {want}")
+        if not all(math.isfinite(float(v)) for v in (*self.D, *self.K, *self.R, *self.P)):
+            return "D, K, R or P holds a non-finite value"
+        if len(self.R) != 9 or len(self.P) != 12:
+            return f"R has {len(self.R)} values and P {len(self.P)}, expected 9 and 12"
+        if self.distorts and not any(self.P):
+            return ("P is all zero while D distorts: the rectified camera is unknown (a "
+                    "calibration publishes P; image_proc cannot rectify this either)")
+        return ""
+
+    # -- geometry -----------------------------------------------------------------------
+    @property
+    def binning(self) -> tuple[int, int]:
+        return max(int(self.binning_x), 1), max(int(self.binning_y), 1)
+
+    def _roi(self) -> tuple[int, int, int, int] | None:
+        x, y, w, h = (int(v) for v in self.roi)
+        if w <= 0 or h <= 0 or (x, y, w, h) == (0, 0, self.width, self.height):
+            return None
+        return x, y, w, h
+
+    def _binned(self, matrix: np.ndarray) -> np.ndarray:
+        """K [3,3] or P [3,4] for the binned full-resolution image."""
+        bx, by = self.binning
+        out = np.array(matrix, np.float64)
+        out[0] /= bx
+        out[1] /= by
+        return out
+
+    def image_size(self) -> tuple[int, int]:
+        """(width, height) of the published image (after ROI and binning)."""
+        bx, by = self.binning
+        roi = self._roi()
+        w, h = (roi[2], roi[3]) if roi else (self.width, self.height)
+        return w // bx, h // by
+
+    def intrinsics(self, matrix: str = "K") -> Intrinsics:
+        """The pinhole camera of the published image described by ``K`` or ``P[:3,:3]``,
+        with binning and ROI applied (REP 104)."""
+        full = (np.reshape(self.K, (3, 3)) if matrix == "K"
+                else np.reshape(self.P, (3, 4))[:, :3])
+        intr = Intrinsics.from_matrix(full, self.width, self.height)
+        roi = self._roi()
+        if roi is not None:
+            intr = intr.cropped(*roi)
+        bx, by = self.binning
+        if bx > 1 or by > 1:
+            intr = Intrinsics(intr.fx / bx, intr.fy / by, intr.cx / bx, intr.cy / by,
+                              intr.width // bx, intr.height // by)
+        return intr
+
+    def is_pinhole(self) -> bool:
+        """Nothing to rectify: no distortion, R = I, and P (when set) equals K."""
+        if self.distorts or not np.allclose(np.reshape(self.R, (3, 3)), np.eye(3)):
+            return False
+        P3 = np.reshape(self.P, (3, 4))[:, :3]
+        return not np.any(P3) or np.allclose(P3, np.reshape(self.K, (3, 3)))
+
+    def check(self) -> "Calibration":
+        """Self, or ValueError with :meth:`problem`."""
+        why = self.problem()
+        if why:
+            raise ValueError(why)
+        return self
+
+
+class Rectifier:
+    """Raw image -> the image of ``intrinsics`` (``apply``); maps computed once.
+
+    ``maps`` None: the image is used as it is (no distortion, an ``image_rect`` input,
+    or ``ignore_distortion``). ``apply`` takes [H,W] or [H,W,C] of the published size.
+    """
+
+    def __init__(self, intrinsics: Intrinsics, maps: tuple | None, geometry: str):
+        self.intrinsics = intrinsics
+        self.maps = maps
+        self.geometry = geometry
+
+    @property
+    def identity(self) -> bool:
+        return self.maps is None
+
+    def apply(self, image: np.ndarray, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
+        size = (self.intrinsics.width, self.intrinsics.height)
+        if image.shape[1::-1] != size:
+            raise ValueError(f"image is {image.shape[1]}x{image.shape[0]} but the calibration "
+                             f"says {size[0]}x{size[1]}")
+        if self.maps is None:
+            return image
+        return cv2.remap(image, self.maps[0], self.maps[1], interpolation,
+                         borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def rectifier(calibration: Calibration, geometry: str = "raw") -> Rectifier:
+    """The cached :class:`Rectifier` of ``calibration`` for an input image of kind
+    ``geometry`` (one of :data:`INPUT_IMAGES`); ValueError (the reason) for a bad
+    calibration."""
+    if geometry not in INPUT_IMAGES:
+        raise ValueError(f"input image {geometry!r}: expected one of {INPUT_IMAGES}")
+    return _rectifier(calibration, geometry)
+
+
+@functools.lru_cache(maxsize=16)
+def _rectifier(calibration: Calibration, geometry: str) -> Rectifier:
+    cal = calibration.check()
+    if geometry == "ignore_distortion" or (geometry == "raw" and cal.is_pinhole()):
+        return Rectifier(cal.intrinsics("K"), None, geometry)
+    if geometry == "rectified":
+        # image_rect: described by P (K when P is unset and nothing distorts)
+        return Rectifier(cal.intrinsics("P" if any(cal.P) else "K"), None, geometry)
+    map1, map2 = _rectify_maps(cal)
+    return Rectifier(cal.intrinsics("P"), (map1, map2), geometry)
+
+
+def _full_maps(cal: Calibration, m1type: int):
+    """Rectification maps of the binned full-resolution image: for each rectified pixel
+    the raw pixel it samples."""
+    bx, by = cal.binning
+    size = (cal.width // bx, cal.height // by)
+    K = cal._binned(np.reshape(cal.K, (3, 3)))
+    P3 = cal._binned(np.reshape(cal.P, (3, 4)))[:, :3]
+    R = np.reshape(cal.R, (3, 3)).astype(np.float64)
+    D = np.asarray(cal.D if cal.D else [0.0] * 5, np.float64)
+    if cal.distortion_model == "equidistant":
+        return cv2.fisheye.initUndistortRectifyMap(K, D[:4], R, P3, size, m1type)
+    return cv2.initUndistortRectifyMap(K, D, R, P3, size, m1type)
+
+
+def _rectify_maps(cal: Calibration):
+    """Fixed-point maps (CV_16SC2, as image_geometry uses) of the published image."""
+    roi = cal._roi()
+    if roi is None:
+        return _full_maps(cal, cv2.CV_16SC2)
+    # cut the float maps to the ROI and take its offset out of the sampled coordinates
+    mx, my = _full_maps(cal, cv2.CV_32FC1)
+    bx, by = cal.binning
+    x0, y0, w, h = roi[0] // bx, roi[1] // by, roi[2] // bx, roi[3] // by
+    mx = mx[y0:y0 + h, x0:x0 + w] - np.float32(x0)
+    my = my[y0:y0 + h, x0:x0 + w] - np.float32(y0)
+    return cv2.convertMaps(np.ascontiguousarray(mx), np.ascontiguousarray(my), cv2.CV_16SC2)
+
+
+def distortion_maps(calibration: Calibration,
+                    supersample: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """([H*s,W*s] x, [H*s,W*s] y) float32, s = ``supersample``: for each pixel (or each of
+    its s x s sub-pixel centres) of the raw (distorted) image, where it lies in the
+    rectified image of ``P``. ``cv2.remap(rectified, x, y, ...)`` renders what the lens
+    records (then an s x s area average, :func:`render_distorted`); full resolution, no
+    binning/ROI; the inverse of :func:`rectifier`."""
+    cal = calibration.check()
+    if cal._roi() is not None or cal.binning != (1, 1):
+        raise ValueError("distortion_maps: full-resolution calibrations only (no ROI/binning)")
+    s = int(supersample)
+    u, v = np.meshgrid((np.arange(cal.width * s, dtype=np.float64) + 0.5) / s - 0.5,
+                       (np.arange(cal.height * s, dtype=np.float64) + 0.5) / s - 0.5)
+    pts = np.stack([u.ravel(), v.ravel()], axis=1)[:, None, :]           # [N,1,2]
+    K = np.reshape(cal.K, (3, 3)).astype(np.float64)
+    R = np.reshape(cal.R, (3, 3)).astype(np.float64)
+    P = np.reshape(cal.P, (3, 4)).astype(np.float64)[:, :3] if any(cal.P) else K
+    D = np.asarray(cal.D if cal.D else [0.0] * 5, np.float64)
+    if cal.distortion_model == "equidistant":
+        out = cv2.fisheye.undistortPoints(pts, K, D[:4], R=R, P=P)
+    else:
+        crit = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 50, 1e-9)
+        if hasattr(cv2, "undistortPointsIter"):                           # OpenCV 4
+            out = cv2.undistortPointsIter(pts, K, D, R, P, crit)
+        else:                                                             # OpenCV 5
+            out = cv2.undistortPoints(pts, K, D, R=R, P=P, criteria=crit)
+    xy = out.reshape(cal.height * s, cal.width * s, 2).astype(np.float32)
+    return np.ascontiguousarray(xy[..., 0]), np.ascontiguousarray(xy[..., 1])
+
+
+def render_distorted(rectified: np.ndarray, maps: tuple, size: tuple[int, int]) -> np.ndarray:
+    """What the lens records of a ``rectified`` (pinhole) image: ``maps`` from
+    :func:`distortion_maps` (supersampled s x s), each raw pixel the area average of its
+    sub-pixel samples (a pixel integrates light; point samples alias where the lens
+    squeezes the scene). Rays outside the rectified view repeat its border."""
+    fine = cv2.remap(rectified, maps[0], maps[1], cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_REPLICATE)
+    if fine.shape[1::-1] == tuple(size):
+        return fine
+    return cv2.resize(fine, tuple(size), interpolation=cv2.INTER_AREA)
+
+
+def parse_distortion(text: str) -> tuple[str, tuple[float, ...]]:
+    """'plumb_bob:-0.3,0.08,0,0,0' -> ('plumb_bob', (-0.3, 0.08, 0, 0, 0)); a model's
+    missing trailing coefficients are zero. ValueError for an unknown model or too many
+    coefficients."""
+    model, _, coeffs = str(text).partition(":")
+    model = model.strip()
+    if model not in DISTORTION_MODELS:
+        raise ValueError(f"distortion {text!r}: model must be one of "
+                         f"{sorted(DISTORTION_MODELS)} (MODEL:c1,c2,...)")
+    try:
+        values = [float(c) for c in coeffs.split(",") if c.strip()]
+    except ValueError:
+        raise ValueError(f"distortion {text!r}: coefficients must be numbers") from None
+    n = max(DISTORTION_MODELS[model])
+    if len(values) > n:
+        raise ValueError(f"distortion {text!r}: {model} takes at most {n} coefficients")
+    return model, tuple(values + [0.0] * (n - len(values)))

@@ -1,0 +1,1 @@
+"""The package's ROS 2 nodes and their plumbing: the only code that imports rclpy."""

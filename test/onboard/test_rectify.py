@@ -1,0 +1,172 @@
+"""Lens rectification (depth_perception.rectify): numbers worked by hand on a 320x96
+camera, fx = fy = 200, cx = 159.5, cy = 47.5, so that a wrong sign, a transposed axis or
+K/P mixed up shows."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from depth_perception.camera import Intrinsics
+from depth_perception.rectify import (Calibration, distortion_maps, parse_distortion,
+                                      rectifier)
+
+PIN = Intrinsics(200.0, 200.0, 159.5, 47.5, 320, 96)
+
+
+def ramps(w=320, h=96):
+    """[H,W,2] float32: channel 0 = u (column), channel 1 = v (row) of each pixel."""
+    u, v = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    return np.dstack([u, v, np.zeros_like(u)])
+
+
+def test_plumb_bob_corner_samples_where_the_lens_put_it():
+    # rectified corner (0, 0): x = -159.5/200 = -0.7975, y = -47.5/200 = -0.2375,
+    # r^2 = 0.69243; 1 + k1 r^2 = 1 - 0.3 * 0.69243 = 0.79227;
+    # u_d = 159.5 + 200 * -0.7975 * 0.79227 = 33.13, v_d = 47.5 + 200 * -0.2375 * 0.79227 = 9.87
+    rect = rectifier(Calibration.pinhole(PIN, "plumb_bob", (-0.3, 0, 0, 0, 0)))
+    assert not rect.identity
+    out = rect.apply(ramps())
+    assert out[0, 0, 0] == pytest.approx(33.13, abs=0.05)     # u, not v: no transpose
+    assert out[0, 0, 1] == pytest.approx(9.87, abs=0.05)
+    # the far corner is the mirror image; the centre does not move
+    assert out[95, 319, 0] == pytest.approx(319 - 33.13, abs=0.05)
+    assert out[47, 159, 0] == pytest.approx(159.0, abs=0.05)
+    # the published camera is P's (= K here), at the same size
+    assert rect.intrinsics == PIN
+    # the issue's "corner about 30 px from where K puts it"
+    assert math.hypot(33.13 - 0, 9.87 - 0) > 30
+
+
+def test_equidistant_uses_the_fisheye_model():
+    # r = 0.83211, theta = atan(r) = 0.69417, scale theta / r = 0.83423 (k1..k4 = 0):
+    # u_d = 159.5 - 200 * 0.7975 * 0.83423 = 26.44; plumb_bob with D = 0 would be 0
+    rect = rectifier(Calibration.pinhole(PIN, "equidistant", (0.0, 0.0, 0.0, 0.0)))
+    out = rect.apply(ramps())
+    assert out[0, 0, 0] == pytest.approx(26.44, abs=0.05)
+    assert rectifier(Calibration.pinhole(PIN, "plumb_bob", (0.0,) * 5)).identity
+
+
+def test_rectified_image_uses_p_and_raw_uses_the_maps():
+    K = PIN.K.reshape(-1)
+    P = (150.0, 0.0, 100.0, 0.0, 0.0, 150.0, 40.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+    cal = Calibration(320, 96, "plumb_bob", (-0.3, 0.0, 0.0, 0.0, 0.0), tuple(K), P=P)
+    rect_in = rectifier(cal, "rectified")
+    assert rect_in.identity
+    assert (rect_in.intrinsics.fx, rect_in.intrinsics.cx, rect_in.intrinsics.cy) == (150, 100, 40)
+    raw_in = rectifier(cal, "raw")
+    assert not raw_in.identity and raw_in.intrinsics == rect_in.intrinsics
+    legacy = rectifier(cal, "ignore_distortion")
+    assert legacy.identity and legacy.intrinsics == PIN
+    assert rectifier(cal, "raw") is raw_in                   # cached per calibration
+
+
+def test_binning_and_roi_follow_the_full_resolution_maps():
+    D = (-0.3, 0.0, 0.0, 0.0, 0.0)
+    full = rectifier(Calibration.pinhole(PIN, "plumb_bob", D)).apply(ramps())
+    binned_cal = Calibration(**{**Calibration.pinhole(PIN, "plumb_bob", D).__dict__,
+                                "binning_x": 2, "binning_y": 2})
+    binned = rectifier(binned_cal)
+    assert binned.intrinsics == Intrinsics(100.0, 100.0, 79.75, 23.75, 160, 48)
+    out = binned.apply(ramps(160, 48))
+    # binned pixel (u, v) is full pixel (2u, 2v) in image_geometry's K/2 convention
+    np.testing.assert_allclose(out[::7, ::9, :2], full[::14, ::18, :2] / 2, atol=0.06)
+    roi_cal = Calibration(**{**Calibration.pinhole(PIN, "plumb_bob", D).__dict__,
+                             "roi": (40, 10, 200, 60)})
+    roi = rectifier(roi_cal)
+    assert roi.intrinsics == Intrinsics(200.0, 200.0, 119.5, 37.5, 200, 60)
+    out = roi.apply(ramps(200, 60))
+    # ROI pixel (u, v) is full pixel (u + 40, v + 10); values are ROI coordinates
+    np.testing.assert_allclose(out[5:55, 5:195, 0], full[15:65, 45:235, 0] - 40, atol=0.06)
+    np.testing.assert_allclose(out[5:55, 5:195, 1], full[15:65, 45:235, 1] - 10, atol=0.06)
+
+
+@pytest.mark.parametrize("model,D", [("plumb_bob", (-0.3, 0.08, 0.001, -0.002, 0.0)),
+                                     ("equidistant", (0.1, -0.02, 0.0, 0.0)),
+                                     ("rational_polynomial", (-0.3, 0.05, 0, 0, 0, 0.01, 0, 0))])
+def test_distortion_maps_invert_the_rectification(model, D):
+    cal = Calibration.pinhole(PIN, model, D)
+    mx, my = distortion_maps(cal)                  # raw pixel -> rectified coordinates
+    import cv2
+
+    raw = cv2.remap(ramps(), mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    back = rectifier(cal).apply(raw)                 # should give each pixel its own (u, v)
+    inner = (slice(20, 76), slice(60, 260))
+    np.testing.assert_allclose(back[inner][..., :2], ramps()[inner][..., :2], atol=0.1)
+
+
+@pytest.mark.parametrize("change,words", [
+    ({"distortion_model": "kannala"}, "distortion_model 'kannala' is not one of"),
+    ({"D": (-0.3, 0.1)}, "D has 2 coefficients, distortion_model 'plumb_bob' takes 5"),
+    ({"distortion_model": "equidistant", "D": (0.1,) * 5}, "takes 4"),
+    ({"P": (0.0,) * 12}, "P is all zero while D distorts"),
+    ({"K": (0.0,) * 9}, "not calibrated"),
+])
+def test_bad_calibrations_say_why(change, words):
+    good = Calibration.pinhole(PIN, "plumb_bob", (-0.3, 0.0, 0.0, 0.0, 0.0))
+    bad = Calibration(**{**good.__dict__, **change})
+    assert words in bad.problem()
+    with pytest.raises(ValueError, match="|".join([words.split("'")[0]])):
+        rectifier(bad)
+
+
+def test_undistorted_camera_without_p_is_fine():
+    cal = Calibration(320, 96, "", (), tuple(PIN.K.reshape(-1)))       # D empty, P unset
+    assert cal.problem() == "" and rectifier(cal).identity and rectifier(cal).intrinsics == PIN
+
+
+def test_parse_distortion():
+    assert parse_distortion("plumb_bob:-0.3") == ("plumb_bob", (-0.3, 0.0, 0.0, 0.0, 0.0))
+    assert parse_distortion("equidistant:0.1,0.01") == ("equidistant", (0.1, 0.01, 0.0, 0.0))
+    with pytest.raises(ValueError, match="model must be one of"):
+        parse_distortion("fisheye:0.1")
+    with pytest.raises(ValueError, match="at most 4"):
+        parse_distortion("equidistant:1,2,3,4,5")
+
+
+def test_camera_info_round_trip_keeps_the_calibration():
+    from rosbags.typesys import Stores, get_typestore
+
+    from depth_perception import conversions
+    from depth_perception.data.bag import BagTopics  # noqa: F401  (typestore users)
+
+    T = get_typestore(Stores.ROS2_HUMBLE).types
+    cal = Calibration.pinhole(PIN, "plumb_bob", (-0.3, 0.08, 0.0, 0.0, 0.0))
+    header = T["std_msgs/msg/Header"](
+        stamp=T["builtin_interfaces/msg/Time"](sec=1, nanosec=0), frame_id="cam")
+    msg = conversions.calibration_to_camera_info(cal, header, T["sensor_msgs/msg/CameraInfo"])
+    assert conversions.camera_info_to_calibration(msg) == cal
+    # the depth CameraInfo: the rectified camera, D = 0, R = I, P = [K | 0]
+    out = conversions.intrinsics_to_camera_info(PIN, header, T["sensor_msgs/msg/CameraInfo"])
+    back = conversions.camera_info_to_calibration(out)
+    assert not back.distorts and back.is_pinhole() and back.intrinsics("P") == PIN
+
+
+def test_synthetic_lens_bag_rectifies_back_to_the_pinhole_drive(tmp_path):
+    """synth --distortion: the CameraInfo carries the lens, the image is what it records,
+    the ground truth (+inf sky, REP 117) stays in the rectified camera; the samples of the
+    bag (evaluate's input) rectify it back to the undistorted drive's pixels."""
+    from depth_perception.data.bag import BagReader
+    from depth_perception.data.samples import BagSequence, SampleConfig
+    from depth_perception.synth import make_synthetic_bags
+
+    kw = dict(frames=2, size=(160, 48), conditions=("day-clear",), seed=3)
+    plain, = make_synthetic_bags(tmp_path / "plain", **kw)
+    lens, = make_synthetic_bags(tmp_path / "lens", **kw,
+                                distortion=parse_distortion("plumb_bob:-0.3"))
+    with BagReader(lens) as reader:
+        cal = reader.calibration(0)
+        assert (cal.distortion_model, cal.D) == ("plumb_bob", (-0.3, 0.0, 0.0, 0.0, 0.0))
+        gt = reader.gt_depth(0)
+        assert np.isposinf(gt).any() and not np.isnan(gt).any()     # sky = +inf
+    cfg = dict(offsets=(), skip_static=False, with_lidar=False)
+    ref = BagSequence(plain, SampleConfig(**cfg))[0]
+    rect = BagSequence(lens, SampleConfig(**cfg))[0]
+    raw = BagSequence(lens, SampleConfig(**cfg, input_image="ignore_distortion"))[0]
+    assert rect.intrinsics == ref.intrinsics
+    inner = (slice(6, 42), slice(20, 140))
+    diff = lambda a: np.abs(a.image[inner].astype(float) - ref.image[inner]).mean()  # noqa: E731
+    assert diff(rect) < 6 and 2 * diff(rect) < diff(raw)     # grey levels, inner region
+    np.testing.assert_array_equal(np.isnan(rect.gt_depth), np.isnan(ref.gt_depth))
+    assert np.isnan(ref.gt_depth).any()                            # +inf -> NaN in a Sample
