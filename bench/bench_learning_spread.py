@@ -5,7 +5,7 @@
     bench/bench_learning_spread.py --seeds 0 1 2 3 4 --isa AVX2       # oneDNN limited to AVX2
     bench/bench_learning_spread.py --summary spread.jsonl             # table of saved runs
 
-Each run is ``test/support/learning.py``'s ``teacher_learning_run`` (exactly what
+Each run is ``depth_perception_training.train.learning.teacher_learning_run`` (exactly what
 ``test/training/test_train_learns.py`` trains) in its own process, so
 ``--isa`` takes effect: it sets ``ONEDNN_MAX_CPU_ISA`` (oneDNN convolutions),
 ``MKL_ENABLE_INSTRUCTIONS`` (MKL's BLAS) and ``ATEN_CPU_CAPABILITY`` (torch's own
@@ -26,14 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
 FIGURES = ("abs_rel_vs_prior", "structure_vs_prior", "scale_ratio", "photometric_ratio",
            "velocity_last40", "abs_rel", "prior_abs_rel")
 
 
 def one_run(work: Path, seed: int) -> dict:
-    sys.path.insert(0, str(REPO / "test"))
-    from support.learning import learning_figures, teacher_learning_run
+    from depth_perception_training.train.learning import learning_figures, teacher_learning_run
 
     t0 = time.perf_counter()
     isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "default")
@@ -47,11 +45,11 @@ def one_run(work: Path, seed: int) -> dict:
 def student_run(work: Path, seeds) -> list[dict]:
     """The student test's chain with one student per translator and seed; one row per
     student: its abs_rel over the teacher's per condition."""
-    sys.path.insert(0, str(REPO / "test"))
     import torch
 
+    from depth_perception_training.train.learning import (student_ratios,
+                                                          student_reproduce_config)
     from depth_perception_training.train.reproduce import reproduce
-    from support.learning import student_ratios, student_reproduce_config
 
     isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "default")
     torch.set_num_threads(1)

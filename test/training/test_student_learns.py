@@ -21,7 +21,7 @@ DAY_TOLERANCE = 0.10
 @pytest.fixture(scope="module")
 def reproduction(tmp_path_factory):
     from depth_perception_training.train.reproduce import reproduce
-    from support.learning import fixed_threads, student_reproduce_config
+    from depth_perception_training.train.learning import fixed_threads, student_reproduce_config
 
     # a teacher trained at 128x64 for 120 steps (batch 4) came out image-blind (a
     # constant ~21 m); with teacher_tiny.yaml's velocity weight 1.0 instead of 0.1 the

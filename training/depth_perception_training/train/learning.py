@@ -1,7 +1,8 @@
-"""The teacher learning run of ``test/training/test_train_learns.py``, shared with the
-bench that measures its spread (``bench/bench_learning_spread.py``), so the thresholds
-the test asserts come from runs of exactly this code.
+"""The CPU learning runs that tests assert on and benches measure, defined once, so a
+threshold in ``test/training/test_train_learns.py`` or ``test_student_learns.py`` comes
+from the spread ``bench/bench_learning_spread.py`` measured on runs of exactly this code.
 
+Teacher run:
 ``config/train/teacher_tiny.yaml`` (slim ResNet-18 + monodepth2 disparity decoder, tiny
 pose net, random init) trained for ``steps`` on varied synthetic day-clear drives
 (seeds :data:`TRAIN_SEEDS`, made first: training never makes data), scored on a drive
@@ -18,8 +19,6 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[2]
-TEACHER_TINY = REPO / "training/depth_perception_training/config/train/teacher_tiny.yaml"
 TRAIN_SEEDS = (1, 2, 3, 4, 5, 6)
 TEST_SEEDS = (101,)
 FRAMES = 40
@@ -62,7 +61,7 @@ def teacher_learning_run(root: Path, seed: int = 0, steps: int = STEPS, run: str
     root = Path(root)
     train = make_varied_drives(root / "bags", TRAIN_SEEDS, frames=FRAMES)
     test = make_varied_drives(root / "bags", TEST_SEEDS, frames=FRAMES)
-    cfg = load_config(TEACHER_TINY,
+    cfg = load_config("teacher_tiny",
                       [f"output_dir={root / f'{run}_seed{seed}'}", f"trainer.max_steps={steps}",
                        f"seed={seed}", "trainer.deterministic=true",
                        f"data.bags=[{','.join(map(str, train))}]",
