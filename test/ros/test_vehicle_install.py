@@ -25,11 +25,26 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 DEV_VENV = Path(sys.executable).parent.parent
+
+
+def ros_release() -> str:
+    """The ROS 2 release of the wheels this venv runs (``ros-<release>-rclpy``), so the
+    vehicle talks to the test's DDS participant with the same release (CI: kilted, jazzy)."""
+    from importlib import metadata
+
+    for release in ("kilted", "jazzy"):
+        try:
+            metadata.version(f"ros-{release}-rclpy")
+            return release
+        except metadata.PackageNotFoundError:
+            continue
+    return "kilted"
+
+
 #: the ROS 2 wheels a vehicle needs to run the node (setup.sh's list without build tools)
-ROS_WHEELS = ["ros-kilted-rclpy[fastrtps]", "ros-kilted-sensor-msgs", "ros-kilted-std-msgs",
-              "ros-kilted-geometry-msgs", "ros-kilted-nav-msgs", "ros-kilted-diagnostic-msgs",
-              "ros-kilted-rmw-fastrtps-cpp", "ros-kilted-lifecycle-msgs",
-              "ros-kilted-rosgraph-msgs"]
+ROS_WHEELS = [f"ros-{ros_release()}-{w}" for w in (
+    "rclpy[fastrtps]", "sensor-msgs", "std-msgs", "geometry-msgs", "nav-msgs",
+    "diagnostic-msgs", "rmw-fastrtps-cpp", "lifecycle-msgs", "rosgraph-msgs")]
 #: what CMakeLists.txt installs: the sources colcon would see (no venv inside)
 SOURCES = ("CMakeLists.txt", "package.xml", "msg", "depth_perception", "launch", "config",
            "resource")
