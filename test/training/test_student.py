@@ -108,23 +108,6 @@ def test_semantic_loss_sends_no_gradient_into_the_frozen_dinov2(tmp_path):
     assert grads and max(float(g.abs().max()) for g in grads) > 0
 
 
-# -- mixing ---------------------------------------------------------------------------------
-
-def test_mixing_probability_readings():
-    from depth_perception_training.student_data import choose_condition, default_keep_probability
-
-    assert default_keep_probability(2) == pytest.approx(2 / 3)     # P as printed
-    assert default_keep_probability(3) == pytest.approx(3 / 4)
-    rng = np.random.default_rng(0)
-    for keep in (default_keep_probability(2), 1 / 3):        # default, and the other reading
-        draws = [choose_condition(rng, ["night", "rain"], keep) for _ in range(6000)]
-        freq = {c: draws.count(c) / len(draws) for c in ("day-clear", "night", "rain")}
-        assert freq["day-clear"] == pytest.approx(keep, abs=0.03)
-        assert freq["night"] == pytest.approx((1 - keep) / 2, abs=0.03)
-        assert freq["rain"] == pytest.approx((1 - keep) / 2, abs=0.03)
-    assert choose_condition(rng, [], 0.0) == "day-clear"     # no translation: unchanged
-
-
 # -- flips --------------------------------------------------------------------------------
 
 class PixelDepth(nn.Module):
@@ -215,6 +198,34 @@ def test_teacher_input_is_never_the_translated_frame(ssd_setup, tmp_path):
     day_frames = torch.cat([batch["image"], batch["context"].flatten(0, 1)])
     for frame in pose_frames:
         assert any(torch.equal(frame, d) for d in day_frames)
+
+
+def test_a_run_counts_what_the_student_saw_per_condition(ssd_setup, tmp_path):
+    """Night and rain translated into two folders: a run on both draws from both, and the
+    counts per condition it logs (student_mixing.json) add up to the samples trained on."""
+    from depth_perception_training.train.config import load_config
+    from depth_perception_training.train.student import train_student
+    from depth_perception_training.translate.config import load_translate_config
+    from depth_perception_training.translate.run import run_translate
+
+    folders = []
+    for c in ("night", "rain"):
+        folders.append(tmp_path / f"paired_{c}")
+        run_translate(load_translate_config("paired", [
+            f"output_dir={folders[-1]}", f"source.bags=[{ssd_setup['bags']['day-clear']}]",
+            f"conditions=[{c}]"]))
+    out = tmp_path / "run"
+    result = train_student(load_config("student_tiny", student_overrides(
+        ssd_setup, out, "student.keep_probability=0.0", "trainer.max_steps=4",
+        f"student.translations=[{folders[0]},{folders[1]}]")))
+    written = json.loads((out / "student_mixing.json").read_text())
+    assert written == result.mixing
+    shown = written["shown"]
+    assert set(shown) == {"day-clear", "night", "rain"}
+    assert sum(shown.values()) == 4 * 2                          # 4 steps of batch 2
+    assert shown["day-clear"] == 0 and shown["night"] > 0 and shown["rain"] > 0
+    # every frame has both translations: P = 0 splits evenly
+    assert written["expected"] == pytest.approx({"day-clear": 0.0, "night": 0.5, "rain": 0.5})
 
 
 # -- a teacher-initialised student starts as the teacher ----------------------------------

@@ -8,14 +8,19 @@ item is a dict (``n`` context frames, H x W the output size):
 * ``image`` [3,H,W] float32 in [0,1]: the original day-clear frame (teacher input and
   photometric target; never translated, jittered or flipped)
 * ``context`` [n,3,H,W]: the adjacent day-clear frames, unaugmented
-* ``student_image`` [3,H,W]: the frame the student sees: the day-clear frame with
-  probability ``keep_probability``, otherwise one of its translations (conditions
-  equally likely), then colour jitter / noise and a horizontal flip
+* ``student_image`` [3,H,W]: the frame the student sees, drawn by
+  :func:`condition_probabilities` (the day-clear frame with ``keep_probability`` P,
+  each target condition with (1 - P)/|C|), then colour jitter / noise and a
+  horizontal flip
 * ``flip`` bool tensor: the student image is mirrored (the objective flips the
   student's outputs back)
 * ``student_condition`` str: ``day-clear`` or the translation's condition
 * ``K`` [3,3], ``T_src_tgt`` [n,4,4], ``distance`` [n], ``gt_depth`` / ``lidar_depth``
   [1,H,W] of the unflipped day frame; ``condition``, ``index``
+
+A frame's translations are merged over every translated dataset given (night in one
+folder and rain in another both count); when two folders hold the same condition of a
+frame, the first folder in the list wins.
 
 Randomness (mixing and augmentation) is drawn from ``default_rng([seed, epoch, index])``
 like the day dataset's, so samples are reproducible and resumes exact.
@@ -49,13 +54,39 @@ def default_keep_probability(num_conditions: int) -> float:
     return num_conditions / (num_conditions + 1)
 
 
-def choose_condition(rng: np.random.Generator, available: list[str],
+def condition_probabilities(available, conditions, keep_probability: float) -> dict:
+    """{outcome: probability} of what the student sees for one frame.
+
+    Over all target conditions C the draw is: the unchanged day-clear frame with P =
+    ``keep_probability``, each condition with (1 - P)/|C|. A frame has a condition only
+    if it has an accepted translation into it (``available``). With every condition
+    available these are the probabilities; when some are missing, the outcomes the frame
+    has (the day-clear frame and its available conditions) keep their weights and are
+    renormalised to sum to 1. A missing night therefore never hands its whole share to
+    rain, as drawing among the available translations with 1 - P would: with P = 2/3 and
+    only rain, rain gets (1/6)/(2/3 + 1/6) = 1/5, not 1/3.
+    """
+    conditions = list(conditions)
+    share = (1.0 - keep_probability) / len(conditions)
+    weights = {DAY: keep_probability}
+    weights.update({c: share for c in conditions if c in set(available)})
+    total = sum(weights.values())
+    if total <= 0:                          # P = 0 and no translation: only the day frame
+        return {DAY: 1.0}
+    return {c: w / total for c, w in weights.items()}
+
+
+def choose_condition(rng: np.random.Generator, available, conditions,
                      keep_probability: float) -> str:
-    """``day-clear`` with ``keep_probability``, else one of ``available`` uniformly
-    (``day-clear`` when the frame has no translation)."""
-    if rng.random() < keep_probability or not available:
-        return DAY
-    return available[int(rng.integers(len(available)))]
+    """One draw from :func:`condition_probabilities` (a single uniform number, outcomes in
+    the order day-clear, then ``conditions``)."""
+    probs = condition_probabilities(available, conditions, keep_probability)
+    u, acc = rng.random(), 0.0
+    for outcome, p in probs.items():
+        acc += p
+        if u < acc:
+            return outcome
+    return next(reversed(probs))            # u within rounding of 1
 
 
 class StudentDataset:
@@ -98,7 +129,9 @@ class StudentDataset:
             augment = Augmenter(augment)
         self.augment: Augmenter | None = augment
         self.seed, self.epoch = int(seed), 0
-        covered = sum(self.translations_of(i) != {} for i in range(len(day)))
+        # per frame: which conditions it has (merged over the folders), once
+        self._available = [sorted(self.translations_of(i)) for i in range(len(day))]
+        covered = sum(bool(a) for a in self._available)
         self.coverage = covered / max(len(day), 1)
         if covered == 0:
             raise ValueError("StudentDataset: no day-clear frame of the training bags has a "
@@ -107,6 +140,8 @@ class StudentDataset:
         if covered < len(day):
             log.warning("StudentDataset: %d of %d day-clear frames have no translation (they "
                         "are always shown unchanged)", len(day) - covered, len(day))
+        log.info("StudentDataset: frames with an accepted translation: %s", ", ".join(
+            f"{c} {sum(c in a for a in self._available)}/{len(day)}" for c in conditions))
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -116,16 +151,36 @@ class StudentDataset:
         return len(self.day)
 
     def translations_of(self, index: int) -> dict:
-        """{condition: TranslatedImage} of day sample ``index`` (bag + stamp lookup)."""
+        """{condition: TranslatedImage} of day sample ``index`` (bag + stamp lookup), merged
+        over every translated dataset given."""
         seq, k = self.day.locate(index)
-        i = seq.targets[k]
-        stamp = int(seq.stamps[i])
+        stamp = int(seq.stamps[seq.targets[k]])
         bag = str(Path(seq.path).resolve())
-        for p in self.pairs:
+        merged: dict = {}
+        for p in self.pairs:                 # every folder; the first one wins a tie
             frame = p.lookup(bag, stamp)
-            if frame is not None:
-                return {c: t for c, t in frame.translations.items() if c in self.conditions}
-        return {}
+            if frame is None:
+                continue
+            for c, t in frame.translations.items():
+                if c in self.conditions:
+                    merged.setdefault(c, t)
+        return merged
+
+    def probabilities(self, index: int) -> dict:
+        """{outcome: probability} of frame ``index`` (:func:`condition_probabilities`)."""
+        return condition_probabilities(self._available[index], self.conditions,
+                                       self.keep_probability)
+
+    def expected_mix(self, indices=None) -> dict:
+        """{outcome: expected share of the samples of an epoch}: the mean over frames
+        (``indices``, default all) of :meth:`probabilities` (what the counts of shown
+        conditions approach)."""
+        indices = range(len(self)) if indices is None else list(indices)
+        total = {c: 0.0 for c in [DAY, *self.conditions]}
+        for i in indices:
+            for c, p in self.probabilities(i).items():
+                total[c] += p
+        return {c: v / max(len(indices), 1) for c, v in total.items()}
 
     def translated_frame(self, index: int, condition: str) -> np.ndarray:
         """[H,W,3] float32 in [0,1]: the translation at the training size (the data
@@ -140,8 +195,8 @@ class StudentDataset:
         item = self.day[index]                      # unaugmented: image == image_aug
         rng = np.random.default_rng([self.seed, self.epoch, int(index), 1])
         # 1. mixing: the day frame or one of its translations
-        available = sorted(self.translations_of(index))
-        condition = choose_condition(rng, available, self.keep_probability)
+        condition = choose_condition(rng, self._available[index], self.conditions,
+                                     self.keep_probability)
         if condition == DAY:
             student = item["image"].numpy().transpose(1, 2, 0)           # [H,W,3]
         else:
@@ -205,6 +260,10 @@ class LabelledStudentDataset:
     @property
     def keep_probability(self) -> float:
         return self.base.keep_probability
+
+    def expected_mix(self) -> dict:
+        """:meth:`StudentDataset.expected_mix` over the labelled frames."""
+        return self.base.expected_mix(i for i, _ in self.entries)
 
     def set_epoch(self, epoch: int) -> None:
         self.base.set_epoch(epoch)

@@ -167,7 +167,8 @@ class StudentConfig:
     #: day-only one), and its running statistics drift to the mixture. No effect on
     #: networks without BatchNorm (DINOv2 / DPT use LayerNorm).
     freeze_batchnorm: bool = False
-    #: output folders of ``depth-perception translate`` (any translator) over data.bags
+    #: output folders of ``depth-perception translate`` (any translator) over data.bags;
+    #: a frame's translations are merged over all of them (the first folder wins a tie)
     translations: List[str] = field(default_factory=list)
     #: when set (gdt | paired | photometric), every translation must come from this
     #: translator (checked against the manifests)

@@ -33,6 +33,7 @@ import copy
 import json
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -212,6 +213,10 @@ class StudentObjective:
         self.pseudo_labels = bool(pseudo_labels)
         self.ssim_alpha, self.padding_mode = ssim_alpha, padding_mode
         self.timing = {"teacher": 0.0, "total": 0.0, "calls": 0}
+        #: what the student was shown: {condition: samples} over the calls of this process,
+        #: and the share of each the mixing probabilities give (set with the data)
+        self.shown: Counter = Counter()
+        self.expected_mix: dict = {}
         from depth_perception.models import depth_network_class
 
         self.teacher_multiple = depth_network_class(teacher.arch).size_multiple
@@ -324,6 +329,7 @@ class StudentObjective:
             semantic = semantic_cosine_loss(student_tokens, frozen.detach())
             total = total + self.semantic_weight * semantic
             terms["semantic"] = semantic.detach()
+        self.shown.update(batch["student_condition"])
         terms["translated_fraction"] = torch.tensor(
             sum(c != "day-clear" for c in batch["student_condition"]) / len(flip))
         terms["total"] = total.detach()
@@ -508,6 +514,9 @@ def build_student_trainer(cfg):
     logger.info("student: %d training samples (%.0f%% with translations, keep p=%.3f), %s "
                 "validation samples", len(train_set), 100 * train_set.coverage,
                 train_set.keep_probability, len(val_set) if val_set else 0)
+    objective.expected_mix = train_set.expected_mix()
+    logger.info("student: expected mix %s", ", ".join(
+        f"{c} {p:.3f}" for c, p in objective.expected_mix.items()))
 
     # 4. Loaders, export of the student's depth net (then ONNX after fit, see
     #    train_student), the trainer
@@ -519,20 +528,39 @@ def build_student_trainer(cfg):
     return trainer, objective
 
 
+def write_mixing(objective: StudentObjective, main_process: bool, out: Path) -> dict:
+    """{"shown": {condition: samples}, "expected": {condition: share}}: what this
+    process's student saw since it started (a resumed run counts from the resume)
+    against what the mixing probabilities give; logged, and written by the main process
+    to ``OUTPUT_DIR/student_mixing.json``."""
+    expected = objective.expected_mix
+    shown = {c: int(objective.shown.get(c, 0)) for c in expected}
+    total = max(sum(shown.values()), 1)
+    logger.info("student: shown %s", ", ".join(
+        f"{c} {n} ({n / total:.3f}, expected {expected[c]:.3f})" for c, n in shown.items()))
+    mixing = {"shown": shown, "expected": expected}
+    if main_process:
+        (out / "student_mixing.json").write_text(json.dumps(mixing, indent=2) + "\n")
+    return mixing
+
+
 def train_student(cfg):
     """Run the student training of a resolved config; export the result for deployment.
 
     Returns the :class:`~depth_perception_training.train.trainer.TrainResult` with
     ``deployable`` (what
-    :func:`~depth_perception_training.export.deployable.export_deployable` wrote) set on it.
+    :func:`~depth_perception_training.export.deployable.export_deployable` wrote) and
+    ``mixing`` (:func:`write_mixing`) set on it.
     """
     from depth_perception_training.export.deployable import export_deployable
     from depth_perception_training.train.config import to_dataclass
     from omegaconf import OmegaConf
 
-    trainer, _ = build_student_trainer(cfg)
+    trainer, objective = build_student_trainer(cfg)
     result = trainer.fit()
     c = to_dataclass(cfg if OmegaConf.is_config(cfg) else OmegaConf.structured(cfg))
+    result.mixing = write_mixing(objective, trainer.accelerator.is_main_process,
+                                  Path(c.output_dir))
     deployable = {}
     if c.student.export_onnx and result.export_dir is not None \
             and trainer.accelerator.is_main_process:
