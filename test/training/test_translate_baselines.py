@@ -168,6 +168,8 @@ def test_rejected_translations_are_recorded_and_excluded(bags, tmp_path):
     assert all(not r["accepted"] and r["consistency"] > 1e-6 for r in records)
     assert records[0]["models"] == {"depth": str(dpt)}
     assert len(TranslationPairs(out)) == 0                   # excluded from training
+    assert result.summary["conditions"] == {
+        "night": {"samples": 2, "checked": 2, "rejected": 2, "rejection_rate": 1.0}}
     assert len(TranslationPairs(out, accepted_only=False)) == 2
 
 

@@ -207,6 +207,42 @@ def test_gdt_translates_synthetic_frames_into_night_and_rain(tiny):
     np.testing.assert_array_equal(night.camera_info(0).K, src.camera_info(0).K)
 
 
+def test_consistency_is_checked_on_the_generated_night_before_darkening(tiny, tmp_path,
+                                                                         monkeypatch):
+    """The check sees the image the diffusion model produced; the written night is the
+    darkened one; summary.json gives the rejection rate per condition."""
+    from depth_perception_training.translate import consistency, translators
+
+    darkened, checked = [], []
+    real_darken, real_check = photometric.darken_to_mean_luma, consistency.ConsistencyCheck.__call__
+
+    def darken(image, target):
+        out = real_darken(image, target)
+        darkened.append((image.copy(), out.copy()))
+        return out
+
+    def check(self, source_depth, output_rgb):
+        checked.append(output_rgb.copy())
+        return real_check(self, source_depth, output_rgb)
+
+    monkeypatch.setattr(translators.photometric, "darken_to_mean_luma", darken)
+    monkeypatch.setattr(consistency.ConsistencyCheck, "__call__", check)
+    out = tmp_path / "run"
+    result = run_translate(gdt_config(tiny, out, "conditions=[night,rain]",
+                                      "source.max_frames=1", "consistency.threshold=10.0"))
+    assert result.translated == 2 and len(darkened) == 1 and len(checked) == 2
+    (generated, dark), = darkened
+    assert photometric.luma(generated).mean() > 0.2 > photometric.luma(dark).mean()
+    night = next(r for r in result.records if r["condition"] == "night")
+    np.testing.assert_array_equal(read_image(out / night["image"]), dark)     # written
+    assert any(np.array_equal(c, generated) for c in checked)                 # judged
+    assert not any(np.array_equal(c, dark) for c in checked)
+    assert result.summary == json.loads((out / "summary.json").read_text())
+    assert result.summary["conditions"] == {
+        c: {"samples": 1, "checked": 1, "rejected": 0, "rejection_rate": 0.0}
+        for c in ("night", "rain")}
+
+
 # -- processes: kill and rerun, sharding over Accelerate processes --------------------------
 
 REPO = Path(__file__).resolve().parents[2]

@@ -227,6 +227,31 @@ def test_manifest_survives_a_cut_line_and_merges_by_key(tmp_path):
     assert "b/1/night" not in manifest.done_keys(tmp_path)
 
 
+def test_summary_gives_the_rejection_rate_per_condition(tmp_path):
+    """3 night samples (2 rejected), 2 rain samples (none rejected), 1 snow sample never
+    checked: rates 2/3, 0, 0, written beside the merged manifest."""
+    verdicts = {"night": [(0.5, False), (0.1, True), (0.7, False)],
+                "rain": [(0.2, True), (0.1, True)], "snow": [(None, True)]}
+    with manifest.ManifestWriter(tmp_path, 0) as w:
+        for c, vs in verdicts.items():
+            for k, (score, ok) in enumerate(vs):
+                w.append({"key": f"b/{k}/{c}", "bag_id": "b", "stamp_ns": k, "condition": c,
+                          "image": f"images/{c}/b/{k}.png", "consistency": score,
+                          "accepted": ok})
+    records = manifest.merge(tmp_path)
+    assert manifest.read_summary(tmp_path) == manifest.summarize(records) == {"conditions": {
+        "night": {"samples": 3, "checked": 3, "rejected": 2, "rejection_rate": 2 / 3},
+        "rain": {"samples": 2, "checked": 2, "rejected": 0, "rejection_rate": 0.0},
+        "snow": {"samples": 1, "checked": 0, "rejected": 0, "rejection_rate": 0.0}}}
+
+
+def test_the_paper_recipe_has_no_consistency_filter():
+    """SSD's GDT filters nothing: gdt.yaml and the schema leave the check off."""
+    assert not load_translate_config("gdt").consistency.enabled
+    assert not load_translate_config("photometric").consistency.enabled
+    assert load_translate_config("gdt_tiny").consistency.enabled     # exercises the check
+
+
 def test_config_layers_and_errors_name_the_key(tmp_path):
     cfg = load_translate_config("config/translate/gdt.yaml", ["conditions=[night]"])
     assert cfg.translator == "gdt" and cfg.conditions == ["night"]

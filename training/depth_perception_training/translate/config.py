@@ -83,9 +83,13 @@ class DiffusionConfig:
 
 @dataclass
 class ConsistencyConfig:
-    """Control depth of the output vs the source's (scale-and-shift invariant error)."""
+    """Control depth of the output vs the source's (scale-and-shift invariant error).
 
-    enabled: bool = True
+    Not part of SSD (its GDT has no such filter): off by default. When on, it judges the
+    translation as produced, before GDT's night darkening (``brightness``), and
+    ``summary.json`` gives the rejection rate per condition."""
+
+    enabled: bool = False
     threshold: float = 0.3
     #: compare the tiled control depth (true) or only the global predictions (false:
     #: one forward pass per output instead of rows x cols + 1)

@@ -6,6 +6,7 @@ Layout of ``output_dir``::
     images/<condition>/<bag_id>/<stamp_ns>.png
     manifest/part-<rank>.jsonl          what each process finished, one JSON line each
     manifest.jsonl                      merged: one line per (frame, condition), sorted
+    summary.json                        per condition: samples, checked, rejected, rate
     bags/<condition>/<bag_id>/          optional rosbag2 per source bag and condition
 
 Crash safety: an image is written to a temporary file and renamed into place; only
@@ -28,6 +29,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.jsonl"
+SUMMARY = "summary.json"
 PARTS = "manifest"
 #: fields every record has (see :func:`make_record`)
 FIELDS = ("key", "source_bag", "bag_id", "topic", "stamp_ns", "index", "condition",
@@ -148,16 +150,43 @@ def done_keys(output_dir: Path) -> set[str]:
     return {r["key"] for r in read_parts(output_dir) if (output_dir / r["image"]).is_file()}
 
 
+def summarize(records: list[dict]) -> dict:
+    """``{"conditions": {condition: {"samples", "checked", "rejected", "rejection_rate"}}}``
+    of manifest records: ``checked`` counts the samples the consistency check scored,
+    ``rejection_rate`` is ``rejected / samples`` (0 when nothing was checked)."""
+    per: dict[str, dict] = {}
+    for r in records:
+        n = per.setdefault(r["condition"], {"samples": 0, "checked": 0, "rejected": 0})
+        n["samples"] += 1
+        n["checked"] += r.get("consistency") is not None
+        n["rejected"] += not r["accepted"]
+    for n in per.values():
+        n["rejection_rate"] = n["rejected"] / n["samples"]
+    return {"conditions": dict(sorted(per.items()))}
+
+
+def _write_atomic(path: Path, lines) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        for line in lines:
+            f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 def merge(output_dir: Path) -> list[dict]:
-    """Write the merged, sorted ``manifest.jsonl`` (atomically); returns its records."""
+    """Write the merged, sorted ``manifest.jsonl`` and its ``summary.json`` (atomically);
+    returns the records."""
     output_dir = Path(output_dir)
     records = sorted(read_parts(output_dir),
                      key=lambda r: (r["bag_id"], r["stamp_ns"], r["condition"]))
-    tmp = output_dir / f".{MANIFEST}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        for rec in records:
-            f.write(json.dumps(rec, sort_keys=True) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, output_dir / MANIFEST)
+    _write_atomic(output_dir / MANIFEST,
+                  (json.dumps(rec, sort_keys=True) + "\n" for rec in records))
+    _write_atomic(output_dir / SUMMARY, [json.dumps(summarize(records), indent=2) + "\n"])
     return records
+
+
+def read_summary(output_dir: Path) -> dict:
+    """The ``summary.json`` of a merged output folder."""
+    return json.loads((Path(output_dir) / SUMMARY).read_text())

@@ -7,9 +7,11 @@ Steps (every process; Accelerate gives rank and world size, one process per GPU)
 2. the ordered list of source frames, this process's shard of it, minus the
    (frame, condition) keys already in the manifest (resume);
 3. translator (and control-depth model) loaded only if something is left to do;
-4. per frame: read -> translate into every pending condition -> consistency check ->
-   atomic image -> manifest record;
-5. everyone waits; the main process merges the manifest and writes the optional bags.
+4. per frame: read -> translate into every pending condition -> consistency check
+   (when ``consistency.enabled``; on the translation as produced, before GDT's night
+   darkening) -> atomic image -> manifest record;
+5. everyone waits; the main process merges the manifest (and its ``summary.json``:
+   samples, rejections and rejection rate per condition) and writes the optional bags.
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ class RunResult:
     rejected: int               # failed the consistency check (recorded, excluded)
     timings: dict = field(default_factory=dict)     # stage -> seconds
     records: list | None = None                     # merged manifest (main process)
+    summary: dict | None = None                     # manifest.summarize(records)
     bags: dict | None = None
 
 
@@ -197,8 +200,9 @@ def run_translate(cfg) -> RunResult:
                         tic = time.perf_counter()
                         if t.source_depth is None and source_depth is None:
                             source_depth = check.depth(frame.rgb)
+                        checked = t.image if t.checked_image is None else t.checked_image
                         verdict = check(t.source_depth if t.source_depth is not None
-                                        else source_depth, t.image)
+                                        else source_depth, checked)
                         score, accepted = verdict.score, verdict.accepted
                         timings["consistency"] += time.perf_counter() - tic
                     tic = time.perf_counter()
@@ -218,11 +222,15 @@ def run_translate(cfg) -> RunResult:
 
     # 5. merge (and bags) once every process is done
     state.wait_for_everyone()
-    records = bags = None
+    records = bags = summary = None
     if state.is_main_process:
         tic = time.perf_counter()
         records = manifest.merge(out)
         timings["merge"] += time.perf_counter() - tic
+        summary = manifest.read_summary(out)
+        for c, n in summary["conditions"].items():
+            log.info("%s: %d samples, %d rejected by the consistency check (%.1f%%)", c,
+                     n["samples"], n["rejected"], 100 * n["rejection_rate"])
         if cfg.write_bags:
             from depth_perception_training.translate.bags import write_translated_bags
 
@@ -230,4 +238,4 @@ def run_translate(cfg) -> RunResult:
             bags = write_translated_bags(records, out, cfg.translator, cfg.bag_storage)
             timings["bags"] += time.perf_counter() - tic
     return RunResult(state.process_index, state.num_processes, len(mine), translated,
-                     skipped, rejected, dict(timings), records, bags)
+                     skipped, rejected, dict(timings), records, summary, bags)

@@ -42,6 +42,10 @@ class Translation:
     caption: str | None = None
     style: str | None = None               # which image prompt was used
     source_depth: object | None = None     # the source's FusedDepth, when computed
+    #: what the consistency check judges: the translation as produced, before any
+    #: post-processing that is not part of the translation (GDT's night darkening, under
+    #: which the control-depth model fails first); None: ``image`` itself
+    checked_image: np.ndarray | None = None
 
 
 @dataclass
@@ -229,13 +233,16 @@ class GDTTranslator(Translator):
             # 3. style: a real frame of the target condition; 4. generation
             style, style_name = self.styles[c].pick(seeds[c])
             prompt = self.prompt(c, caption)
-            image = self._timed("diffusion", self.generator, control, prompt, style, seeds[c])
-            # 5. SD's nights are too bright: darken to a realistic mean luma
-            target = self.cfg.brightness.get(c)
+            generated = self._timed("diffusion", self.generator, control, prompt, style,
+                                    seeds[c])
+            # 5. SD's nights are too bright: darken to a realistic mean luma (the
+            #    consistency check judges the generated image, before this)
+            image, target = generated, self.cfg.brightness.get(c)
             if target is not None:
-                image = self._timed("postprocess", photometric.darken_to_mean_luma, image,
+                image = self._timed("postprocess", photometric.darken_to_mean_luma, generated,
                                     float(target))
-            out[c] = Translation(image, prompt, caption, style_name, depth)
+            out[c] = Translation(image, prompt, caption, style_name, depth,
+                                 checked_image=generated)
         return out
 
 
