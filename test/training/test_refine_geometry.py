@@ -106,10 +106,35 @@ def test_relight_values_stay_in_range_and_lighting_is_sampled_as_published():
         assert out.min() >= 1e-3 and out.max() <= 1.0
 
 
-def test_laplacian_smoothness_prefers_smooth_disparity():
-    ramp = torch.linspace(0, 1, 32).expand(1, 1, 16, 32).contiguous()
-    noisy = ramp + 0.2 * torch.rand(1, 1, 16, 32, generator=torch.Generator().manual_seed(0))
-    assert laplacian_smoothness(ramp) < 0.01 * laplacian_smoothness(noisy)
+def test_laplacian_smoothness_is_the_mean_absolute_laplacian_with_zero_padding():
+    """Worked by hand. The ramp d = [[0, .5, 1]] x 3 rows, 5-point Laplacian
+    up + down + left + right - 4 centre, zeros outside the image:
+
+        row 0: (0,0) .5 ; (0,1) .5+0+1-2 = -.5 ; (0,2) 1+.5+0-4 = -2.5
+        row 1: (1,0) .5 ; (1,1) .5+.5+0+1-2 = 0 ; (1,2) 1+1+.5+0-4 = -1.5
+        row 2: as row 0
+
+    sum |L| = 3.5 + 2 + 3.5 = 9 over 9 pixels: 1.0. (The squared form with replicate
+    padding, each row [.5, 0, -.5], would give 6 x .25 / 9 = 1/6.)"""
+    d = torch.tensor([[0.0, 0.5, 1.0]] * 3)
+    # per-image min-max normalisation: an affine copy of the ramp scores the same
+    batch = torch.stack([2.0 + 4.0 * d, 10.0 + 0.1 * d])[:, None]        # [2,1,3,3]
+    assert float(laplacian_smoothness(batch)) == pytest.approx(1.0, abs=1e-6)
+    assert float(laplacian_smoothness(batch[:1])) == pytest.approx(1.0, abs=1e-6)
+    # a single bump on 9x9: |-4| at the peak and 1 at its four neighbours: 8 / 81
     bump = torch.zeros(1, 1, 9, 9)
-    bump[0, 0, 4, 4] = 1.0                    # normalised: Laplacian -4 at the peak, 1 x4 around
-    assert float(laplacian_smoothness(bump)) == pytest.approx((16 + 4) / 81)
+    bump[0, 0, 4, 4] = 1.0
+    assert float(laplacian_smoothness(bump)) == pytest.approx(8 / 81, abs=1e-7)
+    # the same bump on the border: the zero padding adds nothing (zeros outside a 0
+    # border), the corner peak has 2 neighbours in the image: (4 + 2) / 81
+    corner = torch.zeros(1, 1, 9, 9)
+    corner[0, 0, 0, 0] = 1.0
+    assert float(laplacian_smoothness(corner)) == pytest.approx(6 / 81, abs=1e-7)
+    # the gradient lowers the loss of a noisy ramp
+    noisy = (torch.linspace(0, 1, 32).expand(1, 1, 16, 32)
+             + 0.2 * torch.rand(1, 1, 16, 32, generator=torch.Generator().manual_seed(0)))
+    noisy = noisy.clone().requires_grad_(True)
+    loss = laplacian_smoothness(noisy)
+    loss.backward()
+    with torch.no_grad():
+        assert float(laplacian_smoothness(noisy - 0.01 * noisy.grad)) < float(loss)
