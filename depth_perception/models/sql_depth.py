@@ -4,9 +4,14 @@
    by hub id or local folder) run stage by stage, giving features at 1/2 (its own stem
    convolution), 1/4 .. 1/32; a ConvNeXt backbone gives 1/4 .. 1/32 and a stride-2
    convolution on the image stands in for the 1/2 skip.
-2. U-Net decoder as SPIdepth builds it: per level, bilinear x2 upsampling,
-   concatenation with the encoder skip, 3x3 conv + BatchNorm + ReLU (twice), down to
-   ``S``: [B,E,H/2,W/2] with E = 32 channels.
+2. U-Net decoder as SPIdepth's ``DecoderBN`` (Lavreniuk/SPIdepth
+   ``networks/resnet_encoder.py``): a 1x1 convolution of the 1/32 features to F = 256
+   channels (``decoder_features``, ``--num_features 256`` of its resnet_192x640
+   configuration; the reference pads this 1x1 convolution by 1, which the next
+   upsampling folds in, and so does this one), then four blocks of bilinear upsampling
+   to the skip's size (align_corners=True), concatenation with the 1/16, 1/8, 1/4 and
+   1/2 skip, and (3x3 conv + BatchNorm + LeakyReLU) twice, to F/2, F/4, F/8, F/16
+   (128/64/32/16); a linear 3x3 convolution to ``S``: [B,E,H/2,W/2], E = 32 channels.
 3. Self Query Layer: patch embedding (kernel = stride = ``patch_size``) + learned
    positional encoding -> transformer encoder (4 layers, 4 heads, FFN 1024); the first
    Q = 64 output tokens are the coarse queries. Self-cost volume V = Q . S [B,Q,h,w];
@@ -49,6 +54,7 @@ class SQLDepthConfig:
     min_depth: float = 0.1
     max_depth: float = 80.0
     decoder_channels: int = 32        # E
+    decoder_features: int = 256       # F: DecoderBN widths F/2 .. F/16 (128/64/32/16)
     num_queries: int = 64             # Q
     num_bins: int = 256
     patch_size: int = 16
@@ -65,36 +71,49 @@ class SQLDepthConfig:
         if not 0 < self.min_depth < self.max_depth:
             raise ValueError(f"SQLDepthConfig: need 0 < min_depth < max_depth, got "
                              f"{self.min_depth}, {self.max_depth}")
+        if self.decoder_features < 16 or self.decoder_features % 16:
+            raise ValueError(f"SQLDepthConfig: decoder_features {self.decoder_features} must be "
+                             "a positive multiple of 16 (four halvings)")
         if self.decoder_channels % self.transformer_heads:
             raise ValueError(f"SQLDepthConfig: decoder_channels {self.decoder_channels} must be "
                              f"divisible by transformer_heads {self.transformer_heads}")
 
 
-def _conv_bn(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
-                         nn.ReLU(inplace=True))
+class UpSampleBN(nn.Module):
+    """x [B,c,h,w], skip [B,k,H',W'] -> [B,cout,H',W']: bilinear to the skip's size
+    (align_corners=True), concatenation, (3x3 conv + BatchNorm + LeakyReLU) twice."""
 
-
-class UNetDecoder(nn.Module):
-    """Encoder features (1/2 .. 1/32) -> S [B,E,H/2,W/2] (bilinear up, conv-BN-ReLU)."""
-
-    def __init__(self, enc_channels: list[int], out_channels: int = 32):
+    def __init__(self, cin: int, cout: int):
         super().__init__()
-        # widths: E at 1/2, half the encoder width (at least E) at the coarser levels
-        dec = [out_channels] + [max(out_channels, c // 2) for c in enc_channels[1:-1]]
-        self.blocks = nn.ModuleList()
-        cin = enc_channels[-1]
-        for i in reversed(range(len(enc_channels) - 1)):                    # 1/16 .. 1/2
-            self.blocks.append(nn.Sequential(_conv_bn(cin + enc_channels[i], dec[i]),
-                                             _conv_bn(dec[i], dec[i])))
-            cin = dec[i]
+        self.net = nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout),
+                                 nn.LeakyReLU(),
+                                 nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout),
+                                 nn.LeakyReLU())
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=True)
+        return self.net(torch.cat([x, skip], 1))
+
+
+class DecoderBN(nn.Module):
+    """Encoder features (1/2 .. 1/32, five levels) -> S [B,E,H/2,W/2]. See module doc."""
+
+    def __init__(self, enc_channels: list[int], out_channels: int = 32, features: int = 256):
+        super().__init__()
+        if len(enc_channels) != 5:
+            raise ValueError(f"DecoderBN: expected 5 encoder levels (1/2 .. 1/32), got "
+                             f"{len(enc_channels)}")
+        self.bottleneck = nn.Conv2d(enc_channels[4], features, 1, padding=1)
+        widths = [features // 2 ** k for k in range(5)]                    # F .. F/16
+        self.ups = nn.ModuleList(
+            UpSampleBN(widths[k] + enc_channels[3 - k], widths[k + 1]) for k in range(4))
+        self.out = nn.Conv2d(widths[4], out_channels, 3, padding=1)        # linear
 
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
-        x = feats[-1]                                                       # [B,c,H/32,W/32]
-        for k, i in enumerate(reversed(range(len(feats) - 1))):
-            x = F.interpolate(x, size=feats[i].shape[-2:], mode="bilinear", align_corners=False)
-            x = self.blocks[k](torch.cat([x, feats[i]], 1))
-        return x                                                            # [B,E,H/2,W/2]
+        x = self.bottleneck(feats[4])                                      # [B,F,h+2,w+2]
+        for k, up in enumerate(self.ups):                                  # 1/16 .. 1/2
+            x = up(x, feats[3 - k])                                        # [B,F/2^(k+1),..]
+        return self.out(x)                                                 # [B,E,H/2,W/2]
 
 
 class SelfQueryLayer(nn.Module):
@@ -167,7 +186,7 @@ class SQLDepthNet(nn.Module):
             self.stem = nn.Sequential(nn.Conv2d(3, stem, 3, stride=2, padding=1, bias=False),
                                       nn.BatchNorm2d(stem), nn.ReLU(inplace=True))
             enc_channels = [stem] + list(self.encoder.channels)
-        self.decoder = UNetDecoder(enc_channels, config.decoder_channels)
+        self.decoder = DecoderBN(enc_channels, config.decoder_channels, config.decoder_features)
         self.sql = SelfQueryLayer(config.decoder_channels, config.num_queries, config.num_bins,
                                   config.patch_size, config.transformer_layers,
                                   config.transformer_heads, config.transformer_ffn,
@@ -223,8 +242,11 @@ class SQLDepthNet(nn.Module):
         return {"depth": [depth], "disp": [disp], "scaled_disp": [disp], "bin_centers": centers}
 
     def param_groups(self, lr_encoder: float, lr_decoder: float) -> list[dict]:
-        enc = [p for p in self.encoder.parameters() if p.requires_grad]
-        dec = [p for n, p in self.named_parameters() if not n.startswith("encoder.") and p.requires_grad]
+        """``encoder``: the backbone and DecoderBN (SPIdepth's ``ResnetEncoderDecoder``,
+        which ``--diff_lr`` trains at lr / 10); ``decoder``: the Self Query Layer."""
+        enc = [p for n, p in self.named_parameters()
+               if not n.startswith("sql.") and p.requires_grad]
+        dec = [p for p in self.sql.parameters() if p.requires_grad]
         return [{"params": enc, "lr": lr_encoder, "name": "encoder"},
                 {"params": dec, "lr": lr_decoder, "name": "decoder"}]
 

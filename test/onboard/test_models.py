@@ -171,6 +171,32 @@ def test_sql_decoder_shapes_bins_and_range():
     assert net.encoder.embedder.embedder.convolution.weight.grad.abs().sum() > 0
 
 
+def test_sql_decoder_is_spidepths_decoderbn():
+    """SPIdepth's DecoderBN on ResNet-50 features at 192x640 (resnet_192x640: F = 256,
+    E = 32): 1x1 to 256, blocks 128/64/32/16 with LeakyReLU, a linear 3x3 to E."""
+    from depth_perception.models.sql_depth import DecoderBN
+
+    enc = [64, 256, 512, 1024, 2048]                        # ResNet-50, 1/2 .. 1/32
+    dec = DecoderBN(enc, out_channels=32, features=256)
+    assert (dec.bottleneck.in_channels, dec.bottleneck.out_channels) == (2048, 256)
+    assert dec.bottleneck.kernel_size == (1, 1)
+    assert [(u.net[0].in_channels, u.net[0].out_channels) for u in dec.ups] == [
+        (256 + 1024, 128), (128 + 512, 64), (64 + 256, 32), (32 + 64, 16)]
+    for u in dec.ups:
+        assert [type(m) for m in u.net] == [nn.Conv2d, nn.BatchNorm2d, nn.LeakyReLU] * 2
+    assert (dec.out.in_channels, dec.out.out_channels, dec.out.kernel_size) == (16, 32, (3, 3))
+    H, W = 192, 640
+    feats = [torch.randn(1, c, H // 2 ** (k + 1), W // 2 ** (k + 1)) for k, c in enumerate(enc)]
+    with torch.no_grad():
+        S = dec(feats)
+    assert S.shape == (1, 32, H // 2, W // 2)
+    assert S.min() < 0                       # linear output: no ReLU / BN-ReLU before the queries
+    # the whole net on a tiny encoder: S at half the input, depth at the input size
+    net = build_depth_model({**TINY_SQL, "decoder_features": 64})
+    assert [u.net[0].out_channels for u in net.decoder.ups] == [32, 16, 8, 4]
+    assert net(_image(1, 64, 96))["depth"][0].shape == (1, 1, 64, 96)
+
+
 def test_sql_layer_exact_formulas():
     """Bins and depth from the layer's own intermediate tensors, recomputed by hand."""
     net = build_depth_model(TINY_SQL).eval()  # no transformer dropout
