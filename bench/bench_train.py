@@ -27,7 +27,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "training/depth_perception_training/config/train/teacher_tiny.yaml"
-TEACHER = REPO / "training/depth_perception_training/config/train/teacher.yaml"
+TEACHER = REPO / "training/depth_perception_training/config/train/ssd_teacher.yaml"
 
 
 #: learning run: training scenes (seeds) and held-out scenes, frames per bag
@@ -99,7 +99,8 @@ def bench_steps(work: Path, steps: int, warmup: int = 2) -> dict:
 _MEMORY_CHILD = r"""
 import json, resource, sys, torch
 from depth_perception_training.train.config import load_config, to_dataclass
-from depth_perception_training.train.teacher import build_models, TeacherObjective, build_loss
+from depth_perception_training.train.teacher import (build_models, TeacherObjective, build_loss,
+                                                     depth_input_size)
 torch.set_num_threads(2)
 cfg = to_dataclass(load_config(sys.argv[1], sys.argv[3:]))
 arch, depth, depth_cfg, pose = build_models(cfg)
@@ -111,12 +112,14 @@ batch = {"image": torch.rand(B, 3, H, W), "image_aug": torch.rand(B, 3, H, W),
          "context": torch.rand(B, n, 3, H, W), "context_aug": torch.rand(B, n, 3, H, W),
          "K": torch.tensor([[W * 0.8, 0, W / 2], [0, W * 0.8, H / 2], [0, 0, 1.0]]).expand(B, 3, 3),
          "distance": torch.ones(B, n)}
-obj = TeacherObjective(build_loss(cfg), cfg.data.context, smooth_depth=not depth.disparity_heads())
+obj = TeacherObjective(build_loss(cfg), cfg.data.context, smooth_depth=not depth.disparity_heads(),
+                       depth_size=depth_input_size(cfg))
 out = obj({"depth": depth, "pose": pose}, batch)
 out.loss.backward()
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(json.dumps({"arch": arch, "depth_params": params(depth), "pose_params": params(pose),
                   "trainable": trainable(depth) + trainable(pose), "H": H, "W": W, "B": B,
+                  "depth_input": list(depth_input_size(cfg)),
                   "rss_after_build": rss_models, "peak_rss_fwd_bwd": peak}))
 """
 

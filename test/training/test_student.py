@@ -315,8 +315,10 @@ def test_interrupted_student_run_resumes_to_the_same_steps_and_losses(ssd_setup,
 # -- Table 3 configurations ---------------------------------------------------------------
 
 TABLE3_CPU = {   # what makes each GPU configuration CPU-sized: tiny nets, no downloads
+    # rows 4-5 (ssd_student.yaml): the student net at 112x56, the losses at 128x64 (a
+    # scaled-down SSD 784x518 / 576x320); the teacher sees its own 128x64
     "dpt": ["model.depth.size=tiny", "model.depth.pretrained=null", "model.init_depth=10.0",
-            "data.width=112", "data.height=56"],     # the teacher sees 128x64
+            "data.depth_width=112", "data.depth_height=56"],
     "mono": ["model.depth.encoder=tiny", "model.depth.pretrained=null",
              "data.width=128", "data.height=64"],
 }
@@ -343,8 +345,12 @@ def test_every_table3_configuration_runs_a_few_steps(ssd_setup, tmp_path):
                                        *TABLE3_CPU[arch])
         trainer, objective = build_student_trainer(load_config(name, overrides))
         before = [p.detach().clone() for p in trainer.models["depth"].parameters()]
+        sizes = []
+        trainer.models["depth"].register_forward_pre_hook(
+            lambda m, args: sizes.append(tuple(args[0].shape[-2:])))
         batches = iter(trainer.train_loader)
         records = [trainer.train_step(next(batches)) for _ in range(2)]
+        assert set(sizes) == ({(56, 112)} if arch == "dpt" else {(64, 128)}), name
         terms = records[-1]["terms"]
         assert all(np.isfinite(r["loss"]) and not r["skipped"] for r in records)
         assert ("mask_fraction" in terms) == (probe.student.loss == "teacher")

@@ -123,7 +123,7 @@ def test_shipped_configs_load_and_fit_the_model_and_data_schemas(path):
 
 
 def test_non_tiny_configs_name_pretrained_weights():
-    for name in ("teacher.yaml", "spidepth.yaml", "monodepth2.yaml"):
+    for name in ("ssd_teacher.yaml", "dinosd_teacher.yaml", "spidepth.yaml", "monodepth2.yaml"):
         cfg = to_dataclass(load_config(CONFIG_DIR / "train" / name))
         assert cfg.model.depth["pretrained"] and cfg.model.pose["pretrained"], name
     tiny = to_dataclass(load_config(REPO / "training/depth_perception_training/config/train/teacher_tiny.yaml"))
@@ -141,3 +141,39 @@ def test_cli_print_config_and_errors(tmp_path):
                          text=True, cwd=REPO, timeout=120)
     assert bad.returncode == 2
     assert "unknown configuration key 'data.bogus'" in bad.stderr
+
+
+def test_paper_configs_carry_the_papers_numbers():
+    """ssd_teacher / ssd_student: SSD Sec. 4.1; spidepth: SPIdepth's resnet_192x640.txt;
+    the DINO-SD settings survive as named variants."""
+    for name in ("ssd_teacher.yaml", "ssd_student.yaml"):
+        c = to_dataclass(load_config(CONFIG_DIR / "train" / name))
+        assert (c.data.depth_width, c.data.depth_height) == (784, 518), name
+        assert (c.data.width, c.data.height) == (576, 320), name
+        assert (c.data.batch_size, c.trainer.max_epochs) == (4, 20), name
+        assert c.model.depth["size"] == "base" and c.model.depth["pretrained"] == \
+            "facebook/dinov2-base", name
+        o = c.optim
+        assert (o.name, o.scheduler, o.interval) == ("adamw", "linear", "step"), name
+        assert (o.lr_encoder, o.lr_decoder) == (5e-6, 5e-6), name
+    assert to_dataclass(load_config(CONFIG_DIR / "train" / "ssd_teacher.yaml")).optim.lr_pose == 5e-5
+    for row in (4, 5):
+        c = to_dataclass(load_config(CONFIG_DIR / "train" / f"ssd_table3_row{row}.yaml"))
+        assert c.optim.scheduler == "linear" and c.data.depth_width == 784
+    d = to_dataclass(load_config(CONFIG_DIR / "train" / "dinosd_teacher.yaml"))
+    assert (d.optim.lr_pose, d.optim.lr_encoder, d.optim.lr_decoder) == (1e-4, 5e-6, 5e-5)
+    assert (d.optim.scheduler, d.optim.step_size, d.optim.gamma) == ("step", 5, 0.5)
+    assert d.data.depth_width is None and (d.data.width, d.data.height) == (588, 322)
+    s = to_dataclass(load_config(CONFIG_DIR / "train" / "spidepth.yaml"))
+    assert (s.data.width, s.data.height, s.data.batch_size, s.trainer.max_epochs) == (
+        640, 192, 16, 25)
+    assert (s.optim.name, s.optim.lr_decoder, s.optim.lr_pose) == ("adam", 1e-4, 1e-4)
+    assert s.optim.lr_encoder == pytest.approx(s.optim.lr_decoder / 10)       # --diff_lr
+    assert (s.optim.step_size, s.optim.gamma) == (15, 0.1)
+    m = s.model.depth
+    assert (m["encoder"], m["decoder_features"], m["decoder_channels"], m["patch_size"],
+            m["num_bins"], m["num_queries"], m["transformer_ffn"], m["max_tokens"]) == (
+        "resnet50", 256, 32, 16, 64, 64, 512, 500)
+    assert (m["min_depth"], m["max_depth"]) == (0.001, 80.0)
+    header = (CONFIG_DIR / "train" / "spidepth.yaml").read_text()
+    assert "args_files/hisfog/kitti/resnet_192x640.txt" in header

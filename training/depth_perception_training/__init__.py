@@ -23,7 +23,7 @@ def resolve_config(path: str | Path, kind: str = "train") -> Path:
     """A configuration path as the user typed it -> an existing file.
 
     Tried in order: the path itself; the same path under the shipped ``config/``
-    (``config/train/teacher.yaml`` and ``train/teacher.yaml`` both work from any folder);
+    (``config/train/ssd_teacher.yaml`` and ``train/ssd_teacher.yaml`` both work from any folder);
     a bare name in ``config/<kind>/`` (``teacher_tiny`` or ``teacher_tiny.yaml``).
     """
     p = Path(path)

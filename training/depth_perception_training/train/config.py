@@ -36,8 +36,16 @@ class DataConfig:
     #: ground truth (abs_rel of the prior and structure-pixel abs_rel are logged beside
     #: the model's)
     val_prior: bool = True
-    width: int = 640              # network input size (multiples of 14 for DPT)
+    #: frame size: the pose net's input, the losses, validation; also the depth net's
+    #: input unless depth_width / depth_height are set
+    width: int = 640
     height: int = 192
+    #: depth net input size (multiples of 14 for DPT, 32 for conv nets) when it differs
+    #: from the frame size: frames are resized to it for the depth net, and its outputs
+    #: back to width x height for the losses (SSD: DINOv2 at 784x518, pose and losses at
+    #: 576x320); null: width x height. The exported model records this size.
+    depth_width: Optional[int] = None
+    depth_height: Optional[int] = None
     context: List[int] = field(default_factory=lambda: [-1, 1])   # frame offsets
     batch_size: int = 12
     val_batch_size: int = 4
@@ -93,7 +101,7 @@ class LossConfig:
 
 @dataclass
 class OptimConfig:
-    """Optimizer with three parameter groups and a StepLR schedule (DINO-SD defaults)."""
+    """Optimizer with three parameter groups and a schedule (DINO-SD defaults: StepLR)."""
 
     name: str = "adamw"                # adam | adamw
     lr_pose: float = 1e-4
@@ -102,7 +110,9 @@ class OptimConfig:
     weight_decay: float = 0.01
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
     grad_clip: float = 0.0             # max global grad norm; 0 = no clipping (references)
-    scheduler: str = "step"            # step | none
+    #: step (StepLR) | linear (per-step linear decay to 0 over the run, SSD; needs
+    #: interval: step) | none
+    scheduler: str = "step"
     step_size: int = 15                # StepLR period, in units of ``interval``
     gamma: float = 0.1
     interval: str = "epoch"            # epoch | step

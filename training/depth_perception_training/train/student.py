@@ -196,7 +196,8 @@ class StudentObjective:
                  mask_reading: str = "text", distill_weight: float = 1.0,
                  semantic_weight: float = 0.0, semantic_encoder: nn.Module | None = None,
                  ssim_alpha: float = 0.85, padding_mode: str = "border",
-                 mean=IMAGENET_MEAN, std=IMAGENET_STD, pseudo_labels: bool = False):
+                 mean=IMAGENET_MEAN, std=IMAGENET_STD, pseudo_labels: bool = False,
+                 depth_size: tuple[int, int] | None = None):
         if loss not in STUDENT_LOSSES:
             raise ValueError(f"student.loss must be one of {STUDENT_LOSSES}, got {loss!r}")
         if mask_reading not in MASK_READINGS:
@@ -206,7 +207,8 @@ class StudentObjective:
 
         self.teacher = teacher
         # the teacher task's pose plumbing (ordered pairs, inversion rule), reused as is
-        self._poses = TeacherObjective(None, offsets, mean=mean, std=std)
+        # and its depth-net input sizing (``depth_size``: the student net's input (H, W))
+        self._poses = TeacherObjective(None, offsets, mean=mean, std=std, depth_size=depth_size)
         self.loss, self.mask_reading = loss, mask_reading
         self.distill_weight, self.semantic_weight = float(distill_weight), float(semantic_weight)
         self.semantic_encoder = semantic_encoder       # None: the teacher's encoder
@@ -220,9 +222,17 @@ class StudentObjective:
         from depth_perception.models import depth_network_class
 
         self.teacher_multiple = depth_network_class(teacher.arch).size_multiple
+        m = teacher.metadata                 # the teacher sees frames at its training size
+        self.teacher_size = (int(m.train_height), int(m.train_width)) \
+            if m.train_height > 0 and m.train_width > 0 else None
 
     def normalize(self, image: torch.Tensor) -> torch.Tensor:
         return self._poses.normalize(image)
+
+    def depth_forward(self, depth_net, image: torch.Tensor, **kwargs) -> dict:
+        """The student net on ``image`` at its input size, outputs at the image's size
+        (:meth:`TeacherObjective.depth_forward`)."""
+        return self._poses.depth_forward(depth_net, image, **kwargs)
 
     def to(self, device) -> "StudentObjective":
         self.teacher.depth.to(device)
@@ -239,7 +249,9 @@ class StudentObjective:
         T_src_tgt [B,n,4,4] from the day frames."""
         started = time.perf_counter()
         H, W = batch["image"].shape[-2:]
-        day = teacher_sized(self.normalize(batch["image"]), self.teacher_multiple)
+        day = self.normalize(batch["image"])
+        day = upsample_to(day, self.teacher_size) if self.teacher_size is not None \
+            else teacher_sized(day, self.teacher_multiple)
         want_tokens = self.semantic_weight > 0 and self.semantic_encoder is None
         kwargs = {"return_features": True} if want_tokens else {}
         out = self.teacher.depth(day, **kwargs)
@@ -270,8 +282,10 @@ class StudentObjective:
     def frozen_tokens(self, batch: dict, teacher_out: dict) -> torch.Tensor:
         if self.semantic_encoder is None:
             return teacher_out["tokens"]
-        with torch.no_grad():
-            return self.semantic_encoder(self.normalize(batch["image"]))
+        with torch.no_grad():             # the day frame at the student net's input size
+            day = self.normalize(batch["image"])
+            size = self._poses.depth_size
+            return self.semantic_encoder(day if size is None else upsample_to(day, size))
 
     def day_errors(self, batch: dict, depth: torch.Tensor, T: torch.Tensor) -> list:
         """pe(I_t, I_{t'->t}) [B,1,H,W] per adjacent day frame, warped with ``depth``."""
@@ -292,8 +306,8 @@ class StudentObjective:
         t = None if self.pseudo_labels else self.teacher_forward(batch)
         # 2. Student on its own input; outputs mirrored back where it was flipped
         want_tokens = self.semantic_weight > 0
-        out = models["depth"](self.normalize(batch["student_image"]),
-                              **({"return_features": True} if want_tokens else {}))
+        out = self.depth_forward(models["depth"], batch["student_image"],
+                                 **({"return_features": True} if want_tokens else {}))
         s_disp = [unflip(upsample_to(d, (H, W)), flip) for d in out["scaled_disp"]]   # [B,1,H,W]
         s_depth = unflip(upsample_to(out["depth"][0], (H, W)), flip)
         if t is None:
@@ -455,6 +469,7 @@ def build_student_trainer(cfg):
     from depth_perception_training.train.config import to_dataclass
     from depth_perception_training.train.trainer import make_accelerator, seed_everything
     from depth_perception_training.train.teacher import (build_depth_trainer,
+                                                         check_input_size, depth_input_size,
                                                          freeze_unused_parameters,
                                                          make_metadata, training_focal)
 
@@ -476,8 +491,8 @@ def build_student_trainer(cfg):
     if s.freeze_batchnorm:
         logger.info("student: %d BatchNorm layers keep their running statistics",
                     freeze_batchnorm_statistics(student))
-    probe = torch.zeros(1, 3, cfg.data.height, cfg.data.width)
-    freeze_unused_parameters(student, probe)
+    check_input_size(cfg, arch)
+    freeze_unused_parameters(student, torch.zeros(1, 3, *depth_input_size(cfg)))
     semantic_encoder = None
     if s.semantic.weight > 0:
         for net, who in ((student, "student"), (teacher.depth, "teacher")):
@@ -494,7 +509,8 @@ def build_student_trainer(cfg):
                                  semantic_encoder=semantic_encoder,
                                  ssim_alpha=cfg.loss.ssim_alpha,
                                  padding_mode=cfg.loss.padding_mode,
-                                 pseudo_labels=bool(s.pseudo_labels)).to(accelerator.device)
+                                 pseudo_labels=bool(s.pseudo_labels),
+                                 depth_size=depth_input_size(cfg)).to(accelerator.device)
     o = cfg.optim
     groups = student.param_groups(o.lr_encoder, o.lr_decoder)
 
@@ -564,7 +580,10 @@ def train_student(cfg):
     deployable = {}
     if c.student.export_onnx and result.export_dir is not None \
             and trainer.accelerator.is_main_process:
-        deployable = export_deployable(Path(result.export_dir), c.data.height, c.data.width,
+        from depth_perception_training.train.teacher import depth_input_size
+
+        height, width = depth_input_size(c)
+        deployable = export_deployable(Path(result.export_dir), height, width,
                                        engine=c.student.export_engine)
         (Path(c.output_dir) / "deployable.json").write_text(json.dumps(deployable, indent=2) + "\n")
     result.deployable = deployable

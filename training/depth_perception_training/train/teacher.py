@@ -47,8 +47,12 @@ class TeacherObjective:
     """
 
     def __init__(self, loss, offsets: list[int], smooth_depth: bool = False,
-                 tie_break_noise: bool = True, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+                 tie_break_noise: bool = True, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                 depth_size: tuple[int, int] | None = None):
         self.loss = loss
+        #: (H, W) of the depth net's input when it differs from the images' (the loss and
+        #: pose size), e.g. SSD's DINOv2 at 518x784 with the loss at 320x576
+        self.depth_size = None if depth_size is None else (int(depth_size[0]), int(depth_size[1]))
         self.offsets = [int(o) for o in offsets]
         if not self.offsets or 0 in self.offsets:
             raise ValueError(f"teacher: context offsets must be non-zero frame offsets, got {offsets}")
@@ -60,6 +64,24 @@ class TeacherObjective:
     def normalize(self, image: torch.Tensor) -> torch.Tensor:
         """[B,3,H,W] in [0,1] -> normalised with the model's mean/std."""
         return (image - self.mean.to(image)) / self.std.to(image)
+
+    def depth_forward(self, depth_net, image: torch.Tensor, **kwargs) -> dict:
+        """The depth net on ``image`` [B,3,H,W] in [0,1] (H x W: the loss size), resized
+        to :attr:`depth_size` first when set, normalised; its ``depth`` / ``disp`` /
+        ``scaled_disp`` maps (per scale [B,1,h,w]) come back resized by H / h_in, W / w_in,
+        so the losses see them at the images' size (SSD: depth output resized to 576x320)."""
+        from depth_perception_training.losses import upsample_to
+
+        H, W = image.shape[-2:]
+        if self.depth_size is None or self.depth_size == (H, W):
+            return depth_net(self.normalize(image), **kwargs)
+        Hd, Wd = self.depth_size
+        out = dict(depth_net(self.normalize(upsample_to(image, (Hd, Wd))), **kwargs))
+        for key in ("depth", "disp", "scaled_disp"):
+            if key in out:
+                out[key] = [upsample_to(m, (round(m.shape[-2] * H / Hd), round(m.shape[-1] * W / Wd)))
+                            for m in out[key]]
+        return out
 
     def poses(self, pose_net, target: torch.Tensor, context: torch.Tensor):
         """T_src_tgt [B,n,4,4] and raw translations [B,n,3] from one pose forward in
@@ -85,7 +107,7 @@ class TeacherObjective:
 
     def __call__(self, models: dict, batch: dict) -> StepOutput:
         # 1. Depth of the augmented target: lists of [B,1,h,w] per scale
-        out = models["depth"](self.normalize(batch["image_aug"]))
+        out = self.depth_forward(models["depth"], batch["image_aug"])
         depths = list(out["depth"])
         smooth = depths if self.smooth_depth else list(out.get("disp", depths))
         # 2. Poses from augmented (earlier, later) pairs
@@ -108,7 +130,7 @@ class TeacherObjective:
 def predict_depth(models: dict, batch: dict, objective: TeacherObjective) -> torch.Tensor:
     """Validation prediction: depth [B,1,H,W] metres of the unaugmented image, resized to
     the ground truth's size."""
-    depth = models["depth"](objective.normalize(batch["image"]))["depth"][0]
+    depth = objective.depth_forward(models["depth"], batch["image"])["depth"][0]
     gt = batch.get("gt_depth", batch.get("lidar_depth"))
     if gt is not None and gt.shape[-2:] != depth.shape[-2:]:
         depth = F.interpolate(depth, size=gt.shape[-2:], mode="bilinear", align_corners=False)
@@ -320,23 +342,42 @@ def make_metadata(cfg: TrainConfig, task: str, arch: str, depth_cfg, step: int |
     """Metadata of an exported depth network (``task`` teacher or student): dynamic size,
     the training size and focal length (what the runtime resizes to by default, see
     runtime/geometry.py), provenance: task, arch, size, bags, step, then ``provenance``."""
+    H, W = depth_input_size(cfg)            # what the depth net saw, and its focal there
+    focal = float(train_focal_px) * min(H, W) / min(cfg.data.height, cfg.data.width)
     return ModelMetadata(
         output_kind="metric_depth", input_height=0, input_width=0,
         size_multiple=depth_network_class(arch).size_multiple, mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
         min_depth=float(depth_cfg.min_depth), max_depth=float(depth_cfg.max_depth),
-        train_height=int(cfg.data.height), train_width=int(cfg.data.width),
-        train_focal_px=float(train_focal_px),
-        provenance={"task": task, "arch": arch, "train_size": [cfg.data.width, cfg.data.height],
+        train_height=int(H), train_width=int(W), train_focal_px=focal,
+        provenance={"task": task, "arch": arch, "train_size": [W, H],
+                    "loss_size": [cfg.data.width, cfg.data.height],
                     "bags": list(cfg.data.bags), "step": step, **provenance})
 
 
-def check_config(cfg: TrainConfig) -> None:
-    arch = depth_arch(cfg)
+def depth_input_size(cfg: TrainConfig) -> tuple[int, int]:
+    """(H, W) of the depth net's input: ``data.depth_height`` x ``data.depth_width`` when
+    set, else the images' ``data.height`` x ``data.width``."""
+    d = cfg.data
+    if (d.depth_width is None) != (d.depth_height is None):
+        raise ValueError("data.depth_width and data.depth_height go together: set both "
+                         "(the depth net's input size) or neither (the images' size)")
+    if d.depth_width is None:
+        return int(d.height), int(d.width)
+    return int(d.depth_height), int(d.depth_width)
+
+
+def check_input_size(cfg: TrainConfig, arch: str) -> None:
+    """The depth net's input size must be a multiple of its arch's size multiple."""
+    H, W = depth_input_size(cfg)
     mult = depth_network_class(arch).size_multiple
-    if cfg.data.width % mult or cfg.data.height % mult:
-        raise ValueError(f"data.width/height {cfg.data.width}x{cfg.data.height} must be multiples "
-                         f"of {mult} for arch {arch}")
+    if W % mult or H % mult:
+        which = "data.depth_width/depth_height" if cfg.data.depth_width else "data.width/height"
+        raise ValueError(f"{which} {W}x{H} must be multiples of {mult} for arch {arch}")
+
+
+def check_config(cfg: TrainConfig) -> None:
+    check_input_size(cfg, depth_arch(cfg))
     if cfg.task != "teacher":
         raise ValueError(f"config task is '{cfg.task}', this is the teacher trainer")
 
@@ -375,21 +416,23 @@ def build_teacher_trainer(cfg):
     if cfg.model.init_forward_motion is not None:
         set_initial_motion(pose_net, cfg.model.init_forward_motion)
     probe = torch.zeros(1, 3, cfg.data.height, cfg.data.width)
-    freeze_unused_parameters(depth_net, probe)
+    freeze_unused_parameters(depth_net, torch.zeros(1, 3, *depth_input_size(cfg)))
     freeze_unused_parameters(pose_net, probe, probe)
     o = cfg.optim
     groups = depth_net.param_groups(o.lr_encoder, o.lr_decoder) + pose_net.param_groups(o.lr_pose)
     # a network without disparity heads predicts depth directly: smoothness on depth
     objective = TeacherObjective(build_loss(cfg), cfg.data.context,
                                  smooth_depth=not depth_net.disparity_heads(),
-                                 tie_break_noise=cfg.loss.tie_break_noise)
+                                 tie_break_noise=cfg.loss.tie_break_noise,
+                                 depth_size=depth_input_size(cfg))
 
     # 3. Data
     train_set, val_set = build_datasets(cfg, train_bags, val_bags)
     focal = training_focal(train_set)
     logger.info("teacher: %d training samples from %d bags, %s validation samples; "
-                "%dx%d frames, focal length %.1f px", len(train_set), len(train_bags),
-                len(val_set) if val_set else 0, cfg.data.width, cfg.data.height, focal)
+                "%dx%d frames (pose net and losses), depth net at %dx%d, focal length %.1f px",
+                len(train_set), len(train_bags), len(val_set) if val_set else 0,
+                cfg.data.width, cfg.data.height, *depth_input_size(cfg)[::-1], focal)
 
     # 4. Loaders, export of the depth network (a checkpoint folder for node / evaluate /
     #    export), the trainer

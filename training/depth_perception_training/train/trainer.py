@@ -172,14 +172,28 @@ def build_optimizer(param_groups: list[dict], cfg: OptimConfig) -> torch.optim.O
     raise ValueError(f"optim.name must be 'adam' or 'adamw', got {cfg.name!r}")
 
 
-def build_scheduler(optimizer, cfg: OptimConfig):
+def build_scheduler(optimizer, cfg: OptimConfig, total_updates: int):
+    """The learning-rate schedule of ``cfg.scheduler``:
+
+    * ``step``: StepLR(step_size, gamma) per ``interval`` (epoch or step);
+    * ``linear``: per-step linear decay to 0 over the run (SSD Sec. 4.1), lr of update
+      n (0-based) = lr * (1 - n / total_updates); needs ``interval: step``;
+    * ``none``: constant.
+    """
     if cfg.interval not in ("epoch", "step"):
         raise ValueError(f"optim.interval must be 'epoch' or 'step', got {cfg.interval!r}")
     if cfg.scheduler == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
+    if cfg.scheduler == "linear":
+        if cfg.interval != "step":
+            raise ValueError("optim.scheduler=linear decays per step: set optim.interval=step")
+        if total_updates < 1:
+            raise ValueError(f"optim.scheduler=linear needs a run of >= 1 update, got {total_updates}")
+        return torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0, end_factor=0.0,
+                                                 total_iters=total_updates)
     if cfg.scheduler == "none":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    raise ValueError(f"optim.scheduler must be 'step' or 'none', got {cfg.scheduler!r}")
+    raise ValueError(f"optim.scheduler must be 'step', 'linear' or 'none', got {cfg.scheduler!r}")
 
 
 def make_accelerator(cfg: TrainerConfig, project_dir: str | Path | None = None):
@@ -253,13 +267,8 @@ class Trainer:
         self.accelerator = accelerator or make_accelerator(config, self.output_dir)
         acc = self.accelerator
 
-        # 1. Optimizer and schedule (the scheduler is not prepared: accelerate would step
-        #    it once per process; it is registered so checkpoints carry its state)
+        # 1. Optimizer; prepare models, optimizer and loaders for the device / DDP / AMP
         optimizer = build_optimizer(param_groups, optim)
-        self.scheduler = build_scheduler(optimizer, optim)
-        acc.register_for_checkpointing(self.scheduler)
-
-        # 2. Prepare models, optimizer and loaders for the device / DDP / AMP
         names = list(models)
         prepared = acc.prepare(*[models[n] for n in names], optimizer, train_loader)
         self.models = dict(zip(names, prepared[:len(names)]))
@@ -272,6 +281,12 @@ class Trainer:
         self._epoch_len = len(self.train_loader)
         if self._epoch_len == 0:
             raise ValueError("Trainer: the training loader yields no batch")
+
+        # 2. Schedule over the run's optimizer updates (not prepared: accelerate would
+        #    step it once per process; registered so checkpoints carry its state)
+        updates = -(-self.total_steps // max(config.gradient_accumulation_steps, 1))
+        self.scheduler = build_scheduler(optimizer, optim, updates)
+        acc.register_for_checkpointing(self.scheduler)
         # 3. Averaged weights (trainer.ema_decay): a copy per model, never trained
         self.ema: dict = {}
         if config.ema_decay != 0:
