@@ -538,7 +538,7 @@ def test_ddp_two_cpu_processes_write_one_checkpoint(tmp_path, synth_bags):
     assert "MULTI_CPU" in proc.stderr and "2 processes" in proc.stderr
 
 
-# -- learning-rate schedule and input sizes of the SSD recipe -------------------------------
+# -- learning-rate schedule ------------------------------------------------------------------
 
 def test_linear_schedule_decays_per_step_worked_by_hand(tmp_path):
     """optim.scheduler=linear over 10 updates: update n uses lr (1 - n/10): at n = 0 the
@@ -572,56 +572,3 @@ def test_linear_schedule_decays_per_step_worked_by_hand(tmp_path):
                 OptimConfig(scheduler="linear", interval="epoch"), {"net": Net()},
                 [{"name": "all", "params": list(Net().parameters()), "lr": 1e-3}],
                 build_train_loader(NoisyLinearData(), batch_size=4), mse_loss, tmp_path / "b")
-
-
-def test_ssd_teacher_depth_net_and_losses_run_at_their_own_sizes(tmp_path, synth_bags):
-    """ssd_teacher.yaml at a scaled-down equivalent with tiny random models: SSD's DINOv2
-    input 784x518 and loss / pose size 576x320 become 112x70 (8 x 5 patches of 14) and
-    144x80. The depth net sees 112x70; the pose net, the losses and the depths they get
-    are at 144x80; the exported model records the depth net's size."""
-    from depth_perception_training.train.config import load_config, to_dataclass
-    from depth_perception_training.train.teacher import build_teacher_trainer, make_metadata
-
-    train, _ = synth_bags
-    cfg = load_config("ssd_teacher", [
-        f"output_dir={tmp_path / 'run'}", f"data.bags=[{train[0]}]", "data.width=144",
-        "data.height=80", "data.depth_width=112", "data.depth_height=70", "data.batch_size=2",
-        "data.num_workers=0", "model.depth.size=tiny", "model.depth.pretrained=null",
-        "model.init_depth=10.0", "model.pose.backbone=tiny", "model.pose.pretrained=null",
-        "trainer.max_steps=2", "trainer.val_every=-1", "trainer.checkpoint_every=0",
-        "trainer.progress=false"])
-    trainer = build_teacher_trainer(cfg)
-    objective = trainer.loss_fn
-    seen = {"depth": [], "pose": [], "loss": []}
-    trainer.models["depth"].register_forward_pre_hook(
-        lambda m, args: seen["depth"].append(tuple(args[0].shape)))
-    trainer.models["pose"].register_forward_pre_hook(
-        lambda m, args: seen["pose"].append(tuple(args[0].shape)))
-    real_loss = objective.loss
-
-    def loss(preds, batch, **kw):
-        seen["loss"].append((tuple(batch["image"].shape),
-                             [tuple(d.shape) for d in preds["depth"]]))
-        return real_loss(preds, batch, **kw)
-
-    objective.loss = loss
-    record = trainer.train_step(next(iter(trainer.train_loader)))
-    assert np.isfinite(record["loss"]) and not record["skipped"]
-    assert seen["depth"] == [(2, 3, 70, 112)]
-    assert seen["pose"][0][-2:] == (80, 144)
-    assert seen["loss"] == [((2, 3, 80, 144), [(2, 1, 80, 144)])]
-    # SSD Sec. 4.1's optimisation: AdamW, depth model 5e-6, pose 5e-5, linear per step
-    # (after 1 of 2 updates: half the rate)
-    names = [g["name"] for g in trainer.optimizer.param_groups]
-    assert dict(zip(names, trainer.scheduler.base_lrs)) == pytest.approx(
-        {"encoder": 5e-6, "decoder": 5e-6, "pose": 5e-5})
-    assert dict(zip(names, (g["lr"] for g in trainer.optimizer.param_groups))) == \
-        pytest.approx({"encoder": 2.5e-6, "decoder": 2.5e-6, "pose": 2.5e-5})
-    assert isinstance(trainer.optimizer.optimizer, torch.optim.AdamW)
-    c = to_dataclass(cfg)
-    meta = make_metadata(c, "teacher", "dpt", trainer.models["depth"].config, 2, 100.0, {})
-    assert (meta.train_width, meta.train_height) == (112, 70)
-    assert meta.train_focal_px == pytest.approx(100.0 * 70 / 80)     # per short side
-    with pytest.raises(ValueError, match="depth_width and data.depth_height go together"):
-        build_teacher_trainer(load_config("ssd_teacher", ["data.depth_height=null",
-                                                          f"data.bags=[{train[0]}]"]))
