@@ -432,6 +432,7 @@ def _teacher_cmd(out, bags, val, *extra):
             "model.depth.encoder=tiny", *[e for e in extra if not e.startswith("--")]]
 
 
+@pytest.mark.slow
 def test_teacher_command_trains_resumes_and_exports(tmp_path, synth_bags):
     from depth_perception.cli import main
     from depth_perception.models import load_depth_model
@@ -470,6 +471,7 @@ def test_teacher_without_bags_names_the_key_and_makes_no_data(tmp_path, capsys):
     assert not list(out.rglob("metadata.yaml"))          # training never generates bags
 
 
+@pytest.mark.slow
 def test_validation_scores_the_prior_of_the_training_bags(tmp_path, synth_bags):
     """In-training validation adds the image-blind prior (per-pixel median ground truth
     of the training bags) and structure-pixel abs_rel, capped at 80 m."""
