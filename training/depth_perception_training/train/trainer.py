@@ -18,6 +18,8 @@ import json
 import logging
 import math
 import random
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -476,10 +478,12 @@ class Trainer:
         total = self.total_steps
         last_ckpt = None
         bar = None
-        if cfg.progress and acc.is_main_process:
+        if cfg.progress and acc.is_main_process and sys.stderr.isatty():
             from tqdm.auto import tqdm
 
             bar = tqdm(total=total, initial=self.state.step, desc="train", dynamic_ncols=True)
+        # without a bar (a file, a pipe, progress off): a line at most every progress_seconds
+        self._progress = ProgressLines(self.state.step, total, cfg.progress_seconds)
         log_path = self.output_dir / "train_log.jsonl"
         if acc.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -537,6 +541,10 @@ class Trainer:
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{record['loss']:.4f}", skips=self.state.nan_skips)
+        else:
+            line = self._progress.line(step, record["loss"])
+            if line:
+                logger.info("%s: %s", self.output_dir.name, line)
         with log_path.open("a") as f:
             f.write(json.dumps({**record, "nan_skips": self.state.nan_skips}) + "\n")
         if cfg.log_every > 0 and step % cfg.log_every == 0:
@@ -551,6 +559,26 @@ class Trainer:
                     self.tb.depth(f"train/{name}", tensor, step)
                 else:
                     self.tb.images(f"train/{name}", tensor, step)
+
+
+class ProgressLines:
+    """Progress for a log file: ``step k/N loss L (s/step, time left)`` at most every
+    ``seconds`` (and at the last step), the rate measured over this run's own steps."""
+
+    def __init__(self, start_step: int, total: int, seconds: float, clock=time.monotonic):
+        self.start_step, self.total, self.seconds, self.clock = start_step, total, seconds, clock
+        self.t0 = self.last = clock()
+
+    def line(self, step: int, loss: float) -> str | None:
+        now = self.clock()
+        if self.seconds <= 0 or (now - self.last < self.seconds and step < self.total):
+            return None
+        self.last = now
+        done = step - self.start_step
+        per_step = (now - self.t0) / done if done else 0.0
+        left = per_step * (self.total - step)
+        return (f"step {step}/{self.total} loss {loss:.4f} ({per_step:.2f} s/step, "
+                f"{int(left // 60)} min {int(left % 60):02d} s left)")
 
 
 def _to_device(batch: Any, device):
