@@ -131,7 +131,7 @@ def test_resume_continues_exactly(tmp_path):
 
 
 def test_progress_lines_give_step_loss_and_time_left_worked_by_hand():
-    from depth_perception_training.train.trainer import ProgressLines
+    from depth_perception_training.train.logging import ProgressLines
 
     now = [100.0]
     lines = ProgressLines(start_step=10, total=110, seconds=30, clock=lambda: now[0])

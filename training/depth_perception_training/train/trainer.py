@@ -19,7 +19,6 @@ import logging
 import math
 import random
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +33,7 @@ from depth_perception.metrics import MetricAccumulator
 from depth_perception_training.train import checkpoint as ckpt
 from depth_perception_training.train.config import OptimConfig, TrainerConfig
 from depth_perception_training.train.ema import load_ema, make_ema, save_ema
-from depth_perception_training.train.logging import TensorBoardLogger
+from depth_perception_training.train.logging import ProgressLines, TensorBoardLogger
 
 logger = logging.getLogger(__name__)
 
@@ -559,26 +558,6 @@ class Trainer:
                     self.tb.depth(f"train/{name}", tensor, step)
                 else:
                     self.tb.images(f"train/{name}", tensor, step)
-
-
-class ProgressLines:
-    """Progress for a log file: ``step k/N loss L (s/step, time left)`` at most every
-    ``seconds`` (and at the last step), the rate measured over this run's own steps."""
-
-    def __init__(self, start_step: int, total: int, seconds: float, clock=time.monotonic):
-        self.start_step, self.total, self.seconds, self.clock = start_step, total, seconds, clock
-        self.t0 = self.last = clock()
-
-    def line(self, step: int, loss: float) -> str | None:
-        now = self.clock()
-        if self.seconds <= 0 or (now - self.last < self.seconds and step < self.total):
-            return None
-        self.last = now
-        done = step - self.start_step
-        per_step = (now - self.t0) / done if done else 0.0
-        left = per_step * (self.total - step)
-        return (f"step {step}/{self.total} loss {loss:.4f} ({per_step:.2f} s/step, "
-                f"{int(left // 60)} min {int(left % 60):02d} s left)")
 
 
 def _to_device(batch: Any, device):
