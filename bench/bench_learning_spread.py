@@ -26,6 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
+from depth_perception.bench_log import add_record_argument, commit, record
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+SECTION = "Learning checks over seeds and CPU ISAs"
+TEACHER_TITLE = "Teacher learning test: bench_learning_spread"
+STUDENT_TITLE = "Student learning test: bench_learning_spread --students"
+
 FIGURES = ("abs_rel_vs_prior", "structure_vs_prior", "scale_ratio", "photometric_ratio",
            "velocity_last40", "abs_rel", "prior_abs_rel")
 
@@ -36,7 +43,7 @@ def one_run(work: Path, seed: int) -> dict:
     t0 = time.perf_counter()
     isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "default")
     figures = learning_figures(teacher_learning_run(work, seed, run=f"run_{isa}"))
-    figures.update(seed=seed, isa=isa,
+    figures.update(seed=seed, isa=isa, commit=commit(Path(__file__).parent),
                    seconds=round(time.perf_counter() - t0, 1),
                    load=round(os.getloadavg()[0], 2))
     return figures
@@ -58,6 +65,7 @@ def student_run(work: Path, seeds) -> list[dict]:
     seconds = round(time.perf_counter() - t0, 1)
     teacher = out["table"]["teacher"]
     return [{"row": row, "isa": isa, "seconds": seconds, "teacher": teacher,
+             "commit": commit(Path(__file__).parent), "load": round(os.getloadavg()[0], 2),
              **{f"{c}_vs_teacher": r for c, r in ratios.items()}}
             for row, ratios in student_ratios(out["table"]).items()]
 
@@ -76,6 +84,47 @@ def summary(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def teacher_markdown(rows: list[dict]) -> str:
+    """One table row per run, then the summary."""
+    lines = ["The run of `test/training/test_train_learns.py` (`train/learning.py`: "
+             "teacher_tiny.yaml, 6 drives x 40 frames, 200 steps, seeded, "
+             "`trainer.deterministic=true`, one torch thread), one process per run "
+             "(`--seeds 0 1 2 3 4`, and again with `--isa AVX2`: `ONEDNN_MAX_CPU_ISA`, "
+             "`MKL_ENABLE_INSTRUCTIONS`, `ATEN_CPU_CAPABILITY`). Prior: per-pixel median "
+             "ground truth of the training drives, on the held-out drive. Seconds: wall "
+             "time of training and scoring at the load given.", "",
+             "| ISA | seed | abs_rel | / prior | structure / prior | scale | photometric "
+             "last 40 / first 5 | velocity last 40 | s (load) |", "|---" * 9 + "|"]
+    for r in sorted(rows, key=lambda r: (r["isa"] != "default", r["isa"], r["seed"])):
+        lines.append(f"| {r['isa']} | {r['seed']} | {r['abs_rel']:.4f} | "
+                     f"{r['abs_rel_vs_prior']:.3f} | {r['structure_vs_prior']:.3f} | "
+                     f"{r['scale_ratio']:.3f} | {r['photometric_ratio']:.3f} | "
+                     f"{r['velocity_last40']:.3f} | {r['seconds']:.0f} ({r['load']}) |")
+    return "\n".join(lines) + "\n\n" + "\n".join("    " + line
+                                                 for line in summary(rows).splitlines())
+
+
+def student_markdown(rows: list[dict]) -> str:
+    """One table row per student: its abs_rel over the teacher's per condition."""
+    lines = ["| ISA | student | day-clear | night | rain |", "|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["isa"] != "default", r["isa"], r["row"])):
+        lines.append(f"| {r['isa']} | {r['row']} | " + " | ".join(
+            f"{r[f'{c}_vs_teacher']:.3f}" for c in ("day-clear", "night", "rain")) + " |")
+    lines.append("")
+    for c in ("day-clear", "night", "rain"):
+        vals = [r[f"{c}_vs_teacher"] for r in rows]
+        lines.append(f"{c}: {min(vals):.3f} - {max(vals):.3f} over {len(vals)} students  ")
+    return "\n".join(lines)
+
+
+def file_rows(section_title: str, markdown: str, rows: list[dict]) -> None:
+    """Record ``markdown`` with the commit(s) the rows were measured at and their loads."""
+    commits = sorted({r.get("commit", "unknown") for r in rows})
+    loads = [r["load"] for r in rows if "load" in r]
+    record(RESULTS, SECTION, section_title, markdown, measured_at=", ".join(commits),
+           load=f"{min(loads)}-{max(loads)}" if loads else None)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawTextHelpFormatter)
@@ -87,6 +136,7 @@ def main(argv=None) -> int:
     p.add_argument("--students", action="store_true",
                    help="the student test's chain instead: one teacher, a student per "
                         "translator and seed (--seeds), abs_rel over the teacher's")
+    add_record_argument(p)
     p.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)  # child process
     args = p.parse_args(argv)
     if args.one is not None:
@@ -109,10 +159,20 @@ def main(argv=None) -> int:
         for row in rows:
             print(f"{row['row']:<32} {row['isa']:<8} " + "  ".join(
                 f"{c} {row[f'{c}_vs_teacher']:.3f}" for c in ("day-clear", "night", "rain")))
+        if args.record:   # every student of this output file, all ISAs
+            every = [json.loads(line) for line in out.read_text().splitlines() if line]
+            file_rows(STUDENT_TITLE, student_markdown(every), every)
         return 0
     if args.summary:
         rows = [json.loads(line) for line in args.summary.read_text().splitlines() if line]
+        if rows and "row" in rows[0]:
+            print(student_markdown(rows))
+            if args.record:
+                file_rows(STUDENT_TITLE, student_markdown(rows), rows)
+            return 0
         print(summary(rows))
+        if args.record:
+            file_rows(TEACHER_TITLE, teacher_markdown(rows), rows)
         return 0
     out = args.out or args.work / "spread.jsonl"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -133,6 +193,9 @@ def main(argv=None) -> int:
             f"{k} {row[k]:.4f}" for k in FIGURES) + f" ({row['seconds']} s, load {row['load']})",
             flush=True)
     print(summary(rows))
+    if args.record:
+        every = [json.loads(line) for line in out.read_text().splitlines() if line]
+        file_rows(TEACHER_TITLE, teacher_markdown(every), every)
     return 0
 
 

@@ -187,6 +187,7 @@ def test_lifecycle_shutdown_request_ends_the_node(model):
     assert_clean("depth_node", code, out)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig,want", [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
                          ids=["SIGINT", "SIGTERM"])
 def test_demo_interrupted_in_its_ros_phase(sig, want, model, tmp_path):

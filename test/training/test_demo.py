@@ -3,15 +3,18 @@ through the depth node over DDS, online + offline evaluation, report."""
 from __future__ import annotations
 
 import json
+import logging
+import re
 
 import pytest
 
 pytestmark = pytest.mark.ros
 
 
-def test_demo_end_to_end_small(tmp_path, capsys):
+def test_demo_end_to_end_small(tmp_path, capsys, caplog):
     from depth_perception import cli
 
+    caplog.set_level(logging.INFO)
     out = tmp_path / "demo"
     rc = cli.main(["demo", "--out", str(out), "--frames", "6", "--size", "160x48",
                    "--train-size", "128x64", "--train-steps", "3", "--train-scenes", "2",
@@ -57,6 +60,11 @@ def test_demo_end_to_end_small(tmp_path, capsys):
     pngs = list((out / "report" / "plots").glob("*.png"))
     assert len(pngs) == 7 and all(p.stat().st_size > 5000 for p in pngs)   # + student samples
     assert (out / "report" / "plots" / "samples_student_offline.png").is_file()
+    # progress a log file can follow: a line per stage, and the trainer's step lines
+    messages = [r.getMessage() for r in caplog.records]
+    stages = [m.split(" (")[0] for m in messages if re.match(r"demo \d+/\d+ \(", m)]
+    assert stages == [f"demo {k}/6" for k in range(1, 7)], stages
+    assert any(m.startswith("train: step 3/3 loss ") for m in messages), messages
 
 
 def test_untrained_fallback_names_itself(tmp_path):

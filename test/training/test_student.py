@@ -274,6 +274,7 @@ class Interrupted(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_interrupted_student_run_resumes_to_the_same_steps_and_losses(ssd_setup, tmp_path):
     """A student run dies in step 3 after its step-2 checkpoint; ``--resume`` continues
     from that checkpoint and ends at step 4 with the losses of an uninterrupted run
@@ -324,6 +325,7 @@ TABLE3_CPU = {   # what makes each GPU configuration CPU-sized: tiny nets, no do
 }
 
 
+@pytest.mark.slow
 def test_every_table3_configuration_runs_a_few_steps(ssd_setup, tmp_path):
     from transformers import Dinov2Config, Dinov2Model
 
@@ -378,6 +380,7 @@ def test_translator_named_in_the_config_must_match_the_manifest(ssd_setup, tmp_p
 
 # -- a finished run deploys itself ----------------------------------------------------------
 
+@pytest.mark.slow
 def test_finished_student_exports_onnx_that_the_runtime_runs(ssd_setup, tmp_path):
     from depth_perception.metadata import ModelMetadata
     from depth_perception.runtime.onnx_metadata import read_onnx_metadata
@@ -414,6 +417,7 @@ def test_finished_student_exports_onnx_that_the_runtime_runs(ssd_setup, tmp_path
     assert np.abs(folder_depth[ok] / depth[ok] - 1).max() < 1e-3
 
 
+@pytest.mark.slow
 def test_teacher_trained_with_a_weight_average_is_loaded_averaged(ssd_setup, tmp_path):
     """A teacher run with trainer.ema_decay: its exported depth net and the pose net the
     student loads are the averaged weights, not the last step's."""

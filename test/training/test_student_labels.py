@@ -11,6 +11,9 @@ import torch.nn as nn
 from depth_perception_training.refine.labels import PseudoLabels, PseudoLabelWriter
 from support.student_setup import SIZE, make_ssd_setup, student_overrides
 
+# every test here uses the `world` fixture: two tiny refine runs and a teacher (~1 min)
+pytestmark = pytest.mark.slow
+
 
 class Recorder(nn.Module):
     """Counts the calls of a frozen network (the teacher's depth net)."""
@@ -177,7 +180,6 @@ def test_pseudo_label_settings_that_cannot_work_are_refused(world, tmp_path):
         build(other, "student.semantic.weight=0")
 
 
-@pytest.mark.slow
 def test_train_student_verb_accepts_pseudo_labels(world, tmp_path):
     import json
 

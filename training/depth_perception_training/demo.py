@@ -11,11 +11,16 @@
 5. one report (offline and online rows, per condition, and the image-blind prior of the
    training drives with structure-pixel abs_rel) with plots.
 
-    depth-perception demo --out demo_out            # ~ a few minutes on 2 CPU cores
+    depth-perception demo --out demo_out
+
+Each stage logs a line as it starts, and the training stages a line with step, loss and
+time left every ``trainer.progress_seconds`` (30 s), so the demo can be followed in a
+log file.
 """
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -196,6 +201,18 @@ def agreement(offline, online) -> dict:
     return out
 
 
+class Stages:
+    """``demo k/N (elapsed): what starts now`` log lines."""
+
+    def __init__(self, total: int):
+        self.total, self.k, self.t0 = total, 0, time.monotonic()
+
+    def __call__(self, text: str) -> None:
+        self.k += 1
+        s = int(time.monotonic() - self.t0)
+        log.info("demo %d/%d (%d min %02d s): %s", self.k, self.total, s // 60, s % 60, text)
+
+
 def run_demo(cfg: DemoConfig) -> DemoResult:
     from depth_perception.rectify import parse_distortion
     from depth_perception.synth import make_synthetic_bags
@@ -203,7 +220,11 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     from depth_perception.evaluation.report import markdown_table, write_report
 
     cfg.out.mkdir(parents=True, exist_ok=True)
+    student_stage = cfg.student_steps > 0 and not cfg.model
+    stage = Stages(3 + (not cfg.model) + student_stage + cfg.online)
     # 1. Synthetic bags: training drives, and the evaluated drive per condition
+    stage(f"synthetic bags: {cfg.train_scenes} training drives, the evaluated drive in "
+          f"{', '.join(cfg.conditions)}")
     train_bags = training_bags(cfg)
     paths = make_synthetic_bags(cfg.out / "bags", frames=cfg.frames, size=tuple(cfg.size),
                                 conditions=tuple(cfg.conditions), seed=cfg.seed,
@@ -213,6 +234,8 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     log.info("demo: synthetic bags %s", [str(p) for p in paths])
 
     # 2. A model
+    if not cfg.model:
+        stage("the tiny teacher: pose net pretraining, then self-supervised training")
     model, note = get_model(cfg, train_bags)
     log.info("demo: %s", note)
     # defaults only: node, evaluate and the online evaluator all run the model at the
@@ -220,11 +243,13 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     name = Path(model.rstrip("/")).name if cfg.model else "tiny-teacher"
     # 2b. The student distilled from that teacher
     student, student_note = None, ""
-    if cfg.student_steps > 0 and not cfg.model:
+    if student_stage:
+        stage(f"the student: photometric translations, then {cfg.student_steps} steps")
         student, student_note = train_student_stage(cfg, train_bags, Path(model).parent)
 
     # 3. Offline evaluation (DepthEstimator on every frame), with the image-blind prior
     #    of the training drives beside it
+    stage("offline evaluation (evaluate) with the image-blind prior")
     econf = EvaluateConfig(max_depth=cfg.max_depth, prior="bags",
                            prior_bags=tuple(train_bags))
     specs = [ModelSpec(model, cfg.backend, f"{name} (offline)")]
@@ -237,6 +262,8 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     if cfg.online:
         from depth_perception.ros.online_evaluation import evaluate_online
 
+        stage(f"online evaluation: {len(bags) * (1 + bool(student))} replays over DDS "
+              f"through the depth node at {cfg.rate}x")
         online = econf.new_results()
         for cond, bag in bags.items():
             run = evaluate_online(bag, model, model_name=f"{name} (online)",
@@ -253,6 +280,7 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
         results.absorb(online)
 
     # 5. Report
+    stage(f"report into {cfg.out / 'report'}")
     lines = [note, student_note, ""]
     if replay:
         lines.append(f"Online at replay rate {cfg.rate}x: " + "; ".join(

@@ -140,7 +140,10 @@ class TrainerConfig:
     cpu: bool = False                  # force CPU even with a GPU
     gradient_accumulation_steps: int = 1
     find_unused_parameters: bool = False
-    progress: bool = True              # tqdm bar on the main process
+    progress: bool = True              # tqdm bar on the main process, on a terminal
+    #: without a bar (progress off, or output to a file or pipe): a log line with step,
+    #: loss and time left at most this often (seconds; 0 = none)
+    progress_seconds: float = 30.0
     #: exponential moving average of the weights (0 = off), warmed up as
     #: min(decay, (1 + n) / (10 + n)) after n updates; validation, the final export and
     #: a student's teacher use the average (``ema_<model>.safetensors`` in checkpoints)

@@ -1,4 +1,5 @@
-"""TensorBoard logging for training: scalars and colour-mapped depth images.
+"""Training logs: TensorBoard scalars and colour-mapped depth images, and progress lines
+for a log file.
 
 Only the main process writes (the trainer passes ``enabled=False`` elsewhere).
 ``torch.utils.tensorboard`` is imported when the first event is written.
@@ -6,6 +7,7 @@ Only the main process writes (the trainer passes ``enabled=False`` elsewhere).
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -101,3 +103,23 @@ def _to_numpy(x) -> np.ndarray:
     if hasattr(x, "detach"):
         x = x.detach().float().cpu().numpy()
     return np.asarray(x, dtype=np.float32)
+
+
+class ProgressLines:
+    """Progress for a log file: ``step k/N loss L (s/step, time left)`` at most every
+    ``seconds`` (and at the last step), the rate measured over this run's own steps."""
+
+    def __init__(self, start_step: int, total: int, seconds: float, clock=time.monotonic):
+        self.start_step, self.total, self.seconds, self.clock = start_step, total, seconds, clock
+        self.t0 = self.last = clock()
+
+    def line(self, step: int, loss: float) -> str | None:
+        now = self.clock()
+        if self.seconds <= 0 or (now - self.last < self.seconds and step < self.total):
+            return None
+        self.last = now
+        done = step - self.start_step
+        per_step = (now - self.t0) / done if done else 0.0
+        left = per_step * (self.total - step)
+        return (f"step {step}/{self.total} loss {loss:.4f} ({per_step:.2f} s/step, "
+                f"{int(left // 60)} min {int(left % 60):02d} s left)")

@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import random
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,7 @@ from depth_perception.metrics import MetricAccumulator
 from depth_perception_training.train import checkpoint as ckpt
 from depth_perception_training.train.config import OptimConfig, TrainerConfig
 from depth_perception_training.train.ema import load_ema, make_ema, save_ema
-from depth_perception_training.train.logging import TensorBoardLogger
+from depth_perception_training.train.logging import ProgressLines, TensorBoardLogger
 
 logger = logging.getLogger(__name__)
 
@@ -491,10 +492,12 @@ class Trainer:
         total = self.total_steps
         last_ckpt = None
         bar = None
-        if cfg.progress and acc.is_main_process:
+        if cfg.progress and acc.is_main_process and sys.stderr.isatty():
             from tqdm.auto import tqdm
 
             bar = tqdm(total=total, initial=self.state.step, desc="train", dynamic_ncols=True)
+        # without a bar (a file, a pipe, progress off): a line at most every progress_seconds
+        self._progress = ProgressLines(self.state.step, total, cfg.progress_seconds)
         log_path = self.output_dir / "train_log.jsonl"
         if acc.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -552,6 +555,10 @@ class Trainer:
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{record['loss']:.4f}", skips=self.state.nan_skips)
+        else:
+            line = self._progress.line(step, record["loss"])
+            if line:
+                logger.info("%s: %s", self.output_dir.name, line)
         with log_path.open("a") as f:
             f.write(json.dumps({**record, "nan_skips": self.state.nan_skips}) + "\n")
         if cfg.log_every > 0 and step % cfg.log_every == 0:
