@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            epilog="Overrides go after the options, e.g. "
                                   "train teacher --config config/train/teacher_tiny.yaml "
                                   "trainer.max_steps=200 output_dir=runs/x")
-        add_config_arguments(p, "experiment YAML (e.g. config/train/teacher.yaml); it may "
+        add_config_arguments(p, "experiment YAML (e.g. config/train/ssd_teacher.yaml); it may "
                                 "name a base_config it extends",
                              "OmegaConf dotlist overrides, e.g. data.bags=[a,b] "
                              "trainer.max_steps=200 output_dir=runs/x")
