@@ -11,8 +11,9 @@ topics) a pipeline
   counted in its :class:`~depth_perception.ros.diagnostics.FrameStats`),
 * turns a paired frame into a :class:`~depth_perception.runtime.estimator.FrameInput`
   (:meth:`prepare`: stamp order, decoding, LiDAR reference, TF camera pose, with this
-  camera's scale policy; the image rectified with its calibration through
-  :func:`depth_perception.rectify.rectifier`, maps cached per calibration) and a result
+  camera's scale policy; the raw image with the rectifier of its calibration,
+  :func:`depth_perception.rectify.rectifier`, which the estimator uses to resample it
+  straight to the model input, maps cached per calibration) and a result
   into ``C/depth/image`` beside ``C/depth/camera_info`` (image_transport's pairing: the
   rectified camera, D = 0), ``C/points`` and ``C/depth_colorized/image`` with the
   frame's stamp and frame_id (:meth:`finish`).
@@ -259,10 +260,6 @@ class CameraPipeline:
             self.pairer.reject_info(info.header.frame_id, stamp_to_ns(info.header.stamp), why)
             self.reject("camera_info", why)
             return None
-        tic = time.perf_counter()
-        rgb = rectifier.apply(rgb)                      # [H,W,3] of intrinsics
-        with self.stats.lock:
-            self.stats.last_rectify_ms = (time.perf_counter() - tic) * 1e3
         # 3. this camera's reference depth or pose for its scale policy (TF per frame_id)
         node, reference = self.node, None
         cloud = node.lidar_cloud
@@ -274,7 +271,9 @@ class CameraPipeline:
         elif settings.scale_policy == "ground_plane":
             holder = est if self.scale_policy is None else self
             node.transforms.apply_camera_pose(holder, header.frame_id, stamp_ns, settings)
-        return Job(FrameInput(rgb, intrinsics, reference, self.scale_policy), header, stamp_ns)
+        # the raw image: the estimator rectifies it straight to the model input
+        return Job(FrameInput(rgb, intrinsics, reference, self.scale_policy, rectifier),
+                   header, stamp_ns)
 
     def finish(self, job: Job, result, est, settings) -> bool:
         """A result (or the exception of its frame) -> published outputs and counters."""
@@ -288,13 +287,13 @@ class CameraPipeline:
         if isinstance(result, Exception):
             self.reject("backend_error", f"{type(result).__name__}: {result}")
             return False
-        header, rgb = job.header, job.input.rgb
+        header, rgb = job.header, job.input.rgb          # raw when a rectifier is set
         # the range the estimator marked with (node parameters narrowing the model's):
         # the colour scale and the cloud's sky cap use the same one
         lo, hi = est.depth_range
         depth = result.depth
         # 4. publish, with the input's stamp and frame_id
-        self._publish(header, depth, result.intrinsics, rgb, lo, hi, settings)
+        self._publish(header, depth, result.intrinsics, job.input, lo, hi, settings)
         now_ns = self.node.get_clock().now().nanoseconds
         latency_ms = (now_ns - job.stamp_ns) * 1e-6 if now_ns > 0 else math.nan
         stats = self.stats
@@ -302,6 +301,7 @@ class CameraPipeline:
             stats.frames_out += 1
             stats.output_rate.tick()
             stats.last_inference_ms = float(result.timings.get("inference_ms", math.nan))
+            stats.last_rectify_ms = float(result.timings.get("rectify_ms", math.nan))
             stats.last_latency_ms = latency_ms
             if not stats.max_latency_ms >= latency_ms:
                 stats.max_latency_ms = latency_ms
@@ -323,7 +323,10 @@ class CameraPipeline:
         self.node.reporter.publish_status(header, stats)
         return True
 
-    def _publish(self, header, depth, intrinsics, rgb, lo, hi, settings) -> None:
+    def _publish(self, header, depth, intrinsics, frame: FrameInput, lo, hi,
+                 settings) -> None:
+        """``frame``: the estimator's input; its raw image is rectified to full size only
+        for a coloured cloud (the model's input was resampled from it directly)."""
         pubs = self.publishers
         if not pubs:
             return
@@ -332,6 +335,10 @@ class CameraPipeline:
                                                              settings.output_encoding))
             pubs["info"].publish(conversions.intrinsics_to_camera_info(intrinsics, header))
             if pubs["points"].get_subscription_count() > 0:    # None: no TF to point_frame
+                rgb = None
+                if settings.point_rgb:                    # [H,W,3] of intrinsics
+                    rgb = (frame.rgb if frame.rectifier is None
+                           else frame.rectifier.apply(frame.rgb))
                 cloud = self.cloud.make(header, depth, intrinsics, rgb, hi, settings)
                 if cloud is not None:
                     pubs["points"].publish(cloud)

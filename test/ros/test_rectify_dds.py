@@ -162,3 +162,25 @@ def test_image_rect_input_uses_p(ros):
     expected = 1.0 + 30.0 * pinhole_scene()[..., 0].astype(np.float32) / 255.0
     # not warped again (the model resize 64x48 -> 56x42 -> back costs < 0.08 m)
     np.testing.assert_allclose(depth, expected, rtol=0, atol=0.08)
+
+
+def test_coloured_cloud_takes_the_rectified_colours(ros):
+    """point_rgb: the model input is resampled straight from the raw image, so the node
+    rectifies the colours at full size for the cloud: each point's colour is the pinhole
+    scene's at its pixel. At the centre row, column 4 (x = -0.6875) sees through the lens
+    the rectified x_u with x_u (1 - 0.3 x_u^2) = -0.6875, x_u = -0.922, u = -5.4: beyond
+    the left edge, red 20 in the raw image; the rectified colour is the pinhole red there,
+    20 + 130 * 4 / 63 = 28.3."""
+    _, _, cloud = run_one(ros, point_rgb=True)
+    names = [f.name for f in cloud.fields]
+    assert "rgb" in names
+    field = cloud.fields[names.index("rgb")]
+    rows = np.frombuffer(bytes(cloud.data), np.uint8).reshape(cloud.height * cloud.width,
+                                                              cloud.point_step)
+    packed = rows[:, field.offset:field.offset + 4].copy().view("<f4")[:, 0]
+    rgb = conversions.unpack_rgb(packed).reshape(cloud.height, cloud.width, 3)
+    scene = pinhole_scene().astype(int)
+    inner = (slice(4, H - 4), slice(4, W - 4))
+    assert np.abs(rgb[inner].astype(int) - scene[inner]).max() <= 3
+    assert abs(int(rgb[H // 2, 4, 0]) - 28) <= 2
+    assert abs(int(distorted(pinhole_scene())[H // 2, 4, 0]) - 20) <= 1   # the raw pixel
