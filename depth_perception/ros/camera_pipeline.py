@@ -15,7 +15,9 @@ topics) a pipeline
   :func:`depth_perception.rectify.rectifier`, which the estimator uses to resample it
   straight to the model input, maps cached per calibration) and a result
   into ``C/depth/image`` beside ``C/depth/camera_info`` (image_transport's pairing: the
-  rectified camera, D = 0), ``C/points`` and ``C/depth_colorized/image`` with the
+  rectified camera, D = 0), ``C/points``, ``C/depth_colorized/image`` and the colour
+  image in the depth's geometry ``C/rgb/image_rect_color`` beside ``C/rgb/camera_info``
+  (only while subscribed) with the
   frame's stamp and frame_id (:meth:`finish`).
 
 The first camera uses the estimator's own scale policy (one camera: exactly as before);
@@ -44,6 +46,11 @@ from depth_perception.runtime.pairing import StampPairer
 DEPTH_TOPIC = "depth/image"
 DEPTH_INFO_TOPIC = "depth/camera_info"
 COLORIZED_TOPIC = "depth_colorized/image"        # display only: no CameraInfo of its own
+#: the colour image in the depth's geometry (rectified, camera resolution) beside its
+#: CameraInfo (= depth/camera_info): depth_image_proc/point_cloud_xyzrgb's input names,
+#: and the colour of rviz's DepthCloud
+RGB_TOPIC = "rgb/image_rect_color"
+RGB_INFO_TOPIC = "rgb/camera_info"
 
 
 @dataclass
@@ -109,6 +116,9 @@ class CameraPipeline:
             "points": node.create_lifecycle_publisher(PointCloud2, self.topic("points"), qos),
             "colorized": node.create_lifecycle_publisher(Image, self.topic(COLORIZED_TOPIC),
                                                          qos),
+            "rgb": node.create_lifecycle_publisher(Image, self.topic(RGB_TOPIC), qos),
+            "rgb_info": node.create_lifecycle_publisher(CameraInfo, self.topic(RGB_INFO_TOPIC),
+                                                        qos),
         }
         self.scale_policy = None if self.index == 0 else copy.deepcopy(est.scale_policy)
 
@@ -325,21 +335,28 @@ class CameraPipeline:
 
     def _publish(self, header, depth, intrinsics, frame: FrameInput, lo, hi,
                  settings) -> None:
-        """``frame``: the estimator's input; its raw image is rectified to full size only
-        for a coloured cloud (the model's input was resampled from it directly)."""
+        """``frame``: the estimator's input; its raw image is rectified at camera
+        resolution only for ``rgb/image_rect_color`` or a coloured cloud, while someone
+        subscribes (the model's input was resampled from it directly)."""
         pubs = self.publishers
         if not pubs:
             return
         with self._publish_lock:
+            info = conversions.intrinsics_to_camera_info(intrinsics, header)
             pubs["depth"].publish(conversions.depth_to_image(depth, header,
                                                              settings.output_encoding))
-            pubs["info"].publish(conversions.intrinsics_to_camera_info(intrinsics, header))
-            if pubs["points"].get_subscription_count() > 0:    # None: no TF to point_frame
-                rgb = None
-                if settings.point_rgb:                    # [H,W,3] of intrinsics
-                    rgb = (frame.rgb if frame.rectifier is None
-                           else frame.rectifier.apply(frame.rgb))
-                cloud = self.cloud.make(header, depth, intrinsics, rgb, hi, settings)
+            pubs["info"].publish(info)
+            want_cloud = pubs["points"].get_subscription_count() > 0
+            want_rgb = pubs["rgb"].get_subscription_count() > 0
+            rgb = None                                    # [H,W,3] of intrinsics
+            if want_rgb or (want_cloud and settings.point_rgb):
+                rgb = frame.rgb if frame.rectifier is None else frame.rectifier.apply(frame.rgb)
+            if want_rgb:
+                pubs["rgb"].publish(conversions.numpy_to_image(rgb, "rgb8", header))
+                pubs["rgb_info"].publish(info)
+            if want_cloud:                                 # None: no TF to point_frame
+                cloud = self.cloud.make(header, depth, intrinsics,
+                                        rgb if settings.point_rgb else None, hi, settings)
                 if cloud is not None:
                     pubs["points"].publish(cloud)
             if pubs["colorized"].get_subscription_count() > 0:

@@ -184,3 +184,29 @@ def test_coloured_cloud_takes_the_rectified_colours(ros):
     assert np.abs(rgb[inner].astype(int) - scene[inner]).max() <= 3
     assert abs(int(rgb[H // 2, 4, 0]) - 28) <= 2
     assert abs(int(distorted(pinhole_scene())[H // 2, 4, 0]) - 20) <= 1   # the raw pixel
+
+
+def test_rgb_image_rect_color_is_the_colour_in_the_depths_geometry(ros):
+    """rgb/image_rect_color (rviz DepthCloud's colour): the distorted input rectified to
+    the depth's camera, beside rgb/camera_info = depth/camera_info. Column 4 of the centre
+    row: red 28 (rectified, see above), where the raw image has 20."""
+    from sensor_msgs.msg import CameraInfo, Image
+
+    start_node(ros, META)
+    rgb_out = ros.collect(Image, "/rgb/image_rect_color")
+    rgb_info_out = ros.collect(CameraInfo, "/rgb/camera_info")
+    info_out = ros.collect(CameraInfo, "/depth/camera_info")
+    for out in (rgb_out, rgb_info_out, info_out):
+        ros.wait_subscribed(out)
+    t = feed(ros, LENS, distorted(pinhole_scene()), rgb_out, 2_000_000_000_000_000_000)
+    msg = pick(rgb_out, t)
+    assert (msg.encoding, msg.header.frame_id) == ("rgb8", "camera_optical_frame")
+    rgb = conversions.image_to_rgb(msg).astype(int)
+    scene = pinhole_scene().astype(int)
+    inner = (slice(4, H - 4), slice(4, W - 4))
+    assert np.abs(rgb[inner] - scene[inner]).max() <= 3
+    assert abs(rgb[H // 2, 4, 0] - 28) <= 2
+    rgb_info, info = pick(rgb_info_out, t), pick(info_out, t)
+    assert (list(rgb_info.k), list(rgb_info.p), list(rgb_info.d)) == (
+        list(info.k), list(info.p), list(info.d))
+    np.testing.assert_allclose(np.reshape(rgb_info.k, (3, 3)), PIN.K)
