@@ -71,10 +71,13 @@ class Calibration:
 
     @classmethod
     def pinhole(cls, intrinsics: Intrinsics, distortion_model: str = "plumb_bob",
-                D=()) -> "Calibration":
-        """A camera whose rectified geometry is ``intrinsics`` (K = P[:3,:3], R = I)."""
+                D=(), tx_ty: tuple[float, float] = (0.0, 0.0)) -> "Calibration":
+        """A camera whose rectified geometry is ``intrinsics`` (K = P[:3,:3], R = I);
+        ``tx_ty``: P's (Tx, Ty), e.g. (-fx B, 0) for the second camera of a stereo pair
+        with baseline B (see :meth:`tx_ty`)."""
         K = tuple(float(v) for v in intrinsics.K.reshape(-1))
-        P = (K[0], K[1], K[2], 0.0, K[3], K[4], K[5], 0.0, K[6], K[7], K[8], 0.0)
+        tx, ty = (float(v) for v in tx_ty)
+        P = (K[0], K[1], K[2], tx, K[3], K[4], K[5], ty, K[6], K[7], K[8], 0.0)
         return cls(int(intrinsics.width), int(intrinsics.height), str(distortion_model),
                    tuple(float(v) for v in D), K, P=P)
 
@@ -143,6 +146,19 @@ class Calibration:
                               intr.width // bx, intr.height // by)
         return intr
 
+    def tx_ty(self) -> tuple[float, float]:
+        """P's fourth column (Tx, Ty) for the published image: 0 for a monocular camera;
+        (-fx B, 0) for the right camera of a stereo pair with baseline B (the left
+        camera's optical centre in its frame, times the focal length). Binning divides
+        them as it divides fx and fy, the ROI leaves them (image_geometry's
+        ``fromCameraInfo``). Rectification ignores them (image_proc's maps take
+        P[:3,:3]), and so does a cloud in the camera's own frame (depth_image_proc's
+        ``x = (u - cx) z / fx``, rviz's DepthCloud): they only say where the other camera
+        is, so the depth CameraInfo carries them on."""
+        bx, by = self.binning
+        P = np.reshape(self.P, (3, 4))
+        return float(P[0, 3]) / bx, float(P[1, 3]) / by
+
     def is_pinhole(self) -> bool:
         """Nothing to rectify: no distortion, R = I, and P (when set) equals K."""
         if self.distorts or not np.allclose(np.reshape(self.R, (3, 3)), np.eye(3)):
@@ -170,10 +186,12 @@ class Rectifier:
     """
 
     def __init__(self, intrinsics: Intrinsics, geometry: str,
-                 calibration: Calibration | None = None):
+                 calibration: Calibration | None = None,
+                 tx_ty: tuple[float, float] = (0.0, 0.0)):
         self.intrinsics = intrinsics
         self.geometry = geometry
         self.calibration = calibration
+        self.tx_ty = tx_ty                      # P's (Tx, Ty) of the output camera
         self._maps: dict = {}                   # output camera -> maps, at most 8
 
     @property
@@ -265,12 +283,15 @@ def rectifier(calibration: Calibration, geometry: str = "raw") -> Rectifier:
 @functools.lru_cache(maxsize=16)
 def _rectifier(calibration: Calibration, geometry: str) -> Rectifier:
     cal = calibration.check()
-    if geometry == "ignore_distortion" or (geometry == "raw" and cal.is_pinhole()):
+    if geometry == "ignore_distortion":                   # K of the raw image: no stereo P
         return Rectifier(cal.intrinsics("K"), geometry)
+    if geometry == "raw" and cal.is_pinhole():            # K = P[:3,:3]
+        return Rectifier(cal.intrinsics("K"), geometry, tx_ty=cal.tx_ty())
     if geometry == "rectified":
         # image_rect: described by P (K when P is unset and nothing distorts)
-        return Rectifier(cal.intrinsics("P" if any(cal.P) else "K"), geometry)
-    return Rectifier(cal.intrinsics("P"), geometry, cal)      # maps on first use
+        return Rectifier(cal.intrinsics("P" if any(cal.P) else "K"), geometry,
+                         tx_ty=cal.tx_ty())
+    return Rectifier(cal.intrinsics("P"), geometry, cal, cal.tx_ty())   # maps on first use
 
 
 def _camera_maps(cal: Calibration, camera: Intrinsics, m1type: int):

@@ -342,7 +342,10 @@ class CameraPipeline:
         if not pubs:
             return
         with self._publish_lock:
-            info = conversions.intrinsics_to_camera_info(intrinsics, header)
+            # the input's stereo (Tx, Ty) carried on; the cloud ignores them, as
+            # depth_image_proc does (each camera's cloud in its own frame)
+            tx_ty = frame.rectifier.tx_ty if frame.rectifier is not None else (0.0, 0.0)
+            info = conversions.intrinsics_to_camera_info(intrinsics, header, tx_ty=tx_ty)
             pubs["depth"].publish(conversions.depth_to_image(depth, header,
                                                              settings.output_encoding))
             pubs["info"].publish(info)

@@ -242,3 +242,30 @@ def test_resample_without_distortion_is_the_plain_resize():
                                              (150, 44), interpolation=cv2.INTER_LINEAR))
     with pytest.raises(ValueError, match="calibration says 320x96"):
         rect.resample(image[:, :300], (0, 0, 300, 96), (150, 48))
+
+
+def test_stereo_tx_is_carried_not_used_for_rectification():
+    """The right camera of a stereo pair, baseline 0.12 m: Tx = -fx B = -200 * 0.12 = -24.
+    image_proc hands OpenCV the 3x4 P; OpenCV takes its 3x3 part, so Tx moves no pixel.
+    Binning 2 halves Tx (image_geometry: P(0,3) *= 1/binning_x); an ROI leaves it."""
+    D = (-0.3, 0.0, 0.0, 0.0, 0.0)
+    right = Calibration.pinhole(PIN, "plumb_bob", D, tx_ty=(-24.0, 0.0))
+    assert right.P[3] == -24.0 and right.tx_ty() == (-24.0, 0.0)
+    assert rectifier(right).tx_ty == (-24.0, 0.0) and rectifier(right).intrinsics == PIN
+    np.testing.assert_array_equal(rectifier(right).apply(ramps()),
+                                  rectifier(Calibration.pinhole(PIN, "plumb_bob", D))
+                                  .apply(ramps()))
+    K, P = PIN.K, np.reshape(right.P, (3, 4))
+    with_tx = cv2.initUndistortRectifyMap(K, np.array(D), np.eye(3), P, (320, 96),
+                                          cv2.CV_32FC1)
+    without = cv2.initUndistortRectifyMap(K, np.array(D), np.eye(3), P[:, :3], (320, 96),
+                                          cv2.CV_32FC1)
+    np.testing.assert_array_equal(with_tx[0], without[0])
+    binned = Calibration(**{**right.__dict__, "binning_x": 2, "binning_y": 2})
+    assert rectifier(binned).tx_ty == (-12.0, 0.0)
+    roi = Calibration(**{**right.__dict__, "roi": (40, 10, 200, 60)})
+    assert rectifier(roi).tx_ty == (-24.0, 0.0)
+    assert rectifier(right, "rectified").tx_ty == (-24.0, 0.0)
+    assert rectifier(right, "ignore_distortion").tx_ty == (0.0, 0.0)     # K: no stereo P
+    # no distortion, R = I, P[:3,:3] = K: nothing to rectify, Tx still carried
+    assert rectifier(Calibration.pinhole(PIN, tx_ty=(-24.0, 0.0))).tx_ty == (-24.0, 0.0)

@@ -91,9 +91,10 @@ def pick(out, t: int):
                 if stamp_ns(m) == t)
 
 
-def run_one(ros, **params):
-    """Start the node, feed the distorted frame until depth, CameraInfo and cloud of one
-    stamp arrive; returns (depth [H,W], CameraInfo, cloud)."""
+def run_one(ros, cal: Calibration = LENS, **params):
+    """Start the node, feed the distorted frame (a camera of calibration ``cal``) until
+    depth, CameraInfo and cloud of one stamp arrive; returns (depth [H,W], CameraInfo,
+    cloud)."""
     from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
     node = start_node(ros, META, **params)
@@ -101,7 +102,7 @@ def run_one(ros, **params):
     info_out = ros.collect(CameraInfo, "/depth/camera_info")
     points_out = ros.collect(PointCloud2, "/points")
     ros.wait_subscribed(points_out)
-    t = feed(ros, LENS, distorted(pinhole_scene()), points_out, 1_800_000_000_000_000_000)
+    t = feed(ros, cal, distorted(pinhole_scene()), points_out, 1_800_000_000_000_000_000)
     assert node.stats.bad["camera_info"] == 0
     return conversions.image_to_depth(pick(depth_out, t)), pick(info_out, t), pick(points_out, t)
 
@@ -210,3 +211,43 @@ def test_rgb_image_rect_color_is_the_colour_in_the_depths_geometry(ros):
     assert (list(rgb_info.k), list(rgb_info.p), list(rgb_info.d)) == (
         list(info.k), list(info.p), list(info.d))
     np.testing.assert_allclose(np.reshape(rgb_info.k, (3, 3)), PIN.K)
+
+
+def depth_image_proc_xyz(depth: np.ndarray, info) -> np.ndarray:
+    """depth_image_proc::convertDepth (point_cloud_xyz) for 32FC1 metres: image_geometry's
+    fx() = P(0,0), cx() = P(0,2), fy() = P(1,1), cy() = P(1,2); Tx = P(0,3) unused;
+    X = (u - cx) z / fx, Y = (v - cy) z / fy; NaN stays NaN. [H,W,3]."""
+    cx, cy = np.float32(info.p[2]), np.float32(info.p[6])
+    kx, ky = np.float32(1.0 / info.p[0]), np.float32(1.0 / info.p[5])
+    u = np.arange(depth.shape[1], dtype=np.float32)[None, :]
+    v = np.arange(depth.shape[0], dtype=np.float32)[:, None]
+    return np.dstack([(u - cx) * depth * kx, (v - cy) * depth * ky, depth])
+
+
+def test_right_camera_of_a_stereo_pair_keeps_tx_and_its_cloud_is_depth_image_procs(ros):
+    """The right camera of a stereo pair (baseline B = 0.12 m): P[0,3] = Tx = -fx B =
+    -40 * 0.12 = -4.8. image_proc rectifies with P[:3,:3] (Tx does not move a pixel), so
+    the depth is that of the Tx = 0 camera; depth/camera_info carries Tx = -4.8 on (as
+    image_geometry reads the input); the cloud is in the right camera's own frame, as
+    depth_image_proc computes it from depth + depth/camera_info (Tx unused): the centre
+    column's x is 0, not B."""
+    right = Calibration.pinhole(PIN, "plumb_bob", (-0.3, 0.0, 0.0, 0.0, 0.0),
+                                tx_ty=(-40.0 * 0.12, 0.0))
+    depth, info, cloud = run_one(ros, right)
+    P = np.reshape(info.p, (3, 4))
+    assert P[0, 3] == pytest.approx(-4.8) and P[1, 3] == 0.0 and P[2, 3] == 0.0
+    np.testing.assert_allclose(P[:, :3], PIN.K)
+    np.testing.assert_allclose(np.reshape(info.k, (3, 3)), PIN.K)
+    assert not any(info.d)
+    # the model saw the same rectified image as for the monocular lens
+    expected = 1.0 + 30.0 * pinhole_scene()[..., 0].astype(np.float32) / 255.0
+    inner = (slice(4, H - 4), slice(4, W - 4))
+    np.testing.assert_allclose(depth[inner], expected[inner], rtol=0, atol=0.15)
+    xyz = read_points(cloud).reshape(H, W, 3)
+    ref = depth_image_proc_xyz(depth, info)
+    ok = np.isfinite(ref[..., 2])
+    assert ok.mean() > 0.9
+    np.testing.assert_allclose(xyz[ok], ref[ok], rtol=1e-5, atol=1e-5)
+    # pixel (31.5, 23.5) is the optical axis: between columns 31 and 32, x = -/+ z/80
+    z = xyz[H // 2, 31, 2]
+    assert xyz[H // 2, 31, 0] == pytest.approx(-0.5 * z / 40.0, abs=1e-5)
