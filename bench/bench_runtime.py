@@ -5,11 +5,14 @@
 
 For 640x480 and 1280x720 frames of a distorted camera (plumb_bob, k1 = -0.3): decode
 (sensor_msgs/Image -> RGB), CameraInfo -> calibration and the cached rectifier ("K"),
-rectification with the cached maps ("rect"; target <= 2 ms at 1280x720; the one-off map
-computation per calibration is printed apart), preprocess, postprocess, depth message, colourised depth, point cloud at
-stride 1 and 2 — everything the node does except the model forward — and a plain copy of
+rectification straight to the model input with the cached maps ("rect", the raw image
+rectified, cropped and resized in one remap; target <= 2 ms at 1280x720; beside it the
+plain resize of an undistorted camera and the full-size rectification; the one-off map
+computation is printed apart), preprocess, postprocess, depth message, colourised depth,
+point cloud at stride 1 and 2 — everything the node does except the model forward — and a plain copy of
 as many bytes as the stride-1 cloud, for comparison (target: cloud within 3x of the
-copy; the costmap cloud filters of ``depth_perception.cloud`` at 640x480 on a road scene; whole frame under 5 ms at 1280x720 with a stride-2 cloud; colourised depth under
+copy; the costmap cloud filters of ``depth_perception.cloud`` at 640x480 on a road
+scene; whole frame under 5 ms at 1280x720 with a stride-2 cloud; colourised depth under
 2 ms). The 1-minute load average is printed with the figures. Then end-to-end
 (message in -> depth, info and cloud messages out) with onnxruntime on a ViT-S sized
 Depth Anything (random weights, exported to ONNX at the preprocessor's input size).
@@ -45,6 +48,26 @@ def timeit(fn, repeat: int) -> float:
     return statistics.median(times)
 
 
+def cpu_ms(fn, repeat: int) -> float:
+    """Median process CPU time of ``fn()`` in ms with one OpenCV thread (one warm-up
+    call): the work itself, which other processes on the cores inflate far less than
+    the wall time."""
+    import cv2
+
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        fn()
+        times = []
+        for _ in range(repeat):
+            t0 = time.process_time()
+            fn()
+            times.append((time.process_time() - t0) * 1e3)
+    finally:
+        cv2.setNumThreads(threads)
+    return statistics.median(times)
+
+
 def frame(width: int, height: int):
     from builtin_interfaces.msg import Time
     from std_msgs.msg import Header
@@ -64,28 +87,34 @@ def frame(width: int, height: int):
 def bench_stages(repeat: int, metadata: ModelMetadata) -> None:
     print(f"\n== per-frame stages without the model (median of {repeat}, ms; load "
           f"{os.getloadavg()[0]:.2f}) ==")
-    print(f"{'size':>10} {'decode':>7} {'K':>6} {'rect':>6} {'maps':>6} {'prep':>7} "
-          f"{'post':>7} {'depth':>7} "
+    print(f"{'size':>10} {'input':>8} {'decode':>7} {'K':>6} {'rect':>6} {'resize':>6} "
+          f"{'full':>6} {'maps':>6} {'prep':>7} {'post':>7} {'depth':>7} "
           f"{'color':>7} {'cloud1':>7} {'cloud2':>7} {'copy1':>7} {'c1/copy':>7} "
           f"{'total2':>7}")
+    cpu_lines = []
     for width, height in SIZES:
         header, image, info, K, depth = frame(width, height)
         pre = Preprocessor(metadata)
-        prepared = pre.prepare(conversions.image_to_rgb(image), K)
+        rgb = conversions.image_to_rgb(image)
+        crop, size = pre.geometry(K)
+        rectifier = rectify.rectifier(conversions.camera_info_to_calibration(info))
+        tic = time.perf_counter()
+        rectifier.resample(rgb, crop, size)
+        maps_ms = (time.perf_counter() - tic) * 1e3          # once per calibration and size
+        prepared = pre.prepare(rgb, K, rectifier)
         h, w = prepared.tensor.shape[2:]
         output = np.random.default_rng(1).uniform(1, 50, (1, 1, h, w)).astype(np.float32)
         cloud = conversions.depth_to_cloud(depth, K, header, stride=1)
         raw = np.frombuffer(bytes(cloud.data), np.uint8)
-        tic = time.perf_counter()
-        rectifier = rectify.rectifier(conversions.camera_info_to_calibration(info))
-        maps_ms = (time.perf_counter() - tic) * 1e3                  # once per calibration
-        rgb = conversions.image_to_rgb(image)
+        rectifier.apply(rgb)                                  # its maps, for "full"
         t = {
             "decode": timeit(lambda: conversions.image_to_rgb(image), repeat),
             "K": timeit(lambda: rectify.rectifier(conversions.camera_info_to_calibration(info))
                         .intrinsics, repeat),
-            "rect": timeit(lambda: rectifier.apply(rgb), repeat),
-            "prep": timeit(lambda: pre.prepare(conversions.image_to_rgb(image), K), repeat),
+            "rect": timeit(lambda: rectifier.resample(rgb, crop, size), repeat),
+            "resize": timeit(lambda: rectify.crop_resize(rgb, crop, size), repeat),
+            "full": timeit(lambda: rectifier.apply(rgb), repeat),
+            "prep": timeit(lambda: pre.prepare(rgb, K, rectifier), repeat),
             "post": timeit(lambda: units.mark_out_of_range(
                 postprocess(output, prepared, metadata), 0.1, 80.0), repeat),
             "depth": timeit(lambda: conversions.depth_to_image(depth, header), repeat),
@@ -97,25 +126,36 @@ def bench_stages(repeat: int, metadata: ModelMetadata) -> None:
                              repeat),
             "copy1": timeit(lambda: raw.copy(), repeat),
         }
-        t["prep"] -= t["decode"]
-        total2 = (t["decode"] + t["K"] + t["rect"] + t["prep"] + t["post"] + t["depth"]
-                  + t["cloud2"])
-        print(f"{width}x{height:<5} {t['decode']:7.2f} {t['K']:6.3f} {t['rect']:6.2f} "
-              f"{maps_ms:6.1f} {t['prep']:7.2f} "
+        total2 = t["decode"] + t["K"] + t["prep"] + t["post"] + t["depth"] + t["cloud2"]
+        cpu = {name: cpu_ms(fn, repeat) for name, fn in (
+            ("rect", lambda: rectifier.resample(rgb, crop, size)),
+            ("resize", lambda: rectify.crop_resize(rgb, crop, size)),
+            ("full", lambda: rectifier.apply(rgb)))}
+        cpu_lines.append(f"{width}x{height} -> {size[0]}x{size[1]}: rect {cpu['rect']:.2f}, "
+                         f"resize {cpu['resize']:.2f}, full {cpu['full']:.2f}")
+        print(f"{width}x{height:<5} {size[0]}x{size[1]:<4} {t['decode']:7.2f} {t['K']:6.3f} "
+              f"{t['rect']:6.2f} {t['resize']:6.2f} {t['full']:6.2f} {maps_ms:6.1f} "
+              f"{t['prep']:7.2f} "
               f"{t['post']:7.2f} {t['depth']:7.2f} {t['color']:7.2f} {t['cloud1']:7.2f} "
               f"{t['cloud2']:7.2f} {t['copy1']:7.2f} {t['cloud1'] / t['copy1']:7.1f} "
               f"{total2:7.2f}")
         if (width, height) == (1280, 720):
             ratio = t["cloud1"] / t["copy1"]
             targets = (f"targets at 1280x720: rect {t['rect']:.2f} <= 2 ms "
-                       f"{'met' if t['rect'] <= 2 else 'NOT met'}; total2 {total2:.2f} < 5 ms "
+                       f"{'met' if t['rect'] <= 2 else 'NOT met'} (over the plain resize: "
+                       f"{t['rect'] - t['resize']:+.2f} ms); total2 {total2:.2f} < 5 ms "
                        f"{'met' if total2 < 5 else 'NOT met'}; cloud1 {ratio:.1f}x copy "
                        f"<= 3x {'met' if ratio <= 3 else 'NOT met'}; colour "
                        f"{t['color']:.2f} < 2 ms {'met' if t['color'] < 2 else 'NOT met'}")
     print(f"load after: {os.getloadavg()[0]:.2f}; {targets}")
-    print("total2 = decode + K + rect + prep + post + depth msg + stride-2 cloud (no "
-          "colorized); K = CameraInfo -> calibration + cached rectifier; maps = the one-off "
-          "rectification maps of a new calibration; "
+    print(f"process CPU time, 1 OpenCV thread (median of {repeat}, ms; load "
+          f"{os.getloadavg()[0]:.2f}): " + "; ".join(cpu_lines))
+    print("input = model input size; rect = the raw image rectified, cropped and resized to "
+          "it in one remap (cached maps; what the node runs); resize = the plain resize an "
+          "undistorted camera gets instead; full = rectification at full size (only for a "
+          "coloured cloud); maps = the one-off maps of a new calibration and input size; "
+          "prep = rect + normalisation; total2 = decode + K + prep + post + depth msg + "
+          "stride-2 cloud (no colorized); K = CameraInfo -> calibration + cached rectifier; "
           "copy1 = np.copy of the stride-1 cloud's bytes")
 
 
@@ -188,8 +228,8 @@ def bench_end_to_end(repeat: int, short_side: int) -> None:
             def one():
                 t0 = time.perf_counter()
                 rgb = conversions.image_to_rgb(image)
-                intr = conversions.camera_info_to_intrinsics(info)
-                result = est.estimate(rgb, intr)
+                lens = rectify.rectifier(conversions.camera_info_to_calibration(info))
+                result = est.estimate(rgb, lens.intrinsics, rectifier=lens)
                 conversions.depth_to_image(result.depth, header)
                 conversions.intrinsics_to_camera_info(result.intrinsics, header)
                 conversions.depth_to_cloud(result.depth, result.intrinsics, header, stride=2)

@@ -392,10 +392,10 @@ def camera_info_to_calibration(msg) -> Calibration:
                        tuple(int(v) for v in roi))
 
 
-def intrinsics_to_camera_info(intrinsics: Intrinsics, header, msg_type=None):
-    """Intrinsics -> CameraInfo of a rectified camera (plumb_bob, D = 0, R = I, P = [K|0])."""
-    return calibration_to_camera_info(Calibration.pinhole(intrinsics, D=(0.0,) * 5), header,
-                                      msg_type)
+def intrinsics_to_camera_info(intrinsics: Intrinsics, header, msg_type=None, tx_ty=(0, 0)):
+    """Intrinsics -> CameraInfo of a rectified camera: D = 0, R = I, P = [K | (Tx, Ty, 0)]."""
+    cal = Calibration.pinhole(intrinsics, D=(0.0,) * 5, tx_ty=tx_ty)
+    return calibration_to_camera_info(cal, header, msg_type)
 
 
 def calibration_to_camera_info(cal: Calibration, header, msg_type=None):

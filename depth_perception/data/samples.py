@@ -30,7 +30,7 @@ from depth_perception.camera import Intrinsics
 from depth_perception.data.bag import BagReader, BagTopics
 from depth_perception.data.projection import camera_from_lidar, project_lidar
 from depth_perception.data.tf import TransformError, invert_transform
-from depth_perception.rectify import rectifier
+from depth_perception.rectify import Rectifier, rectifier
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,7 @@ class SampleConfig:
     max_lidar_gap_s: float = 0.1           # no LiDAR depth when the nearest scan is older
     max_gt_gap_s: float = 0.005            # ground truth must share the image stamp
     input_image: str = "raw"               # rectify.INPUT_IMAGES: raw images are rectified
+    keep_raw: bool = False                 # Sample.raw + .rectifier (no crop/size then)
 
     def __post_init__(self):
         offsets = tuple(int(o) for o in self.offsets)
@@ -72,6 +73,9 @@ class SampleConfig:
             object.__setattr__(self, "crop", tuple(int(v) for v in self.crop))
         if isinstance(self.topics, dict):
             object.__setattr__(self, "topics", BagTopics(**self.topics))
+        if self.keep_raw and (self.size is not None or self.crop is not None):
+            raise ValueError("SampleConfig.keep_raw gives the camera's own image: it takes "
+                             "no size or crop")
 
     def frame_settings(self) -> dict:
         """What changes the cached frames (cache key)."""
@@ -98,6 +102,11 @@ class Sample:
     stamp_ns: int
     bag: str
     index: int                         # image index in the bag
+    # SampleConfig.keep_raw: the image as recorded and the rectifier that turns it into
+    # ``image`` (the depth node's estimator input: ``estimate(raw, intrinsics,
+    # rectifier=rectifier)`` resamples the model input from ``raw`` as the node does)
+    raw: np.ndarray | None = None      # [H,W,3] uint8
+    rectifier: Rectifier | None = None
 
 
 class BagSequence:
@@ -251,6 +260,10 @@ class BagSequence:
         return self._cache.get_or_compute(name, compute)
 
     def _decode_image(self, i: int) -> np.ndarray:
+        return self._prepare(self.rectifier.apply(self._raw_image(i)))
+
+    def _raw_image(self, i: int) -> np.ndarray:
+        """[H0,W0,3] uint8 image ``i`` as recorded (checked against the CameraInfo)."""
         self.decode_count += 1
         rgb = self.reader.image(i)
         src = self.source_intrinsics
@@ -259,7 +272,7 @@ class BagSequence:
                 f"bag {self.path}: image {i} on '{self.reader.topic_name('image')}' is "
                 f"{rgb.shape[1]}x{rgb.shape[0]} but the CameraInfo on "
                 f"'{self.config.topics.camera_info}' says {src.width}x{src.height}")
-        return self._prepare(self.rectifier.apply(rgb))
+        return rgb
 
     def frame(self, i: int) -> np.ndarray:
         """[H,W,3] uint8 RGB of image index ``i`` at the output size (a fresh copy).
@@ -323,8 +336,9 @@ class BagSequence:
         i = self.targets[k]
         offsets = self.config.offsets
         T = {o: self.relative_pose(i + o, i) for o in offsets}
+        raw = self._raw_image(i) if self.config.keep_raw else None
         return Sample(
-            image=self.frame(i),
+            image=self.frame(i) if raw is None else self._prepare(self.rectifier.apply(raw)),
             context={o: self.frame(i + o) for o in offsets},
             intrinsics=self.intrinsics,
             T_src_tgt=T,
@@ -336,4 +350,6 @@ class BagSequence:
             stamp_ns=int(self.stamps[i]),
             bag=str(self.path),
             index=i,
+            raw=raw,
+            rectifier=self.rectifier if raw is not None else None,
         )

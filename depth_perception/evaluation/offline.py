@@ -151,7 +151,7 @@ def open_sequence(bag, config: EvaluateConfig):
         reader.require("lidar" if lidar else "gt_depth")
     sample_config = SampleConfig(offsets=(), skip_static=False, with_lidar=lidar,
                                  with_gt=not lidar, condition=config.condition, topics=topics,
-                                 input_image=config.input_image)
+                                 input_image=config.input_image, keep_raw=True)
     return BagSequence(bag, sample_config)
 
 
@@ -248,10 +248,16 @@ def _score_bag(bag, config: EvaluateConfig, results: EvaluationResults, predicto
 def _estimator_predictor(spec: ModelSpec):
     from depth_perception.runtime.estimator import DepthEstimator
 
-    estimator = DepthEstimator.load(spec.model, backend=spec.backend, **spec.options)
+    return estimator_predictor(DepthEstimator.load(spec.model, backend=spec.backend,
+                                                   **spec.options))
 
+
+def estimator_predictor(estimator):
+    """sample -> depth [H,W] of ``estimator`` fed as the depth node feeds it: the recorded
+    image with its rectifier (one remap to the model input), so online equals offline."""
     def predict(sample):
-        return estimator.estimate(sample.image, sample.intrinsics).depth
+        return estimator.estimate(sample.raw, sample.intrinsics,
+                                  rectifier=sample.rectifier).depth
 
     predict.estimator = estimator
     return predict
@@ -313,8 +319,7 @@ def evaluate(bags, config: EvaluateConfig | None = None, models=(), prediction_t
                              "or MODEL@BACKEND to tell them apart")
         predictors[spec.label] = _estimator_predictor(spec)
     for name, estimator in (estimators or {}).items():
-        predictors[name] = (lambda est: lambda s: est.estimate(s.image, s.intrinsics).depth)(
-            estimator)
+        predictors[name] = estimator_predictor(estimator)
     timings: dict = {}
     priors = _priors(bags, config)
 

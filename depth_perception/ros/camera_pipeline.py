@@ -11,10 +11,13 @@ topics) a pipeline
   counted in its :class:`~depth_perception.ros.diagnostics.FrameStats`),
 * turns a paired frame into a :class:`~depth_perception.runtime.estimator.FrameInput`
   (:meth:`prepare`: stamp order, decoding, LiDAR reference, TF camera pose, with this
-  camera's scale policy; the image rectified with its calibration through
-  :func:`depth_perception.rectify.rectifier`, maps cached per calibration) and a result
+  camera's scale policy; the raw image with the rectifier of its calibration,
+  :func:`depth_perception.rectify.rectifier`, which the estimator uses to resample it
+  straight to the model input, maps cached per calibration) and a result
   into ``C/depth/image`` beside ``C/depth/camera_info`` (image_transport's pairing: the
-  rectified camera, D = 0), ``C/points`` and ``C/depth_colorized/image`` with the
+  rectified camera, D = 0), ``C/points``, ``C/depth_colorized/image`` and the colour
+  image in the depth's geometry ``C/rgb/image_rect_color`` beside ``C/rgb/camera_info``
+  (only while subscribed) with the
   frame's stamp and frame_id (:meth:`finish`).
 
 The first camera uses the estimator's own scale policy (one camera: exactly as before);
@@ -43,6 +46,11 @@ from depth_perception.runtime.pairing import StampPairer
 DEPTH_TOPIC = "depth/image"
 DEPTH_INFO_TOPIC = "depth/camera_info"
 COLORIZED_TOPIC = "depth_colorized/image"        # display only: no CameraInfo of its own
+#: the colour image in the depth's geometry (rectified, camera resolution) beside its
+#: CameraInfo (= depth/camera_info): depth_image_proc/point_cloud_xyzrgb's input names,
+#: and the colour of rviz's DepthCloud
+RGB_TOPIC = "rgb/image_rect_color"
+RGB_INFO_TOPIC = "rgb/camera_info"
 
 
 @dataclass
@@ -108,6 +116,9 @@ class CameraPipeline:
             "points": node.create_lifecycle_publisher(PointCloud2, self.topic("points"), qos),
             "colorized": node.create_lifecycle_publisher(Image, self.topic(COLORIZED_TOPIC),
                                                          qos),
+            "rgb": node.create_lifecycle_publisher(Image, self.topic(RGB_TOPIC), qos),
+            "rgb_info": node.create_lifecycle_publisher(CameraInfo, self.topic(RGB_INFO_TOPIC),
+                                                        qos),
         }
         self.scale_policy = None if self.index == 0 else copy.deepcopy(est.scale_policy)
 
@@ -259,10 +270,6 @@ class CameraPipeline:
             self.pairer.reject_info(info.header.frame_id, stamp_to_ns(info.header.stamp), why)
             self.reject("camera_info", why)
             return None
-        tic = time.perf_counter()
-        rgb = rectifier.apply(rgb)                      # [H,W,3] of intrinsics
-        with self.stats.lock:
-            self.stats.last_rectify_ms = (time.perf_counter() - tic) * 1e3
         # 3. this camera's reference depth or pose for its scale policy (TF per frame_id)
         node, reference = self.node, None
         cloud = node.lidar_cloud
@@ -274,7 +281,9 @@ class CameraPipeline:
         elif settings.scale_policy == "ground_plane":
             holder = est if self.scale_policy is None else self
             node.transforms.apply_camera_pose(holder, header.frame_id, stamp_ns, settings)
-        return Job(FrameInput(rgb, intrinsics, reference, self.scale_policy), header, stamp_ns)
+        # the raw image: the estimator rectifies it straight to the model input
+        return Job(FrameInput(rgb, intrinsics, reference, self.scale_policy, rectifier),
+                   header, stamp_ns)
 
     def finish(self, job: Job, result, est, settings) -> bool:
         """A result (or the exception of its frame) -> published outputs and counters."""
@@ -288,13 +297,13 @@ class CameraPipeline:
         if isinstance(result, Exception):
             self.reject("backend_error", f"{type(result).__name__}: {result}")
             return False
-        header, rgb = job.header, job.input.rgb
+        header, rgb = job.header, job.input.rgb          # raw when a rectifier is set
         # the range the estimator marked with (node parameters narrowing the model's):
         # the colour scale and the cloud's sky cap use the same one
         lo, hi = est.depth_range
         depth = result.depth
         # 4. publish, with the input's stamp and frame_id
-        self._publish(header, depth, result.intrinsics, rgb, lo, hi, settings)
+        self._publish(header, depth, result.intrinsics, job.input, lo, hi, settings)
         now_ns = self.node.get_clock().now().nanoseconds
         latency_ms = (now_ns - job.stamp_ns) * 1e-6 if now_ns > 0 else math.nan
         stats = self.stats
@@ -302,6 +311,7 @@ class CameraPipeline:
             stats.frames_out += 1
             stats.output_rate.tick()
             stats.last_inference_ms = float(result.timings.get("inference_ms", math.nan))
+            stats.last_rectify_ms = float(result.timings.get("rectify_ms", math.nan))
             stats.last_latency_ms = latency_ms
             if not stats.max_latency_ms >= latency_ms:
                 stats.max_latency_ms = latency_ms
@@ -323,16 +333,33 @@ class CameraPipeline:
         self.node.reporter.publish_status(header, stats)
         return True
 
-    def _publish(self, header, depth, intrinsics, rgb, lo, hi, settings) -> None:
+    def _publish(self, header, depth, intrinsics, frame: FrameInput, lo, hi,
+                 settings) -> None:
+        """``frame``: the estimator's input; its raw image is rectified at camera
+        resolution only for ``rgb/image_rect_color`` or a coloured cloud, while someone
+        subscribes (the model's input was resampled from it directly)."""
         pubs = self.publishers
         if not pubs:
             return
         with self._publish_lock:
+            # the input's stereo (Tx, Ty) carried on; the cloud ignores them, as
+            # depth_image_proc does (each camera's cloud in its own frame)
+            tx_ty = frame.rectifier.tx_ty if frame.rectifier is not None else (0.0, 0.0)
+            info = conversions.intrinsics_to_camera_info(intrinsics, header, tx_ty=tx_ty)
             pubs["depth"].publish(conversions.depth_to_image(depth, header,
                                                              settings.output_encoding))
-            pubs["info"].publish(conversions.intrinsics_to_camera_info(intrinsics, header))
-            if pubs["points"].get_subscription_count() > 0:    # None: no TF to point_frame
-                cloud = self.cloud.make(header, depth, intrinsics, rgb, hi, settings)
+            pubs["info"].publish(info)
+            want_cloud = pubs["points"].get_subscription_count() > 0
+            want_rgb = pubs["rgb"].get_subscription_count() > 0
+            rgb = None                                    # [H,W,3] of intrinsics
+            if want_rgb or (want_cloud and settings.point_rgb):
+                rgb = frame.rgb if frame.rectifier is None else frame.rectifier.apply(frame.rgb)
+            if want_rgb:
+                pubs["rgb"].publish(conversions.numpy_to_image(rgb, "rgb8", header))
+                pubs["rgb_info"].publish(info)
+            if want_cloud:                                 # None: no TF to point_frame
+                cloud = self.cloud.make(header, depth, intrinsics,
+                                        rgb if settings.point_rgb else None, hi, settings)
                 if cloud is not None:
                     pubs["points"].publish(cloud)
             if pubs["colorized"].get_subscription_count() > 0:

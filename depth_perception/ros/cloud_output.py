@@ -24,7 +24,8 @@ class CloudOutput:
         self._throttle = Throttle(throttle_s)
 
     def make(self, header, depth, intrinsics, rgb, max_depth: float, settings):
-        """[H,W] metres (REP 117 meanings) -> PointCloud2, or None (TF failure)."""
+        """[H,W] metres (REP 117 meanings) -> PointCloud2, or None (TF failure); ``rgb``
+        [H,W,3] of the depth's geometry for a coloured cloud, else None."""
         try:
             target = self._transforms.cloud_target(header.frame_id,
                                                    stamp_to_ns(header.stamp), settings)
@@ -38,4 +39,4 @@ class CloudOutput:
                     f"{exc}")
             return None
         return cloud.costmap_cloud(depth, intrinsics, header, settings.cloud_settings(max_depth),
-                                   rgb=rgb if settings.point_rgb else None, target=target)
+                                   rgb=rgb, target=target)

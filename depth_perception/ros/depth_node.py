@@ -22,7 +22,8 @@ Outputs carry the input's stamp and frame_id (never now()).
 
 Topics (relative, remappable): ``image`` (or ``image/compressed``), ``camera_info``;
 publishes ``depth/image`` (32FC1 metres or 16UC1 mm) beside ``depth/camera_info``
-(image_transport's pairing), ``points`` and ``depth_colorized/image`` (only while
+(image_transport's pairing), ``points``, ``depth_colorized/image`` and the rectified
+colour image ``rgb/image_rect_color`` beside ``rgb/camera_info`` (only while
 subscribed), ``/diagnostics`` and ``~/status``. A raw image is rectified with its
 CameraInfo's calibration first (``input_image``, :mod:`depth_perception.rectify`);
 the outputs describe the rectified camera.

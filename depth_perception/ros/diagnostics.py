@@ -211,8 +211,11 @@ class StatusReporter:
         self._status_type = interfaces.message_type("DepthStatus")
         self._status_pub = None
         if self._status_type is not None:
-            self._status_pub = node.create_publisher(self._status_type, "~/status",
-                                                     output_qos(10))
+            try:
+                self._status_pub = node.create_publisher(self._status_type, "~/status",
+                                                         output_qos(10))
+            except RuntimeError as exc:     # rclpy's RCLError: a typesupport did not load
+                node.get_logger().error(f"~/status disabled: {interfaces.load_error(exc)}")
         else:
             node.get_logger().info(f"~/status disabled: {interfaces.availability().reason}")
         self._updater = None

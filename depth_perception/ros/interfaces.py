@@ -9,14 +9,24 @@ without it, so they ask here instead of importing it:
     if status_type is None:
         log.info(interfaces.availability().reason)
 
+From an install prefix (colcon, or CMake's ``cmake --install``) a ROS user sources the
+prefix's setup script, which puts ``<prefix>/lib`` on ``LD_LIBRARY_PATH``: rosidl's type
+support dispatch dlopen()s ``libdepth_perception__rosidl_typesupport_<id>.so`` by name,
+which nothing else resolves. :func:`availability` loads the prefix's copies itself, so an
+unsourced prefix works too; where a library still does not load, :func:`load_error` says
+what to source.
+
 Importing this module imports nothing from ROS.
 """
 from __future__ import annotations
 
+import ctypes
 import importlib
 import logging
+import re
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +62,51 @@ def _import_messages():
         return importlib.import_module("depth_perception.msg")
 
 
+def _prefix(module) -> Path:
+    """The install prefix of ``depth_perception`` or ``depth_perception.msg``, whose file
+    is ``<prefix>/lib/pythonX.Y/site-packages/depth_perception[/msg]/__init__.py``."""
+    site = Path(module.__file__).resolve().parents[2 if module.__name__.endswith(".msg")
+                                                    else 1]
+    return site.parents[2]
+
+
+def _preload_typesupport(module) -> None:
+    """Load the prefix's ``libdepth_perception__rosidl_typesupport_*.so`` (RTLD_GLOBAL):
+    a later dlopen by the same name gets the loaded library, with or without
+    ``LD_LIBRARY_PATH``. The pip-only build puts the same lines in the generated
+    ``msg/__init__.py`` (``scripts/build_interfaces.sh``, ``preload_typesupport``)."""
+    for path in sorted((_prefix(module) / "lib").glob(
+            "libdepth_perception__rosidl_typesupport_*.so")):
+        ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
+
+
+def setup_script(module=None) -> str:
+    """The setup script that puts the message libraries on ``LD_LIBRARY_PATH``: the colcon
+    workspace's ``install/setup.bash`` when there is one, else the package's own
+    ``<prefix>/share/depth_perception/local_setup.bash`` (a plain ``cmake --install``)."""
+    if module is None:
+        found = availability()
+        module = found.module or importlib.import_module("depth_perception")
+    prefix = _prefix(module)
+    for script in (prefix / "setup.bash", prefix.parent / "setup.bash"):
+        if script.is_file():
+            return str(script)
+    return str(prefix / "share" / "depth_perception" / "local_setup.bash")
+
+
+def load_error(exc: Exception) -> str:
+    """The reason a publisher or subscription of a depth_perception message could not be
+    made (``exc``: rclpy's error, e.g. 'Could not load library
+    libdepth_perception__rosidl_typesupport_fastrtps_c.so'), and what to source."""
+    text = str(exc)
+    missing = re.search(r"Could not load library (\S+?):", text)
+    why = (f"{missing.group(1)} not found" if missing
+           else (text.strip().splitlines() or [type(exc).__name__])[0])
+    return (f"the depth_perception message libraries do not load ({why}); source "
+            f"{setup_script()} (it puts the install prefix's lib/ on LD_LIBRARY_PATH), "
+            f"or rebuild: {BUILD_HINT}")
+
+
 @lru_cache(maxsize=1)
 def availability() -> Availability:
     """Try once to import the generated messages (cached; ``availability.cache_clear()``
@@ -60,6 +115,7 @@ def availability() -> Availability:
         module = _import_messages()
         for name in MESSAGES:
             getattr(module, name)
+        _preload_typesupport(module)
     except ImportError as exc:
         return Availability(False, f"depth_perception messages are not built ({exc}); "
                                    f"{BUILD_HINT}")

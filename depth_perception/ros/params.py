@@ -55,7 +55,7 @@ PARAMETERS = (
     ParamSpec("cameras", ("",), "Camera namespaces served by this node with one model: for "
               "each camera C, subscribes C/image (or C/image/compressed) and C/camera_info "
               "and publishes C/depth/image, C/depth/camera_info, C/points, "
-              "C/depth_colorized/image with "
+              "C/depth_colorized/image, C/rgb/image_rect_color, C/rgb/camera_info with "
               "that camera's stamps and frames; [''] = one camera on the node's own topics. "
               "Frames of several cameras ready together run as one batch where the model "
               "takes one", read_only=True),

@@ -3,7 +3,8 @@
 ``estimate(rgb [H,W,3] uint8, intrinsics, reference_depth=None) -> DepthResult``:
 
 1. check the frame against the intrinsics (ValueError on a mismatch),
-2. :class:`~depth_perception.runtime.processing.Preprocessor` -> [1,3,h,w],
+2. :class:`~depth_perception.runtime.processing.Preprocessor` -> [1,3,h,w] (a raw
+   image with its rectifier: rectified straight to the model input in one remap),
 3. the backend (named tensors in/out),
 4. refuse a non-finite output (RuntimeError "model output contains NaN ..."),
 5. :func:`~depth_perception.runtime.processing.postprocess` back to [H,W],
@@ -26,12 +27,13 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from depth_perception.camera import Intrinsics
 from depth_perception.metadata import ModelMetadata
+from depth_perception.rectify import Rectifier
 from depth_perception.runtime.backends.base import Backend
 from depth_perception.runtime.geometry import InputPlan, check_focal_policy, plan_input
 from depth_perception.runtime.processing import (UPSAMPLE_MODES, Prepared, Preprocessor,
@@ -51,7 +53,8 @@ class DepthResult:
     range, -inf too close); ``intrinsics``: camera resolution; ``scale`` and
     ``scale_source``: the factor applied and the policy; ``scale_valid``: this frame
     produced a scale measurement; ``timings``: preprocess_ms, inference_ms,
-    postprocess_ms; ``backend``/``precision``: what ran."""
+    postprocess_ms, rectify_ms (the part of preprocess_ms spent rectifying a raw image);
+    ``backend``/``precision``: what ran."""
 
     depth: np.ndarray
     intrinsics: Intrinsics
@@ -68,13 +71,17 @@ class DepthResult:
 @dataclass
 class FrameInput:
     """One frame of :meth:`DepthEstimator.estimate_batch`: ``rgb`` [H,W,3] uint8 matching
-    ``intrinsics``, an optional sparse metric ``reference_depth`` [H,W], and the scale
-    policy of its camera (None: the estimator's own)."""
+    ``intrinsics``, an optional sparse metric ``reference_depth`` [H,W], the scale
+    policy of its camera (None: the estimator's own), and the ``rectifier`` of a raw
+    ``rgb`` (None: ``rgb`` is already the image of ``intrinsics``; else ``intrinsics`` is
+    the rectifier's camera and the model input is resampled from the raw image in one
+    remap, :meth:`~depth_perception.rectify.Rectifier.resample`)."""
 
     rgb: np.ndarray
     intrinsics: Intrinsics
     reference_depth: np.ndarray | None = None
     scale_policy: ScalePolicy | None = None
+    rectifier: Rectifier | None = None
 
 
 class DepthEstimator:
@@ -202,10 +209,13 @@ class DepthEstimator:
             raise
 
     def estimate(self, rgb: np.ndarray, intrinsics: Intrinsics,
-                 reference_depth: np.ndarray | None = None) -> DepthResult:
+                 reference_depth: np.ndarray | None = None,
+                 rectifier: Rectifier | None = None) -> DepthResult:
         """rgb: [H,W,3] uint8 matching ``intrinsics``; reference_depth: [H,W] sparse
-        metric depth (NaN where none) for reference-based policies."""
-        result = self.estimate_batch([FrameInput(rgb, intrinsics, reference_depth)])[0]
+        metric depth (NaN where none) for reference-based policies; ``rectifier``: of a
+        raw ``rgb`` (see :class:`FrameInput`)."""
+        result = self.estimate_batch([FrameInput(rgb, intrinsics, reference_depth,
+                                                 rectifier=rectifier)])[0]
         if isinstance(result, Exception):
             raise result
         return result
@@ -227,13 +237,18 @@ class DepthEstimator:
             try:
                 t0 = time.perf_counter()
                 plan = self._plan_frame(frame)
-                if on_device:
-                    depth, prepared, t1, t2 = self._estimate_on_device(frame.rgb,
-                                                                       frame.intrinsics)
+                if on_device:             # the device resizes: rectify on the host first
+                    rgb, tic = frame.rgb, time.perf_counter()
+                    if frame.rectifier is not None:
+                        rgb = frame.rectifier.apply(rgb)
+                    rectify_ms = (time.perf_counter() - tic) * 1e3
+                    depth, prepared, t1, t2 = self._estimate_on_device(rgb, frame.intrinsics)
+                    prepared = replace(prepared, rectify_ms=rectify_ms)
                     results[i] = self._finish(frame, plan, depth, prepared, (t1 - t0) * 1e3,
                                               (t2 - t1) * 1e3, t2, 1)
                     continue
-                prepared = self.preprocessor.prepare(frame.rgb, frame.intrinsics)
+                prepared = self.preprocessor.prepare(frame.rgb, frame.intrinsics,
+                                                     frame.rectifier)
                 ready.append((i, plan, prepared, t0, time.perf_counter()))
             except Exception as exc:  # noqa: BLE001 - that frame's result
                 results[i] = exc
@@ -316,7 +331,8 @@ class DepthEstimator:
             depth = np.full_like(depth, np.nan)
         depth = mark_out_of_range(depth, *self.depth_range)
         timings = {"preprocess_ms": preprocess_ms, "inference_ms": inference_ms,
-                   "postprocess_ms": (time.perf_counter() - post_start) * 1e3}
+                   "postprocess_ms": (time.perf_counter() - post_start) * 1e3,
+                   "rectify_ms": prepared.rectify_ms}      # within preprocess_ms
         return DepthResult(depth, frame.intrinsics, float(est.scale), est.source, timings,
                            self.backend.name, self.backend.precision, bool(est.valid),
                            prepared, batch)

@@ -1,6 +1,8 @@
 """Model input preparation and output decoding, vectorised with numpy and cv2.
 
-Input: an RGB uint8 frame ``[H,W,3]`` with its camera :class:`Intrinsics`.
+Input: an RGB uint8 frame ``[H,W,3]`` with its camera :class:`Intrinsics` (or the raw
+image of a lens with its :class:`~depth_perception.rectify.Rectifier`: rectified, cropped
+and resized in one remap, the intrinsics those of the rectified camera).
 :class:`Preprocessor` resizes it to the model's input size (dynamic models: keep the
 aspect ratio, both sides a multiple of ``size_multiple``; fixed-size models: resize to
 that size, optionally after a centre crop that keeps the aspect), normalises it with
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass
 
 import cv2
@@ -31,6 +34,7 @@ import numpy as np
 
 from depth_perception.camera import Intrinsics
 from depth_perception.metadata import ModelMetadata
+from depth_perception.rectify import Rectifier, crop_resize
 from depth_perception.runtime.geometry import DEFAULT_SHORT_SIDE
 
 logger = logging.getLogger(__name__)
@@ -95,6 +99,7 @@ class Prepared:
     intrinsics: Intrinsics
     intrinsics_model: Intrinsics
     crop: tuple[int, int, int, int]
+    rectify_ms: float = 0.0             # the raw image's remap to the model input, if any
 
     @property
     def original_size(self) -> tuple[int, int]:
@@ -144,17 +149,28 @@ class Preprocessor:
         ch = min(H, max(1, int(round(W * mh / mw))))
         return (0, (H - ch) // 2, W, ch), (mw, mh)
 
-    def prepare(self, rgb: np.ndarray, intrinsics: Intrinsics) -> Prepared:
-        """rgb: [H,W,3] uint8 matching ``intrinsics`` -> :class:`Prepared` ([1,3,h,w])."""
+    def prepare(self, rgb: np.ndarray, intrinsics: Intrinsics,
+                rectifier: Rectifier | None = None) -> Prepared:
+        """rgb: [H,W,3] uint8 matching ``intrinsics`` -> :class:`Prepared` ([1,3,h,w]).
+
+        ``rectifier``: ``rgb`` is the raw image of a lens whose rectified camera is
+        ``intrinsics`` (:func:`depth_perception.rectify.rectifier`): crop and resize are
+        done from the raw image in one remap (:meth:`Rectifier.resample`), its time in
+        ``Prepared.rectify_ms``. Without one (or an identity one) ``rgb`` is the image
+        of ``intrinsics`` and is cropped and resized as it is.
+        """
         check_rgb(rgb, intrinsics)
-        (x0, y0, cw, ch), (mw, mh) = self.geometry(intrinsics)
-        image = rgb[y0:y0 + ch, x0:x0 + cw]
-        # Area averaging only where it matters (shrinking by more than 2x: aliasing);
-        # bilinear otherwise, 4x cheaper at 1280x720 -> 924x518.
-        strong_shrink = mw * 2 < cw or mh * 2 < ch
-        interp = cv2.INTER_AREA if strong_shrink else cv2.INTER_LINEAR
-        if (mw, mh) != (cw, ch):
-            image = cv2.resize(np.ascontiguousarray(image), (mw, mh), interpolation=interp)
+        crop, (mw, mh) = self.geometry(intrinsics)
+        rectify_ms = 0.0
+        if rectifier is not None and not rectifier.identity:
+            if rectifier.intrinsics != intrinsics:
+                raise ValueError(f"the rectifier's camera {rectifier.intrinsics} is not the "
+                                 f"frame's {intrinsics}")
+            tic = time.perf_counter()
+            image = rectifier.resample(rgb, crop, (mw, mh))             # [h,w,3] uint8
+            rectify_ms = (time.perf_counter() - tic) * 1e3
+        else:
+            image = crop_resize(rgb, crop, (mw, mh))                    # [h,w,3] uint8
         # layout change and normalisation fused: split into uint8 planes, then one
         # uint8 -> float32 multiply-add per plane written straight into the planar
         # [1,3,h,w] tensor (no [h,w,3] float temporaries, no transpose copy)
@@ -162,8 +178,8 @@ class Preprocessor:
         for c, plane in enumerate(cv2.split(np.ascontiguousarray(image))):   # [h,w] uint8
             cv2.addWeighted(plane, self._scale[c], plane, 0.0, self._offset[c],
                             dst=tensor[0, c], dtype=cv2.CV_32F)
-        k_model = intrinsics.cropped(x0, y0, cw, ch).resized(mw, mh)
-        return Prepared(tensor, intrinsics, k_model, (x0, y0, cw, ch))
+        k_model = intrinsics.cropped(*crop).resized(mw, mh)
+        return Prepared(tensor, intrinsics, k_model, crop, rectify_ms)
 
 
 def check_rgb(rgb: np.ndarray, intrinsics: Intrinsics) -> None:

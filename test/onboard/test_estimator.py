@@ -23,8 +23,9 @@ def test_metric_model_shapes_units_and_timings():
     assert np.all(res.depth == 12.5)
     assert res.prepared.tensor.shape == (1, 3, 112, 224)
     assert (res.scale, res.scale_source, res.scale_valid) == (1.0, "model", True)
-    assert set(res.timings) == {"preprocess_ms", "inference_ms", "postprocess_ms"}
-    assert all(v >= 0 for v in res.timings.values())
+    assert set(res.timings) == {"preprocess_ms", "inference_ms", "postprocess_ms",
+                                "rectify_ms"}
+    assert all(v >= 0 for v in res.timings.values()) and res.timings["rectify_ms"] == 0
     assert (res.backend, res.precision) == ("function", "fp32")
     assert res.intrinsics == CAM and backend.calls == 1
 
@@ -166,6 +167,34 @@ def test_fixed_size_model_with_centre_crop():
     depth = est.estimate(RGB, CAM).depth
     assert seen == [(1, 3, 56, 56)]
     assert np.isnan(depth[:, :84]).all() and np.all(depth[:, 84:252] == 4.0)
+
+
+def test_raw_image_with_its_rectifier_is_resampled_straight_to_the_model_input():
+    """A raw frame + rectifier: the model sees rect.resample(raw) (one remap), the depth
+    comes back at the rectified camera's resolution and geometry (its K, not the lens')."""
+    from depth_perception.rectify import Calibration, rectifier
+
+    meta = ModelMetadata(output_kind="metric_depth", min_depth=0.5, max_depth=50.0)
+    seen = []
+
+    def fn(x):
+        seen.append(x.copy())
+        return np.full((1, 1) + x.shape[2:], 7.0, np.float32)
+    est = DepthEstimator(FunctionBackend(fn, meta), meta, short_side=112)
+    lens = rectifier(Calibration.pinhole(CAM, "plumb_bob", (-0.3, 0.0, 0.0, 0.0, 0.0)))
+    res = est.estimate(RGB, lens.intrinsics, rectifier=lens)
+    want = est.preprocessor.prepare(lens.resample(RGB, (0, 0, 336, 168), (224, 112)),
+                                    CAM.resized(224, 112))            # no resize left
+    np.testing.assert_array_equal(seen[0], want.tensor)
+    assert res.intrinsics == CAM and res.depth.shape == (168, 336) and np.all(res.depth == 7)
+    assert res.prepared.intrinsics_model == CAM.resized(224, 112)
+    assert res.timings["rectify_ms"] > 0
+    # without the rectifier the model sees the raw pixels resized: not the same input
+    est.estimate(RGB, CAM)
+    assert not np.array_equal(seen[1], seen[0])
+    other = Intrinsics(210.0, 210.0, 167.5, 83.5, 336, 168)
+    with pytest.raises(ValueError, match="rectifier's camera"):
+        est.estimate(RGB, other, rectifier=lens)
 
 
 def test_load_splits_estimator_and_backend_options(tmp_path):

@@ -265,7 +265,7 @@ def test_failed_frames_are_counted_and_all_failed_is_an_error(synth_bag):
     calls = []
 
     class NaNOnOddFrames:
-        def estimate(self, rgb, intrinsics):
+        def estimate(self, rgb, intrinsics, rectifier=None):
             calls.append(1)
             if len(calls) % 2 == 0:
                 raise RuntimeError("model output contains NaN")
@@ -279,7 +279,7 @@ def test_failed_frames_are_counted_and_all_failed_is_an_error(synth_bag):
     assert res.models["flaky"].info["frames_failed"] == 3
 
     class AlwaysNaN:
-        def estimate(self, rgb, intrinsics):
+        def estimate(self, rgb, intrinsics, rectifier=None):
             raise RuntimeError("model output contains NaN")
 
     with pytest.raises(ValueError, match="no frame could be scored for 'broken'.*6 failed"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 import pytest
 
@@ -88,8 +89,6 @@ def test_binning_and_roi_follow_the_full_resolution_maps():
 def test_distortion_maps_invert_the_rectification(model, D):
     cal = Calibration.pinhole(PIN, model, D)
     mx, my = distortion_maps(cal)                  # raw pixel -> rectified coordinates
-    import cv2
-
     raw = cv2.remap(ramps(), mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     back = rectifier(cal).apply(raw)                 # should give each pixel its own (u, v)
     inner = (slice(20, 76), slice(60, 260))
@@ -170,3 +169,103 @@ def test_synthetic_lens_bag_rectifies_back_to_the_pinhole_drive(tmp_path):
     assert diff(rect) < 6 and 2 * diff(rect) < diff(raw)     # grey levels, inner region
     np.testing.assert_array_equal(np.isnan(rect.gt_depth), np.isnan(ref.gt_depth))
     assert np.isnan(ref.gt_depth).any()                            # +inf -> NaN in a Sample
+
+
+# -- the raw image straight to a model input (one remap: rectify, crop, resize) ---------
+LENS = Calibration.pinhole(PIN, "plumb_bob", (-0.3, 0.0, 0.0, 0.0, 0.0))
+
+
+def smooth(w=320, h=96):
+    """[H,W,3] uint8 of slow waves (no detail finer than ~10 px: interpolation is exact
+    enough that one remap and remap-then-resize must agree)."""
+    u, v = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
+    planes = [128 + 100 * np.sin(u / 13.0) * np.cos(v / 9.0),
+              128 + 90 * np.cos((u + 2 * v) / 17.0), 60 + 0.5 * u + v]
+    return np.clip(np.dstack(planes), 0, 255).round().astype(np.uint8)
+
+
+def test_resample_puts_a_known_point_on_the_right_pixel():
+    rect = rectifier(LENS)
+    # 320x96 -> 224x70 (bilinear, as the preprocessor's resize). Output pixel (0, 0) is
+    # the rectified pixel u = 0.5 * 320/224 - 0.5 = 0.21429, v = 0.5 * 96/70 - 0.5 =
+    # 0.18571: x = (0.21429 - 159.5)/200 = -0.79643, y = -0.23657, r^2 = 0.69026,
+    # 1 + k1 r^2 = 0.79292: raw u_d = 159.5 - 200 * 0.79643 * 0.79292 = 33.20,
+    # v_d = 47.5 - 200 * 0.23657 * 0.79292 = 9.98
+    out = rect.resample(ramps(), (0, 0, 320, 96), (224, 70))
+    assert out.shape == (70, 224, 3)
+    assert out[0, 0, 0] == pytest.approx(33.20, abs=0.05)
+    assert out[0, 0, 1] == pytest.approx(9.98, abs=0.05)
+    # a crop: (40, 10, 200x60) -> 100x30; output (10, 2) is rectified
+    # (10.5 * 2 - 0.5 + 40, 2.5 * 2 - 0.5 + 10) = (60.5, 14.5): x = -0.495, y = -0.165,
+    # r^2 = 0.27225, 1 + k1 r^2 = 0.918325: raw (159.5 - 99 * 0.918325,
+    # 47.5 - 33 * 0.918325) = (68.59, 17.20)
+    out = rect.resample(ramps(), (40, 10, 200, 60), (100, 30))
+    assert (out[2, 10, 0], out[2, 10, 1]) == (pytest.approx(68.59, abs=0.05),
+                                              pytest.approx(17.20, abs=0.05))
+    # the model input is described by the rectified camera cropped and resized:
+    # cx' = 0.5 * (119.5 + 0.5) - 0.5 = 59.5, and its ray of pixel 10 is the rectified 60.5
+    k = rect.intrinsics.cropped(40, 10, 200, 60).resized(100, 30)
+    assert (k.fx, k.cx, k.cy) == (100.0, 59.5, 18.5)
+    assert (10 - k.cx) / k.fx == pytest.approx((60.5 - PIN.cx) / PIN.fx)
+
+
+def test_resample_matches_rectify_then_resize():
+    rect, image = rectifier(LENS), smooth()
+    for crop, size in [((0, 0, 320, 96), (224, 70)), ((40, 10, 200, 60), (150, 44)),
+                       ((0, 0, 320, 96), (320, 96))]:
+        x0, y0, w, h = crop
+        twice = cv2.resize(rect.apply(image)[y0:y0 + h, x0:x0 + w], size,
+                           interpolation=cv2.INTER_LINEAR)
+        once = rect.resample(image, crop, size)
+        # rectified corners see black beyond the raw image: compare the inside
+        sl = (slice(size[1] // 8, -size[1] // 8), slice(size[0] // 8, -size[0] // 8))
+        diff = np.abs(once[sl].astype(int) - twice[sl])
+        assert diff.mean() < 0.5 and diff.max() <= 2, (crop, size, diff.mean(), diff.max())
+    # a strong shrink (> 2x, where the resize averages areas) averages s x s samples
+    twice = cv2.resize(rect.apply(image), (64, 19), interpolation=cv2.INTER_AREA)
+    once = rect.resample(image, (0, 0, 320, 96), (64, 19))
+    diff = np.abs(once[3:-3, 8:-8].astype(int) - twice[3:-3, 8:-8])
+    assert diff.mean() < 0.5 and diff.max() <= 2
+    # s = ceil(96/19) = 6: output (32, 9) is the mean of a 6 x 6 block centred on the
+    # rectified (32.5 * 5 - 0.5, 9.5 * 96/19 - 0.5) = (162.0, 47.5), where x = 0.0125,
+    # y = 0: raw u = 159.5 + 2.5 * (1 - 0.3 * 0.00015625) = 162.0 (ramps: linear there)
+    out = rect.resample(ramps(), (0, 0, 320, 96), (64, 19))
+    assert out[9, 32, 0] == pytest.approx(162.0, abs=0.1)
+    assert out[9, 32, 1] == pytest.approx(47.5, abs=0.1)
+
+
+def test_resample_without_distortion_is_the_plain_resize():
+    rect, image = rectifier(Calibration.pinhole(PIN)), smooth()
+    assert rect.identity
+    np.testing.assert_array_equal(rect.resample(image, (40, 10, 200, 60), (150, 44)),
+                                  cv2.resize(np.ascontiguousarray(image[10:70, 40:240]),
+                                             (150, 44), interpolation=cv2.INTER_LINEAR))
+    with pytest.raises(ValueError, match="calibration says 320x96"):
+        rect.resample(image[:, :300], (0, 0, 300, 96), (150, 48))
+
+
+def test_stereo_tx_is_carried_not_used_for_rectification():
+    """The right camera of a stereo pair, baseline 0.12 m: Tx = -fx B = -200 * 0.12 = -24.
+    image_proc hands OpenCV the 3x4 P; OpenCV takes its 3x3 part, so Tx moves no pixel.
+    Binning 2 halves Tx (image_geometry: P(0,3) *= 1/binning_x); an ROI leaves it."""
+    D = (-0.3, 0.0, 0.0, 0.0, 0.0)
+    right = Calibration.pinhole(PIN, "plumb_bob", D, tx_ty=(-24.0, 0.0))
+    assert right.P[3] == -24.0 and right.tx_ty() == (-24.0, 0.0)
+    assert rectifier(right).tx_ty == (-24.0, 0.0) and rectifier(right).intrinsics == PIN
+    np.testing.assert_array_equal(rectifier(right).apply(ramps()),
+                                  rectifier(Calibration.pinhole(PIN, "plumb_bob", D))
+                                  .apply(ramps()))
+    K, P = PIN.K, np.reshape(right.P, (3, 4))
+    with_tx = cv2.initUndistortRectifyMap(K, np.array(D), np.eye(3), P, (320, 96),
+                                          cv2.CV_32FC1)
+    without = cv2.initUndistortRectifyMap(K, np.array(D), np.eye(3), P[:, :3], (320, 96),
+                                          cv2.CV_32FC1)
+    np.testing.assert_array_equal(with_tx[0], without[0])
+    binned = Calibration(**{**right.__dict__, "binning_x": 2, "binning_y": 2})
+    assert rectifier(binned).tx_ty == (-12.0, 0.0)
+    roi = Calibration(**{**right.__dict__, "roi": (40, 10, 200, 60)})
+    assert rectifier(roi).tx_ty == (-24.0, 0.0)
+    assert rectifier(right, "rectified").tx_ty == (-24.0, 0.0)
+    assert rectifier(right, "ignore_distortion").tx_ty == (0.0, 0.0)     # K: no stereo P
+    # no distortion, R = I, P[:3,:3] = K: nothing to rectify, Tx still carried
+    assert rectifier(Calibration.pinhole(PIN, tx_ty=(-24.0, 0.0))).tx_ty == (-24.0, 0.0)

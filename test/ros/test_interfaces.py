@@ -146,6 +146,50 @@ def test_node_runs_without_status_when_not_built(monkeypatch):
                        if name.startswith("/depth_node"))
 
 
+def test_status_typesupport_that_does_not_load_says_what_to_source(built):
+    """rclpy's error when rosidl cannot dlopen the prefix's typesupport library (an
+    install prefix that was not sourced and whose libraries could not be preloaded): the
+    node keeps running without ~/status and says which setup script to source."""
+    from rclpy._rclpy_pybind11 import RCLError
+
+    from depth_perception.ros.diagnostics import StatusReporter
+
+    text = ("Failed to create publisher: Type support not from this implementation. Got:\n"
+            "    Could not load library libdepth_perception__rosidl_typesupport_fastrtps_c.so:"
+            " dlopen error: libdepth_perception__rosidl_typesupport_fastrtps_c.so: cannot "
+            "open shared object file: No such file or directory, at shared_library.c:96")
+    said = []
+
+    class Logger:
+        def error(self, msg):
+            said.append(msg)
+
+        info = warning = error
+
+    class Node:
+        cameras = []
+
+        def create_publisher(self, msg_type, topic, qos):
+            if topic == "~/status":
+                raise RCLError(text)
+            return object()
+
+        def create_timer(self, *args, **kwargs):
+            return None
+
+        def get_logger(self):
+            return Logger()
+
+    reporter = StatusReporter(Node(), 1.0, None)
+    assert reporter._status_pub is None
+    script = interfaces.setup_script()
+    assert script.endswith("/setup.bash") or script.endswith(
+        "/share/depth_perception/local_setup.bash")
+    assert said == [f"~/status disabled: {interfaces.load_error(RCLError(text))}"]
+    assert ("libdepth_perception__rosidl_typesupport_fastrtps_c.so not found); source "
+            f"{script} (it puts the install prefix's lib/ on LD_LIBRARY_PATH)") in said[0]
+
+
 @pytest.mark.slow
 def test_full_package_install_with_cmake(built, tmp_path):
     """The colcon path (CMakeLists.txt without INTERFACES_ONLY): messages + Python package

@@ -136,7 +136,8 @@ def test_depth_image_and_its_camera_info_sit_side_by_side():
     """depth_image_proc / rviz DepthCloud derive the CameraInfo from the image topic: it
     must be the depth node's own depth/camera_info, not its input's camera_info."""
     from depth_perception.ros.camera_pipeline import (COLORIZED_TOPIC, DEPTH_INFO_TOPIC,
-                                                      DEPTH_TOPIC)
+                                                      DEPTH_TOPIC, RGB_INFO_TOPIC,
+                                                      RGB_TOPIC)
 
     assert camera_info_topic(DEPTH_TOPIC) == DEPTH_INFO_TOPIC == "depth/camera_info"
     assert camera_info_topic(COLORIZED_TOPIC) != "camera_info"        # not the input's
@@ -147,6 +148,10 @@ def test_depth_image_and_its_camera_info_sit_side_by_side():
                  if d["Class"] == "rviz_default_plugins/DepthCloud")
     assert cloud["Depth Map Topic"] == "/" + DEPTH_TOPIC
     assert camera_info_topic(cloud["Depth Map Topic"]) == "/" + DEPTH_INFO_TOPIC
+    # its colour: an image of the depth's geometry (not the distorted image_raw), under
+    # depth_image_proc/point_cloud_xyzrgb's names, beside its own CameraInfo
+    assert cloud["Color Image Topic"] == "/" + RGB_TOPIC == "/rgb/image_rect_color"
+    assert camera_info_topic(RGB_TOPIC) == RGB_INFO_TOPIC == "rgb/camera_info"
     assert ("input_image", "", ) == next(a[:2] for a in launch.ARGUMENTS
                                          if a[0] == "input_image")
     assert "input_image" in launch.PARAMETER_ARGUMENTS

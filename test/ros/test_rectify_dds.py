@@ -91,9 +91,10 @@ def pick(out, t: int):
                 if stamp_ns(m) == t)
 
 
-def run_one(ros, **params):
-    """Start the node, feed the distorted frame until depth, CameraInfo and cloud of one
-    stamp arrive; returns (depth [H,W], CameraInfo, cloud)."""
+def run_one(ros, cal: Calibration = LENS, **params):
+    """Start the node, feed the distorted frame (a camera of calibration ``cal``) until
+    depth, CameraInfo and cloud of one stamp arrive; returns (depth [H,W], CameraInfo,
+    cloud)."""
     from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
     node = start_node(ros, META, **params)
@@ -101,7 +102,7 @@ def run_one(ros, **params):
     info_out = ros.collect(CameraInfo, "/depth/camera_info")
     points_out = ros.collect(PointCloud2, "/points")
     ros.wait_subscribed(points_out)
-    t = feed(ros, LENS, distorted(pinhole_scene()), points_out, 1_800_000_000_000_000_000)
+    t = feed(ros, cal, distorted(pinhole_scene()), points_out, 1_800_000_000_000_000_000)
     assert node.stats.bad["camera_info"] == 0
     return conversions.image_to_depth(pick(depth_out, t)), pick(info_out, t), pick(points_out, t)
 
@@ -162,3 +163,91 @@ def test_image_rect_input_uses_p(ros):
     expected = 1.0 + 30.0 * pinhole_scene()[..., 0].astype(np.float32) / 255.0
     # not warped again (the model resize 64x48 -> 56x42 -> back costs < 0.08 m)
     np.testing.assert_allclose(depth, expected, rtol=0, atol=0.08)
+
+
+def test_coloured_cloud_takes_the_rectified_colours(ros):
+    """point_rgb: the model input is resampled straight from the raw image, so the node
+    rectifies the colours at full size for the cloud: each point's colour is the pinhole
+    scene's at its pixel. At the centre row, column 4 (x = -0.6875) sees through the lens
+    the rectified x_u with x_u (1 - 0.3 x_u^2) = -0.6875, x_u = -0.922, u = -5.4: beyond
+    the left edge, red 20 in the raw image; the rectified colour is the pinhole red there,
+    20 + 130 * 4 / 63 = 28.3."""
+    _, _, cloud = run_one(ros, point_rgb=True)
+    names = [f.name for f in cloud.fields]
+    assert "rgb" in names
+    field = cloud.fields[names.index("rgb")]
+    rows = np.frombuffer(bytes(cloud.data), np.uint8).reshape(cloud.height * cloud.width,
+                                                              cloud.point_step)
+    packed = rows[:, field.offset:field.offset + 4].copy().view("<f4")[:, 0]
+    rgb = conversions.unpack_rgb(packed).reshape(cloud.height, cloud.width, 3)
+    scene = pinhole_scene().astype(int)
+    inner = (slice(4, H - 4), slice(4, W - 4))
+    assert np.abs(rgb[inner].astype(int) - scene[inner]).max() <= 3
+    assert abs(int(rgb[H // 2, 4, 0]) - 28) <= 2
+    assert abs(int(distorted(pinhole_scene())[H // 2, 4, 0]) - 20) <= 1   # the raw pixel
+
+
+def test_rgb_image_rect_color_is_the_colour_in_the_depths_geometry(ros):
+    """rgb/image_rect_color (rviz DepthCloud's colour): the distorted input rectified to
+    the depth's camera, beside rgb/camera_info = depth/camera_info. Column 4 of the centre
+    row: red 28 (rectified, see above), where the raw image has 20."""
+    from sensor_msgs.msg import CameraInfo, Image
+
+    start_node(ros, META)
+    rgb_out = ros.collect(Image, "/rgb/image_rect_color")
+    rgb_info_out = ros.collect(CameraInfo, "/rgb/camera_info")
+    info_out = ros.collect(CameraInfo, "/depth/camera_info")
+    for out in (rgb_out, rgb_info_out, info_out):
+        ros.wait_subscribed(out)
+    t = feed(ros, LENS, distorted(pinhole_scene()), rgb_out, 2_000_000_000_000_000_000)
+    msg = pick(rgb_out, t)
+    assert (msg.encoding, msg.header.frame_id) == ("rgb8", "camera_optical_frame")
+    rgb = conversions.image_to_rgb(msg).astype(int)
+    scene = pinhole_scene().astype(int)
+    inner = (slice(4, H - 4), slice(4, W - 4))
+    assert np.abs(rgb[inner] - scene[inner]).max() <= 3
+    assert abs(rgb[H // 2, 4, 0] - 28) <= 2
+    rgb_info, info = pick(rgb_info_out, t), pick(info_out, t)
+    assert (list(rgb_info.k), list(rgb_info.p), list(rgb_info.d)) == (
+        list(info.k), list(info.p), list(info.d))
+    np.testing.assert_allclose(np.reshape(rgb_info.k, (3, 3)), PIN.K)
+
+
+def depth_image_proc_xyz(depth: np.ndarray, info) -> np.ndarray:
+    """depth_image_proc::convertDepth (point_cloud_xyz) for 32FC1 metres: image_geometry's
+    fx() = P(0,0), cx() = P(0,2), fy() = P(1,1), cy() = P(1,2); Tx = P(0,3) unused;
+    X = (u - cx) z / fx, Y = (v - cy) z / fy; NaN stays NaN. [H,W,3]."""
+    cx, cy = np.float32(info.p[2]), np.float32(info.p[6])
+    kx, ky = np.float32(1.0 / info.p[0]), np.float32(1.0 / info.p[5])
+    u = np.arange(depth.shape[1], dtype=np.float32)[None, :]
+    v = np.arange(depth.shape[0], dtype=np.float32)[:, None]
+    return np.dstack([(u - cx) * depth * kx, (v - cy) * depth * ky, depth])
+
+
+def test_right_camera_of_a_stereo_pair_keeps_tx_and_its_cloud_is_depth_image_procs(ros):
+    """The right camera of a stereo pair (baseline B = 0.12 m): P[0,3] = Tx = -fx B =
+    -40 * 0.12 = -4.8. image_proc rectifies with P[:3,:3] (Tx does not move a pixel), so
+    the depth is that of the Tx = 0 camera; depth/camera_info carries Tx = -4.8 on (as
+    image_geometry reads the input); the cloud is in the right camera's own frame, as
+    depth_image_proc computes it from depth + depth/camera_info (Tx unused): the centre
+    column's x is 0, not B."""
+    right = Calibration.pinhole(PIN, "plumb_bob", (-0.3, 0.0, 0.0, 0.0, 0.0),
+                                tx_ty=(-40.0 * 0.12, 0.0))
+    depth, info, cloud = run_one(ros, right)
+    P = np.reshape(info.p, (3, 4))
+    assert P[0, 3] == pytest.approx(-4.8) and P[1, 3] == 0.0 and P[2, 3] == 0.0
+    np.testing.assert_allclose(P[:, :3], PIN.K)
+    np.testing.assert_allclose(np.reshape(info.k, (3, 3)), PIN.K)
+    assert not any(info.d)
+    # the model saw the same rectified image as for the monocular lens
+    expected = 1.0 + 30.0 * pinhole_scene()[..., 0].astype(np.float32) / 255.0
+    inner = (slice(4, H - 4), slice(4, W - 4))
+    np.testing.assert_allclose(depth[inner], expected[inner], rtol=0, atol=0.15)
+    xyz = read_points(cloud).reshape(H, W, 3)
+    ref = depth_image_proc_xyz(depth, info)
+    ok = np.isfinite(ref[..., 2])
+    assert ok.mean() > 0.9
+    np.testing.assert_allclose(xyz[ok], ref[ok], rtol=1e-5, atol=1e-5)
+    # pixel (31.5, 23.5) is the optical axis: between columns 31 and 32, x = -/+ z/80
+    z = xyz[H // 2, 31, 2]
+    assert xyz[H // 2, 31, 0] == pytest.approx(-0.5 * z / 40.0, abs=1e-5)

@@ -181,14 +181,21 @@ def test_cmake_install_prefix_starts_its_depth_node(vehicle, tmp_path):
     assert subpackages(ROOT / "depth_perception") <= subpackages(site / "depth_perception")
     node = prefix / "lib" / "depth_perception" / "depth_node"
     assert node.is_file()
-    # the vehicle venv's Python runs it (PATH), the prefix's package first (PYTHONPATH)
-    # and its libraries found (LD_LIBRARY_PATH: rosidl dlopens the typesupport libraries
-    # by name), as `source install/setup.bash` sets them
-    run_env = vehicle_env(PYTHONPATH=str(site), LD_LIBRARY_PATH=str(prefix / "lib"),
-                          PATH=f"{vehicle / 'bin'}:{os.environ['PATH']}")
+    # what a ROS user sources: the prefix's setup script puts lib/ on LD_LIBRARY_PATH
+    # (rosidl dlopens the typesupport libraries by name) and site-packages on PYTHONPATH
+    local_setup = prefix / "share" / "depth_perception" / "local_setup.bash"
+    sourced = run(["bash", "-c", f"source {local_setup} && echo $LD_LIBRARY_PATH && "
+                   "echo $PYTHONPATH"], env=vehicle_env(), cwd=tmp_path).stdout.split("\n")
+    assert str(prefix / "lib") in sourced[0].split(":"), sourced
+    assert str(site) in sourced[1].split(":"), sourced
+    # not sourced: the vehicle venv's Python runs it (PATH), the prefix's package first
+    # (PYTHONPATH) and no LD_LIBRARY_PATH: the node loads its prefix's typesupport
+    # libraries itself, and ~/status works
+    run_env = vehicle_env(PYTHONPATH=str(site), PATH=f"{vehicle / 'bin'}:{os.environ['PATH']}")
     where = run([vehicle / "bin" / "python", "-c", "import depth_perception.ros.depth_node as m;"
                  " print(m.__file__)"], env=run_env, cwd=tmp_path).stdout.strip()
     assert Path(where).is_relative_to(site), where
     onnx_path = tiny_depth_anything_onnx(tmp_path / "m.onnx", 56, 70)
-    serve_one_frame([node, "--ros-args", "-p", f"model:={onnx_path}",
-                     "-p", "backend:=onnxruntime"], run_env, tmp_path)
+    _, _, err = serve_one_frame([node, "--ros-args", "-p", f"model:={onnx_path}",
+                                 "-p", "backend:=onnxruntime"], run_env, tmp_path)
+    assert "~/status disabled" not in err, err[-2000:]
