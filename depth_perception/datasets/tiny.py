@@ -122,7 +122,7 @@ def write_kitti_drive(basedir: str | Path,
                       folder: str = "2011_09_26/2011_09_26_drive_0048_sync",
                       frames: int = 23, size=(160, 48), speed: float = 10.0,
                       lidar_offset_ms: float = -20.0, oxts_offset_ms: float = -25.0,
-                      seed: int = 0, annotated: tuple = ()) -> TinyDrive:
+                      seed: int = 0, annotated: tuple = (), points: int = 400) -> TinyDrive:
     """Write a KITTI raw drive (calib_*.txt, oxts/, velodyne_points/, image_02/, their
     timestamps) of ``frames`` frames at 10 Hz; ``annotated``: frame indices that get a
     ``proj_depth/groundtruth/image_02`` depth PNG (the Velodyne truth at the camera time).
@@ -161,7 +161,7 @@ def write_kitti_drive(basedir: str | Path,
     stamps = {"image_02": cam,
               "velodyne_points": [int(t + lidar_offset_ms * 1e6) for t in cam],
               "oxts": [int(t + oxts_offset_ms * 1e6) for t in cam]}
-    drive = TinyDrive(world_points(seed), speed, stamps["oxts"][0], stamps, rig, size, frames)
+    drive = TinyDrive(world_points(seed, points), speed, stamps["oxts"][0], stamps, rig, size, frames)
     T_velo_imu = rigid(rig["R_imu_velo"], rig["T_imu_velo"])
     for name in ("image_02", "velodyne_points", "oxts"):
         (drive_dir / name / "data").mkdir(parents=True, exist_ok=True)

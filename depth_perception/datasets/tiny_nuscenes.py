@@ -35,7 +35,8 @@ def nuscenes_rig(size=(160, 90)) -> dict:
 
 
 def write_nuscenes(dataroot: str | Path, descriptions, samples: int = 3, speed: float = 8.0,
-                   size=(160, 90), seed: int = 0, version: str = "v1.0-mini") -> list[TinyDrive]:
+                   size=(160, 90), seed: int = 0, version: str = "v1.0-mini",
+                   points: int = 400) -> list[TinyDrive]:
     """One scene per description (names scene-0001, ...); returns each scene's truth,
     with world points in the nuScenes global frame and stamps in nanoseconds."""
     import cv2
@@ -64,7 +65,7 @@ def write_nuscenes(dataroot: str | Path, descriptions, samples: int = 3, speed: 
         t0_us = 1533151603512404 + s * 60_000_000
         heading = 0.5 + 0.3 * s
         start = rigid(rotation(0.0, 0.0, heading), [400.0 + 50 * s, 1100.0, 0.0])
-        local = world_points(seed + s, far=40.0)
+        local = world_points(seed + s, points, far=40.0)
         pts = np.c_[local, np.ones(len(local))] @ start.T
         lidar_us = [t0_us + 500_000 * k for k in range(samples)]
         cam_us = [t0_us + 12_000 + 83_333 * m for m in range(6 * (samples - 1) + 1)]
