@@ -28,7 +28,8 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
-    package_data={PACKAGE: ["py.typed"]},
+    package_data={PACKAGE: ["py.typed", "datasets/splits/*/SOURCE.md",
+                            "datasets/splits/*/*/*.txt.gz"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -49,6 +50,11 @@ setup(
     extras_require={
         "torch": TORCH,
         "test": ["pytest>=8", "pytest-timeout>=2.3"],
+        # `depth-perception import kitti|nuscenes`: the datasets' own readers. The devkit
+        # pins numpy<2; in a numpy-2 environment install it with --no-deps plus
+        # pyquaternion, cachetools and scikit-learn (README, "Real data").
+        "kitti": ["pykitti>=0.3.1"],
+        "nuscenes": ["nuscenes-devkit>=1.1.10"],
     },
     entry_points={"console_scripts": CONSOLE_SCRIPTS},
 )

@@ -88,6 +88,11 @@ fi
 say "installing depth_perception[torch,test] (onboard) and depth_perception_training (training/)"
 "${PIP[@]}" "${constraints[@]}" -e ".[torch,test]"
 "${PIP[@]}" "${constraints[@]}" -e ./training
+# The dataset devkits the import tests read through (extras kitti, nuscenes). The nuScenes
+# devkit pins numpy<2: install it without its pins, with the modules it imports.
+say "installing the dataset devkits (pykitti, nuscenes-devkit)"
+"${PIP[@]}" "${constraints[@]}" pykitti scikit-learn pyquaternion cachetools
+"${PIP[@]}" --no-deps "nuscenes-devkit>=1.1.10"
 
 if [ -x scripts/build_interfaces.sh ]; then
   say "building msg/ interfaces"

@@ -28,7 +28,8 @@ def _verbs() -> dict:
         if info.name.startswith("_"):
             continue
         module = importlib.import_module(f"{commands.__name__}.{info.name}")
-        found[info.name.replace("_", "-")] = module
+        # a trailing underscore keeps a Python keyword out of the module name (import_)
+        found[info.name.rstrip("_").replace("_", "-")] = module
     for ep in entry_points(group=PLUGIN_GROUP):
         if ep.name in found:
             continue                     # an onboard verb is never shadowed by a plugin

@@ -91,6 +91,33 @@ def structure_mask(prior: np.ndarray, gt: np.ndarray,
         return np.isfinite(gt) & (gt > 0) & (np.abs(prior - gt) / gt > threshold)
 
 
+MEDIANS = ("numpy", "lower")
+
+
+def _median(x: np.ndarray, rule: str) -> float:
+    """Median of [N] values: ``numpy`` or ``lower`` (torch.median: the lower middle)."""
+    if rule == "numpy":
+        return float(np.median(x))
+    if rule == "lower":
+        return float(np.partition(x, (x.size - 1) // 2)[(x.size - 1) // 2])
+    raise ValueError(f"depth metrics: median must be one of {MEDIANS}, got {rule!r}")
+
+
+def check_range(min_depth: float, max_depth: float,
+                clamp: tuple | None = None) -> tuple[float, float]:
+    """The prediction clamp (lo, hi) of a protocol, checked: ``0 <= min_depth <
+    max_depth`` and ``0 < lo < hi < inf``; ``clamp`` None means (min_depth, max_depth)."""
+    if not 0 <= min_depth < max_depth:
+        raise ValueError(f"depth metrics: need 0 <= min_depth < max_depth, got "
+                         f"{min_depth}, {max_depth}")
+    lo, hi = (min_depth, max_depth) if clamp is None else (float(clamp[0]), float(clamp[1]))
+    if not 0 < lo < hi < math.inf:
+        raise ValueError(f"depth metrics: the prediction clamp must be finite with "
+                         f"0 < lo < hi, got ({lo}, {hi}) (give clamp= when the valid range "
+                         "starts at 0 or has no upper bound)")
+    return lo, hi
+
+
 def fit_affine(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """Least-squares ``(scale, shift)`` minimising ``sum((scale * x + shift - y)^2)``.
 
@@ -109,14 +136,16 @@ def fit_affine(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 def compute_depth_metrics(gt: np.ndarray, pred: np.ndarray, min_depth: float = 1e-3,
                           max_depth: float = 80.0, median_scaling: bool = False,
                           align: str | None = None, mask: np.ndarray | None = None,
-                          structure: np.ndarray | None = None) -> dict:
+                          structure: np.ndarray | None = None,
+                          clamp: tuple | None = None, median: str = "numpy") -> dict:
     """Errors of one predicted depth map against ground truth.
 
     Args:
         gt: [H,W] ground-truth depth in metres; NaN/inf/0 or out of range = invalid.
         pred: [H,W] predicted depth in metres (or, with ``align="affine_disparity"``, an
             affine-invariant disparity map: larger = closer).
-        min_depth, max_depth: valid ground-truth range and prediction clamp (metres).
+        min_depth, max_depth: valid ground-truth range, exclusive (metres; ``max_depth``
+            may be inf), and the prediction clamp unless ``clamp`` is given.
         median_scaling: multiply the prediction by ``median(gt) / median(pred)`` first.
         align: None, ``"affine"`` (least squares ``s * pred + t`` to gt in depth) or
             ``"affine_disparity"`` (least squares ``s * pred + t`` to ``1 / gt``, then
@@ -125,6 +154,11 @@ def compute_depth_metrics(gt: np.ndarray, pred: np.ndarray, min_depth: float = 1
         structure: optional [H,W] boolean structure-pixel mask (:func:`structure_mask`):
             adds ``abs_rel_structure`` (NaN when no valid pixel is in it) and
             ``structure_fraction`` (of the valid pixels).
+        clamp: (lo, hi) the prediction is clamped to, when it differs from the valid
+            range (monodepth2's eigen_benchmark: every gt > 0, prediction in [1e-3, 80]).
+        median: the median of median scaling and ``scale_ratio``: ``numpy`` (mean of
+            the two middle values of an even count) or ``lower`` (the lower one, as
+            ``torch.median``, which md4all's evaluation uses).
 
     Returns:
         dict with :data:`METRIC_KEYS` (floats; ``n_valid`` an int).
@@ -142,9 +176,7 @@ def compute_depth_metrics(gt: np.ndarray, pred: np.ndarray, min_depth: float = 1
         raise ValueError(f"depth metrics: align must be one of {ALIGN_MODES}, got {align!r}")
     if median_scaling and align is not None:
         raise ValueError("depth metrics: use either median_scaling or align, not both")
-    if not 0 < min_depth < max_depth:
-        raise ValueError(f"depth metrics: need 0 < min_depth < max_depth, got "
-                         f"{min_depth}, {max_depth}")
+    lo, hi = check_range(min_depth, max_depth, clamp)
 
     # 1. Valid pixels.
     valid = valid_mask(gt, min_depth, max_depth)
@@ -174,7 +206,7 @@ def compute_depth_metrics(gt: np.ndarray, pred: np.ndarray, min_depth: float = 1
     if align == "affine_disparity":
         scale_ratio = float("nan")
     else:
-        scale_ratio = float(np.median(g) / np.median(p))
+        scale_ratio = float(_median(g, median) / _median(p, median))
 
     # 3. Alignment.
     if median_scaling:
@@ -184,9 +216,9 @@ def compute_depth_metrics(gt: np.ndarray, pred: np.ndarray, min_depth: float = 1
         p = s * p + t
     elif align == "affine_disparity":
         s, t = fit_affine(p, 1.0 / g)
-        disp = np.clip(s * p + t, 1.0 / max_depth, 1.0 / min_depth)
+        disp = np.clip(s * p + t, 1.0 / hi, 1.0 / lo)
         p = 1.0 / disp
-    p = np.clip(p, min_depth, max_depth)
+    p = np.clip(p, lo, hi)
 
     # 4. Errors.
     thresh = np.maximum(g / p, p / g)
@@ -227,6 +259,8 @@ class MetricAccumulator:
     max_depth: float = 80.0
     median_scaling: bool = False
     align: str | None = None
+    clamp: tuple | None = None             # prediction clamp; None: (min_depth, max_depth)
+    median: str = "numpy"                  # MEDIANS: the median of median scaling
     _sums: dict = field(default_factory=lambda: defaultdict(lambda: defaultdict(float)))
     _counts: dict = field(default_factory=lambda: defaultdict(int))
     #: images that gave a finite value, per key (NaN values, e.g. abs_rel_structure of
@@ -237,7 +271,8 @@ class MetricAccumulator:
                mask: np.ndarray | None = None, structure: np.ndarray | None = None) -> dict:
         """Compute one image's metrics (gt, pred: [H,W]) and add them; returns them."""
         m = compute_depth_metrics(gt, pred, self.min_depth, self.max_depth,
-                                  self.median_scaling, self.align, mask, structure)
+                                  self.median_scaling, self.align, mask, structure,
+                                  self.clamp, self.median)
         self.add(m, condition)
         return m
 

@@ -7,6 +7,7 @@ HELP = ("evaluate depth models (through the runtime's DepthEstimator) or a recor
 
 
 def add_arguments(parser) -> None:
+    from depth_perception.evaluation.protocols import PROTOCOLS
     from depth_perception.rectify import INPUT_IMAGES
     from depth_perception.runtime.geometry import FOCAL_POLICIES
 
@@ -38,7 +39,14 @@ def add_arguments(parser) -> None:
     parser.add_argument("--name", default=None,
                         help="row name of --model / --prediction-topic in the report")
     parser.add_argument("--out", required=True, help="output folder for the report")
-    parser.add_argument("--gt", default="lidar",
+    parser.add_argument("--protocol", choices=list(PROTOCOLS), default=None,
+                        help="a paper's evaluation protocol: depth range, crop, median "
+                             "scaling, prediction clamp and how LiDAR becomes the "
+                             "reference, as its reference code does it (kitti-eigen: "
+                             "monodepth2's Eigen split; md4all-nuscenes: md4all's nuScenes "
+                             "evaluation). It fixes --gt, --min-depth, --max-depth, "
+                             "--median-scaling and --align")
+    parser.add_argument("--gt", default=None,
                         help="reference: 'lidar' (projected through TF, default) or a dense "
                              "depth topic such as /ground_truth/depth")
     parser.add_argument("--lidar-topic", default="/lidar/points")
@@ -48,8 +56,9 @@ def add_arguments(parser) -> None:
                         help="raw: images rectified with the CameraInfo's distortion "
                              "(as the depth node does); rectified: image_rect, described "
                              "by P; ignore_distortion: K on the raw image (comparison)")
-    parser.add_argument("--min-depth", type=float, default=0.1)
-    parser.add_argument("--max-depth", type=float, default=80.0,
+    parser.add_argument("--min-depth", type=float, default=None,
+                        help="smallest reference depth scored, metres (default 0.1)")
+    parser.add_argument("--max-depth", type=float, default=None,
                         help="evaluation cap in metres (default 80: nuScenes protocol)")
     parser.add_argument("--median-scaling", action="store_true",
                         help="per-frame median scaling (relative models; '*' in the table)")
@@ -75,14 +84,23 @@ def run(args) -> int:
                                                      parse_model_spec)
     from depth_perception.evaluation.report import markdown_table, write_report
 
-    config = EvaluateConfig(
-        min_depth=args.min_depth, max_depth=args.max_depth,
-        median_scaling=args.median_scaling, align=args.align, reference=args.gt,
+    protocol_settings = {"min_depth": args.min_depth, "max_depth": args.max_depth,
+                         "median_scaling": args.median_scaling or None, "align": args.align,
+                         "reference": args.gt}
+    common = dict(
         condition=args.condition, max_frames=args.max_frames, stride=args.stride,
         lidar_topic=args.lidar_topic, image_topic=args.image_topic,
         camera_info_topic=args.camera_info_topic, input_image=args.input_image,
         prior="bags" if args.prior_bags else "loo" if args.prior else "none",
         prior_bags=tuple(args.prior_bags))
+    if args.protocol:
+        given = {k: v for k, v in protocol_settings.items() if v is not None}
+        config = EvaluateConfig.for_protocol(args.protocol, **given, **common)
+    else:
+        defaults = {"min_depth": 0.1, "max_depth": 80.0, "median_scaling": False,
+                    "reference": "lidar"}
+        config = EvaluateConfig(**{k: v if v is not None else defaults.get(k)
+                                   for k, v in protocol_settings.items()}, **common)
     options = {"short_side": args.short_side or None, "max_pixels": args.max_pixels or None,
                "focal_policy": args.focal_policy}
     models = []

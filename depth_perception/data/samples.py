@@ -14,7 +14,8 @@
    ``size=(W, H)``; the intrinsics follow the same two steps;
 4. sparse LiDAR depth: the scan nearest in time is moved into the camera frame (through
    TF at the scan time, with ego-motion compensation to the image time through odom),
-   projected with the output K, nearest point per pixel.
+   projected with the output K, nearest point per pixel (``lidar_rule``: or as an
+   evaluation protocol's reference code draws it).
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ import numpy as np
 from depth_perception import units
 from depth_perception.camera import Intrinsics
 from depth_perception.data.bag import BagReader, BagTopics
-from depth_perception.data.projection import camera_from_lidar, project_lidar
+from depth_perception.data.projection import LIDAR_RULES, camera_from_lidar, project_lidar
 from depth_perception.data.tf import TransformError, invert_transform
 from depth_perception.rectify import Rectifier, rectifier
 
@@ -55,6 +56,7 @@ class SampleConfig:
     max_gt_gap_s: float = 0.005            # ground truth must share the image stamp
     input_image: str = "raw"               # rectify.INPUT_IMAGES: raw images are rectified
     keep_raw: bool = False                 # Sample.raw + .rectifier (no crop/size then)
+    lidar_rule: str = "nearest"            # projection.LIDAR_RULES (a protocol's reference)
 
     def __post_init__(self):
         offsets = tuple(int(o) for o in self.offsets)
@@ -76,6 +78,9 @@ class SampleConfig:
         if self.keep_raw and (self.size is not None or self.crop is not None):
             raise ValueError("SampleConfig.keep_raw gives the camera's own image: it takes "
                              "no size or crop")
+        if self.lidar_rule not in LIDAR_RULES:
+            raise ValueError(f"SampleConfig.lidar_rule must be one of {LIDAR_RULES}, got "
+                             f"{self.lidar_rule!r}")
 
     def frame_settings(self) -> dict:
         """What changes the cached frames (cache key)."""
@@ -83,7 +88,7 @@ class SampleConfig:
                 "world_frame": self.world_frame,
                 "motion_compensation": self.motion_compensation,
                 "max_lidar_gap_s": self.max_lidar_gap_s, "max_gt_gap_s": self.max_gt_gap_s,
-                "input_image": self.input_image}
+                "input_image": self.input_image, "lidar_rule": self.lidar_rule}
 
 
 @dataclass
@@ -307,7 +312,7 @@ class BagSequence:
         points = self.reader.cloud(j)[:, :3].astype(np.float64)          # [N,3] lidar frame
         T_cam_lidar = camera_from_lidar(self.tf, self.camera_frame, self.lidar_frame, stamp,
                                         scan_stamp, cfg.world_frame, cfg.motion_compensation)
-        return project_lidar(points, T_cam_lidar, self.intrinsics)
+        return project_lidar(points, T_cam_lidar, self.intrinsics, cfg.lidar_rule)
 
     def gt_depth(self, i: int) -> np.ndarray | None:
         """[H,W] float32 ground-truth depth at image ``i`` (nearest stamp) or None."""

@@ -23,7 +23,6 @@ import numpy as np
 
 from depth_perception.evaluation.ground_truth import LIDAR, parse_reference
 from depth_perception.evaluation.report import EvaluationResults
-from depth_perception.metrics import valid_mask
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +58,37 @@ class EvaluateConfig:
     #: (leave-one-out: each evaluated bag gets the prior of the other evaluated bags)
     prior: str = "none"
     prior_bags: tuple = ()
+    #: prediction clamp (None: [min_depth, max_depth]) and the scored crop of the
+    #: reference image, (top, bottom, left, right) fractions
+    clamp: tuple | None = None
+    crop: tuple | None = None
+    #: how LiDAR scans become reference images (data.projection.LIDAR_RULES) and
+    #: whether scans are moved to the image time through odometry
+    lidar_rule: str = "nearest"
+    motion_compensation: bool = True
+    #: median of median scaling (metrics.MEDIANS)
+    median: str = "numpy"
+    #: name of the preset these settings come from (:meth:`for_protocol`)
+    protocol: str | None = None
+
+    @classmethod
+    def for_protocol(cls, name: str, **settings) -> "EvaluateConfig":
+        """The settings of preset ``name`` (:mod:`~depth_perception.evaluation.protocols`)
+        plus ``settings`` that the preset leaves open (bags, topics, frames, prior).
+        A setting the preset fixes (range, clamp, crop, scaling, reference) is refused."""
+        from depth_perception.evaluation.protocols import get_protocol
+
+        p = get_protocol(name)
+        fixed = {"min_depth": p.min_depth, "max_depth": p.max_depth, "clamp": p.clamp,
+                 "crop": p.crop, "median_scaling": p.median_scaling, "align": None,
+                 "reference": p.reference, "lidar_rule": p.lidar_rule,
+                 "motion_compensation": p.motion_compensation, "median": p.median,
+                 "protocol": p.name}
+        clash = sorted(k for k in settings if k in fixed)
+        if clash:
+            raise ValueError(f"evaluate: protocol {name} fixes {', '.join(clash)}; drop "
+                             "them or evaluate without --protocol")
+        return cls(**fixed, **settings)
 
     def __post_init__(self):
         if self.stride < 1 or self.max_frames < 0:
@@ -73,7 +103,8 @@ class EvaluateConfig:
     def new_results(self) -> EvaluationResults:
         return EvaluationResults(self.min_depth, self.max_depth, self.median_scaling,
                                  self.align, sample_index=self.sample_index,
-                                 reference=self.spec.label)
+                                 reference=self.spec.label, clamp=self.clamp, crop=self.crop,
+                                 protocol=self.protocol, median=self.median)
 
 
 @dataclass
@@ -151,7 +182,9 @@ def open_sequence(bag, config: EvaluateConfig):
         reader.require("lidar" if lidar else "gt_depth")
     sample_config = SampleConfig(offsets=(), skip_static=False, with_lidar=lidar,
                                  with_gt=not lidar, condition=config.condition, topics=topics,
-                                 input_image=config.input_image, keep_raw=True)
+                                 input_image=config.input_image, keep_raw=True,
+                                 lidar_rule=config.lidar_rule,
+                                 motion_compensation=config.motion_compensation)
     return BagSequence(bag, sample_config)
 
 
@@ -209,7 +242,7 @@ def _score_bag(bag, config: EvaluateConfig, results: EvaluationResults, predicto
                 f"from the LiDAR frame '{seq.lidar_frame}' to the camera frame "
                 f"'{seq.camera_frame}' on /tf_static, /tf or /odom") from exc
         ref = _reference(sample, config, bag)
-        if not valid_mask(ref, config.min_depth, config.max_depth).any():
+        if not results.scored_mask(ref).any():
             empty += 1
             log.warning("bag %s frame %d: no valid reference pixel in %s; frame skipped",
                         bag, i, config.spec.label)

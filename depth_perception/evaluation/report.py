@@ -32,8 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from depth_perception.metrics import (MetricAccumulator, compute_depth_metrics, fit_affine,
-                                      valid_mask)
+from depth_perception.evaluation.protocols import crop_mask
+from depth_perception.metrics import (MetricAccumulator, check_range, compute_depth_metrics,
+                                      fit_affine, valid_mask)
 
 log = logging.getLogger(__name__)
 
@@ -136,12 +137,16 @@ class EvaluationResults:
     def __init__(self, min_depth: float = 0.1, max_depth: float = 80.0,
                  median_scaling: bool = False, align: str | None = None,
                  bin_edges=DEFAULT_BIN_EDGES, sample_index: int = 0,
-                 reference: str = "lidar"):
-        if not 0 < min_depth < max_depth:
-            raise ValueError(f"evaluation: need 0 < min_depth < max_depth, got "
-                             f"{min_depth}, {max_depth}")
+                 reference: str = "lidar", clamp: tuple | None = None,
+                 crop: tuple | None = None, protocol: str | None = None,
+                 median: str = "numpy"):
+        self.clamp = check_range(min_depth, max_depth, clamp)      # prediction clamp
         self.min_depth = float(min_depth)
         self.max_depth = float(max_depth)
+        #: (top, bottom, left, right) fractions of the reference image that are scored
+        self.crop = None if crop is None else tuple(float(c) for c in crop)
+        self.protocol = protocol
+        self.median = median                                        # metrics.MEDIANS
         self.median_scaling = bool(median_scaling)
         self.align = align
         self.bin_edges = tuple(float(e) for e in bin_edges)
@@ -156,14 +161,16 @@ class EvaluationResults:
         """The results of model ``name`` (created on first use; insertion order = row order)."""
         if name not in self.models:
             acc = MetricAccumulator(self.min_depth, self.max_depth, self.median_scaling,
-                                    self.align)
+                                    self.align, clamp=self.clamp, median=self.median)
             self.models[name] = ModelResults(name, acc, self.bin_edges)
         return self.models[name]
 
     def settings(self) -> dict:
         return {"min_depth": self.min_depth, "max_depth": self.max_depth,
                 "median_scaling": self.median_scaling, "align": self.align,
-                "reference": self.reference}
+                "reference": self.reference, "clamp": list(self.clamp),
+                "crop": None if self.crop is None else list(self.crop),
+                "protocol": self.protocol, "median": self.median}
 
     def add_frame(self, model: str, gt: np.ndarray, pred: np.ndarray, condition: str,
                   bag: str = "", index: int = -1, stamp_ns: int = 0,
@@ -173,9 +180,10 @@ class EvaluationResults:
         structure: [H,W] bool structure pixels of an image-blind prior (adds
         ``abs_rel_structure``).
 
-        ``+inf`` in the prediction counts as ``max_depth`` and ``-inf`` as ``min_depth``
-        (REP 117: beyond range / too close); NaN predictions (no depth there) are not
-        scored and lower the frame's ``coverage`` (scored / valid reference pixels).
+        ``+inf`` in the prediction counts as the top of the clamp and ``-inf`` as its
+        bottom (REP 117: beyond range / too close); NaN predictions (no depth there) are
+        not scored and lower the frame's ``coverage`` (scored / valid reference pixels).
+        Only the pixels inside the protocol's ``crop`` are scored.
 
         Raises ValueError (from the metrics) when the frame has no valid reference pixel.
         """
@@ -183,16 +191,18 @@ class EvaluationResults:
         # REP 117 meanings of a depth image: +inf beyond range, -inf too close; the
         # protocol clamps predictions to [min_depth, max_depth] anyway.
         pred = np.asarray(pred, dtype=np.float32)
-        pred = np.where(np.isposinf(pred), self.max_depth,
-                        np.where(np.isneginf(pred), self.min_depth, pred)).astype(np.float32)
+        pred = np.where(np.isposinf(pred), self.clamp[1],
+                        np.where(np.isneginf(pred), self.clamp[0], pred)).astype(np.float32)
         # Pixels where the prediction itself is invalid (NaN: no depth published there)
         # are left out and counted: coverage = scored / valid reference pixels.
         predicted = np.isfinite(pred) & (pred > 0) if self.align != "affine_disparity" \
             else np.isfinite(pred)
-        n_reference = int(valid_mask(gt, self.min_depth, self.max_depth).sum())
+        reference = self.scored_mask(gt)
+        n_reference = int(reference.sum())
         metrics = compute_depth_metrics(gt, pred, self.min_depth, self.max_depth,
-                                        self.median_scaling, self.align, mask=predicted,
-                                        structure=structure)
+                                        self.median_scaling, self.align,
+                                        mask=predicted & reference, structure=structure,
+                                        clamp=self.clamp, median=self.median)
         metrics["coverage"] = metrics["n_valid"] / max(n_reference, 1)
         res = self.model(model)
         res.accumulator.add(metrics, condition)
@@ -205,6 +215,13 @@ class EvaluationResults:
                                                  else np.asarray(image), pred.copy(), gt.copy())
         return metrics
 
+    def scored_mask(self, gt: np.ndarray) -> np.ndarray:
+        """[H,W] bool: valid reference pixels inside the crop."""
+        valid = valid_mask(gt, self.min_depth, self.max_depth)
+        if self.crop is not None:
+            valid &= crop_mask(gt.shape, self.crop)
+        return valid
+
     def _aligned(self, g: np.ndarray, p: np.ndarray, metrics: dict) -> np.ndarray:
         """The prediction [N] as the metrics saw it (after alignment and clamping)."""
         if self.median_scaling:
@@ -214,11 +231,11 @@ class EvaluationResults:
             p = s * p + t
         elif self.align == "affine_disparity":
             s, t = fit_affine(p, 1.0 / g)
-            p = 1.0 / np.clip(s * p + t, 1.0 / self.max_depth, 1.0 / self.min_depth)
-        return np.clip(p, self.min_depth, self.max_depth)
+            p = 1.0 / np.clip(s * p + t, 1.0 / self.clamp[1], 1.0 / self.clamp[0])
+        return np.clip(p, *self.clamp)
 
     def _add_bins(self, res: ModelResults, gt, pred, metrics, condition) -> None:
-        valid = valid_mask(gt, self.min_depth, self.max_depth) & np.isfinite(pred)
+        valid = self.scored_mask(gt) & np.isfinite(pred)
         if self.align != "affine_disparity":
             valid &= pred > 0
         g = gt[valid].astype(np.float64)

@@ -51,6 +51,9 @@ from pathlib import Path
 import numpy as np
 
 from depth_perception import __version__
+from depth_perception.data.writer import (BASE_FRAME, IMAGE_FORMATS, ODOM_FRAME, BagMessages,
+                                          check_overwrite, compressed_image, discard_partial,
+                                          transient_local_qos)
 from depth_perception.rectify import Calibration, distortion_maps, render_distorted
 from depth_perception.synth.conditions import CONDITIONS
 from depth_perception.synth.layout import SynthConfig
@@ -59,17 +62,10 @@ from depth_perception.synth.street import SyntheticStreet
 logger = logging.getLogger(__name__)
 
 STORAGES = ("mcap", "sqlite3")
-#: camera image transport: raw sensor_msgs/Image rgb8, or CompressedImage on
-#: ``<image topic>/compressed`` (image_transport's format string)
-IMAGE_FORMATS = {"raw": None, "jpeg": "rgb8; jpeg compressed bgr8",
-                 "png": "rgb8; png compressed bgr8"}
-JPEG_QUALITY = 90
 #: sub-pixel samples per raw pixel side when a lens warps the pinhole render (area average)
 LENS_SUPERSAMPLE = 3
 CAMERA_FRAME = "camera_optical_frame"
 LIDAR_FRAME = "lidar"
-BASE_FRAME = "base_link"
-ODOM_FRAME = "odom"
 TOPICS = {
     "tf_static": "/tf_static",
     "tf": "/tf",
@@ -105,99 +101,11 @@ def _check_conditions(conditions: Sequence[str]) -> tuple[str, ...]:
     return conditions
 
 
-class _Messages:
-    """Builds the bag messages with a rosbags typestore (ROS 2 Kilted definitions)."""
-
-    def __init__(self):
-        from rosbags.typesys import Stores, get_typestore
-
-        self.typestore = get_typestore(Stores.ROS2_KILTED)
-        self.T = self.typestore.types
-
-    def serialize(self, msg, key: str) -> bytes:
-        return bytes(self.typestore.serialize_cdr(msg, MSG_TYPES[key]))
-
-    def header(self, stamp_ns: int, frame_id: str):
-        from depth_perception.conversions import ns_to_stamp
-
-        return self.T["std_msgs/msg/Header"](
-            stamp=ns_to_stamp(stamp_ns, self.T["builtin_interfaces/msg/Time"]),
-            frame_id=frame_id)
-
-    def _pose_parts(self, T: np.ndarray):
-        from depth_perception.data.tf import matrix_to_quat
-
-        q = matrix_to_quat(T[:3, :3])
-        V = self.T["geometry_msgs/msg/Vector3"]
-        Q = self.T["geometry_msgs/msg/Quaternion"]
-        return (V(x=float(T[0, 3]), y=float(T[1, 3]), z=float(T[2, 3])),
-                Q(x=float(q[0]), y=float(q[1]), z=float(q[2]), w=float(q[3])))
-
-    def tf(self, stamp_ns: int, edges) -> object:
-        """edges: [(parent, child, [4,4] T_parent_child)] -> TFMessage."""
-        TS = self.T["geometry_msgs/msg/TransformStamped"]
-        transforms = []
-        for parent, child, T in edges:
-            v, q = self._pose_parts(np.asarray(T, np.float64))
-            transforms.append(TS(header=self.header(stamp_ns, parent), child_frame_id=child,
-                                 transform=self.T["geometry_msgs/msg/Transform"](
-                                     translation=v, rotation=q)))
-        return self.T["tf2_msgs/msg/TFMessage"](transforms=transforms)
-
-    def odometry(self, stamp_ns: int, T_odom_base: np.ndarray, speed: float,
-                 yaw_rate: float) -> object:
-        v, q = self._pose_parts(T_odom_base)
-        P = self.T["geometry_msgs/msg/Point"]
-        V = self.T["geometry_msgs/msg/Vector3"]
-        # Small fixed covariances: (x, y, z, roll, pitch, yaw) diagonal.
-        pose_cov = np.diag([0.01, 0.01, 1e-4, 1e-4, 1e-4, 1e-3]).reshape(-1)
-        twist_cov = np.diag([0.01, 0.01, 1e-4, 1e-4, 1e-4, 1e-3]).reshape(-1)
-        pose = self.T["geometry_msgs/msg/PoseWithCovariance"](
-            pose=self.T["geometry_msgs/msg/Pose"](position=P(x=v.x, y=v.y, z=v.z),
-                                                  orientation=q),
-            covariance=pose_cov)
-        twist = self.T["geometry_msgs/msg/TwistWithCovariance"](
-            twist=self.T["geometry_msgs/msg/Twist"](linear=V(x=float(speed), y=0.0, z=0.0),
-                                                    angular=V(x=0.0, y=0.0, z=float(yaw_rate))),
-            covariance=twist_cov)
-        return self.T["nav_msgs/msg/Odometry"](header=self.header(stamp_ns, ODOM_FRAME),
-                                               child_frame_id=BASE_FRAME, pose=pose,
-                                               twist=twist)
-
-
 def _check_image_format(image_format: str) -> str:
     if image_format not in IMAGE_FORMATS:
         raise ValueError(f"image format {image_format!r}: expected one of "
                          f"{', '.join(IMAGE_FORMATS)}")
     return image_format
-
-
-def _compressed_image(msgs: _Messages, rgb: np.ndarray, header, image_format: str):
-    """[H,W,3] uint8 RGB -> sensor_msgs/CompressedImage (OpenCV encoders, deterministic)."""
-    import cv2
-
-    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-    if image_format == "jpeg":
-        ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-    else:
-        ok, data = cv2.imencode(".png", bgr)
-    if not ok:
-        raise RuntimeError(f"OpenCV could not encode a {rgb.shape} image as {image_format}")
-    return msgs.T["sensor_msgs/msg/CompressedImage"](header=header,
-                                                     format=IMAGE_FORMATS[image_format],
-                                                     data=data.reshape(-1))
-
-
-def _transient_local_qos():
-    """QoS a latched /tf_static is offered with (reliable, transient local, depth 1)."""
-    from rosbags.interfaces import (Qos, QosDurability, QosHistory, QosLiveliness,
-                                    QosReliability, QosTime)
-
-    zero = QosTime(sec=0, nsec=0)
-    return Qos(history=QosHistory.KEEP_LAST, depth=1, reliability=QosReliability.RELIABLE,
-               durability=QosDurability.TRANSIENT_LOCAL, deadline=zero, lifespan=zero,
-               liveliness=QosLiveliness.AUTOMATIC, liveliness_lease_duration=zero,
-               avoid_ros_namespace_conventions=False)
 
 
 def write_synthetic_bags(street: SyntheticStreet, targets: dict[str, Path],
@@ -226,16 +134,9 @@ def write_synthetic_bags(street: SyntheticStreet, targets: dict[str, Path],
     _check_image_format(image_format)
     targets = {c: Path(p) for c, p in targets.items()}
     for path in targets.values():
-        if not path.exists():
-            continue
-        if not overwrite:
-            raise ValueError(f"bag folder {path} already exists; remove it or pass "
-                             "overwrite=True (--overwrite)")
-        if not (path / "metadata.yaml").is_file():
-            raise ValueError(f"refusing to overwrite {path}: it exists but is not a rosbag2 "
-                             "folder (no metadata.yaml)")
+        check_overwrite(path, overwrite)
     plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
-    msgs = _Messages()
+    msgs = BagMessages(MSG_TYPES)
     T = msgs.T
     K = street.intrinsics
     lens = Calibration.pinhole(K, *(distortion or ("plumb_bob", (0.0,) * 5)))
@@ -271,7 +172,7 @@ def write_synthetic_bags(street: SyntheticStreet, targets: dict[str, Path],
             connections[condition] = {
                 key: writer.add_connection(
                     topic, types[key], typestore=msgs.typestore,
-                    offered_qos_profiles=[_transient_local_qos()] if key == "tf_static" else ())
+                    offered_qos_profiles=[transient_local_qos()] if key == "tf_static" else ())
                 for key, topic in topics.items()}
 
         def write_all(key: str, stamp_ns: int, data: bytes) -> None:
@@ -318,7 +219,7 @@ def write_synthetic_bags(street: SyntheticStreet, targets: dict[str, Path],
                 if image_format == "raw":
                     image = conv.numpy_to_image(rgb, "rgb8", header, T["sensor_msgs/msg/Image"])
                 else:
-                    image = _compressed_image(msgs, rgb, header, image_format)
+                    image = compressed_image(msgs, rgb, header, image_format)
                 writer.write(connections[condition]["image"], stamp,
                              bytes(msgs.typestore.serialize_cdr(image, types["image"])))
                 timing["write"] += time.perf_counter() - tic
@@ -350,12 +251,7 @@ def write_synthetic_bags(street: SyntheticStreet, targets: dict[str, Path],
             except Exception:  # noqa: BLE001 - already failing; keep the first error
                 logger.debug("closing a failed bag writer", exc_info=True)
         for tmp in temps.values():
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-            try:
-                tmp.parent.rmdir()  # the partial folder, once empty
-            except OSError:
-                pass
+            discard_partial(tmp)  # the partial folder too, once empty
     timing["total"] = time.perf_counter() - start
     return timing
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from depth_perception import conversions
 from depth_perception.data.bag import read_bag_metadata
+from depth_perception.data.writer import discard_partial
 from depth_perception_training.translate import manifest
 
 log = logging.getLogger(__name__)
@@ -95,12 +96,7 @@ def write_translated_bag(source: Path, target: Path, records: list[dict], root: 
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, target)
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-        try:
-            tmp.parent.rmdir()
-        except OSError:
-            pass
+        discard_partial(tmp)
     return counts
 
 
