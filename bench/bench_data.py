@@ -14,7 +14,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from depth_perception.bench_log import add_record_argument, run_and_record
 
+RESULTS = Path(__file__).with_name("RESULTS.md")
+SECTION = "Onboard package"
+TITLE = "Reading training samples: bench_data"
 
 
 def make_bag(out: Path, frames: int, storage: str) -> tuple[Path, str]:
@@ -32,12 +36,17 @@ def read_all(seq) -> tuple[int, float]:
     return len(seq), time.perf_counter() - start
 
 
-def main() -> int:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=20)
     parser.add_argument("--storage", default="mcap", choices=["mcap", "sqlite3"])
-    args = parser.parse_args()
+    add_record_argument(parser)
+    args = parser.parse_args(argv)
+    return run_and_record(measure, args, RESULTS, SECTION, TITLE)
 
+
+def measure(args) -> int:
+    """The bench: prints its figures."""
     from depth_perception.data.cache import FrameCache
     from depth_perception.data.samples import BagSequence, SampleConfig
 

@@ -14,15 +14,26 @@ import tempfile
 import time
 from pathlib import Path
 
+from depth_perception.bench_log import add_record_argument, run_and_record
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+SECTION = "Onboard package"
+TITLE = "Evaluation throughput: bench_evaluate"
 
 
-def main() -> int:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=30)
     parser.add_argument("--size", default="640x192")
     parser.add_argument("--model", default=None, help="an .onnx model (default: tiny random)")
     parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
+    add_record_argument(parser)
+    args = parser.parse_args(argv)
+    return run_and_record(measure, args, RESULTS, SECTION, TITLE)
+
+
+def measure(args) -> int:
+    """The bench: prints its figures."""
     width, height = (int(v) for v in args.size.lower().split("x"))
 
     import onnxruntime

@@ -18,6 +18,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from depth_perception.bench_log import add_record_argument, run_and_record
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+SECTION = "Onboard package"
+TITLE = "Export and latency: bench_export"
+
 
 def _median_ms(fn, repeats: int) -> float:
     fn()                                   # warm-up (allocations, lazy init)
@@ -110,8 +116,13 @@ def main(argv=None) -> int:
                         choices=["tiny", "small", "base"])
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
+    add_record_argument(parser)
     args = parser.parse_args(argv)
+    return run_and_record(measure, args, RESULTS, SECTION, TITLE)
 
+
+def measure(args) -> int:
+    """The bench: prints its figures."""
     from depth_perception.runtime.engine import tensorrt_available
 
     with tempfile.TemporaryDirectory() as tmp:

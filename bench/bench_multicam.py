@@ -35,6 +35,12 @@ from pathlib import Path
 
 import numpy as np
 
+from depth_perception.bench_log import add_record_argument, run_and_record
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+SECTION = "Onboard package"
+TITLE = "Several cameras, one node: bench_multicam"
+
 
 CAMERAS = ("cam0", "cam1", "cam2", "cam3")
 WIDTH, HEIGHT = 320, 240            # camera frames
@@ -197,8 +203,13 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=2,
                         help="runs of each layout, alternated (the machine is shared: "
                              "medians over alternated runs)")
+    add_record_argument(parser)
     args = parser.parse_args(argv)
+    return run_and_record(measure, args, RESULTS, SECTION, TITLE)
 
+
+def measure(args) -> int:
+    """The bench: prints its figures."""
     env = dict(os.environ, ROS_DOMAIN_ID=str(random.randint(100, 200)),
                ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", HF_HUB_OFFLINE="1")
     os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")})

@@ -27,6 +27,11 @@ from pathlib import Path
 import numpy as np
 
 from depth_perception.metadata import ModelMetadata
+from depth_perception.bench_log import add_record_argument, run_and_record
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+SECTION = "Onboard package"
+TITLE = "INT8 against FP32 onnxruntime: bench_quantize"
 
 UNET_SIZE = (192, 640)     # (h, w)
 VIT_SIZE = (196, 644)
@@ -124,8 +129,13 @@ def main(argv=None) -> int:
     parser.add_argument("--train-steps", type=int, default=300)
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
+    add_record_argument(parser)
     args = parser.parse_args(argv)
+    return run_and_record(measure, args, RESULTS, SECTION, TITLE)
 
+
+def measure(args) -> int:
+    """The bench: prints its figures."""
     import onnxruntime
 
     from depth_perception.runtime.calibration import frames_from_bags

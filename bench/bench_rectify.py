@@ -30,6 +30,11 @@ import numpy as np
 from depth_perception import conversions
 from depth_perception.data.samples import BagSequence, SampleConfig
 from depth_perception.metrics import compute_depth_metrics, valid_mask
+from depth_perception.bench_log import add_record_argument, run_and_record
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+SECTION = "Onboard package"
+TITLE = "A lens through the node: bench_rectify"
 
 
 def fit_model(path: Path, bags_dir: Path, size, seed: int, steps: int,
@@ -243,7 +248,13 @@ def main(argv=None) -> int:
     parser.add_argument("--distortion", default="plumb_bob:-0.3")
     parser.add_argument("--bags", type=Path, default=None,
                         help="folder for the drives (default: a temporary one)")
+    add_record_argument(parser)
     args = parser.parse_args(argv)
+    return run_and_record(measure, args, RESULTS, SECTION, TITLE)
+
+
+def measure(args) -> int:
+    """The bench: prints its figures."""
     from depth_perception.camera import parse_size
 
     with tempfile.TemporaryDirectory() as tmp:

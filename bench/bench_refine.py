@@ -28,6 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
+from depth_perception.bench_log import add_record_argument, run_and_record
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+SECTION = "Training"
+TITLE = "Refinement at small scale: bench_refine"
+
 REPO = Path(__file__).resolve().parents[1]
 PROMPT = "a photo of a street on a clear day"
 SIZE = (168, 56)
@@ -171,7 +177,7 @@ def aligned_abs_rel(disp: np.ndarray, gt: np.ndarray) -> float:
     return compute_depth_metrics(gt, depth, 0.1, 80.0)["abs_rel"]
 
 
-def main() -> int:
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=None, help="reuse bags/models here")
     ap.add_argument("--model", default=None, help="depth model folder (default: fit the tiny DPT to the training drive)")
@@ -184,8 +190,13 @@ def main() -> int:
     ap.add_argument("--ensemble", type=int, default=2)
     ap.add_argument("--guidance-scales", default="50")
     ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args()
+    add_record_argument(ap)
+    args = ap.parse_args(argv)
+    return run_and_record(measure, args, RESULTS, SECTION, TITLE)
 
+
+def measure(args) -> int:
+    """The bench: prints its figures."""
     import tempfile
 
     import torch

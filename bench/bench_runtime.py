@@ -32,7 +32,11 @@ from depth_perception import conversions, rectify, units
 from depth_perception.camera import Intrinsics
 from depth_perception.metadata import ModelMetadata
 from depth_perception.runtime.processing import Preprocessor, postprocess
+from depth_perception.bench_log import add_record_argument, run_and_record
 from depth_perception.colorize import colorize_depth
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+SECTION = "Onboard package"
 
 SIZES = ((640, 480), (1280, 720))
 
@@ -245,6 +249,12 @@ def bench_end_to_end(repeat: int, short_side: int) -> None:
             est.close()
 
 
+def title(args) -> str:
+    """The bench/RESULTS.md entry of this run: without the model, or with it."""
+    return ("Stages around the model: bench_runtime --skip-model" if args.skip_model
+            else "Stages around the model and end to end: bench_runtime")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=20, help="timed runs per stage")
@@ -252,7 +262,13 @@ def main(argv=None) -> int:
     parser.add_argument("--short-side", type=int, default=364,
                         help="model input short side for the end-to-end part (default 364)")
     parser.add_argument("--skip-model", action="store_true", help="skip the end-to-end part")
+    add_record_argument(parser)
     args = parser.parse_args(argv)
+    return run_and_record(measure, args, RESULTS, SECTION, title(args))
+
+
+def measure(args) -> int:
+    """The bench: prints its figures."""
     metadata = ModelMetadata(output_kind="metric_depth", min_depth=0.1, max_depth=80.0)
     bench_stages(args.repeat, metadata)
     bench_costmap_cloud(args.repeat)

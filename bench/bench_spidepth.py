@@ -24,6 +24,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from depth_perception.bench_log import add_record_argument, run_and_record
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+SECTION = "Training"
+TITLE = "SPIdepth at small scale: bench_spidepth"
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "training/depth_perception_training/config/train"
 #: same drives as bench/bench_train.py --learn; the pose net learns on drives of its own
@@ -85,7 +91,13 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                    help="torch threads (1 on a machine busy with other jobs: spinning "
                         "threads waste CPU there)")
+    add_record_argument(p)
     args = p.parse_args(argv)
+    return run_and_record(measure, args, RESULTS, SECTION, TITLE)
+
+
+def measure(args) -> int:
+    """The bench: prints its figures."""
     logging.basicConfig(level=logging.WARNING)
     import torch
 

@@ -20,8 +20,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from depth_perception.bench_log import add_record_argument, run_and_record
 
-def main() -> int:
+RESULTS = Path(__file__).with_name("RESULTS.md")
+SECTION = "Training"
+TITLE = "SSD student at small scale: bench_student"
+
+
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=None, help="work folder (default: temporary)")
     parser.add_argument("--teacher-steps", type=int, default=None,
@@ -43,7 +49,13 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1: on a shared 2-core machine spinning threads "
                              "make each step several times slower)")
-    args = parser.parse_args()
+    add_record_argument(parser)
+    args = parser.parse_args(argv)
+    return run_and_record(measure, args, RESULTS, SECTION, TITLE)
+
+
+def measure(args) -> int:
+    """The bench: prints its figures."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 

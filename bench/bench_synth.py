@@ -14,6 +14,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from depth_perception.bench_log import add_record_argument, run_and_record
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+SECTION = "Onboard package"
+TITLE = "Synthetic bags: bench_synth"
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -22,8 +28,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--conditions", default="day-clear,night,rain")
     parser.add_argument("--storage", default="mcap", choices=("mcap", "sqlite3"))
     parser.add_argument("--seed", type=int, default=0)
+    add_record_argument(parser)
     args = parser.parse_args(argv)
+    return run_and_record(measure, args, RESULTS, SECTION, TITLE)
 
+
+def measure(args) -> int:
+    """The bench: prints its figures."""
     from depth_perception.synth import (SynthConfig, SyntheticStreet, parse_size,
                                         write_synthetic_bags)
 

@@ -25,6 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
+from depth_perception.bench_log import add_record_argument, run_and_record
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+SECTION = "Training"
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "training/depth_perception_training/config/train/teacher_tiny.yaml"
 TEACHER = REPO / "training/depth_perception_training/config/train/ssd_teacher.yaml"
@@ -272,6 +276,14 @@ def print_learning(r: dict) -> None:
           + " ".join(f"{f:.2f}:{e:.4f}" for f, e in zip(sw["scales"], sw["model"])))
 
 
+def title(args) -> str:
+    """The bench/RESULTS.md entry of this run: the learning check, or speed and memory."""
+    if not args.learn:
+        return "Training speed and memory: bench_train"
+    return ("Teacher learning check: bench_train --learn"
+            + (" --strengthened-pose" if args.strengthened_pose else ""))
+
+
 def _mib(x: float) -> str:
     return f"{x / 2**20:8.1f} MiB"
 
@@ -291,7 +303,13 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                    help="torch threads (1 on a machine busy with other jobs: spinning "
                         "threads waste CPU there)")
+    add_record_argument(p)
     args = p.parse_args(argv)
+    return run_and_record(measure, args, RESULTS, SECTION, title(args))
+
+
+def measure(args) -> int:
+    """The bench: prints its figures."""
     import logging
 
     logging.basicConfig(level=logging.WARNING)

@@ -16,6 +16,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from depth_perception.bench_log import add_record_argument, run_and_record
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+SECTION = "Training"
+TITLE = "Translation throughput: bench_translate"
+
 
 def _run(translator: str, out: Path, overrides: list[str]):
     from depth_perception_training.translate.config import load_translate_config
@@ -35,7 +41,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--steps", type=int, default=2, help="diffusion steps (default 2)")
     parser.add_argument("--grid", default="3x3", help="control-depth tile grid ROWSxCOLS")
+    add_record_argument(parser)
     args = parser.parse_args(argv)
+    return run_and_record(measure, args, RESULTS, SECTION, TITLE)
+
+
+def measure(args) -> int:
+    """The bench: prints its figures."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import logging
 

@@ -8,7 +8,9 @@ figures instead of piling up history (git keeps that).
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
+import io
 import os
 import platform
 import re
@@ -67,7 +69,8 @@ def header(root: str | Path, load: str | None = None, today: str | None = None,
 
 def entry(title: str, body: str, *, command: str, stamp: str) -> str:
     """The Markdown of one entry."""
-    return (f"### {title}\n\n{stamp}\n\n    {command}\n\n{body.strip()}\n")
+    body = body.strip("\n").rstrip()     # keep a leading indent: a printed block
+    return (f"### {title}\n\n{stamp}\n\n    {command}\n\n{body}\n")
 
 
 def record(path: str | Path, section: str, title: str, body: str, *,
@@ -110,3 +113,32 @@ def add_record_argument(parser) -> None:
                         help="also write the figures into bench/RESULTS.md (an entry of "
                              "this bench's title, replaced on a re-run) with the date, "
                              "commit, machine and load")
+
+
+class _Tee:
+    """A text stream that writes to ``stream`` and keeps a copy."""
+
+    def __init__(self, stream):
+        self.stream, self.copy = stream, io.StringIO()
+
+    def write(self, text: str) -> int:
+        self.copy.write(text)
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def run_and_record(measure, args, results: str | Path, section: str, title: str) -> int:
+    """Run ``measure(args)`` (a bench's figures, printed); with ``args.record`` file what
+    it printed as the entry ``title`` under ``## section`` of ``results``, as an indented
+    block. Returns ``measure``'s exit code (None counts as 0)."""
+    tee = _Tee(sys.stdout)
+    with contextlib.redirect_stdout(tee):
+        code = measure(args)
+    if getattr(args, "record", False):
+        printed = tee.copy.getvalue().strip("\n")
+        body = "\n".join(("    " + line).rstrip() for line in printed.splitlines())
+        record(results, section, title, body)
+        print(f"recorded in {results}: {section} / {title}")
+    return code or 0

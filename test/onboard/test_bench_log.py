@@ -2,9 +2,10 @@
 section, stamped with date, commit, machine and load."""
 from __future__ import annotations
 
+import argparse
 import subprocess
 
-from depth_perception.bench_log import commit, record
+from depth_perception.bench_log import add_record_argument, commit, record, run_and_record
 
 
 def git(root, *args):
@@ -42,3 +43,21 @@ def test_commit_names_the_head_and_uncommitted_changes(tmp_path):
     assert commit(tmp_path) == head
     (tmp_path / "a.txt").write_text("2\n")
     assert commit(tmp_path) == head + "+changes"
+
+
+def test_a_bench_files_what_it_printed_only_with_record(tmp_path, capsys):
+    results = tmp_path / "RESULTS.md"
+    parser = argparse.ArgumentParser()
+    add_record_argument(parser)
+
+    def measure(args):
+        print("fps  12.5")
+        print("load after: 1.0")
+
+    assert run_and_record(measure, parser.parse_args([]), results, "Speed", "x: bench") == 0
+    assert not results.exists() and "fps  12.5" in capsys.readouterr().out
+    assert run_and_record(measure, parser.parse_args(["--record"]), results, "Speed",
+                          "x: bench") == 0
+    block = results.read_text().split("### x: bench\n", 1)[1]
+    assert "\n    fps  12.5\n    load after: 1.0\n" in block
+    assert "fps  12.5" in capsys.readouterr().out

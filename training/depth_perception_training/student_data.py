@@ -46,8 +46,8 @@ def default_keep_probability(num_conditions: int) -> float:
     The other reading (P as the probability of a translation: the unchanged frame and
     every condition 1/(|C|+1) each, as md4all mixes) is ``keep_probability = 1/(|C|+1)``.
     At CPU scale, with a weight average (``student_tiny.yaml``), the printed reading kept
-    6 of 8 students within 5 % of their teacher by day, the other reading none of 4
-    (training/README.md, student bench).
+    the student closer to its teacher by day (bench/RESULTS.md, "Batch statistics and
+    mixing of a convolutional student").
     """
     if num_conditions < 1:
         raise ValueError("need at least one target condition")
