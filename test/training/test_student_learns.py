@@ -1,7 +1,16 @@
-"""Slow: SSD's direction at small scale. On a held-out synthetic scene the student,
-distilled from the tiny teacher on `paired` and on `photometric` translations, has a
-lower abs_rel than its teacher in rain and at night, and stays near it on day-clear.
-bench/bench_student.py runs the same chain with the full budget and prints the table."""
+"""Slow: SSD's direction at small scale. On a held-out synthetic drive the student,
+distilled from the tiny teacher on `paired` and on `photometric` translations, is
+scored against its teacher per condition (student abs_rel / teacher abs_rel).
+
+The bounds come from the spread of this same chain (bench/bench_learning_spread.py
+--students; bench/RESULTS.md, "Student learning test"): 5 student seeds x 2 translators
+x 2 CPU ISAs (the default, AVX-512 + AMX, and AVX2), one teacher per ISA, 20 students.
+Each bound is the worst student plus a margin. At this budget (a 200-step teacher, 80
+student steps) the student beats its teacher at night with both translators and in rain
+with `paired`; with `photometric` its worst rain is 0.996 of the teacher's, too close to
+1 to assert that it wins: here it must not lose by more than 5 %, and
+bench/bench_student.py (a larger budget) prints whether it wins.
+"""
 from __future__ import annotations
 
 import pytest
@@ -9,13 +18,18 @@ import pytest
 # the fixture (teacher + two students) counts towards the first test's timeout
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
-# Day-clear tolerance of this short run. The issue's bound is 5% (SSD Table 1: 0.1223 ->
-# 0.1217); the bench checks that one with its budget. Measured at this budget with the
-# student defaults (day frame kept with P = 2/3 as printed, weight average): -3.4% /
-# +2.8% (paired / photometric). With the earlier defaults (day frame 1/3, no average)
-# it was +0.9% / +1.3% on these drives and +11.1% / +10.5% or +17.8% / +18.1% on
-# earlier ones; a student trained with batch statistics drifted +23%.
-DAY_TOLERANCE = 0.10
+# student / teacher abs_rel: {translator: {condition: bound}}. Spread of 10 students per
+# translator (worst -> bound, margin):
+#   paired       night 0.630-0.856 -> 1.0 (0.144), rain 0.748-0.947 -> 1.0 (0.053),
+#                day-clear 0.939-1.074 -> 1.2 (0.126)
+#   photometric  night 0.816-0.914 -> 1.0 (0.086), rain 0.748-0.996 -> 1.05 (0.054),
+#                day-clear 1.003-1.116 -> 1.2 (0.084)
+# By day the student pays for its night/rain training at this budget (up to +11.6 %);
+# SSD's bound of 5 % (Table 1) is the bench's to check, with its budget.
+BOUNDS = {
+    "paired": {"night": 1.0, "rain": 1.0, "day-clear": 1.2},
+    "photometric": {"night": 1.0, "rain": 1.05, "day-clear": 1.2},
+}
 
 
 @pytest.fixture(scope="module")
@@ -23,10 +37,9 @@ def reproduction(tmp_path_factory):
     from depth_perception_training.train.reproduce import reproduce
     from depth_perception_training.train.learning import fixed_threads, student_reproduce_config
 
-    # a teacher trained at 128x64 for 120 steps (batch 4) came out image-blind (a
-    # constant ~21 m); with teacher_tiny.yaml's velocity weight 1.0 instead of 0.1 the
-    # photometric student lost rain (0.516 vs 0.487) and day (+27 %) at this budget.
-    # One torch thread: 2 threads on the shared 2-core CI machine: ~10x slower steps.
+    # the configuration the spread was measured with (train/learning.py); one torch
+    # thread: two students train at once on 2 cores, and spinning threads would make
+    # each step several times slower
     with fixed_threads(1):
         return reproduce(tmp_path_factory.mktemp("ssd_repro"), student_reproduce_config())
 
@@ -44,32 +57,13 @@ def _table(reproduction):
     return table
 
 
-# Measured on the drives with textured car flanks (67eb730), at this budget, with the
-# student defaults: teacher 0.319 / 0.527 / 0.442 (day / night / rain), paired 0.308 /
-# 0.377 / 0.349, photometric 0.328 / 0.428 / 0.412, prior 0.458. With the earlier
-# defaults (day frame 1/3, no average) the photometric student missed rain here (0.454).
+@pytest.mark.parametrize("condition", ["night", "rain", "day-clear"])
 @pytest.mark.parametrize("translator", ["paired", "photometric"])
-def test_student_beats_teacher_in_rain(reproduction, translator):
-    from depth_perception_training.train.reproduce import claim_holds, format_table
+def test_student_over_teacher_within_the_measured_spread(reproduction, translator, condition):
+    from depth_perception_training.train.learning import student_ratios
+    from depth_perception_training.train.reproduce import format_table
 
     table = _table(reproduction)
-    holds = claim_holds(table, translator, day_tolerance=DAY_TOLERANCE)
-    assert holds["rain"], (holds, format_table(table))
-
-
-@pytest.mark.parametrize("translator", ["paired", "photometric"])
-def test_student_stays_near_teacher_by_day(reproduction, translator):
-    from depth_perception_training.train.reproduce import claim_holds, format_table
-
-    table = _table(reproduction)
-    holds = claim_holds(table, translator, day_tolerance=DAY_TOLERANCE)
-    assert holds["day-clear"], (holds, format_table(table))
-
-
-@pytest.mark.parametrize("translator", ["paired", "photometric"])
-def test_student_beats_teacher_at_night(reproduction, translator):
-    from depth_perception_training.train.reproduce import claim_holds, format_table
-
-    table = _table(reproduction)
-    holds = claim_holds(table, translator, day_tolerance=DAY_TOLERANCE)
-    assert holds["night"], (holds, format_table(table))
+    ratio = student_ratios(table)[f"student ({translator})"][condition]
+    assert ratio < BOUNDS[translator][condition], (translator, condition, ratio,
+                                                   format_table(table))
