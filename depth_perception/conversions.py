@@ -354,7 +354,7 @@ def depth_to_image(depth_m: np.ndarray, header, encoding: str = "32FC1", msg_typ
     if depth_m.ndim != 2:
         raise ValueError(f"depth_to_image: expected depth [H,W], got shape {depth_m.shape}")
     if encoding == units.ENCODING_METRES:
-        return numpy_to_image(depth_m.astype(np.float32), encoding, header, msg_type)
+        return numpy_to_image(depth_m.astype(np.float32, copy=False), encoding, header, msg_type)
     if encoding == units.ENCODING_MILLIMETRES:
         return numpy_to_image(units.metres_to_mm(depth_m), encoding, header, msg_type)
     raise ValueError(f"depth_to_image: encoding '{encoding}' not supported, expected "
