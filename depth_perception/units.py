@@ -37,12 +37,15 @@ def metres_to_mm(depth_m: np.ndarray) -> np.ndarray:
     return np.where(ok, mm, 0).astype(np.uint16)
 
 
-def mark_out_of_range(depth_m: np.ndarray, min_depth: float, max_depth: float) -> np.ndarray:
-    """Apply the REP 117 meanings: ``< min`` -> -inf, ``> max`` -> +inf; NaN stays NaN."""
-    depth_m = np.array(depth_m, dtype=np.float32, copy=True)
+def mark_out_of_range(depth_m: np.ndarray, min_depth: float, max_depth: float,
+                      copy: bool = True) -> np.ndarray:
+    """Apply the REP 117 meanings: ``< min`` -> -inf, ``> max`` -> +inf; NaN stays NaN.
+    ``copy=False``: in place when ``depth_m`` is already float32 (a caller's own array)."""
+    depth_m = (np.array(depth_m, dtype=np.float32, copy=True) if copy
+               else np.asarray(depth_m, dtype=np.float32))
     with np.errstate(invalid="ignore"):
-        depth_m[depth_m < min_depth] = -np.inf
-        depth_m[depth_m > max_depth] = np.inf
+        np.copyto(depth_m, np.float32(-np.inf), where=depth_m < min_depth)
+        np.copyto(depth_m, np.float32(np.inf), where=depth_m > max_depth)
     return depth_m
 
 

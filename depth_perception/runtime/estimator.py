@@ -329,7 +329,7 @@ class DepthEstimator:
             depth = depth * np.float32(est.scale)
         else:  # no scale known yet: nothing metric to report
             depth = np.full_like(depth, np.nan)
-        depth = mark_out_of_range(depth, *self.depth_range)
+        depth = mark_out_of_range(depth, *self.depth_range, copy=False)   # our own array
         timings = {"preprocess_ms": preprocess_ms, "inference_ms": inference_ms,
                    "postprocess_ms": (time.perf_counter() - post_start) * 1e3,
                    "rectify_ms": prepared.rectify_ms}      # within preprocess_ms

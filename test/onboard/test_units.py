@@ -19,3 +19,9 @@ def test_millimetre_round_trip_and_invalid_values():
 def test_out_of_range_marking():
     d = units.mark_out_of_range(np.array([0.05, 1.0, 100.0, np.nan], np.float32), 0.1, 80.0)
     assert d[0] == -np.inf and d[1] == 1.0 and d[2] == np.inf and np.isnan(d[3])
+    # the caller's array is left alone unless it hands it over (copy=False, float32)
+    mine = np.array([0.05, 1.0, 100.0], np.float32)
+    units.mark_out_of_range(mine, 0.1, 80.0)
+    assert mine.tolist() == [np.float32(0.05), 1.0, 100.0]
+    same = units.mark_out_of_range(mine, 0.1, 80.0, copy=False)
+    assert same is mine and mine.tolist() == [-np.inf, 1.0, np.inf]
