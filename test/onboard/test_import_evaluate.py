@@ -16,9 +16,11 @@ from test_protocols import (KEYS, _max_difference, generate_depth_map_arrays,
 
 
 class PlaneModel:
-    """A stand-in depth model: depth = 4 + 0.1 u + 0.2 v metres at every pixel."""
+    """A stand-in depth model with the estimator's interface: depth = 4 + 0.1 u + 0.2 v
+    metres at every pixel (the imported images are rectified: no rectifier to apply)."""
 
-    def estimate(self, image, intrinsics):
+    def estimate(self, image, intrinsics, reference_depth=None, rectifier=None):
+        assert rectifier is None or rectifier.identity
         h, w = image.shape[:2]
         v, u = np.mgrid[0:h, 0:w].astype(np.float32)
         return SimpleNamespace(depth=4.0 + 0.1 * u + 0.2 * v)
