@@ -28,10 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
-from depth_perception import conversions, rectify, units
+from depth_perception import conversions, rectify
 from depth_perception.camera import Intrinsics
 from depth_perception.metadata import ModelMetadata
-from depth_perception.runtime.processing import Preprocessor, postprocess
+from depth_perception.runtime.backends.base import Backend, TensorSpec
+from depth_perception.runtime.processing import Preprocessor
 from depth_perception.bench_log import add_record_argument, run_and_record
 from depth_perception.colorize import colorize_depth
 
@@ -88,6 +89,33 @@ def frame(width: int, height: int):
     return header, image, info, K, depth
 
 
+class FixedOutput(Backend):
+    """A backend that returns one precomputed output (no model): the estimator's own
+    pre- and post-processing timed as the node runs them."""
+
+    def __init__(self, output: np.ndarray, metadata: ModelMetadata):
+        self.output, self.metadata = output, metadata
+        self.name, self.precision, self.device = "fixed", "fp32", "cpu"
+        self.inputs = {metadata.input_name: TensorSpec((1, 3, None, None), "float32")}
+        self.outputs = {metadata.output_name: TensorSpec((1, 1, None, None), "float32")}
+
+    def run(self, feeds):
+        return {self.metadata.output_name: self.output.copy()}   # a fresh array, as ORT
+
+
+def estimator_ms(output: np.ndarray, metadata: ModelMetadata, rgb, rectifier,
+                 repeat: int) -> tuple[float, float]:
+    """Median (preprocess_ms, postprocess_ms) of DepthEstimator.estimate on the raw
+    frame with its rectifier, the model replaced by ``output``."""
+    from depth_perception.runtime.estimator import DepthEstimator
+
+    est = DepthEstimator(FixedOutput(output, metadata), metadata)
+    runs = [est.estimate(rgb, rectifier.intrinsics, rectifier=rectifier).timings
+            for _ in range(repeat + 1)][1:]
+    return (statistics.median(t["preprocess_ms"] for t in runs),
+            statistics.median(t["postprocess_ms"] for t in runs))
+
+
 def bench_stages(repeat: int, metadata: ModelMetadata) -> None:
     print(f"\n== per-frame stages without the model (median of {repeat}, ms; load "
           f"{os.getloadavg()[0]:.2f}) ==")
@@ -118,9 +146,6 @@ def bench_stages(repeat: int, metadata: ModelMetadata) -> None:
             "rect": timeit(lambda: rectifier.resample(rgb, crop, size), repeat),
             "resize": timeit(lambda: rectify.crop_resize(rgb, crop, size), repeat),
             "full": timeit(lambda: rectifier.apply(rgb), repeat),
-            "prep": timeit(lambda: pre.prepare(rgb, K, rectifier), repeat),
-            "post": timeit(lambda: units.mark_out_of_range(   # in place, as the estimator
-                postprocess(output, prepared, metadata), 0.1, 80.0, copy=False), repeat),
             "depth": timeit(lambda: conversions.depth_to_image(depth, header), repeat),
             "color": timeit(lambda: conversions.numpy_to_image(
                 colorize_depth(depth, 0.5, 80.0), "bgr8", header), repeat),
@@ -130,6 +155,7 @@ def bench_stages(repeat: int, metadata: ModelMetadata) -> None:
                              repeat),
             "copy1": timeit(lambda: raw.copy(), repeat),
         }
+        t["prep"], t["post"] = estimator_ms(output, metadata, rgb, rectifier, repeat)
         total2 = t["decode"] + t["K"] + t["prep"] + t["post"] + t["depth"] + t["cloud2"]
         cpu = {name: cpu_ms(fn, repeat) for name, fn in (
             ("rect", lambda: rectifier.resample(rgb, crop, size)),
@@ -158,7 +184,9 @@ def bench_stages(repeat: int, metadata: ModelMetadata) -> None:
           "it in one remap (cached maps; what the node runs); resize = the plain resize an "
           "undistorted camera gets instead; full = rectification at full size (only for a "
           "coloured cloud); maps = the one-off maps of a new calibration and input size; "
-          "prep = rect + normalisation; total2 = decode + K + prep + post + depth msg + "
+          "prep, post = the estimator's preprocess_ms and postprocess_ms (DepthEstimator.estimate "
+          "with the model's output given: rect + normalisation; check, upsample, scale, "
+          "range marking); total2 = decode + K + prep + post + depth msg + "
           "stride-2 cloud (no colorized); K = CameraInfo -> calibration + cached rectifier; "
           "copy1 = np.copy of the stride-1 cloud's bytes")
 

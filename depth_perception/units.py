@@ -43,9 +43,16 @@ def mark_out_of_range(depth_m: np.ndarray, min_depth: float, max_depth: float,
     ``copy=False``: in place when ``depth_m`` is already float32 (a caller's own array)."""
     depth_m = (np.array(depth_m, dtype=np.float32, copy=True) if copy
                else np.asarray(depth_m, dtype=np.float32))
+    if depth_m.size == 0:
+        return depth_m
+    # NaN-ignoring extremes first (one cheap pass each): a frame within the range, the
+    # usual case of a model whose output is bounded, needs no masked writes
+    lowest, highest = np.fmin.reduce(depth_m, axis=None), np.fmax.reduce(depth_m, axis=None)
     with np.errstate(invalid="ignore"):
-        np.copyto(depth_m, np.float32(-np.inf), where=depth_m < min_depth)
-        np.copyto(depth_m, np.float32(np.inf), where=depth_m > max_depth)
+        if lowest < min_depth:
+            np.copyto(depth_m, np.float32(-np.inf), where=depth_m < min_depth)
+        if highest > max_depth:
+            np.copyto(depth_m, np.float32(np.inf), where=depth_m > max_depth)
     return depth_m
 
 

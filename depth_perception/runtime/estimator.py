@@ -272,12 +272,12 @@ class DepthEstimator:
                 for (i, plan, prepared, t0, t_prep), output in zip(chunk, outputs):
                     try:
                         t3 = time.perf_counter()
-                        self._check_finite(output)
+                        bounds = self._check_finite(output)
                         depth = postprocess(output, prepared, self.metadata,
                                             upsample=self.upsample)
                         results[i] = self._finish(frames[i], plan, depth, prepared,
                                                   (t_prep - t0) * 1e3, (t2 - t1) * 1e3, t3,
-                                                  len(chunk))
+                                                  len(chunk), bounds)
                     except Exception as exc:  # noqa: BLE001 - that frame's result
                         results[i] = exc
         return results
@@ -308,28 +308,45 @@ class DepthEstimator:
                                f"outputs for a batch of {len(tensors)} frames")
         return [output[k:k + 1] for k in range(len(tensors))]
 
-    def _check_finite(self, output: np.ndarray) -> None:
+    def _check_finite(self, output: np.ndarray) -> tuple[float, float] | None:
+        """RuntimeError if the output holds NaN or inf; else the range its depth takes:
+        ``(min, max)`` of an output used as depth (the upsampled depth's values lie
+        within it), None for other output kinds."""
+        lo, hi = (float(output.min()), float(output.max())) if output.size else (0.0, 0.0)
+        if math.isfinite(lo) and math.isfinite(hi):          # NaN propagates to both
+            return (lo, hi) if self.metadata.output_kind in ("metric_depth",
+                                                              "relative_depth") else None
         bad = ~np.isfinite(output)
-        if bad.any():
-            raise RuntimeError(f"model output contains NaN or inf ({int(bad.sum())} of "
-                               f"{bad.size} values) from the {self.backend.name} backend "
-                               f"({self.backend.precision}); frame skipped (FP16 overflow in "
-                               "LayerNorm/attention is a common cause: keep those in FP32)")
+        raise RuntimeError(f"model output contains NaN or inf ({int(bad.sum())} of "
+                           f"{bad.size} values) from the {self.backend.name} backend "
+                           f"({self.backend.precision}); frame skipped (FP16 overflow in "
+                           "LayerNorm/attention is a common cause: keep those in FP32)")
 
     def _finish(self, frame: FrameInput, plan: InputPlan, depth: np.ndarray,
                 prepared: Prepared, preprocess_ms: float, inference_ms: float,
-                post_start: float, batch: int) -> DepthResult:
+                post_start: float, batch: int,
+                bounds: tuple[float, float] | None = None) -> DepthResult:
         """Depth at camera resolution -> metric depth with REP 117 meanings
-        (``inference_ms``: the whole backend call of ``batch`` frames)."""
+        (``inference_ms``: the whole backend call of ``batch`` frames; ``bounds``: the
+        range of the model-resolution depth, see :meth:`_check_finite`)."""
+        factor = 1.0
         if plan.canonical:                       # canonical camera: depth x f_in / f_train
-            depth *= np.float32(plan.depth_factor(prepared.intrinsics_model))
+            factor = plan.depth_factor(prepared.intrinsics_model)
+            depth *= np.float32(factor)
         policy = frame.scale_policy or self._scale_policy
         est = policy.update(depth, frame.intrinsics, frame.reference_depth)
         if math.isfinite(est.scale) and est.scale > 0:
-            depth = depth * np.float32(est.scale)
+            factor *= est.scale
+            if est.scale != 1.0:
+                depth *= np.float32(est.scale)             # postprocess's own array
         else:  # no scale known yet: nothing metric to report
-            depth = np.full_like(depth, np.nan)
-        depth = mark_out_of_range(depth, *self.depth_range, copy=False)   # our own array
+            depth, bounds = np.full_like(depth, np.nan), None
+        lo, hi = self.depth_range
+        # upsampling interpolates between model values: a scaled model range inside the
+        # depth range (with room for rounding) leaves nothing to mark at full size
+        if not (bounds is not None and bounds[0] * factor >= lo * (1 + 1e-5)
+                and bounds[1] * factor <= hi * (1 - 1e-5)):
+            depth = mark_out_of_range(depth, lo, hi, copy=False)       # our own array
         timings = {"preprocess_ms": preprocess_ms, "inference_ms": inference_ms,
                    "postprocess_ms": (time.perf_counter() - post_start) * 1e3,
                    "rectify_ms": prepared.rectify_ms}      # within preprocess_ms

@@ -201,13 +201,7 @@ def output_to_depth(output: np.ndarray, metadata: ModelMetadata) -> np.ndarray:
     Metric kinds give metres, relative kinds relative depth (unknown scale).
     Non-finite and non-positive values become NaN.
     """
-    out = np.asarray(output)
-    while out.ndim > 2 and out.shape[0] == 1:
-        out = out[0]
-    if out.ndim != 2:
-        raise ValueError(f"expected a model output [1,1,h,w], [1,h,w] or [h,w], got shape "
-                         f"{np.shape(output)}")
-    out = out.astype(np.float32, copy=False)
+    out = _squeeze(output).astype(np.float32, copy=False)
     kind = metadata.output_kind
     with np.errstate(divide="ignore", invalid="ignore"):
         if kind == "disparity":
@@ -221,6 +215,26 @@ def output_to_depth(output: np.ndarray, metadata: ModelMetadata) -> np.ndarray:
     return depth
 
 
+def _squeeze(output: np.ndarray) -> np.ndarray:
+    """[1,1,h,w], [1,h,w] or [h,w] -> [h,w] (a view); ValueError for other shapes."""
+    out = np.asarray(output)
+    while out.ndim > 2 and out.shape[0] == 1:
+        out = out[0]
+    if out.ndim != 2:
+        raise ValueError(f"expected a model output [1,1,h,w], [1,h,w] or [h,w], got shape "
+                         f"{np.shape(output)}")
+    return out
+
+
+def _all_valid_depth(out: np.ndarray, metadata: ModelMetadata) -> bool:
+    """The output of a depth kind (metric or relative, used as is) is positive and finite
+    everywhere: min and max are (NaN propagates through both)."""
+    if metadata.output_kind not in ("metric_depth", "relative_depth") or out.size == 0:
+        return False
+    lo, hi = float(out.min()), float(out.max())
+    return 0.0 < lo and math.isfinite(hi)
+
+
 def postprocess(output: np.ndarray, prepared: Prepared, metadata: ModelMetadata,
                 upsample: str = "bilinear") -> np.ndarray:
     """Network output -> depth [H,W] float32 at camera resolution.
@@ -231,10 +245,17 @@ def postprocess(output: np.ndarray, prepared: Prepared, metadata: ModelMetadata,
     """
     if upsample not in UPSAMPLE_MODES:
         raise ValueError(f"upsample must be one of {sorted(UPSAMPLE_MODES)}, got '{upsample}'")
-    depth = output_to_depth(output, metadata)                              # [h,w]
     x0, y0, cw, ch = prepared.crop
-    if depth.shape != (ch, cw):
-        depth = cv2.resize(depth, (cw, ch), interpolation=UPSAMPLE_MODES[upsample])
+    out = _squeeze(output)                                                 # [h,w]
+    if out.shape != (ch, cw) and _all_valid_depth(out, metadata):
+        # every value a usable depth: resize the output itself (the copy and the
+        # validity masks of output_to_depth would change nothing)
+        depth = cv2.resize(out.astype(np.float32, copy=False), (cw, ch),
+                           interpolation=UPSAMPLE_MODES[upsample])
+    else:
+        depth = output_to_depth(out, metadata)
+        if depth.shape != (ch, cw):
+            depth = cv2.resize(depth, (cw, ch), interpolation=UPSAMPLE_MODES[upsample])
     W, H = prepared.original_size
     if (x0, y0, cw, ch) != (0, 0, W, H):
         full = np.full((H, W), np.nan, np.float32)

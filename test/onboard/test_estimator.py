@@ -45,6 +45,32 @@ def test_range_meanings_after_scaling():
     assert np.isneginf(depth[:, :50]).all() and np.isposinf(depth[:, -50:]).all()
 
 
+@pytest.mark.parametrize("kind,scale,low,high", [
+    ("metric_depth", 1.0, 1.0, 49.0),       # within the range: nothing to mark
+    ("metric_depth", 1.0, 0.5, 50.0),       # touching both bounds exactly: kept
+    ("metric_depth", 1.0, 0.4, 50.5),       # beyond both
+    ("relative_depth", 2.0, 1.0, 24.9),     # x2 within
+    ("relative_depth", 2.0, 1.0, 26.0),     # x2 beyond max only
+    ("relative_depth", 0.4, 1.0, 20.0),     # x0.4 below min only
+])
+def test_range_marking_skipped_only_when_the_model_range_proves_it(kind, scale, low, high):
+    """The estimator marks out-of-range pixels at camera resolution unless the scaled
+    range of the model output shows there are none: the same depth either way."""
+    from depth_perception import units
+    from depth_perception.runtime.processing import postprocess
+
+    meta = ModelMetadata(output_kind=kind, min_depth=0.5, max_depth=50.0)
+
+    def fn(x):                                # a bilinear-upsampled ramp, low .. high
+        h, w = x.shape[2:]
+        return np.tile(np.linspace(low, high, w, dtype=np.float32), (h, 1))[None, None]
+    policy = FixedScale(scale) if kind == "relative_depth" else None
+    est = DepthEstimator(FunctionBackend(fn, meta), meta, policy, short_side=112)
+    res = est.estimate(RGB, CAM)
+    full = postprocess(fn(res.prepared.tensor), res.prepared, meta) * np.float32(scale)
+    np.testing.assert_array_equal(res.depth, units.mark_out_of_range(full, 0.5, 50.0))
+
+
 def test_output_range_options_narrow_the_models_range():
     """min_depth / max_depth (the depth node's parameters) narrow the model's 0.5-50 m:
     a wider option keeps the model's bound, 0 or None means the model's own."""

@@ -136,6 +136,25 @@ def test_bilinear_upsampling_interpolates_and_keeps_values():
     assert depth[20, 30] == pytest.approx(2.0 + 2.0 * 7.125, rel=1e-5)
 
 
+@pytest.mark.parametrize("cam", [Intrinsics(50.0, 50.0, 27.5, 27.5, 56, 56),
+                                 Intrinsics(10.0, 10.0, 6.5, 6.5, 14, 14)])
+def test_valid_outputs_take_the_short_path_with_the_same_depth(cam):
+    """An output that is positive and finite everywhere is resized as it is: the same
+    depth as decoding it first, in an array of its own (the estimator scales in place)."""
+    import cv2
+
+    meta = ModelMetadata(input_height=14, input_width=14)
+    out = np.random.default_rng(0).uniform(0.5, 90.0, (1, 1, 14, 14)).astype(np.float32)
+    depth = postprocess(out, _prepared(meta, cam), meta)
+    expected = output_to_depth(out, meta)
+    if cam.width != 14:
+        expected = cv2.resize(expected, (cam.width, cam.height), interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_array_equal(depth, expected)
+    assert not np.shares_memory(depth, out)
+    out[0, 0, 3, 4] = 0.0                                   # one invalid value: long path
+    assert np.isnan(postprocess(out, _prepared(meta, cam), meta)).any()
+
+
 def test_output_kinds():
     out = np.array([[[[0.0, 0.5, 1.0, 2.0]]]], np.float32)
     np.testing.assert_allclose(

@@ -25,3 +25,16 @@ def test_out_of_range_marking():
     assert mine.tolist() == [np.float32(0.05), 1.0, 100.0]
     same = units.mark_out_of_range(mine, 0.1, 80.0, copy=False)
     assert same is mine and mine.tolist() == [-np.inf, 1.0, np.inf]
+
+
+@pytest.mark.parametrize("values,expected", [
+    ([np.nan, 2.0, 80.0, 0.1], [np.nan, 2.0, 80.0, 0.1]),      # within: the bounds kept
+    ([np.nan, 2.0, 80.5], [np.nan, 2.0, np.inf]),               # only too far
+    ([np.nan, 0.05, 3.0], [np.nan, -np.inf, 3.0]),              # only too close
+    ([np.nan, np.nan], [np.nan, np.nan]),                       # nothing valid
+    ([-np.inf, np.inf, 5.0], [-np.inf, np.inf, 5.0]),           # marked already
+    ([], []),
+])
+def test_out_of_range_marking_each_side_alone(values, expected):
+    d = units.mark_out_of_range(np.array(values, np.float32).reshape(1, -1), 0.1, 80.0)
+    np.testing.assert_array_equal(d.ravel(), np.array(expected, np.float32))
