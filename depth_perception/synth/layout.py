@@ -5,7 +5,7 @@ Geometry (``odom`` frame, REP 103: x forward along the street, y left, z up):
 * the road plane z = 0 (two 3.5 m lanes around y = 0, parking strips, sidewalks),
 * axis-aligned boxes: buildings on both sides with varied setbacks and gaps, parked
   cars, a few oncoming (moving) cars, lamp posts with lamp heads,
-* sky where nothing is hit (NaN depth).
+* sky where nothing is hit (+inf depth: REP 117 "no return", see street.py).
 
 The vehicle (``base_link`` on the road under the rear axle) drives along +x at about
 ``speed`` m/s in the right lane, weaving gently: y = lane_y + a sin(2 pi x / L),
