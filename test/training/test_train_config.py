@@ -98,6 +98,16 @@ def test_shipped_configs_load_and_fit_the_model_and_data_schemas(path):
     if cfg.task == "pose":                           # pose pretraining: no depth net
         PoseNetConfig(**cfg.model.pose)
         return
+    if cfg.task == "metricgold":                     # Stable Diffusion parts, frames
+        m = cfg.metricgold
+        assert 0 < m.min_depth < m.max_depth and cfg.data.context == []
+        assert cfg.optim.scheduler == "exponential" and cfg.optim.interval == "step"
+        assert cfg.data.width % 8 == 0 and cfg.data.height % 8 == 0     # SD's VAE factor
+        if not path.name.endswith("_tiny.yaml"):         # Marigold's numbers
+            assert (m.lr, cfg.optim.final_ratio, cfg.optim.warmup_steps,
+                    cfg.optim.decay_steps) == (3e-5, 0.01, 100, 25000)
+            assert cfg.data.batch_size * cfg.trainer.gradient_accumulation_steps == 32
+        return
     if cfg.task == "student":                        # the frozen teacher brings its nets
         from depth_perception_training.train.student import STUDENT_INITS
 

@@ -451,3 +451,19 @@ def tiny_marigold(image_size: int = 32, seed: int = 0):
         text_encoder=tiny_text_encoder(len(tokenizer), 32, tokenizer.model_max_length, seed),
         tokenizer=tokenizer, prediction_type="depth", scale_invariant=True, shift_invariant=True,
         default_denoising_steps=2, default_processing_resolution=image_size)
+
+
+def tiny_sd_components(seed: int = 0) -> dict:
+    """The parts of a tiny random-weight Stable Diffusion 2 (v-prediction DDPM, 4-channel
+    UNet, factor-2 VAE, byte tokenizer): what ``train metricgold`` fine-tunes with
+    ``metricgold.base: tiny``."""
+    from diffusers import DDPMScheduler
+
+    tokenizer = byte_clip_tokenizer()
+    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
+                              beta_schedule="scaled_linear", prediction_type="v_prediction",
+                              steps_offset=1, clip_sample=False)
+    return {"unet": _tiny_unet(4, 16, 32, seed), "vae": tiny_vae(seed),
+            "text_encoder": tiny_text_encoder(len(tokenizer), 32, tokenizer.model_max_length,
+                                              seed),
+            "tokenizer": tokenizer, "scheduler_config": scheduler.config}

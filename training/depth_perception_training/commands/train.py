@@ -15,6 +15,8 @@ TASKS = {
                "(teacher loss, semantic loss)",
     "pose": "pretrain a pose backbone on bags with odometry/TF as supervision (saves a "
             "transformers folder for a strengthened pose net)",
+    "metricgold": "MetricGold: fine-tune a Stable Diffusion UNet (Marigold objective) on "
+                  "log-scaled metric depth from ground truth (synthetic drives)",
 }
 
 
@@ -68,6 +70,21 @@ def run(args: argparse.Namespace) -> int:
                       f"{v['rotation_error_deg']:.3f} deg ({v['pairs']} pairs)")
             print(f"pose backbone: {out['backbone']} (model.pose.strengthened=true "
                   f"model.pose.pretrained={out['backbone']})")
+        return 0
+
+    if args.task == "metricgold":
+        from depth_perception_training.train.metricgold import train_metricgold
+
+        result = train_metricgold(cfg)
+        if PartialState().is_main_process:
+            print(f"trained {result.step} steps, {result.nan_skips} non-finite steps skipped")
+            if result.validation:
+                v, p = result.validation["all"], result.validation.get("prior")
+                print(f"validation: abs_rel {v['abs_rel']:.4f} rmse {v['rmse']:.3f} a1 "
+                      f"{v['a1']:.3f}" + (f" (image-blind prior abs_rel {p['abs_rel']:.4f})"
+                                          if p else ""))
+            print(f"model: {result.export_dir} (refine method: metricgold, "
+                  f"metricgold.model={result.export_dir})")
         return 0
 
     if args.task == "student":

@@ -13,7 +13,7 @@ from typing import List, Optional
 
 __all__ = ["RefineConfig", "load_refine_config", "METHODS", "ALIGN_TARGETS"]
 
-METHODS = ("redepth", "marigold")
+METHODS = ("redepth", "marigold", "metricgold")
 ALIGN_TARGETS = ("auto", "lidar", "teacher", "none")
 
 
@@ -73,6 +73,16 @@ class MarigoldConfig:
 
 
 @dataclass
+class MetricGoldConfig:
+    """A model of ``depth-perception train metricgold`` (its output_dir/model folder):
+    metric depth, no alignment needed."""
+
+    model: str = ""
+    ensemble: int = 1
+    steps: Optional[int] = None           # None: the model's default
+
+
+@dataclass
 class DataConfig:
     """Which frames: every ``every``-th from ``first``, at most ``max_frames``."""
 
@@ -109,6 +119,7 @@ class RefineConfig:
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
     caption: CaptionConfig = field(default_factory=CaptionConfig)
     marigold: MarigoldConfig = field(default_factory=MarigoldConfig)
+    metricgold: MetricGoldConfig = field(default_factory=MetricGoldConfig)
     data: DataConfig = field(default_factory=DataConfig)
     labels: LabelsConfig = field(default_factory=LabelsConfig)
 

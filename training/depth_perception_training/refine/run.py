@@ -4,7 +4,8 @@
    depth and intrinsics) or every image file of a folder;
 2. per frame, ``method: redepth``: Re-Depth Anything on ``--model`` (a Depth-Anything-
    style network); ``method: marigold``: the Marigold teacher (``--model``, if given,
-   is the metric teacher it may be aligned to);
+   is the metric teacher it may be aligned to); ``method: metricgold``: a model of
+   ``train metricgold`` (metric depth, written as it is);
 3. alignment (``labels.align_to``) to LiDAR or the teacher, then the label is written
    (:mod:`.labels`); the resolved configuration goes to ``OUT/config.yaml``.
 """
@@ -103,6 +104,17 @@ class RefineRun:
                 processing_resolution=m.processing_resolution, seed=cfg.seed,
                 reduction=m.reduction)
 
+        self.metricgold = None
+        if cfg.method == "metricgold":
+            from depth_perception_training.train.metricgold import MetricGoldPredictor
+            m = cfg.metricgold
+            if not m.model:
+                raise ValueError("refine: method metricgold needs metricgold.model (the "
+                                 "output_dir/model folder of `depth-perception train metricgold`)")
+            self.metricgold = MetricGoldPredictor.load(m.model, device=cfg.device,
+                                                     ensemble=m.ensemble, steps=m.steps,
+                                                     seed=cfg.seed)
+
     def _load_guidance(self):
         import torch
 
@@ -138,6 +150,8 @@ class RefineRun:
         h, w = frame.rgb.shape[:2]
         if self.cfg.method == "marigold":
             return self.marigold.predict(frame.rgb), "relative_depth", {}
+        if self.cfg.method == "metricgold":
+            return self.metricgold.predict(frame.rgb), "metric_depth", {}
         from depth_perception_training.refine.model import network_size
         from depth_perception_training.refine.redepth import refine_image
         r = self.cfg.redepth
@@ -205,7 +219,9 @@ def run_refine(cfg, out: str | Path, bag=None, images=None, model: str | None = 
             encoding = cfg.labels.encoding if label_kind == "metric_depth" else "depth"
             writer = PseudoLabelWriter(out, cfg.method, label_kind, encoding,
                                        (cfg.labels.min_depth, cfg.labels.max_depth),
-                                       model=str(model or cfg.marigold.model),
+                                       model=str(model or (cfg.metricgold.model
+                                                           if cfg.method == "metricgold"
+                                                           else cfg.marigold.model)),
                                        config=OmegaConf.to_container(cfg, resolve=True),
                                        overwrite=overwrite)
         elif label_kind != writer.header["kind"]:

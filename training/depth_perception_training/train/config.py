@@ -111,11 +111,16 @@ class OptimConfig:
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
     grad_clip: float = 0.0             # max global grad norm; 0 = no clipping (references)
     #: step (StepLR) | linear (per-step linear decay to 0 over the run, SSD; needs
-    #: interval: step) | none
+    #: interval: step) | exponential (Marigold's IterExponential: linear warm-up over
+    #: warmup_steps updates, then lr x final_ratio^(n / (decay_steps - warmup_steps)),
+    #: final_ratio from decay_steps on; needs interval: step) | none
     scheduler: str = "step"
     step_size: int = 15                # StepLR period, in units of ``interval``
     gamma: float = 0.1
     interval: str = "epoch"            # epoch | step
+    final_ratio: float = 0.01          # exponential: lr factor reached at decay_steps
+    warmup_steps: int = 0              # exponential: updates of linear warm-up from 0
+    decay_steps: int = 0               # exponential: updates to final_ratio; 0 = the run's
 
 
 @dataclass
@@ -213,6 +218,27 @@ class StudentConfig:
 
 
 @dataclass
+class MetricGoldConfig:
+    """MetricGold fine-tuning (``task: metricgold``); see
+    depth_perception_training.train.metricgold for where each number comes from."""
+
+    #: Stable Diffusion folder or hub id the UNet, VAE and text encoder come from
+    #: (Marigold: stable-diffusion-2); ``tiny``: random-weight tiny components
+    base: str = "stabilityai/stable-diffusion-2"
+    local_files_only: bool = False
+    lr: float = 3e-5                   # Marigold train_marigold_depth.yaml
+    #: log-depth range in metres (MetricGold's text gives none: the range this package
+    #: evaluates outdoor depth in, 80 m as Marigold's Virtual KITTI cap)
+    min_depth: float = 1.0
+    max_depth: float = 80.0
+    noise_strength: float = 0.9        # multi-resolution noise (Marigold)
+    noise_annealed: bool = True
+    flip_probability: float = 0.5      # Marigold's only augmentation
+    denoising_steps: int = 4           # the exported pipeline's default (Marigold v1-1)
+    val_denoising_steps: int = 1       # in-training validation (Marigold: 1, no ensemble)
+
+
+@dataclass
 class TrainConfig:
     task: str = "teacher"
     base_config: Optional[str] = None
@@ -224,6 +250,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     student: StudentConfig = field(default_factory=StudentConfig)
+    metricgold: MetricGoldConfig = field(default_factory=MetricGoldConfig)
 
 
 # -- loading ------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from depth_perception_training.train.config import TrainConfig, save_config, to_yaml
+from depth_perception_training.train.config import to_yaml
 from depth_perception_training.train.trainer import StepOutput
 
 logger = logging.getLogger(__name__)
@@ -98,27 +98,14 @@ def evaluate_pose(pose_net, loader, objective: PoseObjective) -> dict:
 
 def build_pose_trainer(cfg):
     """(Trainer, objective, validation loader or None) of the pose task."""
-    from omegaconf import OmegaConf
-
     from depth_perception.models import build_pose_model
-    from depth_perception_training.train.config import to_dataclass
     from depth_perception_training.train.teacher import (build_datasets, freeze_unused_parameters,
-                                                         resolve_bags, set_initial_motion)
+                                                         set_initial_motion, start_run)
     from depth_perception_training.train.trainer import (Trainer, build_train_loader,
-                                                         build_val_loader, make_accelerator,
-                                                         seed_everything)
+                                                         build_val_loader)
 
-    dcfg = cfg if OmegaConf.is_config(cfg) else OmegaConf.structured(cfg)
-    cfg: TrainConfig = to_dataclass(dcfg)
-    if cfg.task != "pose":
-        raise ValueError(f"config task is '{cfg.task}', this is the pose trainer")
-    train_bags, val_bags = resolve_bags(cfg)        # the data first: no bags, no work
-    out = Path(cfg.output_dir)
-    accelerator = make_accelerator(cfg.trainer, out)
-    # 1. Seed, config, model
-    seed_everything(cfg.seed, cfg.trainer.deterministic)
-    if accelerator.is_main_process:
-        save_config(dcfg, out / "config.yaml")
+    # 1. Config, bags, seed, model
+    dcfg, cfg, train_bags, val_bags, out, accelerator = start_run(cfg, "pose")
     try:
         pose_net = build_pose_model(dict(cfg.model.pose))
     except ValueError as exc:

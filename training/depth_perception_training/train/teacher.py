@@ -286,6 +286,28 @@ def _sample_config(cfg: TrainConfig, validation: bool = False):
     return _config_object(SampleConfig, values, "data.sample")
 
 
+def start_run(cfg, task: str):
+    """The common start of a ``task`` run: (resolved DictConfig, typed config, training
+    bags, validation bags, run folder, accelerator). Checks the task and the bags first
+    (no bags, no work), seeds, and writes ``config.yaml`` beside the run."""
+    from omegaconf import OmegaConf
+
+    from depth_perception_training.train.config import save_config, to_dataclass
+    from depth_perception_training.train.trainer import make_accelerator, seed_everything
+
+    dcfg = cfg if OmegaConf.is_config(cfg) else OmegaConf.structured(cfg)
+    cfg = to_dataclass(dcfg)
+    if cfg.task != task:
+        raise ValueError(f"config task is '{cfg.task}', this is the {task} trainer")
+    train_bags, val_bags = resolve_bags(cfg)
+    out = Path(cfg.output_dir)
+    accelerator = make_accelerator(cfg.trainer, out)
+    seed_everything(cfg.seed, cfg.trainer.deterministic)
+    if accelerator.is_main_process:
+        save_config(dcfg, out / "config.yaml")
+    return dcfg, cfg, train_bags, val_bags, out, accelerator
+
+
 def resolve_bags(cfg: TrainConfig) -> tuple[list[Path], list[Path]]:
     """Training and validation bags named by the config (training never makes data)."""
     d = cfg.data

@@ -34,6 +34,7 @@ from depth_perception_training.train import checkpoint as ckpt
 from depth_perception_training.train.config import OptimConfig, TrainerConfig
 from depth_perception_training.train.ema import load_ema, make_ema, save_ema
 from depth_perception_training.train.logging import ProgressLines, TensorBoardLogger
+from depth_perception_training.train.optim import build_optimizer, build_scheduler
 
 logger = logging.getLogger(__name__)
 
@@ -151,51 +152,7 @@ def build_val_loader(dataset, batch_size: int, num_workers: int = 0, collate_fn=
                       drop_last=False, collate_fn=collate_fn)
 
 
-# -- optimizer -----------------------------------------------------------------------------
-
-def build_optimizer(param_groups: list[dict], cfg: OptimConfig) -> torch.optim.Optimizer:
-    """Adam/AdamW over named parameter groups ``{"name", "params", "lr"}``.
-
-    Groups with no trainable parameter are dropped (e.g. a frozen encoder).
-    """
-    groups = []
-    for g in param_groups:
-        params = [p for p in g["params"] if p.requires_grad]
-        if params:
-            groups.append({**g, "params": params})
-    if not groups:
-        raise ValueError("optimizer: no trainable parameters in any parameter group")
-    betas = tuple(float(b) for b in cfg.betas)
-    if cfg.name == "adamw":
-        return torch.optim.AdamW(groups, betas=betas, weight_decay=cfg.weight_decay)
-    if cfg.name == "adam":
-        return torch.optim.Adam(groups, betas=betas, weight_decay=cfg.weight_decay)
-    raise ValueError(f"optim.name must be 'adam' or 'adamw', got {cfg.name!r}")
-
-
-def build_scheduler(optimizer, cfg: OptimConfig, total_updates: int):
-    """The learning-rate schedule of ``cfg.scheduler``:
-
-    * ``step``: StepLR(step_size, gamma) per ``interval`` (epoch or step);
-    * ``linear``: per-step linear decay to 0 over the run (SSD Sec. 4.1), lr of update
-      n (0-based) = lr * (1 - n / total_updates); needs ``interval: step``;
-    * ``none``: constant.
-    """
-    if cfg.interval not in ("epoch", "step"):
-        raise ValueError(f"optim.interval must be 'epoch' or 'step', got {cfg.interval!r}")
-    if cfg.scheduler == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
-    if cfg.scheduler == "linear":
-        if cfg.interval != "step":
-            raise ValueError("optim.scheduler=linear decays per step: set optim.interval=step")
-        if total_updates < 1:
-            raise ValueError(f"optim.scheduler=linear needs a run of >= 1 update, got {total_updates}")
-        return torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0, end_factor=0.0,
-                                                 total_iters=total_updates)
-    if cfg.scheduler == "none":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    raise ValueError(f"optim.scheduler must be 'step', 'linear' or 'none', got {cfg.scheduler!r}")
-
+# -- accelerator ---------------------------------------------------------------------------
 
 def make_accelerator(cfg: TrainerConfig, project_dir: str | Path | None = None):
     """An ``accelerate.Accelerator`` for this trainer config (DDP kwargs, AMP, CPU)."""
