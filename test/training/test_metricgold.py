@@ -114,6 +114,8 @@ def test_the_target_follows_the_schedulers_prediction_type():
 
 def test_predictor_decodes_the_pipeline_output_as_log_depth():
     class Pipeline:
+        device = torch.device("cpu")
+
         def set_progress_bar_config(self, **kw):
             pass
 

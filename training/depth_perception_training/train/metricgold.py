@@ -102,7 +102,7 @@ def empty_text_embedding(tokenizer, text_encoder) -> torch.Tensor:
     ids = tokenizer("", padding="max_length", max_length=tokenizer.model_max_length,
                     truncation=True, return_tensors="pt").input_ids
     with torch.no_grad():
-        return text_encoder(ids)[0]
+        return text_encoder(ids.to(text_encoder.device))[0]
 
 
 class MetricGoldObjective:
@@ -171,15 +171,15 @@ class MetricGoldObjective:
 
     def __call__(self, models: dict, batch: dict) -> StepOutput:
         image, depth = batch["image"].float(), batch["gt_depth"].float()
-        flip = torch.rand(len(image)) < self.flip_probability            # [B]
+        flip = (torch.rand(len(image)) < self.flip_probability).to(image.device)   # [B]
         if flip.any():
             image, depth = image.clone(), depth.clone()
             image[flip], depth[flip] = image[flip].flip(-1), depth[flip].flip(-1)
         image_latent, depth_latent, cells = self.latents(image, depth)
         T = self.scheduler.config.num_train_timesteps
         timesteps = torch.randint(0, T, (len(image),), device=image_latent.device)
-        strength = (self.noise_strength * timesteps.float() / T if self.annealed
-                    else self.noise_strength)
+        strength = (self.noise_strength * timesteps.float().cpu() / T if self.annealed
+                    else self.noise_strength)                       # the noise is drawn on CPU
         noise = multi_res_noise(depth_latent.shape, strength).to(depth_latent)
         loss = self.loss(models["unet"], image_latent, depth_latent, cells, timesteps, noise)
         return StepOutput(loss, {"valid_cells": cells.float().mean()})
@@ -219,7 +219,8 @@ class MetricGoldPredictor:
         from depth_perception_training.refine.marigold import log_depth_denormalize
 
         generator = torch.Generator().manual_seed(self.seed)
-        out = self.pipeline(image.float().cpu(), num_inference_steps=self.steps,
+        out = self.pipeline(image.float().to(self.pipeline.device),
+                            num_inference_steps=self.steps,
                             ensemble_size=self.ensemble, processing_resolution=0,
                             match_input_resolution=True, generator=generator,
                             output_type="pt")
@@ -283,7 +284,7 @@ def build_metricgold_trainer(cfg):
     parts = load_components(m.base, m.local_files_only, cfg.seed)
     widen_conv_in(parts["unet"])
     scheduler = training_scheduler(parts["scheduler_config"])
-    parts["text_encoder"].requires_grad_(False).eval()
+    parts["text_encoder"].requires_grad_(False).eval().to(accelerator.device)   # validation
     objective = MetricGoldObjective(
         parts["vae"].to(accelerator.device), scheduler,
         empty_text_embedding(parts["tokenizer"], parts["text_encoder"]), m.min_depth,
