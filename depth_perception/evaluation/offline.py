@@ -181,7 +181,8 @@ def open_sequence(bag, config: EvaluateConfig):
         reader.require("camera_info")
         reader.require("lidar" if lidar else "gt_depth")
     sample_config = SampleConfig(offsets=(), skip_static=False, with_lidar=lidar,
-                                 with_gt=not lidar, condition=config.condition, topics=topics,
+                                 with_gt=True, with_moving=True,
+                                 condition=config.condition, topics=topics,
                                  input_image=config.input_image, keep_raw=True,
                                  lidar_rule=config.lidar_rule,
                                  motion_compensation=config.motion_compensation)
@@ -225,6 +226,7 @@ def _score_bag(bag, config: EvaluateConfig, results: EvaluationResults, predicto
     """
     from depth_perception.data.tf import TransformError
     from depth_perception.evaluation.prior import PRIOR_NAME, fit_to
+    from depth_perception.evaluation.temporal import TemporalTracker
     from depth_perception.metrics import structure_mask
 
     seq = open_sequence(bag, config)
@@ -233,7 +235,8 @@ def _score_bag(bag, config: EvaluateConfig, results: EvaluationResults, predicto
     scored = {name: 0 for name in predictors}
     failed: dict = {}
     empty = 0
-    for i in _frame_indices(len(seq), config):
+    tracker = TemporalTracker(results, seq.intrinsics, Path(bag).name)
+    for position, i in enumerate(_frame_indices(len(seq), config)):
         try:
             sample = seq[i]
         except TransformError as exc:
@@ -242,7 +245,10 @@ def _score_bag(bag, config: EvaluateConfig, results: EvaluationResults, predicto
                 f"from the LiDAR frame '{seq.lidar_frame}' to the camera frame "
                 f"'{seq.camera_frame}' on /tf_static, /tf or /odom") from exc
         ref = _reference(sample, config, bag)
-        if not results.scored_mask(ref).any():
+        compare = results.scored_mask(ref)
+        tracker.frame(position, seq.poses[sample.index], compare, sample.moving,
+                      sample.gt_depth)
+        if not compare.any():
             empty += 1
             log.warning("bag %s frame %d: no valid reference pixel in %s; frame skipped",
                         bag, i, config.spec.label)
@@ -255,15 +261,18 @@ def _score_bag(bag, config: EvaluateConfig, results: EvaluationResults, predicto
                 timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
                 if pred is None:
                     continue
-                results.add_frame(name, ref, pred, sample.condition or "unknown",
-                                  Path(bag).name, sample.index, sample.stamp_ns, sample.image,
-                                  structure=structure)
+                condition = sample.condition or "unknown"
+                metrics = results.add_frame(name, ref, pred, condition, Path(bag).name,
+                                            sample.index, sample.stamp_ns, sample.image,
+                                            structure=structure)
             except (RuntimeError, ValueError) as exc:
                 # as the node: a failed frame (NaN output, no valid prediction) is counted
                 # and the evaluation goes on
                 failed[name] = failed.get(name, 0) + 1
                 log.warning("bag %s frame %d: '%s' not scored: %s", bag, i, name, exc)
                 continue
+            tracker.add(name, position, pred, metrics, condition, sample.index,
+                        sample.stamp_ns)
             scored[name] += 1
     for name, n in scored.items():
         if n == 0:
