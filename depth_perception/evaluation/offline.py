@@ -70,6 +70,11 @@ class EvaluateConfig:
     median: str = "numpy"
     #: name of the preset these settings come from (:meth:`for_protocol`)
     protocol: str | None = None
+    #: also score every model after the depth node's temporal fusion (a "<model> +
+    #: fusion" row; the node's fusion_threshold / fusion_max_age)
+    temporal_fusion: bool = False
+    fusion_threshold: float = 0.1
+    fusion_max_age: int = 8
 
     @classmethod
     def for_protocol(cls, name: str, **settings) -> "EvaluateConfig":
@@ -232,7 +237,10 @@ def _score_bag(bag, config: EvaluateConfig, results: EvaluationResults, predicto
     seq = open_sequence(bag, config)
     if prior is not None:
         predictors = {**predictors, PRIOR_NAME: lambda sample: fit_to(prior, sample.image.shape[:2])}
-    scored = {name: 0 for name in predictors}
+    fusions = {name: FusedStream(seq, config) for name in predictors
+               if config.temporal_fusion and name != PRIOR_NAME}
+    scored = {row: 0 for name in predictors
+              for row in ((name, fused_name(name)) if name in fusions else (name,))}
     failed: dict = {}
     empty = 0
     tracker = TemporalTracker(results, seq.intrinsics, Path(bag).name)
@@ -248,32 +256,46 @@ def _score_bag(bag, config: EvaluateConfig, results: EvaluationResults, predicto
         compare = results.scored_mask(ref)
         tracker.frame(position, seq.poses[sample.index], compare, sample.moving,
                       sample.gt_depth)
-        if not compare.any():
+        has_reference = bool(compare.any())
+        if not has_reference:
             empty += 1
-            log.warning("bag %s frame %d: no valid reference pixel in %s; frame skipped",
-                        bag, i, config.spec.label)
-            continue
-        structure = None if prior is None else structure_mask(fit_to(prior, ref.shape), ref)
+            log.warning("bag %s frame %d: no valid reference pixel in %s; frame skipped%s",
+                        bag, i, config.spec.label,
+                        " (fused streams still take it in, as the node does)" if fusions
+                        else "")
+        structure = None if prior is None or not has_reference else structure_mask(
+            fit_to(prior, ref.shape), ref)
+        condition = sample.condition or "unknown"
         for name, predict in predictors.items():
+            if not has_reference and name not in fusions:
+                continue
             t0 = time.perf_counter()
             try:
                 pred = predict(sample)
                 timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
                 if pred is None:
                     continue
-                condition = sample.condition or "unknown"
-                metrics = results.add_frame(name, ref, pred, condition, Path(bag).name,
-                                            sample.index, sample.stamp_ns, sample.image,
-                                            structure=structure)
+                rows = [(name, pred)]
+                if name in fusions:               # the node's temporal fusion of it
+                    rows.append((fused_name(name), fusions[name].update(sample, pred)))
             except (RuntimeError, ValueError) as exc:
                 # as the node: a failed frame (NaN output, no valid prediction) is counted
                 # and the evaluation goes on
                 failed[name] = failed.get(name, 0) + 1
                 log.warning("bag %s frame %d: '%s' not scored: %s", bag, i, name, exc)
                 continue
-            tracker.add(name, position, pred, metrics, condition, sample.index,
-                        sample.stamp_ns)
-            scored[name] += 1
+            for row, depth in rows if has_reference else ():
+                try:
+                    metrics = results.add_frame(row, ref, depth, condition, Path(bag).name,
+                                                sample.index, sample.stamp_ns, sample.image,
+                                                structure=structure)
+                except ValueError as exc:
+                    failed[row] = failed.get(row, 0) + 1
+                    log.warning("bag %s frame %d: '%s' not scored: %s", bag, i, row, exc)
+                    continue
+                tracker.add(row, position, depth, metrics, condition, sample.index,
+                            sample.stamp_ns)
+                scored[row] += 1
     for name, n in scored.items():
         if n == 0:
             raise ValueError(
@@ -285,6 +307,33 @@ def _score_bag(bag, config: EvaluateConfig, results: EvaluationResults, predicto
             info = results.models[name].info
             info["frames_failed"] = info.get("frames_failed", 0) + failed[name]
     log.info("bag %s: scored %s frames", bag, scored)
+
+
+def fused_name(name: str) -> str:
+    """Report row of a stream after the node's temporal fusion."""
+    return f"{name} + fusion"
+
+
+class FusedStream:
+    """One stream of one bag through the depth node's temporal fusion
+    (:class:`~depth_perception.runtime.fusion.TemporalFusion`, the node's parameters),
+    with the camera motion between consecutive fused frames from the bag's TF, composed
+    as the node composes it from live TF (camera in the world frame at both stamps)."""
+
+    def __init__(self, seq, config: "EvaluateConfig"):
+        from depth_perception.runtime.fusion import TemporalFusion
+
+        self.seq = seq
+        self.fusion = TemporalFusion(config.fusion_threshold, config.fusion_max_age)
+        self.last: int | None = None                 # image index the state holds
+
+    def update(self, sample, depth: np.ndarray) -> np.ndarray:
+        poses, j = self.seq.poses, self.last
+        T = None
+        if j is not None and poses[j] is not None and poses[sample.index] is not None:
+            T = self.seq.relative_pose(sample.index, j)      # T_cur_prev
+        self.last = sample.index
+        return self.fusion.update(depth, sample.intrinsics, T).depth
 
 
 def _estimator_predictor(spec: ModelSpec):

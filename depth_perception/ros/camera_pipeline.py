@@ -40,6 +40,7 @@ from depth_perception.ros import qos as ros_qos
 from depth_perception.ros.cloud_output import CloudOutput
 from depth_perception.ros.diagnostics import FrameStats, Throttle, image_problem
 from depth_perception.runtime.estimator import FrameInput
+from depth_perception.runtime.fusion import TemporalFusion
 from depth_perception.runtime.pairing import StampPairer
 
 #: image_transport layout: an image topic ``<ns>/image`` beside ``<ns>/camera_info``
@@ -95,6 +96,8 @@ class CameraPipeline:
         self._last_stamp_ns: int | None = None
         self._plan_said = ""
         self.frame_id = ""                # of the last published frame (for ~/status)
+        self.fusion: TemporalFusion | None = None   # temporal_fusion: this camera's state
+        self._fused_stamp_ns: int | None = None     # stamp of the frame the state holds
 
     def topic(self, name: str) -> str:
         """``name`` in this camera's namespace (relative unless the namespace is absolute)."""
@@ -129,9 +132,10 @@ class CameraPipeline:
         self.scale_policy = None
 
     def reset(self) -> None:
-        """Counters and stamp order forgotten (activate)."""
+        """Counters, stamp order and the fusion's history forgotten (activate)."""
         self.stats.reset()
         self._last_stamp_ns = None
+        self.fusion = None
 
     def image_topic(self, settings) -> str:
         return self.topic("image/compressed" if settings.image_transport == "compressed"
@@ -244,6 +248,7 @@ class CameraPipeline:
             reset = getattr(self._policy(est), "reset", None)
             if reset is not None:
                 reset()
+            self.fusion = None                    # no history across a jump back
             self.reject("stamp_backwards", f"stamp {stamp_ns * 1e-9:.6f} s is older than the "
                         f"previous frame's {last * 1e-9:.6f} s (bag restarted? clock reset?)")
             return None
@@ -302,6 +307,11 @@ class CameraPipeline:
         # the colour scale and the cloud's sky cap use the same one
         lo, hi = est.depth_range
         depth = result.depth
+        fused = self._fuse(job, result, settings) if settings.temporal_fusion else None
+        if fused is not None:
+            depth = fused.depth
+        elif self.fusion is not None:             # turned off: forget the history
+            self.fusion = None
         # 4. publish, with the input's stamp and frame_id
         self._publish(header, depth, result.intrinsics, job.input, lo, hi, settings)
         now_ns = self.node.get_clock().now().nanoseconds
@@ -332,6 +342,35 @@ class CameraPipeline:
         self.frame_id = str(header.frame_id)
         self.node.reporter.publish_status(header, stats)
         return True
+
+    def _fuse(self, job: Job, result, settings):
+        """This camera's temporal fusion of the new depth (:mod:`depth_perception.runtime.
+        fusion`) with the camera motion since the previous frame from TF; without it
+        the frame is published single-frame (counted, logged)."""
+        fusion = self.fusion
+        if fusion is None or (fusion.threshold, fusion.max_age) != (
+                settings.fusion_threshold, settings.fusion_max_age):
+            fusion = self.fusion = TemporalFusion(settings.fusion_threshold,
+                                                  settings.fusion_max_age)
+            self._fused_stamp_ns = None
+        T = None
+        if self._fused_stamp_ns is not None:
+            T, why = self.node.transforms.camera_motion(job.header.frame_id,
+                                                        self._fused_stamp_ns, job.stamp_ns,
+                                                        settings)
+            if T is None:
+                with self.stats.lock:
+                    self.stats.fusion_resets_no_tf += 1
+                    n = self.stats.fusion_resets_no_tf
+                if self._throttle.ready("fusion_tf"):
+                    self.node.get_logger().warning(self._say(
+                        f"temporal fusion: no camera motion from TF ({why}); frame published "
+                        f"single-frame ({n} so far, counted as fusion_resets_no_tf)"))
+        self._fused_stamp_ns = job.stamp_ns
+        out = fusion.update(result.depth, result.intrinsics, T)
+        with self.stats.lock:
+            self.stats.last_fused_fraction = out.fused
+        return out
 
     def _publish(self, header, depth, intrinsics, frame: FrameInput, lo, hi,
                  settings) -> None:

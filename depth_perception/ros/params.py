@@ -124,6 +124,17 @@ PARAMETERS = (
     ParamSpec("publish_organized_cloud", True, "Organized (H x W, NaN for invalid) cloud; "
               "false: only valid points (height 1)"),
     ParamSpec("point_rgb", False, "Add the packed rgb field to the point cloud"),
+    ParamSpec("temporal_fusion", False, "Temporal fusion: carry the previous fused depth "
+              "into the current camera with the ego-motion from TF (camera frame in "
+              "world_frame at the two images' stamps) and average it with the new "
+              "prediction where they agree (fusion_threshold), reset where they do not "
+              "(moving objects, disocclusions); while TF lacks the motion the frame is "
+              "published single-frame and counted in /diagnostics as fusion_resets_no_tf"),
+    ParamSpec("fusion_threshold", 0.1, "Temporal fusion: largest relative difference "
+              "between the new prediction and the carried depth that still counts as "
+              "agreement", low=0.01, high=0.9),
+    ParamSpec("fusion_max_age", 8, "Temporal fusion: frames in the running mean (then a "
+              "new frame keeps the weight 1 / fusion_max_age)", low=2, high=1000),
     ParamSpec("colormap", "turbo", "OpenCV colormap of depth_colorized/image", choices=COLORMAPS),
     ParamSpec("output_encoding", units.ENCODING_METRES, "depth encoding: 32FC1 metres "
               "(NaN invalid, +inf beyond range) or 16UC1 millimetres (0 invalid)",
