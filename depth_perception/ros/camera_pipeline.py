@@ -32,6 +32,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+import numpy as np
+
 from depth_perception import conversions, rectify
 from depth_perception.colorize import colorize_depth
 from depth_perception.conversions import stamp_to_ns
@@ -52,6 +54,16 @@ COLORIZED_TOPIC = "depth_colorized/image"        # display only: no CameraInfo o
 #: and the colour of rviz's DepthCloud
 RGB_TOPIC = "rgb/image_rect_color"
 RGB_INFO_TOPIC = "rgb/camera_info"
+#: per-pixel confidence (32FC1, 0..1, NaN where no depth) beside its CameraInfo
+CONFIDENCE_TOPIC = "confidence/image"
+CONFIDENCE_INFO_TOPIC = "confidence/camera_info"
+
+
+CONFIDENCE_SOURCES = {
+    "model": "from the model's uncertainty output (log-variance)",
+    "temporal": "from the temporal fusion's agreement",
+    "": "none (the model has no uncertainty output and temporal_fusion is off; "
+        "confidence/image is not published)"}
 
 
 @dataclass
@@ -96,6 +108,7 @@ class CameraPipeline:
         self._last_stamp_ns: int | None = None
         self._plan_said = ""
         self.frame_id = ""                # of the last published frame (for ~/status)
+        self.confidence_source: str | None = None   # in use ('' none): logged on change
         self.fusion: TemporalFusion | None = None   # temporal_fusion: this camera's state
         self._fused_stamp_ns: int | None = None     # stamp of the frame the state holds
 
@@ -122,6 +135,10 @@ class CameraPipeline:
             "rgb": node.create_lifecycle_publisher(Image, self.topic(RGB_TOPIC), qos),
             "rgb_info": node.create_lifecycle_publisher(CameraInfo, self.topic(RGB_INFO_TOPIC),
                                                         qos),
+            "confidence": node.create_lifecycle_publisher(Image, self.topic(CONFIDENCE_TOPIC),
+                                                          qos),
+            "confidence_info": node.create_lifecycle_publisher(
+                CameraInfo, self.topic(CONFIDENCE_INFO_TOPIC), qos),
         }
         self.scale_policy = None if self.index == 0 else copy.deepcopy(est.scale_policy)
 
@@ -312,8 +329,10 @@ class CameraPipeline:
             depth = fused.depth
         elif self.fusion is not None:             # turned off: forget the history
             self.fusion = None
+        confidence = self._confidence(result, fused, depth, settings)
         # 4. publish, with the input's stamp and frame_id
-        self._publish(header, depth, result.intrinsics, job.input, lo, hi, settings)
+        self._publish(header, depth, result.intrinsics, job.input, lo, hi, settings,
+                      confidence)
         now_ns = self.node.get_clock().now().nanoseconds
         latency_ms = (now_ns - job.stamp_ns) * 1e-6 if now_ns > 0 else math.nan
         stats = self.stats
@@ -372,8 +391,28 @@ class CameraPipeline:
             self.stats.last_fused_fraction = out.fused
         return out
 
+    def _confidence(self, result, fused, depth, settings):
+        """[H,W] confidence of the published depth (NaN where it has none) from the source
+        ``confidence_source`` picks, or None; the source is logged when it changes."""
+        choice = settings.confidence_source
+        model = result.confidence if choice in ("auto", "model") else None
+        source = "model" if model is not None else ""
+        if not source and fused is not None and choice in ("auto", "temporal"):
+            source = "temporal"
+        if source != self.confidence_source:
+            self.confidence_source = self.stats.confidence_source = source
+            self.node.get_logger().info(self._say(
+                f"confidence/image: {CONFIDENCE_SOURCES[source]} (confidence_source "
+                f"'{choice}')"))
+        if not source:
+            return None
+        values = model if source == "model" else fused.confidence
+        with np.errstate(invalid="ignore"):
+            return np.where(np.isfinite(depth) & (depth > 0), values,
+                            np.float32(np.nan)).astype(np.float32)
+
     def _publish(self, header, depth, intrinsics, frame: FrameInput, lo, hi,
-                 settings) -> None:
+                 settings, confidence=None) -> None:
         """``frame``: the estimator's input; its raw image is rectified at camera
         resolution only for ``rgb/image_rect_color`` or a coloured cloud, while someone
         subscribes (the model's input was resampled from it directly)."""
@@ -388,6 +427,10 @@ class CameraPipeline:
             pubs["depth"].publish(conversions.depth_to_image(depth, header,
                                                              settings.output_encoding))
             pubs["info"].publish(info)
+            if confidence is not None:
+                pubs["confidence"].publish(conversions.depth_to_image(confidence, header,
+                                                                      "32FC1"))
+                pubs["confidence_info"].publish(info)
             want_cloud = pubs["points"].get_subscription_count() > 0
             want_rgb = pubs["rgb"].get_subscription_count() > 0
             rgb = None                                    # [H,W,3] of intrinsics
@@ -398,7 +441,8 @@ class CameraPipeline:
                 pubs["rgb_info"].publish(info)
             if want_cloud:                                 # None: no TF to point_frame
                 cloud = self.cloud.make(header, depth, intrinsics,
-                                        rgb if settings.point_rgb else None, hi, settings)
+                                        rgb if settings.point_rgb else None, hi, settings,
+                                        confidence)
                 if cloud is not None:
                     pubs["points"].publish(cloud)
             if pubs["colorized"].get_subscription_count() > 0:

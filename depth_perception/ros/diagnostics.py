@@ -76,6 +76,7 @@ class FrameStats:
     cloud_tf_failures: int = 0      # clouds not published: no transform to point_frame
     fusion_resets_no_tf: int = 0    # temporal fusion: frames published single-frame (no TF)
     last_fused_fraction: float = float("nan")   # share of the last frame's pixels fused
+    confidence_source: str = ""     # of confidence/image: model | temporal | '' (none)
     backend: str = ""
     precision: str = ""
     input_rate: RateMeter = field(default_factory=RateMeter)
@@ -137,6 +138,7 @@ def diagnostic_values(stats: FrameStats, state: str, problem: str = "") -> tuple
             ("cloud_tf_failures", str(stats.cloud_tf_failures)),
             ("fusion_resets_no_tf", str(stats.fusion_resets_no_tf)),
             ("fused_fraction", f"{stats.last_fused_fraction:.3f}"),
+            ("confidence_source", stats.confidence_source or "none"),
         ]
         values += [(f"bad_{reason}", str(n)) for reason, n in stats.bad.items()]
         bad = sum(stats.bad.values())

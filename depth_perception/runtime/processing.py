@@ -195,19 +195,24 @@ def check_rgb(rgb: np.ndarray, intrinsics: Intrinsics) -> None:
                          f"(CameraInfo) are for {intrinsics.width}x{intrinsics.height}")
 
 
-def output_to_depth(output: np.ndarray, metadata: ModelMetadata) -> np.ndarray:
-    """Network output (any of [1,1,h,w], [1,h,w], [h,w]) -> [h,w] float32 depth.
-
-    Metric kinds give metres, relative kinds relative depth (unknown scale).
-    Non-finite and non-positive values become NaN.
-    """
+def _plane(output: np.ndarray) -> np.ndarray:
+    """A model output of one frame ([1,1,h,w], [1,h,w] or [h,w]) -> [h,w] float32."""
     out = np.asarray(output)
     while out.ndim > 2 and out.shape[0] == 1:
         out = out[0]
     if out.ndim != 2:
         raise ValueError(f"expected a model output [1,1,h,w], [1,h,w] or [h,w], got shape "
                          f"{np.shape(output)}")
-    out = out.astype(np.float32, copy=False)
+    return out.astype(np.float32, copy=False)
+
+
+def output_to_depth(output: np.ndarray, metadata: ModelMetadata) -> np.ndarray:
+    """Network output (any of [1,1,h,w], [1,h,w], [h,w]) -> [h,w] float32 depth.
+
+    Metric kinds give metres, relative kinds relative depth (unknown scale).
+    Non-finite and non-positive values become NaN.
+    """
+    out = _plane(output)
     kind = metadata.output_kind
     with np.errstate(divide="ignore", invalid="ignore"):
         if kind == "disparity":
@@ -229,15 +234,22 @@ def postprocess(output: np.ndarray, prepared: Prepared, metadata: ModelMetadata,
     invalid. The REP 117 range meanings (+inf/-inf) are applied once, after scaling, by
     :class:`~depth_perception.runtime.estimator.DepthEstimator`.
     """
+    return to_camera(output_to_depth(output, metadata), prepared, upsample)
+
+
+def to_camera(values: np.ndarray, prepared: Prepared, upsample: str = "bilinear") -> np.ndarray:
+    """A per-pixel map of the model's output (any of [1,1,h,w], [1,h,w], [h,w]) -> [H,W]
+    float32 at camera resolution: resized to the crop the model saw, NaN outside it
+    (the depth and a second output such as the model's log-variance alike)."""
     if upsample not in UPSAMPLE_MODES:
         raise ValueError(f"upsample must be one of {sorted(UPSAMPLE_MODES)}, got '{upsample}'")
-    depth = output_to_depth(output, metadata)                              # [h,w]
+    out = _plane(values)                                                   # [h,w]
     x0, y0, cw, ch = prepared.crop
-    if depth.shape != (ch, cw):
-        depth = cv2.resize(depth, (cw, ch), interpolation=UPSAMPLE_MODES[upsample])
+    if out.shape != (ch, cw):
+        out = cv2.resize(out, (cw, ch), interpolation=UPSAMPLE_MODES[upsample])
     W, H = prepared.original_size
     if (x0, y0, cw, ch) != (0, 0, W, H):
         full = np.full((H, W), np.nan, np.float32)
-        full[y0:y0 + ch, x0:x0 + cw] = depth
-        depth = full
-    return depth
+        full[y0:y0 + ch, x0:x0 + cw] = out
+        out = full
+    return out
