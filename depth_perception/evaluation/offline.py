@@ -275,20 +275,24 @@ def _score_bag(bag, config: EvaluateConfig, results: EvaluationResults, predicto
                 timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
                 if pred is None:
                     continue
-                rows = [(name, pred)]
+                pred, confidence = pred if isinstance(pred, tuple) else (pred, None)
+                rows = [(name, pred, confidence)]
                 if name in fusions:               # the node's temporal fusion of it
-                    rows.append((fused_name(name), fusions[name].update(sample, pred)))
+                    fused = fusions[name].update(sample, pred)
+                    # the node's confidence_source 'auto': the model's, else the fusion's
+                    rows.append((fused_name(name), fused.depth,
+                                 fused.confidence if confidence is None else confidence))
             except (RuntimeError, ValueError) as exc:
                 # as the node: a failed frame (NaN output, no valid prediction) is counted
                 # and the evaluation goes on
                 failed[name] = failed.get(name, 0) + 1
                 log.warning("bag %s frame %d: '%s' not scored: %s", bag, i, name, exc)
                 continue
-            for row, depth in rows if has_reference else ():
+            for row, depth, conf in rows if has_reference else ():
                 try:
                     metrics = results.add_frame(row, ref, depth, condition, Path(bag).name,
                                                 sample.index, sample.stamp_ns, sample.image,
-                                                structure=structure)
+                                                structure=structure, confidence=conf)
                 except ValueError as exc:
                     failed[row] = failed.get(row, 0) + 1
                     log.warning("bag %s frame %d: '%s' not scored: %s", bag, i, row, exc)
@@ -333,7 +337,7 @@ class FusedStream:
         if j is not None and poses[j] is not None and poses[sample.index] is not None:
             T = self.seq.relative_pose(sample.index, j)      # T_cur_prev
         self.last = sample.index
-        return self.fusion.update(depth, sample.intrinsics, T).depth
+        return self.fusion.update(depth, sample.intrinsics, T)
 
 
 def _estimator_predictor(spec: ModelSpec):
@@ -345,10 +349,12 @@ def _estimator_predictor(spec: ModelSpec):
 
 def estimator_predictor(estimator):
     """sample -> depth [H,W] of ``estimator`` fed as the depth node feeds it: the recorded
-    image with its rectifier (one remap to the model input), so online equals offline."""
+    image with its rectifier (one remap to the model input), so online equals offline;
+    (depth, confidence [H,W]) for a model with an uncertainty output."""
     def predict(sample):
-        return estimator.estimate(sample.raw, sample.intrinsics,
-                                  rectifier=sample.rectifier).depth
+        result = estimator.estimate(sample.raw, sample.intrinsics, rectifier=sample.rectifier)
+        confidence = getattr(result, "confidence", None)      # the model's, if it has one
+        return result.depth if confidence is None else (result.depth, confidence)
 
     predict.estimator = estimator
     return predict

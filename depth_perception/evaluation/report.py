@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from depth_perception.evaluation import temporal
+from depth_perception.evaluation import sparsification, temporal
 from depth_perception.evaluation.plots import line_plot, pyplot
 from depth_perception.evaluation.protocols import crop_mask
 from depth_perception.metrics import (MetricAccumulator, check_range, compute_depth_metrics,
@@ -46,7 +46,8 @@ TABLE_METRICS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
 STRUCTURE_METRICS = ("abs_rel_structure",)
 #: Metrics written to metrics.json and per_frame.csv.
 JSON_METRICS = TABLE_METRICS + STRUCTURE_METRICS + ("structure_fraction", "silog", "log10",
-                                                    "scale_ratio", "coverage")
+                                                    "scale_ratio", "coverage") \
+    + sparsification.KEYS                    # with a confidence
 TABLE_HEADERS = {"abs_rel": "absRel", "sq_rel": "sqRel", "rmse": "RMSE",
                  "rmse_log": "RMSElog", "a1": "δ1", "a2": "δ2", "a3": "δ3",
                  "abs_rel_structure": "absRel struct."}
@@ -104,6 +105,8 @@ class ModelResults:
     info: dict = field(default_factory=dict)
     #: temporal.TemporalRecord of each scored frame pair (TAE)
     temporal: list = field(default_factory=list)
+    #: condition -> {metric: [sum of curves, sum of oracle curves, images]} (confidence)
+    sparsification: dict = field(default_factory=dict)
 
     def summary(self) -> dict:
         """{group: {metric: mean, "frames": n, ...}} for "all" and each condition."""
@@ -179,7 +182,8 @@ class EvaluationResults:
     def add_frame(self, model: str, gt: np.ndarray, pred: np.ndarray, condition: str,
                   bag: str = "", index: int = -1, stamp_ns: int = 0,
                   image: np.ndarray | None = None,
-                  structure: np.ndarray | None = None) -> dict:
+                  structure: np.ndarray | None = None,
+                  confidence: np.ndarray | None = None) -> dict:
         """Score one frame. gt, pred: [H,W] metres (NaN invalid); image [H,W,3] for samples;
         structure: [H,W] bool structure pixels of an image-blind prior (adds
         ``abs_rel_structure``).
@@ -209,6 +213,14 @@ class EvaluationResults:
                                         clamp=self.clamp, median=self.median)
         metrics["coverage"] = metrics["n_valid"] / max(n_reference, 1)
         res = self.model(model)
+        if confidence is not None:               # AUSE / AURG of the scored pixels
+            scored = predicted & reference
+            g = gt[scored].astype(np.float64)
+            values, curves = sparsification.sparsification(
+                g, self._aligned(g, pred[scored].astype(np.float64), metrics),
+                np.asarray(confidence)[scored])
+            metrics.update(values)
+            sparsification.add_curves(res.sparsification, condition, curves)
         res.accumulator.add(metrics, condition)
         res.frames.append(FrameRecord(model, str(bag), condition, int(index), int(stamp_ns),
                                       metrics))
@@ -285,6 +297,10 @@ class EvaluationResults:
             for cond, sample in res.samples.items():
                 mine.samples.setdefault(cond, sample)
             mine.temporal.extend(res.temporal)
+            for cond, per in res.sparsification.items():
+                for m, (model, oracle, n) in per.items():
+                    sparsification.add_curves(mine.sparsification, cond, {m: (model, oracle)},
+                                              n)
             mine.info.update({k: v for k, v in res.info.items() if k not in mine.info})
 
     # -- views ---------------------------------------------------------------------------
@@ -499,6 +515,8 @@ def write_report(results: EvaluationResults, out_dir: str | Path, title: str = "
         tae = temporal.plot_per_frame(results, plot_dir / "tae_per_frame.png",
                                       CONDITION_LABELS)
         paths["plots"] += [tae] if tae else []
+        curves = sparsification.plot(results, plot_dir / "sparsification.png", CONDITION_LABELS)
+        paths["plots"] += [curves] if curves else []
         for name in results.models:
             paths["plots"].append(plot_samples(results, name,
                                                plot_dir / f"samples_{_slug(name)}.png"))
@@ -512,6 +530,7 @@ def write_report(results: EvaluationResults, out_dir: str | Path, title: str = "
         lines += [notes, ""]
     lines += [markdown_table(results), ""]
     lines += temporal.markdown(results, results.conditions(), CONDITION_LABELS)
+    lines += sparsification.markdown(results, results.conditions(), CONDITION_LABELS)
     infos = [(name, res.info) for name, res in results.models.items() if res.info]
     if infos:
         lines += ["## Models", ""]
