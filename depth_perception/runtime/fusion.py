@@ -115,18 +115,20 @@ class TemporalFusion:
             raise ValueError(f"temporal fusion: T_cur_prev must be a finite [4,4] transform, "
                              f"got shape {T.shape}")
         # 1. the current pixels in the previous camera, sampled there
-        z = np.nan_to_num(depth, nan=0.0, posinf=0.0, neginf=0.0)        # [H,W], 0: none
-        np.maximum(z, 0.0, out=z)
+        z = depth.copy()                                                # [H,W], 0: none
+        cv2.patchNaNs(z, 0.0)
+        cv2.threshold(z, 1e30, 0.0, cv2.THRESH_TOZERO_INV, dst=z)          # +inf -> 0
+        cv2.threshold(z, 0.0, 0.0, cv2.THRESH_TOZERO, dst=z)               # <= 0 -> 0
         P = np.asarray(intrinsics.K, np.float64) @ np.linalg.inv(T)[:3]  # [3,4] K [R|t]
         xyz = cv2.multiply(_rays(intrinsics), cv2.merge([z, z, z]))     # [H,W,3]
-        uvw = cv2.transform(xyz, P.astype(np.float32))                  # [H,W,3]
-        zp = uvw[..., 2]                                                # [H,W] z there
-        front = (z > 0) & (zp > 1e-3)                                   # usable, ahead
-        uvw[~front] = (-1e4, -1e4, 1.0)                                 # off the image
-        uv = cv2.convertPointsFromHomogeneous(uvw.reshape(-1, 1, 3)).reshape(*z.shape, 2)
-        zf = cv2.remap(self._depth, uv, None, cv2.INTER_LINEAR,
+        uh, vh, zp = cv2.split(cv2.transform(xyz, P.astype(np.float32)))  # [H,W] each
+        usable = z > 0
+        front = usable & (zp > 1e-3)            # ahead of the previous camera (others
+                                                # are reset below, whatever their sample)
+        map_x, map_y = cv2.divide(uh, zp), cv2.divide(vh, zp)           # pixel there
+        zf = cv2.remap(self._depth, map_x, map_y, cv2.INTER_LINEAR,
                        borderMode=cv2.BORDER_CONSTANT, borderValue=float("nan"))
-        age = cv2.remap(self._age, uv, None, cv2.INTER_NEAREST,
+        age = cv2.remap(self._age, map_x, map_y, cv2.INTER_NEAREST,
                         borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
         # 2. the previous fused surface seen from the current camera
         tz = np.float32(T[2, 3])
@@ -137,11 +139,12 @@ class TemporalFusion:
         with np.errstate(invalid="ignore"):
             agree = (rel < self.threshold) & (age >= 1.0) & front       # NaN compares False
         new_age = np.where(agree, np.minimum(age + 1, np.float32(self.max_age)),
-                           front.astype(np.float32))
-        fused = np.where(agree, carried + (z - carried) / new_age, depth)
-        self._depth = np.where(front, fused, np.float32(np.nan))
+                           usable.astype(np.float32))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            fused = np.where(agree, carried + (z - carried) / new_age, depth)
+        self._depth = np.where(usable, fused, np.float32(np.nan))
         self._age = new_age
-        n = int(np.count_nonzero(front))
+        n = int(np.count_nonzero(usable))
         return FusionResult(fused, _Agreement(agree, new_age, rel, self), new_age, False, "",
                             float(np.count_nonzero(agree)) / n if n else 0.0)
 
