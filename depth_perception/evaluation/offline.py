@@ -292,7 +292,8 @@ def _score_bag(bag, config: EvaluateConfig, results: EvaluationResults, predicto
                 try:
                     metrics = results.add_frame(row, ref, depth, condition, Path(bag).name,
                                                 sample.index, sample.stamp_ns, sample.image,
-                                                structure=structure, confidence=conf)
+                                                structure=structure, confidence=conf,
+                                                moving=sample.moving)
                 except ValueError as exc:
                     failed[row] = failed.get(row, 0) + 1
                     log.warning("bag %s frame %d: '%s' not scored: %s", bag, i, row, exc)

@@ -45,9 +45,10 @@ TABLE_METRICS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
 #: with an image-blind prior: abs_rel over the structure pixels (prior off by > 20 %)
 STRUCTURE_METRICS = ("abs_rel_structure",)
 #: Metrics written to metrics.json and per_frame.csv.
-JSON_METRICS = TABLE_METRICS + STRUCTURE_METRICS + ("structure_fraction", "silog", "log10",
-                                                    "scale_ratio", "coverage") \
-    + sparsification.KEYS                    # with a confidence
+JSON_METRICS = (TABLE_METRICS + STRUCTURE_METRICS
+                + ("structure_fraction", "silog", "log10", "scale_ratio", "coverage")
+                + ("abs_rel_moving", "moving_fraction")    # with a moving-object mask
+                + sparsification.KEYS)                     # with a confidence
 TABLE_HEADERS = {"abs_rel": "absRel", "sq_rel": "sqRel", "rmse": "RMSE",
                  "rmse_log": "RMSElog", "a1": "δ1", "a2": "δ2", "a3": "δ3",
                  "abs_rel_structure": "absRel struct."}
@@ -183,7 +184,8 @@ class EvaluationResults:
                   bag: str = "", index: int = -1, stamp_ns: int = 0,
                   image: np.ndarray | None = None,
                   structure: np.ndarray | None = None,
-                  confidence: np.ndarray | None = None) -> dict:
+                  confidence: np.ndarray | None = None,
+                  moving: np.ndarray | None = None) -> dict:
         """Score one frame. gt, pred: [H,W] metres (NaN invalid); image [H,W,3] for samples;
         structure: [H,W] bool structure pixels of an image-blind prior (adds
         ``abs_rel_structure``).
@@ -213,8 +215,15 @@ class EvaluationResults:
                                         clamp=self.clamp, median=self.median)
         metrics["coverage"] = metrics["n_valid"] / max(n_reference, 1)
         res = self.model(model)
+        scored = predicted & reference
+        if moving is not None:                   # abs_rel on the moving objects alone
+            on = scored & np.asarray(moving, bool)
+            g = gt[on].astype(np.float64)
+            p = self._aligned(g, pred[on].astype(np.float64), metrics)
+            metrics["abs_rel_moving"] = float(np.mean(np.abs(g - p) / g)) if g.size \
+                else float("nan")
+            metrics["moving_fraction"] = g.size / max(metrics["n_valid"], 1)
         if confidence is not None:               # AUSE / AURG of the scored pixels
-            scored = predicted & reference
             g = gt[scored].astype(np.float64)
             values, curves = sparsification.sparsification(
                 g, self._aligned(g, pred[scored].astype(np.float64), metrics),

@@ -232,22 +232,27 @@ def _static_note(results) -> str:
 
 def markdown(results, conditions, labels) -> list[str]:
     """Report lines: one row per model that has pairs, TAE per condition (and pairs)."""
-    rows = [(name, summary(res.temporal)) for name, res in results.models.items()
-            if res.temporal]
+    rows = [(name, summary(res.temporal), res.summary()) for name, res in
+            results.models.items() if res.temporal]
     if not rows:
         return []
-    head = ["model"] + [f"{labels.get(c, c)} TAE" for c in conditions] + ["pairs"]
+    head = ["model"] + [f"{labels.get(c, c)} {k}" for c in conditions
+                        for k in ("TAE", "absRel moving")] + ["pairs"]
     lines = ["## Temporal alignment error (TAE)", "",
              "abs_rel between the depth of frame k warped into frame k+1 with the known "
              "camera motion and the depth of frame k+1 (and back), over the static pixels "
              "with a reference depth; lower is steadier (Video Depth Anything, CVPR 2025). "
-             + _static_note(results), "",
+             + _static_note(results) + " absRel moving: abs_rel over the pixels of moving "
+             "objects alone (a fused stream that lags behind them scores worse there).", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, s in rows:
+    for name, s, scores in rows:
         cells = [name.replace("|", "/")]
         for c in conditions:
             v = s["per_condition"].get(c, {}).get("tae")
+            moving = scores.get(c, {}).get("abs_rel_moving")
             cells.append("-" if v is None else f"{v:.4f}")
+            cells.append("-" if moving is None or not math.isfinite(moving)
+                         else f"{moving:.4f}")
         cells.append(str(s["all"]["pairs"]))
         lines.append("| " + " | ".join(cells) + " |")
     return lines + [""]

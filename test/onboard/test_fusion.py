@@ -128,7 +128,9 @@ def test_arguments_are_checked():
 
 def test_evaluate_scores_the_fused_stream_beside_the_single_frame_one(tmp_path):
     """A stand-in model: the ground truth with 5 % noise per pixel and frame. Its fused
-    stream moves with the camera far better (TAE) and is closer to the truth."""
+    stream moves with the camera better (TAE) and is closer to the truth, and the
+    oncoming cars are no worse (a looser fusion_threshold, 0.2, lets cars far enough
+    away blend: measured 0.052 against 0.039 on their pixels)."""
     from depth_perception.data.samples import BagSequence, SampleConfig
     from depth_perception.evaluation.offline import EvaluateConfig, evaluate, fused_name
     from depth_perception.synth import SynthConfig, make_synthetic_bags
@@ -154,10 +156,13 @@ def test_evaluate_scores_the_fused_stream_beside_the_single_frame_one(tmp_path):
             return R()
 
     seen: set = set()
-    config = EvaluateConfig(reference="/ground_truth/depth", temporal_fusion=True,
-                            fusion_threshold=0.2)
+    config = EvaluateConfig(reference="/ground_truth/depth", temporal_fusion=True)
     res = evaluate([bag], config, estimators={"noisy": NoisyTruth()}).to_dict()["models"]
     single, fused = res["noisy"], res[fused_name("noisy")]
     assert single["all"]["frames"] == fused["all"]["frames"] == 8
-    assert fused["temporal"]["all"]["tae"] < 0.6 * single["temporal"]["all"]["tae"]
+    # measured: TAE 0.063 -> 0.039, abs_rel 0.040 -> 0.030 (fusion_threshold 0.1)
+    assert fused["temporal"]["all"]["tae"] < 0.7 * single["temporal"]["all"]["tae"]
     assert fused["all"]["abs_rel"] < single["all"]["abs_rel"]
+    # the oncoming cars are reset, not averaged with where they were: no lag on them
+    moving = [r["per_condition"]["day-clear"]["abs_rel_moving"] for r in (single, fused)]
+    assert 0 < moving[1] < 1.05 * moving[0]

@@ -196,10 +196,13 @@ def test_evaluate_reports_tae_per_condition(moving_cars_bag, tmp_path):
     # the ground truth itself: what is left is the nearest-pixel warp of slanted
     # surfaces (the floor of the measure at this resolution); beside the prior row and
     # the ground truth x 1.1, which does not move with the camera by 10 % of the motion
-    res = evaluate([bag], EvaluateConfig(prior="bags", prior_bags=(moving_cars_bag,)),
+    dense = "/ground_truth/depth"
+    res = evaluate([bag], EvaluateConfig(reference=dense, prior="bags",
+                                         prior_bags=(moving_cars_bag,)),
                    prediction_topic="/ground_truth/depth", prediction_name="gt")
-    evaluate([bag], EvaluateConfig(), prediction_topic="/ground_truth/depth_scaled",
-             prediction_name="gt x 1.1", results=res)
+    evaluate([bag], EvaluateConfig(reference=dense),
+             prediction_topic="/ground_truth/depth_scaled", prediction_name="gt x 1.1",
+             results=res)
     out = tmp_path / "report"
     write_report(res, out)
     m = json.loads((out / "metrics.json").read_text())
@@ -207,9 +210,13 @@ def test_evaluate_reports_tae_per_condition(moving_cars_bag, tmp_path):
     assert gt["per_condition"]["day-clear"]["pairs"] == 5 == gt["all"]["pairs"]
     assert gt["all"]["tae"] < 0.015                 # about 1 % at 160x48, 0.5 % at 320x96
     assert gt["all"]["tae"] < scaled["all"]["tae"] < prior["all"]["tae"]
-    assert prior["all"]["tae"] > 0.03
+    assert prior["all"]["tae"] > 0.02
+    # abs_rel on the moving cars alone, beside the TAE
+    cars = {name: m["models"][name]["per_condition"]["day-clear"] for name in ("gt", "gt x 1.1")}
+    assert cars["gt"]["abs_rel_moving"] == 0.0 and cars["gt"]["moving_fraction"] > 0.005
+    assert cars["gt x 1.1"]["abs_rel_moving"] == pytest.approx(0.1, abs=0.01)
     md = (out / "report.md").read_text()
-    assert "## Temporal alignment error (TAE)" in md
+    assert "## Temporal alignment error (TAE)" in md and "day-clear absRel moving" in md
     assert "outside the bags' moving-object masks" in md
     rows = (out / "temporal.csv").read_text().splitlines()
     assert rows[0].startswith("model,bag,condition,index,stamp_ns,tae,")
