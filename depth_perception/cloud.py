@@ -14,8 +14,11 @@ cloud only (the depth image is published unchanged):
    gives no point; so do ``+inf`` (REP 117: beyond range / sky), ``-inf``, NaN, ``<= 0``.
 3. **Range cap**: points farther than ``max_range`` from the camera centre (Euclidean,
    as Nav2's ``obstacle_max_range`` measures) are dropped.
-4. **Target frame** (optional): the points are moved by ``T_target_camera`` (from TF).
-5. **Voxel downsampling** (optional): one point per ``voxel_size`` cube, the centroid of
+4. **Confidence** (optional): pixels whose confidence is under ``min_confidence`` (the
+   model's uncertainty or the temporal agreement, :mod:`depth_perception.confidence`)
+   give no point: the far field and dark regions a model is confidently wrong about.
+5. **Target frame** (optional): the points are moved by ``T_target_camera`` (from TF).
+6. **Voxel downsampling** (optional): one point per ``voxel_size`` cube, the centroid of
    the points in it (the colour of the first one), in the frame of the published cloud.
 
 Without a target frame and voxels the cloud stays organized (``publish_organized_cloud``);
@@ -53,6 +56,9 @@ class CloudSettings:
     flying_jump: float = 0.0
     voxel_size: float = 0.0
     organized: bool = True
+    #: pixels whose confidence (:mod:`depth_perception.confidence`) is below this give
+    #: no point (0 = off; applies only when a confidence image is given)
+    min_confidence: float = 0.0
 
     def __post_init__(self):
         if int(self.stride) < 1:
@@ -66,6 +72,9 @@ class CloudSettings:
             if not (value >= 0 and math.isfinite(value)):
                 raise ValueError(f"CloudSettings: {name} must be finite and >= 0 (0 = off), "
                                  f"got {value}")
+        if not 0 <= self.min_confidence <= 1:
+            raise ValueError(f"CloudSettings: min_confidence must be in [0, 1] (0 = off), "
+                             f"got {self.min_confidence}")
 
 
 def flying_pixels(depth: np.ndarray, jump: float) -> np.ndarray:
@@ -96,10 +105,11 @@ def ray_length(intrinsics: Intrinsics) -> np.ndarray:
                        int(i.height))
 
 
-def filter_depth(depth: np.ndarray, intrinsics: Intrinsics,
-                 settings: CloudSettings) -> np.ndarray:
+def filter_depth(depth: np.ndarray, intrinsics: Intrinsics, settings: CloudSettings,
+                 confidence: np.ndarray | None = None) -> np.ndarray:
     """[H,W] metres -> [H,W] float32 copy with NaN wherever the cloud gets no point:
-    unusable depth, sky (``>= sky_depth``), beyond ``max_range``, flying pixels."""
+    unusable depth, sky (``>= sky_depth``), beyond ``max_range``, flying pixels, and
+    (with a [H,W] ``confidence``) confidence below ``min_confidence`` or NaN."""
     depth = np.asarray(depth)
     if depth.shape != (intrinsics.height, intrinsics.width):
         raise ValueError(f"filter_depth: depth shape {depth.shape} does not match intrinsics "
@@ -112,6 +122,13 @@ def filter_depth(depth: np.ndarray, intrinsics: Intrinsics,
         if math.isfinite(settings.max_range):
             far = cv2.multiply(z, ray_length(intrinsics)) > settings.max_range
             drop = far if drop is None else drop | far
+        if confidence is not None and settings.min_confidence > 0:
+            confidence = np.asarray(confidence)
+            if confidence.shape != depth.shape:
+                raise ValueError(f"filter_depth: confidence of shape {confidence.shape} "
+                                 f"does not match the depth {depth.shape}")
+            unsure = ~(confidence >= settings.min_confidence)          # NaN: unsure
+            drop = unsure if drop is None else drop | unsure
     if drop is not None:
         z[drop] = np.nan
     return z
@@ -159,14 +176,16 @@ def voxel_downsample(points: np.ndarray, size: float) -> tuple[np.ndarray, np.nd
 
 
 def costmap_cloud(depth: np.ndarray, intrinsics: Intrinsics, header, settings: CloudSettings,
-                  rgb: np.ndarray | None = None, target=None, msg_type=None):
+                  rgb: np.ndarray | None = None, target=None, msg_type=None,
+                  confidence: np.ndarray | None = None):
     """[H,W] z-depth metres -> PointCloud2 as configured by ``settings``.
 
     ``target``: None (camera optical frame, the header's frame_id) or ``(frame_id,
     T_target_camera [4,4])``. ``rgb`` [H,W,3] uint8 adds the packed ``rgb`` field.
+    ``confidence`` [H,W] in [0, 1]: pixels under ``settings.min_confidence`` give no point.
     """
-    # 1. no point where the depth is unusable, sky, out of range or flying  [H,W]
-    z = filter_depth(depth, intrinsics, settings)
+    # 1. no point where the depth is unusable, sky, out of range, flying or unsure  [H,W]
+    z = filter_depth(depth, intrinsics, settings, confidence)
     if target is None and settings.voxel_size == 0:
         return conversions.depth_to_cloud(z, intrinsics, header, rgb=rgb,
                                           stride=settings.stride,

@@ -76,6 +76,13 @@ def add_arguments(parser) -> None:
                             "abs_rel (where the prior is off by more than 20%%)")
     prior.add_argument("--prior", action="store_true",
                        help="as --prior-bags, leave-one-out over the evaluated bags")
+    parser.add_argument("--temporal-fusion", action="store_true",
+                        help="also score every model after the depth node's temporal fusion "
+                             "(a '<model> + fusion' row, ego-motion from the bag's TF)")
+    parser.add_argument("--fusion-threshold", type=float, default=0.1,
+                        help="as the node's fusion_threshold (default 0.1)")
+    parser.add_argument("--fusion-max-age", type=int, default=8,
+                        help="as the node's fusion_max_age (default 8)")
     parser.add_argument("--no-plots", action="store_true", help="skip the png plots")
 
 
@@ -92,7 +99,8 @@ def run(args) -> int:
         lidar_topic=args.lidar_topic, image_topic=args.image_topic,
         camera_info_topic=args.camera_info_topic, input_image=args.input_image,
         prior="bags" if args.prior_bags else "loo" if args.prior else "none",
-        prior_bags=tuple(args.prior_bags))
+        prior_bags=tuple(args.prior_bags), temporal_fusion=args.temporal_fusion,
+        fusion_threshold=args.fusion_threshold, fusion_max_age=args.fusion_max_age)
     if args.protocol:
         given = {k: v for k, v in protocol_settings.items() if v is not None}
         config = EvaluateConfig.for_protocol(args.protocol, **given, **common)

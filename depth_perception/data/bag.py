@@ -43,6 +43,8 @@ class BagTopics:
     tf_static: str = "/tf_static"
     tf: str = "/tf"
     gt_depth: str = "/ground_truth/depth"
+    #: mono8 mask of the pixels that see moving objects (synthetic drives), optional
+    gt_moving: str = "/ground_truth/moving"
 
     def names(self) -> dict[str, str]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -421,6 +423,17 @@ class BagReader:
     def gt_depth(self, index: int) -> np.ndarray:
         """[H,W] float32 metres, NaN invalid."""
         return self._wrap("gt_depth", index, conversions.image_to_depth)
+
+    def moving_mask(self, index: int) -> np.ndarray:
+        """[H,W] bool: pixels marked (non-zero) in the moving-object mask ``gt_moving``."""
+        def decode(msg):
+            mask = conversions.image_to_numpy(msg)
+            if mask.ndim != 2:
+                raise ValueError(f"moving-object mask has encoding '{msg.encoding}'; "
+                                 "expected mono8")
+            return mask != 0
+
+        return self._wrap("gt_moving", index, decode)
 
     def odometry(self, index: int) -> Odometry:
         from depth_perception.data.tf import pose_from_msg

@@ -48,6 +48,7 @@ class SampleConfig:
     crop: tuple | None = None              # (x0, y0, w, h) in original pixels
     with_lidar: bool = True
     with_gt: bool = True
+    with_moving: bool = False              # Sample.moving from the bag's gt_moving mask
     condition: str | None = None           # overrides the bag's metadata condition
     topics: BagTopics = field(default_factory=BagTopics)
     world_frame: str = "odom"
@@ -112,6 +113,9 @@ class Sample:
     # rectifier=rectifier)`` resamples the model input from ``raw`` as the node does)
     raw: np.ndarray | None = None      # [H,W,3] uint8
     rectifier: Rectifier | None = None
+    #: [H,W] bool pixels that see moving objects (the bag's ``gt_moving`` mask at the
+    #: image stamp, e.g. a synthetic drive's cars); None when the bag has none
+    moving: np.ndarray | None = None
 
 
 class BagSequence:
@@ -314,13 +318,18 @@ class BagSequence:
                                         scan_stamp, cfg.world_frame, cfg.motion_compensation)
         return project_lidar(points, T_cam_lidar, self.intrinsics, cfg.lidar_rule)
 
+    def _ground_truth_index(self, key: str, wanted: bool, i: int) -> int | None:
+        """Message of ground-truth topic ``key`` with the stamp of image ``i`` (within
+        ``max_gt_gap_s``), or None (not wanted, not in the bag, no such stamp)."""
+        if not wanted or not self.reader.has(key):
+            return None
+        j, dt = self.reader.nearest(key, int(self.stamps[i]))
+        return None if dt * 1e-9 > self.config.max_gt_gap_s else j
+
     def gt_depth(self, i: int) -> np.ndarray | None:
         """[H,W] float32 ground-truth depth at image ``i`` (nearest stamp) or None."""
-        cfg = self.config
-        if not cfg.with_gt or not self.reader.has("gt_depth"):
-            return None
-        j, dt = self.reader.nearest("gt_depth", int(self.stamps[i]))
-        if dt * 1e-9 > cfg.max_gt_gap_s:
+        j = self._ground_truth_index("gt_depth", self.config.with_gt, i)
+        if j is None:
             return None
 
         def compute():
@@ -330,6 +339,13 @@ class BagSequence:
             return self._prepare(gt, nearest=True).astype(np.float32)
 
         return self._cached(f"gt_{i}", compute)
+
+    def moving_mask(self, i: int) -> np.ndarray | None:
+        """[H,W] bool moving-object pixels at image ``i`` (same stamp) or None."""
+        j = self._ground_truth_index("gt_moving", self.config.with_moving, i)
+        if j is None:
+            return None
+        return self._prepare(self.reader.moving_mask(j).astype(np.uint8), nearest=True) > 0
 
     # -- sequence protocol ------------------------------------------------------------
     def __len__(self) -> int:
@@ -357,4 +373,5 @@ class BagSequence:
             index=i,
             raw=raw,
             rectifier=self.rectifier if raw is not None else None,
+            moving=self.moving_mask(i) if self.config.with_moving else None,
         )

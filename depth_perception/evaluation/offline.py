@@ -70,6 +70,11 @@ class EvaluateConfig:
     median: str = "numpy"
     #: name of the preset these settings come from (:meth:`for_protocol`)
     protocol: str | None = None
+    #: also score every model after the depth node's temporal fusion (a "<model> +
+    #: fusion" row; the node's fusion_threshold / fusion_max_age)
+    temporal_fusion: bool = False
+    fusion_threshold: float = 0.1
+    fusion_max_age: int = 8
 
     @classmethod
     def for_protocol(cls, name: str, **settings) -> "EvaluateConfig":
@@ -181,7 +186,8 @@ def open_sequence(bag, config: EvaluateConfig):
         reader.require("camera_info")
         reader.require("lidar" if lidar else "gt_depth")
     sample_config = SampleConfig(offsets=(), skip_static=False, with_lidar=lidar,
-                                 with_gt=not lidar, condition=config.condition, topics=topics,
+                                 with_gt=True, with_moving=True,
+                                 condition=config.condition, topics=topics,
                                  input_image=config.input_image, keep_raw=True,
                                  lidar_rule=config.lidar_rule,
                                  motion_compensation=config.motion_compensation)
@@ -225,15 +231,20 @@ def _score_bag(bag, config: EvaluateConfig, results: EvaluationResults, predicto
     """
     from depth_perception.data.tf import TransformError
     from depth_perception.evaluation.prior import PRIOR_NAME, fit_to
+    from depth_perception.evaluation.temporal import TemporalTracker
     from depth_perception.metrics import structure_mask
 
     seq = open_sequence(bag, config)
     if prior is not None:
         predictors = {**predictors, PRIOR_NAME: lambda sample: fit_to(prior, sample.image.shape[:2])}
-    scored = {name: 0 for name in predictors}
+    fusions = {name: FusedStream(seq, config) for name in predictors
+               if config.temporal_fusion and name != PRIOR_NAME}
+    scored = {row: 0 for name in predictors
+              for row in ((name, fused_name(name)) if name in fusions else (name,))}
     failed: dict = {}
     empty = 0
-    for i in _frame_indices(len(seq), config):
+    tracker = TemporalTracker(results, seq.intrinsics, Path(bag).name)
+    for position, i in enumerate(_frame_indices(len(seq), config)):
         try:
             sample = seq[i]
         except TransformError as exc:
@@ -242,29 +253,54 @@ def _score_bag(bag, config: EvaluateConfig, results: EvaluationResults, predicto
                 f"from the LiDAR frame '{seq.lidar_frame}' to the camera frame "
                 f"'{seq.camera_frame}' on /tf_static, /tf or /odom") from exc
         ref = _reference(sample, config, bag)
-        if not results.scored_mask(ref).any():
+        compare = results.scored_mask(ref)
+        tracker.frame(position, seq.poses[sample.index], compare, sample.moving,
+                      sample.gt_depth)
+        has_reference = bool(compare.any())
+        if not has_reference:
             empty += 1
-            log.warning("bag %s frame %d: no valid reference pixel in %s; frame skipped",
-                        bag, i, config.spec.label)
-            continue
-        structure = None if prior is None else structure_mask(fit_to(prior, ref.shape), ref)
+            log.warning("bag %s frame %d: no valid reference pixel in %s; frame skipped%s",
+                        bag, i, config.spec.label,
+                        " (fused streams still take it in, as the node does)" if fusions
+                        else "")
+        structure = None if prior is None or not has_reference else structure_mask(
+            fit_to(prior, ref.shape), ref)
+        condition = sample.condition or "unknown"
         for name, predict in predictors.items():
+            if not has_reference and name not in fusions:
+                continue
             t0 = time.perf_counter()
             try:
                 pred = predict(sample)
                 timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
                 if pred is None:
                     continue
-                results.add_frame(name, ref, pred, sample.condition or "unknown",
-                                  Path(bag).name, sample.index, sample.stamp_ns, sample.image,
-                                  structure=structure)
+                pred, confidence = pred if isinstance(pred, tuple) else (pred, None)
+                rows = [(name, pred, confidence)]
+                if name in fusions:               # the node's temporal fusion of it
+                    fused = fusions[name].update(sample, pred)
+                    # the node's confidence_source 'auto': the model's, else the fusion's
+                    rows.append((fused_name(name), fused.depth,
+                                 fused.confidence if confidence is None else confidence))
             except (RuntimeError, ValueError) as exc:
                 # as the node: a failed frame (NaN output, no valid prediction) is counted
                 # and the evaluation goes on
                 failed[name] = failed.get(name, 0) + 1
                 log.warning("bag %s frame %d: '%s' not scored: %s", bag, i, name, exc)
                 continue
-            scored[name] += 1
+            for row, depth, conf in rows if has_reference else ():
+                try:
+                    metrics = results.add_frame(row, ref, depth, condition, Path(bag).name,
+                                                sample.index, sample.stamp_ns, sample.image,
+                                                structure=structure, confidence=conf,
+                                                moving=sample.moving)
+                except ValueError as exc:
+                    failed[row] = failed.get(row, 0) + 1
+                    log.warning("bag %s frame %d: '%s' not scored: %s", bag, i, row, exc)
+                    continue
+                tracker.add(row, position, depth, metrics, condition, sample.index,
+                            sample.stamp_ns)
+                scored[row] += 1
     for name, n in scored.items():
         if n == 0:
             raise ValueError(
@@ -278,6 +314,33 @@ def _score_bag(bag, config: EvaluateConfig, results: EvaluationResults, predicto
     log.info("bag %s: scored %s frames", bag, scored)
 
 
+def fused_name(name: str) -> str:
+    """Report row of a stream after the node's temporal fusion."""
+    return f"{name} + fusion"
+
+
+class FusedStream:
+    """One stream of one bag through the depth node's temporal fusion
+    (:class:`~depth_perception.runtime.fusion.TemporalFusion`, the node's parameters),
+    with the camera motion between consecutive fused frames from the bag's TF, composed
+    as the node composes it from live TF (camera in the world frame at both stamps)."""
+
+    def __init__(self, seq, config: "EvaluateConfig"):
+        from depth_perception.runtime.fusion import TemporalFusion
+
+        self.seq = seq
+        self.fusion = TemporalFusion(config.fusion_threshold, config.fusion_max_age)
+        self.last: int | None = None                 # image index the state holds
+
+    def update(self, sample, depth: np.ndarray) -> np.ndarray:
+        poses, j = self.seq.poses, self.last
+        T = None
+        if j is not None and poses[j] is not None and poses[sample.index] is not None:
+            T = self.seq.relative_pose(sample.index, j)      # T_cur_prev
+        self.last = sample.index
+        return self.fusion.update(depth, sample.intrinsics, T)
+
+
 def _estimator_predictor(spec: ModelSpec):
     from depth_perception.runtime.estimator import DepthEstimator
 
@@ -287,10 +350,12 @@ def _estimator_predictor(spec: ModelSpec):
 
 def estimator_predictor(estimator):
     """sample -> depth [H,W] of ``estimator`` fed as the depth node feeds it: the recorded
-    image with its rectifier (one remap to the model input), so online equals offline."""
+    image with its rectifier (one remap to the model input), so online equals offline;
+    (depth, confidence [H,W]) for a model with an uncertainty output."""
     def predict(sample):
-        return estimator.estimate(sample.raw, sample.intrinsics,
-                                  rectifier=sample.rectifier).depth
+        result = estimator.estimate(sample.raw, sample.intrinsics, rectifier=sample.rectifier)
+        confidence = getattr(result, "confidence", None)      # the model's, if it has one
+        return result.depth if confidence is None else (result.depth, confidence)
 
     predict.estimator = estimator
     return predict

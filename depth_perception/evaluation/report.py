@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from depth_perception.evaluation import sparsification, temporal
+from depth_perception.evaluation.plots import line_plot, pyplot
 from depth_perception.evaluation.protocols import crop_mask
 from depth_perception.metrics import (MetricAccumulator, check_range, compute_depth_metrics,
                                       fit_affine, valid_mask)
@@ -43,8 +45,10 @@ TABLE_METRICS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
 #: with an image-blind prior: abs_rel over the structure pixels (prior off by > 20 %)
 STRUCTURE_METRICS = ("abs_rel_structure",)
 #: Metrics written to metrics.json and per_frame.csv.
-JSON_METRICS = TABLE_METRICS + STRUCTURE_METRICS + ("structure_fraction", "silog", "log10",
-                                                    "scale_ratio", "coverage")
+JSON_METRICS = (TABLE_METRICS + STRUCTURE_METRICS
+                + ("structure_fraction", "silog", "log10", "scale_ratio", "coverage")
+                + ("abs_rel_moving", "moving_fraction")    # with a moving-object mask
+                + sparsification.KEYS)                     # with a confidence
 TABLE_HEADERS = {"abs_rel": "absRel", "sq_rel": "sqRel", "rmse": "RMSE",
                  "rmse_log": "RMSElog", "a1": "δ1", "a2": "δ2", "a3": "δ3",
                  "abs_rel_structure": "absRel struct."}
@@ -100,6 +104,10 @@ class ModelResults:
     #: once by the frame at index ``sample_index``)
     samples: dict = field(default_factory=dict)
     info: dict = field(default_factory=dict)
+    #: temporal.TemporalRecord of each scored frame pair (TAE)
+    temporal: list = field(default_factory=list)
+    #: condition -> {metric: [sum of curves, sum of oracle curves, images]} (confidence)
+    sparsification: dict = field(default_factory=dict)
 
     def summary(self) -> dict:
         """{group: {metric: mean, "frames": n, ...}} for "all" and each condition."""
@@ -175,7 +183,9 @@ class EvaluationResults:
     def add_frame(self, model: str, gt: np.ndarray, pred: np.ndarray, condition: str,
                   bag: str = "", index: int = -1, stamp_ns: int = 0,
                   image: np.ndarray | None = None,
-                  structure: np.ndarray | None = None) -> dict:
+                  structure: np.ndarray | None = None,
+                  confidence: np.ndarray | None = None,
+                  moving: np.ndarray | None = None) -> dict:
         """Score one frame. gt, pred: [H,W] metres (NaN invalid); image [H,W,3] for samples;
         structure: [H,W] bool structure pixels of an image-blind prior (adds
         ``abs_rel_structure``).
@@ -205,6 +215,21 @@ class EvaluationResults:
                                         clamp=self.clamp, median=self.median)
         metrics["coverage"] = metrics["n_valid"] / max(n_reference, 1)
         res = self.model(model)
+        scored = predicted & reference
+        if moving is not None:                   # abs_rel on the moving objects alone
+            on = scored & np.asarray(moving, bool)
+            g = gt[on].astype(np.float64)
+            p = self._aligned(g, pred[on].astype(np.float64), metrics)
+            metrics["abs_rel_moving"] = float(np.mean(np.abs(g - p) / g)) if g.size \
+                else float("nan")
+            metrics["moving_fraction"] = g.size / max(metrics["n_valid"], 1)
+        if confidence is not None:               # AUSE / AURG of the scored pixels
+            g = gt[scored].astype(np.float64)
+            values, curves = sparsification.sparsification(
+                g, self._aligned(g, pred[scored].astype(np.float64), metrics),
+                np.asarray(confidence)[scored])
+            metrics.update(values)
+            sparsification.add_curves(res.sparsification, condition, curves)
         res.accumulator.add(metrics, condition)
         res.frames.append(FrameRecord(model, str(bag), condition, int(index), int(stamp_ns),
                                       metrics))
@@ -280,6 +305,11 @@ class EvaluationResults:
                 mine.bins[cond] = (s0 + sums, c0 + counts)
             for cond, sample in res.samples.items():
                 mine.samples.setdefault(cond, sample)
+            mine.temporal.extend(res.temporal)
+            for cond, per in res.sparsification.items():
+                for m, (model, oracle, n) in per.items():
+                    sparsification.add_curves(mine.sparsification, cond, {m: (model, oracle)},
+                                              n)
             mine.info.update({k: v for k, v in res.info.items() if k not in mine.info})
 
     # -- views ---------------------------------------------------------------------------
@@ -298,6 +328,7 @@ class EvaluationResults:
             models[name] = {"per_condition": {c: summary[c] for c in res.conditions()},
                             "all": summary["all"],
                             "error_vs_distance": res.error_vs_distance(),
+                            "temporal": temporal.summary(res.temporal),
                             "info": res.info}
         first = next(iter(models.values()))
         return {"per_condition": first["per_condition"], "all": first["all"],
@@ -386,15 +417,8 @@ def write_per_frame_csv(results: EvaluationResults, path: Path) -> Path:
     return path
 
 
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-    return plt
-
-
 def plot_abs_rel_per_condition(results: EvaluationResults, path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     conditions = results.conditions()
     names = list(results.models)
     width = 0.8 / max(len(names), 1)
@@ -416,31 +440,23 @@ def plot_abs_rel_per_condition(results: EvaluationResults, path: Path) -> Path:
 
 
 def plot_error_vs_distance(results: EvaluationResults, path: Path) -> Path:
-    plt = _pyplot()
     edges = np.asarray(results.bin_edges)
     centres = 0.5 * (edges[:-1] + edges[1:])
-    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    series = []
     for name, res in results.models.items():
         for cond in res.conditions():
             sums, counts = res.bins.get(cond, (np.zeros(len(centres)), np.zeros(len(centres))))
             with np.errstate(invalid="ignore", divide="ignore"):
                 mean = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
             label = f"{name} / {CONDITION_LABELS.get(cond, cond)}"
-            ax.plot(centres, mean, marker="o", label=label)
-    ax.set_xlabel("ground-truth depth [m] (bin centre)")
-    ax.set_ylabel("absRel")
-    ax.set_title("error against distance")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+            series.append((centres, mean, label, {"marker": "o"}))
+    return line_plot(path, series, "ground-truth depth [m] (bin centre)", "absRel",
+                     "error against distance")
 
 
 def plot_samples(results: EvaluationResults, name: str, path: Path) -> Path:
     """One row per condition: image | predicted depth | reference over the image | |error|/gt."""
-    plt = _pyplot()
+    plt = pyplot()
     res = results.models[name]
     conditions = [c for c in res.conditions() if c in res.samples]
     fig, axes = plt.subplots(len(conditions), 4, figsize=(14, 1.0 + 1.6 * len(conditions)),
@@ -496,12 +512,20 @@ def write_report(results: EvaluationResults, out_dir: str | Path, title: str = "
     out.mkdir(parents=True, exist_ok=True)
     results.to_dict()                                   # fails early on an empty result
     paths = {"per_frame": write_per_frame_csv(results, out / "per_frame.csv"), "plots": []}
+    if any(res.temporal for res in results.models.values()):
+        temporal.write_csv(results, out / "temporal.csv")
+        paths["temporal"] = out / "temporal.csv"
     if plots:
         plot_dir = out / "plots"
         plot_dir.mkdir(exist_ok=True)
         paths["plots"].append(plot_abs_rel_per_condition(results, plot_dir /
                                                          "abs_rel_per_condition.png"))
         paths["plots"].append(plot_error_vs_distance(results, plot_dir / "error_vs_distance.png"))
+        tae = temporal.plot_per_frame(results, plot_dir / "tae_per_frame.png",
+                                      CONDITION_LABELS)
+        paths["plots"] += [tae] if tae else []
+        curves = sparsification.plot(results, plot_dir / "sparsification.png", CONDITION_LABELS)
+        paths["plots"] += [curves] if curves else []
         for name in results.models:
             paths["plots"].append(plot_samples(results, name,
                                                plot_dir / f"samples_{_slug(name)}.png"))
@@ -514,6 +538,8 @@ def write_report(results: EvaluationResults, out_dir: str | Path, title: str = "
     if notes:
         lines += [notes, ""]
     lines += [markdown_table(results), ""]
+    lines += temporal.markdown(results, results.conditions(), CONDITION_LABELS)
+    lines += sparsification.markdown(results, results.conditions(), CONDITION_LABELS)
     infos = [(name, res.info) for name, res in results.models.items() if res.info]
     if infos:
         lines += ["## Models", ""]

@@ -32,6 +32,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+import numpy as np
+
 from depth_perception import conversions, rectify
 from depth_perception.colorize import colorize_depth
 from depth_perception.conversions import stamp_to_ns
@@ -40,6 +42,7 @@ from depth_perception.ros import qos as ros_qos
 from depth_perception.ros.cloud_output import CloudOutput
 from depth_perception.ros.diagnostics import FrameStats, Throttle, image_problem
 from depth_perception.runtime.estimator import FrameInput
+from depth_perception.runtime.fusion import TemporalFusion
 from depth_perception.runtime.pairing import StampPairer
 
 #: image_transport layout: an image topic ``<ns>/image`` beside ``<ns>/camera_info``
@@ -51,6 +54,16 @@ COLORIZED_TOPIC = "depth_colorized/image"        # display only: no CameraInfo o
 #: and the colour of rviz's DepthCloud
 RGB_TOPIC = "rgb/image_rect_color"
 RGB_INFO_TOPIC = "rgb/camera_info"
+#: per-pixel confidence (32FC1, 0..1, NaN where no depth) beside its CameraInfo
+CONFIDENCE_TOPIC = "confidence/image"
+CONFIDENCE_INFO_TOPIC = "confidence/camera_info"
+
+
+CONFIDENCE_SOURCES = {
+    "model": "from the model's uncertainty output (log-variance)",
+    "temporal": "from the temporal fusion's agreement",
+    "": "none (the model has no uncertainty output and temporal_fusion is off; "
+        "confidence/image is not published)"}
 
 
 @dataclass
@@ -95,6 +108,9 @@ class CameraPipeline:
         self._last_stamp_ns: int | None = None
         self._plan_said = ""
         self.frame_id = ""                # of the last published frame (for ~/status)
+        self.confidence_source: str | None = None   # in use ('' none): logged on change
+        self.fusion: TemporalFusion | None = None   # temporal_fusion: this camera's state
+        self._fused_stamp_ns: int | None = None     # stamp of the frame the state holds
 
     def topic(self, name: str) -> str:
         """``name`` in this camera's namespace (relative unless the namespace is absolute)."""
@@ -119,6 +135,10 @@ class CameraPipeline:
             "rgb": node.create_lifecycle_publisher(Image, self.topic(RGB_TOPIC), qos),
             "rgb_info": node.create_lifecycle_publisher(CameraInfo, self.topic(RGB_INFO_TOPIC),
                                                         qos),
+            "confidence": node.create_lifecycle_publisher(Image, self.topic(CONFIDENCE_TOPIC),
+                                                          qos),
+            "confidence_info": node.create_lifecycle_publisher(
+                CameraInfo, self.topic(CONFIDENCE_INFO_TOPIC), qos),
         }
         self.scale_policy = None if self.index == 0 else copy.deepcopy(est.scale_policy)
 
@@ -129,9 +149,10 @@ class CameraPipeline:
         self.scale_policy = None
 
     def reset(self) -> None:
-        """Counters and stamp order forgotten (activate)."""
+        """Counters, stamp order and the fusion's history forgotten (activate)."""
         self.stats.reset()
         self._last_stamp_ns = None
+        self.fusion = None
 
     def image_topic(self, settings) -> str:
         return self.topic("image/compressed" if settings.image_transport == "compressed"
@@ -244,6 +265,7 @@ class CameraPipeline:
             reset = getattr(self._policy(est), "reset", None)
             if reset is not None:
                 reset()
+            self.fusion = None                    # no history across a jump back
             self.reject("stamp_backwards", f"stamp {stamp_ns * 1e-9:.6f} s is older than the "
                         f"previous frame's {last * 1e-9:.6f} s (bag restarted? clock reset?)")
             return None
@@ -302,8 +324,15 @@ class CameraPipeline:
         # the colour scale and the cloud's sky cap use the same one
         lo, hi = est.depth_range
         depth = result.depth
+        fused = self._fuse(job, result, settings) if settings.temporal_fusion else None
+        if fused is not None:
+            depth = fused.depth
+        elif self.fusion is not None:             # turned off: forget the history
+            self.fusion = None
+        confidence = self._confidence(result, fused, depth, settings)
         # 4. publish, with the input's stamp and frame_id
-        self._publish(header, depth, result.intrinsics, job.input, lo, hi, settings)
+        self._publish(header, depth, result.intrinsics, job.input, lo, hi, settings,
+                      confidence)
         now_ns = self.node.get_clock().now().nanoseconds
         latency_ms = (now_ns - job.stamp_ns) * 1e-6 if now_ns > 0 else math.nan
         stats = self.stats
@@ -333,8 +362,57 @@ class CameraPipeline:
         self.node.reporter.publish_status(header, stats)
         return True
 
+    def _fuse(self, job: Job, result, settings):
+        """This camera's temporal fusion of the new depth (:mod:`depth_perception.runtime.
+        fusion`) with the camera motion since the previous frame from TF; without it
+        the frame is published single-frame (counted, logged)."""
+        fusion = self.fusion
+        if fusion is None or (fusion.threshold, fusion.max_age) != (
+                settings.fusion_threshold, settings.fusion_max_age):
+            fusion = self.fusion = TemporalFusion(settings.fusion_threshold,
+                                                  settings.fusion_max_age)
+            self._fused_stamp_ns = None
+        T = None
+        if self._fused_stamp_ns is not None:
+            T, why = self.node.transforms.camera_motion(job.header.frame_id,
+                                                        self._fused_stamp_ns, job.stamp_ns,
+                                                        settings)
+            if T is None:
+                with self.stats.lock:
+                    self.stats.fusion_resets_no_tf += 1
+                    n = self.stats.fusion_resets_no_tf
+                if self._throttle.ready("fusion_tf"):
+                    self.node.get_logger().warning(self._say(
+                        f"temporal fusion: no camera motion from TF ({why}); frame published "
+                        f"single-frame ({n} so far, counted as fusion_resets_no_tf)"))
+        self._fused_stamp_ns = job.stamp_ns
+        out = fusion.update(result.depth, result.intrinsics, T)
+        with self.stats.lock:
+            self.stats.last_fused_fraction = out.fused
+        return out
+
+    def _confidence(self, result, fused, depth, settings):
+        """[H,W] confidence of the published depth (NaN where it has none) from the source
+        ``confidence_source`` picks, or None; the source is logged when it changes."""
+        choice = settings.confidence_source
+        model = result.confidence if choice in ("auto", "model") else None
+        source = "model" if model is not None else ""
+        if not source and fused is not None and choice in ("auto", "temporal"):
+            source = "temporal"
+        if source != self.confidence_source:
+            self.confidence_source = self.stats.confidence_source = source
+            self.node.get_logger().info(self._say(
+                f"confidence/image: {CONFIDENCE_SOURCES[source]} (confidence_source "
+                f"'{choice}')"))
+        if not source:
+            return None
+        values = model if source == "model" else fused.confidence
+        with np.errstate(invalid="ignore"):
+            return np.where(np.isfinite(depth) & (depth > 0), values,
+                            np.float32(np.nan)).astype(np.float32)
+
     def _publish(self, header, depth, intrinsics, frame: FrameInput, lo, hi,
-                 settings) -> None:
+                 settings, confidence=None) -> None:
         """``frame``: the estimator's input; its raw image is rectified at camera
         resolution only for ``rgb/image_rect_color`` or a coloured cloud, while someone
         subscribes (the model's input was resampled from it directly)."""
@@ -349,6 +427,10 @@ class CameraPipeline:
             pubs["depth"].publish(conversions.depth_to_image(depth, header,
                                                              settings.output_encoding))
             pubs["info"].publish(info)
+            if confidence is not None:
+                pubs["confidence"].publish(conversions.depth_to_image(confidence, header,
+                                                                      "32FC1"))
+                pubs["confidence_info"].publish(info)
             want_cloud = pubs["points"].get_subscription_count() > 0
             want_rgb = pubs["rgb"].get_subscription_count() > 0
             rgb = None                                    # [H,W,3] of intrinsics
@@ -359,7 +441,8 @@ class CameraPipeline:
                 pubs["rgb_info"].publish(info)
             if want_cloud:                                 # None: no TF to point_frame
                 cloud = self.cloud.make(header, depth, intrinsics,
-                                        rgb if settings.point_rgb else None, hi, settings)
+                                        rgb if settings.point_rgb else None, hi, settings,
+                                        confidence)
                 if cloud is not None:
                     pubs["points"].publish(cloud)
             if pubs["colorized"].get_subscription_count() > 0:

@@ -23,9 +23,11 @@ class CloudOutput:
         self._node, self._transforms, self._stats = node, transforms, stats
         self._throttle = Throttle(throttle_s)
 
-    def make(self, header, depth, intrinsics, rgb, max_depth: float, settings):
+    def make(self, header, depth, intrinsics, rgb, max_depth: float, settings,
+             confidence=None):
         """[H,W] metres (REP 117 meanings) -> PointCloud2, or None (TF failure); ``rgb``
-        [H,W,3] of the depth's geometry for a coloured cloud, else None."""
+        [H,W,3] of the depth's geometry for a coloured cloud, else None; ``confidence``
+        [H,W] for the ``point_min_confidence`` filter, else None."""
         try:
             target = self._transforms.cloud_target(header.frame_id,
                                                    stamp_to_ns(header.stamp), settings)
@@ -39,4 +41,4 @@ class CloudOutput:
                     f"{exc}")
             return None
         return cloud.costmap_cloud(depth, intrinsics, header, settings.cloud_settings(max_depth),
-                                   rgb=rgb, target=target)
+                                   rgb=rgb, target=target, confidence=confidence)

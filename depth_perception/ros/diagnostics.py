@@ -74,6 +74,9 @@ class FrameStats:
     input_size: str = ""            # model input WxH of the last frame
     camera_info_fallbacks: int = 0  # images paired with an older CameraInfo after the wait
     cloud_tf_failures: int = 0      # clouds not published: no transform to point_frame
+    fusion_resets_no_tf: int = 0    # temporal fusion: frames published single-frame (no TF)
+    last_fused_fraction: float = float("nan")   # share of the last frame's pixels fused
+    confidence_source: str = ""     # of confidence/image: model | temporal | '' (none)
     backend: str = ""
     precision: str = ""
     input_rate: RateMeter = field(default_factory=RateMeter)
@@ -94,6 +97,7 @@ class FrameStats:
         with self.lock:
             self.frames_in = self.frames_out = self.frames_dropped = 0
             self.camera_info_fallbacks = self.cloud_tf_failures = 0
+            self.fusion_resets_no_tf = 0
             self.bad = {r: 0 for r in BAD_REASONS}
             self.max_latency_ms = float("nan")
             self.input_rate = RateMeter()
@@ -132,6 +136,9 @@ def diagnostic_values(stats: FrameStats, state: str, problem: str = "") -> tuple
             ("input_geometry", stats.input_plan),
             ("camera_info_fallbacks", str(stats.camera_info_fallbacks)),
             ("cloud_tf_failures", str(stats.cloud_tf_failures)),
+            ("fusion_resets_no_tf", str(stats.fusion_resets_no_tf)),
+            ("fused_fraction", f"{stats.last_fused_fraction:.3f}"),
+            ("confidence_source", stats.confidence_source or "none"),
         ]
         values += [(f"bad_{reason}", str(n)) for reason, n in stats.bad.items()]
         bad = sum(stats.bad.values())

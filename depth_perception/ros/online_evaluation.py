@@ -39,7 +39,8 @@ def evaluate_online(bag, model: str, results: EvaluationResults | None = None,
                     rate: float = 1.0, queue_size: int = 0, reference: str = "lidar",
                     condition: str | None = None, min_depth: float = 0.1,
                     max_depth: float = 80.0, timeout: float = 120.0,
-                    input_image: str = "raw") -> EvaluationResults:
+                    input_image: str = "raw",
+                    fusion: dict | None = None) -> EvaluationResults:
     """Replay ``bag`` over DDS into an in-process depth node and score it live.
 
     1. a private rclpy context with the depth node (``model``, ``backend``,
@@ -56,8 +57,11 @@ def evaluate_online(bag, model: str, results: EvaluationResults | None = None,
     bag, so that the bursts a loaded machine delivers (a starved replayer catching up
     publishes several frames within milliseconds) are all scored - evaluation wants every
     frame, the latency is reported apart; 1 is the live node's newest-frame-only queue.
-    Frames the depth node drops are not scored. Returns the evaluator's results (merged into
-    ``results`` if given, which must use the same protocol).
+    Frames the depth node drops are not scored. ``fusion``: the depth node's temporal
+    fusion parameters (``{"fusion_threshold": 0.1, "fusion_max_age": 8}``; None: off);
+    the bag's /tf and /tf_static are then played too, the motion's source. Returns the
+    evaluator's results (merged into ``results`` if given, which must use the same
+    protocol).
     """
     import rclpy
     from rclpy.parameter import Parameter
@@ -68,6 +72,7 @@ def evaluate_online(bag, model: str, results: EvaluationResults | None = None,
     from depth_perception.ros.evaluator_node import EvaluatorNode
     from depth_perception.ros.lifetime import Spinner, init, make_executor, shutdown_lifecycle
     from depth_perception.ros.replay import BagReplayer
+    from depth_perception.ros.tf_listener import _import_tf_message
 
     lidar = parse_reference(reference).kind == "lidar"
     topics = BagTopics() if lidar else BagTopics(gt_depth=reference)
@@ -81,6 +86,10 @@ def evaluate_online(bag, model: str, results: EvaluationResults | None = None,
         played = [topics.image, topics.camera_info, ref_topic]
         if lidar and reader.has("odom"):
             played.append(topics.odom)
+        if fusion is not None and _import_tf_message()[0] is not None:
+            # the node's ego-motion comes from TF (without tf2_msgs it has none: every
+            # frame is single-frame, counted as fusion_resets_no_tf)
+            played += [getattr(topics, k) for k in ("tf_static", "tf") if reader.has(k)]
     context = rclpy.Context()
     init(context=context)
     spin = Spinner(make_executor(context=context), "evaluate_online")
@@ -93,7 +102,10 @@ def evaluate_online(bag, model: str, results: EvaluationResults | None = None,
             Parameter("focal_policy", value=str(focal_policy)),
             Parameter("input_image", value=str(input_image)),
             Parameter("queue_size", value=int(queue_size or max(1, bag_images))),
-            Parameter("warmup_size", value=f"{camera.width}x{camera.height}")],
+            Parameter("warmup_size", value=f"{camera.width}x{camera.height}"),
+            *([Parameter("temporal_fusion", value=True)]
+              + [Parameter(k, value=v) for k, v in fusion.items()]
+              if fusion is not None else [])],
             cli_args=["--ros-args", "-r", f"image:={topics.image}",
                       "-r", f"camera_info:={topics.camera_info}"])
         nodes.append(depth_node)

@@ -124,6 +124,26 @@ PARAMETERS = (
     ParamSpec("publish_organized_cloud", True, "Organized (H x W, NaN for invalid) cloud; "
               "false: only valid points (height 1)"),
     ParamSpec("point_rgb", False, "Add the packed rgb field to the point cloud"),
+    ParamSpec("temporal_fusion", False, "Temporal fusion: carry the previous fused depth "
+              "into the current camera with the ego-motion from TF (camera frame in "
+              "world_frame at the two images' stamps) and average it with the new "
+              "prediction where they agree (fusion_threshold), reset where they do not "
+              "(moving objects, disocclusions); while TF lacks the motion the frame is "
+              "published single-frame and counted in /diagnostics as fusion_resets_no_tf"),
+    ParamSpec("fusion_threshold", 0.1, "Temporal fusion: largest relative difference "
+              "between the new prediction and the carried depth that still counts as "
+              "agreement", low=0.01, high=0.9),
+    ParamSpec("fusion_max_age", 8, "Temporal fusion: frames in the running mean (then a "
+              "new frame keeps the weight 1 / fusion_max_age)", low=2, high=1000),
+    ParamSpec("confidence_source", "auto", "Per-pixel confidence published on "
+              "confidence/image (32FC1, 0..1, beside confidence/camera_info): model (the "
+              "model's uncertainty output, e.g. log_variance), temporal (the temporal "
+              "fusion's agreement), auto (model when the model has one, else temporal when "
+              "temporal_fusion is on, else none), none. The source in use is logged",
+              choices=("auto", "model", "temporal", "none")),
+    ParamSpec("point_min_confidence", 0.0, "Cloud filter: pixels whose confidence is below "
+              "this give no point (0 = off; no effect without a confidence source)",
+              low=0.0, high=1.0),
     ParamSpec("colormap", "turbo", "OpenCV colormap of depth_colorized/image", choices=COLORMAPS),
     ParamSpec("output_encoding", units.ENCODING_METRES, "depth encoding: 32FC1 metres "
               "(NaN invalid, +inf beyond range) or 16UC1 millimetres (0 invalid)",
@@ -188,7 +208,8 @@ def _cloud_settings(self, max_depth: float) -> CloudSettings:
                          sky_depth=self.point_sky_fraction * max_depth
                          if max_depth > 0 and self.point_sky_fraction < 1 else math.inf,
                          flying_jump=self.point_flying_jump, voxel_size=self.point_voxel_size,
-                         organized=self.publish_organized_cloud)
+                         organized=self.publish_organized_cloud,
+                         min_confidence=self.point_min_confidence)
 
 
 def _scale_params(self) -> dict:

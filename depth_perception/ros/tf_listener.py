@@ -29,6 +29,7 @@ import numpy as np
 from depth_perception.conversions import stamp_to_ns
 from depth_perception.data.projection import camera_from_lidar
 from depth_perception.data.tf import TfBuffer, TransformError, transform_from_msg
+from depth_perception.data.warp import camera_motion
 
 log = logging.getLogger(__name__)
 
@@ -237,10 +238,10 @@ class NodeTransforms:
         self._said: dict[tuple[str, str], str] = {}
 
     def ensure(self, settings) -> None:
-        """Create the TF source when a scale policy or ``point_frame`` needs a transform
-        (kept afterwards)."""
+        """Create the TF source when a scale policy, ``point_frame`` or the temporal
+        fusion needs a transform (kept afterwards)."""
         wanted = (settings.use_tf and settings.scale_policy in ("lidar_median", "ground_plane")
-                  or bool(settings.point_frame))
+                  or bool(settings.point_frame) or settings.temporal_fusion)
         if self._tf is None and wanted:
             self._tf = TfSource(self._node, callback_group=self._group)
             self._node.get_logger().info(f"TF source: {self._tf.describe()}")
@@ -306,6 +307,19 @@ class NodeTransforms:
         self._note("camera<-lidar transform", f"from parameter lidar_to_camera (TF: {why})",
                    camera_frame)
         return np.asarray(settings.lidar_to_camera, dtype=np.float64).reshape(4, 4)
+
+    def camera_motion(self, camera_frame: str, prev_stamp_ns: int, stamp_ns: int,
+                      settings) -> tuple[np.ndarray | None, str]:
+        """(``T_cur_prev`` [4,4], '') of the camera between two image stamps, through
+        ``world_frame`` by :func:`depth_perception.data.warp.camera_motion` (TF at exactly
+        those stamps, as the offline evaluation reads a bag's TF), or (None, why not)."""
+        if self._tf is None:
+            return None, "no TF source"
+        try:
+            return camera_motion(_AtStamp(self._tf), camera_frame, prev_stamp_ns, stamp_ns,
+                                 settings.world_frame), ""
+        except TransformError as exc:
+            return None, str(exc)
 
     def apply_camera_pose(self, est, frame_id: str, stamp_ns: int, settings) -> None:
         """Camera height and pitch of the ground_plane policy: TF (image frame in

@@ -32,12 +32,13 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from depth_perception.camera import Intrinsics
+from depth_perception.confidence import from_log_variance, uncertainty_output
 from depth_perception.metadata import ModelMetadata
 from depth_perception.rectify import Rectifier
 from depth_perception.runtime.backends.base import Backend
 from depth_perception.runtime.geometry import InputPlan, check_focal_policy, plan_input
 from depth_perception.runtime.processing import (UPSAMPLE_MODES, Prepared, Preprocessor,
-                                                 check_rgb, postprocess)
+                                                 check_rgb, postprocess, to_camera)
 from depth_perception.runtime.scale import ScalePolicy, make_scale_policy
 from depth_perception.units import mark_out_of_range
 
@@ -66,6 +67,9 @@ class DepthResult:
     scale_valid: bool = True
     prepared: Prepared | None = field(default=None, repr=False)
     batch: int = 1                      # frames in the backend call (inference_ms is its time)
+    #: [H,W] float32 confidence in [0, 1] from the model's uncertainty output
+    #: (:mod:`depth_perception.confidence`), None for a model without one
+    confidence: np.ndarray | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -125,6 +129,8 @@ class DepthEstimator:
             raise ValueError("scale_params only apply when scale_policy is given by name")
         self.backend = backend
         self.metadata = metadata
+        #: the output carrying the model's per-pixel uncertainty (log-variance), or None
+        self.uncertainty_output = uncertainty_output(backend.outputs, metadata.output_name)
         self.scale_policy = scale_policy          # validated by the property setter
         self.set_input_options(short_side=short_side, max_pixels=max_pixels,
                                keep_aspect=keep_aspect, upsample=upsample,
@@ -269,15 +275,18 @@ class DepthEstimator:
                     continue
                 t2 = time.perf_counter()
                 # 4.-7. each frame back to camera resolution, scaled by its own policy
-                for (i, plan, prepared, t0, t_prep), output in zip(chunk, outputs):
+                for (i, plan, prepared, t0, t_prep), (output, extra) in zip(chunk, outputs):
                     try:
                         t3 = time.perf_counter()
                         bounds = self._check_finite(output)
                         depth = postprocess(output, prepared, self.metadata,
-                                            upsample=self.upsample)
+                                            upsample=self.upsample, bounds=bounds)
                         results[i] = self._finish(frames[i], plan, depth, prepared,
                                                   (t_prep - t0) * 1e3, (t2 - t1) * 1e3, t3,
                                                   len(chunk), bounds)
+                        if extra is not None:         # the model's log-variance
+                            results[i].confidence = from_log_variance(
+                                to_camera(extra, prepared, self.upsample))
                     except Exception as exc:  # noqa: BLE001 - that frame's result
                         results[i] = exc
         return results
@@ -298,15 +307,20 @@ class DepthEstimator:
         self.preprocessor.short_side = plan.short_side
         return plan
 
-    def _infer(self, tensors: list[np.ndarray]) -> list[np.ndarray]:
-        """[1,3,h,w] tensors of one shape -> their [1,1,h,w] outputs, in one backend call."""
+    def _infer(self, tensors: list[np.ndarray]) -> list[tuple]:
+        """[1,3,h,w] tensors of one shape -> their ([1,1,h,w] depth output, [1,1,h,w]
+        uncertainty output or None), in one backend call."""
         feed = tensors[0] if len(tensors) == 1 else np.concatenate(tensors, axis=0)
         feed = feed.astype(self._input_dtype, copy=False)
-        output = self.backend.run({self.metadata.input_name: feed})[self.metadata.output_name]
-        if np.shape(output)[0] != len(tensors):
+        outputs = self.backend.run({self.metadata.input_name: feed})
+        output = outputs[self.metadata.output_name]
+        extra = outputs.get(self.uncertainty_output) if self.uncertainty_output else None
+        if np.shape(output)[0] != len(tensors) or (
+                extra is not None and np.shape(extra)[0] != len(tensors)):
             raise RuntimeError(f"the {self.backend.name} backend returned {np.shape(output)[0]} "
                                f"outputs for a batch of {len(tensors)} frames")
-        return [output[k:k + 1] for k in range(len(tensors))]
+        return [(output[k:k + 1], None if extra is None else extra[k:k + 1])
+                for k in range(len(tensors))]
 
     def _check_finite(self, output: np.ndarray) -> tuple[float, float] | None:
         """RuntimeError if the output holds NaN or inf; else the range its depth takes:

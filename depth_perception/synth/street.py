@@ -247,6 +247,16 @@ class SyntheticStreet:
     def _ground_x(self) -> tuple[float, float]:
         return self.scene.x_range
 
+    def moving(self, frame: int) -> np.ndarray:
+        """[H,W] bool: pixel centres that see a moving object at ``frame`` (a box with a
+        velocity: oncoming and lead cars), the synthetic ground truth of which pixels
+        do not follow the ego-motion."""
+        objects = self.geometry(frame).objects
+        hit = objects >= 0
+        out = np.zeros(objects.shape, dtype=bool)
+        out[hit] = self.scene.velocity[objects[hit]] != 0.0
+        return out
+
     def render(self, frame: int, condition: str = "day-clear") -> tuple[np.ndarray, np.ndarray]:
         """Camera image and ground truth at ``frame``.
 

@@ -23,6 +23,10 @@ topic                         type                        content
                                                           (REP 117), in the rectified
                                                           camera (pinhole K = P)
 ``/ground_truth/camera_info`` sensor_msgs/CameraInfo      that camera (D = 0)
+``/ground_truth/moving``      sensor_msgs/Image           mono8, 255 where the pixel centre
+                                                          sees a moving car (oncoming or
+                                                          lead), else 0; same camera as
+                                                          the depth
 ``/lidar/points``             sensor_msgs/PointCloud2     x, y, z, intensity float32 in
                                                           ``lidar``, own clock (+4 ms)
 ============================  ==========================  =================================
@@ -74,6 +78,7 @@ TOPICS = {
     "image": "/camera/image_raw",
     "gt_depth": "/ground_truth/depth",
     "gt_camera_info": "/ground_truth/camera_info",
+    "gt_moving": "/ground_truth/moving",
     "lidar": "/lidar/points",
 }
 MSG_TYPES = {
@@ -84,6 +89,7 @@ MSG_TYPES = {
     "image": "sensor_msgs/msg/Image",
     "gt_depth": "sensor_msgs/msg/Image",
     "gt_camera_info": "sensor_msgs/msg/CameraInfo",
+    "gt_moving": "sensor_msgs/msg/Image",
     "lidar": "sensor_msgs/msg/PointCloud2",
 }
 
@@ -204,6 +210,9 @@ def write_synthetic_bags(street: SyntheticStreet, targets: dict[str, Path],
                     K, msgs.header(stamp, CAMERA_FRAME), T["sensor_msgs/msg/CameraInfo"])),
                 ("gt_depth", conv.depth_to_image(geom.depth, msgs.header(stamp, CAMERA_FRAME),
                                                  "32FC1", T["sensor_msgs/msg/Image"])),
+                ("gt_moving", conv.numpy_to_image(
+                    street.moving(frame).astype(np.uint8) * np.uint8(255), "mono8",
+                    msgs.header(stamp, CAMERA_FRAME), T["sensor_msgs/msg/Image"])),
             ]
             for key, msg in shared:
                 write_all(key, stamp, msgs.serialize(msg, key))

@@ -11,6 +11,7 @@ import pytest
 from depth_perception.camera import Intrinsics
 from depth_perception.data.projection import points_to_depth, project_lidar
 from depth_perception.evaluation.ground_truth import StampMatcher, parse_reference
+from support.bagtools import copy_bag_with_scaled_depth
 
 # ----------------------------------------------------------------------------------------
 # pure parts
@@ -79,37 +80,6 @@ def test_stamp_matcher_exact_and_nearest():
 # ----------------------------------------------------------------------------------------
 # bags
 # ----------------------------------------------------------------------------------------
-def copy_bag_with_scaled_depth(src: Path, dst: Path, factor: float,
-                               source_topic: str = "/ground_truth/depth",
-                               topic: str = "/ground_truth/depth_scaled") -> Path:
-    """Copy a bag (all messages, its condition) and add ``topic`` = source depth * factor."""
-    from rosbags.rosbag2 import Reader, StoragePlugin, Writer
-    from rosbags.typesys import Stores, get_typestore
-
-    from depth_perception import conversions
-    from depth_perception.data.bag import read_bag_metadata
-
-    ts = get_typestore(Stores.ROS2_KILTED)
-    meta = read_bag_metadata(src)
-    plugin = (StoragePlugin.MCAP if meta.get("storage_identifier") == "mcap"
-              else StoragePlugin.SQLITE3)
-    with Reader(src) as reader, Writer(dst, version=9, storage_plugin=plugin) as writer:
-        for key, value in (meta.get("custom_data") or {}).items():
-            writer.set_custom_data(key, value)
-        conns = {c.id: writer.add_connection(c.topic, c.msgtype, typestore=ts)
-                 for c in reader.connections}
-        Image = ts.types["sensor_msgs/msg/Image"]
-        scaled = writer.add_connection(topic, "sensor_msgs/msg/Image", typestore=ts)
-        for conn, t, raw in reader.messages():
-            writer.write(conns[conn.id], t, raw)
-            if conn.topic == source_topic:
-                msg = ts.deserialize_cdr(raw, conn.msgtype)
-                depth = conversions.image_to_depth(msg) * np.float32(factor)
-                out = conversions.depth_to_image(depth, msg.header, "32FC1", Image)
-                writer.write(scaled, t, ts.serialize_cdr(out, "sensor_msgs/msg/Image"))
-    return dst
-
-
 def _synthetic_bags(tmp_path, frames=6, size=(160, 48), conditions=("day-clear",)):
     from depth_perception.synth import make_synthetic_bags
 
@@ -256,7 +226,10 @@ def test_models_go_through_the_depth_estimator_and_compare_in_one_report(synth_b
     assert "| a.onnx [onnxruntime] |" in md and "| b.onnx [onnxruntime] |" in md
     pngs = sorted(p.name for p in (out / "plots").glob("*.png"))
     assert pngs == ["abs_rel_per_condition.png", "error_vs_distance.png",
-                    "samples_a.onnx_onnxruntime.png", "samples_b.onnx_onnxruntime.png"]
+                    "samples_a.onnx_onnxruntime.png", "samples_b.onnx_onnxruntime.png",
+                    "tae_per_frame.png"]
+    for name in ("a.onnx [onnxruntime]", "b.onnx [onnxruntime]"):   # 3 frames, 2 pairs
+        assert m["models"][name]["temporal"]["per_condition"]["day-clear"]["pairs"] == 2
 
 
 def test_failed_frames_are_counted_and_all_failed_is_an_error(synth_bag):

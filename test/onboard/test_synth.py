@@ -27,6 +27,7 @@ EXPECTED_TYPES = {
     "/camera/image_raw": "sensor_msgs/msg/Image",
     "/ground_truth/depth": "sensor_msgs/msg/Image",
     "/ground_truth/camera_info": "sensor_msgs/msg/CameraInfo",
+    "/ground_truth/moving": "sensor_msgs/msg/Image",
     "/lidar/points": "sensor_msgs/msg/PointCloud2",
 }
 
@@ -497,7 +498,7 @@ def test_overwrite_replaces_a_bag(tmp_path):
                                  seed=2, storage="mcap", overwrite=True)
     assert again == first
     meta = yaml.safe_load((again / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
-    assert meta["storage_identifier"] == "mcap" and meta["message_count"] == 1 + 2 * 7
+    assert meta["storage_identifier"] == "mcap" and meta["message_count"] == 1 + 2 * 8
 
 
 def test_failed_run_keeps_the_old_bag_and_leaves_no_partial_one(tmp_path):

@@ -202,3 +202,34 @@ def make_drive_bag(path: Path, storage="mcap", n=8, fps=10.0, speed=2.0, t0_ns=1
         if with_gt:
             b.depth(t, np.full((intrinsics.height, intrinsics.width), 10.0, np.float32))
     return b.write()
+
+
+def copy_bag_with_scaled_depth(src: Path, dst: Path, factor: float,
+                               source_topic: str = "/ground_truth/depth",
+                               topic: str = "/ground_truth/depth_scaled") -> Path:
+    """Copy a bag (all messages, its condition) and add ``topic`` = source depth * factor."""
+    from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    from depth_perception import conversions
+    from depth_perception.data.bag import read_bag_metadata
+
+    ts = get_typestore(Stores.ROS2_KILTED)
+    meta = read_bag_metadata(src)
+    plugin = (StoragePlugin.MCAP if meta.get("storage_identifier") == "mcap"
+              else StoragePlugin.SQLITE3)
+    with Reader(src) as reader, Writer(dst, version=9, storage_plugin=plugin) as writer:
+        for key, value in (meta.get("custom_data") or {}).items():
+            writer.set_custom_data(key, value)
+        conns = {c.id: writer.add_connection(c.topic, c.msgtype, typestore=ts)
+                 for c in reader.connections}
+        Image = ts.types["sensor_msgs/msg/Image"]
+        scaled = writer.add_connection(topic, "sensor_msgs/msg/Image", typestore=ts)
+        for conn, t, raw in reader.messages():
+            writer.write(conns[conn.id], t, raw)
+            if conn.topic == source_topic:
+                msg = ts.deserialize_cdr(raw, conn.msgtype)
+                depth = conversions.image_to_depth(msg) * np.float32(factor)
+                out = conversions.depth_to_image(depth, msg.header, "32FC1", Image)
+                writer.write(scaled, t, ts.serialize_cdr(out, "sensor_msgs/msg/Image"))
+    return dst

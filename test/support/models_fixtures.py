@@ -33,12 +33,17 @@ class FunctionBackend(Backend):
     """
 
     def __init__(self, fn: Callable[[np.ndarray], np.ndarray], metadata: ModelMetadata,
-                 name: str = "function", precision: str = "fp32", batch: int | None = 1):
+                 name: str = "function", precision: str = "fp32", batch: int | None = 1,
+                 extra_outputs: dict | None = None):
         self.fn, self.metadata = fn, metadata
         self.name, self.precision, self.device = name, precision, "cpu"
         h, w = metadata.fixed_size or (None, None)
         self.inputs = {metadata.input_name: TensorSpec((batch, 3, h, w), "float32")}
         self.outputs = {metadata.output_name: TensorSpec((batch, 1, h, w), "float32")}
+        #: more outputs {name: fn(input) -> [B,1,h,w]} (e.g. a log-variance)
+        self.extra_outputs = dict(extra_outputs or {})
+        self.outputs.update({n: TensorSpec((batch, 1, h, w), "float32")
+                             for n in self.extra_outputs})
         self.calls = 0
         self.batches: list[int] = []
         self.closed = False
@@ -48,7 +53,10 @@ class FunctionBackend(Backend):
         self.calls += 1
         x = feeds[self.metadata.input_name]
         self.batches.append(int(x.shape[0]))
-        return {self.metadata.output_name: np.asarray(self.fn(x), dtype=np.float32)}
+        out = {self.metadata.output_name: np.asarray(self.fn(x), dtype=np.float32)}
+        out.update({n: np.asarray(f(x), dtype=np.float32)
+                    for n, f in self.extra_outputs.items()})
+        return out
 
     def close(self):
         self.closed = True

@@ -58,8 +58,13 @@ def test_demo_end_to_end_small(tmp_path, capsys, caplog):
     md = (out / "report" / "report.md").read_text()
     assert "tiny-teacher (online)" in md and "common frames" in md
     pngs = list((out / "report" / "plots").glob("*.png"))
-    assert len(pngs) == 7 and all(p.stat().st_size > 5000 for p in pngs)   # + student samples
+    assert len(pngs) == 8 and all(p.stat().st_size > 5000 for p in pngs)   # + student samples
     assert (out / "report" / "plots" / "samples_student_offline.png").is_file()
+    # the temporal alignment error of every offline row (the online rows have none)
+    assert (out / "report" / "plots" / "tae_per_frame.png").is_file()
+    for name in ("tiny-teacher (offline)", "student (offline)", "prior (image-blind)"):
+        assert m["models"][name]["temporal"]["all"]["pairs"] == 3 * 5
+    assert "## Temporal alignment error (TAE)" in md
     # progress a log file can follow: a line per stage, and the trainer's step lines
     messages = [r.getMessage() for r in caplog.records]
     stages = [m.split(" (")[0] for m in messages if re.match(r"demo \d+/\d+ \(", m)]

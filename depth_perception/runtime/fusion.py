@@ -1,0 +1,187 @@
+"""Temporal fusion of a depth stream with the camera's ego-motion (numpy + OpenCV, no ROS).
+
+Single-frame monocular depth jumps from one frame to the next (an obstacle 20 m ahead
+moves by a metre). With the camera motion between two frames known (TF / odometry),
+the previous fused depth can be carried into the current camera and averaged with the
+new prediction where the two agree:
+
+1. every current pixel is back-projected with the new depth ``d`` and moved into the
+   previous camera (``T_prev_cur``), where the previous fused depth is sampled
+   (bilinear; any invalid neighbour makes the sample invalid) along with its age;
+2. the sampled surface point is moved back into the current camera: its z there is
+   ``w = (z_f / z_p) (d - t_z) + t_z`` (``z_p``: the pixel's depth in the previous
+   camera, ``z_f``: the previous fused depth there, ``t_z``: the z of the translation of
+   ``T_cur_prev``), so ``w = d`` for a static scene whose depth is right;
+3. where ``|d - w| / d`` is under ``threshold`` the pixel agrees: its age grows by one
+   (up to ``max_age``) and the fused depth is the running mean ``w + (d - w) / age``
+   (beyond ``max_age`` frames an exponential average with weight ``1 / max_age``);
+4. elsewhere the pixel is reset to the new prediction, age 1: moving objects,
+   disocclusions, the image border, pixels whose previous depth was unusable, so
+   nothing lags behind a moving car;
+5. no motion given (no TF), another camera geometry, or the first frame: the whole
+   frame is reset and the output is the new prediction unchanged.
+
+The temporal agreement gives each pixel a confidence in [0, 1]:
+``(age - 1) / (max_age - 1) * (1 - |d - w| / (d * threshold))`` where it agrees (a pixel
+that has agreed with its history for ``max_age`` frames and does so again exactly is
+1), 0 where it was reset or has no depth.
+
+The depth's REP 117 meanings are kept: +inf, -inf and NaN pixels of the new prediction
+are published as they are, are never fused, and restart their history.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from depth_perception.camera import Intrinsics, pixel_rays
+
+__all__ = ["FusionResult", "TemporalFusion"]
+
+
+@dataclass
+class FusionResult:
+    """``depth`` [H,W] float32 fused metres (REP 117 values of the new prediction kept);
+    :attr:`confidence` [H,W] float32 temporal agreement in [0, 1] (computed when first
+    asked for: the node publishes it only while subscribed); ``age`` [H,W] float32
+    frames the pixel has agreed in a row (1: reset this frame, 0: no depth);
+    ``reset``: the whole frame was reset (``why``: no motion, first frame, new camera);
+    ``fused``: share of the usable pixels that were blended."""
+
+    depth: np.ndarray
+    _agreement: object
+    age: np.ndarray
+    reset: bool
+    why: str = ""
+    fused: float = 0.0
+
+    @property
+    def confidence(self) -> np.ndarray:
+        if self._agreement is None:                   # reset: no history agrees yet
+            return np.zeros(self.depth.shape, np.float32)
+        if not isinstance(self._agreement, np.ndarray):
+            self._agreement = self._agreement.compute()
+        return self._agreement
+
+
+class TemporalFusion:
+    """One camera's fused depth across frames (see the module docstring).
+
+    ``threshold``: the largest relative difference between the new prediction and the
+    carried depth that still counts as agreement; ``max_age``: frames in the running
+    mean (then the weight of a new frame stays ``1 / max_age``).
+    """
+
+    def __init__(self, threshold: float = 0.1, max_age: int = 8):
+        if not 0 < threshold < 1:
+            raise ValueError(f"temporal fusion: threshold must be in (0, 1) (relative "
+                             f"depth difference), got {threshold}")
+        if int(max_age) < 2:
+            raise ValueError(f"temporal fusion: max_age must be >= 2 frames, got {max_age}")
+        self.threshold = float(threshold)
+        self.max_age = int(max_age)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the history: the next frame is output as it comes."""
+        self._depth: np.ndarray | None = None          # [H,W] float32 fused, NaN unusable
+        self._age: np.ndarray | None = None            # [H,W] float32 frames agreed
+        self._key: tuple | None = None                 # camera geometry of the state
+
+    @staticmethod
+    def _camera_key(k: Intrinsics) -> tuple:
+        return (k.width, k.height, k.fx, k.fy, k.cx, k.cy)
+
+    def update(self, depth: np.ndarray, intrinsics: Intrinsics,
+               T_cur_prev: np.ndarray | None) -> FusionResult:
+        """Fuse the new prediction ``depth`` [H,W] metres (REP 117) of the camera
+        ``intrinsics``; ``T_cur_prev`` [4,4] maps points of the previous frame's camera
+        into this frame's (None: motion unknown, the frame is reset)."""
+        depth = np.asarray(depth, dtype=np.float32)
+        if depth.shape != (intrinsics.height, intrinsics.width):
+            raise ValueError(f"temporal fusion: depth of shape {depth.shape} does not match "
+                             f"the camera {intrinsics.width}x{intrinsics.height}")
+        key = self._camera_key(intrinsics)
+        why = ("first frame" if self._depth is None else
+               "no camera motion" if T_cur_prev is None else
+               "camera geometry changed" if key != self._key else "")
+        if why:
+            with np.errstate(invalid="ignore"):
+                return self._reset(depth, np.isfinite(depth) & (depth > 0), key, why)
+        T = np.asarray(T_cur_prev, dtype=np.float64)
+        if T.shape != (4, 4) or not np.isfinite(T).all():
+            raise ValueError(f"temporal fusion: T_cur_prev must be a finite [4,4] transform, "
+                             f"got shape {T.shape}")
+        # 1. the current pixels in the previous camera, sampled there
+        z = depth.copy()                                                # [H,W], 0: none
+        cv2.patchNaNs(z, 0.0)
+        cv2.threshold(z, 1e30, 0.0, cv2.THRESH_TOZERO_INV, dst=z)          # +inf -> 0
+        cv2.threshold(z, 0.0, 0.0, cv2.THRESH_TOZERO, dst=z)               # <= 0 -> 0
+        P = np.asarray(intrinsics.K, np.float64) @ np.linalg.inv(T)[:3]  # [3,4] K [R|t]
+        xyz = cv2.multiply(_rays(intrinsics), cv2.merge([z, z, z]))     # [H,W,3]
+        uh, vh, zp = cv2.split(cv2.transform(xyz, P.astype(np.float32)))  # [H,W] each
+        usable = z > 0
+        front = usable & (zp > 1e-3)            # ahead of the previous camera (others
+                                                # are reset below, whatever their sample)
+        map_x, map_y = cv2.divide(uh, zp), cv2.divide(vh, zp)           # pixel there
+        zf = cv2.remap(self._depth, map_x, map_y, cv2.INTER_LINEAR,
+                       borderMode=cv2.BORDER_CONSTANT, borderValue=float("nan"))
+        age = cv2.remap(self._age, map_x, map_y, cv2.INTER_NEAREST,
+                        borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+        # 2. the previous fused surface seen from the current camera
+        tz = np.float32(T[2, 3])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            carried = zf / zp * (z - tz) + tz
+            rel = np.abs(z - carried) / z
+        # 3. agreement: running mean; 4. elsewhere: reset (age 1, or 0 without depth)
+        with np.errstate(invalid="ignore"):
+            agree = (rel < self.threshold) & (age >= 1.0) & front       # NaN compares False
+        new_age = np.where(agree, np.minimum(age + 1, np.float32(self.max_age)),
+                           usable.astype(np.float32))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            fused = np.where(agree, carried + (z - carried) / new_age, depth)
+        self._depth = np.where(usable, fused, np.float32(np.nan))
+        self._age = new_age
+        n = int(np.count_nonzero(usable))
+        return FusionResult(fused, _Agreement(agree, new_age, rel, self), new_age, False, "",
+                            float(np.count_nonzero(agree)) / n if n else 0.0)
+
+    def _reset(self, depth, usable, key, why) -> FusionResult:
+        age = usable.astype(np.float32)
+        self._depth = np.where(usable, depth, np.float32(np.nan))
+        self._age, self._key = age, key
+        return FusionResult(depth.copy(), None, age, True, why, 0.0)
+
+    def confidence(self, agree: np.ndarray, age: np.ndarray, rel: np.ndarray) -> np.ndarray:
+        """[H,W] float32 temporal agreement (module docstring) of one frame."""
+        with np.errstate(invalid="ignore"):
+            return np.where(agree, (age - 1) / (self.max_age - 1) * (1 - rel / self.threshold),
+                            np.float32(0.0)).astype(np.float32)
+
+
+class _Agreement:
+    """What the confidence of a frame is computed from, when it is asked for."""
+
+    def __init__(self, agree, age, rel, fusion):
+        self.args, self.fusion = (agree, age, rel), fusion
+
+    def compute(self) -> np.ndarray:
+        return self.fusion.confidence(*self.args)
+
+
+def _rays(intrinsics: Intrinsics) -> np.ndarray:
+    """[H,W,3] float32 (x/z, y/z, 1) of every pixel, cached per camera geometry."""
+    key = TemporalFusion._camera_key(intrinsics)
+    rays = _RAYS.get(key)
+    if rays is None:
+        r = pixel_rays(intrinsics)
+        rays = np.ascontiguousarray(np.stack([r.x_per_z, r.y_per_z,
+                                              np.ones_like(r.x_per_z)], axis=-1))
+        _RAYS.clear()
+        _RAYS[key] = rays
+    return rays
+
+
+_RAYS: dict[tuple, np.ndarray] = {}
