@@ -274,7 +274,7 @@ class DepthEstimator:
                         t3 = time.perf_counter()
                         bounds = self._check_finite(output)
                         depth = postprocess(output, prepared, self.metadata,
-                                            upsample=self.upsample)
+                                            upsample=self.upsample, bounds=bounds)
                         results[i] = self._finish(frames[i], plan, depth, prepared,
                                                   (t_prep - t0) * 1e3, (t2 - t1) * 1e3, t3,
                                                   len(chunk), bounds)

@@ -226,28 +226,31 @@ def _squeeze(output: np.ndarray) -> np.ndarray:
     return out
 
 
-def _all_valid_depth(out: np.ndarray, metadata: ModelMetadata) -> bool:
+def _all_valid_depth(out: np.ndarray, metadata: ModelMetadata,
+                     bounds: tuple[float, float] | None = None) -> bool:
     """The output of a depth kind (metric or relative, used as is) is positive and finite
-    everywhere: min and max are (NaN propagates through both)."""
+    everywhere: its min and max (``bounds``, or computed; NaN propagates through both)."""
     if metadata.output_kind not in ("metric_depth", "relative_depth") or out.size == 0:
         return False
-    lo, hi = float(out.min()), float(out.max())
+    lo, hi = bounds if bounds is not None else (float(out.min()), float(out.max()))
     return 0.0 < lo and math.isfinite(hi)
 
 
 def postprocess(output: np.ndarray, prepared: Prepared, metadata: ModelMetadata,
-                upsample: str = "bilinear") -> np.ndarray:
+                upsample: str = "bilinear",
+                bounds: tuple[float, float] | None = None) -> np.ndarray:
     """Network output -> depth [H,W] float32 at camera resolution.
 
     Metric kinds: metres; relative kinds: relative depth (needs a scale policy); NaN
     invalid. The REP 117 range meanings (+inf/-inf) are applied once, after scaling, by
-    :class:`~depth_perception.runtime.estimator.DepthEstimator`.
+    :class:`~depth_perception.runtime.estimator.DepthEstimator`. ``bounds``: the
+    output's (min, max) when the caller has them (saves a pass over it).
     """
     if upsample not in UPSAMPLE_MODES:
         raise ValueError(f"upsample must be one of {sorted(UPSAMPLE_MODES)}, got '{upsample}'")
     x0, y0, cw, ch = prepared.crop
     out = _squeeze(output)                                                 # [h,w]
-    if out.shape != (ch, cw) and _all_valid_depth(out, metadata):
+    if out.shape != (ch, cw) and _all_valid_depth(out, metadata, bounds):
         # every value a usable depth: resize the output itself (the copy and the
         # validity masks of output_to_depth would change nothing)
         depth = cv2.resize(out.astype(np.float32, copy=False), (cw, ch),
