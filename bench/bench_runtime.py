@@ -140,7 +140,7 @@ def bench_stages(repeat: int, metadata: ModelMetadata) -> None:
         raw = np.frombuffer(bytes(cloud.data), np.uint8)
         rectifier.apply(rgb)                                  # its maps, for "full"
         t = {
-            "decode": timeit(lambda: conversions.image_to_rgb(image), repeat),
+            "decode": timeit(lambda: conversions.image_to_rgb(image, copy=False), repeat),
             "K": timeit(lambda: rectify.rectifier(conversions.camera_info_to_calibration(info))
                         .intrinsics, repeat),
             "rect": timeit(lambda: rectifier.resample(rgb, crop, size), repeat),
@@ -259,7 +259,7 @@ def bench_end_to_end(repeat: int, short_side: int) -> None:
 
             def one():
                 t0 = time.perf_counter()
-                rgb = conversions.image_to_rgb(image)
+                rgb = conversions.image_to_rgb(image, copy=False)   # as the node
                 lens = rectify.rectifier(conversions.camera_info_to_calibration(info))
                 result = est.estimate(rgb, lens.intrinsics, rectifier=lens)
                 conversions.depth_to_image(result.depth, header)

@@ -210,12 +210,13 @@ def _cv_bridge_decode(msg):
     return np.array(bridge.imgmsg_to_cv2(msg, desired_encoding="passthrough"))
 
 
-def image_to_numpy(msg) -> np.ndarray:
-    """sensor_msgs/Image -> array in the encoding's native layout (a copy, native byte order).
+def image_to_numpy(msg, copy: bool = True) -> np.ndarray:
+    """sensor_msgs/Image -> array in the encoding's native layout (native byte order).
 
     rgb8/bgr8 [H,W,3] uint8, rgba8/bgra8 [H,W,4] uint8, mono8 [H,W] uint8,
     16UC1 [H,W] uint16, 32FC1 [H,W] float32. Row padding (``step``) and ``is_bigendian``
-    are honoured.
+    are honoured. ``copy=False``: a read-only view of the message's data where its layout
+    allows (no row padding, native byte order), a copy otherwise.
     """
     dtype, channels = _check_layout(msg)
     out = _cv_bridge_decode(msg)
@@ -226,7 +227,14 @@ def image_to_numpy(msg) -> np.ndarray:
     wire = dtype.newbyteorder(">" if msg.is_bigendian else "<")
     pixels = np.ascontiguousarray(rows).view(wire).astype(dtype, copy=False)
     shape = (height, width) if channels == 1 else (height, width, channels)
-    return np.array(pixels.reshape(shape), copy=True)
+    pixels = pixels.reshape(shape)
+    if not np.shares_memory(pixels, rows):     # already an array of its own (padding, order)
+        return pixels
+    if copy:
+        return pixels.copy()
+    view = pixels.view()
+    view.flags.writeable = False
+    return view
 
 
 def _decode_compressed(msg, flags) -> np.ndarray:
@@ -240,8 +248,10 @@ def _decode_compressed(msg, flags) -> np.ndarray:
     return out
 
 
-def image_to_rgb(msg) -> np.ndarray:
-    """Image (colour or mono encoding) or CompressedImage (jpeg/png) -> [H,W,3] uint8 RGB."""
+def image_to_rgb(msg, copy: bool = True) -> np.ndarray:
+    """Image (colour or mono encoding) or CompressedImage (jpeg/png) -> [H,W,3] uint8 RGB.
+    ``copy=False``: an rgb8 image comes back as a read-only view of the message's data
+    when its layout allows (what the node reads and never writes)."""
     if _is_compressed(msg):
         fmt = str(msg.format)
         if "compresseddepth" in fmt.lower():
@@ -253,7 +263,7 @@ def image_to_rgb(msg) -> np.ndarray:
     if encoding in DEPTH_ENCODINGS:
         raise ValueError(f"image ({_describe(msg)}): encoding '{encoding}' is depth, expected a "
                          f"colour or mono encoding {COLOUR_ENCODINGS}; use image_to_depth")
-    pixels = image_to_numpy(msg)
+    pixels = image_to_numpy(msg, copy=copy and encoding == "rgb8")
     if encoding == "rgb8":
         return pixels
     if encoding in ("bgr8", "8UC3"):

@@ -281,7 +281,7 @@ class CameraPipeline:
             self.reject("camera_info", f"CameraInfo (frame_id '{info.header.frame_id}'): {exc}")
             return None
         try:
-            rgb = conversions.image_to_rgb(image)
+            rgb = conversions.image_to_rgb(image, copy=False)     # read, never written
         except ValueError as exc:
             self.reject("image", str(exc))
             return None

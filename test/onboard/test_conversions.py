@@ -151,6 +151,32 @@ def test_step_padding_is_skipped(flavour, typestore):
     np.testing.assert_array_equal(conv.image_to_rgb(msg), arr)
 
 
+@pytest.mark.parametrize("flavour", ["rclpy", "rosbags"])
+def test_rgb_without_a_copy_is_a_read_only_view_where_the_layout_allows(flavour, typestore):
+    """copy=False (the node's decode): rgb8 without padding is the message's own bytes,
+    read-only; with padding, or another encoding, an array of its own as before."""
+    arr = np.arange(18, dtype=np.uint8).reshape(3, 2, 3)
+    kind = _msg_type(flavour, typestore, "sensor_msgs/msg/Image")
+    msg = conv.numpy_to_image(arr, "rgb8", _header(flavour, typestore), kind)
+    view = conv.image_to_rgb(msg, copy=False)
+    np.testing.assert_array_equal(view, arr)
+    assert np.shares_memory(view, conv._buffer(msg.data)) and not view.flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        view[0, 0, 0] = 1
+    own = conv.image_to_rgb(msg)                            # default: a copy
+    assert not np.shares_memory(own, conv._buffer(msg.data)) and own.flags.writeable
+    bgr = conv.numpy_to_image(arr, "bgr8", _header(flavour, typestore), kind)
+    flipped = conv.image_to_rgb(bgr, copy=False)
+    np.testing.assert_array_equal(flipped, arr[..., ::-1])
+    assert not np.shares_memory(flipped, conv._buffer(bgr.data))
+    padded = np.full((3, 8), 0xEE, np.uint8)
+    padded[:, :6] = arr.reshape(3, 6)
+    msg.step, msg.data = 8, conv._byte_field(padded.tobytes(), kind)
+    out = conv.image_to_rgb(msg, copy=False)
+    np.testing.assert_array_equal(out, arr)
+    assert not np.shares_memory(out, conv._buffer(msg.data))
+
+
 def test_bigendian_32fc1(typestore):
     depth = np.array([[1.5, 2.25], [np.nan, 40.0]], np.float32)
     msg = conv.numpy_to_image(depth, "32FC1", None, typestore.types["sensor_msgs/msg/Image"])
