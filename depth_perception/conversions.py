@@ -57,9 +57,7 @@ FLOAT32 = 7
 USE_CV_BRIDGE = True
 
 
-# ---------------------------------------------------------------------------------------
-# helpers: message classes, headers, stamps
-# ---------------------------------------------------------------------------------------
+# -- helpers: message classes, headers, stamps -----------------------------------------
 def stamp_to_ns(stamp) -> int:
     """builtin_interfaces/Time (rclpy or rosbags) -> integer nanoseconds."""
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
@@ -160,9 +158,7 @@ def _describe(msg) -> str:
     return f"frame_id '{frame}'" if frame else "message"
 
 
-# ---------------------------------------------------------------------------------------
-# Image
-# ---------------------------------------------------------------------------------------
+# -- Image -----------------------------------------------------------------------------
 def _is_compressed(msg) -> bool:
     return hasattr(msg, "format") and not hasattr(msg, "encoding")
 
@@ -228,13 +224,11 @@ def image_to_numpy(msg, copy: bool = True) -> np.ndarray:
     pixels = np.ascontiguousarray(rows).view(wire).astype(dtype, copy=False)
     shape = (height, width) if channels == 1 else (height, width, channels)
     pixels = pixels.reshape(shape)
-    if not np.shares_memory(pixels, rows):     # already an array of its own (padding, order)
+    if not np.shares_memory(pixels, rows):     # an array of its own already (padding, order)
         return pixels
-    if copy:
-        return pixels.copy()
-    view = pixels.view()
-    view.flags.writeable = False
-    return view
+    out = pixels.copy() if copy else pixels.view()
+    out.flags.writeable = copy
+    return out
 
 
 def _decode_compressed(msg, flags) -> np.ndarray:
@@ -371,9 +365,7 @@ def depth_to_image(depth_m: np.ndarray, header, encoding: str = "32FC1", msg_typ
                      f"'{units.ENCODING_METRES}' or '{units.ENCODING_MILLIMETRES}'")
 
 
-# ---------------------------------------------------------------------------------------
-# CameraInfo
-# ---------------------------------------------------------------------------------------
+# -- CameraInfo ------------------------------------------------------------------------
 def camera_info_to_intrinsics(msg) -> Intrinsics:
     """CameraInfo -> the pinhole ``K`` of the published image (binning and ROI applied as
     image_geometry does; distortion ignored: see :func:`depth_perception.rectify.rectifier`).
@@ -424,9 +416,7 @@ def calibration_to_camera_info(cal: Calibration, header, msg_type=None):
                p=np.asarray(cal.P, np.float64), binning_x=0, binning_y=0, roi=roi)
 
 
-# ---------------------------------------------------------------------------------------
-# PointCloud2
-# ---------------------------------------------------------------------------------------
+# -- PointCloud2 -----------------------------------------------------------------------
 def _cloud_dtype(msg, names) -> np.dtype:
     available = {str(f.name): f for f in msg.fields}
     missing = [n for n in names if n not in available]
