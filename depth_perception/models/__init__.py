@@ -131,14 +131,20 @@ def _inference_class():
     import torch.nn as nn
 
     class DepthInference(nn.Module):
-        """Normalised image [B,3,H,W] -> metric depth [B,1,H,W] (scale 0 of the network)."""
+        """Normalised image [B,3,H,W] -> metric depth [B,1,H,W] (scale 0 of the network);
+        a network with a log-variance head returns (depth, log_variance [B,1,H,W])."""
 
         def __init__(self, net):
             super().__init__()
             self.net = net
+            self.uncertainty = bool(getattr(getattr(net, "config", None), "uncertainty",
+                                            False))
 
         def forward(self, image):
-            return self.net(image)["depth"][0]
+            out = self.net(image)
+            if self.uncertainty:
+                return out["depth"][0], out["log_variance"]
+            return out["depth"][0]
 
     return DepthInference
 

@@ -25,6 +25,7 @@ import torch.nn as nn  # noqa: E402
 
 from depth_perception.hub import hub_offline, load_pretrained
 from depth_perception.models.conventions import disp_to_depth
+from depth_perception.models.uncertainty import uncertainty_head
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +69,9 @@ class DPTDepthConfig:
     min_depth: float = 0.1
     max_depth: float = 80.0
     local_files_only: bool = False
+    #: a head predicting the log-variance of the log-depth error beside the depth (a
+    #: self-taught student's, see :mod:`depth_perception.models.uncertainty`)
+    uncertainty: bool = False
 
     def __post_init__(self):
         if self.size not in SIZES:
@@ -121,6 +125,9 @@ class DPTDepthNet(nn.Module):
             self.net = self._from_pretrained(config)
         else:
             self.net = DepthAnythingForDepthEstimation(depth_anything_config(config.size))
+        #: the DPT head's last hidden features -> log-variance (None: no such head)
+        self.uncertainty = (uncertainty_head(self.net.config.head_hidden_size)
+                            if config.uncertainty else None)
         if self.net.config.depth_estimation_type != "metric" or self.net.config.max_depth != 1:
             raise ValueError("DPTDepthNet expects a sigmoid head (depth_estimation_type='metric', "
                              f"max_depth=1), got {self.net.config.depth_estimation_type}/"
@@ -182,10 +189,20 @@ class DPTDepthNet(nn.Module):
         feature_maps = self.net.backbone(image).feature_maps
         # 2. DPT reassemble + fusion, then the head: sigmoid disparity [B,H,W]
         fused = self.net.neck(list(feature_maps), ph, pw)
-        disp = self.net.head(fused, ph, pw).unsqueeze(1)                  # [B,1,H,W]
+        hidden = {}                        # the head's last features, for the uncertainty
+        hook = (self.net.head.conv3.register_forward_pre_hook(
+            lambda _, args: hidden.setdefault("x", args[0]))
+            if self.uncertainty is not None else None)
+        try:
+            disp = self.net.head(fused, ph, pw).unsqueeze(1)              # [B,1,H,W]
+        finally:
+            if hook is not None:
+                hook.remove()
         # 3. disparity -> metric depth
         scaled, depth = disp_to_depth(disp, self.config.min_depth, self.config.max_depth)
         out = {"disp": [disp], "scaled_disp": [scaled], "depth": [depth]}
+        if self.uncertainty is not None:
+            out["log_variance"] = self.uncertainty(hidden["x"])            # [B,1,H,W]
         if return_features:
             out["features"] = feature_maps[-1][:, 1:]                      # [B,N,C]
             out["feature_grid"] = (ph, pw)
@@ -196,8 +213,17 @@ class DPTDepthNet(nn.Module):
         enc = [p for p in self.net.backbone.parameters() if p.requires_grad]
         dec = [p for n, p in self.net.named_parameters()
                if not n.startswith("backbone.") and p.requires_grad]
+        if self.uncertainty is not None:
+            dec += [p for p in self.uncertainty.parameters() if p.requires_grad]
         return [{"params": enc, "lr": lr_encoder, "name": "encoder"},
                 {"params": dec, "lr": lr_decoder, "name": "decoder"}]
+
+    def add_uncertainty_head(self) -> None:
+        """The log-variance head on the DPT head's last features (config follows)."""
+        if self.uncertainty is None:
+            self.uncertainty = uncertainty_head(self.net.config.head_hidden_size).to(
+                next(self.parameters()).device)
+            self.config.uncertainty = True
 
     def disparity_heads(self) -> list[nn.Conv2d]:
         """The DPT head's last convolution (before its sigmoid)."""

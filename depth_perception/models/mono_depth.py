@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from depth_perception.models.conventions import disp_to_depth
 from depth_perception.models.pose import BACKBONES, conv_backbone_config
+from depth_perception.models.uncertainty import uncertainty_head
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,9 @@ class MonoDepthConfig:
     max_depth: float = 100.0
     scales: int = 4
     local_files_only: bool = False
+    #: a head predicting the log-variance of the log-depth error beside the depth (a
+    #: self-taught student's, see :mod:`depth_perception.models.uncertainty`)
+    uncertainty: bool = False
 
     def __post_init__(self):
         if self.encoder not in RESNET_ENCODERS:
@@ -109,9 +113,11 @@ class DisparityDecoder(nn.Module):
     """monodepth2 DepthDecoder: features (1/2 .. 1/32) -> sigmoid disparities at scales
     0..scales-1 ([B,1,H/2**s,W/2**s], finest first)."""
 
-    def __init__(self, enc_channels: list[int], scales: int = 4):
+    def __init__(self, enc_channels: list[int], scales: int = 4, uncertainty: bool = False):
         super().__init__()
         self.scales = scales
+        #: the finest level's features -> log-variance [B,1,H,W] (None: no such head)
+        self.uncertainty = uncertainty_head(DECODER_WIDTHS[0]) if uncertainty else None
         self.up0 = nn.ModuleList()
         self.up1 = nn.ModuleList()
         self.heads = nn.ModuleDict()
@@ -124,7 +130,8 @@ class DisparityDecoder(nn.Module):
                 self.heads[str(i)] = nn.Conv2d(DECODER_WIDTHS[i], 1, 3, padding=1,
                                                padding_mode="reflect")
 
-    def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
+    def forward(self, feats: list[torch.Tensor]):
+        """-> (disparities, finest first; log-variance [B,1,H,W] or None)."""
         x = feats[-1]
         out: dict[int, torch.Tensor] = {}
         for k, i in enumerate(range(4, -1, -1)):
@@ -138,7 +145,8 @@ class DisparityDecoder(nn.Module):
             x = self.up1[k](x)
             if str(i) in self.heads:
                 out[i] = torch.sigmoid(self.heads[str(i)](x))
-        return [out[s] for s in range(self.scales)]
+        log_variance = self.uncertainty(x) if self.uncertainty is not None else None
+        return [out[s] for s in range(self.scales)], log_variance
 
 
 class MonoDepthNet(nn.Module):
@@ -158,7 +166,8 @@ class MonoDepthNet(nn.Module):
         self.config = config
         self.encoder = build_resnet(config.encoder, config.pretrained, hf_config,
                                     config.local_files_only)
-        self.decoder = DisparityDecoder(resnet_channels(self.encoder), config.scales)
+        self.decoder = DisparityDecoder(resnet_channels(self.encoder), config.scales,
+                                        config.uncertainty)
 
     def hf_config_dict(self) -> dict:
         return self.encoder.config.to_dict()
@@ -170,10 +179,12 @@ class MonoDepthNet(nn.Module):
         if H % 32 or W % 32:
             raise ValueError(f"MonoDepthNet: input {H}x{W} (HxW) must be multiples of 32")
         feats = resnet_features(self.encoder, image)
-        disps = self.decoder(feats)
+        disps, log_variance = self.decoder(feats)
         scaled, depth = zip(*(disp_to_depth(d, self.config.min_depth, self.config.max_depth)
                               for d in disps))
         out = {"disp": list(disps), "scaled_disp": list(scaled), "depth": list(depth)}
+        if log_variance is not None:
+            out["log_variance"] = log_variance                               # [B,1,H,W]
         if return_features:
             last = feats[-1]                                               # [B,C,h,w]
             out["features"] = last.flatten(2).transpose(1, 2)              # [B,h*w,C]
@@ -192,3 +203,10 @@ class MonoDepthNet(nn.Module):
 
     def reset_random_layers(self) -> int:
         return 0
+
+    def add_uncertainty_head(self) -> None:
+        """The log-variance head on the finest decoder features (config follows)."""
+        if self.decoder.uncertainty is None:
+            self.decoder.uncertainty = uncertainty_head(DECODER_WIDTHS[0]).to(
+                next(self.parameters()).device)
+            self.config.uncertainty = True

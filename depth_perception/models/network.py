@@ -29,7 +29,10 @@ class DepthNetwork(Protocol):
     * ``disparity_heads()``: the output convolutions of its sigmoid disparity heads,
       whose bias sets the initial depth (empty: depth comes some other way, e.g. bins);
     * ``reset_random_layers()``: re-initialise the layers not loaded from pretrained
-      weights with PyTorch's default Conv/Linear init; returns how many.
+      weights with PyTorch's default Conv/Linear init; returns how many;
+    * ``add_uncertainty_head()``: give the network (and its config) the log-variance head
+      of :mod:`depth_perception.models.uncertainty`, so that ``forward`` also returns
+      ``log_variance`` [B,1,H,W]; ValueError where the architecture has none.
     """
 
     size_multiple: ClassVar[int]
@@ -44,10 +47,12 @@ class DepthNetwork(Protocol):
 
     def reset_random_layers(self) -> int: ...
 
+    def add_uncertainty_head(self) -> None: ...
+
 
 #: what a depth network class must declare
 NETWORK_MEMBERS = ("size_multiple", "returns_features", "hf_config_dict", "param_groups",
-                   "disparity_heads", "reset_random_layers")
+                   "disparity_heads", "reset_random_layers", "add_uncertainty_head")
 
 
 def check_depth_network(cls: type, arch: str) -> type:

@@ -255,3 +255,8 @@ class SQLDepthNet(nn.Module):
 
     def reset_random_layers(self) -> int:
         return 0
+
+    def add_uncertainty_head(self) -> None:
+        raise ValueError("depth model arch 'sql' has no log-variance head (its depth comes "
+                         "from bins, not a disparity decoder): a self-taught uncertainty "
+                         "needs arch dpt or mono")

@@ -119,6 +119,8 @@ class TorchBackend(Backend):
         # any batch: torch modules take [B,3,H,W] natively
         self.inputs = {metadata.input_name: TensorSpec((None, 3, h, w), "float32")}
         self.outputs = {metadata.output_name: TensorSpec((None, 1, h, w), "float32")}
+        if getattr(module, "uncertainty", False):          # a log-variance head (second)
+            self.outputs["log_variance"] = TensorSpec((None, 1, h, w), "float32")
 
     @classmethod
     def from_checkpoint(cls, folder, device: str = "auto", precision: str = "fp32"
@@ -164,9 +166,12 @@ class TorchBackend(Backend):
         x = torch.from_numpy(np.ascontiguousarray(feeds[self.metadata.input_name]))
         with torch.inference_mode():
             y = self._module(x.to(self.device, self._dtype))
+        extra = {}
+        if isinstance(y, tuple):                            # (depth, log_variance)
+            y, extra = y[0], {"log_variance": y[1].float().cpu().numpy()}
         if y.ndim == 3:  # [B,H,W] -> [B,1,H,W]
             y = y.unsqueeze(1)
-        return {self.metadata.output_name: y.float().cpu().numpy()}
+        return {self.metadata.output_name: y.float().cpu().numpy(), **extra}
 
     # -- whole frame on the device (CUDA): one upload, one download ----------------------
     @property
@@ -209,6 +214,8 @@ class TorchBackend(Backend):
             x = ((x - mean) / std).to(self._dtype)
             # 3. forward                                                    [1,1,h,w]
             y = self._module(x)
+            if isinstance(y, tuple):          # the depth; its log-variance goes unused here
+                y = y[0]
             if y.ndim == 3:
                 y = y.unsqueeze(1)
             y = y.float()

@@ -40,6 +40,9 @@ from depth_perception.runtime.parity import max_relative_error, run_onnxruntime 
 logger = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 17
+#: the second output of a model with a log-variance head (what the runtime reads as the
+#: model's uncertainty, depth_perception.confidence)
+UNCERTAINTY_OUTPUT = "log_variance"
 DEFAULT_TOLERANCE = 1e-3
 PACKAGE_CHECKPOINT_FILES = CHECKPOINT_FILES
 
@@ -146,7 +149,8 @@ def run_torch(module, frames: np.ndarray) -> list[np.ndarray]:
     with torch.inference_mode():
         for i in range(frames.shape[0]):
             x = torch.from_numpy(np.ascontiguousarray(frames[i:i + 1])).to(device)
-            outputs.append(module(x).float().cpu().numpy())
+            y = module(x)
+            outputs.append((y[0] if isinstance(y, tuple) else y).float().cpu().numpy())
     return outputs
 
 
@@ -171,7 +175,9 @@ def _torch_export(module, dummy, path: Path, metadata: ModelMetadata, opset: int
 
     import torch
 
-    names = (metadata.input_name, metadata.output_name)
+    outputs = [metadata.output_name] + (
+        [UNCERTAINTY_OUTPUT] if getattr(module, "uncertainty", False) else [])
+    names = (metadata.input_name, *outputs)
     with warnings.catch_warnings():
         # shape checks in transformers code become constants: intended, the graph is static
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
@@ -179,7 +185,7 @@ def _torch_export(module, dummy, path: Path, metadata: ModelMetadata, opset: int
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(module, (dummy,), str(path), dynamo=False, opset_version=opset,
                           input_names=[metadata.input_name],
-                          output_names=[metadata.output_name], do_constant_folding=True,
+                          output_names=outputs, do_constant_folding=True,
                           dynamic_axes={n: {0: "batch"} for n in names}
                           if dynamic_batch else None)
 

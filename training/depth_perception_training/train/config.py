@@ -203,6 +203,10 @@ class StudentConfig:
     #: least as well as the student's) or ``printed`` (the inequality as typeset)
     mask_reading: str = "text"
     distill_weight: float = 1.0
+    #: > 0: the student also learns a per-pixel log-variance against the teacher's depth
+    #: (Poggi et al. CVPR 2020 self-teaching; not part of SSD), exported as the model's
+    #: second output ``log_variance``, which the node turns into confidence/image
+    self_teaching_weight: float = 0.0
     semantic: SemanticConfig = field(default_factory=SemanticConfig)
     #: a label folder of ``depth-perception refine --out`` (Re-Depth Anything or Marigold,
     #: metric labels of the day-clear frames of data.bags): the distillation target of a

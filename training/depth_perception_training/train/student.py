@@ -16,6 +16,10 @@ SSD Sec. 3.3 (Eq. 4-7) on top of md4all-DD. Per step, for a batch of
 5. semantic loss (Eq. 7) ``1 - mean cos(f_student, f_frozen)`` between the student
    encoder's tokens (un-flipped) and a frozen encoder's tokens of the day-clear frame:
    a pretrained DINOv2 (hub id or folder), or at CPU scale the frozen teacher's encoder.
+6. with ``student.self_teaching_weight`` > 0 (not in SSD: Poggi et al.'s self-teaching,
+   a named addition), a log-variance head on the student learns the Laplacian NLL of
+   the student's log depth against the teacher's (:mod:`depth_perception.models.
+   uncertainty`); it is exported as the model's second output ``log_variance``.
 
 With ``student.pseudo_labels`` (a ``depth-perception refine`` folder: Re-Depth Anything
 or Marigold labels) step 1 reads the day frame's label instead of running the teacher:
@@ -41,10 +45,14 @@ import torch
 import torch.nn as nn
 
 from depth_perception.metadata import IMAGENET_MEAN, IMAGENET_STD, ModelMetadata
+from depth_perception.models.uncertainty import self_teaching_loss
 from depth_perception_training.losses import (MASK_READINGS, abs_rel_distillation_map,
                                               photometric_error, semantic_cosine_loss,
                                               teacher_loss_mask, upsample_to)
 from depth_perception_training.train.config import TrainConfig, save_config
+from depth_perception_training.train.student_parts import (  # noqa: F401 (names of the task)
+    FrozenDinov2, FrozenStatsBatchNorm2d, _freeze, freeze_batchnorm_statistics, teacher_sized,
+    unflip, unflip_tokens)
 from depth_perception_training.train.trainer import StepOutput
 
 logger = logging.getLogger(__name__)
@@ -66,13 +74,6 @@ class Teacher:
     pose: nn.Module
     metadata: ModelMetadata
     run_dir: Path
-
-
-def _freeze(module: nn.Module) -> nn.Module:
-    module.eval()
-    for p in module.parameters():
-        p.requires_grad_(False)
-    return module
 
 
 def load_teacher(run_dir: str | Path) -> Teacher:
@@ -118,72 +119,6 @@ def load_teacher(run_dir: str | Path) -> Teacher:
     return Teacher(_freeze(depth), depth_cfg, arch, _freeze(pose), metadata, run)
 
 
-class FrozenDinov2(nn.Module):
-    """A pretrained DINOv2 (hub id or local folder), frozen: image -> patch tokens [B,N,C]."""
-
-    def __init__(self, name_or_path: str, local_files_only: bool = False):
-        super().__init__()
-        from transformers import Dinov2Model
-
-        from depth_perception.hub import load_pretrained
-
-        self.net = load_pretrained(Dinov2Model.from_pretrained, name_or_path,
-                                   "student.semantic.encoder", local_files_only)
-        _freeze(self)
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.net(pixel_values=image).last_hidden_state[:, 1:]
-
-
-# -- helpers ------------------------------------------------------------------------------
-
-def unflip(x: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
-    """Mirror back the samples of ``x`` [B,...,W] whose ``flip`` [B] is true (last axis)."""
-    if not bool(flip.any()):
-        return x
-    shape = (-1,) + (1,) * (x.dim() - 1)
-    return torch.where(flip.to(x.device).view(shape), x.flip(-1), x)
-
-
-def unflip_tokens(tokens: torch.Tensor, flip: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """Patch tokens [B,N,C] on a (h, w) grid, row-major: mirror rows of flipped samples."""
-    B, N, C = tokens.shape
-    h, w = grid
-    if h * w != N:
-        raise ValueError(f"unflip_tokens: {N} tokens do not form a {h}x{w} grid")
-    spatial = tokens.reshape(B, h, w, C).permute(0, 3, 1, 2)           # [B,C,h,w]
-    return unflip(spatial, flip).permute(0, 2, 3, 1).reshape(B, N, C)
-
-
-class FrozenStatsBatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm2d that stays in eval mode (running statistics used and never updated)
-    whatever ``train()`` asks; its affine scale and shift still receive gradients."""
-
-    def train(self, mode: bool = True):
-        return super().train(False)
-
-
-def freeze_batchnorm_statistics(module: nn.Module) -> int:
-    """Turn every ``nn.BatchNorm2d`` of ``module`` into :class:`FrozenStatsBatchNorm2d`
-    in place (same parameters and buffers); returns how many."""
-    count = 0
-    for m in module.modules():
-        if type(m) is nn.BatchNorm2d:
-            m.__class__ = FrozenStatsBatchNorm2d
-            m.train(False)
-            count += 1
-    return count
-
-
-def teacher_sized(image: torch.Tensor, multiple: int) -> torch.Tensor:
-    """[B,3,H,W] resized to the nearest multiple of the teacher's input size multiple
-    (unchanged when H and W already are): a student of another architecture may train
-    at a size the teacher's net does not take; its outputs are resized back."""
-    H, W = image.shape[-2:]
-    size = (max(1, round(H / multiple)) * multiple, max(1, round(W / multiple)) * multiple)
-    return upsample_to(image, size)
-
-
 class StudentObjective:
     """``(models, batch) -> StepOutput`` of the student task (steps in the module doc).
 
@@ -197,7 +132,7 @@ class StudentObjective:
                  semantic_weight: float = 0.0, semantic_encoder: nn.Module | None = None,
                  ssim_alpha: float = 0.85, padding_mode: str = "border",
                  mean=IMAGENET_MEAN, std=IMAGENET_STD, pseudo_labels: bool = False,
-                 depth_size: tuple[int, int] | None = None):
+                 depth_size: tuple[int, int] | None = None, self_teaching_weight: float = 0.0):
         if loss not in STUDENT_LOSSES:
             raise ValueError(f"student.loss must be one of {STUDENT_LOSSES}, got {loss!r}")
         if mask_reading not in MASK_READINGS:
@@ -211,6 +146,7 @@ class StudentObjective:
         self._poses = TeacherObjective(None, offsets, mean=mean, std=std, depth_size=depth_size)
         self.loss, self.mask_reading = loss, mask_reading
         self.distill_weight, self.semantic_weight = float(distill_weight), float(semantic_weight)
+        self.self_teaching_weight = float(self_teaching_weight)
         self.semantic_encoder = semantic_encoder       # None: the teacher's encoder
         self.pseudo_labels = bool(pseudo_labels)
         self.ssim_alpha, self.padding_mode = ssim_alpha, padding_mode
@@ -343,6 +279,14 @@ class StudentObjective:
             semantic = semantic_cosine_loss(student_tokens, frozen.detach())
             total = total + self.semantic_weight * semantic
             terms["semantic"] = semantic.detach()
+        # 6. Self-teaching (Poggi et al.): the log-variance head against the teacher's depth
+        if self.self_teaching_weight > 0:
+            log_var = unflip(upsample_to(out["log_variance"], (H, W)), flip)
+            nll = self_teaching_loss(s_depth, log_var, t["depth"])               # [B,1,H,W]
+            self_teaching = (nll * t["valid"]).sum() / t["valid"].sum().clamp_min(1) \
+                if "valid" in t else nll.mean()
+            total = total + self.self_teaching_weight * self_teaching
+            terms["self_teaching"] = self_teaching.detach()
         self.shown.update(batch["student_condition"])
         terms["translated_fraction"] = torch.tensor(
             sum(c != "day-clear" for c in batch["student_condition"]) / len(flip))
@@ -491,6 +435,9 @@ def build_student_trainer(cfg):
     if s.freeze_batchnorm:
         logger.info("student: %d BatchNorm layers keep their running statistics",
                     freeze_batchnorm_statistics(student))
+    if s.self_teaching_weight > 0:           # the self-taught log-variance head
+        student.add_uncertainty_head()
+        depth_cfg = student.config
     check_input_size(cfg, arch)
     freeze_unused_parameters(student, torch.zeros(1, 3, *depth_input_size(cfg)))
     semantic_encoder = None
@@ -510,7 +457,9 @@ def build_student_trainer(cfg):
                                  ssim_alpha=cfg.loss.ssim_alpha,
                                  padding_mode=cfg.loss.padding_mode,
                                  pseudo_labels=bool(s.pseudo_labels),
-                                 depth_size=depth_input_size(cfg)).to(accelerator.device)
+                                 depth_size=depth_input_size(cfg),
+                                 self_teaching_weight=s.self_teaching_weight
+                                 ).to(accelerator.device)
     o = cfg.optim
     groups = student.param_groups(o.lr_encoder, o.lr_decoder)
 
