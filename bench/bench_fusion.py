@@ -10,7 +10,7 @@ frame after a warm-up, single-threaded OpenCV and numpy as in the node's worker:
 * ``TemporalFusion.update`` (carry the previous fused depth, agree, blend or reset);
 * the temporal-agreement confidence of that frame (computed when asked for);
 * both, what the node spends on a frame with ``temporal_fusion:=true`` and a
-  ``confidence/image`` subscriber; the issue's target is 3 ms at 640x480.
+  ``confidence/image`` subscriber; the target is 3 ms at 640x480.
 """
 from __future__ import annotations
 
