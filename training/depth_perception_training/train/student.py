@@ -41,10 +41,13 @@ import torch
 import torch.nn as nn
 
 from depth_perception.metadata import IMAGENET_MEAN, IMAGENET_STD, ModelMetadata
-from depth_perception_training.losses import (MASK_READINGS, abs_rel_distillation_map,
+from depth_perception_training.losses import (MASK_READINGS, _ssim, abs_rel_distillation_map,
                                               photometric_error, semantic_cosine_loss,
                                               teacher_loss_mask, upsample_to)
 from depth_perception_training.train.config import TrainConfig, save_config
+from depth_perception_training.train.student_parts import (  # noqa: F401 (re-exported)
+    FrozenStatsBatchNorm2d, freeze_batchnorm_statistics, teacher_sized, unflip, unflip_tokens)
+from depth_perception_training.train.teacher_cache import TeacherCache
 from depth_perception_training.train.trainer import StepOutput
 
 logger = logging.getLogger(__name__)
@@ -137,53 +140,6 @@ class FrozenDinov2(nn.Module):
 
 # -- helpers ------------------------------------------------------------------------------
 
-def unflip(x: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
-    """Mirror back the samples of ``x`` [B,...,W] whose ``flip`` [B] is true (last axis)."""
-    if not bool(flip.any()):
-        return x
-    shape = (-1,) + (1,) * (x.dim() - 1)
-    return torch.where(flip.to(x.device).view(shape), x.flip(-1), x)
-
-
-def unflip_tokens(tokens: torch.Tensor, flip: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """Patch tokens [B,N,C] on a (h, w) grid, row-major: mirror rows of flipped samples."""
-    B, N, C = tokens.shape
-    h, w = grid
-    if h * w != N:
-        raise ValueError(f"unflip_tokens: {N} tokens do not form a {h}x{w} grid")
-    spatial = tokens.reshape(B, h, w, C).permute(0, 3, 1, 2)           # [B,C,h,w]
-    return unflip(spatial, flip).permute(0, 2, 3, 1).reshape(B, N, C)
-
-
-class FrozenStatsBatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm2d that stays in eval mode (running statistics used and never updated)
-    whatever ``train()`` asks; its affine scale and shift still receive gradients."""
-
-    def train(self, mode: bool = True):
-        return super().train(False)
-
-
-def freeze_batchnorm_statistics(module: nn.Module) -> int:
-    """Turn every ``nn.BatchNorm2d`` of ``module`` into :class:`FrozenStatsBatchNorm2d`
-    in place (same parameters and buffers); returns how many."""
-    count = 0
-    for m in module.modules():
-        if type(m) is nn.BatchNorm2d:
-            m.__class__ = FrozenStatsBatchNorm2d
-            m.train(False)
-            count += 1
-    return count
-
-
-def teacher_sized(image: torch.Tensor, multiple: int) -> torch.Tensor:
-    """[B,3,H,W] resized to the nearest multiple of the teacher's input size multiple
-    (unchanged when H and W already are): a student of another architecture may train
-    at a size the teacher's net does not take; its outputs are resized back."""
-    H, W = image.shape[-2:]
-    size = (max(1, round(H / multiple)) * multiple, max(1, round(W / multiple)) * multiple)
-    return upsample_to(image, size)
-
-
 class StudentObjective:
     """``(models, batch) -> StepOutput`` of the student task (steps in the module doc).
 
@@ -197,7 +153,7 @@ class StudentObjective:
                  semantic_weight: float = 0.0, semantic_encoder: nn.Module | None = None,
                  ssim_alpha: float = 0.85, padding_mode: str = "border",
                  mean=IMAGENET_MEAN, std=IMAGENET_STD, pseudo_labels: bool = False,
-                 depth_size: tuple[int, int] | None = None):
+                 depth_size: tuple[int, int] | None = None, cache_teacher: bool = False):
         if loss not in STUDENT_LOSSES:
             raise ValueError(f"student.loss must be one of {STUDENT_LOSSES}, got {loss!r}")
         if mask_reading not in MASK_READINGS:
@@ -213,6 +169,9 @@ class StudentObjective:
         self.distill_weight, self.semantic_weight = float(distill_weight), float(semantic_weight)
         self.semantic_encoder = semantic_encoder       # None: the teacher's encoder
         self.pseudo_labels = bool(pseudo_labels)
+        #: ``student.cache_teacher``: the frozen teacher's outputs per sample
+        #: (:class:`~.teacher_cache.TeacherCache`); None: computed at every step
+        self.teacher_cache = TeacherCache() if cache_teacher and not pseudo_labels else None
         self.ssim_alpha, self.padding_mode = ssim_alpha, padding_mode
         self.timing = {"teacher": 0.0, "total": 0.0, "calls": 0}
         #: what the student was shown: {condition: samples} over the calls of this process,
@@ -265,6 +224,25 @@ class StudentObjective:
         return result
 
     @torch.no_grad()
+    def teacher_side(self, batch: dict, target_stats: tuple | None = None) -> dict:
+        """:meth:`teacher_forward`, and with ``loss: teacher`` the photometric errors of the
+        day frames warped with the teacher's depth (``errors``, one [B,1,H,W] per adjacent
+        frame), from :attr:`teacher_cache` when it knows every sample of the batch."""
+        cache = self.teacher_cache
+        index = [int(i) for i in batch["index"]] if cache is not None else []
+        started = time.perf_counter()
+        out = cache.batch(index) if cache is not None else None
+        if out is not None:
+            self.timing["teacher"] += time.perf_counter() - started
+            return out
+        out = self.teacher_forward(batch)
+        if self.loss == "teacher":
+            out["errors"] = self.day_errors(batch, out["depth"], out["T"], target_stats)
+        if cache is not None:
+            cache.put(index, out)
+        return out
+
+    @torch.no_grad()
     def label_targets(self, batch: dict, fill: torch.Tensor) -> dict:
         """``teacher_forward`` with pseudo labels: depth / scaled disparity [B,1,H,W] from
         ``batch['label_depth']`` (``fill`` where there is no label), ``valid`` [B,1,H,W]
@@ -287,15 +265,20 @@ class StudentObjective:
             size = self._poses.depth_size
             return self.semantic_encoder(day if size is None else upsample_to(day, size))
 
-    def day_errors(self, batch: dict, depth: torch.Tensor, T: torch.Tensor) -> list:
-        """pe(I_t, I_{t'->t}) [B,1,H,W] per adjacent day frame, warped with ``depth``."""
+    def day_errors(self, batch: dict, depth: torch.Tensor, T: torch.Tensor,
+                   target_stats: tuple | None = None) -> list:
+        """pe(I_t, I_{t'->t}) [B,1,H,W] per adjacent day frame, warped with ``depth``;
+        ``target_stats``: the day target's SSIM statistics (``SSIM.stats``), if known."""
         from depth_perception_training.geometry import warp
 
         target, context, K = batch["image"], batch["context"], batch["K"]
+        ssim = _ssim(3)
+        stats = target_stats if target_stats is not None else ssim.stats(target)
         errors = []
         for i in range(context.shape[1]):
             warped, _ = warp(context[:, i], depth, K, T[:, i], padding_mode=self.padding_mode)
-            errors.append(photometric_error(warped, target, alpha=self.ssim_alpha))
+            errors.append(photometric_error(warped, target, alpha=self.ssim_alpha, ssim=ssim,
+                                            target_stats=stats))
         return errors
 
     def __call__(self, models: dict, batch: dict) -> StepOutput:
@@ -303,7 +286,11 @@ class StudentObjective:
         H, W = batch["image"].shape[-2:]
         flip = batch["flip"]
         # 1. Teacher on the original day-clear frame (or its pseudo label, after step 2)
-        t = None if self.pseudo_labels else self.teacher_forward(batch)
+        stats = None
+        if self.loss == "teacher":          # the day target's SSIM statistics, computed once
+            with torch.no_grad():
+                stats = _ssim(3).stats(batch["image"])
+        t = None if self.pseudo_labels else self.teacher_side(batch, stats)
         # 2. Student on its own input; outputs mirrored back where it was flipped
         want_tokens = self.semantic_weight > 0
         out = self.depth_forward(models["depth"], batch["student_image"],
@@ -316,9 +303,12 @@ class StudentObjective:
         terms = {}
         mask = None
         if self.loss == "teacher":
-            mask = teacher_loss_mask(self.day_errors(batch, t["depth"], t["T"]),
-                                     self.day_errors(batch, s_depth.detach(), t["T"]),
-                                     reading=self.mask_reading)                     # [B,1,H,W]
+            with torch.no_grad():       # the mask carries no gradient
+                teacher_errors = t["errors"] if "errors" in t else \
+                    self.day_errors(batch, t["depth"], t["T"], stats)
+                mask = teacher_loss_mask(teacher_errors,
+                                         self.day_errors(batch, s_depth.detach(), t["T"], stats),
+                                         reading=self.mask_reading)                 # [B,1,H,W]
             terms["mask_fraction"] = mask.mean()
         if "valid" in t:
             mask = t["valid"] if mask is None else mask * t["valid"]
@@ -510,7 +500,8 @@ def build_student_trainer(cfg):
                                  ssim_alpha=cfg.loss.ssim_alpha,
                                  padding_mode=cfg.loss.padding_mode,
                                  pseudo_labels=bool(s.pseudo_labels),
-                                 depth_size=depth_input_size(cfg)).to(accelerator.device)
+                                 depth_size=depth_input_size(cfg),
+                                 cache_teacher=s.cache_teacher).to(accelerator.device)
     o = cfg.optim
     groups = student.param_groups(o.lr_encoder, o.lr_decoder)
 
