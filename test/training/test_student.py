@@ -228,6 +228,32 @@ def test_a_run_counts_what_the_student_saw_per_condition(ssd_setup, tmp_path):
     assert written["expected"] == pytest.approx({"day-clear": 0.0, "night": 0.5, "rain": 0.5})
 
 
+def test_cached_teacher_outputs_give_the_same_run(ssd_setup, tmp_path):
+    """student.cache_teacher: after the first epoch the frozen teacher no longer runs (its
+    outputs per sample are put together from the cache), and the run's losses and
+    weights are those of a run that computes them at every step, bit for bit."""
+    from depth_perception_training.train.config import load_config
+    from depth_perception_training.train.student import build_student_trainer
+
+    def run(cache):
+        cfg = load_config("student_tiny", student_overrides(
+            ssd_setup, tmp_path / f"cache_{cache}", "trainer.max_steps=10",
+            f"student.cache_teacher={cache}"))
+        trainer, objective = build_student_trainer(cfg)
+        objective.teacher.depth = Recorder(objective.teacher.depth)
+        trainer.fit()
+        weights = {k: v.clone() for k, v in trainer.models["depth"].state_dict().items()}
+        return ([r["loss"] for r in trainer.history], weights,
+                len(objective.teacher.depth.inputs), objective.teacher_cache)
+
+    losses, weights, calls, cache = run(True)
+    plain_losses, plain_weights, plain_calls, no_cache = run(False)
+    assert no_cache is None and plain_calls == 10
+    assert len(cache) == 8 and calls < 10           # 8 samples, 4 batches an epoch
+    assert losses == plain_losses
+    assert all(torch.equal(weights[k], plain_weights[k]) for k in weights)
+
+
 # -- a teacher-initialised student starts as the teacher ----------------------------------
 
 def test_teacher_copy_with_frozen_batchnorm_computes_the_teachers_output(ssd_setup, tmp_path):

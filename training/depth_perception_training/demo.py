@@ -20,6 +20,7 @@ log file.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,12 @@ class DemoConfig:
     #: lens of the evaluated drives ("plumb_bob:-0.3", synth --distortion); None: pinhole.
     #: The node (online) and evaluate (offline) rectify with the same rectifier.
     distortion: str | None = None
+    #: processes that generate the synthetic drives side by side (None: one per core)
+    workers: int | None = None
+    #: DataLoader worker processes of the teacher and the student: one prepares the next
+    #: batches (decoding, augmentation) while the networks train; 0: in the main process.
+    #: The samples are the same either way (seeded per sample), so are the results.
+    loader_workers: int = 1
 
     def __post_init__(self):
         self.out = Path(self.out)
@@ -97,6 +104,55 @@ def training_bags(cfg: DemoConfig) -> list[Path]:
                               tuple(cfg.size))
 
 
+def evaluated_bags(cfg: DemoConfig) -> list[Path]:
+    """The evaluated drive (seed ``cfg.seed``) in each of ``cfg.conditions``."""
+    from depth_perception.rectify import parse_distortion
+    from depth_perception.synth import make_synthetic_bags
+
+    return make_synthetic_bags(cfg.out / "bags", frames=cfg.frames, size=tuple(cfg.size),
+                               conditions=tuple(cfg.conditions), seed=cfg.seed,
+                               overwrite=True, distortion=parse_distortion(cfg.distortion)
+                               if cfg.distortion else None)
+
+
+def _one_training_drive(cfg: DemoConfig, seed: int) -> list[Path]:
+    from depth_perception.synth import make_varied_drives
+
+    return make_varied_drives(cfg.out / "bags" / "train", [seed], cfg.train_frames,
+                              tuple(cfg.size))
+
+
+def demo_bags(cfg: DemoConfig) -> tuple[list[Path], list[Path]]:
+    """(training drives, evaluated bags): :func:`training_bags` and :func:`evaluated_bags`,
+    the drives generated side by side in ``cfg.workers`` processes (the generator is
+    single-threaded numpy; each drive depends on its seed only, so the bags are the same
+    as one after the other)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    seeds = list(range(cfg.seed + 1, cfg.seed + 1 + cfg.train_scenes))
+    workers = min(cfg.workers or os.cpu_count() or 1, len(seeds) + 1)
+    if workers <= 1:
+        return training_bags(cfg), evaluated_bags(cfg)
+    started = time.monotonic()
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        train = [pool.submit(_one_training_drive, cfg, seed) for seed in seeds]
+        evaluated = pool.submit(evaluated_bags, cfg)
+        for k, _ in enumerate(as_completed(train + [evaluated]), 1):
+            log.info("demo: %d of %d drives written (%.0f s, %d processes)", k, len(seeds) + 1,
+                     time.monotonic() - started, workers)
+        return [b for f in train for b in f.result()], evaluated.result()
+
+
+def loader_overrides(cfg: DemoConfig) -> list[str]:
+    """Data settings of the demo's teacher and student: ``cfg.loader_workers`` DataLoader
+    workers, and decoded frames (images, LiDAR depth, ground truth) cached in
+    ``OUT/frame_cache`` so that later epochs and the student, which trains on the same
+    day-clear drives, read them instead of decoding the bags again."""
+    return [f"data.num_workers={cfg.loader_workers}",
+            f"data.cache_dir={cfg.out.resolve() / 'frame_cache'}"]
+
+
 def train_tiny_teacher(cfg: DemoConfig, bags: list[Path]) -> tuple[str, str]:
     """Pretrain the pose net (``train pose`` on drives of its own), then train the tiny
     teacher on ``bags``; returns (model folder, note for the report)."""
@@ -110,7 +166,7 @@ def train_tiny_teacher(cfg: DemoConfig, bags: list[Path]) -> tuple[str, str]:
     overrides = [f"output_dir={out}", f"data.bags=[{','.join(str(b) for b in bags)}]",
                  "data.val_bags=[]", f"data.width={w}", f"data.height={h}",
                  "trainer.checkpoint_every=0", "trainer.val_every=-1", "trainer.progress=false",
-                 "trainer.image_every=0", "data.num_workers=0", f"seed={cfg.seed}"]
+                 "trainer.image_every=0", *loader_overrides(cfg), f"seed={cfg.seed}"]
     if cfg.train_steps is not None:
         overrides.append(f"trainer.max_steps={cfg.train_steps}")
     conf = load_config(find_config("teacher_tiny.yaml"), overrides)
@@ -177,7 +233,8 @@ def train_student_stage(cfg: DemoConfig, train_bags: list, teacher_run: Path) ->
     run = cfg.out / "student"
     timing = train_student_run(run, teacher_run, translations, train_bags, cfg.student_steps,
                                [f"data.width={w}", f"data.height={h}", f"seed={cfg.seed}",
-                                "trainer.image_every=0"])
+                                "trainer.image_every=0", "student.cache_teacher=true",
+                                *loader_overrides(cfg)])
     model = str(run / "model.onnx")
     return model, (
         f"Student: SSD student (teacher loss + semantic loss) distilled from the tiny teacher "
@@ -214,8 +271,6 @@ class Stages:
 
 
 def run_demo(cfg: DemoConfig) -> DemoResult:
-    from depth_perception.rectify import parse_distortion
-    from depth_perception.synth import make_synthetic_bags
     from depth_perception.evaluation.offline import EvaluateConfig, ModelSpec, evaluate
     from depth_perception.evaluation.report import markdown_table, write_report
 
@@ -225,11 +280,7 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     # 1. Synthetic bags: training drives, and the evaluated drive per condition
     stage(f"synthetic bags: {cfg.train_scenes} training drives, the evaluated drive in "
           f"{', '.join(cfg.conditions)}")
-    train_bags = training_bags(cfg)
-    paths = make_synthetic_bags(cfg.out / "bags", frames=cfg.frames, size=tuple(cfg.size),
-                                conditions=tuple(cfg.conditions), seed=cfg.seed,
-                                overwrite=True, distortion=parse_distortion(cfg.distortion)
-                                if cfg.distortion else None)
+    train_bags, paths = demo_bags(cfg)
     bags = {Path(p).name: Path(p) for p in paths}
     log.info("demo: synthetic bags %s", [str(p) for p in paths])
 

@@ -32,13 +32,52 @@ __all__ = [
 ]
 
 
+class _BoxMean(torch.autograd.Function):
+    """``avg_pool2d(x, k, stride=1)`` (no padding) on CPU float32/float64 as k*k
+    shifted-slice additions, in the order of PyTorch's own CPU kernel (window row-major,
+    then one division by k*k; the backward adds ``grad / k*k`` of the outputs in
+    row-major order): bit-identical forward and backward (test_losses checks both),
+    and several times faster, since that kernel runs one scalar loop per output pixel."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, k: int) -> torch.Tensor:
+        ctx.k, ctx.shape = k, x.shape
+        h, w = x.shape[-2] - k + 1, x.shape[-1] - k + 1
+        out = x[..., :h, :w].clone(memory_format=torch.contiguous_format)
+        for i in range(k):
+            for j in range(k):
+                if i or j:
+                    out.add_(x[..., i:i + h, j:j + w])
+        return out.div_(k * k)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        k = ctx.k
+        delta = grad / (k * k)
+        h, w = delta.shape[-2:]
+        out = delta.new_zeros(ctx.shape)
+        for i in range(k - 1, -1, -1):          # input (r, c) sums outputs r-k+1..r, c-k+1..c
+            for j in range(k - 1, -1, -1):
+                out[..., i:i + h, j:j + w].add_(delta)
+        return out, None
+
+
+def box_mean(x: torch.Tensor, window_size: int) -> torch.Tensor:
+    """[B,C,H,W] -> [B,C,H-k+1,W-k+1] window means, as ``F.avg_pool2d(x, k, stride=1)``
+    (bit-identical; :class:`_BoxMean` on CPU float32/float64, avg_pool2d elsewhere)."""
+    if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and x.dim() == 4:
+        return _BoxMean.apply(x, window_size)
+    return F.avg_pool2d(x, window_size, stride=1)
+
+
 class SSIM(nn.Module):
     """Structural similarity map with a box window (reflection-padded average pooling).
 
     ``window_size`` 3 (monodepth2) or 7 (SQL-family models); C1 = 0.01^2, C2 = 0.03^2
     for images in [0,1]. ``forward(x, y)`` returns the SSIM index map [B,C,H,W] (1 for
     identical images); :meth:`dissimilarity` returns the loss term (1 - SSIM)/2 clamped
-    to [0, 1].
+    to [0, 1]. ``y_stats`` (:meth:`stats` of ``y``) skips recomputing what depends on
+    ``y`` alone when several images are compared with the same target (same result).
     """
 
     def __init__(self, window_size: int = 3, c1: float = 0.01 ** 2, c2: float = 0.03 ** 2):
@@ -50,20 +89,31 @@ class SSIM(nn.Module):
         self.pool = nn.AvgPool2d(window_size, stride=1)
         self.pad = nn.ReflectionPad2d(window_size // 2)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _pool(self, x: torch.Tensor) -> torch.Tensor:
+        return box_mean(x, self.window_size)
+
+    def stats(self, y: torch.Tensor) -> tuple:
+        """What :meth:`forward` computes from ``y`` alone: (padded y, mu_y, mu_y^2, sigma_y)."""
+        y = self.pad(y)
+        mu_y = self._pool(y)
+        mu_y2 = mu_y ** 2
+        return y, mu_y, mu_y2, self._pool(y * y) - mu_y2
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, y_stats: tuple | None = None) -> torch.Tensor:
         """x, y: [B,C,H,W] -> SSIM index [B,C,H,W]."""
-        x, y = self.pad(x), self.pad(y)
-        mu_x, mu_y = self.pool(x), self.pool(y)
-        sigma_x = self.pool(x * x) - mu_x ** 2
-        sigma_y = self.pool(y * y) - mu_y ** 2
-        sigma_xy = self.pool(x * y) - mu_x * mu_y
+        y, mu_y, mu_y2, sigma_y = y_stats if y_stats is not None else self.stats(y)
+        x = self.pad(x)
+        mu_x = self._pool(x)
+        sigma_x = self._pool(x * x) - mu_x ** 2
+        sigma_xy = self._pool(x * y) - mu_x * mu_y
         num = (2 * mu_x * mu_y + self.c1) * (2 * sigma_xy + self.c2)
-        den = (mu_x ** 2 + mu_y ** 2 + self.c1) * (sigma_x + sigma_y + self.c2)
+        den = (mu_x ** 2 + mu_y2 + self.c1) * (sigma_x + sigma_y + self.c2)
         return num / den
 
-    def dissimilarity(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def dissimilarity(self, x: torch.Tensor, y: torch.Tensor,
+                      y_stats: tuple | None = None) -> torch.Tensor:
         """x, y: [B,C,H,W] -> (1 - SSIM)/2 clamped to [0,1], [B,C,H,W]."""
-        return torch.clamp((1.0 - self.forward(x, y)) / 2.0, 0.0, 1.0)
+        return torch.clamp((1.0 - self.forward(x, y, y_stats)) / 2.0, 0.0, 1.0)
 
 
 _SSIM_CACHE: dict[int, SSIM] = {}
@@ -76,16 +126,18 @@ def _ssim(window_size: int) -> SSIM:
 
 
 def photometric_error(pred: torch.Tensor, target: torch.Tensor, alpha: float = 0.85,
-                      ssim: SSIM | None = None, window_size: int = 3) -> torch.Tensor:
+                      ssim: SSIM | None = None, window_size: int = 3,
+                      target_stats: tuple | None = None) -> torch.Tensor:
     """pe = alpha * mean_c (1-SSIM)/2 + (1-alpha) * mean_c |pred - target|.
 
-    pred, target: [B,C,H,W] in [0,1]. Returns [B,1,H,W].
+    pred, target: [B,C,H,W] in [0,1]. Returns [B,1,H,W]. ``target_stats``:
+    ``ssim.stats(target)`` (that SSIM's), reused across calls with the same target.
     """
     if pred.shape != target.shape:
         raise ValueError(f"photometric_error: pred {tuple(pred.shape)} != target {tuple(target.shape)}")
     l1 = (pred - target).abs().mean(1, keepdim=True)
     ssim = ssim if ssim is not None else _ssim(window_size)
-    dssim = ssim.dissimilarity(pred, target).mean(1, keepdim=True)
+    dssim = ssim.dissimilarity(pred, target, target_stats).mean(1, keepdim=True)
     return alpha * dssim + (1.0 - alpha) * l1
 
 
@@ -277,8 +329,10 @@ class SelfSupervisedLoss(nn.Module):
         self.upsample_mode = upsample_mode
         self.padding_mode = padding_mode
 
-    def pe(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return photometric_error(pred, target, alpha=self.ssim_alpha, ssim=self.ssim)
+    def pe(self, pred: torch.Tensor, target: torch.Tensor,
+           target_stats: tuple | None = None) -> torch.Tensor:
+        return photometric_error(pred, target, alpha=self.ssim_alpha, ssim=self.ssim,
+                                 target_stats=target_stats)
 
     def forward(self, outputs: dict, batch: dict, generator: torch.Generator | None = None):
         # 1. Unpack and check shapes
@@ -298,8 +352,11 @@ class SelfSupervisedLoss(nn.Module):
             raise ValueError(f"SelfSupervisedLoss: outputs['T_src_tgt'] must be {(B, n, 4, 4)}, "
                              f"got {tuple(T.shape)}")
 
-        # 2. Identity errors (unwarped sources), shared by all scales
-        identity = [self.pe(context[:, i], target) for i in range(n)] if self.automask else None
+        # 2. Identity errors (unwarped sources), shared by all scales; the target's SSIM
+        #    statistics, shared by every error map
+        target_stats = self.ssim.stats(target)
+        identity = ([self.pe(context[:, i], target, target_stats) for i in range(n)]
+                    if self.automask else None)
 
         # 3. Per scale: warp at full resolution, min reprojection, smoothness
         photo_terms, smooth_terms, mask_fracs = [], [], []
@@ -312,7 +369,7 @@ class SelfSupervisedLoss(nn.Module):
             for i in range(n):
                 warped, _ = geometry.warp(context[:, i], depth_full, K, T[:, i],
                                           padding_mode=self.padding_mode)
-                warped_err.append(self.pe(warped, target))
+                warped_err.append(self.pe(warped, target, target_stats))
             per_pixel, mask = min_reprojection(warped_err, identity, automask=self.automask,
                                                generator=generator)
             photo_terms.append(per_pixel.mean())

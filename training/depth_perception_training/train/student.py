@@ -46,13 +46,14 @@ import torch.nn as nn
 
 from depth_perception.metadata import IMAGENET_MEAN, IMAGENET_STD, ModelMetadata
 from depth_perception.models.uncertainty import self_teaching_loss
-from depth_perception_training.losses import (MASK_READINGS, abs_rel_distillation_map,
+from depth_perception_training.losses import (MASK_READINGS, _ssim, abs_rel_distillation_map,
                                               photometric_error, semantic_cosine_loss,
                                               teacher_loss_mask, upsample_to)
 from depth_perception_training.train.config import TrainConfig, save_config
 from depth_perception_training.train.student_parts import (  # noqa: F401 (names of the task)
     FrozenDinov2, FrozenStatsBatchNorm2d, _freeze, freeze_batchnorm_statistics, teacher_sized,
     unflip, unflip_tokens)
+from depth_perception_training.train.teacher_cache import TeacherCache
 from depth_perception_training.train.trainer import StepOutput
 
 logger = logging.getLogger(__name__)
@@ -132,7 +133,8 @@ class StudentObjective:
                  semantic_weight: float = 0.0, semantic_encoder: nn.Module | None = None,
                  ssim_alpha: float = 0.85, padding_mode: str = "border",
                  mean=IMAGENET_MEAN, std=IMAGENET_STD, pseudo_labels: bool = False,
-                 depth_size: tuple[int, int] | None = None, self_teaching_weight: float = 0.0):
+                 depth_size: tuple[int, int] | None = None, cache_teacher: bool = False,
+                 self_teaching_weight: float = 0.0):
         if loss not in STUDENT_LOSSES:
             raise ValueError(f"student.loss must be one of {STUDENT_LOSSES}, got {loss!r}")
         if mask_reading not in MASK_READINGS:
@@ -149,6 +151,9 @@ class StudentObjective:
         self.self_teaching_weight = float(self_teaching_weight)
         self.semantic_encoder = semantic_encoder       # None: the teacher's encoder
         self.pseudo_labels = bool(pseudo_labels)
+        #: ``student.cache_teacher``: the frozen teacher's outputs per sample
+        #: (:class:`~.teacher_cache.TeacherCache`); None: computed at every step
+        self.teacher_cache = TeacherCache() if cache_teacher and not pseudo_labels else None
         self.ssim_alpha, self.padding_mode = ssim_alpha, padding_mode
         self.timing = {"teacher": 0.0, "total": 0.0, "calls": 0}
         #: what the student was shown: {condition: samples} over the calls of this process,
@@ -201,6 +206,25 @@ class StudentObjective:
         return result
 
     @torch.no_grad()
+    def teacher_side(self, batch: dict, target_stats: tuple | None = None) -> dict:
+        """:meth:`teacher_forward`, and with ``loss: teacher`` the photometric errors of the
+        day frames warped with the teacher's depth (``errors``, one [B,1,H,W] per adjacent
+        frame), from :attr:`teacher_cache` when it knows every sample of the batch."""
+        cache = self.teacher_cache
+        index = [int(i) for i in batch["index"]] if cache is not None else []
+        started = time.perf_counter()
+        out = cache.batch(index) if cache is not None else None
+        if out is not None:
+            self.timing["teacher"] += time.perf_counter() - started
+            return out
+        out = self.teacher_forward(batch)
+        if self.loss == "teacher":
+            out["errors"] = self.day_errors(batch, out["depth"], out["T"], target_stats)
+        if cache is not None:
+            cache.put(index, out)
+        return out
+
+    @torch.no_grad()
     def label_targets(self, batch: dict, fill: torch.Tensor) -> dict:
         """``teacher_forward`` with pseudo labels: depth / scaled disparity [B,1,H,W] from
         ``batch['label_depth']`` (``fill`` where there is no label), ``valid`` [B,1,H,W]
@@ -223,15 +247,20 @@ class StudentObjective:
             size = self._poses.depth_size
             return self.semantic_encoder(day if size is None else upsample_to(day, size))
 
-    def day_errors(self, batch: dict, depth: torch.Tensor, T: torch.Tensor) -> list:
-        """pe(I_t, I_{t'->t}) [B,1,H,W] per adjacent day frame, warped with ``depth``."""
+    def day_errors(self, batch: dict, depth: torch.Tensor, T: torch.Tensor,
+                   target_stats: tuple | None = None) -> list:
+        """pe(I_t, I_{t'->t}) [B,1,H,W] per adjacent day frame, warped with ``depth``;
+        ``target_stats``: the day target's SSIM statistics (``SSIM.stats``), if known."""
         from depth_perception_training.geometry import warp
 
         target, context, K = batch["image"], batch["context"], batch["K"]
+        ssim = _ssim(3)
+        stats = target_stats if target_stats is not None else ssim.stats(target)
         errors = []
         for i in range(context.shape[1]):
             warped, _ = warp(context[:, i], depth, K, T[:, i], padding_mode=self.padding_mode)
-            errors.append(photometric_error(warped, target, alpha=self.ssim_alpha))
+            errors.append(photometric_error(warped, target, alpha=self.ssim_alpha, ssim=ssim,
+                                            target_stats=stats))
         return errors
 
     def __call__(self, models: dict, batch: dict) -> StepOutput:
@@ -239,7 +268,11 @@ class StudentObjective:
         H, W = batch["image"].shape[-2:]
         flip = batch["flip"]
         # 1. Teacher on the original day-clear frame (or its pseudo label, after step 2)
-        t = None if self.pseudo_labels else self.teacher_forward(batch)
+        stats = None
+        if self.loss == "teacher":          # the day target's SSIM statistics, computed once
+            with torch.no_grad():
+                stats = _ssim(3).stats(batch["image"])
+        t = None if self.pseudo_labels else self.teacher_side(batch, stats)
         # 2. Student on its own input; outputs mirrored back where it was flipped
         want_tokens = self.semantic_weight > 0
         out = self.depth_forward(models["depth"], batch["student_image"],
@@ -252,9 +285,12 @@ class StudentObjective:
         terms = {}
         mask = None
         if self.loss == "teacher":
-            mask = teacher_loss_mask(self.day_errors(batch, t["depth"], t["T"]),
-                                     self.day_errors(batch, s_depth.detach(), t["T"]),
-                                     reading=self.mask_reading)                     # [B,1,H,W]
+            with torch.no_grad():       # the mask carries no gradient
+                teacher_errors = t["errors"] if "errors" in t else \
+                    self.day_errors(batch, t["depth"], t["T"], stats)
+                mask = teacher_loss_mask(teacher_errors,
+                                         self.day_errors(batch, s_depth.detach(), t["T"], stats),
+                                         reading=self.mask_reading)                 # [B,1,H,W]
             terms["mask_fraction"] = mask.mean()
         if "valid" in t:
             mask = t["valid"] if mask is None else mask * t["valid"]
@@ -458,6 +494,7 @@ def build_student_trainer(cfg):
                                  padding_mode=cfg.loss.padding_mode,
                                  pseudo_labels=bool(s.pseudo_labels),
                                  depth_size=depth_input_size(cfg),
+                                 cache_teacher=s.cache_teacher,
                                  self_teaching_weight=s.self_teaching_weight
                                  ).to(accelerator.device)
     o = cfg.optim
