@@ -30,6 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                 "name a base_config it extends",
                              "OmegaConf dotlist overrides, e.g. data.bags=[a,b] "
                              "trainer.max_steps=200 output_dir=runs/x")
+        p.add_argument("--dry-run", action="store_true",
+                       help="build the recipe's models with random weights at their real "
+                            "size, run one optimisation step at its batch on a synthetic "
+                            "drive, print params, FLOPs, peak memory and time as one JSON "
+                            "line (no download, no data needed)")
         p.add_argument("--resume", action="store_true",
                        help="continue from the newest checkpoint of output_dir (same as "
                             "trainer.resume=auto; trainer.resume=PATH picks a checkpoint)")
@@ -52,6 +57,12 @@ def run(args: argparse.Namespace) -> int:
 
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         logging.getLogger("accelerate").setLevel(logging.WARNING)   # per-file save messages
+    if args.dry_run:
+        from depth_perception_training.dry_run import print_report
+        from depth_perception_training.dry_run_train import dry_run_train
+
+        print_report(dry_run_train(cfg, args.config)[0])
+        return 0
     from accelerate import PartialState
 
     if args.task == "pose":
