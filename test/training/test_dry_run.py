@@ -74,3 +74,25 @@ def test_flop_counter_and_memory_meter_on_a_known_matmul():
         x = torch.ones(64 * 2 ** 20)                 # 256 MiB, touched
         del x
     assert m.peak_gb == pytest.approx(0.25, abs=0.05)
+
+
+def test_gdt_dry_run_runs_each_stage_alone(capsys):
+    """gdt_tiny's dry run: caption counted on the meta device (not measured, so no fit is
+    claimed), control depth and diffusion run and measured one after the other."""
+    from depth_perception.cli import main
+
+    assert main(["translate", "--config", "gdt_tiny", "--dry-run", "--frame-size",
+                 "160x96"]) == 0
+    out = _last_json(capsys.readouterr().out)
+    assert KEYS <= set(out) and out["input_size"] == {"frame": [160, 96]}
+    stages = {s["name"]: s for s in out["stages"]}
+    assert list(stages) == ["caption", "control_depth", "diffusion"]
+    assert stages["caption"]["peak_memory_gb"] is None and out["unmeasured"] == ["caption"]
+    assert out["fits_24gb"] is None and out["fits_24gb_measured_stages"] is True
+    assert all(s["flops"] > 0 for s in stages.values())
+    assert out["flops_per_step"] == sum(s["flops"] for s in stages.values())
+    assert out["peak_memory_gb"] == max(stages[n]["peak_memory_gb"]
+                                        for n in ("control_depth", "diffusion"))
+    assert out["params_total"] == sum(out["params"].values())
+    assert {"diffusion.unet", "diffusion.controlnet", "diffusion.image_encoder",
+            "control_depth.depth", "caption.language"} <= set(out["params"])

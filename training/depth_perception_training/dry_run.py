@@ -127,6 +127,7 @@ def count_flops():
 
     counter = FlopCounterMode(display=False)
     c = Count()
+    c.mode = counter                # running total: c.mode.get_total_flops()
     with counter:
         yield c
     c.total = int(counter.get_total_flops())
@@ -174,18 +175,30 @@ class DryRunReport:
     dtype: str = "fp32"
     notes: list = field(default_factory=list)
     stages: list | None = None
+    #: stages whose memory and time were not measured (their figures are not in
+    #: peak_memory_gb / seconds_per_step, and fits_24gb is then null)
+    unmeasured: list = field(default_factory=list)
 
     @property
-    def fits_24gb(self) -> bool | None:
+    def fits_measured(self) -> bool | None:
+        """Whether what was measured fits: peak + CUDA context <= 24 GiB."""
         if self.peak_memory_gb is None:
             return None
         return self.peak_memory_gb + CUDA_OVERHEAD_GB <= GPU_MEMORY_GB
 
+    @property
+    def fits_24gb(self) -> bool | None:
+        return None if self.unmeasured else self.fits_measured
+
     def fits_basis(self) -> str:
         where = ("the measured CUDA peak" if self.memory_method.startswith("torch.cuda")
                  else "the measured CPU peak (fp32)")
-        return (f"{where} + {CUDA_OVERHEAD_GB:g} GiB CUDA context <= {GPU_MEMORY_GB:g} GiB"
+        text = (f"{where} + {CUDA_OVERHEAD_GB:g} GiB CUDA context <= {GPU_MEMORY_GB:g} GiB"
                 + (" (the largest stage)" if self.stages else ""))
+        if self.unmeasured:
+            text += (f"; not claimed: stage(s) {', '.join(self.unmeasured)} not measured "
+                     f"here (the measured ones fit: {self.fits_measured})")
+        return text
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -194,6 +207,10 @@ class DryRunReport:
         d["fits_basis"] = self.fits_basis()
         if d["stages"] is None:
             del d["stages"]
+        if not d["unmeasured"]:
+            del d["unmeasured"]
+        else:
+            d["fits_24gb_measured_stages"] = self.fits_measured
         return d
 
     def json_line(self) -> str:
@@ -202,18 +219,17 @@ class DryRunReport:
 
 def combine_stages(recipe: str, stages: list[Stage], input_size: dict, batch: int, device,
                    method: str, dtype: str = "fp32", notes=()) -> DryRunReport:
-    """One report over stages run one after another: params of every stage, FLOPs and
-    seconds summed, the peak memory the largest stage's (None when a stage was not
-    measured: then the report does not claim a fit)."""
+    """One report over stages run one after another: params of every stage, FLOPs
+    summed, seconds summed and the peak memory the largest stage's over the stages that
+    were measured (the others listed in ``unmeasured``: then no fit is claimed)."""
     params = {f"{s.name}.{k}": v for s in stages for k, v in s.params.items()}
-    peaks = [s.peak_memory_gb for s in stages]
-    secs = [s.seconds for s in stages]
+    measured = [s for s in stages if s.peak_memory_gb is not None]
     return DryRunReport(
         recipe, params, input_size, batch, int(sum(s.flops for s in stages)),
-        None if None in peaks else max(peaks), method,
-        None if None in secs else float(sum(secs)), str(device), dtype,
-        list(notes) + [f"{s.name}: {n}" for s in stages for n in s.notes],
-        [asdict(s) for s in stages])
+        max((s.peak_memory_gb for s in measured), default=None), method,
+        float(sum(s.seconds or 0.0 for s in measured)) if measured else None, str(device),
+        dtype, list(notes) + [f"{s.name}: {n}" for s in stages for n in s.notes],
+        [asdict(s) for s in stages], [s.name for s in stages if s not in measured])
 
 
 def print_report(report: DryRunReport) -> dict:

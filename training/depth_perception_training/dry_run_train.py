@@ -127,7 +127,8 @@ def prepare(cfg, recipe: str, work: Path, teacher_recipe: str | None = None):
             notes.append(f"teacher: random weights from the {teacher_recipe} recipe")
         overrides += [f"student.teacher={teacher}", "student.translator=photometric",
                       "student.pseudo_labels=null", "student.export_onnx=false",
-                      f"student.translations=[{photometric_translations(bag, cfg.student.conditions, work)}]"]
+                      "student.translations="
+                      f"[{photometric_translations(bag, cfg.student.conditions, work)}]"]
         notes.append("student frames: photometric translations (the step's compute does not "
                      "depend on the translator)")
     from omegaconf import OmegaConf
@@ -193,7 +194,8 @@ def dry_run_train(cfg, recipe: str, work: str | Path | None = None,
         if c.task != "pose":
             sizes["depth"] = list(depth_input_size(c))[::-1]
         report = DryRunReport(
-            recipe=Path(recipe).stem, params={k: param_count(_unwrap(m)) for k, m in modules.items()},
+            recipe=Path(recipe).stem,
+            params={k: param_count(_unwrap(m)) for k, m in modules.items()},
             input_size=sizes, batch=int(c.data.batch_size), flops_per_step=flops.total,
             peak_memory_gb=round(meter.peak_gb, 3), memory_method=meter.method,
             seconds_per_step=round(seconds, 3), device=str(device),

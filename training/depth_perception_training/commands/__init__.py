@@ -24,3 +24,12 @@ def print_config(cfg) -> None:
     from depth_perception_training.train.config import to_yaml
 
     print(to_yaml(cfg if OmegaConf.is_config(cfg) else OmegaConf.structured(cfg)), end="")
+
+
+def add_dry_run_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--dry-run``: build the recipe's models with random weights at full size, run
+    ``what`` once, print one JSON line (:mod:`depth_perception_training.dry_run`)."""
+    parser.add_argument("--dry-run", action="store_true",
+                        help=f"build the recipe's models with random weights at their real "
+                             f"size, run {what}, print params, FLOPs, peak memory and time "
+                             "as one JSON line (no download, no data needed)")

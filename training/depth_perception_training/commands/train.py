@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from depth_perception_training.commands import add_config_arguments, print_config
+from depth_perception_training.commands import (add_config_arguments, add_dry_run_argument,
+                                                print_config)
 
 HELP = ("train a depth model (teacher: self-supervised monodepth2-family training from rosbags; "
         "student: SSD distillation on translated frames)")
@@ -30,11 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                 "name a base_config it extends",
                              "OmegaConf dotlist overrides, e.g. data.bags=[a,b] "
                              "trainer.max_steps=200 output_dir=runs/x")
-        p.add_argument("--dry-run", action="store_true",
-                       help="build the recipe's models with random weights at their real "
-                            "size, run one optimisation step at its batch on a synthetic "
-                            "drive, print params, FLOPs, peak memory and time as one JSON "
-                            "line (no download, no data needed)")
+        add_dry_run_argument(p, "one optimisation step at the recipe's batch on a "
+                                "synthetic drive")
         p.add_argument("--resume", action="store_true",
                        help="continue from the newest checkpoint of output_dir (same as "
                             "trainer.resume=auto; trainer.resume=PATH picks a checkpoint)")
