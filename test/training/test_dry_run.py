@@ -96,3 +96,20 @@ def test_gdt_dry_run_runs_each_stage_alone(capsys):
     assert out["params_total"] == sum(out["params"].values())
     assert {"diffusion.unet", "diffusion.controlnet", "diffusion.image_encoder",
             "control_depth.depth", "caption.language"} <= set(out["params"])
+
+
+def test_redepth_dry_run_counts_the_whole_sample_from_the_steps_run(tmp_path, capsys):
+    """Re-Depth (smoothness only, a tiny Depth Anything): 3 steps run of 4 x 2; the sample
+    counts the other 5 as the last one, and the caption is not needed (no SDS)."""
+    from depth_perception.cli import main
+    from depth_perception_training.tiny import save_tiny_depth_anything
+
+    model = save_tiny_depth_anything(tmp_path / "da", metric=False)
+    assert main(["refine", "--config", "redepth", "--dry-run", "--model", str(model),
+                 "--frame-size", "112x56", "--dry-run-steps", "3", "redepth.sds_weight=0",
+                 "redepth.short_side=56", "redepth.steps=4", "redepth.ensemble=2"]) == 0
+    out = _last_json(capsys.readouterr().out)
+    assert KEYS <= set(out) and [s["name"] for s in out["stages"]] == ["redepth"]
+    assert out["params"] == {"redepth.depth": out["params_total"]} and out["params_total"] > 0
+    assert "3 of 4 x 2 steps run" in out["notes"][-1]
+    assert out["flops_per_step"] > 0 and out["fits_24gb"] is True

@@ -133,33 +133,40 @@ def control_depth_stage(cfg, frame: np.ndarray, device, work: Path, folder: Path
     return stage, fused
 
 
-def save_diffusion_models(root: Path) -> dict:
-    """SD 1.5, its depth ControlNet and the SD 1.5 IP-Adapter (ViT-H image encoder) with
-    random weights, in the hub layouts the recipe's ids have; returns the ``models``
-    overrides pointing at them."""
-    import torch
-    from diffusers import (AutoencoderKL, ControlNetModel, DDIMScheduler,
-                           StableDiffusionPipeline, UNet2DConditionModel)
-    from diffusers.models.embeddings import ImageProjection
-    from safetensors.torch import save_file
-    from transformers import (CLIPTextConfig, CLIPTextModel, CLIPVisionConfig,
-                              CLIPVisionModelWithProjection)
+def sd15_components():
+    """(vae, unet, text encoder, tokenizer, scheduler) of Stable Diffusion 1.5's
+    architecture with random weights (the tokenizer byte-level: the text encoder's
+    compute does not depend on its vocabulary)."""
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
 
     from depth_perception_training.tiny import byte_clip_tokenizer
 
     tokenizer = byte_clip_tokenizer(max_length=77)
-    unet = UNet2DConditionModel(**SD15_UNET)
     text = CLIPTextModel(CLIPTextConfig(
         vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
         num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu",
         projection_dim=768, bos_token_id=len(tokenizer) - 2, eos_token_id=len(tokenizer) - 1,
         pad_token_id=len(tokenizer) - 1))
-    StableDiffusionPipeline(vae=AutoencoderKL(**SD15_VAE), text_encoder=text,
-                            tokenizer=tokenizer, unet=unet,
-                            scheduler=DDIMScheduler(**SD15_SCHEDULER), safety_checker=None,
-                            feature_extractor=None,
+    return (AutoencoderKL(**SD15_VAE), UNet2DConditionModel(**SD15_UNET), text, tokenizer,
+            DDIMScheduler(**SD15_SCHEDULER))
+
+
+def save_diffusion_models(root: Path) -> dict:
+    """SD 1.5, its depth ControlNet and the SD 1.5 IP-Adapter (ViT-H image encoder) with
+    random weights, in the hub layouts the recipe's ids have; returns the ``models``
+    overrides pointing at them."""
+    import torch
+    from diffusers import ControlNetModel, StableDiffusionPipeline
+    from diffusers.models.embeddings import ImageProjection
+    from safetensors.torch import save_file
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    vae, unet, text, tokenizer, scheduler = sd15_components()
+    StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet,
+                            scheduler=scheduler, safety_checker=None, feature_extractor=None,
                             requires_safety_checker=False).save_pretrained(root / "sd")
-    del text
+    del text, vae
     ControlNetModel.from_unet(unet).save_pretrained(root / "controlnet")
     # IP-Adapter: image projection + per cross-attention layer to_k_ip / to_v_ip
     models = root / "ip_adapter" / "models"

@@ -16,12 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          "OmegaConf dotlist overrides, e.g. source.bags=[/data/day1] "
                          "output_dir=runs/gdt conditions=[night]")
     add_dry_run_argument(parser, "one GDT translation of one frame, one stage at a time "
-                                 "(caption, control depth, diffusion)")
-    parser.add_argument("--frame-size", default="1600x900",
-                        help="--dry-run: the source frame WxH (default nuScenes' 1600x900)")
-    parser.add_argument("--dry-run-steps", type=int, default=None,
-                        help="--dry-run: denoising steps to run (>= 2; default all of "
-                             "diffusion.steps); the rest are counted as the last one run")
+                                 "(caption, control depth, diffusion)", per_image=True)
     parser.epilog = ("A rerun with the same output_dir continues where a previous run "
                      "stopped. Several processes: accelerate launch ... -m "
                      "depth_perception.cli translate --config ...")
@@ -45,13 +40,7 @@ def run(args: argparse.Namespace) -> int:
         from depth_perception_training.dry_run import print_report
         from depth_perception_training.dry_run_translate import dry_run_translate
 
-        try:
-            size = tuple(int(v) for v in args.frame_size.lower().split("x"))
-        except ValueError:
-            size = ()
-        if len(size) != 2 or min(size) <= 0:
-            raise ValueError(f"--frame-size must be WxH, e.g. 1600x900, got {args.frame_size}")
-        print_report(dry_run_translate(cfg, args.config, size, args.dry_run_steps))
+        print_report(dry_run_translate(cfg, args.config, args.frame_size, args.dry_run_steps))
         return 0
     result = run_translate(cfg)
     print(f"process {result.rank}/{result.world}: {result.frames} frames, translated "
