@@ -15,8 +15,11 @@ fine structure is lost. PatchFusion's recipe, as used here:
    frame border), so the fused map ``sum_k w_k (s_k P_k + t_k) / sum_k w_k`` has no step
    at any tile border.
 
-Values are what the model predicts: relative inverse depth (larger = nearer) for MiDaS,
-DPT and Depth Anything. :func:`control_image` turns a map into ControlNet's input.
+The model is ``models.depth``: MiDaS DPT-Hybrid by default (the SSD recipe's tiled
+stand-in for PatchFusion, whose trained network the package registries do not carry),
+or a Depth Anything V2 (``depth-anything/Depth-Anything-V2-{Small,Base,Large}-hf``), any
+``AutoModelForDepthEstimation`` checkpoint. Values are what the model predicts: relative
+inverse depth (larger = nearer) for MiDaS, DPT and Depth Anything. :func:`control_image` turns a map into ControlNet's input.
 """
 from __future__ import annotations
 
