@@ -9,7 +9,9 @@ translated / refined sample) and prints, as its last line, one JSON object:
 ``flops_per_step`` (``torch.utils.flop_counter.FlopCounterMode`` over the step: matmuls,
 convolutions and attention, forward and backward), ``peak_memory_gb`` and
 ``memory_method`` (how it was measured), ``fits_24gb`` with ``fits_basis``,
-``seconds_per_step`` (wall time of the counted step), ``device``, ``dtype``, ``notes``;
+``seconds_per_step`` (wall time of the counted step) and ``cpu_seconds_per_step`` (the
+process's CPU time over it: the figure to compare on a shared, loaded machine),
+``device``, ``dtype``, ``notes``;
 ``stages`` when the models run one stage at a time (GDT: caption, control depth,
 diffusion, as a 24 GB GPU has to).
 
@@ -133,18 +135,23 @@ def count_flops():
     c.total = int(counter.get_total_flops())
 
 
+def clock() -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) now."""
+    return time.perf_counter(), time.process_time()
+
+
 def timed(device, fn):
-    """(result of ``fn()``, seconds), synchronised on CUDA."""
+    """(result of ``fn()``, wall seconds, process CPU seconds), synchronised on CUDA."""
     import torch
 
     sync = torch.device(device).type == "cuda"
     if sync:
         torch.cuda.synchronize(device)
-    t0 = time.perf_counter()
+    wall, cpu = clock()
     out = fn()
     if sync:
         torch.cuda.synchronize(device)
-    return out, time.perf_counter() - t0
+    return out, time.perf_counter() - wall, time.process_time() - cpu
 
 
 @dataclass
@@ -157,6 +164,7 @@ class Stage:
     peak_memory_gb: float | None
     seconds: float | None
     notes: list = field(default_factory=list)
+    cpu_seconds: float | None = None
 
 
 @dataclass
@@ -178,6 +186,7 @@ class DryRunReport:
     #: stages whose memory and time were not measured (their figures are not in
     #: peak_memory_gb / seconds_per_step, and fits_24gb is then null)
     unmeasured: list = field(default_factory=list)
+    cpu_seconds_per_step: float | None = None
 
     @property
     def fits_measured(self) -> bool | None:
@@ -229,7 +238,8 @@ def combine_stages(recipe: str, stages: list[Stage], input_size: dict, batch: in
         max((s.peak_memory_gb for s in measured), default=None), method,
         float(sum(s.seconds or 0.0 for s in measured)) if measured else None, str(device),
         dtype, list(notes) + [f"{s.name}: {n}" for s in stages for n in s.notes],
-        [asdict(s) for s in stages], [s.name for s in stages if s not in measured])
+        [asdict(s) for s in stages], [s.name for s in stages if s not in measured],
+        float(sum(s.cpu_seconds or 0.0 for s in measured)) if measured else None)
 
 
 def print_report(report: DryRunReport) -> dict:

@@ -9,19 +9,18 @@ with random weights (see :mod:`depth_perception_training.dry_run`).
   A sample is ``redepth.steps`` x ``redepth.ensemble`` steps: the report counts them
   as the last step run (FLOPs and seconds between two step ends) plus the set-up.
 * ``marigold``: the Marigold v1-1 pipeline (SD 2 UNet with an 8-channel input, VAE,
-  OpenCLIP ViT-H text encoder) in :class:`~depth_perception_training.refine.marigold.MarigoldTeacher`,
-  one ensemble member measured; the ``marigold.ensemble`` members of a sample each
+  OpenCLIP ViT-H text encoder) in
+  :class:`~depth_perception_training.refine.marigold.MarigoldTeacher`, one ensemble member measured; the ``marigold.ensemble`` members of a sample each
   encode, denoise and decode on their own, so the sample is that times the ensemble.
 """
 from __future__ import annotations
 
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-from depth_perception_training.dry_run import (MemoryMeter, Stage, combine_stages,
+from depth_perception_training.dry_run import (MemoryMeter, Stage, clock, combine_stages,
                                                count_flops, param_count,
                                                release_free_memory, timed)
 
@@ -69,7 +68,7 @@ def marigold_stage(cfg, frame: np.ndarray, device) -> Stage:
                                   processing_resolution=m.processing_resolution,
                                   seed=cfg.seed, reduction=m.reduction)
         with count_flops() as c:
-            _, seconds = timed(device, lambda: teacher.predict(frame))
+            _, seconds, cpu = timed(device, lambda: teacher.predict(frame))
     n = int(m.ensemble)
     params = {k: param_count(getattr(pipe, k)) for k in ("unet", "vae", "text_encoder")}
     steps = m.steps or pipe.default_denoising_steps
@@ -77,7 +76,8 @@ def marigold_stage(cfg, frame: np.ndarray, device) -> Stage:
                  round(seconds * n, 3),
                  [f"{m.model} architecture, random weights; processing resolution "
                   f"{m.processing_resolution}, {steps} steps; 1 of {n} ensemble members run, "
-                  f"FLOPs and seconds x{n} (each member encodes, denoises and decodes)"])
+                  f"FLOPs and seconds x{n} (each member encodes, denoises and decodes)"],
+                 round(cpu * n, 3))
 
 
 def redepth_stage(cfg, frame: np.ndarray, device, model: str | None, work: Path,
@@ -117,13 +117,13 @@ def redepth_stage(cfg, frame: np.ndarray, device, model: str | None, work: Path,
                                    guidance_scale=g.guidance_scale, t_range=tuple(g.t_range),
                                    resolution=g.resolution, weighting=g.weighting).to(device)
         with count_flops() as c:
-            _, seconds = timed(device, lambda: refine_image(
+            _, seconds, cpu = timed(device, lambda: refine_image(
                 depth, frame, size, guidance, "a street scene", settings,
                 g.negative_prompt, None,
-                progress=lambda run_, k: marks.append((c.mode.get_total_flops(),
-                                                       time.perf_counter()))))
+                progress=lambda run_, k: marks.append((c.mode.get_total_flops(), *clock()))))
     step_flops = marks[-1][0] - marks[-2][0]
     step_seconds = marks[-1][1] - marks[-2][1]
+    step_cpu = marks[-1][2] - marks[-2][2]
     extra = steps * ensemble - run
     params = {"depth": param_count(depth.net)}
     if guidance is not None:
@@ -136,7 +136,7 @@ def redepth_stage(cfg, frame: np.ndarray, device, model: str | None, work: Path,
                   f"{'SD 1.5 guidance' if guidance is not None else 'no SDS (sds_weight 0)'}; "
                   f"{run} of {steps} x {ensemble} steps run, the rest counted as "
                   f"the last one run ({step_flops / 1e12:.3f} TFLOPs, {step_seconds:.2f} s "
-                  "here)"])
+                  "here)"], round(cpu + extra * step_cpu, 3))
 
 
 def dry_run_refine(cfg, recipe: str, model: str | None = None, frame_size=(1600, 900),

@@ -187,7 +187,7 @@ def dry_run_train(cfg, recipe: str, work: str | Path | None = None,
             device = trainer.accelerator.device
             batch = next(iter(trainer.train_loader))
             with count_flops() as flops:
-                record, seconds = timed(device, lambda: trainer.train_step(batch))
+                record, seconds, cpu = timed(device, lambda: trainer.train_step(batch))
         if not record["loss"] == record["loss"]:
             notes.append("the step's loss was not finite (random weights)")
         sizes = {"loss": [c.data.width, c.data.height]}
@@ -198,7 +198,8 @@ def dry_run_train(cfg, recipe: str, work: str | Path | None = None,
             params={k: param_count(_unwrap(m)) for k, m in modules.items()},
             input_size=sizes, batch=int(c.data.batch_size), flops_per_step=flops.total,
             peak_memory_gb=round(meter.peak_gb, 3), memory_method=meter.method,
-            seconds_per_step=round(seconds, 3), device=str(device),
+            seconds_per_step=round(seconds, 3), cpu_seconds_per_step=round(cpu, 3),
+            device=str(device),
             dtype=str(trainer.accelerator.mixed_precision or "no").replace("no", "fp32"),
             notes=notes)
         return report, modules

@@ -26,13 +26,12 @@ from __future__ import annotations
 
 import logging
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from depth_perception_training.dry_run import (MemoryMeter, Stage, combine_stages,
+from depth_perception_training.dry_run import (MemoryMeter, Stage, clock, combine_stages,
                                                count_flops, param_count,
                                                release_free_memory, timed)
 
@@ -124,12 +123,12 @@ def control_depth_stage(cfg, frame: np.ndarray, device, work: Path, folder: Path
         cd = cfg.control_depth
         control = ControlDepth(estimator, cd.grid, cd.overlap, cd.batch_size)
         with count_flops() as c:
-            fused, seconds = timed(device, lambda: control(frame))
+            fused, seconds, cpu = timed(device, lambda: control(frame))
     n = len(fused.boxes)
     stage = Stage("control_depth", {"depth": param_count(estimator.model)}, c.total,
                   round(meter.peak_gb, 3), round(seconds, 3),
                   [f"{label or cfg.models.depth + ' architecture'}, random weights: the "
-                   f"frame and {n} tiles ({cd.grid[0]}x{cd.grid[1]} grid)"])
+                   f"frame and {n} tiles ({cd.grid[0]}x{cd.grid[1]} grid)"], round(cpu, 3))
     return stage, fused
 
 
@@ -209,7 +208,7 @@ def diffusion_stage(cfg, control: np.ndarray, device, work: Path, steps_run: int
                          "denoising step")
     diffusion = replace(cfg.diffusion, steps=run, cpu_offload=False)
     release_free_memory()
-    marks = []                                       # (FLOPs so far, time) at each UNet call
+    marks = []                          # (FLOPs so far, wall, CPU time) at each UNet call
     with MemoryMeter(device) as meter:
         generator = GDTGenerator(models, diffusion, device, torch.float32)
         pipe = generator.pipe
@@ -218,13 +217,15 @@ def diffusion_stage(cfg, control: np.ndarray, device, work: Path, steps_run: int
         style = np.full((224, 224, 3), 90, np.uint8)
         with count_flops() as c:
             pipe.unet.register_forward_pre_hook(
-                lambda m, a: marks.append((c.mode.get_total_flops(), time.perf_counter())))
-            _, seconds = timed(device, lambda: generator(control, "at night, a street",
+                lambda m, a: marks.append((c.mode.get_total_flops(), *clock())))
+            _, seconds, cpu = timed(device, lambda: generator(control, "at night, a street",
                                                          style, 0))
     step_flops = marks[-1][0] - marks[-2][0] if len(marks) > 1 else 0
     step_seconds = marks[-1][1] - marks[-2][1] if len(marks) > 1 else 0.0
+    step_cpu = marks[-1][2] - marks[-2][2] if len(marks) > 1 else 0.0
     flops = c.total + (steps - run) * step_flops
     seconds = seconds + (steps - run) * step_seconds
+    cpu = cpu + (steps - run) * step_cpu
     H, W = control.shape[:2]
     notes = [f"generation at {'x'.join(map(str, generation_size(W, H, cfg.diffusion.resolution)))}"
              f" with classifier-free guidance, {steps} steps"]
@@ -233,7 +234,7 @@ def diffusion_stage(cfg, control: np.ndarray, device, work: Path, steps_run: int
                      f"as the last one run ({step_flops / 1e12:.2f} TFLOPs, "
                      f"{step_seconds:.1f} s here)")
     return Stage("diffusion", pipe_params, int(flops), round(meter.peak_gb, 3),
-                 round(seconds, 3), notes)
+                 round(seconds, 3), notes, round(cpu, 3))
 
 
 def tiny_models(work: Path) -> dict:

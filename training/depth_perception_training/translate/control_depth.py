@@ -19,7 +19,8 @@ The model is ``models.depth``: MiDaS DPT-Hybrid by default (the SSD recipe's til
 stand-in for PatchFusion, whose trained network the package registries do not carry),
 or a Depth Anything V2 (``depth-anything/Depth-Anything-V2-{Small,Base,Large}-hf``), any
 ``AutoModelForDepthEstimation`` checkpoint. Values are what the model predicts: relative
-inverse depth (larger = nearer) for MiDaS, DPT and Depth Anything. :func:`control_image` turns a map into ControlNet's input.
+inverse depth (larger = nearer) for MiDaS, DPT and Depth Anything. :func:`control_image`
+turns a map into ControlNet's input.
 """
 from __future__ import annotations
 
