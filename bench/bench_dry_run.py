@@ -10,7 +10,8 @@ runs in its own process under ``nice``, with ``--threads`` torch threads; its la
 table shows them all). A run whose resident memory passes ``--limit-gb`` or that takes
 longer than ``--timeout`` seconds is ended and reported as such. Prints the table:
 params, input size, batch, FLOPs per step, peak memory, whether it fits a 24 GB GPU at
-the recipe's batch, and seconds per step on this machine.
+the recipe's batch, and seconds per step on this machine (wall, and the process's CPU
+time: on a shared machine the wall time includes waiting for a core).
 """
 from __future__ import annotations
 
@@ -44,8 +45,10 @@ RECIPES = {
     "pose": (["train", "pose", "--config", "pose_tiny", "model.pose.backbone=resnet18",
               "data.width=576", "data.height=320"],
              "pose pretraining: ResNet-18 at SSD's pose size (pose_tiny's batch)"),
-    "translate_gdt": (["translate", "--config", "gdt", "--dry-run"], "GDT: one sample"),
-    "refine_redepth": (["refine", "--config", "redepth", "--dry-run"], "Re-Depth: one image"),
+    "translate_gdt": (["translate", "--config", "gdt", "--dry-run", "--dry-run-steps", "2"],
+                      "GDT: one sample (2 of 30 denoising steps run, the rest counted)"),
+    "refine_redepth": (["refine", "--config", "redepth", "--dry-run", "--dry-run-steps", "2"],
+                       "Re-Depth: one image (2 of 1000 x 10 steps run, the rest counted)"),
     "refine_marigold": (["refine", "--config", "marigold", "--dry-run"],
                         "Marigold: one image"),
 }
@@ -111,17 +114,18 @@ def _fmt(n: float | None, unit: str = "") -> str:
 
 def table(results: dict) -> list[str]:
     rows = ["| recipe | params | input size | batch | FLOPs/step | peak memory GiB | "
-            "fits 24 GB | s/step (this CPU) |", "|---|---|---|---|---|---|---|---|"]
+            "fits 24 GB | s/step wall | s/step CPU |", "|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         if "error" in r:
             rows.append(f"| {name} | {r['error']} (process peak {r.get('process_peak_rss_gb')}"
-                        " GiB) | | | | | | |")
+                        " GiB) | | | | | | | |")
             continue
         size = ", ".join(f"{k} {v[0]}x{v[1]}" for k, v in r["input_size"].items())
         peak = r["peak_memory_gb"]
         rows.append(f"| {name} | {_fmt(r['params_total'])} | {size} | {r['batch']} | "
                     f"{_fmt(r['flops_per_step'])} | {'n/m' if peak is None else f'{peak:.2f}'}"
-                    f" | {r['fits_24gb']} | {_fmt(r['seconds_per_step'])} |")
+                    f" | {r['fits_24gb']} | {_fmt(r['seconds_per_step'])} | "
+                    f"{_fmt(r.get('cpu_seconds_per_step'))} |")
     return rows
 
 
@@ -148,6 +152,10 @@ def measure(args) -> int:
         if "error" not in r:
             print(f"  params {r['params']}; memory: {r['memory_method']}; fits: "
                   f"{r['fits_basis']}")
+            for st in r.get("stages") or []:
+                print(f"  stage {st['name']}: FLOPs {_fmt(st['flops'])}, peak "
+                      f"{st['peak_memory_gb']} GiB, {st['seconds']} s wall, "
+                      f"{st.get('cpu_seconds')} s CPU")
             for note in r.get("notes", []):
                 print(f"  note: {note}")
     return 0

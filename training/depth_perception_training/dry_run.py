@@ -70,7 +70,7 @@ class MemoryMeter:
     entry) and ``m.method``.
     """
 
-    def __init__(self, device):
+    def __init__(self, device, dtype: str = "fp32"):
         import torch
 
         self.device = torch.device(device)
@@ -78,7 +78,7 @@ class MemoryMeter:
         self.peak_gb = 0.0
         self.method = ("torch.cuda.max_memory_allocated" if self.cuda else
                        "CPU: process peak RSS increase (/proc/self/statm sampled every 2 ms, "
-                       "checked against resource.getrusage ru_maxrss), fp32")
+                       f"checked against resource.getrusage ru_maxrss), {dtype}")
 
     def __enter__(self):
         import torch
@@ -201,7 +201,7 @@ class DryRunReport:
 
     def fits_basis(self) -> str:
         where = ("the measured CUDA peak" if self.memory_method.startswith("torch.cuda")
-                 else "the measured CPU peak (fp32)")
+                 else f"the measured CPU peak ({self.dtype.split(' ')[0]})")
         text = (f"{where} + {CUDA_OVERHEAD_GB:g} GiB CUDA context <= {GPU_MEMORY_GB:g} GiB"
                 + (" (the largest stage)" if self.stages else ""))
         if self.unmeasured:

@@ -10,8 +10,9 @@ with random weights (see :mod:`depth_perception_training.dry_run`).
   as the last step run (FLOPs and seconds between two step ends) plus the set-up.
 * ``marigold``: the Marigold v1-1 pipeline (SD 2 UNet with an 8-channel input, VAE,
   OpenCLIP ViT-H text encoder) in
-  :class:`~depth_perception_training.refine.marigold.MarigoldTeacher`, one ensemble member measured; the ``marigold.ensemble`` members of a sample each
-  encode, denoise and decode on their own, so the sample is that times the ensemble.
+  :class:`~depth_perception_training.refine.marigold.MarigoldTeacher`, one ensemble
+  member measured; the ``marigold.ensemble`` members of a sample each encode, denoise
+  and decode on their own, so the sample is that times the ensemble.
 """
 from __future__ import annotations
 
@@ -82,7 +83,7 @@ def marigold_stage(cfg, frame: np.ndarray, device) -> Stage:
 
 def redepth_stage(cfg, frame: np.ndarray, device, model: str | None, work: Path,
                   steps_run: int | None) -> Stage:
-    from depth_perception_training.dry_run_translate import sd15_components
+    from depth_perception_training.dry_run_translate import run_dtype, sd15_components
     from depth_perception_training.refine.model import load_refinable, network_size
     from depth_perception_training.refine.redepth import RedepthSettings, refine_image
     from depth_perception_training.refine.sds import SDSGuidance
@@ -107,6 +108,8 @@ def redepth_stage(cfg, frame: np.ndarray, device, model: str | None, work: Path,
     H, W = frame.shape[:2]
     size = network_size(W, H, r.short_side, r.size)
     marks = []
+    # SD in fp16 on CUDA when guidance.half_precision (bf16 here: the same bytes)
+    sd_dtype = run_dtype("fp16" if g.half_precision else "fp32", device)[0]
     release_free_memory()
     with MemoryMeter(device) as meter:
         depth = load_refinable(str(folder), str(device))
@@ -115,7 +118,8 @@ def redepth_stage(cfg, frame: np.ndarray, device, model: str | None, work: Path,
             vae, unet, text, tokenizer, scheduler = sd15_components()
             guidance = SDSGuidance(vae, unet, text, tokenizer, scheduler,
                                    guidance_scale=g.guidance_scale, t_range=tuple(g.t_range),
-                                   resolution=g.resolution, weighting=g.weighting).to(device)
+                                   resolution=g.resolution, weighting=g.weighting).to(
+                                       device, sd_dtype)
         with count_flops() as c:
             _, seconds, cpu = timed(device, lambda: refine_image(
                 depth, frame, size, guidance, "a street scene", settings,
@@ -133,7 +137,7 @@ def redepth_stage(cfg, frame: np.ndarray, device, model: str | None, work: Path,
                  round(seconds + extra * step_seconds, 3),
                  [f"{'model folder ' + name if Path(name).is_dir() else name + ' architecture'}"
                   f", random weights, at {size[0]}x{size[1]}; "
-                  f"{'SD 1.5 guidance' if guidance is not None else 'no SDS (sds_weight 0)'}; "
+                  f"{f'SD 1.5 guidance in {sd_dtype}' if guidance else 'no SDS (sds_weight 0)'}; "
                   f"{run} of {steps} x {ensemble} steps run, the rest counted as "
                   f"the last one run ({step_flops / 1e12:.3f} TFLOPs, {step_seconds:.2f} s "
                   "here)"], round(cpu + extra * step_cpu, 3))
@@ -159,6 +163,8 @@ def dry_run_refine(cfg, recipe: str, model: str | None = None, frame_size=(1600,
                 stages.append(caption_stage(cfg.caption.max_new_tokens, name=cfg.caption.model))
             stages.append(redepth_stage(cfg, frame, device, model, Path(work or tmp),
                                         steps_run))
+    dtype = ("fp32 (redepth: SD guidance bf16 where CUDA runs it in fp16)"
+             if cfg.method == "redepth" and cfg.guidance.half_precision else "fp32")
     return combine_stages(Path(recipe).stem, stages, {"frame": [W, H]}, 1, device,
-                          MemoryMeter(device).method,
+                          MemoryMeter(device, dtype.split(" ")[0]).method, dtype,
                           notes=["one image; random weights at the recipe's architectures"])

@@ -106,19 +106,35 @@ def save_control_depth(name: str, folder: Path) -> Path:
     return folder
 
 
+def run_dtype(name: str, device):
+    """(torch dtype, label) the dry run runs a recipe's ``dtype`` setting at: as the
+    recipe on CUDA; on the CPU, bf16 where CUDA would run fp16 (the same bytes per value;
+    the CPU has no fast fp16 kernels), else as the recipe."""
+    import torch
+
+    from depth_perception_training.translate.models import select_dtype
+
+    if device.type == "cuda":
+        dtype = select_dtype(name, device)
+        return dtype, str(dtype).replace("torch.", "")
+    on_gpu = select_dtype(name, torch.device("cuda"))
+    if on_gpu == torch.float16:
+        return torch.bfloat16, "bf16 (the recipe's fp16 on CUDA: same bytes per value)"
+    return on_gpu, str(on_gpu).replace("torch.", "")
+
+
 def control_depth_stage(cfg, frame: np.ndarray, device, work: Path, folder: Path | None = None,
                         label: str | None = None):
     """(Stage, FusedDepth) of the control depth on ``frame``; ``folder``: a saved model to
     use instead of ``models.depth``'s architecture."""
-    import torch
-
     from depth_perception_training.translate.control_depth import (ControlDepth,
                                                                    RelativeDepthModel)
 
     folder = folder or save_control_depth(cfg.models.depth, work / "control_depth")
+    dtype, _ = run_dtype(cfg.diffusion.dtype, device)
     release_free_memory()
     with MemoryMeter(device) as meter:
-        estimator = RelativeDepthModel(str(folder), device, torch.float32, True)
+        estimator = RelativeDepthModel(str(folder), device, dtype, True)
         estimator.model.requires_grad_(False)
         cd = cfg.control_depth
         control = ControlDepth(estimator, cd.grid, cd.overlap, cd.batch_size)
@@ -196,8 +212,6 @@ def diffusion_stage(cfg, control: np.ndarray, device, work: Path, steps_run: int
     instead of the full-size architectures."""
     from dataclasses import replace
 
-    import torch
-
     from depth_perception_training.translate.gdt import GDTGenerator, generation_size
 
     models = replace(cfg.models, **(folders or save_diffusion_models(work / "diffusion")))
@@ -207,10 +221,11 @@ def diffusion_stage(cfg, control: np.ndarray, device, work: Path, steps_run: int
         raise ValueError("dry run: diffusion needs at least 2 steps run to measure one "
                          "denoising step")
     diffusion = replace(cfg.diffusion, steps=run, cpu_offload=False)
+    dtype, _ = run_dtype(cfg.diffusion.dtype, device)
     release_free_memory()
     marks = []                          # (FLOPs so far, wall, CPU time) at each UNet call
     with MemoryMeter(device) as meter:
-        generator = GDTGenerator(models, diffusion, device, torch.float32)
+        generator = GDTGenerator(models, diffusion, device, dtype)
         pipe = generator.pipe
         pipe_params = {k: param_count(getattr(pipe, k)) for k in
                        ("unet", "controlnet", "text_encoder", "vae", "image_encoder")}
@@ -276,8 +291,9 @@ def dry_run_translate(cfg, recipe: str, frame_size=(1600, 900), steps_run: int |
                        if k not in ("captioner", "depth")} | {"local_files_only": True}
         stages.append(diffusion_stage(cfg, control_image(fused.fused), device, work,
                                       steps_run, folders))
-    method = MemoryMeter(device).method
-    return combine_stages(Path(recipe).stem, stages, {"frame": [W, H]}, 1, device, method,
+    label = run_dtype(cfg.diffusion.dtype, device)[1]
+    return combine_stages(Path(recipe).stem, stages, {"frame": [W, H]}, 1, device,
+                          MemoryMeter(device, label.split(" ")[0]).method, label,
                           notes=["one frame, one condition; each stage's models loaded "
                                  "alone, freed before the next",
                                  "random weights at the recipe's architectures"])
