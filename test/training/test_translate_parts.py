@@ -301,3 +301,28 @@ def test_translate_without_bags_names_the_key_and_makes_no_data(name, tmp_path):
     with pytest.raises(ValueError, match="source.synth"):      # the old key is gone
         load_translate_config(name, ["source.synth.frames=3"])
     assert not list(tmp_path.iterdir())
+
+
+def test_depth_anything_v2_is_a_control_depth_option(tmp_path):
+    """models.depth may name a Depth Anything V2: the architecture table gives the
+    released sizes (Small 24,785,089 parameters, as the hub's checkpoint), and a small
+    one built from its config runs through RelativeDepthModel and the tiled fusion."""
+    from depth_perception_training.tiny import save_tiny_depth_anything
+    from depth_perception_training.translate.control_depth import (
+        DEPTH_ANYTHING_V2, RelativeDepthModel, control_depth_architecture)
+
+    small, processor = control_depth_architecture("depth-anything/Depth-Anything-V2-Small-hf")
+    assert sum(p.numel() for p in small.parameters()) == 24_785_089
+    assert type(small).__name__ == "DepthAnythingForDepthEstimation"
+    assert small.config.depth_estimation_type == "relative"
+    assert len(DEPTH_ANYTHING_V2) == 3
+    with pytest.raises(ValueError, match="no architecture known"):
+        control_depth_architecture("someone/unknown-depth")
+    folder = save_tiny_depth_anything(tmp_path / "da", metric=False)
+    type(processor)(size={"height": 56, "width": 56}, keep_aspect_ratio=True,
+                    ensure_multiple_of=14).save_pretrained(folder)
+    rgb = np.random.default_rng(0).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    fused = ControlDepth(RelativeDepthModel(str(folder), "cpu", None, True), grid=(2, 2),
+                         overlap=0.5)(rgb)
+    assert fused.fused.shape == (64, 96) and np.isfinite(fused.fused).all()
+    assert len(fused.boxes) == 4 and fused.global_pred.shape == (64, 96)

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from depth_perception_training.commands import add_config_arguments, print_config
+from depth_perception_training.commands import (add_config_arguments, add_dry_run_argument,
+                                                print_config)
 
 HELP = ("train a depth model (teacher: self-supervised monodepth2-family training from rosbags; "
         "student: SSD distillation on translated frames)")
@@ -32,6 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                 "name a base_config it extends",
                              "OmegaConf dotlist overrides, e.g. data.bags=[a,b] "
                              "trainer.max_steps=200 output_dir=runs/x")
+        add_dry_run_argument(p, "one optimisation step at the recipe's batch on a "
+                                "synthetic drive")
         p.add_argument("--resume", action="store_true",
                        help="continue from the newest checkpoint of output_dir (same as "
                             "trainer.resume=auto; trainer.resume=PATH picks a checkpoint)")
@@ -54,6 +57,12 @@ def run(args: argparse.Namespace) -> int:
 
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         logging.getLogger("accelerate").setLevel(logging.WARNING)   # per-file save messages
+    if args.dry_run:
+        from depth_perception_training.dry_run import print_report
+        from depth_perception_training.dry_run_train import dry_run_train
+
+        print_report(dry_run_train(cfg, args.config)[0])
+        return 0
     from accelerate import PartialState
 
     if args.task == "pose":

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from depth_perception_training.commands import add_config_arguments, print_config
+from depth_perception_training.commands import (add_config_arguments, add_dry_run_argument,
+                                                print_config)
 
 HELP = ("translate day-clear frames of rosbags into night/rain/snow (gdt: SSD's diffusion "
         "translation; paired; photometric), resumable and shardable with Accelerate")
@@ -14,6 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                  "photometric.yaml, gdt_tiny.yaml, or a path)",
                          "OmegaConf dotlist overrides, e.g. source.bags=[/data/day1] "
                          "output_dir=runs/gdt conditions=[night]")
+    add_dry_run_argument(parser, "one GDT translation of one frame, one stage at a time "
+                                 "(caption, control depth, diffusion)", per_image=True)
     parser.epilog = ("A rerun with the same output_dir continues where a previous run "
                      "stopped. Several processes: accelerate launch ... -m "
                      "depth_perception.cli translate --config ...")
@@ -33,6 +36,12 @@ def run(args: argparse.Namespace) -> int:
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         for name in ("diffusers", "transformers", "accelerate"):
             logging.getLogger(name).setLevel(logging.WARNING)
+    if args.dry_run:
+        from depth_perception_training.dry_run import print_report
+        from depth_perception_training.dry_run_translate import dry_run_translate
+
+        print_report(dry_run_translate(cfg, args.config, args.frame_size, args.dry_run_steps))
+        return 0
     result = run_translate(cfg)
     print(f"process {result.rank}/{result.world}: {result.frames} frames, translated "
           f"{result.translated}, skipped {result.skipped} (done before), rejected "

@@ -451,7 +451,8 @@ def build_student_trainer(cfg):
     from depth_perception_training.train.teacher import (build_depth_trainer,
                                                          check_input_size, depth_input_size,
                                                          freeze_unused_parameters,
-                                                         make_metadata, training_focal)
+                                                         make_metadata, training_focal,
+                                                         check_teacher_focal)
 
     dcfg = cfg if OmegaConf.is_config(cfg) else OmegaConf.structured(cfg)
     cfg = to_dataclass(dcfg)
@@ -503,16 +504,7 @@ def build_student_trainer(cfg):
     # 3. Data
     train_set, val_set = build_student_datasets(cfg)
     focal = training_focal(train_set.day)
-    tm = teacher.metadata
-    if tm.train_focal_px > 0:      # compared per pixel of short side: the sizes may differ
-        ratio = (focal / min(cfg.data.height, cfg.data.width)) / (
-            tm.train_focal_px / min(tm.train_height, tm.train_width))
-        if abs(ratio - 1) > 0.02:
-            logger.warning("student: the training frames' focal length (%.1f px at %dx%d) is "
-                           "%.3fx the teacher's (%.1f px at %dx%d): the teacher's metric depth "
-                           "is off by that ratio on them", focal, cfg.data.width,
-                           cfg.data.height, ratio, tm.train_focal_px, tm.train_width,
-                           tm.train_height)
+    check_teacher_focal(teacher.metadata, focal, cfg.data.width, cfg.data.height)
     logger.info("student: %d training samples (%.0f%% with translations, keep p=%.3f), %s "
                 "validation samples", len(train_set), 100 * train_set.coverage,
                 train_set.keep_probability, len(val_set) if val_set else 0)

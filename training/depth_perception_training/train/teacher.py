@@ -342,38 +342,81 @@ def build_datasets(cfg: TrainConfig, train_bags: list[Path], val_bags: list[Path
     return train, val
 
 
-def training_focal(dataset) -> float:
-    """Focal length in pixels of the training frames (at the training size): the median
-    over the dataset's bags, with a warning when their cameras disagree by over 2%."""
-    from depth_perception.runtime.geometry import focal_px
-
-    focals = [focal_px(seq.intrinsics) for seq in dataset.sequences]
-    if not focals:
+def training_focal(dataset) -> tuple[float, float]:
+    """(fx, fy) in pixels of the training frames at the training (loss) size: the medians
+    over the dataset's bags, with a warning when their cameras disagree by over 2%. The
+    frames are resized to that size without keeping the camera's aspect, so fx and fy
+    may differ even for a square-pixel camera."""
+    fx = [float(seq.intrinsics.fx) for seq in dataset.sequences]
+    fy = [float(seq.intrinsics.fy) for seq in dataset.sequences]
+    if not fx:
         raise ValueError("the training set has no bag: cannot record the training focal length")
-    f = float(np.median(focals))
-    if max(focals) > 1.02 * min(focals):
-        logger.warning("teacher: the training bags' focal lengths at %dx%d differ (%.1f-%.1f "
-                       "px); the model records the median %.1f px", dataset.sequences[0]
-                       .intrinsics.width, dataset.sequences[0].intrinsics.height,
-                       min(focals), max(focals), f)
+    f = (float(np.median(fx)), float(np.median(fy)))
+    if max(fx) > 1.02 * min(fx) or max(fy) > 1.02 * min(fy):
+        logger.warning("teacher: the training bags' focal lengths at %dx%d differ (fx %.1f-%.1f,"
+                       " fy %.1f-%.1f px); the model records the medians %.1f, %.1f px",
+                       dataset.sequences[0].intrinsics.width,
+                       dataset.sequences[0].intrinsics.height, min(fx), max(fx), min(fy),
+                       max(fy), *f)
     return f
 
 
+def depth_input_focal(cfg: TrainConfig, focal_xy: tuple[float, float]) -> tuple[float, float]:
+    """(fx, fy) in pixels of what the depth net sees: the frames' ``focal_xy`` at the loss
+    size ``data.width`` x ``data.height``, resized per axis to :func:`depth_input_size`
+    (SSD: 576x320 -> 784x518 scales fx by 1.361 and fy by 1.619)."""
+    H, W = depth_input_size(cfg)
+    return (float(focal_xy[0]) * W / cfg.data.width, float(focal_xy[1]) * H / cfg.data.height)
+
+
+def check_teacher_focal(tm, focal_xy: tuple[float, float], width: int, height: int) -> float:
+    """Warn when the student's frames (``focal_xy`` at ``width`` x ``height``) and the
+    teacher's training frames differ in field of view by over 2 %: the teacher's metric
+    depth is off by about that ratio on them. Focal per pixel of the same axis does not
+    change with a resize (fx / W, fy / H), so the sizes may differ; teachers that record
+    only the mean focal length are compared per pixel of short side. Returns the ratio
+    (1.0 when the teacher records no focal length)."""
+    if not tm.train_focal_px > 0:
+        return 1.0
+    fx, fy = focal_xy
+    xy = tm.provenance.get("train_focal_xy_px")
+    if xy:
+        ratio = 0.5 * (fx / width + fy / height) / (
+            0.5 * (xy[0] / tm.train_width + xy[1] / tm.train_height))
+    else:
+        ratio = (0.5 * (fx + fy) / min(height, width)) / (
+            tm.train_focal_px / min(tm.train_height, tm.train_width))
+    if abs(ratio - 1) > 0.02:
+        logger.warning("student: the training frames' focal length (fx %.1f, fy %.1f px at "
+                       "%dx%d) is %.3fx the teacher's (%.1f px at %dx%d): the teacher's metric "
+                       "depth is off by that ratio on them", fx, fy, width, height, ratio,
+                       tm.train_focal_px, tm.train_width, tm.train_height)
+    return ratio
+
+
 def make_metadata(cfg: TrainConfig, task: str, arch: str, depth_cfg, step: int | None,
-                  train_focal_px: float, provenance: dict) -> ModelMetadata:
+                  train_focal_xy: tuple[float, float], provenance: dict) -> ModelMetadata:
     """Metadata of an exported depth network (``task`` teacher or student): dynamic size,
     the training size and focal length (what the runtime resizes to by default, see
-    runtime/geometry.py), provenance: task, arch, size, bags, step, then ``provenance``."""
+    runtime/geometry.py), provenance: task, arch, size, bags, step, then ``provenance``.
+
+    ``train_focal_xy``: (fx, fy) of the training frames at the loss size (see
+    :func:`training_focal`). The depth net saw them resized per axis to its own input
+    size (:func:`depth_input_focal`); ``train_focal_px`` is the mean of those two, the
+    focal length the runtime puts at the model input (``runtime.geometry.focal_px``: it
+    resizes camera frames keeping their aspect). Both axes go to the provenance
+    (``train_focal_xy_px``)."""
     H, W = depth_input_size(cfg)            # what the depth net saw, and its focal there
-    focal = float(train_focal_px) * min(H, W) / min(cfg.data.height, cfg.data.width)
+    fx, fy = depth_input_focal(cfg, train_focal_xy)
     return ModelMetadata(
         output_kind="metric_depth", input_height=0, input_width=0,
         size_multiple=depth_network_class(arch).size_multiple, mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
         min_depth=float(depth_cfg.min_depth), max_depth=float(depth_cfg.max_depth),
-        train_height=int(H), train_width=int(W), train_focal_px=focal,
+        train_height=int(H), train_width=int(W), train_focal_px=0.5 * (fx + fy),
         provenance={"task": task, "arch": arch, "train_size": [W, H],
                     "loss_size": [cfg.data.width, cfg.data.height],
+                    "train_focal_xy_px": [fx, fy],
                     "bags": list(cfg.data.bags), "step": step, **provenance})
 
 
@@ -452,9 +495,9 @@ def build_teacher_trainer(cfg):
     train_set, val_set = build_datasets(cfg, train_bags, val_bags)
     focal = training_focal(train_set)
     logger.info("teacher: %d training samples from %d bags, %s validation samples; "
-                "%dx%d frames (pose net and losses), depth net at %dx%d, focal length %.1f px",
+                "%dx%d frames (pose net and losses), depth net at %dx%d, fx, fy %.1f, %.1f px",
                 len(train_set), len(train_bags), len(val_set) if val_set else 0,
-                cfg.data.width, cfg.data.height, *depth_input_size(cfg)[::-1], focal)
+                cfg.data.width, cfg.data.height, *depth_input_size(cfg)[::-1], *focal)
 
     # 4. Loaders, export of the depth network (a checkpoint folder for node / evaluate /
     #    export), the trainer

@@ -15,8 +15,12 @@ fine structure is lost. PatchFusion's recipe, as used here:
    frame border), so the fused map ``sum_k w_k (s_k P_k + t_k) / sum_k w_k`` has no step
    at any tile border.
 
-Values are what the model predicts: relative inverse depth (larger = nearer) for MiDaS,
-DPT and Depth Anything. :func:`control_image` turns a map into ControlNet's input.
+The model is ``models.depth``: MiDaS DPT-Hybrid by default (the SSD recipe's tiled
+stand-in for PatchFusion, whose trained network the package registries do not carry),
+or a Depth Anything V2 (``depth-anything/Depth-Anything-V2-{Small,Base,Large}-hf``), any
+``AutoModelForDepthEstimation`` checkpoint. Values are what the model predicts: relative
+inverse depth (larger = nearer) for MiDaS, DPT and Depth Anything. :func:`control_image`
+turns a map into ControlNet's input.
 """
 from __future__ import annotations
 
@@ -138,6 +142,60 @@ class RelativeDepthModel:
             pred = torch.nn.functional.interpolate(pred[:, None].float(), size=(h, w),
                                                    mode="bicubic", align_corners=False)
         return list(pred[:, 0].cpu().numpy())
+
+
+#: Depth Anything V2 (transformers) sizes by hub id: DINOv2 width, depth, heads, the
+#: DPT neck and fusion widths of the released checkpoints
+DEPTH_ANYTHING_V2 = {
+    "depth-anything/Depth-Anything-V2-Small-hf": (384, 12, 6, [48, 96, 192, 384], 64),
+    "depth-anything/Depth-Anything-V2-Base-hf": (768, 12, 12, [96, 192, 384, 768], 128),
+    "depth-anything/Depth-Anything-V2-Large-hf": (1024, 24, 16, [256, 512, 1024, 1024], 256),
+}
+#: the DPT control depth models (MiDaS v3) by hub id
+DPT_MIDAS = ("Intel/dpt-hybrid-midas", "Intel/dpt-large")
+
+
+def control_depth_architecture(name: str):
+    """(model, image processor) of the control depth model ``name`` (a hub id of
+    :data:`DPT_MIDAS` or :data:`DEPTH_ANYTHING_V2`) built from its configuration with
+    random weights: the architecture and input size of the released checkpoint, for dry
+    runs and tests (no download). ValueError for another name."""
+    from transformers import (BitConfig, DepthAnythingConfig, DepthAnythingForDepthEstimation,
+                              Dinov2Config, DPTConfig, DPTForDepthEstimation,
+                              DPTImageProcessor)
+
+    if name in DEPTH_ANYTHING_V2:
+        width, layers, heads, neck, fusion = DEPTH_ANYTHING_V2[name]
+        stages = [f"stage{layers * k // 4}" for k in range(1, 5)]
+        backbone = Dinov2Config(hidden_size=width, num_hidden_layers=layers,
+                                num_attention_heads=heads, image_size=518, patch_size=14,
+                                out_features=stages, reshape_hidden_states=False)
+        model = DepthAnythingForDepthEstimation(DepthAnythingConfig(
+            backbone_config=backbone, reassemble_hidden_size=width, patch_size=14,
+            neck_hidden_sizes=neck, fusion_hidden_size=fusion, depth_estimation_type="relative"))
+        processor = DPTImageProcessor(size={"height": 518, "width": 518}, keep_aspect_ratio=True,
+                                      ensure_multiple_of=14, resample=3,
+                                      image_mean=[0.485, 0.456, 0.406],
+                                      image_std=[0.229, 0.224, 0.225])
+        return model.eval(), processor
+    if name == "Intel/dpt-hybrid-midas":
+        backbone = BitConfig(global_padding="same", layer_type="bottleneck", depths=[3, 4, 9],
+                             out_features=["stage1", "stage2", "stage3"],
+                             embedding_dynamic_padding=True)
+        config = DPTConfig(is_hybrid=True, backbone_config=backbone, image_size=384,
+                           neck_hidden_sizes=[256, 512, 768, 768],
+                           backbone_out_indices=[2, 5, 8, 11], readout_type="project")
+    elif name == "Intel/dpt-large":
+        config = DPTConfig(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                           intermediate_size=4096, image_size=384,
+                           neck_hidden_sizes=[256, 512, 1024, 1024],
+                           backbone_out_indices=[5, 11, 17, 23], readout_type="project")
+    else:
+        raise ValueError(f"control depth '{name}': no architecture known; known: "
+                         f"{', '.join(DPT_MIDAS + tuple(DEPTH_ANYTHING_V2))}")
+    processor = DPTImageProcessor(size={"height": 384, "width": 384}, keep_aspect_ratio=False,
+                                  image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
+    return DPTForDepthEstimation(config).eval(), processor
 
 
 @dataclass
