@@ -51,6 +51,8 @@ RECIPES = {
                        "Re-Depth: one image (2 of 1000 x 10 steps run, the rest counted)"),
     "refine_marigold": (["refine", "--config", "marigold", "--dry-run"],
                         "Marigold: one image"),
+    "metricgold": (["train", "metricgold", "--config", "metricgold"],
+                   "MetricGold: SD 2 UNet fine-tuning step at 1216x352, batch 2"),
 }
 
 

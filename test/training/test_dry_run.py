@@ -113,3 +113,29 @@ def test_redepth_dry_run_counts_the_whole_sample_from_the_steps_run(tmp_path, ca
     assert out["params"] == {"redepth.depth": out["params_total"]} and out["params_total"] > 0
     assert "3 of 4 x 2 steps run" in out["notes"][-1]
     assert out["flops_per_step"] > 0 and out["fits_24gb"] is True
+
+
+def test_metricgold_dry_run(capsys):
+    """The tiny MetricGold recipe: UNet, VAE and text encoder counted, one step at its
+    batch on frames without context."""
+    from depth_perception.cli import main
+
+    assert main(["train", "metricgold", "--config", "metricgold_tiny", "--dry-run"]) == 0
+    out = _last_json(capsys.readouterr().out)
+    assert KEYS <= set(out) and out["recipe"] == "metricgold_tiny" and out["batch"] == 2
+    assert set(out["params"]) == {"unet", "vae", "text_encoder"}
+    assert out["input_size"] == {"loss": [64, 32]} and out["flops_per_step"] > 0
+
+
+def test_metricgold_from_a_hub_id_dry_runs_stable_diffusion_2s_architecture():
+    """metricgold.yaml names stabilityai/stable-diffusion-2: its dry run builds that
+    architecture with random weights (here only built, not stepped: 1.3 B parameters)."""
+    from depth_perception_training.dry_run_train import weight_overrides
+    from depth_perception_training.dry_run_refine import sd2_components
+    from depth_perception_training.train.config import load_config
+
+    assert weight_overrides(load_config("metricgold"), None) == ["metricgold.base=random-sd2"]
+    parts = sd2_components()
+    assert parts["unet"].config.in_channels == 4 and parts["unet"].config.cross_attention_dim == 1024
+    assert parts["scheduler_config"]["prediction_type"] == "v_prediction"
+    assert sum(p.numel() for p in parts["unet"].parameters()) == 865_910_724

@@ -1,9 +1,9 @@
 """Dry runs: a recipe's models at their real architecture and input size, one real step.
 
-``--dry-run`` on ``train teacher|student|pose``, ``translate`` and ``refine`` builds every
-model a recipe names from config objects with random weights (no download), runs one
-real step on the device at hand (one optimisation step at the recipe's batch, or one
-translated / refined sample) and prints, as its last line, one JSON object:
+``--dry-run`` on ``train teacher|student|pose|metricgold``, ``translate`` and ``refine``
+builds every model a recipe names from config objects with random weights (no download),
+runs one real step on the device at hand (one optimisation step at the recipe's batch,
+or one translated / refined sample) and prints, as its last line, one JSON object:
 
 ``recipe``, ``params`` (module -> parameter count), ``input_size``, ``batch``,
 ``flops_per_step`` (``torch.utils.flop_counter.FlopCounterMode`` over the step: matmuls,

@@ -28,17 +28,17 @@ from depth_perception_training.dry_run import (MemoryMeter, Stage, clock, combin
 DEFAULT_REDEPTH_MODEL = "depth-anything/Depth-Anything-V2-Large-hf"
 
 
-def marigold_v1_1_pipeline():
-    """MarigoldDepthPipeline of prs-eth/marigold-depth-v1-1's architecture, random."""
-    from diffusers import (AutoencoderKL, DDIMScheduler, MarigoldDepthPipeline,
-                           UNet2DConditionModel)
+def sd2_components(in_channels: int = 4) -> dict:
+    """unet, vae, text_encoder, tokenizer, scheduler_config of Stable Diffusion 2's
+    architecture (768 px, v-prediction), random weights."""
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from depth_perception_training.dry_run_translate import SD15_SCHEDULER, SD15_VAE
     from depth_perception_training.tiny import byte_clip_tokenizer
 
     tokenizer = byte_clip_tokenizer(max_length=77)
-    unet = UNet2DConditionModel(sample_size=96, in_channels=8, out_channels=4,
+    unet = UNet2DConditionModel(sample_size=96, in_channels=in_channels, out_channels=4,
                                 cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20),
                                 use_linear_projection=True,
                                 block_out_channels=(320, 640, 1280, 1280), layers_per_block=2)
@@ -47,10 +47,21 @@ def marigold_v1_1_pipeline():
         num_attention_heads=16, max_position_embeddings=77, hidden_act="gelu",
         projection_dim=512, bos_token_id=len(tokenizer) - 2, eos_token_id=len(tokenizer) - 1,
         pad_token_id=len(tokenizer) - 1))
-    scheduler = DDIMScheduler(**{**SD15_SCHEDULER, "prediction_type": "v_prediction",
-                                 "timestep_spacing": "trailing"})
-    return MarigoldDepthPipeline(unet=unet, vae=AutoencoderKL(**SD15_VAE), scheduler=scheduler,
-                                 text_encoder=text, tokenizer=tokenizer,
+    scheduler = DDIMScheduler(**{**SD15_SCHEDULER, "prediction_type": "v_prediction"})
+    return {"unet": unet, "vae": AutoencoderKL(**SD15_VAE), "text_encoder": text,
+            "tokenizer": tokenizer, "scheduler_config": scheduler.config}
+
+
+def marigold_v1_1_pipeline():
+    """MarigoldDepthPipeline of prs-eth/marigold-depth-v1-1's architecture, random."""
+    from diffusers import DDIMScheduler, MarigoldDepthPipeline
+
+    parts = sd2_components(in_channels=8)
+    scheduler = DDIMScheduler.from_config(parts["scheduler_config"],
+                                          timestep_spacing="trailing")
+    return MarigoldDepthPipeline(unet=parts["unet"], vae=parts["vae"], scheduler=scheduler,
+                                 text_encoder=parts["text_encoder"],
+                                 tokenizer=parts["tokenizer"],
                                  prediction_type="depth", scale_invariant=True,
                                  shift_invariant=True, default_denoising_steps=4,
                                  default_processing_resolution=768)

@@ -1,4 +1,4 @@
-"""``train teacher|student|pose --dry-run``: the recipe's trainer with random weights, one
+"""``train teacher|student|pose|metricgold --dry-run``: the recipe's trainer with random weights, one
 optimisation step at the recipe's batch on a synthetic drive, measured (see
 :mod:`depth_perception_training.dry_run`).
 
@@ -27,6 +27,9 @@ from depth_perception_training.dry_run import (DryRunReport, MemoryMeter, count_
                                                param_count, timed)
 
 logger = logging.getLogger(__name__)
+
+#: metricgold.base of a dry run from a hub id: Stable Diffusion 2's architecture, random
+RANDOM_SD2 = "random-sd2"
 
 #: student recipe -> the teacher recipe its dry run builds a random teacher from
 TEACHER_RECIPES = {"student_tiny": "teacher_tiny", "dinosd_student": "dinosd_teacher"}
@@ -62,6 +65,9 @@ def weight_overrides(cfg, work: Path) -> list[str]:
             out.append(f"model.{net}.pretrained=null")
         if values.get("strengthened"):
             out.append(f"model.{net}.strengthened=false")
+    if cfg.task == "metricgold" and not (cfg.metricgold.base == "tiny"
+                                         or Path(cfg.metricgold.base).is_dir()):
+        out.append(f"metricgold.base={RANDOM_SD2}")
     if cfg.task == "student" and cfg.student.semantic.weight > 0:
         enc = str(cfg.student.semantic.encoder)
         if enc != "teacher" and not Path(enc).is_dir():
@@ -74,7 +80,7 @@ def synthetic_drive(cfg, work: Path) -> Path:
     """A day-clear synthetic bag at the loss size with frames for one batch."""
     from depth_perception.synth import make_synthetic_bags
 
-    span = max(abs(int(o)) for o in cfg.data.context)
+    span = max((abs(int(o)) for o in cfg.data.context), default=0)
     frames = int(cfg.data.batch_size) + 2 * span + 4
     return make_synthetic_bags(work / "bags", frames=frames,
                                size=(int(cfg.data.width), int(cfg.data.height)),
@@ -160,7 +166,13 @@ def build(cfg):
         if objective.semantic_encoder is not None:
             modules["semantic_encoder"] = objective.semantic_encoder
         return trainer, modules
-    raise ValueError(f"dry run: unknown task '{task}' (teacher, student, pose)")
+    if task == "metricgold":
+        from depth_perception_training.train.metricgold import build_metricgold_trainer
+
+        trainer, objective, parts = build_metricgold_trainer(cfg)
+        return trainer, {"unet": trainer.models["unet"], "vae": objective.vae,
+                         "text_encoder": parts["text_encoder"]}
+    raise ValueError(f"dry run: unknown task '{task}' (teacher, student, pose, metricgold)")
 
 
 def _unwrap(module):
@@ -191,7 +203,7 @@ def dry_run_train(cfg, recipe: str, work: str | Path | None = None,
         if not record["loss"] == record["loss"]:
             notes.append("the step's loss was not finite (random weights)")
         sizes = {"loss": [c.data.width, c.data.height]}
-        if c.task != "pose":
+        if c.task not in ("pose", "metricgold"):
             sizes["depth"] = list(depth_input_size(c))[::-1]
         report = DryRunReport(
             recipe=Path(recipe).stem,

@@ -251,12 +251,17 @@ def build_pipeline(unet, vae, scheduler_config, text_encoder, tokenizer, steps: 
 # -- the task ------------------------------------------------------------------------------
 def load_components(base: str, local_files_only: bool = False, seed: int = 0) -> dict:
     """unet, vae, text_encoder, tokenizer, scheduler_config of a Stable Diffusion folder
-    or hub id (``base``; Marigold starts from stable-diffusion-2), or of a random-weight
-    tiny copy (``base: tiny``)."""
+    or hub id (``base``; Marigold starts from stable-diffusion-2), of a random-weight
+    tiny copy (``base: tiny``), or Stable Diffusion 2's architecture with random weights
+    (``base: random-sd2``, what ``--dry-run`` measures)."""
     if base == "tiny":
         from depth_perception_training.tiny import tiny_sd_components
 
         return tiny_sd_components(seed=seed)
+    if base == "random-sd2":              # dry runs: the real architecture, no download
+        from depth_perception_training.dry_run_refine import sd2_components
+
+        return sd2_components()
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
