@@ -80,7 +80,7 @@ def run_one(name: str, threads: int, limit_gb: float, timeout: float) -> dict:
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(["nice", "-n", "15", sys.executable, "-m", "depth_perception.cli",
                                  *command(name)], stdout=out, stderr=err, env=env)
-        t0, peak, why = time.monotonic(), 0.0, None
+        t0, peak, why, load = time.monotonic(), 0.0, None, os.getloadavg()[0]
         while proc.poll() is None:
             peak = max(peak, _rss_gb(proc.pid))
             if peak > limit_gb:
@@ -97,7 +97,8 @@ def run_one(name: str, threads: int, limit_gb: float, timeout: float) -> dict:
         lines = [line for line in out.read().splitlines() if line.strip()]
         if why is None and proc.returncode == 0 and lines:
             try:
-                return json.loads(lines[-1])
+                return {**json.loads(lines[-1]),
+                        "load": [round(load, 2), round(os.getloadavg()[0], 2)]}
             except json.JSONDecodeError:
                 why = "last line is not JSON"
         tail = err.read().strip().splitlines()[-3:]
@@ -143,9 +144,10 @@ def measure(args) -> int:
         results[name] = run_one(name, args.threads, args.limit_gb, args.timeout)
         cache.write_text(json.dumps(results, indent=1))
     shown = {n: results[n] for n in RECIPES if n in results}
-    print(f"# dry runs, {args.threads} torch thread(s), nice 15, load "
-          f"{os.getloadavg()[0]:.2f}; a run is ended above {args.limit_gb} GiB or "
-          f"{args.timeout:.0f} s")
+    print(f"# dry runs, {args.threads} torch thread(s), nice 15, each in its own process; "
+          f"a run is ended above {args.limit_gb} GiB or {args.timeout:.0f} s. Wall times "
+          "include waiting for a core on a shared machine (each run's load at its start and "
+          "end below, where recorded); the CPU column is the process's own CPU time")
     for line in table(shown):
         print(line)
     print("\nPer recipe (command, memory method, notes):")
@@ -153,7 +155,7 @@ def measure(args) -> int:
         print(f"- {name}: depth-perception {' '.join(command(name))}; {RECIPES[name][1]}")
         if "error" not in r:
             print(f"  params {r['params']}; memory: {r['memory_method']}; fits: "
-                  f"{r['fits_basis']}")
+                  f"{r['fits_basis']}; load {r.get('load', 'not recorded')}")
             for st in r.get("stages") or []:
                 print(f"  stage {st['name']}: FLOPs {_fmt(st['flops'])}, peak "
                       f"{st['peak_memory_gb']} GiB, {st['seconds']} s wall, "

@@ -130,7 +130,8 @@ def prepare(cfg, recipe: str, work: Path, teacher_recipe: str | None = None):
             teacher_recipe = teacher_recipe or TEACHER_RECIPES.get(Path(recipe).stem,
                                                                    DEFAULT_TEACHER_RECIPE)
             teacher = str(random_teacher_run(teacher_recipe, work))
-            notes.append(f"teacher: random weights from the {teacher_recipe} recipe")
+            notes.append(f"teacher: random weights from the {teacher_recipe} recipe (its run "
+                         "folder made before the memory span; the teacher is loaded inside it)")
         overrides += [f"student.teacher={teacher}", "student.translator=photometric",
                       "student.pseudo_labels=null", "student.export_onnx=false",
                       "student.translations="
