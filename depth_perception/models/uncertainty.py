@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import math
 
-import torch
-import torch.nn as nn
+from depth_perception.models._deps import require_torch
+
+require_torch(__name__)
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
 
 #: the head's start: log variance of a 30 % log-depth error (sigma 0.3)
 INITIAL_LOG_VARIANCE = 2.0 * math.log(0.3)

@@ -12,6 +12,7 @@ torch and transformers are imported when a model is opened, never at module impo
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -201,8 +202,12 @@ class TorchBackend(Backend):
         mw, mh = model_size
         with torch.inference_mode():
             # 1. upload the uint8 frame                                     [H,W,3] u8
-            frame = torch.from_numpy(np.ascontiguousarray(rgb)).to(self.device,
-                                                                   non_blocking=True)
+            #    (the node's frame may be a read-only view of its message: only read here,
+            #    the upload copies it, so torch's not-writable warning does not apply)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+                frame = torch.from_numpy(np.ascontiguousarray(rgb)).to(self.device,
+                                                                       non_blocking=True)
             x = frame[y0:y0 + ch, x0:x0 + cw].permute(2, 0, 1)[None].float()  # [1,3,h,w]
             # 2. resize (antialiased when shrinking by more than 2x) and normalise
             if (mw, mh) != (cw, ch):
