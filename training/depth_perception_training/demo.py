@@ -44,7 +44,9 @@ class DemoConfig:
     frames: int = 20
     size: tuple = (320, 96)                 # (W, H) of the synthetic camera
     train_size: tuple = (320, 96)           # (W, H) network input (multiples of 32)
-    train_steps: int | None = None          # None: teacher_tiny.yaml's trainer.max_steps
+    #: tiny teacher steps; teacher_tiny.yaml's learning-rate decay moves with them (it
+    #: stays at the same fraction of the run). None: the file's trainer.max_steps
+    train_steps: int | None = 360
     train_scenes: int = 6                   # day-clear training drives (seeds seed+1..)
     train_frames: int = 60
     pose_scenes: int = 6                    # drives the pose net is pretrained on (seed+201..)
@@ -58,7 +60,7 @@ class DemoConfig:
     conditions: tuple = CONDITIONS
     #: SSD student distilled from the demo's teacher on `photometric` translations of
     #: the teacher's day-clear training drives (never the bags it is scored on); 0: none
-    student_steps: int = 200
+    student_steps: int = 150
     #: lens of the evaluated drives ("plumb_bob:-0.3", synth --distortion); None: pinhole.
     #: The node (online) and evaluate (offline) rectify with the same rectifier.
     distortion: str | None = None
@@ -161,6 +163,16 @@ def loader_overrides(cfg: DemoConfig) -> list[str]:
             f"data.cache_dir={cfg.out.resolve() / 'frame_cache'}"]
 
 
+def scaled_schedule(conf, steps: int) -> list[str]:
+    """Overrides that run ``conf`` for ``steps`` steps with its step decay at the same
+    fraction of the run (teacher_tiny.yaml: x0.25 at step 300 of 600, so at 180 of 360)."""
+    out = [f"trainer.max_steps={steps}"]
+    optim, total = conf.optim, int(conf.trainer.max_steps)
+    if optim.get("scheduler") == "step" and optim.get("interval") == "step" and total > 0:
+        out.append(f"optim.step_size={max(1, round(int(optim.step_size) * steps / total))}")
+    return out
+
+
 def train_tiny_teacher(cfg: DemoConfig, bags: list[Path]) -> tuple[str, str]:
     """Pretrain the pose net (``train pose`` on drives of its own), then train the tiny
     teacher on ``bags``; returns (model folder, note for the report)."""
@@ -176,7 +188,8 @@ def train_tiny_teacher(cfg: DemoConfig, bags: list[Path]) -> tuple[str, str]:
                  "trainer.checkpoint_every=0", "trainer.val_every=-1", "trainer.progress=false",
                  "trainer.image_every=0", *loader_overrides(cfg), f"seed={cfg.seed}"]
     if cfg.train_steps is not None:
-        overrides.append(f"trainer.max_steps={cfg.train_steps}")
+        overrides += scaled_schedule(load_config(find_config("teacher_tiny.yaml"), overrides),
+                                     cfg.train_steps)
     conf = load_config(find_config("teacher_tiny.yaml"), overrides)
     pose_note = "random-init pose net"
     if dict(conf.model.pose).get("strengthened"):   # pretrain it on drives of its own

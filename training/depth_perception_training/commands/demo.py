@@ -16,17 +16,18 @@ def add_arguments(parser) -> None:
     parser.add_argument("--size", default="320x96", help="camera size WxH (default 320x96)")
     parser.add_argument("--train-size", default="320x96",
                         help="network input WxH, multiples of 32 (default 320x96)")
-    parser.add_argument("--train-steps", type=int, default=None,
-                        help="tiny teacher training steps (default: teacher_tiny.yaml's)")
+    parser.add_argument("--train-steps", type=int, default=DemoConfig.train_steps,
+                        help=f"tiny teacher training steps (default {DemoConfig.train_steps}; "
+                             "teacher_tiny.yaml's learning-rate decay keeps its place in the run)")
     parser.add_argument("--train-scenes", type=int, default=6,
                         help="synthetic day-clear training drives of other streets (default 6)")
     parser.add_argument("--train-frames", type=int, default=60,
                         help="frames per training drive (default 60)")
     parser.add_argument("--pose-steps", type=int, default=None,
                         help="pose pretraining steps (default: pose_tiny.yaml's)")
-    parser.add_argument("--student-steps", type=int, default=200,
-                        help="SSD student distillation steps after the teacher (default 200; "
-                             "0: no student)")
+    parser.add_argument("--student-steps", type=int, default=DemoConfig.student_steps,
+                        help="SSD student distillation steps after the teacher (default "
+                             f"{DemoConfig.student_steps}; 0: no student)")
     parser.add_argument("--model", default=None,
                         help="evaluate this model instead of training the tiny teacher")
     parser.add_argument("--backend", default="auto")
