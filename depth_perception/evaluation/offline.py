@@ -233,11 +233,13 @@ def _score_bag(bag, config: EvaluateConfig, results: EvaluationResults, predicto
     from depth_perception.evaluation.prior import PRIOR_NAME, fit_to
     from depth_perception.evaluation.temporal import TemporalTracker
     from depth_perception.metrics import structure_mask
+    from depth_perception.runtime.estimator import DepthResult
 
     seq = open_sequence(bag, config)
     if prior is not None:
         predictors = {**predictors, PRIOR_NAME: lambda sample: fit_to(prior, sample.image.shape[:2])}
-    fusions = {name: FusedStream(seq, config) for name in predictors
+    fusions = {name: FusedStream(seq, config, getattr(predict, "estimator", None))
+               for name, predict in predictors.items()
                if config.temporal_fusion and name != PRIOR_NAME}
     scored = {row: 0 for name in predictors
               for row in ((name, fused_name(name)) if name in fusions else (name,))}
@@ -275,10 +277,12 @@ def _score_bag(bag, config: EvaluateConfig, results: EvaluationResults, predicto
                 timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
                 if pred is None:
                     continue
-                pred, confidence = pred if isinstance(pred, tuple) else (pred, None)
+                result = pred if isinstance(pred, DepthResult) else None
+                pred, confidence = ((result.depth, result.confidence) if result is not None
+                                    else pred if isinstance(pred, tuple) else (pred, None))
                 rows = [(name, pred, confidence)]
                 if name in fusions:               # the node's temporal fusion of it
-                    fused = fusions[name].update(sample, pred)
+                    fused = fusions[name].update(sample, pred, result)
                     # the node's confidence_source 'auto': the model's, else the fusion's
                     rows.append((fused_name(name), fused.depth,
                                  fused.confidence if confidence is None else confidence))
@@ -323,21 +327,27 @@ class FusedStream:
     """One stream of one bag through the depth node's temporal fusion
     (:class:`~depth_perception.runtime.fusion.TemporalFusion`, the node's parameters),
     with the camera motion between consecutive fused frames from the bag's TF, composed
-    as the node composes it from live TF (camera in the world frame at both stamps)."""
+    as the node composes it from live TF (camera in the world frame at both stamps).
+    A model's frames are fused as the node fuses them, on the model's grid
+    (``estimator.fuse``); recorded depth at camera resolution."""
 
-    def __init__(self, seq, config: "EvaluateConfig"):
+    def __init__(self, seq, config: "EvaluateConfig", estimator=None):
         from depth_perception.runtime.fusion import TemporalFusion
 
-        self.seq = seq
+        self.seq, self.estimator = seq, estimator
         self.fusion = TemporalFusion(config.fusion_threshold, config.fusion_max_age)
         self.last: int | None = None                 # image index the state holds
 
-    def update(self, sample, depth: np.ndarray) -> np.ndarray:
+    def update(self, sample, depth: np.ndarray, result=None):
+        """The fusion of ``depth`` (``result``: the estimator's DepthResult it came
+        from, None for recorded depth) -> its FusionResult."""
         poses, j = self.seq.poses, self.last
         T = None
         if j is not None and poses[j] is not None and poses[sample.index] is not None:
             T = self.seq.relative_pose(sample.index, j)      # T_cur_prev
         self.last = sample.index
+        if result is not None and self.estimator is not None:
+            return self.estimator.fuse(self.fusion, result, T)
         return self.fusion.update(depth, sample.intrinsics, T)
 
 
@@ -349,13 +359,17 @@ def _estimator_predictor(spec: ModelSpec):
 
 
 def estimator_predictor(estimator):
-    """sample -> depth [H,W] of ``estimator`` fed as the depth node feeds it: the recorded
-    image with its rectifier (one remap to the model input), so online equals offline;
-    (depth, confidence [H,W]) for a model with an uncertainty output."""
+    """sample -> the DepthResult of ``estimator`` fed as the depth node feeds it: the
+    recorded image with its rectifier (one remap to the model input), so online equals
+    offline (its depth, the model's confidence if it has one, and what the temporal
+    fusion takes)."""
+    from depth_perception.runtime.estimator import DepthResult
+
     def predict(sample):
         result = estimator.estimate(sample.raw, sample.intrinsics, rectifier=sample.rectifier)
-        confidence = getattr(result, "confidence", None)      # the model's, if it has one
-        return result.depth if confidence is None else (result.depth, confidence)
+        if isinstance(result, DepthResult):
+            return result
+        return result.depth, getattr(result, "confidence", None)    # an estimator-like object
 
     predict.estimator = estimator
     return predict

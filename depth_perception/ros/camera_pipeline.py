@@ -324,7 +324,7 @@ class CameraPipeline:
         # the colour scale and the cloud's sky cap use the same one
         lo, hi = est.depth_range
         depth = result.depth
-        fused = self._fuse(job, result, settings) if settings.temporal_fusion else None
+        fused = self._fuse(job, result, est, settings) if settings.temporal_fusion else None
         if fused is not None:
             depth = fused.depth
         elif self.fusion is not None:             # turned off: forget the history
@@ -362,10 +362,11 @@ class CameraPipeline:
         self.node.reporter.publish_status(header, stats)
         return True
 
-    def _fuse(self, job: Job, result, settings):
+    def _fuse(self, job: Job, result, est, settings):
         """This camera's temporal fusion of the new depth (:mod:`depth_perception.runtime.
-        fusion`) with the camera motion since the previous frame from TF; without it
-        the frame is published single-frame (counted, logged)."""
+        fusion`, on the model's grid: :meth:`DepthEstimator.fuse`) with the camera motion
+        since the previous frame from TF; without it the frame is published
+        single-frame (counted, logged)."""
         fusion = self.fusion
         if fusion is None or (fusion.threshold, fusion.max_age) != (
                 settings.fusion_threshold, settings.fusion_max_age):
@@ -386,7 +387,7 @@ class CameraPipeline:
                         f"temporal fusion: no camera motion from TF ({why}); frame published "
                         f"single-frame ({n} so far, counted as fusion_resets_no_tf)"))
         self._fused_stamp_ns = job.stamp_ns
-        out = fusion.update(result.depth, result.intrinsics, T)
+        out = est.fuse(fusion, result, T)
         with self.stats.lock:
             self.stats.last_fused_fraction = out.fused
         return out

@@ -19,6 +19,12 @@ backend takes a batch (``Backend.max_batch``: onnxruntime graphs exported with a
 dynamic batch dimension, torch), else one call per frame; steps 4-7 run per frame,
 each with its own camera's scale policy.
 
+``fuse(fusion, result, T_cur_prev)`` runs a camera's temporal fusion
+(:mod:`depth_perception.runtime.fusion`) on the model's own grid, where the depth was
+predicted (the camera-resolution depth is an interpolation of it), and brings the fused
+depth and its confidence to camera resolution as step 5 does, with step 7's range
+meanings.
+
 The ROS node, evaluation and export parity checks all go through this class; stamps
 and frames are not its business.
 """
@@ -37,8 +43,10 @@ from depth_perception.metadata import ModelMetadata
 from depth_perception.rectify import Rectifier
 from depth_perception.runtime.backends.base import Backend
 from depth_perception.runtime.geometry import InputPlan, check_focal_policy, plan_input
+from depth_perception.runtime.fusion import FusionResult, TemporalFusion
 from depth_perception.runtime.processing import (UPSAMPLE_MODES, Prepared, Preprocessor,
-                                                 check_rgb, postprocess, to_camera)
+                                                 check_rgb, output_to_depth, postprocess,
+                                                 to_camera)
 from depth_perception.runtime.scale import ScalePolicy, make_scale_policy
 from depth_perception.units import mark_out_of_range
 
@@ -70,6 +78,11 @@ class DepthResult:
     #: [H,W] float32 confidence in [0, 1] from the model's uncertainty output
     #: (:mod:`depth_perception.confidence`), None for a model without one
     confidence: np.ndarray | None = field(default=None, repr=False)
+    #: the model's depth output on its own grid ([h,w], as the backend returned it) and
+    #: the factor that made ``depth`` metric from it (canonical focal x scale): what
+    #: :meth:`DepthEstimator.fuse` fuses; None where the output never left the device
+    model_output: np.ndarray | None = field(default=None, repr=False)
+    model_factor: float = 1.0
 
 
 @dataclass
@@ -284,6 +297,7 @@ class DepthEstimator:
                         results[i] = self._finish(frames[i], plan, depth, prepared,
                                                   (t_prep - t0) * 1e3, (t2 - t1) * 1e3, t3,
                                                   len(chunk), bounds)
+                        results[i].model_output = output
                         if extra is not None:         # the model's log-variance
                             results[i].confidence = from_log_variance(
                                 to_camera(extra, prepared, self.upsample))
@@ -354,7 +368,7 @@ class DepthEstimator:
             if est.scale != 1.0:
                 depth *= np.float32(est.scale)             # postprocess's own array
         else:  # no scale known yet: nothing metric to report
-            depth, bounds = np.full_like(depth, np.nan), None
+            depth, bounds, factor = np.full_like(depth, np.nan), None, math.nan
         lo, hi = self.depth_range
         # upsampling interpolates between model values: a scaled model range inside the
         # depth range (with room for rounding) leaves nothing to mark at full size
@@ -366,7 +380,28 @@ class DepthEstimator:
                    "rectify_ms": prepared.rectify_ms}      # within preprocess_ms
         return DepthResult(depth, frame.intrinsics, float(est.scale), est.source, timings,
                            self.backend.name, self.backend.precision, bool(est.valid),
-                           prepared, batch)
+                           prepared, batch, model_factor=factor)
+
+    def fuse(self, fusion: TemporalFusion, result: DepthResult,
+             T_cur_prev: np.ndarray | None) -> FusionResult:
+        """``result`` through one camera's temporal ``fusion`` (``T_cur_prev``: the camera
+        motion since the frame it fused last, None: unknown), on the model's grid with
+        the model's camera (``prepared.intrinsics_model``); the fused depth comes back to
+        camera resolution as :func:`postprocess` brings the single-frame depth, with the
+        same range meanings, and so does its confidence (when asked for). A result
+        without the model's grid (depth made on the device) is fused at camera
+        resolution."""
+        if result.model_output is None or result.prepared is None:
+            return fusion.update(result.depth, result.intrinsics, T_cur_prev)
+        prepared = result.prepared
+        with np.errstate(invalid="ignore"):
+            grid = output_to_depth(result.model_output, self.metadata)
+            grid *= np.float32(result.model_factor)            # NaN factor: no depth
+        out = fusion.update(grid, prepared.intrinsics_model, T_cur_prev)
+        lo, hi = self.depth_range
+        depth = mark_out_of_range(to_camera(out.depth, prepared, self.upsample), lo, hi,
+                                  copy=False)
+        return out.resampled(depth, lambda grid: to_camera(grid, prepared, self.upsample))
 
     def _estimate_on_device(self, rgb, intrinsics):
         """The backend pre-processes, runs and post-processes on its device (CUDA); the

@@ -31,7 +31,7 @@ are published as they are, are never fused, and restart their history.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -45,25 +45,39 @@ __all__ = ["FusionResult", "TemporalFusion"]
 class FusionResult:
     """``depth`` [H,W] float32 fused metres (REP 117 values of the new prediction kept);
     :attr:`confidence` [H,W] float32 temporal agreement in [0, 1] (computed when first
-    asked for: the node publishes it only while subscribed); ``age`` [H,W] float32
-    frames the pixel has agreed in a row (1: reset this frame, 0: no depth);
-    ``reset``: the whole frame was reset (``why``: no motion, first frame, new camera);
-    ``fused``: share of the usable pixels that were blended."""
+    asked for: the node publishes it only while subscribed); :attr:`age` [H,W] float32
+    frames the pixel has agreed in a row (1: reset this frame, 0: no depth); ``reset``:
+    the whole frame was reset (``why``: no motion, first frame, new camera); ``fused``:
+    share of the usable pixels that were blended. After :meth:`resampled`, ``depth`` is
+    on another grid and the confidence and age are brought to it when asked for."""
 
     depth: np.ndarray
     _agreement: object
-    age: np.ndarray
+    _age: np.ndarray
     reset: bool
     why: str = ""
     fused: float = 0.0
+    _resample: object = field(default=None, repr=False)    # fusion grid -> depth's grid
+    _confidence: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def confidence(self) -> np.ndarray:
-        if self._agreement is None:                   # reset: no history agrees yet
-            return np.zeros(self.depth.shape, np.float32)
-        if not isinstance(self._agreement, np.ndarray):
-            self._agreement = self._agreement.compute()
-        return self._agreement
+        if self._confidence is None:
+            if self._agreement is None:               # reset: no history agrees yet
+                grid = np.zeros(self._age.shape, np.float32)
+            else:
+                grid = self._agreement.compute()
+            self._confidence = grid if self._resample is None else self._resample(grid)
+        return self._confidence
+
+    @property
+    def age(self) -> np.ndarray:
+        return self._age if self._resample is None else self._resample(self._age)
+
+    def resampled(self, depth: np.ndarray, resample) -> "FusionResult":
+        """This frame's fusion with ``depth`` on another grid (the camera's, for a fusion
+        run on the model's grid); ``resample`` maps a fusion-grid image to it."""
+        return replace(self, depth=depth, _resample=resample, _confidence=None)
 
 
 class TemporalFusion:
@@ -114,34 +128,49 @@ class TemporalFusion:
         if T.shape != (4, 4) or not np.isfinite(T).all():
             raise ValueError(f"temporal fusion: T_cur_prev must be a finite [4,4] transform, "
                              f"got shape {T.shape}")
-        # 1. the current pixels in the previous camera, sampled there
+        # 1. the current pixels in the previous camera, sampled there. In-place passes
+        #    over whole images: the fusion runs on every frame of every camera.
         z = depth.copy()                                                # [H,W], 0: none
         cv2.patchNaNs(z, 0.0)
         cv2.threshold(z, 1e30, 0.0, cv2.THRESH_TOZERO_INV, dst=z)          # +inf -> 0
         cv2.threshold(z, 0.0, 0.0, cv2.THRESH_TOZERO, dst=z)               # <= 0 -> 0
-        P = np.asarray(intrinsics.K, np.float64) @ np.linalg.inv(T)[:3]  # [3,4] K [R|t]
-        xyz = cv2.multiply(_rays(intrinsics), cv2.merge([z, z, z]))     # [H,W,3]
-        uh, vh, zp = cv2.split(cv2.transform(xyz, P.astype(np.float32)))  # [H,W] each
         usable = z > 0
+        P = np.asarray(intrinsics.K, np.float64) @ np.linalg.inv(T)[:3]  # [3,4] K [R|t]
+        # a pixel's ray (x/z, y/z, 1) at depth z: P (z ray, 1) = z (P[:, :3] ray) + P[:, 3]
+        rx, ry = _rays(intrinsics)
+        zp = _project(rx, ry, z, P[2])                    # its depth in the previous camera
         front = usable & (zp > 1e-3)            # ahead of the previous camera (others
                                                 # are reset below, whatever their sample)
-        map_x, map_y = cv2.divide(uh, zp), cv2.divide(vh, zp)           # pixel there
+        map_x = cv2.divide(_project(rx, ry, z, P[0]), zp)               # pixel there
+        map_y = cv2.divide(_project(rx, ry, z, P[1]), zp)
         zf = cv2.remap(self._depth, map_x, map_y, cv2.INTER_LINEAR,
                        borderMode=cv2.BORDER_CONSTANT, borderValue=float("nan"))
         age = cv2.remap(self._age, map_x, map_y, cv2.INTER_NEAREST,
                         borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
-        # 2. the previous fused surface seen from the current camera
+        # 2. the previous fused surface seen from the current camera:
+        #    carried = zf / zp * (z - tz) + tz
         tz = np.float32(T[2, 3])
         with np.errstate(divide="ignore", invalid="ignore"):
-            carried = zf / zp * (z - tz) + tz
-            rel = np.abs(z - carried) / z
+            carried = np.divide(zf, zp, out=zf)
+            carried *= np.subtract(z, tz, out=map_x)
+            carried += tz
+            diff = np.subtract(z, carried, out=map_y)                    # z - carried
+            rel = np.abs(diff)
+            rel /= z
         # 3. agreement: running mean; 4. elsewhere: reset (age 1, or 0 without depth)
         with np.errstate(invalid="ignore"):
-            agree = (rel < self.threshold) & (age >= 1.0) & front       # NaN compares False
-        new_age = np.where(agree, np.minimum(age + 1, np.float32(self.max_age)),
-                           usable.astype(np.float32))
+            agree = rel < self.threshold                                # NaN compares False
+        agree &= age >= 1.0
+        agree &= front
+        new_age = usable.astype(np.float32)
+        np.minimum(age, np.float32(self.max_age - 1), out=age)
+        age += 1
+        np.copyto(new_age, age, where=agree)
         with np.errstate(divide="ignore", invalid="ignore"):
-            fused = np.where(agree, carried + (z - carried) / new_age, depth)
+            diff /= new_age
+            diff += carried                                 # carried + (z - carried) / age
+        fused = depth.copy()
+        np.copyto(fused, diff, where=agree)
         self._depth = np.where(usable, fused, np.float32(np.nan))
         self._age = new_age
         n = int(np.count_nonzero(usable))
@@ -171,17 +200,26 @@ class _Agreement:
         return self.fusion.confidence(*self.args)
 
 
-def _rays(intrinsics: Intrinsics) -> np.ndarray:
-    """[H,W,3] float32 (x/z, y/z, 1) of every pixel, cached per camera geometry."""
+def _rays(intrinsics: Intrinsics) -> tuple[np.ndarray, np.ndarray]:
+    """([H,W] x/z, [H,W] y/z) float32 of every pixel, cached per camera geometry."""
     key = TemporalFusion._camera_key(intrinsics)
     rays = _RAYS.get(key)
     if rays is None:
         r = pixel_rays(intrinsics)
-        rays = np.ascontiguousarray(np.stack([r.x_per_z, r.y_per_z,
-                                              np.ones_like(r.x_per_z)], axis=-1))
+        rays = (np.ascontiguousarray(r.x_per_z, np.float32),
+                np.ascontiguousarray(r.y_per_z, np.float32))
         _RAYS.clear()
         _RAYS[key] = rays
     return rays
 
 
-_RAYS: dict[tuple, np.ndarray] = {}
+def _project(rx: np.ndarray, ry: np.ndarray, z: np.ndarray, row: np.ndarray) -> np.ndarray:
+    """[H,W] ``row . (z rx, z ry, z, 1)`` for one row of a [3,4] projection: the ray's
+    coefficient in one pass (``addWeighted``), then times z plus the row's translation."""
+    out = cv2.addWeighted(rx, float(row[0]), ry, float(row[1]), float(row[2]))
+    out *= z
+    out += np.float32(row[3])
+    return out
+
+
+_RAYS: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}

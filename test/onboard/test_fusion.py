@@ -166,3 +166,66 @@ def test_evaluate_scores_the_fused_stream_beside_the_single_frame_one(tmp_path):
     # the oncoming cars are reset, not averaged with where they were: no lag on them
     moving = [r["per_condition"]["day-clear"]["abs_rel_moving"] for r in (single, fused)]
     assert 0 < moving[1] < 1.05 * moving[0]
+
+
+def test_the_estimator_fuses_on_the_model_grid_and_publishes_at_camera_resolution():
+    """The depth node's and evaluate's path (DepthEstimator.fuse): the 336x168 camera's
+    model runs at 224x112, the fusion keeps its history there, and the fused depth and
+    confidence come back at 336x168 with the estimator's range meanings."""
+    from depth_perception.metadata import ModelMetadata
+    from depth_perception.runtime.estimator import DepthEstimator
+    from depth_perception.runtime.processing import to_camera
+    from support.models_fixtures import FunctionBackend
+
+    cam = Intrinsics(fx=200.0, fy=200.0, cx=167.5, cy=83.5, width=336, height=168)
+    rgb = np.zeros((168, 336, 3), np.uint8)
+    meta = ModelMetadata(output_kind="metric_depth", min_depth=0.5, max_depth=50.0)
+    rng = np.random.default_rng(0)
+    walls = iter([30.0, 29.5, 29.0, 28.5, 28.0, 27.5, 27.0, 26.5])
+    noise = 0.03
+
+    def wall_output(x):                     # the wall, 0.5 m nearer every frame, 3 % noise
+        return noisy(np.full(x.shape[2:], next(walls), np.float32), rng, noise)[None, None]
+
+    est = DepthEstimator(FunctionBackend(wall_output, meta), meta, short_side=112)
+    fusion = TemporalFusion(threshold=0.15, max_age=8)
+    first = est.estimate(rgb, cam)
+    out = est.fuse(fusion, first, None)
+    assert out.reset and fusion._depth.shape == (112, 224)          # the model's grid
+    np.testing.assert_allclose(out.depth, first.depth, rtol=1e-6)   # nothing to fuse yet
+    for k in range(1, 8):
+        result = est.estimate(rgb, cam)
+        out = est.fuse(fusion, result, STEP)
+        assert out.depth.shape == out.confidence.shape == (168, 336)
+        assert out.depth.dtype == out.confidence.dtype == np.float32
+        # what is published is the fused grid brought to the camera as the depth is
+        np.testing.assert_array_equal(out.depth, to_camera(fusion._depth, result.prepared))
+    err_single = result.depth / (30.0 - 0.5 * 7) - 1
+    err_fused = out.depth / (30.0 - 0.5 * 7) - 1
+    assert np.std(err_fused) < 0.5 * np.std(err_single)      # 8 frames: about 0.35x
+    assert abs(np.mean(err_fused)) < 0.003
+    assert out.fused > 0.97 and 0.5 < np.median(out.confidence) <= 1.0
+
+    # beyond max_depth: +inf published, as the single-frame depth is (REP 117)
+    far = DepthEstimator(FunctionBackend(lambda x: np.full((1, 1, *x.shape[2:]), 60.0,
+                                                           np.float32), meta), meta,
+                         short_side=112)
+    fusion = TemporalFusion()
+    for T in (None, STEP):
+        out = far.fuse(fusion, far.estimate(rgb, cam), T)
+        assert np.isposinf(out.depth).all()
+
+    # a relative model scaled x2 by its policy: the grid is fused in metres too
+    from depth_perception.runtime.scale import FixedScale
+
+    rel_meta = ModelMetadata(output_kind="relative_depth", min_depth=0.5, max_depth=50.0)
+    scaled = DepthEstimator(FunctionBackend(lambda x: np.full((1, 1, *x.shape[2:]), 10.0,
+                                                              np.float32), rel_meta),
+                            rel_meta, FixedScale(2.0), short_side=112)
+    fusion = TemporalFusion(threshold=0.05)
+    scaled.fuse(fusion, scaled.estimate(rgb, cam), None)
+    assert np.nanmax(np.abs(fusion._depth - 20.0)) == 0.0
+    # the same 20 m a frame later, 0.5 m nearer than carried: 2.5 % off, agreed, averaged
+    out = scaled.fuse(fusion, scaled.estimate(rgb, cam), STEP)
+    assert out.fused > 0.95
+    assert np.median(out.depth) == pytest.approx((19.5 + 20.0) / 2, abs=1e-3)
