@@ -154,6 +154,10 @@ class TrainerConfig:
     #: a student's teacher use the average (``ema_<model>.safetensors`` in checkpoints)
     ema_decay: float = 0.0
     deterministic: bool = False        # torch.use_deterministic_algorithms
+    #: the trained networks and the batch's images in channels-last memory order: the
+    #: same arithmetic, convolutions about 1.4x faster with oneDNN on a CPU (the
+    #: results differ from contiguous order by float rounding only)
+    channels_last: bool = False
 
 
 @dataclass

@@ -152,6 +152,15 @@ def build_val_loader(dataset, batch_size: int, num_workers: int = 0, collate_fn=
                       drop_last=False, collate_fn=collate_fn)
 
 
+def channels_last_batch(batch):
+    """``batch`` with its 4-D floating-point tensors (images) in channels-last order."""
+    if not isinstance(batch, dict):
+        return batch
+    return {k: v.contiguous(memory_format=torch.channels_last)
+            if torch.is_tensor(v) and v.dim() == 4 and v.is_floating_point() else v
+            for k, v in batch.items()}
+
+
 # -- accelerator ---------------------------------------------------------------------------
 
 def make_accelerator(cfg: TrainerConfig, project_dir: str | Path | None = None):
@@ -226,6 +235,9 @@ class Trainer:
         acc = self.accelerator
 
         # 1. Optimizer; prepare models, optimizer and loaders for the device / DDP / AMP
+        if config.channels_last:
+            for m in models.values():
+                m.to(memory_format=torch.channels_last)      # in place: same parameters
         optimizer = build_optimizer(param_groups, optim)
         names = list(models)
         prepared = acc.prepare(*[models[n] for n in names], optimizer, train_loader)
@@ -290,6 +302,8 @@ class Trainer:
     def train_step(self, batch: dict) -> dict:
         """Forward, backward, guard, clip, update. Returns the logged record of the step."""
         acc, cfg = self.accelerator, self.config
+        if cfg.channels_last:
+            batch = channels_last_batch(batch)
         with acc.accumulate(*self.models.values()):
             # 1. Loss (the callable runs the models; autocast under AMP)
             with acc.autocast():
@@ -416,9 +430,17 @@ class Trainer:
 
     # -- checkpoint / export --------------------------------------------------------------
     def save_checkpoint(self) -> Path:
-        path = ckpt.save_checkpoint(self.accelerator, self.output_dir, self.state,
-                                    self.config_yaml, self.config.keep_checkpoints,
-                                    write_extra=self._write_ema if self.ema else None)
+        if self.config.channels_last:                 # safetensors stores contiguous tensors
+            for m in self.models.values():
+                m.to(memory_format=torch.contiguous_format)
+        try:
+            path = ckpt.save_checkpoint(self.accelerator, self.output_dir, self.state,
+                                        self.config_yaml, self.config.keep_checkpoints,
+                                        write_extra=self._write_ema if self.ema else None)
+        finally:
+            if self.config.channels_last:
+                for m in self.models.values():
+                    m.to(memory_format=torch.channels_last)
         if self.config.export_every_checkpoint:
             self.export()
         return path
