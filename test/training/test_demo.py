@@ -92,3 +92,16 @@ def test_bad_demo_settings():
         DemoConfig(frames=1)
     with pytest.raises(ValueError, match="multiples of 32"):
         DemoConfig(train_size=(100, 40))
+
+
+def test_fewer_teacher_steps_keep_the_decay_at_the_same_fraction_of_the_run():
+    from depth_perception_training.demo import find_config, scaled_schedule
+    from depth_perception_training.train.config import load_config
+
+    conf = load_config(find_config("teacher_tiny.yaml"), [])
+    assert (conf.trainer.max_steps, conf.optim.step_size) == (600, 300)   # x0.25 at half-way
+    assert scaled_schedule(conf, 300) == ["trainer.max_steps=300", "optim.step_size=150"]
+    assert scaled_schedule(conf, 1) == ["trainer.max_steps=1", "optim.step_size=1"]
+    # a schedule not counted in steps is left alone
+    epochs = load_config(find_config("teacher_tiny.yaml"), ["optim.interval=epoch"])
+    assert scaled_schedule(epochs, 300) == ["trainer.max_steps=300"]

@@ -430,17 +430,9 @@ class Trainer:
 
     # -- checkpoint / export --------------------------------------------------------------
     def save_checkpoint(self) -> Path:
-        if self.config.channels_last:                 # safetensors stores contiguous tensors
-            for m in self.models.values():
-                m.to(memory_format=torch.contiguous_format)
-        try:
-            path = ckpt.save_checkpoint(self.accelerator, self.output_dir, self.state,
-                                        self.config_yaml, self.config.keep_checkpoints,
-                                        write_extra=self._write_ema if self.ema else None)
-        finally:
-            if self.config.channels_last:
-                for m in self.models.values():
-                    m.to(memory_format=torch.channels_last)
+        path = ckpt.save_checkpoint(self.accelerator, self.output_dir, self.state,
+                                    self.config_yaml, self.config.keep_checkpoints,
+                                    write_extra=self._write_ema if self.ema else None)
         if self.config.export_every_checkpoint:
             self.export()
         return path
