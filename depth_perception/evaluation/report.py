@@ -82,12 +82,14 @@ class FrameRecord:
 
 @dataclass
 class SampleFrame:
-    """A frame kept for the sample figure. image [H,W,3] uint8 or None; depth, reference [H,W]."""
+    """A frame kept for the sample figure. image [H,W,3] uint8 or None; depth, reference
+    [H,W]; confidence [H,W] in [0, 1] or None (a row without one)."""
 
     stamp_ns: int
     image: np.ndarray | None
     depth: np.ndarray
     reference: np.ndarray
+    confidence: np.ndarray | None = None
 
 
 @dataclass
@@ -236,8 +238,9 @@ class EvaluationResults:
         self._add_bins(res, gt, pred, metrics, condition)
         n_in_condition = sum(1 for f in res.frames if f.condition == condition)
         if condition not in res.samples or n_in_condition - 1 == self.sample_index:
-            res.samples[condition] = SampleFrame(int(stamp_ns), None if image is None
-                                                 else np.asarray(image), pred.copy(), gt.copy())
+            res.samples[condition] = SampleFrame(
+                int(stamp_ns), None if image is None else np.asarray(image), pred.copy(),
+                gt.copy(), None if confidence is None else np.array(confidence, np.float32))
         return metrics
 
     def scored_mask(self, gt: np.ndarray) -> np.ndarray:
@@ -455,12 +458,15 @@ def plot_error_vs_distance(results: EvaluationResults, path: Path) -> Path:
 
 
 def plot_samples(results: EvaluationResults, name: str, path: Path) -> Path:
-    """One row per condition: image | predicted depth | reference over the image | |error|/gt."""
+    """One row per condition: image | predicted depth | reference over the image |
+    |error|/gt, and the confidence (0 black .. 1 white) when the row has one."""
     plt = pyplot()
     res = results.models[name]
     conditions = [c for c in res.conditions() if c in res.samples]
-    fig, axes = plt.subplots(len(conditions), 4, figsize=(14, 1.0 + 1.6 * len(conditions)),
-                             squeeze=False)
+    confident = any(res.samples[c].confidence is not None for c in conditions)
+    columns = 4 + confident
+    fig, axes = plt.subplots(len(conditions), columns,
+                             figsize=(3.5 * columns, 1.0 + 1.6 * len(conditions)), squeeze=False)
     for row, cond in zip(axes, conditions):
         s = res.samples[cond]
         h, w = s.depth.shape
@@ -489,11 +495,15 @@ def plot_samples(results: EvaluationResults, name: str, path: Path) -> Path:
             row[3].set_xlim(0, w - 1)
             row[3].set_ylim(h - 1, 0)
         fig.colorbar(im, ax=row[3], fraction=0.025)
+        if confident:
+            conf = s.confidence if s.confidence is not None else np.full((h, w), np.nan)
+            im = row[4].imshow(conf, cmap="gray", vmin=0, vmax=1)
+            fig.colorbar(im, ax=row[4], fraction=0.025)
         for ax in row:
             ax.set_xticks([])
             ax.set_yticks([])
     for ax, title in zip(axes[0], ("image", "predicted depth", "reference depth",
-                                   "|error| / reference")):
+                                   "|error| / reference", "confidence")):
         ax.set_title(title, fontsize=9)
     fig.suptitle(name, fontsize=10)
     fig.tight_layout()

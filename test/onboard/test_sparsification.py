@@ -104,6 +104,20 @@ def test_evaluate_reports_sparsification_for_models_with_confidence(tmp_path):
     md = (tmp_path / "out" / "report.md").read_text()
     assert "## Confidence: sparsification (AUSE / AURG)" in md and "| m | day-clear |" in md
     assert (tmp_path / "out" / "plots" / "sparsification.png").is_file()
+    # the sample figure shows the confidence beside the depth: a fifth panel per row
+    sample = res.models["m"].samples["day-clear"]
+    assert sample.confidence.shape == sample.depth.shape
+    widths = {name: _png_size(tmp_path / "out" / "plots" / f"samples_{name}.png")[0]
+              for name in ("m", "m_fusion")}
+    assert widths["m"] == widths["m_fusion"] == 5 * 350
+
+
+def _png_size(path):
+    """(width, height) of a PNG from its IHDR chunk."""
+    import struct
+
+    data = path.read_bytes()[16:24]
+    return struct.unpack(">II", data)
 
 
 def _poggi_aucs(gt, pred, uncert, intervals=50):

@@ -30,7 +30,8 @@ def test_demo_end_to_end_small(tmp_path, capsys, caplog):
 
     m = json.loads((out / "report" / "metrics.json").read_text())
     assert set(m["per_condition"]) == {"day-clear", "night", "rain"}
-    assert list(m["models"]) == ["tiny-teacher (offline)", "student (offline)",
+    assert list(m["models"]) == ["tiny-teacher (offline)", "tiny-teacher (offline) + fusion",
+                                 "student (offline)", "student (offline) + fusion",
                                  "prior (image-blind)", "tiny-teacher (online)",
                                  "student (online)"]
     assert "prior (image-blind)" in printed and "absRel struct." in printed
@@ -57,14 +58,18 @@ def test_demo_end_to_end_small(tmp_path, capsys, caplog):
             assert diff != "n/a" and float(diff) < 1e-3, line
     md = (out / "report" / "report.md").read_text()
     assert "tiny-teacher (online)" in md and "common frames" in md
-    pngs = list((out / "report" / "plots").glob("*.png"))
-    assert len(pngs) == 8 and all(p.stat().st_size > 5000 for p in pngs)   # + student samples
-    assert (out / "report" / "plots" / "samples_student_offline.png").is_file()
+    pngs = {p.name for p in (out / "report" / "plots").glob("*.png")}
+    assert all(p.stat().st_size > 5000 for p in (out / "report" / "plots").glob("*.png"))
+    assert {"samples_student_offline.png", "samples_student_offline_fusion.png",
+            "tae_per_frame.png", "sparsification.png"} <= pngs and len(pngs) == 11
     # the temporal alignment error of every offline row (the online rows have none)
-    assert (out / "report" / "plots" / "tae_per_frame.png").is_file()
-    for name in ("tiny-teacher (offline)", "student (offline)", "prior (image-blind)"):
+    for name in ("tiny-teacher (offline)", "student (offline)", "prior (image-blind)",
+                 "student (offline) + fusion"):
         assert m["models"][name]["temporal"]["all"]["pairs"] == 3 * 5
     assert "## Temporal alignment error (TAE)" in md
+    # the fused rows carry the temporal agreement as their confidence: AUSE / AURG
+    fused = m["models"]["student (offline) + fusion"]["per_condition"]["night"]
+    assert "aurg_abs_rel" in fused and "## Confidence: sparsification (AUSE / AURG)" in md
     # progress a log file can follow: a line per stage, and the trainer's step lines
     messages = [r.getMessage() for r in caplog.records]
     stages = [m.split(" (")[0] for m in messages if re.match(r"demo \d+/\d+ \(", m)]

@@ -324,9 +324,10 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
 
     # 3. Offline evaluation (DepthEstimator on every frame), with the image-blind prior
     #    of the training drives beside it
-    stage("offline evaluation (evaluate) with the image-blind prior")
+    stage("offline evaluation (evaluate) with the image-blind prior, each model also "
+          "through the node's temporal fusion")
     econf = EvaluateConfig(max_depth=cfg.max_depth, prior="bags",
-                           prior_bags=tuple(train_bags))
+                           prior_bags=tuple(train_bags), temporal_fusion=True)
     specs = [ModelSpec(model, cfg.backend, f"{name} (offline)")]
     if student:
         specs.append(ModelSpec(student, cfg.backend, "student (offline)"))
