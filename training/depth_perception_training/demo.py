@@ -45,8 +45,8 @@ class DemoConfig:
     size: tuple = (320, 96)                 # (W, H) of the synthetic camera
     train_size: tuple = (320, 96)           # (W, H) network input (multiples of 32)
     #: tiny teacher steps; teacher_tiny.yaml's learning-rate decay moves with them (it
-    #: stays at the same fraction of the run). None: the file's trainer.max_steps
-    train_steps: int | None = 300
+    #: stays at the same fraction of the run). None: the file's trainer.max_steps (600)
+    train_steps: int | None = None
     train_scenes: int = 6                   # day-clear training drives (seeds seed+1..)
     train_frames: int = 60
     pose_scenes: int = 6                    # drives the pose net is pretrained on (seed+201..)
@@ -60,7 +60,7 @@ class DemoConfig:
     conditions: tuple = CONDITIONS
     #: SSD student distilled from the demo's teacher on `photometric` translations of
     #: the teacher's day-clear training drives (never the bags it is scored on); 0: none
-    student_steps: int = 120
+    student_steps: int = 200
     #: lens of the evaluated drives ("plumb_bob:-0.3", synth --distortion); None: pinhole.
     #: The node (online) and evaluate (offline) rectify with the same rectifier.
     distortion: str | None = None
@@ -156,14 +156,12 @@ def demo_bags(cfg: DemoConfig) -> tuple[list[Path], list[Path]]:
 
 def speed_overrides(cfg: DemoConfig) -> list[str]:
     """Settings of the demo's teacher and student that change its speed, not its
-    arithmetic: ``cfg.loader_workers`` DataLoader workers, decoded frames (images, LiDAR
+    results: ``cfg.loader_workers`` DataLoader workers, and decoded frames (images, LiDAR
     depth, ground truth) cached in ``OUT/frame_cache`` so that later epochs and the
     student, which trains on the same day-clear drives, read them instead of decoding
-    the bags again, and the networks in channels-last memory order
-    (``trainer.channels_last``: faster convolutions on a CPU)."""
+    the bags again."""
     return [f"data.num_workers={cfg.loader_workers}",
-            f"data.cache_dir={cfg.out.resolve() / 'frame_cache'}",
-            "trainer.channels_last=true"]
+            f"data.cache_dir={cfg.out.resolve() / 'frame_cache'}"]
 
 
 def scaled_schedule(conf, steps: int) -> list[str]:

@@ -17,8 +17,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--train-size", default="320x96",
                         help="network input WxH, multiples of 32 (default 320x96)")
     parser.add_argument("--train-steps", type=int, default=DemoConfig.train_steps,
-                        help=f"tiny teacher training steps (default {DemoConfig.train_steps}; "
-                             "teacher_tiny.yaml's learning-rate decay keeps its place in the run)")
+                        help="tiny teacher training steps (default: teacher_tiny.yaml's, 600); "
+                             "its learning-rate decay keeps its place in the run (half-way)")
     parser.add_argument("--train-scenes", type=int, default=6,
                         help="synthetic day-clear training drives of other streets (default 6)")
     parser.add_argument("--train-frames", type=int, default=60,
