@@ -229,3 +229,10 @@ def test_the_estimator_fuses_on_the_model_grid_and_publishes_at_camera_resolutio
     out = scaled.fuse(fusion, scaled.estimate(rgb, cam), STEP)
     assert out.fused > 0.95
     assert np.median(out.depth) == pytest.approx((19.5 + 20.0) / 2, abs=1e-3)
+    # a camera the size of the model grid: the output is never scaled twice
+    same = Intrinsics(fx=200.0, fy=200.0, cx=111.5, cy=55.5, width=224, height=112)
+    single = scaled.estimate(np.zeros((112, 224, 3), np.uint8), same)
+    out = scaled.fuse(TemporalFusion(), single, None)
+    assert single.prepared.model_size == (224, 112)
+    np.testing.assert_array_equal(out.depth, single.depth)
+    assert float(single.model_output.max()) == 10.0 and float(out.depth.max()) == 20.0
