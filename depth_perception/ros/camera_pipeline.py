@@ -393,11 +393,12 @@ class CameraPipeline:
         return out
 
     def _confidence(self, result, fused, depth, settings):
-        """[H,W] confidence of the published depth (NaN where it has none) from the source
-        ``confidence_source`` picks, or None; the source is logged when it changes."""
+        """What computes the [H,W] confidence of the published depth (NaN where it has
+        none) from the source ``confidence_source`` picks, or None; the source is
+        logged when it changes. Computed only when published or filtering the cloud."""
         choice = settings.confidence_source
-        model = result.confidence if choice in ("auto", "model") else None
-        source = "model" if model is not None else ""
+        model = choice in ("auto", "model") and result.has_confidence
+        source = "model" if model else ""
         if not source and fused is not None and choice in ("auto", "temporal"):
             source = "temporal"
         if source != self.confidence_source:
@@ -407,16 +408,24 @@ class CameraPipeline:
                 f"'{choice}')"))
         if not source:
             return None
-        values = model if source == "model" else fused.confidence
-        with np.errstate(invalid="ignore"):
-            return np.where(np.isfinite(depth) & (depth > 0), values,
-                            np.float32(np.nan)).astype(np.float32)
+        done: list = []
+
+        def confidence() -> np.ndarray:
+            if not done:
+                values = result.confidence if source == "model" else fused.confidence
+                with np.errstate(invalid="ignore"):
+                    done.append(np.where(np.isfinite(depth) & (depth > 0), values,
+                                         np.float32(np.nan)).astype(np.float32))
+            return done[0]
+        return confidence
 
     def _publish(self, header, depth, intrinsics, frame: FrameInput, lo, hi,
                  settings, confidence=None) -> None:
         """``frame``: the estimator's input; its raw image is rectified at camera
         resolution only for ``rgb/image_rect_color`` or a coloured cloud, while someone
-        subscribes (the model's input was resampled from it directly)."""
+        subscribes (the model's input was resampled from it directly). ``confidence``:
+        what computes the confidence image (see :meth:`_confidence`), called only for a
+        ``confidence`` subscriber or the cloud's ``point_min_confidence`` filter."""
         pubs = self.publishers
         if not pubs:
             return
@@ -428,8 +437,10 @@ class CameraPipeline:
             pubs["depth"].publish(conversions.depth_to_image(depth, header,
                                                              settings.output_encoding))
             pubs["info"].publish(info)
-            if confidence is not None:
-                pubs["confidence"].publish(conversions.depth_to_image(confidence, header,
+            if confidence is not None and (
+                    pubs["confidence"].get_subscription_count() > 0
+                    or pubs["confidence_info"].get_subscription_count() > 0):
+                pubs["confidence"].publish(conversions.depth_to_image(confidence(), header,
                                                                       "32FC1"))
                 pubs["confidence_info"].publish(info)
             want_cloud = pubs["points"].get_subscription_count() > 0
@@ -443,7 +454,8 @@ class CameraPipeline:
             if want_cloud:                                 # None: no TF to point_frame
                 cloud = self.cloud.make(header, depth, intrinsics,
                                         rgb if settings.point_rgb else None, hi, settings,
-                                        confidence)
+                                        confidence() if confidence is not None
+                                        and settings.point_min_confidence > 0 else None)
                 if cloud is not None:
                     pubs["points"].publish(cloud)
             if pubs["colorized"].get_subscription_count() > 0:

@@ -75,14 +75,35 @@ class DepthResult:
     scale_valid: bool = True
     prepared: Prepared | None = field(default=None, repr=False)
     batch: int = 1                      # frames in the backend call (inference_ms is its time)
-    #: [H,W] float32 confidence in [0, 1] from the model's uncertainty output
-    #: (:mod:`depth_perception.confidence`), None for a model without one
-    confidence: np.ndarray | None = field(default=None, repr=False)
+    #: the model's uncertainty output as a confidence (see :attr:`confidence`): an
+    #: array, or what computes it when first asked for; None for a model without one
+    _confidence: object = field(default=None, repr=False)
     #: the model's depth output on its own grid ([h,w], as the backend returned it) and
     #: the factor that made ``depth`` metric from it (canonical focal x scale): what
     #: :meth:`DepthEstimator.fuse` fuses; None where the output never left the device
     model_output: np.ndarray | None = field(default=None, repr=False)
     model_factor: float = 1.0
+
+    @property
+    def has_confidence(self) -> bool:
+        """The model gave an uncertainty output for this frame (nothing computed)."""
+        return self._confidence is not None
+
+    @property
+    def confidence(self) -> np.ndarray | None:
+        """[H,W] float32 confidence in [0, 1] from the model's uncertainty output
+        (:mod:`depth_perception.confidence`), at camera resolution, computed when first
+        asked for (the node publishes it only while subscribed); None for a model
+        without one."""
+        c = self._confidence
+        if c is not None and not isinstance(c, np.ndarray):
+            c = self._confidence = c()
+        return c
+
+    @confidence.setter
+    def confidence(self, value) -> None:
+        """An array, a zero-argument callable that returns one, or None."""
+        self._confidence = value
 
 
 @dataclass
@@ -299,11 +320,14 @@ class DepthEstimator:
                                                   len(chunk), bounds)
                         results[i].model_output = output
                         if extra is not None:         # the model's log-variance
-                            results[i].confidence = from_log_variance(
-                                to_camera(extra, prepared, self.upsample))
+                            results[i].confidence = self._confidence_of(extra, prepared)
                     except Exception as exc:  # noqa: BLE001 - that frame's result
                         results[i] = exc
         return results
+
+    def _confidence_of(self, log_variance: np.ndarray, prepared: Prepared):
+        """What computes the camera-resolution confidence of a model-grid log-variance."""
+        return lambda: from_log_variance(to_camera(log_variance, prepared, self.upsample))
 
     def _plan_frame(self, frame: FrameInput) -> InputPlan:
         """Check one frame (ValueError naming what was expected) and set its geometry."""

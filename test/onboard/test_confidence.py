@@ -53,12 +53,15 @@ def test_estimator_reads_the_second_output_as_confidence():
 
     rgb = np.zeros((48, 64, 3), np.uint8)
     plain = DepthEstimator(FunctionBackend(depth, META), META).estimate(rgb, K)
-    assert plain.confidence is None
+    assert plain.confidence is None and not plain.has_confidence
     est = DepthEstimator(FunctionBackend(depth, META, extra_outputs={"log_variance":
                                                                      log_variance}), META)
     assert est.uncertainty_output == "log_variance"
     result = est.estimate(rgb, K)
+    # nothing is computed until the confidence is asked for (the node: a subscriber)
+    assert result.has_confidence and not isinstance(result._confidence, np.ndarray)
     assert result.confidence.shape == (48, 64) and result.confidence.dtype == np.float32
+    assert result.confidence is result.confidence                  # computed once
     assert result.confidence[:, :28] == pytest.approx(0.74020, abs=1e-4)
     assert result.confidence[:, 36:] == pytest.approx(0.12610, abs=1e-4)
     np.testing.assert_array_equal(result.depth, plain.depth)
