@@ -29,13 +29,16 @@ class OnlineScorer:
     compensation through ``world_frame`` when ``motion_compensation``).
     ``camera_frame``: optical frame of the depth images ('' = their frame_id).
     ``on_scored(stamp_ns, frame_id, metrics)`` and ``on_failed(stamp_ns, reason)`` are
-    called for every decided frame.
+    called for every decided frame. ``with_confidence``: each depth frame also waits for
+    its confidence image (same stamp, :meth:`add_confidence`) and is scored with it
+    (AUSE/AURG, as the offline tool scores a row with a confidence).
     """
 
     def __init__(self, results: EvaluationResults, model_name: str, condition: str,
                  use_lidar: bool, tolerance_ns: int, T_cam_lidar: np.ndarray | None = None,
                  tf=None, world_frame: str = "odom", motion_compensation: bool = True,
-                 camera_frame: str = "", on_scored=None, on_failed=None):
+                 camera_frame: str = "", on_scored=None, on_failed=None,
+                 with_confidence: bool = False):
         self.results = results
         self.model_name = model_name
         self.condition = condition
@@ -53,6 +56,8 @@ class OnlineScorer:
         self.frames_failed = 0
         self.intrinsics: dict[str, Intrinsics] = {}   # frame_id -> K of the depth images
         self.images: dict[int, np.ndarray] = {}       # stamp_ns -> rgb (sample figure only)
+        self.with_confidence = with_confidence
+        self.confidences: dict[int, np.ndarray] = {}  # stamp_ns -> [H,W] confidence
         self.dynamic_until: int | None = None         # newest odometry / dynamic TF stamp
         self._ready: list = []                        # matched, waiting for info/odometry
 
@@ -69,6 +74,14 @@ class OnlineScorer:
             self.images[stamp_ns] = rgb
             while len(self.images) > keep:
                 del self.images[min(self.images)]
+
+    def add_confidence(self, stamp_ns: int, confidence: np.ndarray, keep: int = 100) -> None:
+        """The confidence image of the depth frame of ``stamp_ns`` (``with_confidence``)."""
+        with self.lock:
+            self.confidences[stamp_ns] = confidence
+            while len(self.confidences) > keep:                  # frames never matched
+                del self.confidences[min(self.confidences)]
+            self._drain(final=False)
 
     def add_depth(self, stamp_ns: int, frame_id: str, depth: np.ndarray) -> None:
         with self.lock:
@@ -113,10 +126,12 @@ class OnlineScorer:
         return project_lidar(data, T, K)
 
     def _must_wait(self, match) -> bool:
-        """A LiDAR frame waits for its depth/camera_info (a separate topic that may come
-        second) and, with motion compensation, for odometry up to both stamps (TF does
-        not extrapolate)."""
+        """A frame waits for its confidence image (``with_confidence``); a LiDAR frame
+        for its depth/camera_info (a separate topic that may come second) and, with
+        motion compensation, for odometry up to both stamps (TF does not extrapolate)."""
         stamp, (_, frame_id), ref_stamp, _ = match
+        if self.with_confidence and stamp not in self.confidences:
+            return True
         if not self.use_lidar:
             return False
         if frame_id not in self.intrinsics:
@@ -139,7 +154,8 @@ class OnlineScorer:
                 gt = self._reference_depth(depth, frame_id, stamp, ref_stamp, ref)
                 m = self.results.add_frame(self.model_name, gt, depth, self.condition,
                                            "online", self.frames_scored, stamp,
-                                           self.images.get(stamp))
+                                           self.images.get(stamp),
+                                           confidence=self.confidences.pop(stamp, None))
                 self.frames_scored += 1
             except ValueError as exc:
                 self.frames_failed += 1

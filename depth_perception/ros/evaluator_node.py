@@ -38,7 +38,7 @@ from depth_perception.conversions import ns_to_stamp, stamp_to_ns
 from depth_perception.evaluation.ground_truth import parse_reference
 from depth_perception.evaluation.online import OnlineScorer
 from depth_perception.evaluation.report import EvaluationResults, write_report
-from depth_perception.ros.camera_pipeline import DEPTH_INFO_TOPIC, DEPTH_TOPIC
+from depth_perception.ros.camera_pipeline import CONFIDENCE_TOPIC, DEPTH_INFO_TOPIC, DEPTH_TOPIC
 from depth_perception.ros import interfaces
 from depth_perception.ros.qos import latched_qos
 
@@ -68,6 +68,8 @@ PARAMETERS = (
     ("motion_compensation", True, "move each scan to the image time through odometry/TF"),
     ("tf_bag", "", "bag whose /tf_static gives the static frames where tf2_msgs is missing"),
     ("lidar_to_camera", [0.0], "T_camera_lidar, 16 row-major values (overrides TF)"),
+    ("confidence", False, "also score 'confidence/image' (AUSE/AURG of the depth node's "
+                          "confidence): each depth frame waits for its confidence image"),
 )
 
 
@@ -104,6 +106,7 @@ class EvaluatorNode(Node):
                                     reference=spec.label)
         tol = float(p["match_tolerance" if self.use_lidar else "dense_tolerance"])
         self.frames_received = 0
+        self.confidences_received = 0
         self.references_received = 0             # LiDAR scans or reference images
         self.odometry_received = 0
         self.report_paths = None
@@ -115,7 +118,7 @@ class EvaluatorNode(Node):
             world_frame=str(p["world_frame"]),
             motion_compensation=bool(p["motion_compensation"]),
             camera_frame=str(p["camera_frame"]), on_scored=self._on_scored,
-            on_failed=self._on_failed)
+            on_failed=self._on_failed, with_confidence=bool(p["confidence"]))
 
         # Publishers: FrameMetrics when the interfaces are built.
         self.metrics_type = interfaces.message_type("FrameMetrics")
@@ -130,6 +133,8 @@ class EvaluatorNode(Node):
         reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
         self.create_subscription(Image, DEPTH_TOPIC, self._on_depth, reliable)
         self.create_subscription(CameraInfo, DEPTH_INFO_TOPIC, self._on_info, reliable)
+        if self.scorer.with_confidence:
+            self.create_subscription(Image, CONFIDENCE_TOPIC, self._on_confidence, reliable)
         self.create_subscription(Image, "image", self._on_image, qos_profile_sensor_data)
         ref_qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE
                              if p["reliable_inputs"] else ReliabilityPolicy.BEST_EFFORT)
@@ -234,6 +239,16 @@ class EvaluatorNode(Node):
         else:
             self.scorer.add_depth(stamp_to_ns(msg.header.stamp), msg.header.frame_id, depth)
         self.frames_received += 1
+
+    def _on_confidence(self, msg):
+        try:
+            confidence = conversions.image_to_depth(msg)        # 32FC1, as the depth
+        except ValueError as exc:
+            self.get_logger().warning(f"bad confidence image: {exc}",
+                                      throttle_duration_sec=5.0)
+        else:
+            self.scorer.add_confidence(stamp_to_ns(msg.header.stamp), confidence)
+        self.confidences_received += 1
 
     def _on_lidar(self, msg):
         points = conversions.cloud_to_numpy(msg, ("x", "y", "z"))

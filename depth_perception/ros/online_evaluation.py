@@ -40,7 +40,8 @@ def evaluate_online(bag, model: str, results: EvaluationResults | None = None,
                     condition: str | None = None, min_depth: float = 0.1,
                     max_depth: float = 80.0, timeout: float = 120.0,
                     input_image: str = "raw",
-                    fusion: dict | None = None) -> EvaluationResults:
+                    fusion: dict | None = None,
+                    confidence: bool = False) -> EvaluationResults:
     """Replay ``bag`` over DDS into an in-process depth node and score it live.
 
     1. a private rclpy context with the depth node (``model``, ``backend``,
@@ -59,15 +60,17 @@ def evaluate_online(bag, model: str, results: EvaluationResults | None = None,
     frame, the latency is reported apart; 1 is the live node's newest-frame-only queue.
     Frames the depth node drops are not scored. ``fusion``: the depth node's temporal
     fusion parameters (``{"fusion_threshold": 0.1, "fusion_max_age": 8}``; None: off);
-    the bag's /tf and /tf_static are then played too, the motion's source. Returns the
-    evaluator's results (merged into ``results`` if given, which must use the same
-    protocol).
+    the bag's /tf and /tf_static are then played too, the motion's source.
+    ``confidence``: the depth node publishes ``confidence/image`` (a model with an
+    uncertainty output, or ``fusion``): the evaluator scores each frame with it (AUSE,
+    AURG), as the offline tool scores a row with a confidence. Returns the evaluator's
+    results (merged into ``results`` if given, which must use the same protocol).
     """
     import rclpy
     from rclpy.parameter import Parameter
 
     from depth_perception.data.bag import BagReader, BagTopics
-    from depth_perception.ros.camera_pipeline import DEPTH_TOPIC
+    from depth_perception.ros.camera_pipeline import CONFIDENCE_TOPIC, DEPTH_TOPIC
     from depth_perception.ros.depth_node import DepthNode
     from depth_perception.ros.evaluator_node import EvaluatorNode
     from depth_perception.ros.lifetime import Spinner, init, make_executor, shutdown_lifecycle
@@ -114,7 +117,8 @@ def evaluate_online(bag, model: str, results: EvaluationResults | None = None,
             Parameter("condition", value=condition), Parameter("model_name", value=model_name),
             Parameter("min_depth", value=float(min_depth)),
             Parameter("max_depth", value=float(max_depth)),
-            Parameter("tf_bag", value=str(bag)), Parameter("reliable_inputs", value=True)],
+            Parameter("tf_bag", value=str(bag)), Parameter("reliable_inputs", value=True),
+            Parameter("confidence", value=bool(confidence))],
             cli_args=["--ros-args", "-r", f"lidar:={topics.lidar}",
                       "-r", f"reference_depth:={topics.gt_depth}",
                       "-r", f"image:={topics.image}"])
@@ -134,10 +138,10 @@ def evaluate_online(bag, model: str, results: EvaluationResults | None = None,
         #    evaluator on the depth node's output)
         with BagReplayer(bag, player_node, topics=played, rate=rate) as player:
             player.wait_for_subscribers(played, timeout=timeout)
-            out = DEPTH_TOPIC
-            _wait(lambda: evaluator.count_publishers(evaluator.resolve_topic_name(out)) > 0
-                  and depth_node.count_subscribers(depth_node.resolve_topic_name(out)) > 0,
-                  timeout, "the evaluator to match the depth node's output")
+            for out in (DEPTH_TOPIC, CONFIDENCE_TOPIC) if confidence else (DEPTH_TOPIC,):
+                _wait(lambda: evaluator.count_publishers(evaluator.resolve_topic_name(out)) > 0
+                      and depth_node.count_subscribers(depth_node.resolve_topic_name(out)) > 0,
+                      timeout, f"the evaluator to match the depth node's {out}")
             stats = player.play()
         n_images = stats.published[topics.image]
         # 3. Let the last frames through the depth node and the evaluator
@@ -147,6 +151,9 @@ def evaluate_online(bag, model: str, results: EvaluationResults | None = None,
         _wait(lambda: s.frames_out + s.frames_dropped + s.frames_bad >= s.frames_in
               and evaluator.frames_received >= s.frames_out, timeout,
               "the depth node and the evaluator to finish")
+        if confidence:              # published right after each depth image
+            _wait(lambda: evaluator.confidences_received >= s.frames_out, 10.0,
+                  "the evaluator to receive every confidence image", raise_on_timeout=False)
         # every scan / reference image and odometry message delivered before the frames
         # still waiting for a later scan are decided (reliable, so nothing is lost)
         n_odom = stats.published[topics.odom] if topics.odom in played else 0

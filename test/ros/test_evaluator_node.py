@@ -186,3 +186,47 @@ def test_online_dense_reference_agrees_with_offline(night_bag_and_model):
     for stamp, m in on.items():
         assert m["abs_rel"] == pytest.approx(off[stamp]["abs_rel"], abs=1e-3)
         assert m["n_valid"] == off[stamp]["n_valid"]
+
+
+def _with_log_variance(src: Path, dst: Path) -> Path:
+    """``src`` with a second output ``log_variance`` = 2 ln(depth) - 6 (a model with an
+    uncertainty output: the node publishes its confidence)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    m = onnx.load(str(src))
+    depth = m.graph.output[0].name
+    m.graph.initializer.extend([numpy_helper.from_array(np.array(2.0, np.float32), "lv_a"),
+                                numpy_helper.from_array(np.array(-6.0, np.float32), "lv_b")])
+    m.graph.node.extend([helper.make_node("Log", [depth], ["lv_log"]),
+                         helper.make_node("Mul", ["lv_log", "lv_a"], ["lv_mul"]),
+                         helper.make_node("Add", ["lv_mul", "lv_b"], ["log_variance"])])
+    out = onnx.ValueInfoProto()
+    out.CopyFrom(m.graph.output[0])
+    out.name = "log_variance"
+    m.graph.output.append(out)
+    onnx.save(m, str(dst))
+    return dst
+
+
+def test_online_confidence_is_scored_as_offline(night_bag_and_model, tmp_path):
+    """A model with an uncertainty output: the evaluator takes the node's
+    confidence/image beside each depth frame and scores AUSE/AURG as the offline tool
+    scores the same model's confidence."""
+    from depth_perception.evaluation.offline import EvaluateConfig, ModelSpec, evaluate
+    from depth_perception.ros.online_evaluation import evaluate_online
+
+    bag, plain = night_bag_and_model
+    model = _with_log_variance(plain, tmp_path / "uncertain.onnx")
+    offline = evaluate([bag], EvaluateConfig(), models=[ModelSpec(str(model), "onnxruntime",
+                                                                  "tiny")])
+    online = evaluate_online(bag, str(model), model_name="tiny", backend="onnxruntime",
+                             rate=0.5, confidence=True)
+    off = {f.stamp_ns: f.metrics for f in offline.models["tiny"].frames}
+    on = {f.stamp_ns: f.metrics for f in online.models["tiny"].frames}
+    assert len(on) >= 5 and set(on) <= set(off)
+    for stamp, m in on.items():
+        assert m["abs_rel"] == pytest.approx(off[stamp]["abs_rel"], abs=1e-3)
+        for key in ("ause_abs_rel", "aurg_abs_rel", "ause_rmse", "aurg_rmse"):
+            assert m[key] == pytest.approx(off[stamp][key], abs=1e-4), key
+    assert np.isfinite([m["aurg_abs_rel"] for m in on.values()]).all()
