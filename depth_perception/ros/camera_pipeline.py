@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import collections
 import copy
+import functools
 import math
 import threading
 import time
@@ -408,15 +409,12 @@ class CameraPipeline:
                 f"'{choice}')"))
         if not source:
             return None
-        done: list = []
-
+        @functools.cache
         def confidence() -> np.ndarray:
-            if not done:
-                values = result.confidence if source == "model" else fused.confidence
-                with np.errstate(invalid="ignore"):
-                    done.append(np.where(np.isfinite(depth) & (depth > 0), values,
-                                         np.float32(np.nan)).astype(np.float32))
-            return done[0]
+            values = result.confidence if source == "model" else fused.confidence
+            with np.errstate(invalid="ignore"):
+                return np.where(np.isfinite(depth) & (depth > 0), values,
+                                np.float32(np.nan)).astype(np.float32)
         return confidence
 
     def _publish(self, header, depth, intrinsics, frame: FrameInput, lo, hi,

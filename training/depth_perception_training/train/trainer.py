@@ -153,11 +153,13 @@ def build_val_loader(dataset, batch_size: int, num_workers: int = 0, collate_fn=
 
 
 def channels_last_batch(batch):
-    """``batch`` with its 4-D floating-point tensors (images) in channels-last order."""
+    """``batch`` with its images ([B,C,H,W] floating point, C <= 4 channels: RGB and
+    depth maps, not stacks of 4x4 transforms) in channels-last order."""
     if not isinstance(batch, dict):
         return batch
     return {k: v.contiguous(memory_format=torch.channels_last)
-            if torch.is_tensor(v) and v.dim() == 4 and v.is_floating_point() else v
+            if torch.is_tensor(v) and v.dim() == 4 and v.is_floating_point()
+            and v.shape[1] <= 4 and min(v.shape[2:]) > 4 else v
             for k, v in batch.items()}
 
 
