@@ -18,6 +18,11 @@ Conventions (shared with the rest of the package):
   (re-exported here: ``ordered_pair``, ``pose_vec_to_matrix``, ``disp_to_depth``, ...).
 
 No function bakes in a batch size or an image size.
+
+Precision: :func:`warp` always computes in float32 (or the float64 it is given), with
+autocast off. Under bf16/fp16 autocast a matrix product would otherwise run in 8 or 11
+mantissa bits: a point 40 m away projects up to a few pixels off at 576 px, which the
+photometric loss then learns from (the networks may still run in reduced precision).
 """
 from __future__ import annotations
 
@@ -54,6 +59,11 @@ def _k33(K: torch.Tensor) -> torch.Tensor:
     if K.dim() != 3 or K.shape[-2:] not in ((3, 3), (4, 4)):
         raise ValueError(f"intrinsics K must be [B,3,3] or [B,4,4], got {tuple(K.shape)}")
     return K[:, :3, :3]
+
+
+def _full_precision(x: torch.Tensor) -> torch.Tensor:
+    """bf16/fp16 tensors -> float32; float32/float64 and integer tensors as they are."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 def _check_depth(depth: torch.Tensor, name: str = "depth") -> None:
@@ -142,13 +152,16 @@ def warp(src: torch.Tensor, depth_tgt: torch.Tensor, K: torch.Tensor, T_src_tgt:
     if src.dim() != 4 or src.shape[0] != depth_tgt.shape[0] or src.shape[-2:] != depth_tgt.shape[-2:]:
         raise ValueError(f"warp: src {tuple(src.shape)} must be [B,C,H,W] matching depth_tgt "
                          f"{tuple(depth_tgt.shape)}")
-    K = _k33(K)
-    K_inv = torch.linalg.inv(K.double()).to(depth_tgt.dtype)
-    points = backproject(depth_tgt, K_inv)                              # [B,3,H,W]
-    pix, z = project(points, K if K_src is None else _k33(K_src), T_src_tgt,
-                     return_depth=True)                                 # [B,H,W,2], [B,1,H,W]
-    warped = F.grid_sample(src, pix.to(src.dtype), mode=mode, padding_mode=padding_mode,
-                           align_corners=True)
-    inside = (pix.abs() <= 1.0).all(dim=-1).unsqueeze(1)                # [B,1,H,W]
-    valid = (inside & (z > _EPS)).to(src.dtype)
-    return warped, valid
+    with torch.autocast(device_type=src.device.type, enabled=False):   # see module doc
+        depth_tgt, T_src_tgt = _full_precision(depth_tgt), _full_precision(T_src_tgt)
+        image = _full_precision(src)
+        K = _full_precision(_k33(K))
+        K_inv = torch.linalg.inv(K.double()).to(depth_tgt.dtype)
+        points = backproject(depth_tgt, K_inv)                          # [B,3,H,W]
+        pix, z = project(points, K if K_src is None else _full_precision(_k33(K_src)),
+                         T_src_tgt, return_depth=True)                  # [B,H,W,2], [B,1,H,W]
+        warped = F.grid_sample(image, pix.to(image.dtype), mode=mode, padding_mode=padding_mode,
+                               align_corners=True)
+        inside = (pix.abs() <= 1.0).all(dim=-1).unsqueeze(1)            # [B,1,H,W]
+        valid = (inside & (z > _EPS)).to(src.dtype)
+    return warped.to(src.dtype), valid

@@ -47,7 +47,8 @@ import torch.nn as nn
 from depth_perception.metadata import IMAGENET_MEAN, IMAGENET_STD, ModelMetadata
 from depth_perception.models.uncertainty import self_teaching_loss
 from depth_perception_training.losses import (MASK_READINGS, _ssim, abs_rel_distillation_map,
-                                              photometric_error, semantic_cosine_loss,
+                                              full_precision, photometric_error,
+                                              semantic_cosine_loss,
                                               teacher_loss_mask, upsample_to)
 from depth_perception_training.train.config import TrainConfig, save_config
 from depth_perception_training.train.student_parts import (  # noqa: F401 (names of the task)
@@ -195,7 +196,7 @@ class StudentObjective:
             else teacher_sized(day, self.teacher_multiple)
         want_tokens = self.semantic_weight > 0 and self.semantic_encoder is None
         kwargs = {"return_features": True} if want_tokens else {}
-        out = self.teacher.depth(day, **kwargs)
+        out = full_precision(self.teacher.depth(day, **kwargs))
         result = {"depth": upsample_to(out["depth"][0], (H, W)),
                   "scaled_disp": upsample_to(out["scaled_disp"][0], (H, W))}
         if want_tokens:

@@ -28,12 +28,11 @@ import torch.nn.functional as F
 
 from depth_perception.metadata import IMAGENET_MEAN, IMAGENET_STD, ModelMetadata
 from depth_perception.models import DEPTH_ARCHS, depth_network_class
+from depth_perception_training.losses import full_precision
 from depth_perception_training.train.config import TrainConfig, save_config, to_yaml
 from depth_perception_training.train.trainer import StepOutput
 
 logger = logging.getLogger(__name__)
-
-#: input size multiple per depth arch (DINOv2 patch 14; conv encoders stride 32)
 
 
 # -- the loss callable --------------------------------------------------------------------
@@ -74,9 +73,9 @@ class TeacherObjective:
 
         H, W = image.shape[-2:]
         if self.depth_size is None or self.depth_size == (H, W):
-            return depth_net(self.normalize(image), **kwargs)
+            return full_precision(depth_net(self.normalize(image), **kwargs))
         Hd, Wd = self.depth_size
-        out = dict(depth_net(self.normalize(upsample_to(image, (Hd, Wd))), **kwargs))
+        out = full_precision(depth_net(self.normalize(upsample_to(image, (Hd, Wd))), **kwargs))
         for key in ("depth", "disp", "scaled_disp"):
             if key in out:
                 out[key] = [upsample_to(m, (round(m.shape[-2] * H / Hd), round(m.shape[-1] * W / Wd)))
@@ -100,6 +99,7 @@ class TeacherObjective:
         earlier = torch.cat([p[0] for p in pairs], 0)                    # [n*B,3,H,W]
         later = torch.cat([p[1] for p in pairs], 0)
         axisangle, translation = pose_net(earlier, later, pairs=n)       # [n*B,1,3] x2
+        axisangle, translation = axisangle.float(), translation.float()  # see full_precision
         T = [pose_vec_to_matrix(axisangle[i * B:(i + 1) * B], translation[i * B:(i + 1) * B],
                                 invert=pairs[i][2]) for i in range(n)]
         t = translation.reshape(n, B, 3).transpose(0, 1)                 # [B,n,3]
