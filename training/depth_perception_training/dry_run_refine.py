@@ -169,9 +169,10 @@ def dry_run_refine(cfg, recipe: str, model: str | None = None, frame_size=(1600,
             stages.append(marigold_stage(cfg, frame, device))
         else:
             if cfg.redepth.sds_weight > 0 and not cfg.caption.prompt:
-                from depth_perception_training.dry_run_translate import caption_stage
+                from depth_perception_training.dry_run_translate import counted_caption_stage
 
-                stages.append(caption_stage(cfg.caption.max_new_tokens, name=cfg.caption.model))
+                stages.append(counted_caption_stage(cfg.caption.max_new_tokens,
+                                                    name=cfg.caption.model))
             stages.append(redepth_stage(cfg, frame, device, model, Path(work or tmp),
                                         steps_run))
     dtype = ("fp32 (redepth: SD guidance bf16 where CUDA runs it in fp16)"

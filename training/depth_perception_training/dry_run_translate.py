@@ -5,12 +5,12 @@ The models are the recipe's architectures built from config objects with random
 weights (no download), saved in the hub's layout to a work folder before a stage's
 memory span, then loaded by the package's own classes inside it:
 
-1. **caption** (BLIP-2 OPT-2.7B: ViT-g, Q-Former, OPT-2.7B, 3.7 B parameters): 15 GB in
-   fp32, more than this machine may hold for a check, so it is built on the ``meta``
-   device: its parameters are counted and the FLOPs of a greedy caption of
-   ``caption.max_new_tokens`` tokens (image encoder, Q-Former, prompt, then one token at
-   a time with the key/value cache) are counted without computing; its memory is not
-   measured (``null``), and the report then claims no fit;
+1. **caption** (BLIP-2 OPT-2.7B: ViT-g, Q-Former, OPT-2.7B, 3.7 B parameters) in the
+   diffusion's precision (bf16 on this CPU for CUDA's fp16: 7.5 GB), built with its
+   processor (224 px, 32 queries; a byte-level GPT-2 tokenizer stands in for OPT's, the
+   compute does not depend on the words) and loaded by the package's
+   :class:`~depth_perception_training.translate.caption.Captioner`: one greedy caption of
+   up to ``caption.max_new_tokens`` tokens of the frame;
 2. **control depth** (``models.depth``: DPT-Hybrid MiDaS; ``depth_anything_v2_*`` names
    a Depth Anything V2 instead) on the whole frame and the ``control_depth.grid`` tiles,
    through :class:`~depth_perception_training.translate.control_depth.ControlDepth`;
@@ -61,9 +61,10 @@ def blip2_opt_2_7b_config():
     return Blip2Config(text_config=text.to_dict(), num_query_tokens=32)
 
 
-def caption_stage(max_new_tokens: int, config=None, name: str = CAPTIONER_ID) -> Stage:
+def counted_caption_stage(max_new_tokens: int, config=None, name: str = CAPTIONER_ID) -> Stage:
     """BLIP-2 (OPT-2.7B unless ``config``) on the meta device: parameters and FLOPs of one
-    greedy caption."""
+    greedy caption, memory and time not measured (the refine dry run: its captioner runs
+    in fp32, 15 GB)."""
     import torch
     from transformers import Blip2ForConditionalGeneration
 
@@ -85,15 +86,79 @@ def caption_stage(max_new_tokens: int, config=None, name: str = CAPTIONER_ID) ->
         for _ in range(max(int(max_new_tokens) - 1, 0)):
             out = lm(input_ids=out.logits[:, -1:].argmax(-1),
                      past_key_values=out.past_key_values, use_cache=True)
-    params = {"vision": param_count(model.vision_model), "qformer": param_count(model.qformer)
-              + model.query_tokens.numel(), "language": param_count(lm)
-              + param_count(model.language_projection)}
-    return Stage("caption", params, c.total, None, None, [
-        f"{name} built on the meta device ({sum(params.values()) / 1e9:.3f} B "
+    return Stage("caption", _blip2_params(model), c.total, None, None, [
+        f"{name} built on the meta device ({param_count(model) / 1e9:.3f} B "
         "parameters): FLOPs of a greedy caption of "
-        f"{max_new_tokens} tokens counted; memory and time not measured here (more than "
-        "this shared machine may hold for a check: OPT-2.7B's BLIP-2 is 15 GB in fp32, about "
-        "7.5 GB of fp16 weights on a GPU)"])
+        f"{max_new_tokens} tokens counted; memory and time not measured here (OPT-2.7B's "
+        "BLIP-2 is 15 GB in fp32)"])
+
+
+def _blip2_params(model) -> dict:
+    return {"vision": param_count(model.vision_model), "qformer": param_count(model.qformer)
+            + model.query_tokens.numel(), "language": param_count(model.language_model)
+            + param_count(model.language_projection)}
+
+
+def save_captioner(folder: Path, dtype) -> Path:
+    """BLIP-2 OPT-2.7B's architecture with random weights in ``dtype`` and a processor
+    (224 px, 32 queries, :func:`~depth_perception_training.tiny.byte_gpt2_tokenizer`),
+    saved to ``folder``. Built directly in ``dtype``: no float32 copy is ever held."""
+    import torch
+    from transformers import Blip2ForConditionalGeneration, Blip2Processor, BlipImageProcessor
+    from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+    from depth_perception_training.tiny import byte_gpt2_tokenizer
+
+    config = blip2_opt_2_7b_config()
+    tokenizer = byte_gpt2_tokenizer()
+    processor = Blip2Processor(BlipImageProcessor(size={"height": 224, "width": 224},
+                                                  image_mean=OPENAI_CLIP_MEAN,
+                                                  image_std=OPENAI_CLIP_STD),
+                               tokenizer, num_query_tokens=config.num_query_tokens)
+    config.image_token_index = tokenizer.convert_tokens_to_ids("<image>")
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        setattr(config.text_config, key, getattr(tokenizer, key))
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        model = Blip2ForConditionalGeneration(config).eval()
+    finally:
+        torch.set_default_dtype(default)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    del model
+    release_free_memory()
+    return folder
+
+
+def caption_stage(cfg, frame: np.ndarray, device, work: Path, folder: Path | None = None,
+                  label: str | None = None) -> Stage:
+    """Stage of one caption of ``frame`` by the recipe's captioner (BLIP-2 OPT-2.7B's
+    architecture unless ``folder``, a saved captioner), loaded in the diffusion's
+    precision as the translator does."""
+    from depth_perception_training.translate.caption import Captioner
+
+    dtype, _ = run_dtype(cfg.diffusion.dtype, device)
+    folder = folder or save_captioner(work / "captioner", dtype)
+    release_free_memory()
+    with MemoryMeter(device) as meter:
+        captioner = Captioner.from_pretrained(
+            str(folder), device, dtype, True, tidy=True,
+            max_new_tokens=cfg.caption.max_new_tokens,
+            min_new_tokens=cfg.caption.min_new_tokens)
+        captioner.model.requires_grad_(False)
+        with count_flops() as c, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            text, seconds, cpu = timed(device, lambda: captioner(frame))
+    params = _blip2_params(captioner.model)
+    tokens = len(captioner.processor.tokenizer(text)["input_ids"]) if text else 0
+    del captioner
+    release_free_memory()
+    return Stage("caption", params, c.total, round(meter.peak_gb, 3), round(seconds, 3),
+                 [f"{label or CAPTIONER_ID + ' architecture'}, random weights, "
+                  f"{sum(params.values()) / 1e9:.3f} B parameters: one greedy caption of "
+                  f"the frame (up to {cfg.caption.max_new_tokens} new tokens; {tokens} "
+                  "tokens of text)"], round(cpu, 3))
 
 
 def save_control_depth(name: str, folder: Path) -> Path:
@@ -254,10 +319,9 @@ def diffusion_stage(cfg, control: np.ndarray, device, work: Path, steps_run: int
 
 def tiny_models(work: Path) -> dict:
     """``models.tiny``: the tiny translation set (tiny.py) instead of the full-size one."""
-    from depth_perception_training.tiny import save_tiny_translation_models, tiny_blip2
+    from depth_perception_training.tiny import save_tiny_translation_models
 
-    return {"models": save_tiny_translation_models(work / "tiny_models"),
-            "captioner_config": tiny_blip2()[1].config}
+    return {"models": save_tiny_translation_models(work / "tiny_models")}
 
 
 def dry_run_translate(cfg, recipe: str, frame_size=(1600, 900), steps_run: int | None = None,
@@ -277,8 +341,9 @@ def dry_run_translate(cfg, recipe: str, frame_size=(1600, 900), steps_run: int |
         tiny = tiny_models(work) if cfg.models.tiny else None
         stages = []
         if cfg.caption.enabled:
-            stages.append(caption_stage(cfg.caption.max_new_tokens, *(
-                (tiny["captioner_config"], "tiny BLIP-2") if tiny else ())))
+            stages.append(caption_stage(cfg, frame, device, work,
+                                        tiny and Path(tiny["models"]["captioner"]),
+                                        tiny and "tiny BLIP-2"))
         cd_stage, fused = control_depth_stage(cfg, frame, device, work,
                                               tiny and Path(tiny["models"]["depth"]),
                                               tiny and "tiny DPT")

@@ -212,7 +212,7 @@ def byte_clip_tokenizer(max_length: int = 32):
                          merges=[], model_max_length=max_length)
 
 
-def _gpt2_tokenizer():
+def byte_gpt2_tokenizer():
     """GPT2Tokenizer over single bytes (no merges); ``</s>`` begins, ends and is unknown."""
     import json
     import tempfile
@@ -229,7 +229,7 @@ def _gpt2_tokenizer():
 
 def tiny_blip2(seed: int | None = None):
     """(Blip2Processor, Blip2ForConditionalGeneration in eval mode): 32x32 images, an OPT
-    text model over :func:`_gpt2_tokenizer`. ``seed``: torch's seed first (None: the
+    text model over :func:`byte_gpt2_tokenizer`. ``seed``: torch's seed first (None: the
     random state as it is)."""
     import torch
     from transformers import (Blip2Config, Blip2ForConditionalGeneration, Blip2Processor,
@@ -237,7 +237,7 @@ def tiny_blip2(seed: int | None = None):
                               OPTConfig)
 
     num_query_tokens = 4
-    tokenizer = _gpt2_tokenizer()
+    tokenizer = byte_gpt2_tokenizer()
     processor = Blip2Processor(BlipImageProcessor(size={"height": 32, "width": 32}),
                                tokenizer, num_query_tokens=num_query_tokens)
     image_token_id = tokenizer.convert_tokens_to_ids("<image>")
