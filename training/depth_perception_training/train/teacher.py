@@ -99,7 +99,7 @@ class TeacherObjective:
         earlier = torch.cat([p[0] for p in pairs], 0)                    # [n*B,3,H,W]
         later = torch.cat([p[1] for p in pairs], 0)
         axisangle, translation = pose_net(earlier, later, pairs=n)       # [n*B,1,3] x2
-        axisangle, translation = axisangle.float(), translation.float()  # see full_precision
+        axisangle, translation = full_precision((axisangle, translation))
         T = [pose_vec_to_matrix(axisangle[i * B:(i + 1) * B], translation[i * B:(i + 1) * B],
                                 invert=pairs[i][2]) for i in range(n)]
         t = translation.reshape(n, B, 3).transpose(0, 1)                 # [B,n,3]
