@@ -89,7 +89,7 @@ def test_gdt_dry_run_runs_each_stage_alone(capsys):
     assert list(stages) == ["caption", "control_depth", "diffusion"]
     assert "unmeasured" not in out and out["fits_24gb"] is True
     assert all(s["peak_memory_gb"] is not None and s["seconds"] > 0 for s in stages.values())
-    assert "one greedy caption of the frame" in stages["caption"]["notes"][0]
+    assert "one greedy caption of the frame at its longest" in stages["caption"]["notes"][0]
     assert all(s["flops"] > 0 for s in stages.values())
     assert out["flops_per_step"] == sum(s["flops"] for s in stages.values())
     assert out["peak_memory_gb"] == max(s["peak_memory_gb"] for s in stages.values())

@@ -10,7 +10,7 @@ memory span, then loaded by the package's own classes inside it:
    processor (224 px, 32 queries; a byte-level GPT-2 tokenizer stands in for OPT's, the
    compute does not depend on the words) and loaded by the package's
    :class:`~depth_perception_training.translate.caption.Captioner`: one greedy caption of
-   up to ``caption.max_new_tokens`` tokens of the frame;
+   the frame at its longest, ``caption.max_new_tokens`` tokens;
 2. **control depth** (``models.depth``: DPT-Hybrid MiDaS; ``depth_anything_v2_*`` names
    a Depth Anything V2 instead) on the whole frame and the ``control_depth.grid`` tiles,
    through :class:`~depth_perception_training.translate.control_depth.ControlDepth`;
@@ -142,23 +142,21 @@ def caption_stage(cfg, frame: np.ndarray, device, work: Path, folder: Path | Non
     folder = folder or save_captioner(work / "captioner", dtype)
     release_free_memory()
     with MemoryMeter(device) as meter:
-        captioner = Captioner.from_pretrained(
-            str(folder), device, dtype, True, tidy=True,
-            max_new_tokens=cfg.caption.max_new_tokens,
-            min_new_tokens=cfg.caption.min_new_tokens)
+        n = int(cfg.caption.max_new_tokens)      # the longest caption: random weights
+        captioner = Captioner.from_pretrained(   # would otherwise stop at any early EOS
+            str(folder), device, dtype, True, tidy=True, max_new_tokens=n, min_new_tokens=n)
         captioner.model.requires_grad_(False)
         with count_flops() as c, warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            text, seconds, cpu = timed(device, lambda: captioner(frame))
+            _, seconds, cpu = timed(device, lambda: captioner(frame))
     params = _blip2_params(captioner.model)
-    tokens = len(captioner.processor.tokenizer(text)["input_ids"]) if text else 0
     del captioner
     release_free_memory()
     return Stage("caption", params, c.total, round(meter.peak_gb, 3), round(seconds, 3),
                  [f"{label or CAPTIONER_ID + ' architecture'}, random weights, "
                   f"{sum(params.values()) / 1e9:.3f} B parameters: one greedy caption of "
-                  f"the frame (up to {cfg.caption.max_new_tokens} new tokens; {tokens} "
-                  "tokens of text)"], round(cpu, 3))
+                  f"the frame at its longest ({n} new tokens, caption.max_new_tokens)"],
+                 round(cpu, 3))
 
 
 def save_control_depth(name: str, folder: Path) -> Path:
