@@ -127,6 +127,27 @@ def test_metricgold_dry_run(capsys):
     assert out["input_size"] == {"loss": [64, 32]} and out["flops_per_step"] > 0
 
 
+def test_dry_run_with_gradient_accumulation_measures_an_update(capsys):
+    """metricgold.yaml accumulates 16 micro-batches per update: its dry run's step must
+    still update (the optimiser's state, twice the weights for Adam, is part of the
+    peak), and say so."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    from depth_perception.cli import main
+
+    updates = []
+    handle = register_optimizer_step_post_hook(lambda opt, args, kwargs: updates.append(opt))
+    try:
+        assert main(["train", "metricgold", "--config", "metricgold_tiny", "--dry-run",
+                     "trainer.gradient_accumulation_steps=4"]) == 0
+    finally:
+        handle.remove()
+    out = _last_json(capsys.readouterr().out)
+    assert len(updates) == 1 and out["batch"] == 2
+    assert any("gradient accumulation 4" in n and "takes 4 micro-batches" in n
+               for n in out["notes"])
+
+
 def test_metricgold_from_a_hub_id_dry_runs_stable_diffusion_2s_architecture():
     """metricgold.yaml names stabilityai/stable-diffusion-2: its dry run builds that
     architecture with random weights (here only built, not stepped: 1.3 B parameters)."""

@@ -12,7 +12,9 @@ What changes against a real run, and nothing else:
    ``data.height``), enough frames for one batch; a student gets photometric night /
    rain translations of it, and a teacher run folder with random weights built from its
    teacher recipe (:data:`TEACHER_RECIPES`) unless ``student.teacher`` exists;
-3. the trainer: no validation, no checkpoint, no progress bar, ``data.num_workers=0``.
+3. the trainer: no validation, no checkpoint, no progress bar, ``data.num_workers=0``;
+   with gradient accumulation the step is one micro-batch that also updates, so the
+   optimiser's state is allocated and measured (a real run's peak).
 
 The model build and the step are inside the memory span; the data and the teacher run
 folder are made before it.
@@ -138,6 +140,13 @@ def prepare(cfg, recipe: str, work: Path, teacher_recipe: str | None = None):
                       f"[{photometric_translations(bag, cfg.student.conditions, work)}]"]
         notes.append("student frames: photometric translations (the step's compute does not "
                      "depend on the translator)")
+    accumulate = int(cfg.trainer.get("gradient_accumulation_steps", 1) or 1)
+    if accumulate > 1:      # the step measured is a micro-batch that also updates
+        overrides.append("trainer.gradient_accumulation_steps=1")
+        notes.append(f"gradient accumulation {accumulate}: the step measured is one "
+                     f"micro-batch of {cfg.data.batch_size} with the optimiser's update (so "
+                     "its state is allocated: the run's peak); an update of the recipe "
+                     f"takes {accumulate} micro-batches")
     from omegaconf import OmegaConf
 
     merged = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides + _run_overrides(
