@@ -115,6 +115,36 @@ def test_redepth_dry_run_counts_the_whole_sample_from_the_steps_run(tmp_path, ca
     assert out["flops_per_step"] > 0 and out["fits_24gb"] is True
 
 
+def test_redepth_dry_run_sums_the_resident_captioner(tmp_path, capsys):
+    """Re-Depth keeps its BLIP-2 captioner loaded while it refines: the dry run measures
+    the caption (here a saved tiny BLIP-2) and reports the two stages' peaks summed."""
+    import numpy as np
+    import torch
+
+    from depth_perception.cli import main
+    from depth_perception_training.dry_run import Stage, combine_stages
+    from depth_perception_training.dry_run_refine import redepth_caption_stage
+    from depth_perception_training.refine.config import load_refine_config
+    from depth_perception_training.tiny import save_tiny_blip2, save_tiny_depth_anything
+
+    stages = [Stage("caption", {"m": 1}, 10, 2.0, 1.0), Stage("redepth", {"n": 2}, 20, 3.5, 2.0)]
+    assert combine_stages("r", stages, {}, 1, "cpu", "m").peak_memory_gb == 3.5
+    both = combine_stages("r", stages, {}, 1, "cpu", "m", resident=True)
+    assert both.peak_memory_gb == 5.5 and "sum" in both.fits_basis()
+    model = save_tiny_depth_anything(tmp_path / "da", metric=False)
+    captioner = save_tiny_blip2(tmp_path / "blip2")
+    assert main(["refine", "--config", "redepth", "--dry-run", "--model", str(model),
+                 "--frame-size", "112x56", "--dry-run-steps", "2", "redepth.sds_weight=0",
+                 "redepth.short_side=56", "redepth.steps=2", "redepth.ensemble=1"]) == 0
+    alone = _last_json(capsys.readouterr().out)
+    assert [s["name"] for s in alone["stages"]] == ["redepth"]      # no SDS: no caption
+    cfg = load_refine_config("redepth", [f"caption.model={captioner}"])
+    stage = redepth_caption_stage(cfg, np.zeros((56, 112, 3), np.uint8), torch.device("cpu"),
+                                  tmp_path)
+    assert stage.name == "caption" and stage.peak_memory_gb is not None and stage.flops > 0
+    assert f"model folder {captioner}" in stage.notes[0]
+
+
 def test_metricgold_dry_run(capsys):
     """The tiny MetricGold recipe: UNet, VAE and text encoder counted, one step at its
     batch on frames without context."""

@@ -187,6 +187,8 @@ class DryRunReport:
     #: peak_memory_gb / seconds_per_step, and fits_24gb is then null)
     unmeasured: list = field(default_factory=list)
     cpu_seconds_per_step: float | None = None
+    #: the stages' models stay loaded together: the peak is their sum, not the largest
+    resident: bool = False
 
     @property
     def fits_measured(self) -> bool | None:
@@ -203,7 +205,8 @@ class DryRunReport:
         where = ("the measured CUDA peak" if self.memory_method.startswith("torch.cuda")
                  else f"the measured CPU peak ({self.dtype.split(' ')[0]})")
         text = (f"{where} + {CUDA_OVERHEAD_GB:g} GiB CUDA context <= {GPU_MEMORY_GB:g} GiB"
-                + (" (the largest stage)" if self.stages else ""))
+                + ((" (the stages' sum: their models stay loaded together)" if self.resident
+                    else " (the largest stage)") if self.stages else ""))
         if self.unmeasured:
             text += (f"; not claimed: stage(s) {', '.join(self.unmeasured)} not measured "
                      f"here (the measured ones fit: {self.fits_measured})")
@@ -227,19 +230,22 @@ class DryRunReport:
 
 
 def combine_stages(recipe: str, stages: list[Stage], input_size: dict, batch: int, device,
-                   method: str, dtype: str = "fp32", notes=()) -> DryRunReport:
+                   method: str, dtype: str = "fp32", notes=(),
+                   resident: bool = False) -> DryRunReport:
     """One report over stages run one after another: params of every stage, FLOPs
     summed, seconds summed and the peak memory the largest stage's over the stages that
-    were measured (the others listed in ``unmeasured``: then no fit is claimed)."""
+    were measured (the others listed in ``unmeasured``: then no fit is claimed), or with
+    ``resident`` (each stage's models stay loaded for the next) their sum."""
     params = {f"{s.name}.{k}": v for s in stages for k, v in s.params.items()}
     measured = [s for s in stages if s.peak_memory_gb is not None]
+    peaks = [s.peak_memory_gb for s in measured]
+    peak = (round(sum(peaks), 3) if resident else max(peaks)) if peaks else None
     return DryRunReport(
-        recipe, params, input_size, batch, int(sum(s.flops for s in stages)),
-        max((s.peak_memory_gb for s in measured), default=None), method,
+        recipe, params, input_size, batch, int(sum(s.flops for s in stages)), peak, method,
         float(sum(s.seconds or 0.0 for s in measured)) if measured else None, str(device),
         dtype, list(notes) + [f"{s.name}: {n}" for s in stages for n in s.notes],
         [asdict(s) for s in stages], [s.name for s in stages if s not in measured],
-        float(sum(s.cpu_seconds or 0.0 for s in measured)) if measured else None)
+        float(sum(s.cpu_seconds or 0.0 for s in measured)) if measured else None, resident)
 
 
 def print_report(report: DryRunReport) -> dict:

@@ -1,13 +1,14 @@
 """``refine --dry-run``: one refined (Re-Depth) or labelled (Marigold) image at full size
 with random weights (see :mod:`depth_perception_training.dry_run`).
 
-* ``redepth``: the BLIP-2 caption that makes the SDS prompt is counted on the meta device
-  as in the GDT dry run (not measured); then, measured: the depth model (``--model``:
+* ``redepth``: the BLIP-2 caption that makes the SDS prompt, in the guidance's precision
+  (bf16 here where CUDA runs fp16), as in the GDT dry run; then the depth model (``--model``:
   a Depth Anything V2 hub id's architecture, Large by default, or a local folder),
   Stable Diffusion 1.5's guidance parts, and ``steps_run`` optimisation steps of one
   ensemble run through :func:`~depth_perception_training.refine.redepth.refine_image`.
   A sample is ``redepth.steps`` x ``redepth.ensemble`` steps: the report counts them
-  as the last step run (FLOPs and seconds between two step ends) plus the set-up.
+  as the last step run (FLOPs and seconds between two step ends) plus the set-up. The
+  captioner stays loaded while refining: the report's peak is the two stages' sum.
 * ``marigold``: the Marigold v1-1 pipeline (SD 2 UNet with an 8-channel input, VAE,
   OpenCLIP ViT-H text encoder) in
   :class:`~depth_perception_training.refine.marigold.MarigoldTeacher`, one ensemble
@@ -169,14 +170,29 @@ def dry_run_refine(cfg, recipe: str, model: str | None = None, frame_size=(1600,
             stages.append(marigold_stage(cfg, frame, device))
         else:
             if cfg.redepth.sds_weight > 0 and not cfg.caption.prompt:
-                from depth_perception_training.dry_run_translate import counted_caption_stage
-
-                stages.append(counted_caption_stage(cfg.caption.max_new_tokens,
-                                                    name=cfg.caption.model))
+                stages.append(redepth_caption_stage(cfg, frame, device, Path(work or tmp)))
             stages.append(redepth_stage(cfg, frame, device, model, Path(work or tmp),
                                         steps_run))
     dtype = ("fp32 (redepth: SD guidance bf16 where CUDA runs it in fp16)"
              if cfg.method == "redepth" and cfg.guidance.half_precision else "fp32")
     return combine_stages(Path(recipe).stem, stages, {"frame": [W, H]}, 1, device,
                           MemoryMeter(device, dtype.split(" ")[0]).method, dtype,
-                          notes=["one image; random weights at the recipe's architectures"])
+                          notes=["one image; random weights at the recipe's architectures"],
+                          resident=True)     # the captioner stays loaded while refining
+
+
+def redepth_caption_stage(cfg, frame: np.ndarray, device, work: Path):
+    """The SDS prompt's BLIP-2 caption: measured in the guidance's half precision (bf16
+    on the CPU where CUDA runs fp16: 7.5 GB), counted on the meta device in fp32 (15 GB,
+    more than this machine may hold for a check)."""
+    from depth_perception_training.dry_run_translate import (caption_stage,
+                                                             counted_caption_stage, run_dtype)
+
+    name = str(cfg.caption.model)
+    local = Path(name).is_dir()              # a saved captioner: run as it is
+    if not (cfg.guidance.half_precision or local):
+        return counted_caption_stage(cfg.caption.max_new_tokens, name=name)
+    dtype, _ = run_dtype("fp16" if cfg.guidance.half_precision else "fp32", device)
+    return caption_stage(cfg.caption.max_new_tokens, dtype, frame, device, work,
+                         Path(name) if local else None,
+                         f"model folder {name}" if local else f"{name} architecture")

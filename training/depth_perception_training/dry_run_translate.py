@@ -131,18 +131,16 @@ def save_captioner(folder: Path, dtype) -> Path:
     return folder
 
 
-def caption_stage(cfg, frame: np.ndarray, device, work: Path, folder: Path | None = None,
-                  label: str | None = None) -> Stage:
-    """Stage of one caption of ``frame`` by the recipe's captioner (BLIP-2 OPT-2.7B's
-    architecture unless ``folder``, a saved captioner), loaded in the diffusion's
-    precision as the translator does."""
+def caption_stage(max_new_tokens: int, dtype, frame: np.ndarray, device, work: Path,
+                  folder: Path | None = None, label: str | None = None) -> Stage:
+    """Stage of one caption of ``frame`` by BLIP-2 OPT-2.7B's architecture (or ``folder``,
+    a saved captioner) loaded in ``dtype`` by the package's captioner."""
     from depth_perception_training.translate.caption import Captioner
 
-    dtype, _ = run_dtype(cfg.diffusion.dtype, device)
     folder = folder or save_captioner(work / "captioner", dtype)
     release_free_memory()
     with MemoryMeter(device) as meter:
-        n = int(cfg.caption.max_new_tokens)      # the longest caption: random weights
+        n = int(max_new_tokens)                  # the longest caption: random weights
         captioner = Captioner.from_pretrained(   # would otherwise stop at any early EOS
             str(folder), device, dtype, True, tidy=True, max_new_tokens=n, min_new_tokens=n)
         captioner.model.requires_grad_(False)
@@ -155,7 +153,8 @@ def caption_stage(cfg, frame: np.ndarray, device, work: Path, folder: Path | Non
     return Stage("caption", params, c.total, round(meter.peak_gb, 3), round(seconds, 3),
                  [f"{label or CAPTIONER_ID + ' architecture'}, random weights, "
                   f"{sum(params.values()) / 1e9:.3f} B parameters: one greedy caption of "
-                  f"the frame at its longest ({n} new tokens, caption.max_new_tokens)"],
+                  f"the frame at its longest ({n} new tokens, caption.max_new_tokens) in "
+                  f"{str(dtype).replace('torch.', '')}"],
                  round(cpu, 3))
 
 
@@ -339,8 +338,9 @@ def dry_run_translate(cfg, recipe: str, frame_size=(1600, 900), steps_run: int |
         tiny = tiny_models(work) if cfg.models.tiny else None
         stages = []
         if cfg.caption.enabled:
-            stages.append(caption_stage(cfg, frame, device, work,
-                                        tiny and Path(tiny["models"]["captioner"]),
+            stages.append(caption_stage(cfg.caption.max_new_tokens,
+                                        run_dtype(cfg.diffusion.dtype, device)[0], frame,
+                                        device, work, tiny and Path(tiny["models"]["captioner"]),
                                         tiny and "tiny BLIP-2"))
         cd_stage, fused = control_depth_stage(cfg, frame, device, work,
                                               tiny and Path(tiny["models"]["depth"]),

@@ -26,8 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser, "refine config: a path or a shipped name (redepth, marigold)",
                          "e.g. redepth.steps=200 redepth.ensemble=3 caption.prompt='a street' "
                          "guidance.model=/models/sd15 device=cuda", default="redepth")
-    add_dry_run_argument(parser, "the refinement of one image (redepth: its caption counted "
-                                 "on the meta device; marigold: one ensemble member)",
+    add_dry_run_argument(parser, "the refinement of one image (redepth: its caption, then "
+                                 "the refinement steps; marigold: one ensemble member)",
                          per_image=True)
 
 

@@ -94,7 +94,9 @@ class RefineRun:
                 and self.captioner is None:
             from depth_perception_training.translate.caption import Captioner
             c = cfg.caption
-            self.captioner = Captioner.from_pretrained(c.model, device=cfg.device, prefix=c.prefix,
+            self.captioner = Captioner.from_pretrained(c.model, device=cfg.device,
+                                                       dtype=self._guidance_dtype(),
+                                                       prefix=c.prefix,
                                                        max_new_tokens=c.max_new_tokens)
         if cfg.method == "marigold" and self.marigold is None:
             from depth_perception_training.refine.marigold import MarigoldTeacher
@@ -115,14 +117,20 @@ class RefineRun:
                                                      ensemble=m.ensemble, steps=m.steps,
                                                      seed=cfg.seed)
 
-    def _load_guidance(self):
+    def _guidance_dtype(self):
+        """fp16 on CUDA with ``guidance.half_precision``, else fp32: the SD guidance's and
+        the BLIP-2 captioner's weights (both stay loaded while refining; OPT-2.7B's BLIP-2
+        is 15 GB in fp32)."""
         import torch
 
+        half = self.cfg.guidance.half_precision and str(self.cfg.device).startswith("cuda")
+        return torch.float16 if half else torch.float32
+
+    def _load_guidance(self):
         from depth_perception_training.refine.sds import SDSGuidance
         g = self.cfg.guidance
-        half = g.half_precision and str(self.cfg.device).startswith("cuda")
         return SDSGuidance.from_pretrained(
-            g.model, dtype=torch.float16 if half else torch.float32, device=self.cfg.device,
+            g.model, dtype=self._guidance_dtype(), device=self.cfg.device,
             guidance_scale=g.guidance_scale, t_range=tuple(g.t_range), resolution=g.resolution,
             weighting=g.weighting)
 
