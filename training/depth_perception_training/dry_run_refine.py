@@ -173,8 +173,9 @@ def dry_run_refine(cfg, recipe: str, model: str | None = None, frame_size=(1600,
                 stages.append(redepth_caption_stage(cfg, frame, device, Path(work or tmp)))
             stages.append(redepth_stage(cfg, frame, device, model, Path(work or tmp),
                                         steps_run))
-    dtype = ("fp32 (redepth: SD guidance bf16 where CUDA runs it in fp16)"
-             if cfg.method == "redepth" and cfg.guidance.half_precision else "fp32")
+    dtype = ("fp32 (redepth: the SD guidance and the BLIP-2 captioner in bf16 where CUDA "
+             "runs them in fp16)" if cfg.method == "redepth" and cfg.guidance.half_precision
+             else "fp32")
     return combine_stages(Path(recipe).stem, stages, {"frame": [W, H]}, 1, device,
                           MemoryMeter(device, dtype.split(" ")[0]).method, dtype,
                           notes=["one image; random weights at the recipe's architectures"],
