@@ -63,8 +63,8 @@ def blip2_opt_2_7b_config():
 
 def counted_caption_stage(max_new_tokens: int, config=None, name: str = CAPTIONER_ID) -> Stage:
     """BLIP-2 (OPT-2.7B unless ``config``) on the meta device: parameters and FLOPs of one
-    greedy caption, memory and time not measured (the refine dry run: its captioner runs
-    in fp32, 15 GB)."""
+    greedy caption, memory and time not measured (for a captioner in fp32, 15 GB: Re-Depth
+    with ``guidance.half_precision`` off)."""
     import torch
     from transformers import Blip2ForConditionalGeneration
 
