@@ -43,6 +43,7 @@ __all__ = [
     "backproject",
     "project",
     "warp",
+    "full_precision",
     "axis_angle_to_matrix",
     "pose_vec_to_matrix",
     "ordered_pair",
@@ -61,9 +62,17 @@ def _k33(K: torch.Tensor) -> torch.Tensor:
     return K[:, :3, :3]
 
 
-def _full_precision(x: torch.Tensor) -> torch.Tensor:
-    """bf16/fp16 tensors -> float32; float32/float64 and integer tensors as they are."""
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+def full_precision(out):
+    """bf16/fp16 tensors as float32, in the same dict / list structure (the networks'
+    outputs under autocast); float32/float64 and integer tensors as they are. The losses
+    and the geometry they feed run in full precision, only the networks in reduced one."""
+    if isinstance(out, torch.Tensor):
+        return out.float() if out.dtype in (torch.float16, torch.bfloat16) else out
+    if isinstance(out, dict):
+        return {k: full_precision(v) for k, v in out.items()}
+    if isinstance(out, (list, tuple)):
+        return type(out)(full_precision(v) for v in out)
+    return out
 
 
 def _check_depth(depth: torch.Tensor, name: str = "depth") -> None:
@@ -153,12 +162,12 @@ def warp(src: torch.Tensor, depth_tgt: torch.Tensor, K: torch.Tensor, T_src_tgt:
         raise ValueError(f"warp: src {tuple(src.shape)} must be [B,C,H,W] matching depth_tgt "
                          f"{tuple(depth_tgt.shape)}")
     with torch.autocast(device_type=src.device.type, enabled=False):   # see module doc
-        depth_tgt, T_src_tgt = _full_precision(depth_tgt), _full_precision(T_src_tgt)
-        image = _full_precision(src)
-        K = _full_precision(_k33(K))
+        depth_tgt, T_src_tgt = full_precision(depth_tgt), full_precision(T_src_tgt)
+        image = full_precision(src)
+        K = full_precision(_k33(K))
         K_inv = torch.linalg.inv(K.double()).to(depth_tgt.dtype)
         points = backproject(depth_tgt, K_inv)                          # [B,3,H,W]
-        pix, z = project(points, K if K_src is None else _full_precision(_k33(K_src)),
+        pix, z = project(points, K if K_src is None else full_precision(_k33(K_src)),
                          T_src_tgt, return_depth=True)                  # [B,H,W,2], [B,1,H,W]
         warped = F.grid_sample(image, pix.to(image.dtype), mode=mode, padding_mode=padding_mode,
                                align_corners=True)

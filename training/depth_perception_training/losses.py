@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from depth_perception_training import geometry
+from depth_perception_training.geometry import full_precision
 
 __all__ = [
     "SSIM",
@@ -29,21 +30,7 @@ __all__ = [
     "semantic_cosine_loss",
     "upsample_to",
     "SelfSupervisedLoss",
-    "full_precision",
 ]
-
-
-def full_precision(out):
-    """The networks' bf16/fp16 outputs (under autocast) as float32, in the same dict /
-    list structure: the losses and the geometry they feed run in full precision; only the
-    networks themselves run in the reduced one."""
-    if isinstance(out, torch.Tensor):
-        return out.float() if out.dtype in (torch.float16, torch.bfloat16) else out
-    if isinstance(out, dict):
-        return {k: full_precision(v) for k, v in out.items()}
-    if isinstance(out, (list, tuple)):
-        return type(out)(full_precision(v) for v in out)
-    return out
 
 
 class _BoxMean(torch.autograd.Function):
@@ -349,7 +336,8 @@ class SelfSupervisedLoss(nn.Module):
                                  target_stats=target_stats)
 
     def forward(self, outputs: dict, batch: dict, generator: torch.Generator | None = None):
-        """(total, terms) in float32, with autocast off (see :func:`full_precision`)."""
+        """(total, terms) in float32, with autocast off (see
+        :func:`~depth_perception_training.geometry.full_precision`)."""
         with torch.autocast(device_type=batch["image"].device.type, enabled=False):
             return self._forward(full_precision(outputs), batch, generator)
 

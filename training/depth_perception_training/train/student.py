@@ -46,9 +46,9 @@ import torch.nn as nn
 
 from depth_perception.metadata import IMAGENET_MEAN, IMAGENET_STD, ModelMetadata
 from depth_perception.models.uncertainty import self_teaching_loss
+from depth_perception_training.geometry import full_precision
 from depth_perception_training.losses import (MASK_READINGS, _ssim, abs_rel_distillation_map,
-                                              full_precision, photometric_error,
-                                              semantic_cosine_loss,
+                                              photometric_error, semantic_cosine_loss,
                                               teacher_loss_mask, upsample_to)
 from depth_perception_training.train.config import TrainConfig, save_config
 from depth_perception_training.train.student_parts import (  # noqa: F401 (names of the task)

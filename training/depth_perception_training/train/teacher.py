@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from depth_perception.metadata import IMAGENET_MEAN, IMAGENET_STD, ModelMetadata
 from depth_perception.models import DEPTH_ARCHS, depth_network_class
-from depth_perception_training.losses import full_precision
+from depth_perception_training.geometry import full_precision
 from depth_perception_training.train.config import TrainConfig, save_config, to_yaml
 from depth_perception_training.train.trainer import StepOutput
 
