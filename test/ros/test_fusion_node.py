@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("rclpy")
 
 from support.rostools import Collector, RosHarness, node_state, wait_for  # noqa: E402
-from test_tf_runtime import make_node, tf2_msgs_built  # noqa: E402,F401 (fixture)
+from test_tf_runtime import make_node  # noqa: E402
 
 pytestmark = pytest.mark.ros
 

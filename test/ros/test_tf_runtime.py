@@ -32,29 +32,6 @@ Q_BASE_OPTICAL = (-0.5, 0.5, -0.5, 0.5)
 
 
 @pytest.fixture(scope="module")
-def tf2_msgs_built():
-    """tf2_msgs importable in the venv: built by scripts/build_interfaces.sh if needed."""
-    try:
-        import tf2_msgs.msg  # noqa: F401
-        return
-    except ImportError:
-        pass
-    if shutil.which("cmake") is None:
-        pytest.skip("cmake not found: tf2_msgs cannot be built (apt install cmake)")
-    venv = Path(sys.prefix)
-    proc = subprocess.run(["bash", str(ROOT / "scripts/build_interfaces.sh")],
-                          env={**os.environ, "VENV": str(venv)}, capture_output=True,
-                          text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    import site
-    import importlib
-
-    site.main()  # pick up the new .pth in this interpreter
-    importlib.invalidate_caches()
-    import tf2_msgs.msg  # noqa: F401
-
-
-@pytest.fixture(scope="module")
 def synth_bag(tmp_path_factory):
     from depth_perception.synth import make_synthetic_bags
 
