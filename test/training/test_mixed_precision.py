@@ -67,3 +67,25 @@ def test_warp_runs_in_full_precision_under_bf16_autocast():
     # a bf16 pose and depth move the samples by their own rounding only
     both = (valid * ref_valid).bool().expand_as(out)
     assert (out - ref)[both].abs().max() < 0.1
+
+
+def test_each_trainer_in_a_process_runs_at_its_own_precision():
+    """The demo trains its teacher, then its student, in one process. Accelerate keeps
+    one precision per process: unreset, a student left at fp32 ran in the teacher's
+    bf16 (its results matched a bf16 student's to the last digit), and an explicit
+    'no' after 'bf16' was refused."""
+    from depth_perception_training.train.trainer import TrainerConfig, make_accelerator
+
+    first = make_accelerator(TrainerConfig(cpu=True, mixed_precision="bf16"))
+    assert first.mixed_precision == "bf16"
+    with first.autocast():
+        assert torch.is_autocast_enabled("cpu")
+    second = make_accelerator(TrainerConfig(cpu=True, mixed_precision=None))
+    assert second.mixed_precision == "no"
+    with second.autocast():
+        assert not torch.is_autocast_enabled("cpu")
+    third = make_accelerator(TrainerConfig(cpu=True, mixed_precision="no"))
+    assert third.mixed_precision == "no"
+    assert make_accelerator(TrainerConfig(cpu=True, mixed_precision="bf16")).mixed_precision \
+        == "bf16"
+    make_accelerator(TrainerConfig(cpu=True))          # leave the process at the default

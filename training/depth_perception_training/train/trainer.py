@@ -166,10 +166,20 @@ def channels_last_batch(batch):
 # -- accelerator ---------------------------------------------------------------------------
 
 def make_accelerator(cfg: TrainerConfig, project_dir: str | Path | None = None):
-    """An ``accelerate.Accelerator`` for this trainer config (DDP kwargs, AMP, CPU)."""
+    """An ``accelerate.Accelerator`` for this trainer config (DDP kwargs, AMP, CPU).
+
+    Accelerate keeps one mixed-precision setting per process (``AcceleratorState``): a
+    second trainer in the same process (the demo's student after its teacher,
+    ``train.reproduce``) would silently inherit the first one's precision when its own
+    is unset, or be refused when it differs. The state of a previous trainer is reset
+    first (the process group, ``PartialState``, stays), so each trainer runs at its own
+    config's precision."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from accelerate.utils import DistributedDataParallelKwargs
 
+    if AcceleratorState._shared_state:          # a previous trainer's, in this process
+        AcceleratorState._reset_state(reset_partial_state=False)
     return Accelerator(
         cpu=cfg.cpu,
         mixed_precision=cfg.mixed_precision,
