@@ -195,6 +195,8 @@ def train_tiny_teacher(cfg: DemoConfig, bags: list[Path]) -> tuple[str, str]:
     pose_note = "random-init pose net"
     if dict(conf.model.pose).get("strengthened"):   # pretrain it on drives of its own
         seeds = range(cfg.seed + 201, cfg.seed + 201 + cfg.pose_scenes)
+        log.info("demo: the pose net first (train pose on %d drives of its own)",
+                 cfg.pose_scenes)
         pose_bags = make_varied_drives(cfg.out / "bags" / "pose", seeds, cfg.train_frames,
                                        tuple(cfg.size))
         pose = pretrain_pose(pose_bags, [], cfg.out / "pose",
@@ -308,7 +310,7 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
 
     # 2. A model
     if not cfg.model:
-        stage("the tiny teacher: pose net pretraining, then self-supervised training")
+        stage("the tiny teacher: self-supervised training on the training drives")
     model, note = get_model(cfg, train_bags)
     log.info("demo: %s", note)
     # defaults only: node, evaluate and the online evaluator all run the model at the
