@@ -17,8 +17,10 @@ import numpy as np
 
 from depth_perception.camera import Intrinsics
 from depth_perception.data.projection import camera_from_lidar, project_lidar
+from depth_perception.data.tf import TransformError
 from depth_perception.evaluation.ground_truth import StampMatcher
 from depth_perception.evaluation.report import EvaluationResults
+from depth_perception.evaluation.temporal import TemporalTracker
 
 
 class OnlineScorer:
@@ -31,14 +33,20 @@ class OnlineScorer:
     ``on_scored(stamp_ns, frame_id, metrics)`` and ``on_failed(stamp_ns, reason)`` are
     called for every decided frame. ``with_confidence``: each depth frame also waits for
     its confidence image (same stamp, :meth:`add_confidence`) and is scored with it
-    (AUSE/AURG, as the offline tool scores a row with a confidence).
+    (AUSE/AURG, as the offline tool scores a row with a confidence). ``temporal``: the
+    TAE of each scored frame with the previous one
+    (:mod:`depth_perception.evaluation.temporal`): the camera's poses in ``world_frame``
+    from ``tf`` at both stamps (a frame waits for the motion up to its stamp), the
+    reference's valid pixels compared, every pixel static and no co-visibility test:
+    what the offline tool computes for a bag without a moving-object mask or dense
+    ground truth. A frame the depth node dropped leaves a longer pair, not a gap.
     """
 
     def __init__(self, results: EvaluationResults, model_name: str, condition: str,
                  use_lidar: bool, tolerance_ns: int, T_cam_lidar: np.ndarray | None = None,
                  tf=None, world_frame: str = "odom", motion_compensation: bool = True,
                  camera_frame: str = "", on_scored=None, on_failed=None,
-                 with_confidence: bool = False):
+                 with_confidence: bool = False, temporal: bool = False):
         self.results = results
         self.model_name = model_name
         self.condition = condition
@@ -60,6 +68,9 @@ class OnlineScorer:
         self.confidences: dict[int, np.ndarray] = {}  # stamp_ns -> [H,W] confidence
         self.dynamic_until: int | None = None         # newest odometry / dynamic TF stamp
         self._ready: list = []                        # matched, waiting for info/odometry
+        self.temporal = temporal
+        self._tracker = None                          # TemporalTracker of the camera
+        self._tracked: tuple | None = None            # (K, position, stamp) of the last
 
     # -- inputs --------------------------------------------------------------------
     def add_intrinsics(self, frame_id: str, K: Intrinsics) -> None:
@@ -132,6 +143,9 @@ class OnlineScorer:
         stamp, (_, frame_id), ref_stamp, _ = match
         if self.with_confidence and stamp not in self.confidences:
             return True
+        if self.temporal and (frame_id not in self.intrinsics or self.dynamic_until is None
+                              or self.dynamic_until < stamp):
+            return True
         if not self.use_lidar:
             return False
         if frame_id not in self.intrinsics:
@@ -156,9 +170,34 @@ class OnlineScorer:
                                            "online", self.frames_scored, stamp,
                                            self.images.get(stamp),
                                            confidence=self.confidences.pop(stamp, None))
+                if self.temporal:
+                    self._track(stamp, frame_id, depth, gt, m)
                 self.frames_scored += 1
             except ValueError as exc:
                 self.frames_failed += 1
                 self.on_failed(stamp, str(exc))
                 continue
             self.on_scored(stamp, frame_id, m)
+
+    def _track(self, stamp: int, frame_id: str, depth: np.ndarray, reference: np.ndarray,
+               metrics: dict) -> None:
+        """The TAE of this scored frame with the previous one (``temporal``)."""
+        K = self.intrinsics.get(frame_id)
+        if K is None or (K.height, K.width) != depth.shape or self.tf is None:
+            return
+        pose = None
+        try:
+            pose = self.tf.lookup(self.world_frame, self.camera_frame or frame_id, stamp)
+        except TransformError as exc:
+            self.on_failed(stamp, f"no TAE for this frame: no camera pose in "
+                                  f"'{self.world_frame}' ({exc})")
+        last = self._tracked
+        if last is None or last[0] != K or stamp <= last[2]:   # new camera, or out of order
+            self._tracker = TemporalTracker(self.results, K, "online")
+            position = 0
+        else:
+            position = last[1] + 1
+        self._tracked = (K, position, stamp)
+        self._tracker.frame(position, pose, self.results.scored_mask(reference), None, None)
+        self._tracker.add(self.model_name, position, depth, metrics, self.condition,
+                          self.frames_scored, stamp)

@@ -14,6 +14,8 @@ Node ``depth_evaluator`` (plain rclpy Node, one per run):
   ``match_tolerance``), computes the metrics with ``depth_perception.metrics`` and
   publishes ``~/frame_metrics`` (depth_perception/msg/FrameMetrics, when the package's
   interfaces are built; otherwise it says so once and only writes the report);
+* with ``temporal``, also the TAE of consecutive scored frames (the camera's poses from
+  the same TF and odometry, every pixel static);
 * writes the same report as the offline tool (``output_dir``) on ``~/write_report``
   (std_msgs/Empty), after ``max_frames`` frames, or when it is destroyed.
 
@@ -70,6 +72,8 @@ PARAMETERS = (
     ("lidar_to_camera", [0.0], "T_camera_lidar, 16 row-major values (overrides TF)"),
     ("confidence", False, "also score 'confidence/image' (AUSE/AURG of the depth node's "
                           "confidence): each depth frame waits for its confidence image"),
+    ("temporal", False, "also score the TAE of consecutive scored frames: camera poses in "
+                        "world_frame from TF/odometry, every pixel static"),
 )
 
 
@@ -118,7 +122,8 @@ class EvaluatorNode(Node):
             world_frame=str(p["world_frame"]),
             motion_compensation=bool(p["motion_compensation"]),
             camera_frame=str(p["camera_frame"]), on_scored=self._on_scored,
-            on_failed=self._on_failed, with_confidence=bool(p["confidence"]))
+            on_failed=self._on_failed, with_confidence=bool(p["confidence"]),
+            temporal=bool(p["temporal"]))
 
         # Publishers: FrameMetrics when the interfaces are built.
         self.metrics_type = interfaces.message_type("FrameMetrics")
@@ -138,10 +143,10 @@ class EvaluatorNode(Node):
         self.create_subscription(Image, "image", self._on_image, qos_profile_sensor_data)
         ref_qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE
                              if p["reliable_inputs"] else ReliabilityPolicy.BEST_EFFORT)
+        if (self.use_lidar and self.scorer.T_cam_lidar is None) or self.scorer.temporal:
+            self._setup_tf(p["tf_bag"])
         if self.use_lidar:
             self.create_subscription(PointCloud2, "lidar", self._on_lidar, ref_qos)
-            if self.scorer.T_cam_lidar is None:
-                self._setup_tf(p["tf_bag"])
         else:
             self.create_subscription(Image, "reference_depth", self._on_reference, ref_qos)
         self.create_subscription(Empty, "~/write_report", lambda _: self.write_report(), 1)
@@ -168,7 +173,8 @@ class EvaluatorNode(Node):
 
     # -- camera<-lidar ---------------------------------------------------------------
     def _setup_tf(self, tf_bag: str) -> None:
-        """TF buffer: static frames from /tf_static (or the tf_bag), motion from /tf, /odom."""
+        """TF buffer: static frames from /tf_static (or the tf_bag), motion from /tf, /odom
+        (camera<-lidar for the LiDAR reference, camera poses for the TAE)."""
         from nav_msgs.msg import Odometry
 
         from depth_perception.data.tf import TfBuffer

@@ -41,7 +41,8 @@ def evaluate_online(bag, model: str, results: EvaluationResults | None = None,
                     max_depth: float = 80.0, timeout: float = 120.0,
                     input_image: str = "raw",
                     fusion: dict | None = None,
-                    confidence: bool = False) -> EvaluationResults:
+                    confidence: bool = False,
+                    temporal: bool = False) -> EvaluationResults:
     """Replay ``bag`` over DDS into an in-process depth node and score it live.
 
     1. a private rclpy context with the depth node (``model``, ``backend``,
@@ -63,7 +64,10 @@ def evaluate_online(bag, model: str, results: EvaluationResults | None = None,
     the bag's /tf and /tf_static are then played too, the motion's source.
     ``confidence``: the depth node publishes ``confidence/image`` (a model with an
     uncertainty output, or ``fusion``): the evaluator scores each frame with it (AUSE,
-    AURG), as the offline tool scores a row with a confidence. Returns the evaluator's
+    AURG), as the offline tool scores a row with a confidence. ``temporal``: the
+    evaluator also scores the TAE of consecutive frames (camera poses from the bag's
+    odometry and TF, every pixel static: the offline figure of a bag without a
+    moving-object mask or dense ground truth). Returns the evaluator's
     results (merged into ``results`` if given, which must use the same protocol).
     """
     import rclpy
@@ -87,11 +91,13 @@ def evaluate_online(bag, model: str, results: EvaluationResults | None = None,
         camera = reader.camera_info(0)           # warm the node up at the camera's size
         bag_images = reader.count("image")
         played = [topics.image, topics.camera_info, ref_topic]
-        if lidar and reader.has("odom"):
+        if (lidar or temporal) and reader.has("odom"):
             played.append(topics.odom)
-        if fusion is not None and _import_tf_message()[0] is not None:
-            # the node's ego-motion comes from TF (without tf2_msgs it has none: every
-            # frame is single-frame, counted as fusion_resets_no_tf)
+        if (fusion is not None or temporal) and _import_tf_message()[0] is not None:
+            # the node's ego-motion and the evaluator's camera poses come from TF
+            # (without tf2_msgs the node has none: every frame is single-frame, counted
+            # as fusion_resets_no_tf; the evaluator reads the bag's static frames and
+            # the replayed odometry)
             played += [getattr(topics, k) for k in ("tf_static", "tf") if reader.has(k)]
     context = rclpy.Context()
     init(context=context)
@@ -118,7 +124,8 @@ def evaluate_online(bag, model: str, results: EvaluationResults | None = None,
             Parameter("min_depth", value=float(min_depth)),
             Parameter("max_depth", value=float(max_depth)),
             Parameter("tf_bag", value=str(bag)), Parameter("reliable_inputs", value=True),
-            Parameter("confidence", value=bool(confidence))],
+            Parameter("confidence", value=bool(confidence)),
+            Parameter("temporal", value=bool(temporal))],
             cli_args=["--ros-args", "-r", f"lidar:={topics.lidar}",
                       "-r", f"reference_depth:={topics.gt_depth}",
                       "-r", f"image:={topics.image}"])

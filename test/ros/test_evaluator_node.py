@@ -260,3 +260,34 @@ def test_online_fused_stream_and_its_confidence_agree_with_offline(night_bag_and
     # the fusion did something: after the first frame, fused and single-frame differ
     later = sorted(on)[1:]
     assert any(abs(on[s]["abs_rel"] - single[s]["abs_rel"]) > 1e-4 for s in later)
+
+
+def test_online_tae_agrees_with_offline(tmp_path):
+    """The evaluator's TAE of consecutive frames (camera poses from the replayed
+    odometry and the bag's static TF) equals the offline tool's on a bag without a
+    moving-object mask or dense ground truth, pair by pair."""
+    from support.bagtools import make_drive_bag
+    from support.models_fixtures import tiny_depth_anything_onnx
+
+    from depth_perception.evaluation.offline import EvaluateConfig, ModelSpec, evaluate
+    from depth_perception.ros.online_evaluation import evaluate_online
+
+    # a wall of LiDAR points 8-12 m ahead of a camera driving 0.2 m a frame
+    y, z = np.meshgrid(np.linspace(-3, 3, 40), np.linspace(-1.5, 0.5, 12))
+    x = 8.0 + 4.0 * (y + 3) / 6
+    points = np.stack([x, y, z], -1).reshape(-1, 3).astype(np.float32)
+    bag = make_drive_bag(tmp_path / "drive", "mcap", n=6, lidar_points=points,
+                         with_gt=False)
+    model = tiny_depth_anything_onnx(tmp_path / "tiny.onnx", 98, 126)
+    offline = evaluate([bag], EvaluateConfig(),
+                       models=[ModelSpec(str(model), "onnxruntime", "tiny")])
+    online = evaluate_online(bag, str(model), model_name="tiny", backend="onnxruntime",
+                             rate=0.5, temporal=True)
+    off = {r.stamp_ns: r.values for r in offline.models["tiny"].temporal}
+    on = {r.stamp_ns: r.values for r in online.models["tiny"].temporal}
+    assert len(online.models["tiny"].frames) == 6 and len(off) == 5
+    assert sorted(on) == sorted(off)
+    for stamp, v in on.items():
+        assert v["pixels"] == off[stamp]["pixels"] > 0
+        assert v["tae"] == pytest.approx(off[stamp]["tae"], rel=1e-6, abs=1e-9)
+    assert not any(r.masked for r in online.models["tiny"].temporal)   # all pixels static
