@@ -11,6 +11,7 @@ into numpy and reports what it returns.
 """
 from __future__ import annotations
 
+import logging
 import threading
 
 import numpy as np
@@ -21,6 +22,8 @@ from depth_perception.data.tf import TransformError
 from depth_perception.evaluation.ground_truth import StampMatcher
 from depth_perception.evaluation.report import EvaluationResults
 from depth_perception.evaluation.temporal import TemporalTracker
+
+log = logging.getLogger(__name__)
 
 
 class OnlineScorer:
@@ -69,6 +72,7 @@ class OnlineScorer:
         self.dynamic_until: int | None = None         # newest odometry / dynamic TF stamp
         self._ready: list = []                        # matched, waiting for info/odometry
         self.temporal = temporal
+        self.frames_without_pose = 0                  # scored, left out of the TAE
         self._tracker = None                          # TemporalTracker of the camera
         self._tracked: tuple | None = None            # (K, position, stamp) of the last
 
@@ -188,9 +192,10 @@ class OnlineScorer:
         pose = None
         try:
             pose = self.tf.lookup(self.world_frame, self.camera_frame or frame_id, stamp)
-        except TransformError as exc:
-            self.on_failed(stamp, f"no TAE for this frame: no camera pose in "
-                                  f"'{self.world_frame}' ({exc})")
+        except TransformError as exc:                # scored, but in no TAE pair
+            self.frames_without_pose += 1
+            log.warning("frame %d: no camera pose in '%s' for the TAE (%s)", stamp,
+                        self.world_frame, exc)
         last = self._tracked
         if last is None or last[0] != K or stamp <= last[2]:   # new camera, or out of order
             self._tracker = TemporalTracker(self.results, K, "online")
