@@ -16,6 +16,7 @@ import threading
 
 import numpy as np
 
+from depth_perception import units
 from depth_perception.camera import Intrinsics
 from depth_perception.data.projection import camera_from_lidar, project_lidar
 from depth_perception.data.tf import TransformError
@@ -38,18 +39,22 @@ class OnlineScorer:
     its confidence image (same stamp, :meth:`add_confidence`) and is scored with it
     (AUSE/AURG, as the offline tool scores a row with a confidence). ``temporal``: the
     TAE of each scored frame with the previous one
-    (:mod:`depth_perception.evaluation.temporal`): the camera's poses in ``world_frame``
-    from ``tf`` at both stamps (a frame waits for the motion up to its stamp), the
-    reference's valid pixels compared, every pixel static and no co-visibility test:
-    what the offline tool computes for a bag without a moving-object mask or dense
-    ground truth. A frame the depth node dropped leaves a longer pair, not a gap.
+    (:mod:`depth_perception.evaluation.temporal`), as the offline tool computes it: the
+    camera's poses in ``world_frame`` from ``tf`` at both stamps (a frame waits for the
+    motion up to its stamp), the reference's valid pixels compared; with
+    ``with_moving`` each frame also waits for its moving-object mask
+    (:meth:`add_moving`) and only static pixels count, with ``with_ground_truth`` for
+    its dense ground truth (:meth:`add_ground_truth`) and only pixels both frames see
+    count; without them every pixel is static and co-visible. A frame the depth node
+    dropped leaves a longer pair, not a gap.
     """
 
     def __init__(self, results: EvaluationResults, model_name: str, condition: str,
                  use_lidar: bool, tolerance_ns: int, T_cam_lidar: np.ndarray | None = None,
                  tf=None, world_frame: str = "odom", motion_compensation: bool = True,
                  camera_frame: str = "", on_scored=None, on_failed=None,
-                 with_confidence: bool = False, temporal: bool = False):
+                 with_confidence: bool = False, temporal: bool = False,
+                 with_moving: bool = False, with_ground_truth: bool = False):
         self.results = results
         self.model_name = model_name
         self.condition = condition
@@ -73,6 +78,10 @@ class OnlineScorer:
         self._ready: list = []                        # matched, waiting for info/odometry
         self.temporal = temporal
         self.frames_without_pose = 0                  # scored, left out of the TAE
+        self.with_moving = temporal and with_moving
+        self.with_ground_truth = temporal and with_ground_truth
+        self.moving: dict[int, np.ndarray] = {}       # stamp_ns -> [H,W] bool moving
+        self.ground_truth: dict[int, np.ndarray] = {} # stamp_ns -> [H,W] metres, NaN none
         self._tracker = None                          # TemporalTracker of the camera
         self._tracked: tuple | None = None            # (K, position, stamp) of the last
 
@@ -92,10 +101,22 @@ class OnlineScorer:
 
     def add_confidence(self, stamp_ns: int, confidence: np.ndarray, keep: int = 100) -> None:
         """The confidence image of the depth frame of ``stamp_ns`` (``with_confidence``)."""
+        self._keep(self.confidences, stamp_ns, confidence, keep)
+
+    def add_moving(self, stamp_ns: int, mask: np.ndarray, keep: int = 100) -> None:
+        """The moving-object mask ([H,W], non-zero: moving) of the frame of ``stamp_ns``."""
+        self._keep(self.moving, stamp_ns, np.asarray(mask) != 0, keep)
+
+    def add_ground_truth(self, stamp_ns: int, depth: np.ndarray, keep: int = 100) -> None:
+        """Dense ground-truth depth [H,W] metres of the frame of ``stamp_ns`` (what is
+        not a usable distance counts as none)."""
+        self._keep(self.ground_truth, stamp_ns, units.nan_outside(depth), keep)
+
+    def _keep(self, store: dict, stamp_ns: int, value, keep: int) -> None:
         with self.lock:
-            self.confidences[stamp_ns] = confidence
-            while len(self.confidences) > keep:                  # frames never matched
-                del self.confidences[min(self.confidences)]
+            store[stamp_ns] = value
+            while len(store) > keep:                               # frames never matched
+                del store[min(store)]
             self._drain(final=False)
 
     def add_depth(self, stamp_ns: int, frame_id: str, depth: np.ndarray) -> None:
@@ -148,7 +169,9 @@ class OnlineScorer:
         if self.with_confidence and stamp not in self.confidences:
             return True
         if self.temporal and (frame_id not in self.intrinsics or self.dynamic_until is None
-                              or self.dynamic_until < stamp):
+                              or self.dynamic_until < stamp
+                              or (self.with_moving and stamp not in self.moving)
+                              or (self.with_ground_truth and stamp not in self.ground_truth)):
             return True
         if not self.use_lidar:
             return False
@@ -203,6 +226,7 @@ class OnlineScorer:
         else:
             position = last[1] + 1
         self._tracked = (K, position, stamp)
-        self._tracker.frame(position, pose, self.results.scored_mask(reference), None, None)
+        self._tracker.frame(position, pose, self.results.scored_mask(reference),
+                            self.moving.pop(stamp, None), self.ground_truth.pop(stamp, None))
         self._tracker.add(self.model_name, position, depth, metrics, self.condition,
                           self.frames_scored, stamp)

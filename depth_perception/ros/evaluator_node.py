@@ -15,7 +15,8 @@ Node ``depth_evaluator`` (plain rclpy Node, one per run):
   publishes ``~/frame_metrics`` (depth_perception/msg/FrameMetrics, when the package's
   interfaces are built; otherwise it says so once and only writes the report);
 * with ``temporal``, also the TAE of consecutive scored frames (the camera's poses from
-  the same TF and odometry, every pixel static);
+  the same TF and odometry; with ``moving_mask`` static pixels only, from ``moving``; with
+  ``covisibility`` pixels both frames see only, from the dense depth on ``ground_truth``);
 * writes the same report as the offline tool (``output_dir``) on ``~/write_report``
   (std_msgs/Empty), after ``max_frames`` frames, or when it is destroyed.
 
@@ -72,9 +73,22 @@ PARAMETERS = (
     ("lidar_to_camera", [0.0], "T_camera_lidar, 16 row-major values (overrides TF)"),
     ("confidence", False, "also score 'confidence/image' (AUSE/AURG of the depth node's "
                           "confidence): each depth frame waits for its confidence image"),
-    ("temporal", False, "also score the TAE of consecutive scored frames: camera poses in "
-                        "world_frame from TF/odometry, every pixel static"),
+    ("temporal", False, "also score the TAE of consecutive scored frames (camera poses in "
+                        "world_frame from TF/odometry)"),
+    ("moving_mask", False, "with temporal: each frame waits for its moving-object mask "
+                           "(mono8 Image on 'moving', non-zero: moving); only static "
+                           "pixels enter the TAE (false: every pixel is static)"),
+    ("covisibility", False, "with temporal: each frame waits for dense ground-truth depth "
+                            "on 'ground_truth'; only pixels both frames see enter the TAE"),
 )
+
+
+def _mono_mask(msg) -> np.ndarray:
+    """[H,W] mask of a mono8 Image (non-zero: set)."""
+    mask = conversions.image_to_numpy(msg)
+    if mask.ndim != 2:
+        raise ValueError(f"encoding '{msg.encoding}', expected mono8")
+    return mask
 
 
 def _static_extrinsic(values) -> np.ndarray | None:
@@ -123,7 +137,8 @@ class EvaluatorNode(Node):
             motion_compensation=bool(p["motion_compensation"]),
             camera_frame=str(p["camera_frame"]), on_scored=self._on_scored,
             on_failed=self._on_failed, with_confidence=bool(p["confidence"]),
-            temporal=bool(p["temporal"]))
+            temporal=bool(p["temporal"]), with_moving=bool(p["moving_mask"]),
+            with_ground_truth=bool(p["covisibility"]))
 
         # Publishers: FrameMetrics when the interfaces are built.
         self.metrics_type = interfaces.message_type("FrameMetrics")
@@ -149,6 +164,11 @@ class EvaluatorNode(Node):
             self.create_subscription(PointCloud2, "lidar", self._on_lidar, ref_qos)
         else:
             self.create_subscription(Image, "reference_depth", self._on_reference, ref_qos)
+        self.moving_received = self.ground_truth_received = 0
+        if self.scorer.with_moving:
+            self.create_subscription(Image, "moving", self._on_moving, ref_qos)
+        if self.scorer.with_ground_truth:
+            self.create_subscription(Image, "ground_truth", self._on_ground_truth, ref_qos)
         self.create_subscription(Empty, "~/write_report", lambda _: self.write_report(), 1)
         self.get_logger().info(
             f"scoring '{DEPTH_TOPIC}' against {'LiDAR' if self.use_lidar else 'reference_depth'}"
@@ -246,15 +266,28 @@ class EvaluatorNode(Node):
             self.scorer.add_depth(stamp_to_ns(msg.header.stamp), msg.header.frame_id, depth)
         self.frames_received += 1
 
-    def _on_confidence(self, msg):
+    def _image_input(self, msg, decode, add, what: str) -> None:
+        """Decode an Image input and hand it to the scorer; a bad one is logged, skipped."""
         try:
-            confidence = conversions.image_to_depth(msg)        # 32FC1, as the depth
+            value = decode(msg)
         except ValueError as exc:
-            self.get_logger().warning(f"bad confidence image: {exc}",
-                                      throttle_duration_sec=5.0)
+            self.get_logger().warning(f"bad {what}: {exc}", throttle_duration_sec=5.0)
         else:
-            self.scorer.add_confidence(stamp_to_ns(msg.header.stamp), confidence)
+            add(stamp_to_ns(msg.header.stamp), value)
+
+    def _on_confidence(self, msg):                  # 32FC1, as the depth
+        self._image_input(msg, conversions.image_to_depth, self.scorer.add_confidence,
+                          "confidence image")
         self.confidences_received += 1
+
+    def _on_moving(self, msg):
+        self._image_input(msg, _mono_mask, self.scorer.add_moving, "moving-object mask")
+        self.moving_received += 1
+
+    def _on_ground_truth(self, msg):
+        self._image_input(msg, conversions.image_to_depth, self.scorer.add_ground_truth,
+                          "ground-truth depth")
+        self.ground_truth_received += 1
 
     def _on_lidar(self, msg):
         points = conversions.cloud_to_numpy(msg, ("x", "y", "z"))
@@ -262,12 +295,8 @@ class EvaluatorNode(Node):
         self.references_received += 1
 
     def _on_reference(self, msg):
-        try:
-            ref = conversions.image_to_depth(msg)
-        except ValueError as exc:
-            self.get_logger().warning(f"bad reference depth: {exc}", throttle_duration_sec=5.0)
-        else:
-            self.scorer.add_reference(stamp_to_ns(msg.header.stamp), ref)
+        self._image_input(msg, conversions.image_to_depth, self.scorer.add_reference,
+                          "reference depth")
         self.references_received += 1
 
     # -- scored frames -------------------------------------------------------------

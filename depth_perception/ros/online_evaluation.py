@@ -65,9 +65,10 @@ def evaluate_online(bag, model: str, results: EvaluationResults | None = None,
     ``confidence``: the depth node publishes ``confidence/image`` (a model with an
     uncertainty output, or ``fusion``): the evaluator scores each frame with it (AUSE,
     AURG), as the offline tool scores a row with a confidence. ``temporal``: the
-    evaluator also scores the TAE of consecutive frames (camera poses from the bag's
-    odometry and TF, every pixel static: the offline figure of a bag without a
-    moving-object mask or dense ground truth). Returns the evaluator's
+    evaluator also scores the TAE of consecutive frames as the offline tool does: camera
+    poses from the bag's odometry and TF, and, where the bag has them, its moving-object
+    mask and dense ground truth played too (static and co-visible pixels). Returns the
+    evaluator's
     results (merged into ``results`` if given, which must use the same protocol).
     """
     import rclpy
@@ -93,6 +94,11 @@ def evaluate_online(bag, model: str, results: EvaluationResults | None = None,
         played = [topics.image, topics.camera_info, ref_topic]
         if (lidar or temporal) and reader.has("odom"):
             played.append(topics.odom)
+        moving = temporal and reader.has("gt_moving")
+        covisibility = temporal and reader.has("gt_depth")
+        played += [t for t, wanted in ((topics.gt_moving, moving),
+                                       (topics.gt_depth, covisibility))
+                   if wanted and t not in played]
         if (fusion is not None or temporal) and _import_tf_message()[0] is not None:
             # the node's ego-motion and the evaluator's camera poses come from TF
             # (without tf2_msgs the node has none: every frame is single-frame, counted
@@ -125,9 +131,13 @@ def evaluate_online(bag, model: str, results: EvaluationResults | None = None,
             Parameter("max_depth", value=float(max_depth)),
             Parameter("tf_bag", value=str(bag)), Parameter("reliable_inputs", value=True),
             Parameter("confidence", value=bool(confidence)),
-            Parameter("temporal", value=bool(temporal))],
+            Parameter("temporal", value=bool(temporal)),
+            Parameter("moving_mask", value=bool(moving)),
+            Parameter("covisibility", value=bool(covisibility))],
             cli_args=["--ros-args", "-r", f"lidar:={topics.lidar}",
                       "-r", f"reference_depth:={topics.gt_depth}",
+                      "-r", f"moving:={topics.gt_moving}",
+                      "-r", f"ground_truth:={topics.gt_depth}",
                       "-r", f"image:={topics.image}"])
         nodes.append(evaluator)
         player_node = rclpy.create_node("evaluate_online_replay", context=context)
@@ -164,9 +174,13 @@ def evaluate_online(bag, model: str, results: EvaluationResults | None = None,
         # every scan / reference image and odometry message delivered before the frames
         # still waiting for a later scan are decided (reliable, so nothing is lost)
         n_odom = stats.published[topics.odom] if topics.odom in played else 0
+        n_moving = stats.published[topics.gt_moving] if moving else 0
+        n_truth = stats.published[topics.gt_depth] if covisibility else 0
         _wait(lambda: evaluator.references_received >= stats.published[ref_topic]
-              and evaluator.odometry_received >= n_odom, timeout,
-              "the evaluator to receive every reference and odometry message")
+              and evaluator.odometry_received >= n_odom
+              and evaluator.moving_received >= n_moving
+              and evaluator.ground_truth_received >= n_truth, timeout,
+              "the evaluator to receive every reference, odometry and ground-truth message")
         evaluator.flush()
         log.info("online evaluation of %s: %d images played, depth node in/out/dropped/bad "
                  "%d/%d/%d/%d; evaluator received %d, scored %d, unmatched %d, failed %d",

@@ -264,8 +264,8 @@ def test_online_fused_stream_and_its_confidence_agree_with_offline(night_bag_and
 
 def test_online_tae_agrees_with_offline(tmp_path):
     """The evaluator's TAE of consecutive frames (camera poses from the replayed
-    odometry and the bag's static TF) equals the offline tool's on a bag without a
-    moving-object mask or dense ground truth, pair by pair."""
+    odometry and the bag's static TF) equals the offline tool's pair by pair: on a bag
+    without a moving-object mask or dense ground truth (every pixel static)..."""
     from support.bagtools import make_drive_bag
     from support.models_fixtures import tiny_depth_anything_onnx
 
@@ -291,3 +291,31 @@ def test_online_tae_agrees_with_offline(tmp_path):
         assert v["pixels"] == off[stamp]["pixels"] > 0
         assert v["tae"] == pytest.approx(off[stamp]["tae"], rel=1e-6, abs=1e-9)
     assert not any(r.masked for r in online.models["tiny"].temporal)   # all pixels static
+
+
+def test_online_tae_with_moving_cars_agrees_with_offline(tmp_path):
+    """... and on a synthetic drive with oncoming cars: the evaluator also takes the
+    bag's moving-object mask and dense ground truth, so the same static, co-visible
+    pixels are compared."""
+    from support.models_fixtures import tiny_depth_anything_onnx
+
+    from depth_perception.evaluation.offline import EvaluateConfig, ModelSpec, evaluate
+    from depth_perception.ros.online_evaluation import evaluate_online
+    from depth_perception.synth import SynthConfig, make_synthetic_bags
+
+    bag, = make_synthetic_bags(tmp_path / "bags", frames=6, size=(160, 48),
+                               conditions=("day-clear",), seed=0,
+                               config=SynthConfig(moving_car_probability=1.0))
+    model = tiny_depth_anything_onnx(tmp_path / "tiny.onnx", 56, 168)
+    offline = evaluate([bag], EvaluateConfig(),
+                       models=[ModelSpec(str(model), "onnxruntime", "tiny")])
+    online = evaluate_online(bag, str(model), model_name="tiny", backend="onnxruntime",
+                             rate=0.5, temporal=True)
+    off = {r.stamp_ns: r for r in offline.models["tiny"].temporal}
+    on = {r.stamp_ns: r for r in online.models["tiny"].temporal}
+    assert len(off) == 5 and sorted(on) == sorted(off)
+    for stamp, r in on.items():
+        assert r.masked and off[stamp].masked                 # static pixels from the mask
+        assert r.values["pixels"] == off[stamp].values["pixels"] > 0
+        assert r.values["tae"] == pytest.approx(off[stamp].values["tae"], rel=1e-6)
+
