@@ -51,21 +51,25 @@ def test_demo_end_to_end_small(tmp_path, capsys, caplog):
     assert (out / "train" / "model" / "depth_model.safetensors").is_file()
     info = m["models"]["tiny-teacher (offline)"]["info"]
     assert info["model"] == str(out / "train" / "model")
-    # online and offline agree frame by frame on the common frames
-    for line in printed.splitlines():
-        if line.startswith("online vs offline"):
-            diff = line.rsplit("=", 1)[1].strip()
-            assert diff != "n/a" and float(diff) < 1e-3, line
+    # online and offline agree frame by frame on the common frames, and pair by pair
+    # on the TAE of consecutive frames
+    lines = [line for line in printed.splitlines() if line.startswith("online vs offline")]
+    assert len(lines) == 3
+    for line in lines:
+        tae, abs_rel = (part.rsplit("=", 1)[1].strip() for part in line.split(";"))
+        assert abs_rel != "n/a" and float(abs_rel) < 1e-3, line
+        assert tae != "n/a" and float(tae) < 1e-6, line
     md = (out / "report" / "report.md").read_text()
     assert "tiny-teacher (online)" in md and "common frames" in md
     pngs = {p.name for p in (out / "report" / "plots").glob("*.png")}
     assert all(p.stat().st_size > 5000 for p in (out / "report" / "plots").glob("*.png"))
     assert {"samples_student_offline.png", "samples_student_offline_fusion.png",
             "tae_per_frame.png", "sparsification.png"} <= pngs and len(pngs) == 11
-    # the temporal alignment error of every offline row (the online rows have none)
+    # the temporal alignment error of every row (online: of the frames scored online)
     for name in ("tiny-teacher (offline)", "student (offline)", "prior (image-blind)",
-                 "student (offline) + fusion"):
+                 "student (offline) + fusion", "tiny-teacher (online)"):
         assert m["models"][name]["temporal"]["all"]["pairs"] == 3 * 5
+    assert 1 <= m["models"]["student (online)"]["temporal"]["all"]["pairs"] <= 3 * 5
     assert "## Temporal alignment error (TAE)" in md
     # the fused rows carry the temporal agreement as their confidence: AUSE / AURG
     fused = m["models"]["student (offline) + fusion"]["per_condition"]["night"]

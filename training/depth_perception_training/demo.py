@@ -271,14 +271,20 @@ def train_student_stage(cfg: DemoConfig, train_bags: list, teacher_run: Path) ->
 
 
 def agreement(offline, online) -> dict:
-    """Per condition: frames in common (by stamp) and max |abs_rel offline - online|."""
+    """Per condition: frames in common (by stamp), max |abs_rel offline - online|, frame
+    pairs in common and max |TAE offline - online|."""
     out = {}
     on = {(f.condition, f.stamp_ns): f for f in online.frames}
+    on_pairs = {(r.condition, r.stamp_ns): r for r in online.temporal}
     for cond in online.conditions():
         common = [(f, on[cond, f.stamp_ns]) for f in offline.frames
                   if f.condition == cond and (cond, f.stamp_ns) in on]
         diffs = [abs(a.metrics["abs_rel"] - b.metrics["abs_rel"]) for a, b in common]
-        out[cond] = {"frames": len(common), "max_abs_rel_diff": max(diffs) if diffs else None}
+        pairs = [abs(r.values["tae"] - on_pairs[cond, r.stamp_ns].values["tae"])
+                 for r in offline.temporal
+                 if r.condition == cond and (cond, r.stamp_ns) in on_pairs]
+        out[cond] = {"frames": len(common), "max_abs_rel_diff": max(diffs) if diffs else None,
+                     "pairs": len(pairs), "max_tae_diff": max(pairs) if pairs else None}
     return out
 
 
@@ -343,14 +349,16 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
         online = econf.new_results()
         for cond, bag in bags.items():
             run = evaluate_online(bag, model, model_name=f"{name} (online)",
-                                  backend=cfg.backend, rate=cfg.rate, max_depth=cfg.max_depth)
+                                  backend=cfg.backend, rate=cfg.rate, max_depth=cfg.max_depth,
+                                  temporal=True)
             info = run.models[f"{name} (online)"].info
             replay[cond] = (len(run.models[f"{name} (online)"].frames),
                             info["images_played"], info["frames_dropped"])
             online.absorb(run, append=True)
         for bag in bags.values() if student else ():
             run = evaluate_online(bag, student, model_name="student (online)",
-                                  backend=cfg.backend, rate=cfg.rate, max_depth=cfg.max_depth)
+                                  backend=cfg.backend, rate=cfg.rate, max_depth=cfg.max_depth,
+                                  temporal=True)
             online.absorb(run, append=True)
         agree = agreement(results.models[f"{name} (offline)"], online.models[f"{name} (online)"])
         results.absorb(online)
@@ -366,7 +374,11 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
         lines.append("Online (replayed over DDS through the depth node, scored live) vs "
                      "offline (same model, same bags): " + "; ".join(
                          f"{c}: {a['frames']} common frames, max |Δ absRel| "
-                         f"{a['max_abs_rel_diff']:.2e}" if a["max_abs_rel_diff"] is not None
+                         f"{a['max_abs_rel_diff']:.2e}" + (
+                             f", {a['pairs']} common frame pairs, max |Δ TAE| "
+                             f"{a['max_tae_diff']:.2e}" if a["max_tae_diff"] is not None
+                             else "")
+                         if a["max_abs_rel_diff"] is not None
                          else f"{c}: no common frame" for c, a in agree.items()) + ".")
     report = write_report(results, cfg.out / "report", title="depth_perception demo",
                           notes="\n".join(lines))

@@ -63,8 +63,10 @@ def run(args) -> int:
         print(f"online at {cfg.rate}x, {cond}: {scored} of {played} replayed frames scored "
               f"({dropped} dropped by the depth node)")
     for cond, a in result.agreement.items():
-        diff = a["max_abs_rel_diff"]
-        print(f"online vs offline, {cond}: {a['frames']} common frames, max |d absRel| = "
+        diff, tae = a["max_abs_rel_diff"], a["max_tae_diff"]
+        print(f"online vs offline, {cond}: {a['pairs']} common frame pairs, max |d TAE| = "
+              + ("n/a" if tae is None else f"{tae:.2e}")
+              + f"; {a['frames']} common frames, max |d absRel| = "
               + ("n/a" if diff is None else f"{diff:.2e}"))
     print(f"report:  {result.report}")
     print(f"metrics: {result.metrics}")
