@@ -77,6 +77,51 @@ def temporal_alignment_error(depth_a: np.ndarray, depth_b: np.ndarray,
             "tae_backward": bwd, "pixels": n_fwd + n_bwd}
 
 
+#: motion_scale: pairs whose camera moved less along its axis are skipped [m]
+MIN_AXIAL_MOTION_M = 0.05
+
+
+def motion_scale(depth_a: np.ndarray, depth_b: np.ndarray, intrinsics: Intrinsics,
+                 T_a_b, max_depth: float = 30.0) -> float | None:
+    """How far a depth stream moves with the camera between frame a and frame b: 1 when
+    its depth moves exactly as the scene does, 0 when it stays where it was in the image.
+
+    Every pixel of ``depth_b`` ([H,W] metres) with depth in (1 m, ``max_depth``) is moved
+    into camera a with ``T_a_b`` ([4,4], maps points of camera b into camera a): its depth
+    there is ``zp = c + t`` (``t``: the z of the translation, ``c``: the rest). The
+    stream's own depth of frame a sampled where the pixel lands (bilinear), ``za``, gives
+    ``(za - c) / t``; the median over pixels is returned. None when the camera moved
+    less than :data:`MIN_AXIAL_MOTION_M` along its axis or fewer than 100 pixels compare.
+    A stream below 1 keeps part of its TAE whatever a temporal fusion averages.
+    """
+    import cv2
+
+    from depth_perception.camera import pixel_rays
+
+    T = np.asarray(T_a_b, np.float64)
+    t = float(T[2, 3])
+    if abs(t) < MIN_AXIAL_MOTION_M:
+        return None
+    with np.errstate(invalid="ignore"):
+        z = np.where(np.isfinite(depth_b) & (depth_b > 1.0) & (depth_b < max_depth),
+                     depth_b, np.nan)
+        before = np.where(np.isfinite(depth_a) & (depth_a > 0), depth_a,
+                          np.nan).astype(np.float32)
+    rays = pixel_rays(intrinsics)
+    x, y = rays.x_per_z * z, rays.y_per_z * z
+    P = np.asarray(intrinsics.K, np.float64) @ T[:3]                        # [3,4]
+    u, v, zp = (P[i, 0] * x + P[i, 1] * y + P[i, 2] * z + P[i, 3] for i in range(3))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        map_x, map_y = (u / zp).astype(np.float32), (v / zp).astype(np.float32)
+    za = cv2.remap(before, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                   borderValue=float("nan"))
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(z) & (zp > 1e-3) & np.isfinite(za)
+    if int(ok.sum()) < 100:
+        return None
+    return float(np.median((za[ok] - (zp[ok] - t)) / t))
+
+
 def scored_depth(pred: np.ndarray, clamp: tuple, scale: float = 1.0) -> np.ndarray:
     """[H,W] float32 prediction as the metrics score it: +inf / -inf at the clamp's ends,
     times ``scale`` (median scaling), clamped; NaN and non-positive stay unusable."""

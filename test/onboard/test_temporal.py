@@ -10,7 +10,7 @@ import pytest
 from depth_perception.camera import Intrinsics
 from depth_perception.data.tf import invert_transform, make_transform
 from depth_perception.data.warp import camera_motion, forward_warp
-from depth_perception.evaluation.temporal import (covisible, scored_depth,
+from depth_perception.evaluation.temporal import (covisible, motion_scale, scored_depth,
                                                   temporal_alignment_error)
 
 K = Intrinsics(100.0, 100.0, 31.5, 23.5, 64, 48)
@@ -91,6 +91,22 @@ def test_tae_by_hand_for_a_plane_one_metre_closer():
     # nothing compared: NaN, no pixels
     none = temporal_alignment_error(plane(10.0), plane(9.0), K, FORWARD_1M, ~ALL, ~ALL)
     assert np.isnan(none["tae"]) and none["pixels"] == 0
+
+
+def test_motion_scale_by_hand_for_a_wall_one_metre_closer():
+    """Frame b is 1 m nearer a wall than frame a (T_a_b moves b's points 1 m further).
+    A stream that sees 10 m then 9 m moves with the camera (1); one that sees 10 m twice
+    stays in the image (0); 9.5 m then 9 m moves half as far (0.5); the wrong sign of
+    the motion reads -1."""
+    T_a_b = invert_transform(FORWARD_1M)
+    assert motion_scale(plane(10.0), plane(9.0), K, T_a_b) == pytest.approx(1.0, abs=1e-5)
+    assert motion_scale(plane(10.0), plane(10.0), K, T_a_b) == pytest.approx(0.0, abs=1e-5)
+    assert motion_scale(plane(9.5), plane(9.0), K, T_a_b) == pytest.approx(0.5, abs=1e-5)
+    assert motion_scale(plane(10.0), plane(9.0), K, FORWARD_1M) == pytest.approx(-1.0,
+                                                                                  abs=1e-5)
+    # no motion along the axis, or nothing in range (beyond max_depth): no figure
+    assert motion_scale(plane(10.0), plane(9.0), K, np.eye(4)) is None
+    assert motion_scale(plane(40.0), plane(39.0), K, T_a_b, max_depth=30.0) is None
 
 
 def test_moving_pixels_are_neither_warped_nor_compared():
