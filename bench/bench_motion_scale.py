@@ -6,9 +6,9 @@
 For consecutive frames of each bag (camera poses from its TF and odometry, as
 ``evaluate`` reads them), ``depth_perception.evaluation.temporal.motion_scale`` of the
 model's depth: 1 when its depth moves exactly as the scene does between the two
-frames, 0 when it stays where it was in the image (median over the pixels with depth
-1 m to ``--zmax``). Per bag the mean over frame pairs, beside the bag's ground-truth
-depth fed as a stream (the check: 1).
+frames, 0 when a point's depth does not change as it comes nearer (median over the
+pixels with depth 1 m to ``--zmax``). Per bag the mean over frame pairs, beside the
+bag's ground-truth depth fed as a stream (the check: 1).
 
 A stream below 1 keeps part of its temporal alignment error (TAE) whatever a temporal
 fusion averages: the depth the history carries with the true motion arrives nearer

@@ -84,7 +84,8 @@ MIN_AXIAL_MOTION_M = 0.05
 def motion_scale(depth_a: np.ndarray, depth_b: np.ndarray, intrinsics: Intrinsics,
                  T_a_b, max_depth: float = 30.0) -> float | None:
     """How far a depth stream moves with the camera between frame a and frame b: 1 when
-    its depth moves exactly as the scene does, 0 when it stays where it was in the image.
+    its depth of a static point changes by as much as the point's distance does, 0 when
+    it does not change at all while the point comes nearer.
 
     Every pixel of ``depth_b`` ([H,W] metres) with depth in (1 m, ``max_depth``) is moved
     into camera a with ``T_a_b`` ([4,4], maps points of camera b into camera a): its depth

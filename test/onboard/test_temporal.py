@@ -96,7 +96,7 @@ def test_tae_by_hand_for_a_plane_one_metre_closer():
 def test_motion_scale_by_hand_for_a_wall_one_metre_closer():
     """Frame b is 1 m nearer a wall than frame a (T_a_b moves b's points 1 m further).
     A stream that sees 10 m then 9 m moves with the camera (1); one that sees 10 m twice
-    stays in the image (0); 9.5 m then 9 m moves half as far (0.5); the wrong sign of
+    does not move (0); 9.5 m then 9 m moves half as far (0.5); the wrong sign of
     the motion reads -1."""
     T_a_b = invert_transform(FORWARD_1M)
     assert motion_scale(plane(10.0), plane(9.0), K, T_a_b) == pytest.approx(1.0, abs=1e-5)
