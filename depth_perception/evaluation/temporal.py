@@ -32,7 +32,7 @@ import numpy as np
 
 from depth_perception.camera import Intrinsics
 from depth_perception.data.tf import invert_transform
-from depth_perception.data.warp import forward_warp
+from depth_perception.data.warp import backproject, forward_warp
 
 #: keys of :func:`temporal_alignment_error`
 TAE_KEYS = ("tae", "tae_forward", "tae_backward", "pixels")
@@ -97,27 +97,26 @@ def motion_scale(depth_a: np.ndarray, depth_b: np.ndarray, intrinsics: Intrinsic
     """
     import cv2
 
-    from depth_perception.camera import pixel_rays
-
     T = np.asarray(T_a_b, np.float64)
     t = float(T[2, 3])
     if abs(t) < MIN_AXIAL_MOTION_M:
         return None
     with np.errstate(invalid="ignore"):
-        z = np.where(np.isfinite(depth_b) & (depth_b > 1.0) & (depth_b < max_depth),
-                     depth_b, np.nan)
+        near = (depth_b > 1.0) & (depth_b < max_depth)
         before = np.where(np.isfinite(depth_a) & (depth_a > 0), depth_a,
                           np.nan).astype(np.float32)
-    rays = pixel_rays(intrinsics)
-    x, y = rays.x_per_z * z, rays.y_per_z * z
-    P = np.asarray(intrinsics.K, np.float64) @ T[:3]                        # [3,4]
-    u, v, zp = (P[i, 0] * x + P[i, 1] * y + P[i, 2] * z + P[i, 3] for i in range(3))
+    moved = backproject(depth_b, intrinsics, near) @ T[:3, :3].T + T[:3, 3]  # [N,3] in a
+    zp = moved[:, 2]
     with np.errstate(invalid="ignore", divide="ignore"):
-        map_x, map_y = (u / zp).astype(np.float32), (v / zp).astype(np.float32)
+        u = intrinsics.fx * moved[:, 0] / zp + intrinsics.cx
+        v = intrinsics.fy * moved[:, 1] / zp + intrinsics.cy
+    map_x = np.full(near.shape, -1.0, np.float32)            # outside: sampled as NaN
+    map_y = np.full(near.shape, -1.0, np.float32)
+    map_x[near], map_y[near] = u, v                           # backproject's pixel order
     za = cv2.remap(before, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                   borderValue=float("nan"))
+                   borderValue=float("nan"))[near]
     with np.errstate(invalid="ignore"):
-        ok = np.isfinite(z) & (zp > 1e-3) & np.isfinite(za)
+        ok = (zp > 1e-3) & np.isfinite(za)
     if int(ok.sum()) < 100:
         return None
     return float(np.median((za[ok] - (zp[ok] - t)) / t))
