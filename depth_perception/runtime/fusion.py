@@ -113,7 +113,7 @@ class TemporalFusion:
         """Fuse the new prediction ``depth`` [H,W] metres (REP 117) of the camera
         ``intrinsics``; ``T_cur_prev`` [4,4] maps points of the previous frame's camera
         into this frame's (None: motion unknown, the frame is reset)."""
-        depth = np.asarray(depth, dtype=np.float32)
+        depth = np.ascontiguousarray(depth, dtype=np.float32)
         if depth.shape != (intrinsics.height, intrinsics.width):
             raise ValueError(f"temporal fusion: depth of shape {depth.shape} does not match "
                              f"the camera {intrinsics.width}x{intrinsics.height}")
@@ -128,16 +128,40 @@ class TemporalFusion:
         if T.shape != (4, 4) or not np.isfinite(T).all():
             raise ValueError(f"temporal fusion: T_cur_prev must be a finite [4,4] transform, "
                              f"got shape {T.shape}")
-        # 1. the current pixels in the previous camera, sampled there. In-place passes
-        #    over whole images: the fusion runs on every frame of every camera.
-        z = depth.copy()                                                # [H,W], 0: none
-        cv2.patchNaNs(z, 0.0)
-        cv2.threshold(z, 1e30, 0.0, cv2.THRESH_TOZERO_INV, dst=z)          # +inf -> 0
+        # Band by band: the dozen temporaries of a band of rows stay in a core's cache,
+        # where the same passes over whole images go to memory (every pixel's result
+        # depends only on its own values and its sample of the previous state, so the
+        # bands give the whole image's numbers).
+        P = np.asarray(intrinsics.K, np.float64) @ np.linalg.inv(T)[:3]  # [3,4] K [R|t]
+        rx, ry = _rays(intrinsics)
+        fused = depth.copy()
+        state = np.empty_like(depth)                    # next self._depth
+        new_age = np.empty_like(depth)
+        agree = np.empty(depth.shape, bool)
+        rel = np.empty_like(depth)
+        counts = np.zeros(2, np.int64)                  # usable, agreed
+        band = max(1, _BAND_PIXELS // depth.shape[1])                     # rows
+        for r0 in range(0, depth.shape[0], band):
+            rows = slice(r0, r0 + band)
+            self._update_rows(depth[rows], rx[rows], ry[rows], P, np.float32(T[2, 3]),
+                              fused[rows], state[rows], new_age[rows], agree[rows],
+                              rel[rows], counts)
+        self._depth, self._age = state, new_age
+        n, blended = (int(c) for c in counts)
+        return FusionResult(fused, _Agreement(agree, new_age, rel, self), new_age, False, "",
+                            blended / n if n else 0.0)
+
+    def _update_rows(self, depth, rx, ry, P, tz, fused, state, new_age, agree, rel,
+                     counts) -> None:
+        """Steps 1-4 of the module docstring for one band of rows: writes the band's
+        fused depth (``fused`` holds the new prediction), next state, age, agreement and
+        relative difference, and adds its usable and blended pixels to ``counts``."""
+        # 1. the current pixels in the previous camera, sampled there (in-place passes)
+        z = cv2.threshold(depth, 1e30, 0.0, cv2.THRESH_TOZERO_INV)[1]      # +inf -> 0
+        cv2.patchNaNs(z, 0.0)                                              # NaN -> 0
         cv2.threshold(z, 0.0, 0.0, cv2.THRESH_TOZERO, dst=z)               # <= 0 -> 0
         usable = z > 0
-        P = np.asarray(intrinsics.K, np.float64) @ np.linalg.inv(T)[:3]  # [3,4] K [R|t]
         # a pixel's ray (x/z, y/z, 1) at depth z: P (z ray, 1) = z (P[:, :3] ray) + P[:, 3]
-        rx, ry = _rays(intrinsics)
         zp = _project(rx, ry, z, P[2])                    # its depth in the previous camera
         front = usable & (zp > 1e-3)            # ahead of the previous camera (others
                                                 # are reset below, whatever their sample)
@@ -149,33 +173,28 @@ class TemporalFusion:
                         borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
         # 2. the previous fused surface seen from the current camera:
         #    carried = zf / zp * (z - tz) + tz
-        tz = np.float32(T[2, 3])
         with np.errstate(divide="ignore", invalid="ignore"):
             carried = np.divide(zf, zp, out=zf)
             carried *= np.subtract(z, tz, out=map_x)
             carried += tz
             diff = np.subtract(z, carried, out=map_y)                    # z - carried
-            rel = np.abs(diff)
+            np.abs(diff, out=rel)
             rel /= z
-        # 3. agreement: running mean; 4. elsewhere: reset (age 1, or 0 without depth)
-        with np.errstate(invalid="ignore"):
-            agree = rel < self.threshold                                # NaN compares False
+            # 3. agreement: running mean; 4. elsewhere: reset (age 1, or 0 without depth)
+            np.less(rel, self.threshold, out=agree)                     # NaN compares False
         agree &= age >= 1.0
         agree &= front
-        new_age = usable.astype(np.float32)
+        np.copyto(new_age, usable)
         np.minimum(age, np.float32(self.max_age - 1), out=age)
         age += 1
         np.copyto(new_age, age, where=agree)
         with np.errstate(divide="ignore", invalid="ignore"):
             diff /= new_age
             diff += carried                                 # carried + (z - carried) / age
-        fused = depth.copy()
         np.copyto(fused, diff, where=agree)
-        self._depth = np.where(usable, fused, np.float32(np.nan))
-        self._age = new_age
-        n = int(np.count_nonzero(usable))
-        return FusionResult(fused, _Agreement(agree, new_age, rel, self), new_age, False, "",
-                            float(np.count_nonzero(agree)) / n if n else 0.0)
+        np.copyto(state, fused)
+        np.copyto(state, np.float32(np.nan), where=~usable)
+        counts += (np.count_nonzero(usable), np.count_nonzero(agree))
 
     def _reset(self, depth, usable, key, why) -> FusionResult:
         age = usable.astype(np.float32)
@@ -198,6 +217,11 @@ class _Agreement:
 
     def compute(self) -> np.ndarray:
         return self.fusion.confidence(*self.args)
+
+
+#: pixels fused at a time: a band's temporaries (about a dozen float32 images of
+#: 64 rows of a 686-pixel DINOv2 grid) stay within a core's L2 cache
+_BAND_PIXELS = 64 * 686
 
 
 def _rays(intrinsics: Intrinsics) -> tuple[np.ndarray, np.ndarray]:

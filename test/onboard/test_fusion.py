@@ -113,6 +113,35 @@ def test_rep117_values_pass_through_and_restart():
     assert (out.age[13:100, 20:140] == 2).all()
 
 
+def test_bands_of_rows_give_the_whole_image_numbers(monkeypatch):
+    """The update runs band by band; a band edge must not show in any output. 160
+    columns keep every band a multiple of OpenCV's vector width, so that the two runs
+    are equal to the bit, not only to float rounding."""
+    from depth_perception.runtime import fusion as module
+
+    rng = np.random.default_rng(3)
+    yaw = 0.01                                              # and 0.1 m sideways
+    turn = make_transform((0.1, 0.0, -0.5), [[np.cos(yaw), 0.0, np.sin(yaw)], [0.0, 1.0, 0.0],
+                                             [-np.sin(yaw), 0.0, np.cos(yaw)]])
+    frames = [noisy(wall(k), rng, 0.05) for k in range(4)]
+    frames[2][40:60, 50:90] = 12.0                         # a car: reset there
+    frames[2][:5] = np.inf
+    frames[3][7:9] = np.nan
+    outputs = {}
+    for rows in (7, 64, 1000):                              # 1000: the whole image at once
+        monkeypatch.setattr(module, "_BAND_PIXELS", rows * K.width)
+        fusion = TemporalFusion(threshold=0.1, max_age=4)
+        outputs[rows] = [fusion.update(f, K, None if k == 0 else turn)
+                         for k, f in enumerate(frames)]
+    for rows in (7, 64):
+        for a, b in zip(outputs[rows], outputs[1000]):
+            np.testing.assert_array_equal(a.depth, b.depth)
+            np.testing.assert_array_equal(a.age, b.age)
+            np.testing.assert_array_equal(a.confidence, b.confidence)
+            assert a.fused == b.fused
+    last = outputs[1000][-1]
+    assert 0.5 < last.fused < 1.0 and last.age.max() == 4
+
 def test_arguments_are_checked():
     with pytest.raises(ValueError, match="threshold"):
         TemporalFusion(threshold=0.0)
