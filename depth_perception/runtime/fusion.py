@@ -163,7 +163,7 @@ class TemporalFusion:
         usable = z > 0
         # a pixel's ray (x/z, y/z, 1) at depth z: P (z ray, 1) = z (P[:, :3] ray) + P[:, 3]
         zp = _project(rx, ry, z, P[2])                    # its depth in the previous camera
-        front = usable & (zp > 1e-3)            # ahead of the previous camera (others
+        front = zp > 1e-3                       # ahead of the previous camera (others
                                                 # are reset below, whatever their sample)
         map_x = cv2.divide(_project(rx, ry, z, P[0]), zp)               # pixel there
         map_y = cv2.divide(_project(rx, ry, z, P[1]), zp)
@@ -177,23 +177,26 @@ class TemporalFusion:
             carried = np.divide(zf, zp, out=zf)
             carried *= np.subtract(z, tz, out=map_x)
             carried += tz
-            diff = np.subtract(z, carried, out=map_y)                    # z - carried
-            np.abs(diff, out=rel)
-            rel /= z
+            cv2.absdiff(z, carried, dst=rel)
+            rel /= z                            # inf or NaN where there is no depth (z = 0)
             # 3. agreement: running mean; 4. elsewhere: reset (age 1, or 0 without depth)
             np.less(rel, self.threshold, out=agree)                     # NaN compares False
         agree &= age >= 1.0
         agree &= front
-        np.copyto(new_age, usable)
-        np.minimum(age, np.float32(self.max_age - 1), out=age)
+        # OpenCV's passes where numpy's are several times slower (masked copies: a bool
+        # array is a 0/1 uint8 mask; a clip; a cast from bool)
+        agreed = agree.view(np.uint8)
+        cv2.threshold(z, 0.0, 1.0, cv2.THRESH_BINARY, dst=new_age)         # 1, 0: no depth
+        cv2.threshold(age, self.max_age - 1, 0.0, cv2.THRESH_TRUNC, dst=age)
         age += 1
-        np.copyto(new_age, age, where=agree)
+        cv2.copyTo(age, agreed, new_age)
         with np.errstate(divide="ignore", invalid="ignore"):
+            diff = np.subtract(z, carried, out=map_y)                    # z - carried
             diff /= new_age
             diff += carried                                 # carried + (z - carried) / age
-        np.copyto(fused, diff, where=agree)
-        np.copyto(state, fused)
-        np.copyto(state, np.float32(np.nan), where=~usable)
+        cv2.copyTo(diff, agreed, fused)
+        state.fill(np.nan)
+        cv2.copyTo(fused, usable.view(np.uint8), state)
         counts += (np.count_nonzero(usable), np.count_nonzero(agree))
 
     def _reset(self, depth, usable, key, why) -> FusionResult:
