@@ -13,7 +13,8 @@
 
     depth-perception demo --out demo_out
 
-On 2 cores it takes 14-20 minutes, three quarters of it the tiny teacher's 600 steps.
+On 2 cores it takes 12-20 minutes (the CPU and the hour vary it), three quarters of it
+the tiny teacher's 600 steps.
 
 Each stage logs a line as it starts (the drives a line each as they are written), and
 the training stages a line with step, loss and time left every
