@@ -183,8 +183,8 @@ class TemporalFusion:
             np.less(rel, self.threshold, out=agree)                     # NaN compares False
         agree &= age >= 1.0
         agree &= front
-        # OpenCV's passes where numpy's are several times slower (masked copies: a bool
-        # array is a 0/1 uint8 mask; a clip; a cast from bool)
+        # OpenCV's passes where numpy's are several times slower: the masked copies (a
+        # bool array is a 0/1 uint8 mask), the age's clip, the usable mask as 1.0 / 0.0
         agreed = agree.view(np.uint8)
         cv2.threshold(z, 0.0, 1.0, cv2.THRESH_BINARY, dst=new_age)         # 1, 0: no depth
         cv2.threshold(age, self.max_age - 1, 0.0, cv2.THRESH_TRUNC, dst=age)
